@@ -1,0 +1,95 @@
+package aster_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/internal/testutil"
+)
+
+// Benchmarks of the four figures the Core issue sets targets for. Run:
+//
+//	go test -run=NONE -bench=. -benchmem -count=6 . | tee new.txt
+//
+// The raw quic-go floor is BenchmarkRawQUICEcho in transport/quic.
+
+func benchEnv(b *testing.B, tk transportKind) *aster.Client {
+	b.Helper()
+	key := testutil.Key(b, 1)
+	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()))
+	mc := mission.NewMissionControl()
+	srv.MustRegister(mc.Service(), newTestService().service())
+	ln, clientOpt := tk.setup(b, key)
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	c, err := aster.DialAddress(context.Background(), ln.Addr(), clientOpt(testutil.Key(b, 2)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close(); srv.Close(); <-done })
+	return c
+}
+
+func BenchmarkUnary(b *testing.B) {
+	for _, tk := range transports {
+		b.Run(tk.name, func(b *testing.B) {
+			c := benchEnv(b, tk)
+			ctx := context.Background()
+			req := &mission.StatusRequest{AgentID: "edge-node-7"}
+			b.Run("sequential", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := aster.CallUnary[mission.StatusResponse](ctx, c, "MissionControl.getStatus", req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("parallel32", func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetParallelism(16) // 16 × GOMAXPROCS(2) = 32 callers
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := aster.CallUnary[mission.StatusResponse](ctx, c, "MissionControl.getStatus", req); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkClientStream streams metric points through ingestMetrics; one
+// op is one message, so ns/op is the per-message cost and msgs/s the rate.
+func BenchmarkClientStream(b *testing.B) {
+	for _, tk := range transports {
+		b.Run(tk.name, func(b *testing.B) {
+			c := benchEnv(b, tk)
+			ctx := context.Background()
+			p := &mission.MetricPoint{Name: "cpu.usage", Value: 0.5, Timestamp: 1712567890.1}
+			b.ReportAllocs()
+			cs, err := aster.CallClientStream[mission.MetricPoint, mission.IngestResult](ctx, c, "MissionControl.ingestMetrics")
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for b.Loop() {
+				if err := cs.Send(p); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			res, err := cs.CloseAndRecv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Accepted != int64(n) {
+				b.Fatalf("accepted %d of %d", res.Accepted, n)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

@@ -1,0 +1,83 @@
+// Package cbor is aster's default codec: CBOR (RFC 8949) via
+// github.com/fxamacker/cbor/v2 with core deterministic encoding, so equal
+// values always encode to equal bytes (contract ids depend on it).
+//
+// Struct fields use `cbor` tags and fall back to `json` tags, so one set of
+// tags serves both codecs.
+package cbor
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+
+	fxcbor "github.com/fxamacker/cbor/v2"
+)
+
+// Name is the codec's wire name.
+const Name = "cbor"
+
+var (
+	encMode fxcbor.UserBufferEncMode
+	decMode fxcbor.DecMode
+)
+
+func init() {
+	var err error
+	eo := fxcbor.CoreDetEncOptions()
+	eo.Time = fxcbor.TimeRFC3339Nano
+	if encMode, err = eo.UserBufferEncMode(); err != nil {
+		panic(err)
+	}
+	decMode, err = fxcbor.DecOptions{
+		// Maps decoded into interface values get string keys when possible so
+		// they convert to JSON naturally.
+		DefaultMapType:   reflect.TypeOf(map[string]any(nil)),
+		MaxNestedLevels:  64,
+		MaxArrayElements: 1 << 20,
+		MaxMapPairs:      1 << 20,
+		DupMapKey:        fxcbor.DupMapKeyEnforcedAPF,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Codec is the CBOR codec. The zero value is ready to use.
+type Codec struct{}
+
+// Name returns "cbor".
+func (Codec) Name() string { return Name }
+
+// Marshal encodes v with deterministic CBOR.
+func (Codec) Marshal(v any) ([]byte, error) {
+	b, err := encMode.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("cbor: encode %T: %w", v, err)
+	}
+	return b, nil
+}
+
+// AppendMarshal encodes v after buf.
+func (Codec) AppendMarshal(buf []byte, v any) ([]byte, error) {
+	bb := bytes.NewBuffer(buf)
+	if err := encMode.MarshalToBuffer(v, bb); err != nil {
+		return buf, fmt.Errorf("cbor: encode %T: %w", v, err)
+	}
+	return bb.Bytes(), nil
+}
+
+// Unmarshal decodes exactly one CBOR item from data into v; trailing bytes are
+// an error.
+func (Codec) Unmarshal(data []byte, v any) error {
+	if err := decMode.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("cbor: decode %T: %w", v, err)
+	}
+	return nil
+}
+
+// Marshal encodes v with the package's deterministic encoder.
+func Marshal(v any) ([]byte, error) { return Codec{}.Marshal(v) }
+
+// Unmarshal decodes data into v with the package's decoder limits.
+func Unmarshal(data []byte, v any) error { return Codec{}.Unmarshal(data, v) }

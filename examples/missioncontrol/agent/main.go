@@ -1,0 +1,102 @@
+// Command agent is the Mission Control agent of chapters 2 and 3 (logs.py and
+// metrics.py in the guide).
+//
+//	go run ./examples/missioncontrol/agent <aster1…address>                 # submit a log entry a second
+//	go run ./examples/missioncontrol/agent --metrics 10000 <aster1…address> # stream metric points
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/examples/missioncontrol/mission"
+)
+
+func main() {
+	metrics := flag.Int("metrics", 0, "stream this many metric points with ingestMetrics and exit (0: submit logs instead)")
+	count := flag.Int("count", 0, "submit this many log entries and exit (0: until interrupted)")
+	interval := flag.Duration("interval", time.Second, "pause between log entries")
+	agentID := flag.String("agent-id", "edge-node-7", "agent id to report")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "Usage: agent [--metrics N | --count N] <aster1...address>")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() != 1 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, flag.Arg(0), *agentID, *metrics, *count, *interval); err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, addr, agentID string, metrics, count int, interval time.Duration) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := aster.Dial(dctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	if metrics > 0 {
+		ing, err := aster.CallClientStream[mission.MetricPoint, mission.IngestResult](ctx, c, "MissionControl.ingestMetrics")
+		if err != nil {
+			return err
+		}
+		defer ing.Close()
+		for range metrics {
+			p := &mission.MetricPoint{Name: "cpu.usage", Value: rand.Float64(), Timestamp: float64(time.Now().UnixNano()) / 1e9}
+			if err := ing.Send(p); err == io.EOF {
+				break // the server ended the call; CloseAndRecv says how
+			} else if err != nil {
+				return err
+			}
+		}
+		res, err := ing.CloseAndRecv()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("Accepted: %d\n", res.Accepted)
+		return nil
+	}
+
+	levels := []string{"info", "warn", "error"}
+	messages := []string{"disk 92% full", "health check failed", "cpu spike detected"}
+	for i := 0; count == 0 || i < count; i++ {
+		e := &mission.LogEntry{
+			Timestamp: float64(time.Now().UnixNano()) / 1e9,
+			Level:     levels[i%len(levels)],
+			Message:   messages[i%len(messages)],
+			AgentID:   agentID,
+		}
+		if _, err := aster.CallUnary[mission.SubmitLogResult](ctx, c, "MissionControl.submitLog", e); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Printf("submitted log #%d\n", i+1)
+		if count != 0 && i == count-1 {
+			break
+		}
+		select {
+		case <-time.After(interval):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}

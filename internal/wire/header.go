@@ -1,0 +1,160 @@
+package wire
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/aster-go/aster/codec/cbor"
+	"github.com/aster-go/aster/status"
+)
+
+// ControlService is the reserved service name for protocol calls (contract
+// fetch, session end, admission). User services may not use it.
+const ControlService = "_aster"
+
+// Control methods on ControlService.
+const (
+	MethodContract   = "contract"   // unary: returns the server's contract
+	MethodEndSession = "endSession" // unary: ends the header's sessionId
+)
+
+// Header limits.
+const (
+	MaxNameLen       = 128 // service and method names
+	MaxMetadataPairs = 64
+	MaxMetadataLen   = 8 << 10 // one key or value
+)
+
+// Header is the first frame of every call.
+type Header struct {
+	Service string `cbor:"service" json:"service"`
+	Method  string `cbor:"method" json:"method"`
+	// Version selects the service version; 0 means the highest registered.
+	Version uint32 `cbor:"version,omitempty" json:"version,omitempty"`
+	// CallID is chosen by the client, unique per connection, for logs.
+	CallID uint64 `cbor:"callId,omitempty" json:"callId,omitempty"`
+	// Timeout is the call's remaining budget in milliseconds; 0 means none.
+	Timeout uint64 `cbor:"timeout,omitempty" json:"timeout,omitempty"`
+	// SerializationMode names the codec of the data frames; "" means "cbor".
+	SerializationMode string `cbor:"serializationMode,omitempty" json:"serializationMode,omitempty"`
+	// Metadata is caller-supplied key/value pairs (tracing, auth tokens, ...).
+	Metadata map[string]string `cbor:"metadata,omitempty" json:"metadata,omitempty"`
+	// SessionID routes the call to a session-scoped service instance; 0 means
+	// no session.
+	SessionID uint64 `cbor:"sessionId,omitempty" json:"sessionId,omitempty"`
+}
+
+// Trailer ends every call: the status, and optional details and metadata.
+type Trailer struct {
+	Code     uint32            `cbor:"code" json:"code"`
+	Message  string            `cbor:"message,omitempty" json:"message,omitempty"`
+	Details  []status.Detail   `cbor:"details,omitempty" json:"details,omitempty"`
+	Metadata map[string]string `cbor:"metadata,omitempty" json:"metadata,omitempty"`
+}
+
+// IsJSON reports whether a header or trailer payload is JSON (its first byte
+// is '{') rather than CBOR.
+func IsJSON(payload []byte) bool { return len(payload) > 0 && payload[0] == '{' }
+
+// DecodeHeader decodes and validates a header payload (CBOR, or JSON when it
+// starts with '{'). Errors are INVALID_ARGUMENT.
+func DecodeHeader(payload []byte) (*Header, error) {
+	h := new(Header)
+	if err := decodeMeta(payload, h); err != nil {
+		return nil, status.Errorf(status.InvalidArgument, "wire: bad header: %v", err)
+	}
+	if err := h.Validate(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Validate checks the header's limits. Errors are INVALID_ARGUMENT.
+func (h *Header) Validate() error {
+	switch {
+	case h.Service == "":
+		return status.New(status.InvalidArgument, "wire: header has no service")
+	case h.Method == "":
+		return status.New(status.InvalidArgument, "wire: header has no method")
+	case len(h.Service) > MaxNameLen || len(h.Method) > MaxNameLen:
+		return status.Errorf(status.InvalidArgument, "wire: service or method name longer than %d bytes", MaxNameLen)
+	case len(h.Metadata) > MaxMetadataPairs:
+		return status.Errorf(status.InvalidArgument, "wire: more than %d metadata pairs", MaxMetadataPairs)
+	}
+	for k, v := range h.Metadata {
+		if k == "" || len(k) > MaxMetadataLen || len(v) > MaxMetadataLen {
+			return status.Errorf(status.InvalidArgument, "wire: bad metadata key %.32q", k)
+		}
+	}
+	return nil
+}
+
+// AppendHeader appends a HEADER frame for h, encoded as CBOR (or JSON when
+// asJSON).
+func AppendHeader(buf []byte, h *Header, asJSON bool) ([]byte, error) {
+	return appendMeta(buf, FlagHeader, h, asJSON)
+}
+
+// AppendTrailer appends a TRAILER frame, encoded as CBOR (or JSON when
+// asJSON).
+func AppendTrailer(buf []byte, t *Trailer, asJSON bool) ([]byte, error) {
+	return appendMeta(buf, FlagTrailer, t, asJSON)
+}
+
+// TrailerFor builds the trailer that reports err (nil means OK).
+func TrailerFor(err error) Trailer {
+	if err == nil {
+		return Trailer{}
+	}
+	se := status.FromError(err)
+	return Trailer{Code: uint32(se.Code()), Message: se.Message(), Details: se.Details(), Metadata: se.Metadata()}
+}
+
+// DecodeTrailer decodes a trailer payload and returns the call's outcome:
+// nil for OK, else an *status.Error. A trailer that does not decode is
+// reported as an INTERNAL error.
+func DecodeTrailer(payload []byte) (*Trailer, error) {
+	t := new(Trailer)
+	if err := decodeMeta(payload, t); err != nil {
+		return nil, status.Errorf(status.Internal, "wire: bad trailer: %v", err)
+	}
+	return t, nil
+}
+
+// Err returns the trailer's error, or nil when its code is OK.
+func (t *Trailer) Err() error {
+	if t.Code == 0 {
+		return nil
+	}
+	return status.FromWire(status.Code(t.Code), t.Message, t.Details, t.Metadata)
+}
+
+func appendMeta(buf []byte, flags byte, v any, asJSON bool) ([]byte, error) {
+	buf, off := BeginFrame(buf, flags)
+	var err error
+	if asJSON {
+		var b []byte
+		b, err = json.Marshal(v)
+		buf = append(buf, b...)
+	} else {
+		buf, err = cbor.Codec{}.AppendMarshal(buf, v)
+	}
+	if err != nil {
+		return buf[:off], fmt.Errorf("wire: encode %T: %w", v, err)
+	}
+	if len(buf)-off-prefixLen > MaxHeaderSize {
+		return buf[:off], FrameTooLarge(uint64(len(buf)-off-prefixLen), MaxHeaderSize)
+	}
+	EndFrame(buf, off)
+	return buf, nil
+}
+
+func decodeMeta(payload []byte, v any) error {
+	if len(payload) == 0 {
+		return fmt.Errorf("empty payload")
+	}
+	if IsJSON(payload) {
+		return json.Unmarshal(payload, v)
+	}
+	return cbor.Unmarshal(payload, v)
+}

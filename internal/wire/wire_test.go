@@ -1,0 +1,318 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"testing/iotest"
+
+	"github.com/aster-go/aster/status"
+)
+
+func readAll(t testing.TB, b []byte, max uint32) (frames [][]byte, flags []byte, err error) {
+	r := NewReader(bytes.NewReader(b), max)
+	defer r.Release()
+	for {
+		f, p, err := r.ReadFrame()
+		if err != nil {
+			return frames, flags, err
+		}
+		frames = append(frames, bytes.Clone(p))
+		flags = append(flags, f)
+	}
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	var b []byte
+	b = AppendFrame(b, FlagHeader, []byte("h"))
+	b = AppendFrame(b, 0, []byte("hello"))
+	big := bytes.Repeat([]byte{7}, 100_000) // larger than the bufio buffer
+	b = AppendFrame(b, 0, big)
+	b = AppendFrame(b, FlagTrailer, []byte{0xa0})
+	frames, flags, err := readAll(t, b, 0)
+	if err != io.EOF {
+		t.Fatalf("end: %v", err)
+	}
+	if len(frames) != 4 || string(frames[1]) != "hello" || !bytes.Equal(frames[2], big) {
+		t.Fatalf("frames: %d", len(frames))
+	}
+	if flags[0] != FlagHeader || flags[3] != FlagTrailer {
+		t.Fatalf("flags %v", flags)
+	}
+}
+
+func TestFrameBytes(t *testing.T) {
+	// PROTOCOL.md's example: a data frame carrying the 3 bytes 0xa1 0x61 0x6e.
+	got := hex.EncodeToString(AppendFrame(nil, 0, []byte{0xa1, 0x61, 0x6e}))
+	if got != "0400000000a1616e" {
+		t.Fatalf("got %s", got)
+	}
+	b, off := BeginFrame([]byte("x"), FlagTrailer)
+	b = append(b, 0xa0)
+	EndFrame(b, off)
+	if hex.EncodeToString(b[1:]) != "0200000002a0" {
+		t.Fatalf("BeginFrame/EndFrame: %x", b)
+	}
+}
+
+func TestFrameErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		in   []byte
+		max  uint32
+		code status.Code
+	}{
+		{"zero length", []byte{0, 0, 0, 0, 0}, 0, status.InvalidArgument},
+		{"over limit", []byte{0x01, 0x00, 0x01, 0x00, 0}, 1000, status.ResourceExhausted},
+		{"reserved flag", []byte{1, 0, 0, 0, 0x80}, 0, status.InvalidArgument},
+		{"header+trailer", []byte{1, 0, 0, 0, 0x06}, 0, status.InvalidArgument},
+		{"truncated prefix", []byte{5, 0, 0}, 0, status.InvalidArgument},
+		{"truncated payload", []byte{5, 0, 0, 0, 0, 1}, 0, status.InvalidArgument},
+		{"oversized header", AppendFrame(nil, FlagHeader, make([]byte, MaxHeaderSize+1)), 0, status.ResourceExhausted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := readAll(t, tc.in, tc.max)
+			if status.CodeOf(err) != tc.code {
+				t.Fatalf("got %v, want %v", err, tc.code)
+			}
+		})
+	}
+}
+
+func TestReaderOneByteAtATime(t *testing.T) {
+	b := AppendFrame(AppendFrame(nil, 0, []byte("abc")), 0, bytes.Repeat([]byte("z"), 40_000))
+	r := NewReader(iotest.OneByteReader(bytes.NewReader(b)), 0)
+	defer r.Release()
+	for i := range 2 {
+		if _, _, err := r.ReadFrame(); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	if _, _, err := r.ReadFrame(); err != io.EOF {
+		t.Fatal(err)
+	}
+}
+
+func TestReaderPassesTransportErrors(t *testing.T) {
+	boom := errors.New("boom")
+	r := NewReader(iotest.ErrReader(boom), 0)
+	defer r.Release()
+	if _, _, err := r.ReadFrame(); !errors.Is(err, boom) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestHeaderRoundTrip(t *testing.T) {
+	h := &Header{Service: "MissionControl", Method: "getStatus", Version: 1, CallID: 9, Timeout: 1500,
+		SerializationMode: "json", Metadata: map[string]string{"traceparent": "00-ab"}, SessionID: 4}
+	for _, asJSON := range []bool{false, true} {
+		b, err := AppendHeader(nil, h, asJSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames, flags, _ := readAll(t, b, 0)
+		if flags[0] != FlagHeader || IsJSON(frames[0]) != asJSON {
+			t.Fatalf("json=%v flags=%v", asJSON, flags)
+		}
+		got, err := DecodeHeader(frames[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Service != h.Service || got.Method != h.Method || got.Timeout != 1500 || got.SessionID != 4 || got.Metadata["traceparent"] != "00-ab" {
+			t.Fatalf("json=%v: %+v", asJSON, got)
+		}
+	}
+}
+
+func TestHeaderValidation(t *testing.T) {
+	long := strings.Repeat("x", MaxNameLen+1)
+	many := map[string]string{}
+	for i := range MaxMetadataPairs + 1 {
+		many[string(rune('a'+i%26))+strings.Repeat("k", i)] = "v"
+	}
+	for _, h := range []Header{
+		{Method: "m"}, {Service: "s"}, {Service: long, Method: "m"}, {Service: "s", Method: "m", Metadata: many},
+		{Service: "s", Method: "m", Metadata: map[string]string{"": "v"}},
+	} {
+		if err := h.Validate(); status.CodeOf(err) != status.InvalidArgument {
+			t.Errorf("%+v: got %v", h, err)
+		}
+	}
+}
+
+func TestTrailer(t *testing.T) {
+	err := status.New(status.NotFound, "unknown method X.y").WithMetadata("retry-after", "1s")
+	tr := TrailerFor(err)
+	b, e := AppendTrailer(nil, &tr, false)
+	if e != nil {
+		t.Fatal(e)
+	}
+	frames, _, _ := readAll(t, b, 0)
+	got, e := DecodeTrailer(frames[0])
+	if e != nil {
+		t.Fatal(e)
+	}
+	res := got.Err()
+	var se *status.Error
+	if !errors.As(res, &se) || se.Code() != status.NotFound || se.Message() != "unknown method X.y" || se.Metadata()["retry-after"] != "1s" {
+		t.Fatalf("got %v", res)
+	}
+	ok := TrailerFor(nil)
+	if ok.Err() != nil {
+		t.Fatal("OK trailer has an error")
+	}
+	if _, e := DecodeTrailer([]byte{0xff}); status.CodeOf(e) != status.Internal {
+		t.Fatalf("garbage trailer: %v", e)
+	}
+}
+
+func TestCompression(t *testing.T) {
+	payload := bytes.Repeat([]byte("metric "), 10_000)
+	c := Compress(payload)
+	if len(c) >= len(payload) {
+		t.Fatalf("did not compress: %d", len(c))
+	}
+	out, err := DataPayload(FlagCompressed, c, 0)
+	if err != nil || !bytes.Equal(out, payload) {
+		t.Fatalf("round trip: %v", err)
+	}
+	if _, err := Decompress(c, 1000); status.CodeOf(err) != status.ResourceExhausted {
+		t.Fatalf("bomb limit: %v", err)
+	}
+	if _, err := Decompress([]byte("nope"), 0); status.CodeOf(err) != status.InvalidArgument {
+		t.Fatalf("garbage: %v", err)
+	}
+}
+
+// slowWriter records writes, blocking each until released, to check that the
+// streaming Writer coalesces frames while a write is in progress.
+type slowWriter struct {
+	mu     sync.Mutex
+	writes [][]byte
+	gate   chan struct{}
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	<-w.gate
+	w.mu.Lock()
+	w.writes = append(w.writes, bytes.Clone(p))
+	w.mu.Unlock()
+	return len(p), nil
+}
+
+func TestWriterCoalesces(t *testing.T) {
+	sw := &slowWriter{gate: make(chan struct{})}
+	var w Writer
+	w.Reset(sw)
+	w.SetStreaming()
+	for i := range 100 {
+		if err := w.Append(func(b []byte) ([]byte, error) { return AppendFrame(b, 0, []byte{byte(i)}), nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(sw.gate)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w.Wait()
+	var all []byte
+	for _, b := range sw.writes {
+		all = append(all, b...)
+	}
+	frames, _, err := readAll(t, all, 0)
+	if err != io.EOF || len(frames) != 100 {
+		t.Fatalf("%d frames, %v", len(frames), err)
+	}
+	for i, f := range frames {
+		if f[0] != byte(i) {
+			t.Fatalf("frame %d out of order", i)
+		}
+	}
+	if len(sw.writes) > 3 {
+		t.Fatalf("100 frames took %d writes; want them coalesced", len(sw.writes))
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("reset") }
+
+func TestWriterReportsWriteError(t *testing.T) {
+	var w Writer
+	w.Reset(failWriter{})
+	w.SetStreaming()
+	_ = w.Append(func(b []byte) ([]byte, error) { return AppendFrame(b, 0, []byte{1}), nil })
+	w.Wait()
+	if err := w.Append(func(b []byte) ([]byte, error) { return AppendFrame(b, 0, []byte{1}), nil }); err == nil {
+		t.Fatal("append after a failed write succeeded")
+	}
+	if err := w.Flush(); err == nil {
+		t.Fatal("flush after a failed write succeeded")
+	}
+}
+
+func FuzzReadFrame(f *testing.F) {
+	f.Add(AppendFrame(nil, 0, []byte("hello")))
+	f.Add(AppendFrame(AppendFrame(nil, FlagHeader, []byte{0xa0}), FlagTrailer, []byte{0xa0}))
+	f.Add([]byte{0, 0, 0, 0, 0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0})
+	f.Add([]byte{3, 0, 0, 0, 0x80, 1})
+	f.Add(AppendFrame(nil, FlagCompressed, Compress([]byte("zzzzzzzzzzzz"))))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := NewReader(bytes.NewReader(in), 1<<16)
+		defer r.Release()
+		for i := 0; i < 1000; i++ {
+			flags, p, err := r.ReadFrame()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				var se *status.Error
+				if !errors.As(err, &se) {
+					t.Fatalf("error without a status code: %v", err)
+				}
+				return
+			}
+			if len(p) > 1<<16 {
+				t.Fatalf("payload of %d bytes passed a 64 KiB limit", len(p))
+			}
+			if flags&FlagHeader != 0 {
+				_, _ = DecodeHeader(p)
+			}
+			if flags&FlagTrailer != 0 {
+				_, _ = DecodeTrailer(p)
+			}
+			if flags&FlagCompressed != 0 {
+				_, _ = Decompress(p, 1<<16)
+			}
+		}
+	})
+}
+
+func FuzzDecodeHeader(f *testing.F) {
+	h, _ := AppendHeader(nil, &Header{Service: "S", Method: "m", Metadata: map[string]string{"k": "v"}, SessionID: 3}, false)
+	f.Add(h[5:])
+	f.Add([]byte(`{"service":"S","method":"m","timeout":100}`))
+	f.Add([]byte(`{"service":1}`))
+	f.Add([]byte{0xa1, 0x67})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		h, err := DecodeHeader(in)
+		if err != nil {
+			if status.CodeOf(err) != status.InvalidArgument {
+				t.Fatalf("header error not INVALID_ARGUMENT: %v", err)
+			}
+			return
+		}
+		if h.Validate() != nil {
+			t.Fatal("DecodeHeader returned an invalid header")
+		}
+		if _, err := AppendHeader(nil, h, false); err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}

@@ -1,0 +1,129 @@
+package wire
+
+import (
+	"io"
+	"sync"
+)
+
+// Writer coalesces frames into large writes on a stream.
+//
+// Frames are appended to a buffer. In buffered mode nothing is written until
+// Flush. In streaming mode (SetStreaming) the first append after a pause
+// starts a short-lived flusher goroutine that writes whatever has accumulated
+// and exits when the buffer is empty, so a fast sender gets batched writes
+// and a slow one gets each message sent at once. Appends block while more
+// than HighWater bytes wait (backpressure). The flusher is owned by the
+// Writer: Flush and Wait join it.
+type Writer struct {
+	mu        sync.Mutex
+	cond      sync.Cond
+	w         io.Writer
+	buf       []byte
+	spare     []byte
+	flushing  bool
+	streaming bool
+	err       error
+}
+
+// HighWater is the buffered byte count above which appends wait for the
+// flusher.
+const HighWater = 1 << 20
+
+// maxKeep caps the capacity of buffers kept for reuse.
+const maxKeep = 256 << 10
+
+// Reset prepares the Writer for a new stream.
+func (w *Writer) Reset(dst io.Writer) {
+	w.w = dst
+	w.cond.L = &w.mu
+	w.buf = w.buf[:0]
+	w.spare = w.spare[:0]
+	w.flushing, w.streaming, w.err = false, false, nil
+}
+
+// SetStreaming switches to streaming mode (see Writer).
+func (w *Writer) SetStreaming() { w.mu.Lock(); w.streaming = true; w.mu.Unlock() }
+
+// Append calls fn to append one or more frames to the pending buffer. fn
+// must return the extended buffer; if it fails, the buffer is restored and
+// its error returned. Append returns an earlier write error, if any.
+func (w *Writer) Append(fn func([]byte) ([]byte, error)) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.streaming && w.flushing && len(w.buf) > HighWater && w.err == nil {
+		w.cond.Wait()
+	}
+	if w.err != nil {
+		return w.err
+	}
+	n := len(w.buf)
+	b, err := fn(w.buf)
+	if err != nil {
+		w.buf = b[:n]
+		return err
+	}
+	w.buf = b
+	if w.streaming && !w.flushing {
+		w.flushing = true
+		go w.flushLoop()
+	}
+	return nil
+}
+
+func (w *Writer) flushLoop() {
+	w.mu.Lock()
+	for len(w.buf) > 0 && w.err == nil {
+		b := w.buf
+		w.buf = w.spare[:0]
+		w.mu.Unlock()
+		_, err := w.w.Write(b)
+		w.mu.Lock()
+		if cap(b) <= maxKeep {
+			w.spare = b[:0]
+		}
+		if err != nil {
+			w.err = err
+		}
+		w.cond.Broadcast()
+	}
+	w.flushing = false
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+// Flush waits for the flusher, then writes everything pending, including
+// frames appended while it writes.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	for w.flushing {
+		w.cond.Wait()
+	}
+	w.flushing = true
+	w.mu.Unlock()
+	w.flushLoop()
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	return err
+}
+
+// Wait joins the flusher goroutine without writing anything more. Use it
+// after the stream was reset so no goroutine outlives the call.
+func (w *Writer) Wait() {
+	w.mu.Lock()
+	for w.flushing {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
+}
+
+// Release drops large buffers so a pooled Writer does not pin memory.
+func (w *Writer) Release() {
+	if cap(w.buf) > maxKeep {
+		w.buf = nil
+	}
+	if cap(w.spare) > maxKeep {
+		w.spare = nil
+	}
+	w.w = nil
+}

@@ -1,0 +1,98 @@
+// Package middleware holds aster's middleware types and their composition.
+//
+// Server middleware is a func(handler.Handler) handler.Handler, exactly like
+// net/http middleware. Client middleware wraps a Caller — the client's call
+// path — the way an http.RoundTripper wrapper does: it sees every call
+// (method, pattern, metadata) and every message of its stream.
+//
+// Chain composes either kind; the first middleware given is the outermost.
+package middleware
+
+import (
+	"context"
+
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/trust"
+)
+
+// Server is server-side middleware.
+type Server = handler.Middleware
+
+// Call describes one outgoing call.
+type Call struct {
+	Service string
+	Method  string
+	// Version of the service; 0 asks the server for its highest version.
+	Version uint32
+	// Pattern is the call pattern.
+	Pattern handler.Pattern
+	// Idempotent marks the call as safe to retry.
+	Idempotent bool
+	// Metadata is sent in the call header; middleware may add to it.
+	Metadata handler.Metadata
+	// SessionID routes the call to a session (0: none).
+	SessionID uint64
+	// Peer is the endpoint being called.
+	Peer trust.EndpointID
+}
+
+// FullName returns "Service.method".
+func (c *Call) FullName() string { return c.Service + "." + c.Method }
+
+// ClientStream is the caller's side of one call.
+//
+// Send and CloseSend may be called concurrently with Recv. A unary or
+// server-streaming call sends exactly one message, then CloseSend.
+type ClientStream interface {
+	// Send encodes and sends one request message. Messages may be coalesced
+	// into larger writes.
+	Send(msg any) error
+	// CloseSend flushes and half-closes the request direction.
+	CloseSend() error
+	// Recv decodes the next response into msg. It returns io.EOF when the
+	// call ended OK, or the call's *status.Error.
+	Recv(msg any) error
+	// Trailer returns the trailer metadata, valid once Recv has returned an
+	// error or io.EOF.
+	Trailer() handler.Metadata
+	// Close releases the stream, cancelling the call if it has not ended.
+	// It is safe to call more than once.
+	Close()
+}
+
+// Caller starts calls. The client's transport path implements it; client
+// middleware wraps it.
+type Caller interface {
+	NewStream(ctx context.Context, call *Call) (ClientStream, error)
+}
+
+// CallerFunc adapts a function to Caller.
+type CallerFunc func(ctx context.Context, call *Call) (ClientStream, error)
+
+// NewStream calls f.
+func (f CallerFunc) NewStream(ctx context.Context, call *Call) (ClientStream, error) {
+	return f(ctx, call)
+}
+
+// Client is client-side middleware.
+type Client func(Caller) Caller
+
+// ChainServer composes server middleware; mw[0] is the outermost.
+func ChainServer(mw ...Server) Server {
+	return func(h handler.Handler) handler.Handler {
+		for i := len(mw) - 1; i >= 0; i-- {
+			h = mw[i](h)
+		}
+		return h
+	}
+}
+
+// ChainClient composes client middleware; mw[0] is the outermost.
+func ChainClient(mw ...Client) Client {
+	return func(c Caller) Caller {
+		for i := len(mw) - 1; i >= 0; i-- {
+			c = mw[i](c)
+		}
+		return c
+	}
+}

@@ -1,0 +1,435 @@
+package aster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aster-go/aster/codec"
+	"github.com/aster-go/aster/codec/cbor"
+	"github.com/aster-go/aster/codec/json"
+	"github.com/aster-go/aster/contract"
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/trust"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("aster: server closed")
+
+// Server serves registered services on one or more listeners. Create it with
+// NewServer, Register services, then Serve (or ListenAndServe). A Server is
+// safe for concurrent use.
+type Server struct {
+	opts serverOptions
+	key  trust.SecretKey
+	id   trust.EndpointID
+
+	mu        sync.Mutex
+	services  map[string]*serviceEntry
+	list      []*handler.Service
+	contract  []byte // canonical CBOR, built lazily
+	listeners map[transport.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	closed    bool
+
+	draining atomic.Bool
+	calls    callTracker    // calls being served
+	connWG   sync.WaitGroup // connection goroutines
+}
+
+// callTracker counts in-flight calls and lets Shutdown wait for zero.
+type callTracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0 while someone waits
+}
+
+func (t *callTracker) add() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *callTracker) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+	t.mu.Unlock()
+}
+
+// wait returns a channel closed once no call is in flight.
+func (t *callTracker) wait() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	return t.zero
+}
+
+type serviceEntry struct {
+	versions map[uint32]*serviceVersion
+	highest  *serviceVersion
+}
+
+type serviceVersion struct {
+	svc     *handler.Service
+	methods map[string]*methodEntry
+}
+
+type methodEntry struct {
+	sv   *serviceVersion
+	m    *handler.Method
+	info *handler.MethodInfo
+	h    handler.Handler // full chain (shared services)
+	wrap handler.Middleware
+}
+
+type serverOptions struct {
+	key         trust.SecretKey
+	mw          []handler.Middleware
+	codecs      map[string]codec.Codec
+	maxFrame    uint32
+	maxSessions int
+	logger      *slog.Logger
+	quic        *quic.Config
+	admit       func(ctx context.Context, c transport.Conn) (handler.Peer, error)
+	linger      time.Duration
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*serverOptions)
+
+// WithSecretKey sets the server's identity key. Default: a fresh random key
+// (the endpoint id then changes on every start).
+func WithSecretKey(k trust.SecretKey) ServerOption { return func(o *serverOptions) { o.key = k } }
+
+// WithMiddleware adds server-wide middleware around every method (outermost
+// first). Service and method middleware run inside it.
+func WithMiddleware(mw ...handler.Middleware) ServerOption {
+	return func(o *serverOptions) { o.mw = append(o.mw, mw...) }
+}
+
+// WithCodec adds or replaces a codec the server accepts, by name. Default:
+// cbor and json.
+func WithCodec(c codec.Codec) ServerOption { return func(o *serverOptions) { o.codecs[c.Name()] = c } }
+
+// WithMaxFrameSize caps the size of one frame (and of one decompressed
+// message). Default and maximum: 16 MiB. Larger frames fail the call with
+// RESOURCE_EXHAUSTED before anything is allocated.
+func WithMaxFrameSize(n uint32) ServerOption {
+	return func(o *serverOptions) {
+		if n > 0 && n <= wire.DefaultMaxFrameSize {
+			o.maxFrame = n
+		}
+	}
+}
+
+// WithMaxSessionsPerConn caps the active sessions one connection may hold.
+// Default 1024; beyond it new sessions fail with RESOURCE_EXHAUSTED.
+func WithMaxSessionsPerConn(n int) ServerOption { return func(o *serverOptions) { o.maxSessions = n } }
+
+// WithLogger sets the server's logger. Default: slog.Default().
+func WithLogger(l *slog.Logger) ServerOption { return func(o *serverOptions) { o.logger = l } }
+
+// WithQUICConfig sets the QUIC transport configuration used by
+// ListenAndServe. Default: quic.Config's documented defaults.
+func WithQUICConfig(c *quic.Config) ServerOption { return func(o *serverOptions) { o.quic = c } }
+
+// WithAdmission installs the admission gate: it runs once per connection
+// before any call on it is served and returns the peer (with its granted
+// capabilities) or an error, which closes the connection. Default: every
+// peer is admitted unrestricted (open gate).
+func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer, error)) ServerOption {
+	return func(o *serverOptions) { o.admit = fn }
+}
+
+// WithShutdownLinger sets how long Shutdown waits after the last call ends
+// before closing connections, so that responses already sent are delivered
+// (closing a QUIC connection discards unacknowledged data). Default 250 ms.
+func WithShutdownLinger(d time.Duration) ServerOption { return func(o *serverOptions) { o.linger = d } }
+
+// NewServer returns a Server with the given options.
+func NewServer(opts ...ServerOption) *Server {
+	o := serverOptions{
+		codecs:      map[string]codec.Codec{cbor.Name: cbor.Codec{}, json.Name: json.Codec{}},
+		maxFrame:    wire.DefaultMaxFrameSize,
+		maxSessions: 1024,
+		linger:      250 * time.Millisecond,
+		logger:      slog.Default(),
+	}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	if o.key == nil {
+		o.key = trust.GenerateKey()
+	}
+	return &Server{
+		opts: o, key: o.key, id: trust.IDOf(o.key),
+		services:  map[string]*serviceEntry{},
+		listeners: map[transport.Listener]struct{}{},
+		conns:     map[*serverConn]struct{}{},
+	}
+}
+
+// ID returns the server's endpoint id.
+func (s *Server) ID() trust.EndpointID { return s.id }
+
+// SecretKey returns the server's identity key (for transports that need it).
+func (s *Server) SecretKey() trust.SecretKey { return s.key }
+
+// Register adds services. It fails if a service name and version is already
+// registered or the services' message types cannot be described in a
+// contract.
+func (s *Server) Register(svcs ...*handler.Service) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := append(append([]*handler.Service(nil), s.list...), svcs...)
+	if _, err := contract.Build(list); err != nil {
+		return err
+	}
+	for _, svc := range svcs {
+		e := s.services[svc.Name()]
+		if e == nil {
+			e = &serviceEntry{versions: map[uint32]*serviceVersion{}}
+			s.services[svc.Name()] = e
+		}
+		if _, dup := e.versions[svc.Version()]; dup {
+			return fmt.Errorf("aster: service %s version %d registered twice", svc.Name(), svc.Version())
+		}
+		sv := &serviceVersion{svc: svc, methods: map[string]*methodEntry{}}
+		for _, m := range svc.Methods() {
+			mw := make([]handler.Middleware, 0, len(s.opts.mw)+len(svc.Middleware())+len(m.Middleware()))
+			mw = append(append(append(mw, s.opts.mw...), svc.Middleware()...), m.Middleware()...)
+			me := &methodEntry{sv: sv, m: m, info: &m.Info, wrap: middleware.ChainServer(mw...)}
+			if m.Handler != nil {
+				me.h = me.wrap(m.Handler)
+			}
+			sv.methods[m.Info.Name] = me
+		}
+		e.versions[svc.Version()] = sv
+		if e.highest == nil || svc.Version() > e.highest.svc.Version() {
+			e.highest = sv
+		}
+	}
+	s.list = list
+	s.contract = nil
+	return nil
+}
+
+// MustRegister is Register that panics on error, for program setup.
+func (s *Server) MustRegister(svcs ...*handler.Service) *Server {
+	if err := s.Register(svcs...); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Contract returns the server's contract and its canonical encoding.
+func (s *Server) Contract() (*contract.Contract, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := contract.Build(s.list)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.contract == nil {
+		if s.contract, err = c.Encode(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return c, s.contract, nil
+}
+
+func (s *Server) contractBytes() ([]byte, error) {
+	_, b, err := s.Contract()
+	return b, err
+}
+
+func (s *Server) lookup(h *wire.Header) (*methodEntry, error) {
+	s.mu.Lock()
+	e := s.services[h.Service]
+	s.mu.Unlock()
+	if e == nil {
+		return nil, status.Errorf(status.NotFound, "unknown service %s", h.Service)
+	}
+	sv := e.highest
+	if h.Version != 0 {
+		if sv = e.versions[h.Version]; sv == nil {
+			return nil, status.Errorf(status.NotFound, "unknown version %d of service %s", h.Version, h.Service)
+		}
+	}
+	me := sv.methods[h.Method]
+	if me == nil {
+		return nil, status.Errorf(status.NotFound, "unknown method %s.%s", h.Service, h.Method)
+	}
+	return me, nil
+}
+
+// ListenAndServe listens on the UDP address addr with direct QUIC ("" or
+// ":0" picks a free port on all interfaces) and serves until Shutdown or
+// Close. ready, if non-nil, is called with the listener's address once it is
+// listening.
+func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
+	ln, err := quic.Listen(addr, s.key, s.opts.quic)
+	if err != nil {
+		return fmt.Errorf("aster: listen %s: %w", addr, err)
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	return s.Serve(ln)
+}
+
+// Address returns the address of the first listener being served, or an
+// Address with only the endpoint id.
+func (s *Server) Address() Address {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ln := range s.listeners {
+		return ln.Addr()
+	}
+	return Address{ID: s.id}
+}
+
+// Serve accepts connections on ln and serves them until Shutdown or Close,
+// then returns ErrServerClosed. Serve takes ownership of ln and closes it.
+func (s *Server) Serve(ln transport.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept(context.Background())
+		if err != nil {
+			if s.isClosed() || errors.Is(err, transport.ErrListenerClosed) {
+				return ErrServerClosed
+			}
+			return fmt.Errorf("aster: accept: %w", err)
+		}
+		if !s.trackConn(c) {
+			c.Close(transport.ConnShutdown, "server shutting down")
+			return ErrServerClosed
+		}
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) trackConn(c transport.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	sc := newServerConn(s, c)
+	s.conns[sc] = struct{}{}
+	s.connWG.Add(1)
+	go func() {
+		defer s.connWG.Done()
+		sc.serve()
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+	}()
+	return true
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, refuses new
+// calls with UNAVAILABLE, waits for in-flight calls to finish (or ctx to be
+// done), then closes every connection. It returns ctx's error if the wait
+// was cut short.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.beginClose() {
+		return nil
+	}
+	done := s.calls.wait()
+	var err error
+	select {
+	case <-done:
+		// QUIC's connection close discards data not yet acknowledged, so
+		// linger briefly for the last responses to reach their callers.
+		t := time.NewTimer(s.opts.linger)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.closeConns()
+	if err != nil {
+		// Like net/http: do not wait for handlers that ignore cancellation.
+		return err
+	}
+	s.connWG.Wait()
+	return nil
+}
+
+// Close closes the listeners and all connections immediately; in-flight
+// calls fail with UNAVAILABLE. It waits for handlers to return.
+func (s *Server) Close() error {
+	s.beginClose()
+	s.closeConns()
+	s.connWG.Wait()
+	<-s.calls.wait()
+	return nil
+}
+
+func (s *Server) beginClose() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.closed = true
+	s.draining.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	return true
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.conn.Close(transport.ConnShutdown, "server shutting down")
+	}
+}

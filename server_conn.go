@@ -1,0 +1,530 @@
+package aster
+
+import (
+	"context"
+	"errors"
+	"io"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/aster-go/aster/codec"
+	"github.com/aster-go/aster/codec/cbor"
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
+)
+
+// maxEndedSessions is how many ended session ids a connection remembers (to
+// answer NOT_FOUND rather than silently starting a new instance).
+const maxEndedSessions = 4096
+
+// serverConn serves the calls of one connection.
+type serverConn struct {
+	srv    *Server
+	conn   transport.Conn
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+	peer   handler.Peer
+
+	streams sync.WaitGroup
+
+	mu         sync.Mutex
+	sessions   map[uint64]*session
+	ended      map[uint64]struct{}
+	endedOrder []uint64
+	closing    bool
+}
+
+// session is one client session: an instance of a session-scoped service.
+type session struct {
+	id       uint64
+	svc      *serviceVersion
+	ready    chan struct{} // closed when instance (or err) is set
+	instance any
+	err      error
+	refs     int // active calls
+	ended    bool
+	handlers map[*methodEntry]handler.Handler
+}
+
+func newServerConn(s *Server, c transport.Conn) *serverConn {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &serverConn{
+		srv: s, conn: c, ctx: ctx, cancel: cancel,
+		sessions: map[uint64]*session{},
+		ended:    map[uint64]struct{}{},
+	}
+}
+
+func (sc *serverConn) serve() {
+	defer sc.shutdown()
+	sc.peer = handler.Peer{ID: sc.conn.RemoteID(), Addr: sc.conn.RemoteAddr(), Unrestricted: true}
+	if admit := sc.srv.opts.admit; admit != nil {
+		p, err := admit(sc.ctx, sc.conn)
+		if err != nil {
+			sc.srv.opts.logger.Info("aster: admission refused", "peer", sc.conn.RemoteID().Short(), "err", err)
+			sc.conn.Close(transport.ConnRefused, "admission refused")
+			return
+		}
+		sc.peer = p
+	}
+	go func() {
+		select {
+		case <-sc.conn.Done():
+			sc.cancel()
+		case <-sc.ctx.Done():
+		}
+	}()
+	for {
+		st, err := sc.conn.AcceptStream(sc.ctx)
+		if err != nil {
+			return
+		}
+		sc.streams.Add(1)
+		go sc.serveStream(st)
+	}
+}
+
+// shutdown runs when the connection ends: cancel calls, wait for them, and
+// close the session instances.
+func (sc *serverConn) shutdown() {
+	sc.cancel()
+	sc.conn.Close(transport.ConnNoError, "")
+	sc.streams.Wait()
+	sc.mu.Lock()
+	sc.closing = true
+	var toClose []*session
+	for id, ss := range sc.sessions {
+		delete(sc.sessions, id)
+		ss.ended = true
+		if ss.refs == 0 {
+			toClose = append(toClose, ss)
+		}
+	}
+	sc.mu.Unlock()
+	for _, ss := range toClose {
+		sc.closeInstance(ss)
+	}
+}
+
+func (sc *serverConn) closeInstance(ss *session) {
+	<-ss.ready
+	if c, ok := ss.instance.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			sc.srv.opts.logger.Warn("aster: session close failed", "session", ss.id, "service", ss.svc.svc.Name(), "err", err)
+		}
+	}
+}
+
+// acquireSession returns the session for id, creating its instance on first
+// sight, with a reference held for one call.
+func (sc *serverConn) acquireSession(ctx context.Context, id uint64, sv *serviceVersion) (*session, error) {
+	sc.mu.Lock()
+	ss := sc.sessions[id]
+	switch {
+	case sc.closing:
+		sc.mu.Unlock()
+		return nil, status.New(status.Unavailable, "connection closing")
+	case ss != nil && ss.svc != sv:
+		sc.mu.Unlock()
+		return nil, status.Errorf(status.FailedPrecondition, "session %d belongs to service %s", id, ss.svc.svc.Name())
+	case ss != nil:
+		ss.refs++
+		sc.mu.Unlock()
+		<-ss.ready
+		if ss.err != nil {
+			sc.releaseSession(ss)
+			return nil, ss.err
+		}
+		return ss, nil
+	}
+	if _, gone := sc.ended[id]; gone {
+		sc.mu.Unlock()
+		return nil, status.Errorf(status.NotFound, "session %d has ended", id)
+	}
+	if len(sc.sessions) >= sc.srv.opts.maxSessions {
+		sc.mu.Unlock()
+		return nil, status.Errorf(status.ResourceExhausted, "too many sessions on this connection (limit %d)", sc.srv.opts.maxSessions)
+	}
+	ss = &session{id: id, svc: sv, ready: make(chan struct{}), refs: 1, handlers: map[*methodEntry]handler.Handler{}}
+	sc.sessions[id] = ss
+	sc.mu.Unlock()
+
+	inst, err := safeNewInstance(sc.ctx, sv.svc, sc.peer)
+	if err != nil {
+		se := status.FromError(err)
+		if se.Code() == status.Unknown {
+			se = status.Errorf(status.Internal, "creating session: %v", err)
+		}
+		ss.err = se
+		sc.mu.Lock()
+		delete(sc.sessions, id)
+		sc.mu.Unlock()
+		close(ss.ready)
+		sc.releaseSession(ss)
+		return nil, ss.err
+	}
+	ss.instance = inst
+	close(ss.ready)
+	return ss, nil
+}
+
+func safeNewInstance(ctx context.Context, svc *handler.Service, p handler.Peer) (inst any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = status.Errorf(status.Internal, "session factory panicked: %v", r)
+		}
+	}()
+	return svc.NewInstance(ctx, p)
+}
+
+func (sc *serverConn) releaseSession(ss *session) {
+	sc.mu.Lock()
+	ss.refs--
+	closeNow := ss.refs == 0 && ss.ended && ss.err == nil
+	sc.mu.Unlock()
+	if closeNow {
+		sc.closeInstance(ss)
+	}
+}
+
+// endSession ends session id: no new calls; the instance closes when its
+// last call returns.
+func (sc *serverConn) endSession(id uint64) error {
+	sc.mu.Lock()
+	ss := sc.sessions[id]
+	if ss == nil {
+		_, gone := sc.ended[id]
+		sc.mu.Unlock()
+		if gone {
+			return status.Errorf(status.NotFound, "session %d has ended", id)
+		}
+		return status.Errorf(status.NotFound, "unknown session %d", id)
+	}
+	delete(sc.sessions, id)
+	sc.ended[id] = struct{}{}
+	sc.endedOrder = append(sc.endedOrder, id)
+	if len(sc.endedOrder) > maxEndedSessions {
+		delete(sc.ended, sc.endedOrder[0])
+		sc.endedOrder = sc.endedOrder[1:]
+	}
+	ss.ended = true
+	closeNow := ss.refs == 0
+	sc.mu.Unlock()
+	if closeNow {
+		sc.closeInstance(ss)
+	}
+	return nil
+}
+
+func (ss *session) handler(sc *serverConn, me *methodEntry) handler.Handler {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	h := ss.handlers[me]
+	if h == nil {
+		h = me.wrap(me.m.Bind(ss.instance))
+		ss.handlers[me] = h
+	}
+	return h
+}
+
+// serveStream serves one call.
+func (sc *serverConn) serveStream(st transport.Stream) {
+	defer sc.streams.Done()
+	s := sc.srv
+	c := getServerCall()
+	defer putServerCall(c)
+	c.sc, c.st = sc, st
+	c.r.Reset(st, s.opts.maxFrame)
+	c.w.Reset(st)
+	c.peer = &sc.peer
+
+	flags, payload, err := c.r.ReadFrame()
+	if err != nil {
+		c.abort(err)
+		return
+	}
+	if flags&wire.FlagHeader == 0 {
+		c.finish(status.New(status.InvalidArgument, "first frame of a call must be a header"))
+		return
+	}
+	c.jsonMeta = wire.IsJSON(payload)
+	h, err := wire.DecodeHeader(payload)
+	if err != nil {
+		c.finish(err)
+		return
+	}
+	c.hdr = h
+	s.calls.add()
+	defer s.calls.done()
+	if s.draining.Load() {
+		c.finish(status.New(status.Unavailable, "server shutting down"))
+		return
+	}
+	if err := c.setCodec(h.SerializationMode); err != nil {
+		c.finish(err)
+		return
+	}
+	if h.Service == wire.ControlService {
+		c.finish(c.control(h))
+		return
+	}
+	me, err := s.lookup(h)
+	if err != nil {
+		c.finish(err)
+		return
+	}
+	c.info = me.info
+	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !req.Satisfied(sc.peer.Capabilities) {
+		c.finish(status.New(status.PermissionDenied, "permission denied"))
+		return
+	}
+	if me.info.Pattern.ServerStreams() {
+		c.w.SetStreaming()
+	}
+
+	ctx, cancel := context.WithCancel(sc.ctx)
+	defer cancel()
+	if h.Timeout > 0 {
+		var cancelT context.CancelFunc
+		ctx, cancelT = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
+		defer cancelT()
+	}
+	stop := context.AfterFunc(st.Context(), cancel)
+	defer stop()
+
+	hd := me.h
+	switch {
+	case me.info.Scope == handler.ScopeSession && h.SessionID == 0:
+		c.finish(status.Errorf(status.FailedPrecondition, "%s is session-scoped: call it within a session", me.info.Service))
+		return
+	case me.info.Scope == handler.ScopeShared && h.SessionID != 0:
+		c.finish(status.Errorf(status.FailedPrecondition, "%s is not session-scoped: call it without a session", me.info.Service))
+		return
+	case me.info.Scope == handler.ScopeSession:
+		ss, err := sc.acquireSession(ctx, h.SessionID, me.sv)
+		if err != nil {
+			c.finish(err)
+			return
+		}
+		defer sc.releaseSession(ss)
+		hd = ss.handler(sc, me)
+	}
+	c.finish(c.run(ctx, hd))
+}
+
+// serverCall is the server's side of one call; it implements handler.Stream.
+type serverCall struct {
+	sc       *serverConn
+	st       transport.Stream
+	r        *wire.Reader
+	w        *wire.Writer
+	hdr      *wire.Header
+	info     *handler.MethodInfo
+	peer     *handler.Peer
+	codec    codec.Codec
+	jsonMeta bool
+	recvEOF  bool
+	trailer  map[string]string
+	sent     int
+}
+
+var serverCallPool = sync.Pool{New: func() any { return &serverCall{r: new(wire.Reader), w: new(wire.Writer)} }}
+
+func getServerCall() *serverCall { return serverCallPool.Get().(*serverCall) }
+
+func putServerCall(c *serverCall) {
+	c.r.Release()
+	c.w.Release()
+	*c = serverCall{r: c.r, w: c.w}
+	serverCallPool.Put(c)
+}
+
+func (c *serverCall) setCodec(name string) error {
+	if name == "" {
+		name = cbor.Name
+	}
+	cd, ok := c.sc.srv.opts.codecs[name]
+	if !ok {
+		return status.Errorf(status.InvalidArgument, "unsupported serialization mode %q", name)
+	}
+	c.codec = cd
+	return nil
+}
+
+// run calls the handler, turning a panic into INTERNAL.
+func (c *serverCall) run(ctx context.Context, h handler.Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.sc.srv.opts.logger.Error("aster: handler panic", "method", c.info.FullName(), "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(status.Internal, "handler panic")
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return status.FromError(err)
+	}
+	err = h.ServeRPC(ctx, c)
+	if err != nil && ctx.Err() == context.DeadlineExceeded && status.CodeOf(err) == status.Unknown {
+		err = status.Wrap(status.DeadlineExceeded, err)
+	}
+	if err == nil && ctx.Err() != nil && c.st.Context().Err() == nil {
+		// The budget ran out while the handler ignored it.
+		err = status.FromError(ctx.Err())
+	}
+	return err
+}
+
+// finish sends the trailer for err and closes the stream.
+func (c *serverCall) finish(err error) {
+	tr := wire.TrailerFor(err)
+	if len(c.trailer) > 0 {
+		if tr.Metadata == nil {
+			tr.Metadata = c.trailer
+		} else {
+			for k, v := range c.trailer {
+				if _, ok := tr.Metadata[k]; !ok {
+					tr.Metadata[k] = v
+				}
+			}
+		}
+	}
+	aerr := c.w.Append(func(b []byte) ([]byte, error) { return wire.AppendTrailer(b, &tr, c.jsonMeta) })
+	if aerr == nil {
+		aerr = c.w.Flush()
+	}
+	if aerr != nil {
+		c.w.Wait()
+		c.st.Reset(transport.CodeInternal)
+		return
+	}
+	c.st.Close()
+}
+
+// abort handles a failure to read the call's first frame.
+func (c *serverCall) abort(err error) {
+	var se *transport.StreamError
+	var ce *transport.ConnError
+	if errors.Is(err, io.EOF) || errors.As(err, &se) || errors.As(err, &ce) {
+		c.st.Reset(transport.CodeNoError)
+		return
+	}
+	c.finish(err) // a framing error: report it with its status code
+}
+
+// control serves the reserved _aster methods.
+func (c *serverCall) control(h *wire.Header) error {
+	switch h.Method {
+	case wire.MethodContract:
+		b, err := c.sc.srv.contractBytes()
+		if err != nil {
+			return status.Errorf(status.Internal, "building contract: %v", err)
+		}
+		return c.sendRaw(b)
+	case wire.MethodEndSession:
+		if h.SessionID == 0 {
+			return status.New(status.InvalidArgument, "endSession needs a sessionId")
+		}
+		if err := c.sc.endSession(h.SessionID); err != nil {
+			return err
+		}
+		return c.Send(struct{}{})
+	}
+	return status.Errorf(status.NotFound, "unknown method %s.%s", h.Service, h.Method)
+}
+
+// sendRaw sends pre-encoded CBOR as one data frame.
+func (c *serverCall) sendRaw(b []byte) error {
+	return c.w.Append(func(buf []byte) ([]byte, error) { return wire.AppendFrame(buf, 0, b), nil })
+}
+
+// Method implements handler.Stream.
+func (c *serverCall) Method() *handler.MethodInfo { return c.info }
+
+// Peer implements handler.Stream.
+func (c *serverCall) Peer() handler.Peer { return *c.peer }
+
+// Header implements handler.Stream.
+func (c *serverCall) Header() handler.Metadata { return c.hdr.Metadata }
+
+// SetTrailer implements handler.Stream.
+func (c *serverCall) SetTrailer(key, value string) {
+	if c.trailer == nil {
+		c.trailer = make(map[string]string, 1)
+	}
+	c.trailer[key] = value
+}
+
+// Recv implements handler.Stream.
+func (c *serverCall) Recv(msg any) error {
+	if c.recvEOF {
+		return io.EOF
+	}
+	flags, payload, err := c.r.ReadFrame()
+	if err != nil {
+		if err == io.EOF {
+			c.recvEOF = true
+			return io.EOF
+		}
+		return recvError(err)
+	}
+	if flags&(wire.FlagHeader|wire.FlagTrailer) != 0 {
+		return status.Errorf(status.InvalidArgument, "unexpected %s frame from client", wire.FlagString(flags))
+	}
+	data, err := wire.DataPayload(flags, payload, c.sc.srv.opts.maxFrame)
+	if err != nil {
+		return err
+	}
+	if err := c.codec.Unmarshal(data, msg); err != nil {
+		return status.Errorf(status.InvalidArgument, "request does not decode: %v", err)
+	}
+	return nil
+}
+
+// recvError maps a transport read error on the server side.
+func recvError(err error) error {
+	var se *transport.StreamError
+	if errors.As(err, &se) {
+		if se.Code == transport.CodeCancel {
+			return status.Wrap(status.Canceled, err)
+		}
+		return status.Wrap(status.Unavailable, err)
+	}
+	var ce *transport.ConnError
+	if errors.As(err, &ce) {
+		return status.Wrap(status.Unavailable, err)
+	}
+	if _, ok := err.(*status.Error); ok {
+		return err
+	}
+	return status.Wrap(status.Unavailable, err)
+}
+
+// Send implements handler.Stream.
+func (c *serverCall) Send(msg any) error {
+	if c.info != nil && !c.info.Pattern.ServerStreams() && c.sent > 0 {
+		return status.Errorf(status.Internal, "%s method sends more than one response", c.info.Pattern)
+	}
+	c.sent++
+	err := c.w.Append(func(b []byte) ([]byte, error) {
+		b, off := wire.BeginFrame(b, 0)
+		b, err := c.codec.AppendMarshal(b, msg)
+		if err != nil {
+			return b, status.Errorf(status.Internal, "response does not encode: %v", err)
+		}
+		if n := len(b) - off - 4; n > int(c.sc.srv.opts.maxFrame) {
+			return b, wire.FrameTooLarge(uint64(n), uint64(c.sc.srv.opts.maxFrame))
+		}
+		wire.EndFrame(b, off)
+		return b, nil
+	})
+	if err != nil {
+		if _, ok := err.(*status.Error); !ok {
+			return recvError(err)
+		}
+	}
+	return err
+}
+
+var _ handler.Stream = (*serverCall)(nil)

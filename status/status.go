@@ -1,0 +1,195 @@
+// Package status defines aster's status codes and the error type that carries
+// them across the wire.
+//
+// Codes 0–16 have the meaning gRPC gives them. Codes 100 and above are
+// application codes: the framework forwards them unchanged and never acts on
+// them (no retry, no circuit-breaker trip). Every error that crosses an aster
+// call is, or is converted to, an *Error.
+//
+// The root package re-exports these names (aster.Error, aster.NotFound, ...);
+// this package exists so that handler, middleware and transport code can use
+// them without importing the root package.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Code is an aster status code.
+type Code uint32
+
+// The status codes. Their meaning follows gRPC.
+const (
+	OK                 Code = 0  // not an error
+	Canceled           Code = 1  // the caller cancelled the call
+	Unknown            Code = 2  // an error with no better code
+	InvalidArgument    Code = 3  // the request is malformed or does not decode
+	DeadlineExceeded   Code = 4  // the call's deadline passed
+	NotFound           Code = 5  // unknown service, method, version or session
+	AlreadyExists      Code = 6  // the entity already exists
+	PermissionDenied   Code = 7  // the caller lacks a required capability
+	ResourceExhausted  Code = 8  // a limit was hit (frame size, sessions, rate)
+	FailedPrecondition Code = 9  // the system is not in a state to serve the call
+	Aborted            Code = 10 // the operation was aborted
+	OutOfRange         Code = 11 // a value is out of range
+	Unimplemented      Code = 12 // the operation is not implemented
+	Internal           Code = 13 // an invariant broke on the server (e.g. a handler panic)
+	Unavailable        Code = 14 // the peer or connection is unavailable; usually retryable
+	DataLoss           Code = 15 // unrecoverable data loss
+	Unauthenticated    Code = 16 // the caller could not be authenticated
+
+	// FirstApplicationCode is the lowest application-defined code. Codes at or
+	// above it are forwarded unchanged and never interpreted by the framework.
+	FirstApplicationCode Code = 100
+)
+
+var codeNames = [...]string{
+	"OK", "CANCELED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+	"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+	"INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+}
+
+// String returns the upper-snake name of c ("NOT_FOUND"), "APP_<n>" for an
+// application code and "CODE_<n>" for an unassigned code.
+func (c Code) String() string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	if c.IsApplication() {
+		return "APP_" + strconv.FormatUint(uint64(c), 10)
+	}
+	return "CODE_" + strconv.FormatUint(uint64(c), 10)
+}
+
+// IsApplication reports whether c is an application code (>= 100).
+func (c Code) IsApplication() bool { return c >= FirstApplicationCode }
+
+// ParseCode parses a code name as printed by String (case-insensitive) or a
+// decimal number.
+func ParseCode(s string) (Code, error) {
+	u := strings.ToUpper(strings.TrimSpace(s))
+	for i, n := range codeNames {
+		if n == u {
+			return Code(i), nil
+		}
+	}
+	if strings.HasPrefix(u, "APP_") {
+		u = u[4:]
+	}
+	n, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("status: unknown code %q", s)
+	}
+	return Code(n), nil
+}
+
+// Detail is one typed piece of extra error information. Type names the
+// payload's schema (e.g. "aster/RetryInfo"); Value is encoded by the sender's
+// codec and opaque to the framework.
+type Detail struct {
+	Type  string `cbor:"type" json:"type"`
+	Value []byte `cbor:"value" json:"value"`
+}
+
+// Error is an error with a status code. It is what crosses the wire in a
+// trailer. The zero value is not useful; use New or Errorf.
+type Error struct {
+	code    Code
+	msg     string
+	details []Detail
+	meta    map[string]string
+	cause   error
+}
+
+// New returns an *Error with the given code and message.
+func New(code Code, msg string) *Error { return &Error{code: code, msg: msg} }
+
+// Errorf returns an *Error with the given code and a formatted message. A %w
+// verb wraps the argument so errors.Is and errors.As see it.
+func Errorf(code Code, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{code: code, msg: err.Error(), cause: errors.Unwrap(err)}
+}
+
+// Wrap returns an *Error with the given code whose message is err's message and
+// which unwraps to err. Wrap(code, nil) returns nil.
+func Wrap(code Code, err error) *Error {
+	if err == nil {
+		return nil
+	}
+	return &Error{code: code, msg: err.Error(), cause: err}
+}
+
+// Code returns the status code. A nil *Error has code OK.
+func (e *Error) Code() Code {
+	if e == nil {
+		return OK
+	}
+	return e.code
+}
+
+// Message returns the message without the code prefix.
+func (e *Error) Message() string { return e.msg }
+
+// Details returns the error details in the order they were added.
+func (e *Error) Details() []Detail { return e.details }
+
+// AddDetail appends a detail and returns e.
+func (e *Error) AddDetail(d Detail) *Error { e.details = append(e.details, d); return e }
+
+// Metadata returns the trailer metadata carried with the error (for example a
+// retry-after hint). It may be nil.
+func (e *Error) Metadata() map[string]string { return e.meta }
+
+// WithMetadata sets a trailer metadata key and returns e.
+func (e *Error) WithMetadata(key, value string) *Error {
+	if e.meta == nil {
+		e.meta = make(map[string]string, 1)
+	}
+	e.meta[key] = value
+	return e
+}
+
+// Error formats the error as "CODE: message".
+func (e *Error) Error() string {
+	if e.msg == "" {
+		return e.code.String()
+	}
+	return e.code.String() + ": " + e.msg
+}
+
+// Unwrap returns the wrapped cause, if any.
+func (e *Error) Unwrap() error { return e.cause }
+
+// FromWire rebuilds an *Error from the fields of a received trailer.
+func FromWire(code Code, msg string, details []Detail, meta map[string]string) *Error {
+	return &Error{code: code, msg: msg, details: details, meta: meta}
+}
+
+// FromError converts any error to an *Error: nil stays nil, an *Error in the
+// chain is returned as is, context.Canceled becomes CANCELED,
+// context.DeadlineExceeded becomes DEADLINE_EXCEEDED and anything else UNKNOWN.
+func FromError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var se *Error
+	if errors.As(err, &se) {
+		return se
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return Wrap(DeadlineExceeded, err)
+	case errors.Is(err, context.Canceled):
+		return Wrap(Canceled, err)
+	}
+	return Wrap(Unknown, err)
+}
+
+// CodeOf returns the status code of err as FromError would assign it.
+func CodeOf(err error) Code { return FromError(err).Code() }

@@ -1,0 +1,215 @@
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/trust"
+)
+
+// ErrNoAddress is wrapped by Dial errors when the EndpointAddr has no direct
+// address this transport could try.
+var ErrNoAddress = errors.New("quic: no direct address to dial")
+
+// ErrDialerClosed is wrapped by Dial errors after Dialer.Close.
+var ErrDialerClosed = errors.New("quic: dialer closed")
+
+// Dialer dials QUIC connections from one UDP socket, opened on the first
+// Dial and shared by all its connections. It implements transport.Dialer.
+// Close releases the socket.
+type Dialer struct {
+	id     trust.EndpointID
+	key    trust.SecretKey
+	keyErr error
+	cfg    Config
+	qcfg   *quicgo.Config
+
+	mu     sync.Mutex
+	closed bool
+	tls    *tls.Config // base client config with our certificate
+	udp    *net.UDPConn
+	tr     *quicgo.Transport
+	conns  map[*quicgo.Conn]struct{}
+}
+
+var _ transport.Dialer = (*Dialer)(nil)
+
+// NewDialer returns a dialer that authenticates as key. cfg may be nil for
+// the defaults. An invalid key makes every Dial fail with an error wrapping
+// ErrInvalidKey.
+func NewDialer(key trust.SecretKey, cfg *Config) *Dialer {
+	id, err := checkKey(key)
+	c := cfg.withDefaults()
+	return &Dialer{
+		id:     id,
+		key:    key,
+		keyErr: err,
+		cfg:    c,
+		qcfg:   c.quicConfig(),
+		conns:  make(map[*quicgo.Conn]struct{}),
+	}
+}
+
+// transport returns the shared quic-go transport, opening the socket on
+// first use.
+func (d *Dialer) transport() (*quicgo.Transport, *tls.Config, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, nil, ErrDialerClosed
+	}
+	if d.tr != nil {
+		return d.tr, d.tls, nil
+	}
+	cert, err := newCertificate(d.key, d.id)
+	if err != nil {
+		return nil, nil, err
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("quic: open dialer socket: %w", err)
+	}
+	d.udp = udp
+	d.tr = &quicgo.Transport{Conn: udp, StatelessResetKey: statelessResetKey(d.key)}
+	d.tls = baseTLSConfig(cert)
+	return d.tr, d.tls, nil
+}
+
+// Dial connects to the endpoint addr.ID at its direct addresses, tried in
+// order until one succeeds (addr.Relay is ignored). Each attempt is bounded
+// by Config.HandshakeTimeout, or Config.LoopbackDialTimeout for a loopback
+// address that is not the last one. A peer that proves a key other than
+// addr.ID is rejected with an error wrapping transport.ErrPeerMismatch; if
+// all attempts fail, the error joins every attempt's error.
+func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transport.Conn, error) {
+	if d.keyErr != nil {
+		return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), d.keyErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), err)
+	}
+	if len(addr.Direct) == 0 {
+		return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), ErrNoAddress)
+	}
+	tr, base, err := d.transport()
+	if err != nil {
+		return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), err)
+	}
+	errs := make([]error, 0, len(addr.Direct))
+	for i, ap := range addr.Direct {
+		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			errs = append(errs, fmt.Errorf("%v: %w", ap, ErrNoAddress))
+			continue
+		}
+		timeout := d.cfg.HandshakeTimeout
+		if ap.Addr().Unmap().IsLoopback() && i < len(addr.Direct)-1 {
+			timeout = min(timeout, d.cfg.LoopbackDialTimeout)
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		c, err := d.dialOne(actx, tr, base, addr.ID, ap)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("%v: %w", ap, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), errors.Join(errs...))
+}
+
+// dialOne makes one connection attempt at ap.
+func (d *Dialer) dialOne(ctx context.Context, tr *quicgo.Transport, base *tls.Config, want trust.EndpointID, ap netip.AddrPort) (transport.Conn, error) {
+	var proved atomic.Pointer[trust.EndpointID]
+	tlsConf := clientTLSConfig(base, want, func(got trust.EndpointID) { proved.Store(&got) })
+	qc, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(ap), tlsConf, d.qcfg)
+	if err != nil {
+		// The TLS error survives quic-go's wrapping today, but rebuild it
+		// so neither ErrPeerMismatch nor quic-go types depend on that.
+		if got := proved.Load(); got != nil {
+			return nil, mismatchError(want, *got)
+		}
+		return nil, dialError(ctx, err)
+	}
+	c, err := newConn(qc, d.id)
+	if err == nil && c.remote != want { // VerifyConnection already checked; defence in depth
+		err = mismatchError(want, c.remote)
+	}
+	if err != nil {
+		_ = qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ConnProtocolError), "peer verification failed")
+		return nil, err
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		_ = qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ConnNoError), "dialer closed")
+		return nil, ErrDialerClosed
+	}
+	d.conns[qc] = struct{}{}
+	d.mu.Unlock()
+	context.AfterFunc(qc.Context(), func() {
+		d.mu.Lock()
+		delete(d.conns, qc)
+		d.mu.Unlock()
+	})
+	return c, nil
+}
+
+// dialError maps a failed quic-go Dial to an error free of quic-go types.
+func dialError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("handshake: %w", context.Cause(ctx))
+	}
+	var hsErr *quicgo.HandshakeTimeoutError
+	var idleErr *quicgo.IdleTimeoutError
+	if errors.As(err, &hsErr) || errors.As(err, &idleErr) {
+		return fmt.Errorf("handshake timed out: %w", os.ErrDeadlineExceeded)
+	}
+	if ce := connError(err); ce != nil {
+		return ce
+	}
+	return errors.New(err.Error())
+}
+
+// Close closes the dialer's connections (with transport.ConnNoError) and
+// its UDP socket. Later Dials fail with ErrDialerClosed. Close is safe to
+// call more than once.
+func (d *Dialer) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	conns := make([]*quicgo.Conn, 0, len(d.conns))
+	for qc := range d.conns {
+		conns = append(conns, qc)
+	}
+	tr, udp := d.tr, d.udp
+	d.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, qc := range conns {
+		wg.Go(func() { _ = qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ConnNoError), "dialer closed") })
+	}
+	wg.Wait()
+	if tr == nil {
+		return nil
+	}
+	if err := errors.Join(tr.Close(), udp.Close()); err != nil {
+		return fmt.Errorf("quic: close dialer: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,238 @@
+package quic_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/trust"
+)
+
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
+
+func setup(addr string, cfg *quic.Config) func(t *testing.T) testutil.Setup {
+	return func(t *testing.T) testutil.Setup {
+		ln, err := quic.Listen(addr, testutil.Key(t, 1), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := quic.NewDialer(testutil.Key(t, 2), cfg)
+		t.Cleanup(func() {
+			if err := d.Close(); err != nil {
+				t.Errorf("Dialer.Close: %v", err)
+			}
+		})
+		return testutil.Setup{Dialer: d, DialerID: testutil.ID(t, 2), Listener: ln}
+	}
+}
+
+func TestConformance(t *testing.T) {
+	testutil.TestTransport(t, setup("127.0.0.1:0", nil))
+}
+
+// TestConformanceAllInterfaces listens on all interfaces, so dials use the
+// enumerated interface addresses.
+func TestConformanceAllInterfaces(t *testing.T) {
+	testutil.TestTransport(t, setup(":0", nil))
+}
+
+func TestListenAddrs(t *testing.T) {
+	for _, addr := range []string{":0", "0.0.0.0:0", "", "127.0.0.1:0"} {
+		ln, err := quic.Listen(addr, testutil.Key(t, 1), nil)
+		if err != nil {
+			t.Fatalf("Listen(%q): %v", addr, err)
+		}
+		ea := ln.Addr()
+		if ea.ID != testutil.ID(t, 1) {
+			t.Errorf("Listen(%q): Addr().ID = %s", addr, ea.ID.Short())
+		}
+		if len(ea.Direct) == 0 || len(ea.Direct) > discovery.MaxDirectAddrs {
+			t.Errorf("Listen(%q): %d direct addresses", addr, len(ea.Direct))
+		} else if got := ea.Direct[0]; got.Addr() != netip.MustParseAddr("127.0.0.1") || got.Port() == 0 {
+			t.Errorf("Listen(%q): first direct address %v, want 127.0.0.1:port", addr, got)
+		}
+		for _, ap := range ea.Direct {
+			if !ap.IsValid() || ap.Addr().IsUnspecified() || ap.Addr().IsLinkLocalUnicast() {
+				t.Errorf("Listen(%q): bad direct address %v", addr, ap)
+			}
+		}
+		t.Logf("Listen(%q): %v", addr, ea.Direct)
+		if err := ln.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}
+}
+
+func TestListenIPv6(t *testing.T) {
+	probe, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	_ = probe.Close()
+	testutil.TestTransport(t, setup("[::1]:0", nil))
+}
+
+func TestBadInput(t *testing.T) {
+	if _, err := quic.Listen("127.0.0.1:0", trust.SecretKey{1, 2, 3}, nil); !errors.Is(err, quic.ErrInvalidKey) {
+		t.Errorf("Listen with short key: %v", err)
+	}
+	bad := append(trust.SecretKey(nil), testutil.Key(t, 1)...)
+	bad[40] ^= 1 // public half no longer matches the seed
+	if _, err := quic.Listen("127.0.0.1:0", bad, nil); !errors.Is(err, quic.ErrInvalidKey) {
+		t.Errorf("Listen with inconsistent key: %v", err)
+	}
+	if _, err := quic.Listen("no port", testutil.Key(t, 1), nil); err == nil {
+		t.Error("Listen on a malformed address succeeded")
+	}
+
+	ln, err := quic.Listen("127.0.0.1:0", testutil.Key(t, 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx := t.Context()
+
+	d := quic.NewDialer(nil, nil)
+	if _, err := d.Dial(ctx, ln.Addr()); !errors.Is(err, quic.ErrInvalidKey) {
+		t.Errorf("Dial with nil key: %v", err)
+	}
+	_ = d.Close()
+
+	d = quic.NewDialer(testutil.Key(t, 2), nil)
+	defer d.Close()
+	if _, err := d.Dial(ctx, discovery.EndpointAddr{ID: testutil.ID(t, 1)}); !errors.Is(err, quic.ErrNoAddress) {
+		t.Errorf("Dial without addresses: %v", err)
+	}
+	if _, err := d.Dial(ctx, discovery.EndpointAddr{ID: testutil.ID(t, 1), Direct: []netip.AddrPort{{}}}); !errors.Is(err, quic.ErrNoAddress) {
+		t.Errorf("Dial of an invalid address: %v", err)
+	}
+	_ = d.Close()
+	if _, err := d.Dial(ctx, ln.Addr()); !errors.Is(err, quic.ErrDialerClosed) {
+		t.Errorf("Dial after Close: %v", err)
+	}
+}
+
+// TestDialFallthrough checks that a dead first address does not prevent
+// reaching a later one, and that the loopback bound applies.
+func TestDialFallthrough(t *testing.T) {
+	ln, err := quic.Listen("127.0.0.1:0", testutil.Key(t, 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dead, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.LocalAddr().(*net.UDPAddr).AddrPort()
+	_ = dead.Close()
+
+	d := quic.NewDialer(testutil.Key(t, 2), &quic.Config{LoopbackDialTimeout: 200 * time.Millisecond})
+	defer d.Close()
+	addr := ln.Addr()
+	addr.Direct = append([]netip.AddrPort{deadAddr}, addr.Direct...)
+	start := time.Now()
+	c, err := d.Dial(t.Context(), addr)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Logf("dial with a dead first address took %v", time.Since(start))
+	_ = c.Close(transport.ConnNoError, "")
+
+	// Only dead addresses: a clear error after the handshake timeout.
+	d2 := quic.NewDialer(testutil.Key(t, 2), &quic.Config{HandshakeTimeout: 300 * time.Millisecond})
+	defer d2.Close()
+	_, err = d2.Dial(t.Context(), discovery.EndpointAddr{ID: addr.ID, Direct: []netip.AddrPort{deadAddr}})
+	if err == nil {
+		t.Fatal("Dial of a dead address succeeded")
+	}
+	t.Logf("dead address: %v", err)
+}
+
+// TestErrorsHideQUICGo checks that errors reaching callers carry no quic-go
+// types.
+func TestErrorsHideQUICGo(t *testing.T) {
+	ln, err := quic.Listen("127.0.0.1:0", testutil.Key(t, 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := quic.NewDialer(testutil.Key(t, 2), nil)
+	defer d.Close()
+	addr := ln.Addr()
+	addr.ID = testutil.ID(t, 3)
+	_, err = d.Dial(t.Context(), addr)
+	var te *quicgo.TransportError
+	if !errors.Is(err, transport.ErrPeerMismatch) || errors.As(err, &te) {
+		t.Errorf("mismatch error %v: want ErrPeerMismatch without a quic-go TransportError inside", err)
+	}
+	t.Logf("mismatch: %v", err)
+}
+
+// TestIdleConnectionSurvives checks that keep-alives hold an idle
+// connection open beyond a short idle timeout.
+func TestIdleConnectionSurvives(t *testing.T) {
+	cfg := &quic.Config{MaxIdleTimeout: 300 * time.Millisecond, KeepAlivePeriod: 50 * time.Millisecond}
+	ln, err := quic.Listen("127.0.0.1:0", testutil.Key(t, 1), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := quic.NewDialer(testutil.Key(t, 2), cfg)
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := d.Dial(ctx, ln.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(transport.ConnNoError, "")
+	select {
+	case <-c.Done():
+		t.Fatal("idle connection closed despite keep-alives")
+	case <-time.After(time.Second):
+	}
+
+	// Without keep-alives the idle timeout closes it with a ConnError.
+	cfg2 := &quic.Config{MaxIdleTimeout: 200 * time.Millisecond, KeepAlivePeriod: -1}
+	d2 := quic.NewDialer(testutil.Key(t, 4), cfg2)
+	defer d2.Close()
+	ln2, err := quic.Listen("127.0.0.1:0", testutil.Key(t, 5), cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	c2, err := d2.Dial(ctx, ln2.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := ln2.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(transport.ConnNoError, "")
+	select {
+	case <-c2.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection without keep-alives still open")
+	}
+	_, err = c2.OpenStream(ctx)
+	var ce *transport.ConnError
+	if !errors.As(err, &ce) {
+		t.Fatalf("OpenStream on idle-timed-out conn: %v (%T), want *transport.ConnError", err, err)
+	}
+	t.Logf("idle timeout: %v", err)
+}

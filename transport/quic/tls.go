@@ -1,0 +1,158 @@
+package quic
+
+import (
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/trust"
+)
+
+// ErrInvalidKey is wrapped by errors caused by a secret key that is not a
+// well-formed 64-byte ed25519 private key.
+var ErrInvalidKey = errors.New("quic: invalid secret key")
+
+// errBadPeerCert is wrapped when the peer's certificate does not carry an
+// ed25519 endpoint key.
+var errBadPeerCert = errors.New("quic: peer certificate does not carry an ed25519 endpoint key")
+
+// checkKey validates key and returns its endpoint id.
+func checkKey(key trust.SecretKey) (trust.EndpointID, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return trust.EndpointID{}, fmt.Errorf("%w: %d bytes, want %d", ErrInvalidKey, len(key), ed25519.PrivateKeySize)
+	}
+	// The public half must match the seed, or every handshake would fail
+	// with a confusing signature error.
+	if !ed25519.NewKeyFromSeed(key.Seed()).Equal(key) {
+		return trust.EndpointID{}, fmt.Errorf("%w: public half does not match the seed", ErrInvalidKey)
+	}
+	return trust.IDOf(key), nil
+}
+
+// newCertificate returns a self-signed certificate for key. Only its public
+// key matters: peers identify an endpoint by it, not by names, validity or
+// issuer, so it is valid until the end of year 9999 and has no CA.
+func newCertificate(key trust.SecretKey, id trust.EndpointID) (tls.Certificate, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("quic: certificate serial: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: id.String()},
+		NotBefore:             time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:              time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("quic: create certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("quic: parse own certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// peerID returns the endpoint id proven in a TLS handshake: the ed25519 key
+// of the peer's leaf certificate. TLS 1.3's CertificateVerify proves that
+// the peer holds the matching private key.
+func peerID(cs tls.ConnectionState) (trust.EndpointID, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return trust.EndpointID{}, fmt.Errorf("%w: no certificate", errBadPeerCert)
+	}
+	pub, ok := cs.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return trust.EndpointID{}, fmt.Errorf("%w: key type %T", errBadPeerCert, cs.PeerCertificates[0].PublicKey)
+	}
+	id, err := trust.EndpointIDFromPublicKey(pub)
+	if err != nil {
+		return trust.EndpointID{}, fmt.Errorf("%w: %w", errBadPeerCert, err)
+	}
+	return id, nil
+}
+
+// verifyALPN checks the negotiated application protocol.
+func verifyALPN(cs tls.ConnectionState) error {
+	if cs.NegotiatedProtocol != transport.ALPN {
+		return fmt.Errorf("quic: peer negotiated ALPN %q, want %q", cs.NegotiatedProtocol, transport.ALPN)
+	}
+	return nil
+}
+
+// baseTLSConfig is the configuration both sides share: TLS 1.3 only, ALPN
+// aster/1, our certificate, no session resumption (a resumed session would
+// skip the certificate exchange).
+func baseTLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		MaxVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{cert},
+		NextProtos:             []string{transport.ALPN},
+		SessionTicketsDisabled: true,
+	}
+}
+
+// serverTLSConfig requires a client certificate and accepts any whose key is
+// ed25519; who may connect is decided above the transport.
+func serverTLSConfig(cert tls.Certificate) *tls.Config {
+	c := baseTLSConfig(cert)
+	c.ClientAuth = tls.RequireAnyClientCert
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if _, err := peerID(cs); err != nil {
+			return err
+		}
+		return verifyALPN(cs)
+	}
+	return c
+}
+
+// clientTLSConfig returns the configuration for dialling want. Certificate
+// chains are not verified (there is no CA); VerifyConnection checks that the
+// server proved the key want instead. onMismatch is called with the key the
+// server proved when it is not want.
+func clientTLSConfig(base *tls.Config, want trust.EndpointID, onMismatch func(got trust.EndpointID)) *tls.Config {
+	c := base.Clone()
+	c.InsecureSkipVerify = true // verification is VerifyConnection's job
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		got, err := peerID(cs)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			onMismatch(got)
+			return mismatchError(want, got)
+		}
+		return verifyALPN(cs)
+	}
+	return c
+}
+
+func mismatchError(want, got trust.EndpointID) error {
+	return fmt.Errorf("%w: dialled %s, peer proved %s", transport.ErrPeerMismatch, want.Short(), got.Short())
+}
+
+// statelessResetKey derives the key quic-go uses for stateless reset tokens
+// from the endpoint key, so an endpoint that restarts with the same key can
+// promptly reset connections its previous incarnation had.
+func statelessResetKey(key trust.SecretKey) *quicgo.StatelessResetKey {
+	mac := hmac.New(sha256.New, key.Seed())
+	mac.Write([]byte("aster/1 quic stateless reset key"))
+	var k quicgo.StatelessResetKey
+	copy(k[:], mac.Sum(nil))
+	return &k
+}
