@@ -323,7 +323,9 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		st.Reset(transport.CodeInternal)
 		return nil, status.Wrap(status.Internal, err)
 	}
-	cs.stop = context.AfterFunc(ctx, cs.cancel)
+	if ctx.Done() != nil {
+		cs.stop = context.AfterFunc(ctx, cs.cancel)
+	}
 	return cs, nil
 }
 
@@ -424,8 +426,8 @@ func (cs *clientStream) recvRaw() ([]byte, error) {
 		}
 		switch {
 		case flags&wire.FlagTrailer != 0:
-			t, err := wire.DecodeTrailer(payload)
-			if err != nil {
+			var t wire.Trailer
+			if err := wire.DecodeTrailerInto(payload, &t); err != nil {
 				return nil, cs.end(err, nil)
 			}
 			res := t.Err()
@@ -478,7 +480,9 @@ func (cs *clientStream) release(reset bool) {
 	}
 	cs.released = true
 	cs.mu.Unlock()
-	cs.stop()
+	if cs.stop != nil {
+		cs.stop()
+	}
 	if reset {
 		cs.st.Reset(transport.CodeCancel)
 	} else {

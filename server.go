@@ -41,6 +41,12 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	closed    bool
 
+	// Stream workers: a goroutine serves a call and then waits a while for
+	// the next one, so its stack (grown by decoding) is reused.
+	work    chan workItem
+	quit    chan struct{} // closed by Close/Shutdown: idle workers exit
+	workers sync.WaitGroup
+
 	draining atomic.Bool
 	calls    callTracker    // calls being served
 	connWG   sync.WaitGroup // connection goroutines
@@ -186,6 +192,45 @@ func NewServer(opts ...ServerOption) *Server {
 		services:  map[string]*serviceEntry{},
 		listeners: map[transport.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
+		work:      make(chan workItem),
+		quit:      make(chan struct{}),
+	}
+}
+
+// workerIdle is how long a stream worker waits for another call before it
+// exits.
+const workerIdle = 2 * time.Second
+
+type workItem struct {
+	sc *serverConn
+	st transport.Stream
+}
+
+// dispatch serves a stream on an idle worker, or a new one.
+func (s *Server) dispatch(sc *serverConn, st transport.Stream) {
+	w := workItem{sc, st}
+	select {
+	case s.work <- w:
+	default:
+		s.workers.Add(1)
+		go s.worker(w)
+	}
+}
+
+func (s *Server) worker(w workItem) {
+	defer s.workers.Done()
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		w.sc.serveStream(w.st)
+		t.Reset(workerIdle)
+		select {
+		case w = <-s.work:
+		case <-t.C:
+			return
+		case <-s.quit:
+			return
+		}
 	}
 }
 
@@ -395,6 +440,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return err
 	}
 	s.connWG.Wait()
+	s.workers.Wait()
 	return nil
 }
 
@@ -405,6 +451,7 @@ func (s *Server) Close() error {
 	s.closeConns()
 	s.connWG.Wait()
 	<-s.calls.wait()
+	s.workers.Wait()
 	return nil
 }
 
@@ -416,6 +463,7 @@ func (s *Server) beginClose() bool {
 	}
 	s.closed = true
 	s.draining.Store(true)
+	close(s.quit)
 	for ln := range s.listeners {
 		ln.Close()
 	}

@@ -83,7 +83,7 @@ func (sc *serverConn) serve() {
 			return
 		}
 		sc.streams.Add(1)
-		go sc.serveStream(st)
+		sc.srv.dispatch(sc, st)
 	}
 }
 
@@ -251,12 +251,11 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 		return
 	}
 	c.jsonMeta = wire.IsJSON(payload)
-	h, err := wire.DecodeHeader(payload)
-	if err != nil {
+	h := &c.hdr
+	if err := wire.DecodeHeaderInto(payload, h); err != nil {
 		c.finish(err)
 		return
 	}
-	c.hdr = h
 	s.calls.add()
 	defer s.calls.done()
 	if s.draining.Load() {
@@ -285,15 +284,15 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 		c.w.SetStreaming()
 	}
 
-	ctx, cancel := context.WithCancel(sc.ctx)
-	defer cancel()
+	// The stream's context ends when the caller goes away (it resets the
+	// stream) or the connection closes, which is exactly when the handler
+	// should stop; it costs no allocation.
+	ctx := st.Context()
 	if h.Timeout > 0 {
-		var cancelT context.CancelFunc
-		ctx, cancelT = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
-		defer cancelT()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
+		defer cancel()
 	}
-	stop := context.AfterFunc(st.Context(), cancel)
-	defer stop()
 
 	hd := me.h
 	switch {
@@ -321,7 +320,7 @@ type serverCall struct {
 	st       transport.Stream
 	r        *wire.Reader
 	w        *wire.Writer
-	hdr      *wire.Header
+	hdr      wire.Header
 	info     *handler.MethodInfo
 	peer     *handler.Peer
 	codec    codec.Codec

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"sync"
 
 	fxcbor "github.com/fxamacker/cbor/v2"
 )
@@ -60,12 +61,21 @@ func (Codec) Marshal(v any) ([]byte, error) {
 
 // AppendMarshal encodes v after buf.
 func (Codec) AppendMarshal(buf []byte, v any) ([]byte, error) {
-	bb := bytes.NewBuffer(buf)
-	if err := encMode.MarshalToBuffer(v, bb); err != nil {
+	bb := bufPool.Get().(*bytes.Buffer)
+	*bb = *bytes.NewBuffer(buf) // encode straight into buf, growing it as needed
+	err := encMode.MarshalToBuffer(v, bb)
+	out := bb.Bytes()
+	*bb = bytes.Buffer{}
+	bufPool.Put(bb)
+	if err != nil {
 		return buf, fmt.Errorf("cbor: encode %T: %w", v, err)
 	}
-	return bb.Bytes(), nil
+	return out, nil
 }
+
+// bufPool recycles the bytes.Buffer headers AppendMarshal wraps around the
+// caller's slice.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Unmarshal decodes exactly one CBOR item from data into v; trailing bytes are
 // an error.

@@ -60,13 +60,24 @@ func IsJSON(payload []byte) bool { return len(payload) > 0 && payload[0] == '{' 
 // starts with '{'). Errors are INVALID_ARGUMENT.
 func DecodeHeader(payload []byte) (*Header, error) {
 	h := new(Header)
-	if err := decodeMeta(payload, h); err != nil {
-		return nil, status.Errorf(status.InvalidArgument, "wire: bad header: %v", err)
-	}
-	if err := h.Validate(); err != nil {
+	if err := DecodeHeaderInto(payload, h); err != nil {
 		return nil, err
 	}
 	return h, nil
+}
+
+// DecodeHeaderInto is DecodeHeader into a caller-owned Header, which is
+// overwritten.
+func DecodeHeaderInto(payload []byte, h *Header) error {
+	*h = Header{}
+	if IsJSON(payload) || decodeHeaderCBOR(payload, h) != nil {
+		slow := new(Header) // decoded separately so h does not escape
+		if err := decodeMeta(payload, slow); err != nil {
+			return status.Errorf(status.InvalidArgument, "wire: bad header: %v", err)
+		}
+		*h = *slow
+	}
+	return h.Validate()
 }
 
 // Validate checks the header's limits. Errors are INVALID_ARGUMENT.
@@ -92,13 +103,43 @@ func (h *Header) Validate() error {
 // AppendHeader appends a HEADER frame for h, encoded as CBOR (or JSON when
 // asJSON).
 func AppendHeader(buf []byte, h *Header, asJSON bool) ([]byte, error) {
-	return appendMeta(buf, FlagHeader, h, asJSON)
+	buf, off := BeginFrame(buf, FlagHeader)
+	if asJSON {
+		hc := *h // keep h itself off the heap on the CBOR path
+		b, err := json.Marshal(&hc)
+		if err != nil {
+			return buf[:off], fmt.Errorf("wire: encode header: %w", err)
+		}
+		buf = append(buf, b...)
+	} else {
+		buf = appendHeaderCBOR(buf, h)
+	}
+	return endMeta(buf, off)
 }
 
 // AppendTrailer appends a TRAILER frame, encoded as CBOR (or JSON when
 // asJSON).
 func AppendTrailer(buf []byte, t *Trailer, asJSON bool) ([]byte, error) {
-	return appendMeta(buf, FlagTrailer, t, asJSON)
+	buf, off := BeginFrame(buf, FlagTrailer)
+	if asJSON {
+		tc := *t
+		b, err := json.Marshal(&tc)
+		if err != nil {
+			return buf[:off], fmt.Errorf("wire: encode trailer: %w", err)
+		}
+		buf = append(buf, b...)
+	} else {
+		buf = appendTrailerCBOR(buf, t)
+	}
+	return endMeta(buf, off)
+}
+
+func endMeta(buf []byte, off int) ([]byte, error) {
+	if n := len(buf) - off - prefixLen; n > MaxHeaderSize {
+		return buf[:off], FrameTooLarge(uint64(n), MaxHeaderSize)
+	}
+	EndFrame(buf, off)
+	return buf, nil
 }
 
 // TrailerFor builds the trailer that reports err (nil means OK).
@@ -110,15 +151,27 @@ func TrailerFor(err error) Trailer {
 	return Trailer{Code: uint32(se.Code()), Message: se.Message(), Details: se.Details(), Metadata: se.Metadata()}
 }
 
-// DecodeTrailer decodes a trailer payload and returns the call's outcome:
-// nil for OK, else an *status.Error. A trailer that does not decode is
-// reported as an INTERNAL error.
+// DecodeTrailer decodes a trailer payload. A trailer that does not decode
+// is an INTERNAL error.
 func DecodeTrailer(payload []byte) (*Trailer, error) {
 	t := new(Trailer)
-	if err := decodeMeta(payload, t); err != nil {
-		return nil, status.Errorf(status.Internal, "wire: bad trailer: %v", err)
+	if err := DecodeTrailerInto(payload, t); err != nil {
+		return nil, err
 	}
 	return t, nil
+}
+
+// DecodeTrailerInto is DecodeTrailer into a caller-owned Trailer.
+func DecodeTrailerInto(payload []byte, t *Trailer) error {
+	*t = Trailer{}
+	if IsJSON(payload) || decodeTrailerCBOR(payload, t) != nil {
+		slow := new(Trailer)
+		if err := decodeMeta(payload, slow); err != nil {
+			return status.Errorf(status.Internal, "wire: bad trailer: %v", err)
+		}
+		*t = *slow
+	}
+	return nil
 }
 
 // Err returns the trailer's error, or nil when its code is OK.
@@ -127,26 +180,6 @@ func (t *Trailer) Err() error {
 		return nil
 	}
 	return status.FromWire(status.Code(t.Code), t.Message, t.Details, t.Metadata)
-}
-
-func appendMeta(buf []byte, flags byte, v any, asJSON bool) ([]byte, error) {
-	buf, off := BeginFrame(buf, flags)
-	var err error
-	if asJSON {
-		var b []byte
-		b, err = json.Marshal(v)
-		buf = append(buf, b...)
-	} else {
-		buf, err = cbor.Codec{}.AppendMarshal(buf, v)
-	}
-	if err != nil {
-		return buf[:off], fmt.Errorf("wire: encode %T: %w", v, err)
-	}
-	if len(buf)-off-prefixLen > MaxHeaderSize {
-		return buf[:off], FrameTooLarge(uint64(len(buf)-off-prefixLen), MaxHeaderSize)
-	}
-	EndFrame(buf, off)
-	return buf, nil
 }
 
 func decodeMeta(payload []byte, v any) error {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	cborcodec "github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/status"
 )
 
@@ -315,4 +316,60 @@ func FuzzDecodeHeader(f *testing.F) {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+func TestFastCBORMatchesReflective(t *testing.T) {
+	headers := []*Header{
+		{Service: "S", Method: "m"},
+		{Service: "MissionControl", Method: "getStatus", Version: 1, CallID: 1 << 40, Timeout: 30000,
+			SerializationMode: "json", SessionID: 300, Metadata: map[string]string{"b": "1", "a": "2", "traceparent": "00-x", strings.Repeat("k", 30): "v"}},
+		{Service: strings.Repeat("s", 100), Method: "m", Version: 0xffffffff, CallID: 23, Timeout: 24},
+	}
+	for _, h := range headers {
+		fast := appendHeaderCBOR(nil, h)
+		slow, err := cborcodec.Marshal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast, slow) {
+			t.Errorf("header %+v:\nfast %x\nslow %x", h, fast, slow)
+		}
+		var got Header
+		if err := decodeHeaderCBOR(slow, &got); err != nil {
+			t.Fatalf("fast decode: %v", err)
+		}
+		if got.Service != h.Service || got.CallID != h.CallID || len(got.Metadata) != len(h.Metadata) || got.Version != h.Version {
+			t.Fatalf("fast decode: %+v", got)
+		}
+	}
+	trailers := []*Trailer{
+		{}, {Code: 5, Message: "unknown method"},
+		{Code: 8, Message: "slow down", Metadata: map[string]string{"retry-after": "1s", "x": "y"},
+			Details: []status.Detail{{Type: "aster/RetryInfo", Value: []byte{1, 2}}}},
+	}
+	for _, tr := range trailers {
+		fast := appendTrailerCBOR(nil, tr)
+		slow, err := cborcodec.Marshal(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast, slow) {
+			t.Errorf("trailer %+v:\nfast %x\nslow %x", tr, fast, slow)
+		}
+		got, err := DecodeTrailer(slow)
+		if err != nil || got.Code != tr.Code || got.Message != tr.Message || len(got.Details) != len(tr.Details) || len(got.Metadata) != len(tr.Metadata) {
+			t.Fatalf("decode %+v: %+v %v", tr, got, err)
+		}
+	}
+	// Encodings outside the fast subset still decode: indefinite-length map.
+	indef := []byte{0xbf, 0x66, 'm', 'e', 't', 'h', 'o', 'd', 0x61, 'm', 0x67, 's', 'e', 'r', 'v', 'i', 'c', 'e', 0x61, 'S', 0xff}
+	h, err := DecodeHeader(indef)
+	if err != nil || h.Service != "S" || h.Method != "m" {
+		t.Fatalf("indefinite map: %+v %v", h, err)
+	}
+	// Duplicate keys are rejected.
+	dup := []byte{0xa2, 0x66, 'm', 'e', 't', 'h', 'o', 'd', 0x61, 'm', 0x66, 'm', 'e', 't', 'h', 'o', 'd', 0x61, 'n'}
+	if _, err := DecodeHeader(dup); err == nil {
+		t.Fatal("duplicate key accepted")
+	}
 }

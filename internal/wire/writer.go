@@ -20,6 +20,7 @@ type Writer struct {
 	w         io.Writer
 	buf       []byte
 	spare     []byte
+	pooled    *[]byte // w.buf's pool slot
 	flushing  bool
 	streaming bool
 	err       error
@@ -29,6 +30,9 @@ type Writer struct {
 // flusher.
 const HighWater = 1 << 20
 
+// bufPool holds frame buffers for Writers.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 // maxKeep caps the capacity of buffers kept for reuse.
 const maxKeep = 256 << 10
 
@@ -36,6 +40,10 @@ const maxKeep = 256 << 10
 func (w *Writer) Reset(dst io.Writer) {
 	w.w = dst
 	w.cond.L = &w.mu
+	if w.pooled == nil {
+		w.pooled = bufPool.Get().(*[]byte)
+		w.buf = *w.pooled
+	}
 	w.buf = w.buf[:0]
 	w.spare = w.spare[:0]
 	w.flushing, w.streaming, w.err = false, false, nil
@@ -119,9 +127,16 @@ func (w *Writer) Wait() {
 
 // Release drops large buffers so a pooled Writer does not pin memory.
 func (w *Writer) Release() {
-	if cap(w.buf) > maxKeep {
-		w.buf = nil
+	if w.pooled != nil {
+		if cap(w.buf) <= maxKeep {
+			*w.pooled = w.buf[:0]
+		} else {
+			*w.pooled = make([]byte, 0, 1024)
+		}
+		bufPool.Put(w.pooled)
+		w.pooled = nil
 	}
+	w.buf = nil
 	if cap(w.spare) > maxKeep {
 		w.spare = nil
 	}

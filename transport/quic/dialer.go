@@ -118,6 +118,9 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		c, err := d.dialOne(actx, tr, base, addr.ID, ap)
+		if err != nil && ctx.Err() == nil && actx.Err() != nil {
+			err = fmt.Errorf("no handshake within %v: %w", timeout, err)
+		}
 		cancel()
 		if err == nil {
 			return c, nil

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	quicgo "github.com/quic-go/quic-go"
 
@@ -235,4 +237,64 @@ func TestIdleConnectionSurvives(t *testing.T) {
 		t.Fatalf("OpenStream on idle-timed-out conn: %v (%T), want *transport.ConnError", err, err)
 	}
 	t.Logf("idle timeout: %v", err)
+}
+
+// TestOutOfRangeCodes checks that codes QUIC cannot carry and overlong close
+// reasons neither panic nor break the connection.
+func TestOutOfRangeCodes(t *testing.T) {
+	ln, err := quic.Listen("127.0.0.1:0", testutil.Key(t, 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := quic.NewDialer(testutil.Key(t, 2), nil)
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := d.Dial(ctx, ln.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(transport.ConnNoError, "")
+
+	st, err := c.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	pst, err := s.AcceptStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Reset(transport.StreamErrorCode(1 << 63))
+	_ = pst.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 8)
+	for err == nil {
+		_, err = pst.Read(buf)
+	}
+	var se *transport.StreamError
+	if !errors.As(err, &se) || se.Code != transport.CodeInternal || !se.Remote {
+		t.Errorf("peer Read after Reset(1<<63): %v, want StreamError{CodeInternal, Remote}", err)
+	}
+
+	long := strings.Repeat("é", 1000) // 2000 bytes
+	if err := c.Close(transport.ConnErrorCode(1<<63), long); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("peer not closed")
+	}
+	_, err = s.AcceptStream(ctx)
+	var ce *transport.ConnError
+	if !errors.As(err, &ce) || ce.Code != transport.ConnProtocolError || !ce.Remote || len(ce.Reason) != 512 || !utf8.ValidString(ce.Reason) {
+		t.Errorf("peer error after Close(1<<63, long reason): %v", err)
+	}
 }
