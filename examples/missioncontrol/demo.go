@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/aster-go/aster"
@@ -16,9 +17,12 @@ import (
 func runDemo(ctx context.Context, addr string, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	var mu sync.Mutex // the tail goroutine prints too
 	show := func(label string, v any) {
 		b, _ := json.Marshal(v)
+		mu.Lock()
 		fmt.Fprintf(w, "%-34s %s\n", label, b)
+		mu.Unlock()
 	}
 
 	c, err := aster.Dial(ctx, addr)

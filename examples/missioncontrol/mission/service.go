@@ -125,6 +125,7 @@ func (mc *MissionControl) IngestMetrics(_ context.Context, points iter.Seq2[*Met
 
 // AgentSession is the per-session service: one instance per client session.
 type AgentSession struct {
+	mu        sync.Mutex // calls within a session may run concurrently
 	peer      handler.Peer
 	agentID   string
 	caps      []string
@@ -144,7 +145,9 @@ func NewAgentSessionService(onRelease func(agentID string)) *handler.Service {
 
 // Register records the agent and assigns it a task.
 func (a *AgentSession) Register(_ context.Context, hb *Heartbeat) (*Assignment, error) {
+	a.mu.Lock()
 	a.agentID, a.caps = hb.AgentID, hb.Capabilities
+	a.mu.Unlock()
 	for _, c := range hb.Capabilities {
 		if c == "gpu" {
 			return &Assignment{TaskID: "train-42", Command: "python train.py"}, nil
@@ -154,7 +157,11 @@ func (a *AgentSession) Register(_ context.Context, hb *Heartbeat) (*Assignment, 
 }
 
 // AgentID returns the id given at registration ("" before).
-func (a *AgentSession) AgentID() string { return a.agentID }
+func (a *AgentSession) AgentID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.agentID
+}
 
 // RunCommand runs each command it receives through the system shell and
 // streams back its output and exit code.
@@ -191,7 +198,7 @@ func run(ctx context.Context, command string) *CommandResult {
 // Close releases the session instance.
 func (a *AgentSession) Close() error {
 	if a.onRelease != nil {
-		a.onRelease(a.agentID)
+		a.onRelease(a.AgentID())
 	}
 	return nil
 }
