@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is the CLI's version. Release builds set it with
+// -ldflags "-X main.version=v1.2.3"; otherwise it is the main module's
+// version from the build info, or "dev".
+var version string
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// commands holds the constructors of the top-level subcommands. Each
+// command lives in its own file and registers itself there:
+//
+//	func init() { addCommand(newShellCmd) }
+//
+// Constructors (rather than shared *cobra.Command values) give every
+// Execute, and every test, a fresh command tree with fresh flag values.
+var commands []func() *cobra.Command
+
+// addCommand registers a top-level subcommand constructor.
+func addCommand(newCmd func() *cobra.Command) { commands = append(commands, newCmd) }
+
+// jsonErrorsFlag is the persistent flag that switches error output to JSON.
+const jsonErrorsFlag = "json-errors"
+
+// newRootCmd builds the aster command tree.
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "aster",
+		Short: "Call and operate aster services",
+		Long: `aster calls and operates aster services: peers identified by ed25519 keys
+and reached by "aster1..." addresses.
+
+` + exitCodeTable,
+		Version:       versionString(),
+		SilenceErrors: true, // Execute prints errors in the chosen format
+		SilenceUsage:  true,
+	}
+	root.PersistentFlags().Bool(jsonErrorsFlag, false, `print errors on stderr as one JSON object {"code","code_num","message","exit"}`)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageErrorf("%v (see '%s --help')", err, c.CommandPath())
+	})
+	for _, newCmd := range commands {
+		root.AddCommand(newCmd())
+	}
+	return root
+}
+
+// Execute runs the CLI with the process's arguments and standard streams
+// and returns the exit status. SIGINT and SIGTERM cancel the command's
+// context (a second signal kills the process).
+func Execute() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop) // restore default handling: a second ^C kills
+	return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+}
+
+// run executes the command line args and returns the exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	ce := classify(err)
+	asJSON, _ := root.PersistentFlags().GetBool(jsonErrorsFlag)
+	printError(stderr, ce, asJSON)
+	return ce.exit
+}
