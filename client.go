@@ -55,6 +55,8 @@ type clientOptions struct {
 	codec    codec.Codec
 	maxFrame uint32
 	quic     *quic.Config
+	cred     *trust.Credential // presented at admission (admission.go)
+	err      error             // an option that failed (e.g. an unreadable credential file)
 }
 
 // ClientOption configures a Client.
@@ -124,7 +126,12 @@ func NewClient(addr Address, opts ...ClientOption) *Client {
 	if o.key == nil {
 		o.key = trust.GenerateKey()
 	}
-	c := &Client{addr: addr, opts: o, conn: o.conn}
+	c := &Client{addr: addr, opts: o}
+	if o.conn != nil && o.dialer == nil {
+		// The given connection still goes through admission on first use.
+		c.opts.dialer = &connDialer{conn: o.conn}
+		c.ownsDial = true
+	}
 	if o.dialer == nil && o.conn == nil {
 		o.dialer = quic.NewDialer(o.key, o.quic)
 		c.opts.dialer = o.dialer
@@ -161,6 +168,10 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 			c.mu.Unlock()
 			return nil, status.New(status.Unavailable, "client closed")
 		}
+		if c.opts.err != nil {
+			c.mu.Unlock()
+			return nil, status.Wrap(status.InvalidArgument, c.opts.err)
+		}
 		if c.conn != nil && !isDone(c.conn.Done()) {
 			conn := c.conn
 			c.mu.Unlock()
@@ -184,6 +195,12 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		c.mu.Unlock()
 
 		conn, err := c.opts.dialer.Dial(ctx, c.addr)
+		var admitErr error
+		if err == nil {
+			if admitErr = c.admit(ctx, conn); admitErr != nil {
+				conn.Close(transport.ConnRefused, "admission failed")
+			}
+		}
 		c.mu.Lock()
 		close(c.dialing)
 		c.dialing = nil
@@ -194,6 +211,10 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		if err != nil {
 			c.mu.Unlock()
 			return nil, dialError(c.addr, err)
+		}
+		if admitErr != nil {
+			c.mu.Unlock()
+			return nil, admitErr
 		}
 		c.conn = conn
 		c.mu.Unlock()

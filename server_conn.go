@@ -429,6 +429,8 @@ func (c *serverCall) control(h *wire.Header) error {
 			return err
 		}
 		return c.Send(struct{}{})
+	case wire.MethodAdmit:
+		return c.admitOpen() // a gated server runs the exchange before serving streams
 	}
 	return status.Errorf(status.NotFound, "unknown method %s.%s", h.Service, h.Method)
 }
