@@ -369,6 +369,7 @@ func init() {
 		MaxArrayElements:  MaxCapabilities,
 		MaxMapPairs:       MaxAttributes + 16,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,
 	}.DecMode()
 	if err != nil {
 		panic(err)
