@@ -180,7 +180,10 @@ func writeVerdict(st transport.Stream, o *serverOptions, codecName string, v *ad
 	if _, err := st.Write(buf); err != nil {
 		return err
 	}
-	return st.Close()
+	// The client may stop reading as soon as it has the verdict, which can
+	// make Close report a reset: the verdict was written either way.
+	st.Close()
+	return nil
 }
 
 // refuse sends the refusal trailer and gives the client a moment to read it
@@ -190,7 +193,7 @@ func refuse(ctx context.Context, c transport.Conn, st transport.Stream, se *stat
 	buf, err := wire.AppendTrailer(nil, &tr, jsonMeta)
 	if err == nil {
 		if _, err = st.Write(buf); err == nil {
-			err = st.Close()
+			st.Close()
 		}
 	}
 	if err != nil {
@@ -244,10 +247,12 @@ func (c *Client) admit(ctx context.Context, conn transport.Conn) error {
 		return admitError(err)
 	}
 	defer cs.Close()
-	if err := cs.Send(&hello); err != nil {
+	// Send and CloseSend report a broken stream as io.EOF: the outcome
+	// (e.g. a refusal already sent) is then read by Recv.
+	if err := cs.Send(&hello); err != nil && err != io.EOF {
 		return admitError(err)
 	}
-	if err := cs.CloseSend(); err != nil {
+	if err := cs.CloseSend(); err != nil && err != io.EOF {
 		return admitError(err)
 	}
 	var v admitVerdict

@@ -1,0 +1,354 @@
+package aster_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"iter"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/trust"
+)
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// opsService declares the capabilities of chapter 5 on all four patterns.
+func opsService() *handler.Service {
+	echo := func(_ context.Context, m *Msg) (*Msg, error) { return m, nil }
+	return handler.NewService("Ops", 1).
+		Handle("status", handler.Unary(echo), handler.Requires(trust.Cap("ops.status"))).
+		Handle("open", handler.Unary(echo)).
+		Handle("both", handler.Unary(echo), handler.Requires(trust.AllOf(trust.Cap("ops.status"), trust.Cap("ops.ingest")))).
+		Handle("tail", handler.ServerStream(func(_ context.Context, m *Msg, send func(*Msg) error) error {
+			return send(m)
+		}), handler.Requires(trust.AnyOf(trust.Cap("ops.logs"), trust.Cap("ops.admin")))).
+		Handle("ingest", handler.ClientStream(func(_ context.Context, in iter.Seq2[*Msg, error]) (*Msg, error) {
+			n := 0
+			for _, err := range in {
+				if err != nil {
+					return nil, err
+				}
+				n++
+			}
+			return &Msg{N: n}, nil
+		}), handler.Requires(trust.Cap("ops.ingest")))
+}
+
+type agent struct{}
+
+func agentService() *handler.Service {
+	return handler.NewSessionService("Agent", 1, func(context.Context, handler.Peer) (*agent, error) { return &agent{}, nil }).
+		Require(trust.Cap("ops.ingest")).
+		Handle("register", handler.On(func(*agent) handler.Def {
+			return handler.Unary(func(_ context.Context, m *Msg) (*Msg, error) { return m, nil })
+		})).
+		Handle("run", handler.On(func(*agent) handler.Def {
+			return handler.BidiStream(func(_ context.Context, b *handler.Bidi[Msg, Msg]) error {
+				for m, err := range b.All() {
+					if err != nil {
+						return err
+					}
+					if err := b.Send(m); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}), handler.Requires(trust.Cap("ops.admin")))
+}
+
+type gated struct {
+	srv  *aster.Server
+	addr aster.Address
+	root trust.SecretKey
+	logs *syncBuffer
+}
+
+func newGated(t *testing.T, p trust.Policy) *gated {
+	t.Helper()
+	g := &gated{root: trust.GenerateKey(), logs: &syncBuffer{}}
+	if p.RootPubKey == nil {
+		pub := trust.IDOf(g.root)
+		p.RootPubKey = &pub
+	}
+	logger := slog.New(slog.NewTextHandler(g.logs, nil))
+	gate, err := trust.NewGate(p, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.srv = aster.NewServer(aster.WithGate(gate), aster.WithLogger(logger))
+	g.srv.MustRegister(opsService(), agentService())
+	ln, err := quic.Listen("127.0.0.1:0", g.srv.SecretKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.addr = ln.Addr()
+	done := make(chan error, 1)
+	go func() { done <- g.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		g.srv.Close()
+		if err := <-done; !errors.Is(err, aster.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return g
+}
+
+// enroll issues a credential for a fresh node key.
+func (g *gated) enroll(t *testing.T, name string, caps ...string) *trust.Identity {
+	t.Helper()
+	key := trust.GenerateKey()
+	c := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: name, EndpointID: trust.IDOf(key),
+		Capabilities: caps, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	if err := trust.Sign(g.root, c); err != nil {
+		t.Fatal(err)
+	}
+	return &trust.Identity{Key: key, Peers: []*trust.Credential{c}}
+}
+
+func (g *gated) dial(t *testing.T, opts ...aster.ClientOption) (*aster.Client, error) {
+	c, err := aster.DialAddress(ctxT(t), g.addr, opts...)
+	if err == nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	return c, err
+}
+
+func callsAllowed(t *testing.T, c *aster.Client) map[string]bool {
+	t.Helper()
+	ctx := ctxT(t)
+	got := map[string]error{}
+	for _, m := range []string{"Ops.status", "Ops.open", "Ops.both"} {
+		_, got[m] = aster.CallUnary[Msg](ctx, c, m, &Msg{Text: "x"})
+	}
+	if s, err := aster.CallServerStream[Msg](ctx, c, "Ops.tail", &Msg{Text: "x"}); err != nil {
+		got["Ops.tail"] = err
+	} else {
+		_, got["Ops.tail"] = s.Recv()
+		s.Close()
+	}
+	if s, err := aster.CallClientStream[Msg, Msg](ctx, c, "Ops.ingest"); err != nil {
+		got["Ops.ingest"] = err
+	} else {
+		s.Send(&Msg{})
+		_, got["Ops.ingest"] = s.CloseAndRecv()
+	}
+	sess := c.NewSession()
+	_, got["Agent.register"] = aster.CallUnary[Msg](ctx, sess, "Agent.register", &Msg{})
+	if b, err := aster.CallBidiStream[Msg, Msg](ctx, sess, "Agent.run"); err != nil {
+		got["Agent.run"] = err
+	} else {
+		b.Send(&Msg{Text: "df"})
+		b.CloseSend()
+		_, got["Agent.run"] = b.Recv()
+		b.Close()
+	}
+	sess.Close(ctx)
+	allowed := map[string]bool{}
+	for m, err := range got {
+		switch code := status.CodeOf(err); {
+		case err == nil:
+			allowed[m] = true
+		case code == status.PermissionDenied:
+			if msg := status.FromError(err).Message(); msg != "permission denied" {
+				t.Errorf("%s: denial message %q says more than it should", m, msg)
+			}
+		default:
+			t.Errorf("%s: unexpected error %v", m, err)
+		}
+	}
+	return allowed
+}
+
+func TestAdmissionCapabilitiesPerMethod(t *testing.T) {
+	g := newGated(t, trust.Policy{AllowAllProducers: true})
+	for _, tc := range []struct {
+		name string
+		caps []string
+		want []string
+	}{
+		{"edge-node-7", []string{"ops.status", "ops.ingest"}, []string{"Ops.status", "Ops.open", "Ops.both", "Ops.ingest", "Agent.register"}},
+		{"ops-team", []string{"ops.status", "ops.logs", "ops.admin", "ops.ingest"}, []string{"Ops.status", "Ops.open", "Ops.both", "Ops.tail", "Ops.ingest", "Agent.register", "Agent.run"}},
+		{"log-viewer", []string{"ops.logs"}, []string{"Ops.open", "Ops.tail"}},
+		{"nobody", nil, []string{"Ops.open"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := g.enroll(t, tc.name, tc.caps...)
+			c, err := g.dial(t, aster.WithIdentity(id, ""))
+			if err != nil {
+				t.Fatalf("enrolled peer refused: %v\n%s", err, g.logs)
+			}
+			allowed := callsAllowed(t, c)
+			if len(allowed) != len(tc.want) {
+				t.Errorf("allowed %v, want %v\nserver log:\n%s", allowed, tc.want, g.logs)
+			}
+			for _, m := range tc.want {
+				if !allowed[m] {
+					t.Errorf("%s denied, want allowed (allowed: %v)", m, allowed)
+				}
+			}
+		})
+	}
+}
+
+func TestAdmissionRefusals(t *testing.T) {
+	g := newGated(t, trust.Policy{AllowAllProducers: true})
+	edge := g.enroll(t, "edge-node-7", "ops.status")
+	expired := g.enroll(t, "old", "ops.status")
+	expired.Peers[0].IssuedAt = time.Now().Add(-48 * time.Hour)
+	expired.Peers[0].ExpiresAt = time.Now().Add(-24 * time.Hour)
+	trust.Sign(g.root, expired.Peers[0])
+	foreign := g.enroll(t, "foreign", "ops.status")
+	trust.Sign(trust.GenerateKey(), foreign.Peers[0])
+	tampered := g.enroll(t, "tampered", "ops.status")
+	tampered.Peers[0].Capabilities = []string{"ops.admin"}
+
+	for _, tc := range []struct {
+		name   string
+		opts   []aster.ClientOption
+		msg    string
+		reason string // in the server log
+	}{
+		{"no credential", nil, trust.MsgCredentialRequired, "no credential presented"},
+		{"stolen credential", []aster.ClientOption{aster.WithClientKey(trust.GenerateKey()), aster.WithCredential(edge.Peers[0])}, trust.MsgCredentialRejected, "belongs to another endpoint"},
+		{"expired", []aster.ClientOption{aster.WithIdentity(expired, "")}, trust.MsgCredentialRejected, "expired"},
+		{"other root", []aster.ClientOption{aster.WithIdentity(foreign, "")}, trust.MsgCredentialRejected, "signed by another root"},
+		{"tampered", []aster.ClientOption{aster.WithIdentity(tampered, "")}, trust.MsgCredentialRejected, "signature does not verify"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := g.dial(t, tc.opts...)
+			wantCode(t, err, status.Unauthenticated)
+			if msg := status.FromError(err).Message(); msg != tc.msg {
+				t.Errorf("message %q, want %q", msg, tc.msg)
+			}
+			waitFor(t, func() bool { return strings.Contains(g.logs.String(), tc.reason) }, "server log of the reason "+tc.reason)
+		})
+	}
+	// The edge node itself gets in.
+	if _, err := g.dial(t, aster.WithIdentity(edge, "")); err != nil {
+		t.Fatalf("edge-node-7: %v", err)
+	}
+}
+
+func TestAdmissionOpenGate(t *testing.T) {
+	// A gate open to consumers admits anyone, unrestricted.
+	g := newGated(t, trust.Policy{AllowAllConsumers: true, AllowAllProducers: true})
+	c, err := g.dial(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allowed := callsAllowed(t, c); len(allowed) != 7 {
+		t.Errorf("open gate allowed only %v", allowed)
+	}
+	// Dev mode: no root key.
+	logs := &syncBuffer{}
+	gate, err := trust.NewGate(trust.Policy{}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil || !gate.DevMode() || !strings.Contains(logs.String(), trust.DevModeWarning) {
+		t.Fatalf("dev gate: %v, log %q", err, logs)
+	}
+}
+
+func TestAdmissionCredentialFile(t *testing.T) {
+	g := newGated(t, trust.Policy{})
+	path := filepath.Join(t.TempDir(), "edge-node-7.cred")
+	if err := trust.SaveIdentity(path, g.enroll(t, "edge-node-7", "ops.status")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := aster.Dial(ctxT(t), g.addr.String(), aster.WithCredentialFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = aster.Dial(ctxT(t), g.addr.String(), aster.WithCredentialFile(filepath.Join(t.TempDir(), "missing.cred")))
+	wantCode(t, err, status.InvalidArgument)
+}
+
+// A peer that skips admission and opens an RPC stream straight away is
+// refused, and its call is never served.
+func TestAdmissionSkippedIsRefused(t *testing.T) {
+	g := newGated(t, trust.Policy{AllowAllProducers: true})
+	d := quic.NewDialer(trust.GenerateKey(), nil)
+	defer d.Close()
+	conn, err := d.Dial(ctxT(t), g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(transport.ConnNoError, "")
+	st, err := conn.OpenStream(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := wire.Header{Service: "Ops", Method: "open"}
+	buf, _ := wire.AppendHeader(nil, &h, false)
+	buf = wire.AppendFrame(buf, 0, []byte{0xa0})
+	st.Write(buf)
+	st.CloseWrite()
+	r := wire.NewReader(st, 1<<20)
+	defer r.Release()
+	flags, payload, err := r.ReadFrame()
+	if err != nil {
+		t.Fatalf("no refusal trailer: %v", err)
+	}
+	if flags&wire.FlagTrailer == 0 {
+		t.Fatalf("served a call without admission: flags %s", wire.FlagString(flags))
+	}
+	tr, _ := wire.DecodeTrailer(payload)
+	wantCode(t, tr.Err(), status.Unauthenticated)
+	if !strings.Contains(tr.Message, "admission required") {
+		t.Errorf("message %q", tr.Message)
+	}
+	select {
+	case <-conn.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection not closed after refusal")
+	}
+	if _, err := conn.OpenStream(ctxT(t)); err == nil {
+		t.Error("stream opened on a refused connection")
+	}
+}
+
+// A server without a gate answers the admission call itself (clients always
+// make it), and admits everyone unrestricted.
+func TestAdmissionWithoutGate(t *testing.T) {
+	srv := aster.NewServer(aster.WithLogger(quietLogger()))
+	srv.MustRegister(opsService(), agentService())
+	ln, err := quic.Listen("127.0.0.1:0", srv.SecretKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() { srv.Close(); <-done }()
+	c, err := aster.DialAddress(ctxT(t), ln.Addr(), aster.WithIdentity((&gated{root: trust.GenerateKey()}).enroll(t, "x"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if allowed := callsAllowed(t, c); len(allowed) != 7 {
+		t.Errorf("no gate allowed only %v", allowed)
+	}
+}
+
+var _ = io.EOF
