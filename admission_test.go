@@ -353,4 +353,3 @@ func TestAdmissionWithoutGate(t *testing.T) {
 		t.Errorf("no gate allowed only %v", allowed)
 	}
 }
-
