@@ -6,8 +6,21 @@
 //	go run ./examples/missioncontrol -demo    # serve, drive every call pattern, exit
 //
 // Environment: ASTER_BIND_ADDR picks the UDP address (default: a free port on
-// all interfaces); ASTER_SECRET_KEY (base64, 32 bytes) gives a stable
-// identity (default: a fresh key each run).
+// all interfaces); ASTER_SECRET_KEY (base64, 32 bytes) or ASTER_IDENTITY_FILE
+// (an .aster-identity file, created if missing; default .aster-identity if it
+// exists) gives a stable identity (default: a fresh key each run).
+//
+// Trust (chapter 5): ASTER_ROOT_PUBKEY_FILE (or ASTER_ROOT_PUBKEY, hex) names
+// the root public key credentials must be signed by, and
+// ASTER_ALLOW_ALL_CONSUMERS=false closes the consumer gate:
+//
+//	ASTER_ROOT_PUBKEY_FILE=~/.aster/root.pub ASTER_ALLOW_ALL_CONSUMERS=false \
+//	ASTER_IDENTITY_FILE=.aster-identity go run ./examples/missioncontrol
+//
+// Without a root key the server runs in dev mode (ephemeral root, consumers
+// admitted). ASTER_ALLOW_ALL_PRODUCERS (default true) and ASTER_STORAGE_PATH
+// (remembers used one-time tokens) are read too; ASTER_ENROLLMENT_CREDENTIAL
+// is the credential file the -demo client presents.
 package main
 
 import (
@@ -23,7 +36,6 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
-	"github.com/aster-go/aster/trust"
 )
 
 func main() {
@@ -37,14 +49,15 @@ func main() {
 
 func serve(demo bool) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	opts := []aster.ServerOption{aster.WithLogger(logger)}
-	if s := os.Getenv("ASTER_SECRET_KEY"); s != "" {
-		key, err := trust.ParseSecretKeyBase64(s)
-		if err != nil {
-			return fmt.Errorf("ASTER_SECRET_KEY: %w", err)
-		}
-		opts = append(opts, aster.WithSecretKey(key))
+	ts, err := trustFromEnv()
+	if err != nil {
+		return err
 	}
+	trustOpts, err := ts.serverTrust(logger)
+	if err != nil {
+		return err
+	}
+	opts := append([]aster.ServerOption{aster.WithLogger(logger)}, trustOpts...)
 	bind := os.Getenv("ASTER_BIND_ADDR")
 	if bind == "" {
 		bind = ":0"
@@ -76,7 +89,7 @@ func serve(demo bool) error {
 	fmt.Println(addr.String())
 
 	if demo {
-		err := runDemo(ctx, addr.String(), os.Stdout)
+		err := runDemo(ctx, addr.String(), os.Stdout, ts.clientTrust()...)
 		shutdown(srv)
 		<-errc
 		return err
