@@ -262,3 +262,34 @@ func TestGateOneTimeToken(t *testing.T) {
 		t.Error("corrupt nonce file accepted")
 	}
 }
+
+func FuzzParseIdentity(f *testing.F) {
+	c, _, ep := vectorCredential(f)
+	good, _ := (&Identity{Key: ep, Peers: []*Credential{c}}).Marshal()
+	f.Add(good)
+	f.Add([]byte("[node]\nsecret_key = 'x'\n"))
+	f.Add([]byte("[[peers]]\nname = 1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, err := ParseIdentity(b)
+		if err != nil {
+			return
+		}
+		// What parses marshals and parses again to the same identity.
+		out, err := id.Marshal()
+		if err != nil {
+			t.Fatalf("parsed identity does not marshal: %v", err)
+		}
+		again, err := ParseIdentity(out)
+		if err != nil {
+			t.Fatalf("marshalled identity does not parse: %v\n%s", err, out)
+		}
+		if len(again.Peers) != len(id.Peers) || !again.Key.Equal(id.Key) {
+			t.Fatalf("round trip changed the identity")
+		}
+		for i := range id.Peers {
+			if !again.Peers[i].Equal(id.Peers[i]) {
+				t.Fatalf("round trip changed peer %d", i)
+			}
+		}
+	})
+}
