@@ -3,7 +3,9 @@ package aster_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
+	"io"
 	"iter"
 	"log/slog"
 	"path/filepath"
@@ -351,5 +353,82 @@ func TestAdmissionWithoutGate(t *testing.T) {
 	defer c.Close()
 	if allowed := callsAllowed(t, c); len(allowed) != 7 {
 		t.Errorf("no gate allowed only %v", allowed)
+	}
+}
+
+// hexBytes decodes hex written with spaces, as in PROTOCOL-admission.md.
+func hexBytes(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// rawExchange sends req on the first stream of a fresh connection and
+// returns everything the server answers on it.
+func rawExchange(t *testing.T, addr aster.Address, key trust.SecretKey, req []byte) []byte {
+	t.Helper()
+	d := quic.NewDialer(key, nil)
+	defer d.Close()
+	conn, err := d.Dial(ctxT(t), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(transport.ConnNoError, "")
+	st, err := conn.OpenStream(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	st.CloseWrite()
+	resp, err := io.ReadAll(st)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	return resp
+}
+
+// TestAdmissionWireExample checks the byte examples of PROTOCOL-admission.md §4.
+func TestAdmissionWireExample(t *testing.T) {
+	request := hexBytes(t, `26000000 04
+		a3 66 63616c6c4964 01 66 6d6574686f64 65 61646d6974 67 73657276696365 66 5f6173746572
+		02000000 00 a0`)
+	open := newGated(t, trust.Policy{AllowAllConsumers: true, AllowAllProducers: true})
+	want := hexBytes(t, `2c000000 00
+		a3 64 726f6c65 68 636f6e73756d6572 6c 6361706162696c6974696573 80 6c 756e72657374726963746564 f5
+		08000000 02 a1 64 636f6465 00`)
+	if got := rawExchange(t, open.addr, trust.GenerateKey(), request); !bytes.Equal(got, want) {
+		t.Errorf("open gate answered\n%x\nwant\n%x", got, want)
+	}
+	closed := newGated(t, trust.Policy{AllowAllProducers: true})
+	want = append(hexBytes(t, `52000000 02 a2 64 636f6465 10 67 6d657373616765 78 40`), trust.MsgCredentialRequired...)
+	if got := rawExchange(t, closed.addr, trust.GenerateKey(), request); !bytes.Equal(got, want) {
+		t.Errorf("closed gate answered\n%x\nwant\n%x", got, want)
+	}
+
+	// The §3.4 credential, presented by its endpoint to a server trusting
+	// the vector's root at a time within its validity.
+	seed := func(h string) trust.SecretKey { k, _ := trust.KeyFromSeed(hexBytes(t, h)); return k }
+	root := seed("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+	ep := seed("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+	rootPub := trust.IDOf(root)
+	vec := newGated(t, trust.Policy{RootPubKey: &rootPub, Now: func() time.Time { return time.Unix(1767225600+3600, 0) }})
+	cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "edge-node-7", EndpointID: trust.IDOf(ep),
+		Capabilities: []string{"ops.status", "ops.ingest"}, Attributes: map[string]string{"site": "eu-west"},
+		IssuedAt: time.Unix(1767225600, 0), ExpiresAt: time.Unix(1769817600, 0)}
+	if err := trust.Sign(root, cred); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := cred.Encode()
+	hello := append(hexBytes(t, `a2 64 726f6c65 68 636f6e73756d6572 6a 63726564656e7469616c 59 0130`), enc...)
+	req := append(request[:len(request)-6:len(request)-6], wire.AppendFrame(nil, 0, hello)...)
+	want = wire.AppendFrame(nil, 0, hexBytes(t, `a3 64 726f6c65 68 636f6e73756d6572 6c 6361706162696c6974696573 82 6a 6f70732e737461747573 6a 6f70732e696e67657374 6c 756e72657374726963746564 f4`))
+	want = append(want, hexBytes(t, `08000000 02 a1 64 636f6465 00`)...)
+	if got := rawExchange(t, vec.addr, ep, req); !bytes.Equal(got, want) {
+		t.Errorf("vector credential answered\n%x\nwant\n%x", got, want)
 	}
 }
