@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/codec/json"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
@@ -431,4 +433,54 @@ func TestAdmissionWireExample(t *testing.T) {
 	if got := rawExchange(t, vec.addr, ep, req); !bytes.Equal(got, want) {
 		t.Errorf("vector credential answered\n%x\nwant\n%x", got, want)
 	}
+}
+
+func TestAdmissionOneTimeToken(t *testing.T) {
+	g := newGated(t, trust.Policy{NonceFile: filepath.Join(t.TempDir(), "ott-nonces")})
+	id := g.enroll(t, "once", "ops.status")
+	c := id.Peers[0]
+	c.Type, c.Nonce = trust.TypeOTT, trust.NewNonce()
+	if err := trust.Sign(g.root, c); err != nil {
+		t.Fatal(err)
+	}
+	first, err := g.dial(t, aster.WithIdentity(id, ""))
+	if err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	if _, err := aster.CallUnary[Msg](ctxT(t), first, "Ops.status", &Msg{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = g.dial(t, aster.WithIdentity(id, ""))
+	wantCode(t, err, status.Unauthenticated)
+	waitFor(t, func() bool { return strings.Contains(g.logs.String(), "already used") }, "replay logged")
+}
+
+// The admission call works in JSON too (the credential as base64).
+func TestAdmissionJSON(t *testing.T) {
+	g := newGated(t, trust.Policy{})
+	c, err := g.dial(t, aster.WithIdentity(g.enroll(t, "j", "ops.status"), ""), aster.WithClientCodec(json.Codec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = aster.CallUnary[Msg](ctxT(t), c, "Ops.tail", &Msg{})
+	wantCode(t, err, status.PermissionDenied)
+}
+
+func TestCredentialFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.cred")
+	os.WriteFile(garbage, []byte("\x00\xffnot toml"), 0o600)
+	noNode := filepath.Join(dir, "nonode.cred")
+	g := newGated(t, trust.Policy{})
+	id := g.enroll(t, "x")
+	trust.SaveIdentity(noNode, &trust.Identity{Peers: id.Peers})
+	for _, p := range []string{garbage, noNode, filepath.Join(dir, "missing")} {
+		_, err := aster.DialAddress(ctxT(t), g.addr, aster.WithCredentialFile(p))
+		wantCode(t, err, status.InvalidArgument)
+	}
+	_, err := aster.DialAddress(ctxT(t), g.addr, aster.WithIdentity(id, "nobody"))
+	wantCode(t, err, status.InvalidArgument)
 }
