@@ -484,3 +484,46 @@ func TestCredentialFileErrors(t *testing.T) {
 	_, err := aster.DialAddress(ctxT(t), g.addr, aster.WithIdentity(id, "nobody"))
 	wantCode(t, err, status.InvalidArgument)
 }
+
+// BenchmarkDialAdmission measures connecting over QUIC on loopback: the
+// handshake plus the admission exchange, without and with a credential check.
+func BenchmarkDialAdmission(b *testing.B) {
+	for _, gated := range []bool{false, true} {
+		name := "no-gate"
+		if gated {
+			name = "gate"
+		}
+		b.Run(name, func(b *testing.B) {
+			root := trust.GenerateKey()
+			rootPub := trust.IDOf(root)
+			opts := []aster.ServerOption{aster.WithLogger(quietLogger())}
+			if gated {
+				gate, _ := trust.NewGate(trust.Policy{RootPubKey: &rootPub}, quietLogger())
+				opts = append(opts, aster.WithGate(gate))
+			}
+			srv := aster.NewServer(opts...)
+			srv.MustRegister(opsService())
+			ln, err := quic.Listen("127.0.0.1:0", srv.SecretKey(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			go srv.Serve(ln)
+			defer srv.Close()
+			key := trust.GenerateKey()
+			cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "bench", EndpointID: trust.IDOf(key),
+				Capabilities: []string{"ops.status"}, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+			trust.Sign(root, cred)
+			id := &trust.Identity{Key: key, Peers: []*trust.Credential{cred}}
+			d := quic.NewDialer(key, nil)
+			defer d.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(d), aster.WithIdentity(id, ""))
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
