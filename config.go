@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -600,6 +601,12 @@ func (c *Config) origin(f *field) (src, raw string) {
 		return o.source, o.raw
 	}
 	v := f.get(c)
+	if s, ok := v.(string); ok && s == "" { // empty: unset or the default
+		return SourceDefault, ""
+	}
+	if f.key == "network.hook_timeout_ms" && v == 0 { // zero: the default
+		return SourceDefault, fmt.Sprint(DefaultHookTimeoutMS)
+	}
 	if isUnset(f, v) || (f.kind != kHexKey && f.kind != kSecretB64 && v == f.def) {
 		return SourceDefault, fmt.Sprint(v)
 	}
@@ -757,13 +764,19 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// regularFile checks that path is a regular file. The error does not
+// repeat the path (which may be sensitive; the caller names the field).
 func regularFile(path string) error {
 	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return errors.New("no such file")
+	case errors.Is(err, fs.ErrPermission):
+		return errors.New("permission denied")
+	case err != nil:
+		return errors.New("cannot stat the file")
+	case !st.Mode().IsRegular():
+		return errors.New("is not a regular file")
 	}
 	return nil
 }
