@@ -88,8 +88,7 @@ func (s *Server) startHealthLocked() error {
 		})
 	}
 	hs := &healthServer{
-		http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog: nil},
+		http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		ln:   ln,
 		done: make(chan struct{}),
 	}
