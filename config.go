@@ -822,6 +822,24 @@ func (c *Config) ServerOptions() ([]ServerOption, error) {
 	return opts, nil
 }
 
+// WithConfig applies cfg.ServerOptions(): the server's identity key, bind
+// address (ListenAndServe("")), health server and logger come from cfg.
+// Options after it override it. If cfg is invalid, Serve and ListenAndServe
+// return the validation error (a status error wrapping *ConfigError) before
+// anything listens; call cfg.Validate first to fail earlier.
+func WithConfig(cfg Config) ServerOption {
+	opts, err := cfg.ServerOptions()
+	return func(o *serverOptions) {
+		if err != nil {
+			o.configErr = err
+			return
+		}
+		for _, fn := range opts {
+			fn(o)
+		}
+	}
+}
+
 // HealthAddr returns the health server's "host:port" (HealthHost, default
 // 127.0.0.1, and HealthPort), or "" when HealthPort is 0 (disabled).
 func (c *Config) HealthAddr() string {

@@ -2,12 +2,14 @@ package aster_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -651,4 +653,67 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestWithConfig checks that a Config reaches a running server: its key
+// is the server's identity, bind_addr is where ListenAndServe("") listens,
+// and the health server runs on health_host:health_port.
+func TestWithConfig(t *testing.T) {
+	isolate(t)
+	key := testutil.Key(t, 6)
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthPort := probe.Addr().(*net.TCPAddr).Port
+	probe.Close() // free again for the health server; no other user expected on loopback
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := udp.LocalAddr().String()
+	udp.Close()
+	t.Setenv("ASTER_SECRET_KEY", base64.StdEncoding.EncodeToString(key.Seed()))
+	t.Setenv("ASTER_BIND_ADDR", bind)
+	t.Setenv("ASTER_HEALTH_PORT", fmt.Sprint(healthPort))
+	t.Setenv("ASTER_LOG_LEVEL", "error")
+	cfg, err := aster.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := aster.NewServer(aster.WithConfig(cfg), aster.WithLogger(quietLogger()))
+	if srv.ID() != trust.IDOf(key) {
+		t.Fatalf("server id %s, want the configured key's", srv.ID())
+	}
+	ready := make(chan aster.Address, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a }) }()
+	var addr aster.Address
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	if len(addr.Direct) != 1 || addr.Direct[0].String() != bind {
+		t.Errorf("listening on %v, want bind_addr %s", addr.Direct, bind)
+	}
+	if got := srv.HealthAddr(); got == nil || got.String() != fmt.Sprintf("127.0.0.1:%d", healthPort) {
+		t.Errorf("health server on %v, want 127.0.0.1:%d", got, healthPort)
+	}
+	c, err := aster.DialAddress(context.Background(), addr, must(cfg.ClientOptions())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	srv.Close()
+	if err := <-errc; !errors.Is(err, aster.ErrServerClosed) {
+		t.Errorf("ListenAndServe = %v", err)
+	}
+
+	// An invalid Config: Serve fails with the validation error.
+	bad := aster.NewServer(aster.WithConfig(aster.Config{HookTimeoutMS: -1}), aster.WithLogger(quietLogger()))
+	if err := bad.ListenAndServe("127.0.0.1:0", nil); status.CodeOf(err) != status.InvalidArgument || !strings.Contains(err.Error(), "hook_timeout_ms") {
+		t.Errorf("ListenAndServe with a bad Config = %v", err)
+	}
+	bad.Close()
 }

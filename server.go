@@ -125,6 +125,7 @@ type serverOptions struct {
 	bindAddr      string // ListenAndServe("") address (WithBindAddr)
 	healthAddr    string // health HTTP server address (WithHealth)
 	healthMetrics bool   // serve /metrics on the health server
+	configErr     error  // WithConfig's validation error, returned by Serve
 }
 
 // ServerOption configures a Server.
@@ -340,6 +341,9 @@ func (s *Server) lookup(h *wire.Header) (*methodEntry, error) {
 // Close. An empty addr means the WithBindAddr address, if set. ready, if
 // non-nil, is called with the listener's address once it is listening.
 func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
+	if s.opts.configErr != nil {
+		return s.opts.configErr
+	}
 	if addr == "" {
 		addr = s.opts.bindAddr
 	}
@@ -372,6 +376,11 @@ func (s *Server) Serve(ln transport.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
+	}
+	if s.opts.configErr != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return s.opts.configErr
 	}
 	if err := s.startHealthLocked(); err != nil {
 		s.mu.Unlock()
