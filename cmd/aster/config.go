@@ -11,6 +11,33 @@ import (
 
 func init() { addCommand(newConfigCmd) }
 
+// configFlag is the persistent flag naming the TOML configuration file.
+const configFlag = "config"
+
+// loadCLIConfig resolves the configuration for a command: defaults, the
+// file named by --config (or file, if not empty), then ASTER_* variables.
+// Warnings go to the command's stderr; a bad configuration is a usage error
+// (exit 2).
+func loadCLIConfig(c *cobra.Command, file string) (aster.Config, error) {
+	if file == "" {
+		file, _ = c.Flags().GetString(configFlag)
+	}
+	var cfg aster.Config
+	var err error
+	if file != "" {
+		cfg, err = aster.LoadConfigFile(file)
+	} else {
+		cfg, err = aster.LoadConfig()
+	}
+	if err != nil {
+		return aster.Config{}, configError(err)
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(c.ErrOrStderr(), "warning:", w)
+	}
+	return cfg, nil
+}
+
 // newConfigCmd builds "aster config" and its subcommands.
 func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -29,7 +56,10 @@ func newConfigPrintCmd() *cobra.Command {
 	var file string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "print [--file aster.toml] [--json]",
+		Use: "print [--file aster.toml] [--json]",
+		Example: `  aster config print
+  aster config print --file aster.toml --json
+  ASTER_LOG_LEVEL=debug aster config print --config aster.toml`,
 		Short: "Print the resolved configuration with the source of each value",
 		Long: `Print the configuration an aster server or client would use, by section,
 with the source of every value: "default", the TOML file, or the ASTER_*
@@ -45,18 +75,9 @@ yet fails with exit status 2 and a message naming the field, its source and
 the value. Warnings (an ASTER_* variable that looks misspelt) go to stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var cfg aster.Config
-			var err error
-			if file != "" {
-				cfg, err = aster.LoadConfigFile(file)
-			} else {
-				cfg, err = aster.LoadConfig()
-			}
+			cfg, err := loadCLIConfig(c, file)
 			if err != nil {
-				return configError(err)
-			}
-			for _, w := range cfg.Warnings() {
-				fmt.Fprintln(c.ErrOrStderr(), "warning:", w)
+				return err
 			}
 			if err := cfg.Print(c.OutOrStdout(), asJSON); err != nil {
 				return fmt.Errorf("writing output: %w", err)
@@ -64,7 +85,7 @@ the value. Warnings (an ASTER_* variable that looks misspelt) go to stderr.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&file, "file", "", "TOML configuration file (default: none; ASTER_* variables and defaults only)")
+	cmd.Flags().StringVar(&file, "file", "", "TOML configuration file (default: the global --config, else none: defaults and ASTER_* variables only)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print one JSON object {"section":{"field":{"value":...,"source":"..."}}}`)
 	return cmd
 }

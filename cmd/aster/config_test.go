@@ -114,6 +114,12 @@ health_port = 8088
 		t.Errorf("output shows the secret key:\n%s", out)
 	}
 
+	// The global --config flag names the file too.
+	out, _, code = runConfigCLI(t, bin, dir, env, "--config", toml, "config", "print")
+	if v, src, _ := configPrintLine(out, "bind_addr"); code != 0 || v != "0.0.0.0:9000" || src != toml {
+		t.Errorf("bind_addr with --config = %q (%s), exit %d", v, src, code)
+	}
+
 	// The env var beats the file.
 	out, _, code = runConfigCLI(t, bin, dir, append(env, "ASTER_BIND_ADDR=127.0.0.1:7777"), "config", "print", "--file", toml)
 	if v, src, _ := configPrintLine(out, "bind_addr"); code != 0 || v != "127.0.0.1:7777" || src != "ASTER_BIND_ADDR" {
