@@ -378,6 +378,7 @@ func (c *serverCall) run(ctx context.Context, h handler.Handler) (err error) {
 // finish sends the trailer for err and closes the stream.
 func (c *serverCall) finish(err error) {
 	tr := wire.TrailerFor(err)
+	c.sc.srv.stats.record(tr.Code)
 	if len(c.trailer) > 0 {
 		if tr.Metadata == nil {
 			tr.Metadata = c.trailer

@@ -5,9 +5,12 @@
 //	go run ./examples/missioncontrol          # serve until Ctrl-C
 //	go run ./examples/missioncontrol -demo    # serve, drive every call pattern, exit
 //
-// Environment: ASTER_BIND_ADDR picks the UDP address (default: a free port on
-// all interfaces); ASTER_SECRET_KEY (base64, 32 bytes) gives a stable
-// identity (default: a fresh key each run).
+// Configuration comes from the ASTER_* environment variables through
+// aster.LoadConfig ("aster config print" shows the resolved values): for
+// example ASTER_BIND_ADDR picks the UDP address (default: a free port on all
+// interfaces), ASTER_SECRET_KEY (base64, 32 bytes) gives a stable identity
+// (default: a fresh key each run), ASTER_HEALTH_PORT serves /healthz and
+// /readyz, and ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr.
 package main
 
 import (
@@ -15,7 +18,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,7 +25,6 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
-	"github.com/aster-go/aster/trust"
 )
 
 func main() {
@@ -36,18 +37,17 @@ func main() {
 }
 
 func serve(demo bool) error {
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	opts := []aster.ServerOption{aster.WithLogger(logger)}
-	if s := os.Getenv("ASTER_SECRET_KEY"); s != "" {
-		key, err := trust.ParseSecretKeyBase64(s)
-		if err != nil {
-			return fmt.Errorf("ASTER_SECRET_KEY: %w", err)
-		}
-		opts = append(opts, aster.WithSecretKey(key))
+	cfg, err := aster.LoadConfig()
+	if err != nil {
+		return err
 	}
-	bind := os.Getenv("ASTER_BIND_ADDR")
-	if bind == "" {
-		bind = ":0"
+	logger := cfg.NewLogger(os.Stderr)
+	for _, w := range cfg.Warnings() {
+		logger.Warn("config: " + w)
+	}
+	opts, err := cfg.ServerOptions() // secret key, bind address, health server, logger
+	if err != nil {
+		return err
 	}
 
 	srv := aster.NewServer(opts...)
@@ -65,7 +65,7 @@ func serve(demo bool) error {
 	ready := make(chan aster.Address, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- srv.ListenAndServe(bind, func(a aster.Address) { ready <- a })
+		errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a })
 	}()
 	var addr aster.Address
 	select {
