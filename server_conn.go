@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -288,7 +289,9 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	// stream) or the connection closes, which is exactly when the handler
 	// should stop; it costs no allocation.
 	ctx := st.Context()
-	if h.Timeout > 0 {
+	// A timeout beyond what a time.Duration holds (about 292 years) is no
+	// deadline at all rather than an overflow.
+	if h.Timeout > 0 && h.Timeout <= maxTimeoutMillis {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
 		defer cancel()
@@ -528,3 +531,7 @@ func (c *serverCall) Send(msg any) error {
 }
 
 var _ handler.Stream = (*serverCall)(nil)
+
+// maxTimeoutMillis is the largest header timeout whose nanosecond count fits
+// a time.Duration; larger values mean no deadline.
+const maxTimeoutMillis = uint64(math.MaxInt64 / int64(time.Millisecond))

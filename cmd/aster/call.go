@@ -112,13 +112,22 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 		}
 	}
 
+	cfg, err := loadCLIConfig(cmd, "")
+	if err != nil {
+		return err
+	}
+	clientOpts, err := cfg.ClientOptions()
+	if err != nil {
+		return configError(err)
+	}
+
 	dialCtx := ctx
 	if f.connectTimeout > 0 {
 		var cancel context.CancelFunc
 		dialCtx, cancel = context.WithTimeout(ctx, f.connectTimeout)
 		defer cancel()
 	}
-	client, err := aster.DialAddress(dialCtx, addr)
+	client, err := aster.DialAddress(dialCtx, addr, clientOpts...)
 	if err != nil {
 		return connectError(err)
 	}
