@@ -251,3 +251,18 @@ func TestDialUnknownEndpoint(t *testing.T) {
 	_, err := aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{})
 	wantCode(t, err, status.Unavailable)
 }
+
+// A timeout too large for a time.Duration means no deadline, not an
+// overflow into the past.
+func TestHugeTimeoutIsNoDeadline(t *testing.T) {
+	tk := transports[1]
+	e := newEnv(t, tk)
+	for _, ms := range []uint64{9_223_372_036_854, 9_223_372_036_855, 1 << 63, ^uint64(0)} {
+		c := rawConn(t, tk, e)
+		raw := append(header(t, wire.Header{Service: "Test", Method: "echo", Timeout: ms}), data(t, Msg{Text: "t"})...)
+		err, frames := exchange(t, c, raw, true)
+		if err != nil || len(frames) != 1 {
+			t.Fatalf("timeout %d ms: %v", ms, err)
+		}
+	}
+}

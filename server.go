@@ -50,6 +50,9 @@ type Server struct {
 	draining atomic.Bool
 	calls    callTracker    // calls being served
 	connWG   sync.WaitGroup // connection goroutines
+
+	health *healthServer // running health HTTP server (health.go), or nil
+	stats  callStats     // finished calls by status code
 }
 
 // callTracker counts in-flight calls and lets Shutdown wait for zero.
@@ -118,6 +121,11 @@ type serverOptions struct {
 	quic        *quic.Config
 	admit       func(ctx context.Context, c transport.Conn) (handler.Peer, error)
 	linger      time.Duration
+
+	bindAddr      string // ListenAndServe("") address (WithBindAddr)
+	healthAddr    string // health HTTP server address (WithHealth)
+	healthMetrics bool   // serve /metrics on the health server
+	configErr     error  // WithConfig's validation error, returned by Serve
 }
 
 // ServerOption configures a Server.
@@ -330,9 +338,15 @@ func (s *Server) lookup(h *wire.Header) (*methodEntry, error) {
 
 // ListenAndServe listens on the UDP address addr with direct QUIC ("" or
 // ":0" picks a free port on all interfaces) and serves until Shutdown or
-// Close. ready, if non-nil, is called with the listener's address once it is
-// listening.
+// Close. An empty addr means the WithBindAddr address, if set. ready, if
+// non-nil, is called with the listener's address once it is listening.
 func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
+	if s.opts.configErr != nil {
+		return s.opts.configErr
+	}
+	if addr == "" {
+		addr = s.opts.bindAddr
+	}
 	ln, err := quic.Listen(addr, s.key, s.opts.quic)
 	if err != nil {
 		return fmt.Errorf("aster: listen %s: %w", addr, err)
@@ -362,6 +376,16 @@ func (s *Server) Serve(ln transport.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
+	}
+	if s.opts.configErr != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return s.opts.configErr
+	}
+	if err := s.startHealthLocked(); err != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return err
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
@@ -419,6 +443,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.beginClose() {
 		return nil
 	}
+	defer s.stopHealth() // /readyz answers 503 while draining
 	done := s.calls.wait()
 	var err error
 	select {
@@ -452,6 +477,7 @@ func (s *Server) Close() error {
 	s.connWG.Wait()
 	<-s.calls.wait()
 	s.workers.Wait()
+	s.stopHealth()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -288,7 +289,9 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	// stream) or the connection closes, which is exactly when the handler
 	// should stop; it costs no allocation.
 	ctx := st.Context()
-	if h.Timeout > 0 {
+	// A timeout beyond what a time.Duration holds (about 292 years) is no
+	// deadline at all rather than an overflow.
+	if h.Timeout > 0 && h.Timeout <= maxTimeoutMillis {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
 		defer cancel()
@@ -378,6 +381,7 @@ func (c *serverCall) run(ctx context.Context, h handler.Handler) (err error) {
 // finish sends the trailer for err and closes the stream.
 func (c *serverCall) finish(err error) {
 	tr := wire.TrailerFor(err)
+	c.sc.srv.stats.record(tr.Code)
 	if len(c.trailer) > 0 {
 		if tr.Metadata == nil {
 			tr.Metadata = c.trailer
@@ -529,3 +533,7 @@ func (c *serverCall) Send(msg any) error {
 }
 
 var _ handler.Stream = (*serverCall)(nil)
+
+// maxTimeoutMillis is the largest header timeout whose nanosecond count fits
+// a time.Duration; larger values mean no deadline.
+const maxTimeoutMillis = uint64(math.MaxInt64 / int64(time.Millisecond))

@@ -31,20 +31,6 @@ func runCLI(t *testing.T, args ...string) (exit int, stdout, stderr string) {
 	return exit, out.String(), errb.String()
 }
 
-// buildBinaries builds the aster CLI and the Mission Control server.
-func buildBinaries(t *testing.T) (asterBin, mcBin string) {
-	t.Helper()
-	dir := t.TempDir()
-	asterBin, mcBin = filepath.Join(dir, "aster"), filepath.Join(dir, "missioncontrol")
-	for bin, pkg := range map[string]string{asterBin: ".", mcBin: "../../examples/missioncontrol"} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
-	return asterBin, mcBin
-}
-
 // runBin runs a built binary with HOME set to home, in dir.
 func runBin(t *testing.T, home, dir, bin string, args ...string) (int, string, string) {
 	t.Helper()
@@ -92,7 +78,7 @@ $`)
 // process, and call it with and without the credentials.
 func TestChapter5(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	asterBin, mcBin := buildBinaries(t)
+	asterBin, mcBin := binaries(t)
 	home, work := t.TempDir(), t.TempDir()
 
 	// Step 1: root key.
@@ -162,7 +148,7 @@ func TestChapter5(t *testing.T) {
 	// Step 3: the control plane with admission on, as its own process.
 	env := []string{"HOME=" + home, "ASTER_ROOT_PUBKEY_FILE=~/.aster/root.pub", "ASTER_ALLOW_ALL_CONSUMERS=false",
 		"ASTER_IDENTITY_FILE=" + filepath.Join(work, ".aster-identity"), "ASTER_BIND_ADDR=127.0.0.1:0"}
-	addr, stop := startServer(t, mcBin, env)
+	addr, stop := startMissionControl(t, mcBin, env)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -214,7 +200,7 @@ func TestChapter5(t *testing.T) {
 	// A stable identity: the restarted server has the same address, and the
 	// credentials keep working.
 	stop()
-	addr2, stop2 := startServer(t, mcBin, env)
+	addr2, stop2 := startMissionControl(t, mcBin, env)
 	defer stop2()
 	a1, err1 := aster.ParseAddress(addr)
 	a2, err2 := aster.ParseAddress(addr2)
@@ -247,9 +233,9 @@ func runCommand(ctx context.Context, c *aster.Client) error {
 	return nil
 }
 
-// startServer starts Mission Control with env and returns its address and a
+// startMissionControl starts Mission Control with env and returns its address and a
 // function that stops it (SIGTERM) and waits for it.
-func startServer(t *testing.T, bin string, env []string) (string, func()) {
+func startMissionControl(t *testing.T, bin string, env []string) (string, func()) {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)

@@ -5,10 +5,14 @@
 //	go run ./examples/missioncontrol          # serve until Ctrl-C
 //	go run ./examples/missioncontrol -demo    # serve, drive every call pattern, exit
 //
-// Environment: ASTER_BIND_ADDR picks the UDP address (default: a free port on
-// all interfaces); ASTER_SECRET_KEY (base64, 32 bytes) or ASTER_IDENTITY_FILE
-// (an .aster-identity file, created if missing; default .aster-identity if it
-// exists) gives a stable identity (default: a fresh key each run).
+// Configuration comes from the ASTER_* environment variables through
+// aster.LoadConfig ("aster config print" shows the resolved values): for
+// example ASTER_BIND_ADDR picks the UDP address (default: a free port on all
+// interfaces), ASTER_SECRET_KEY (base64, 32 bytes) or ASTER_IDENTITY_FILE (an
+// .aster-identity file, created on first start if missing; default
+// .aster-identity if it exists) gives a stable identity (default: a fresh key
+// each run), ASTER_HEALTH_PORT serves /healthz and /readyz, and
+// ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr.
 //
 // Trust (chapter 5): ASTER_ROOT_PUBKEY_FILE (or ASTER_ROOT_PUBKEY, hex) names
 // the root public key credentials must be signed by, and
@@ -18,9 +22,8 @@
 //	ASTER_IDENTITY_FILE=.aster-identity go run ./examples/missioncontrol
 //
 // Without a root key the server runs in dev mode (ephemeral root, consumers
-// admitted). ASTER_ALLOW_ALL_PRODUCERS (default true) and ASTER_STORAGE_PATH
-// (remembers used one-time tokens) are read too; ASTER_ENROLLMENT_CREDENTIAL
-// is the credential file the -demo client presents.
+// admitted, a warning logged). ASTER_ENROLLMENT_CREDENTIAL is the credential
+// file the -demo client presents.
 package main
 
 import (
@@ -28,7 +31,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,6 +38,7 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/trust"
 )
 
 func main() {
@@ -48,19 +51,27 @@ func main() {
 }
 
 func serve(demo bool) error {
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ts, err := trustFromEnv()
+	// A stable identity (chapter 5): create the identity file on the first
+	// start, so that the address and the credentials issued to it survive
+	// restarts.
+	if path := os.Getenv("ASTER_IDENTITY_FILE"); path != "" {
+		if _, _, err := trust.LoadOrCreateIdentity(path); err != nil {
+			return err
+		}
+	}
+	cfg, err := aster.LoadConfig()
 	if err != nil {
 		return err
 	}
-	trustOpts, err := ts.serverTrust(logger)
+	logger := cfg.NewLogger(os.Stderr)
+	for _, w := range cfg.Warnings() {
+		logger.Warn("config: " + w)
+	}
+	// Secret key (or identity file), bind address, health server, logger and
+	// the admission gate of the [trust] settings.
+	opts, err := cfg.ServerOptions()
 	if err != nil {
 		return err
-	}
-	opts := append([]aster.ServerOption{aster.WithLogger(logger)}, trustOpts...)
-	bind := os.Getenv("ASTER_BIND_ADDR")
-	if bind == "" {
-		bind = ":0"
 	}
 
 	srv := aster.NewServer(opts...)
@@ -78,7 +89,7 @@ func serve(demo bool) error {
 	ready := make(chan aster.Address, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- srv.ListenAndServe(bind, func(a aster.Address) { ready <- a })
+		errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a })
 	}()
 	var addr aster.Address
 	select {
@@ -89,7 +100,11 @@ func serve(demo bool) error {
 	fmt.Println(addr.String())
 
 	if demo {
-		err := runDemo(ctx, addr.String(), os.Stdout, ts.clientTrust()...)
+		var copts []aster.ClientOption
+		if cfg.EnrollmentCredentialFile != "" {
+			copts = append(copts, aster.WithCredentialFile(cfg.EnrollmentCredentialFile))
+		}
+		err := runDemo(ctx, addr.String(), os.Stdout, copts...)
 		shutdown(srv)
 		<-errc
 		return err

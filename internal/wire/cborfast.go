@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Hand-written CBOR for the two fixed-schema messages on every call, the
@@ -202,8 +203,13 @@ func (r *cborReader) bytesOf(major byte) ([]byte, error) {
 	return s, nil
 }
 
+// text reads a text string. Invalid UTF-8 defers to the general decoder,
+// which rejects it, so both paths accept the same inputs.
 func (r *cborReader) text() (string, error) {
 	b, err := r.bytesOf(majText)
+	if err == nil && !utf8.Valid(b) {
+		return "", errSlowPath
+	}
 	return string(b), err
 }
 

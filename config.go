@@ -1,0 +1,896 @@
+package aster
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/knadh/koanf/parsers/toml/v2"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/rawbytes"
+	"github.com/knadh/koanf/v2"
+
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
+)
+
+// Config is the resolved configuration of an aster endpoint: trust,
+// connection, storage, health, network, identity and logging settings.
+//
+// Build it with LoadConfig (built-in defaults, then ASTER_* environment
+// variables), LoadConfigFile (defaults, then a TOML file, then the
+// environment, which always wins), DefaultConfig, or as a literal in tests
+// and scripts. A loaded Config remembers where each value came from (see
+// Source and Print).
+//
+// Every field corresponds to a TOML key and an ASTER_* variable; run
+// "aster config print" to see them all with their values and sources. The
+// table below gives the TOML key, the variable and the default:
+//
+//	[trust]    root_pubkey                ASTER_ROOT_PUBKEY               (hex)   unset
+//	           root_pubkey_file           ASTER_ROOT_PUBKEY_FILE                  unset
+//	           enrollment_credential_file ASTER_ENROLLMENT_CREDENTIAL             unset
+//	           enrollment_credential_iid  ASTER_ENROLLMENT_CREDENTIAL_IID         unset
+//	           allow_all_consumers        ASTER_ALLOW_ALL_CONSUMERS               false
+//	           allow_all_producers        ASTER_ALLOW_ALL_PRODUCERS               true
+//	[connect]  endpoint_addr              ASTER_ENDPOINT_ADDR                     unset
+//	[storage]  path                       ASTER_STORAGE_PATH                      unset (in-memory)
+//	[health]   health_port                ASTER_HEALTH_PORT                       0 (disabled)
+//	           health_host                ASTER_HEALTH_HOST                       127.0.0.1
+//	[network]  secret_key                 ASTER_SECRET_KEY                (base64) unset (fresh key)
+//	           relay_mode                 ASTER_RELAY_MODE                        unset
+//	           bind_addr                  ASTER_BIND_ADDR                         unset (any)
+//	           enable_monitoring          ASTER_ENABLE_MONITORING                 false
+//	           enable_hooks               ASTER_ENABLE_HOOKS                      false
+//	           hook_timeout_ms            ASTER_HOOK_TIMEOUT_MS                   5000
+//	           clear_ip_transports        ASTER_CLEAR_IP_TRANSPORTS               false
+//	           clear_relay_transports     ASTER_CLEAR_RELAY_TRANSPORTS            false
+//	           portmapper_config          ASTER_PORTMAPPER_CONFIG                 unset
+//	           proxy_url                  ASTER_PROXY_URL                         unset
+//	           proxy_from_env             ASTER_PROXY_FROM_ENV                    false
+//	[identity] identity_file              ASTER_IDENTITY_FILE                     ./.aster-identity if it exists
+//	[logging]  format                     ASTER_LOG_FORMAT                        text
+//	           level                      ASTER_LOG_LEVEL                         info
+//	           mask                       ASTER_LOG_MASK                          true
+//
+// Booleans accept true/false, 1/0, yes/no and on/off in any case. An empty
+// ASTER_* variable counts as unset. "~" at the start of a path is the home
+// directory.
+//
+// Settings whose feature does not exist yet in aster for Go are rejected
+// with an UNIMPLEMENTED "not supported yet" error rather than silently
+// ignored: storage.path, relay_mode other than "disabled", enable_hooks,
+// hook_timeout_ms other than 5000, clear_ip_transports, portmapper_config
+// other than "disabled", proxy_url and proxy_from_env. clear_relay_transports
+// is accepted: there are no relay transports to clear.
+//
+// A literal Config is validated when it is used (ServerOptions,
+// ClientOptions, Validate). Its zero value differs from DefaultConfig in
+// AllowAllProducers and LogMask (false rather than true); empty HealthHost,
+// LogFormat and LogLevel and a zero HookTimeoutMS mean their defaults.
+type Config struct {
+	// RootPubkey is the deployment's 32-byte ed25519 root public key, the
+	// trust anchor. It takes priority over RootPubkeyFile.
+	RootPubkey ed25519.PublicKey
+	// RootPubkeyFile is a file holding the root public key, as hex or as
+	// JSON {"public_key": "<hex>"}. It is read and checked at load.
+	RootPubkeyFile string
+	// EnrollmentCredentialFile is the path of the enrollment credential
+	// signed by the root key. It must exist when set.
+	EnrollmentCredentialFile string
+	// EnrollmentCredentialIID is a cloud instance identity document token.
+	EnrollmentCredentialIID string
+	// AllowAllConsumers skips the consumer admission gate (development).
+	AllowAllConsumers bool
+	// AllowAllProducers skips the producer admission gate (default true).
+	AllowAllProducers bool
+
+	// EndpointAddr is the producer's address for a client: an "aster1…"
+	// address or a hex endpoint id.
+	EndpointAddr string
+
+	// StoragePath is the persistent storage directory. Not supported yet:
+	// storage is in memory.
+	StoragePath string
+
+	// HealthPort is the port of the health HTTP server; 0 disables it.
+	HealthPort int
+	// HealthHost is the health server's bind address (default 127.0.0.1).
+	HealthHost string
+
+	// SecretKey is the endpoint's identity key; nil means a fresh key each
+	// run. ASTER_SECRET_KEY and the TOML file hold it as base64 of the
+	// 32-byte seed.
+	SecretKey trust.SecretKey
+	// RelayMode selects the relay: only "disabled" (or unset) is supported.
+	RelayMode string
+	// BindAddr is the local UDP address to listen on ("host:port"); empty
+	// means a free port on all interfaces.
+	BindAddr string
+	// EnableMonitoring serves /metrics on the health server (which needs
+	// HealthPort > 0).
+	EnableMonitoring bool
+	// EnableHooks enables connection hooks. Not supported yet.
+	EnableHooks bool
+	// HookTimeoutMS is the hook decision timeout in milliseconds (default
+	// 5000). Values other than the default are not supported yet.
+	HookTimeoutMS int
+	// ClearIPTransports disables direct IP transports. Not supported yet.
+	ClearIPTransports bool
+	// ClearRelayTransports disables relay transports (there are none yet).
+	ClearRelayTransports bool
+	// PortmapperConfig configures the port mapper: only "disabled" (or
+	// unset) is supported.
+	PortmapperConfig string
+	// ProxyURL is an HTTP proxy for relay connections. Not supported yet.
+	ProxyURL string
+	// ProxyFromEnv reads HTTP_PROXY/HTTPS_PROXY. Not supported yet.
+	ProxyFromEnv bool
+
+	// IdentityFile is the .aster-identity file. Default: .aster-identity
+	// in the working directory if it exists. It must exist when set.
+	IdentityFile string
+
+	// LogFormat is "text" (default) or "json".
+	LogFormat string
+	// LogLevel is "debug", "info" (default), "warning" (or "warn") or
+	// "error".
+	LogLevel string
+	// LogMask masks keys and credentials in log lines (default true).
+	LogMask bool
+
+	rootKeyFromFile ed25519.PublicKey  // read from RootPubkeyFile at load
+	sources         map[string]*origin // by field key; nil for a literal Config
+	warnings        []string
+}
+
+// origin is where a loaded value came from and how it was written there.
+type origin struct {
+	source string // "default", the file path, or the env var name
+	raw    string // the text as written (for printing unexpanded paths)
+}
+
+// Defaults that are not zero values.
+const (
+	DefaultHealthHost    = "127.0.0.1"
+	DefaultHookTimeoutMS = 5000
+	DefaultLogFormat     = "text"
+	DefaultLogLevel      = "info"
+	// DefaultIdentityFile is looked for in the working directory.
+	DefaultIdentityFile = ".aster-identity"
+)
+
+// SourceDefault is the Source of a value no file or variable set.
+const SourceDefault = "default"
+
+// kind is how a field's text is decoded.
+type kind int
+
+const (
+	kString kind = iota
+	kPath
+	kBool
+	kInt
+	kHexKey    // 32-byte key as hex
+	kSecretB64 // 32-byte ed25519 seed as base64
+)
+
+// field describes one configuration field.
+type field struct {
+	key       string // "section.name", the koanf/TOML key
+	env       string
+	kind      kind
+	def       any
+	sensitive bool   // masked in print output and logs
+	unset     string // shown when unset
+	get       func(*Config) any
+	set       func(*Config, any)
+}
+
+func strField(key, env string, k kind, unset string, p func(*Config) *string) field {
+	return field{key: key, env: env, kind: k, def: "", unset: unset,
+		get: func(c *Config) any { return *p(c) }, set: func(c *Config, v any) { *p(c) = v.(string) }}
+}
+
+func boolField(key, env string, def bool, p func(*Config) *bool) field {
+	return field{key: key, env: env, kind: kBool, def: def,
+		get: func(c *Config) any { return *p(c) }, set: func(c *Config, v any) { *p(c) = v.(bool) }}
+}
+
+func intField(key, env string, def int, p func(*Config) *int) field {
+	return field{key: key, env: env, kind: kInt, def: def,
+		get: func(c *Config) any { return *p(c) }, set: func(c *Config, v any) { *p(c) = v.(int) }}
+}
+
+// fields lists every configuration field in print order.
+var fields = []field{
+	{key: "trust.root_pubkey", env: "ASTER_ROOT_PUBKEY", kind: kHexKey, def: "", unset: "<not set>",
+		get: func(c *Config) any { return c.RootPubkey },
+		set: func(c *Config, v any) { c.RootPubkey, _ = v.(ed25519.PublicKey) }},
+	strField("trust.root_pubkey_file", "ASTER_ROOT_PUBKEY_FILE", kPath, "<not set>", func(c *Config) *string { return &c.RootPubkeyFile }),
+	withSensitive(strField("trust.enrollment_credential_file", "ASTER_ENROLLMENT_CREDENTIAL", kPath, "<not set>", func(c *Config) *string { return &c.EnrollmentCredentialFile })),
+	withSensitive(strField("trust.enrollment_credential_iid", "ASTER_ENROLLMENT_CREDENTIAL_IID", kString, "<not set>", func(c *Config) *string { return &c.EnrollmentCredentialIID })),
+	boolField("trust.allow_all_consumers", "ASTER_ALLOW_ALL_CONSUMERS", false, func(c *Config) *bool { return &c.AllowAllConsumers }),
+	boolField("trust.allow_all_producers", "ASTER_ALLOW_ALL_PRODUCERS", true, func(c *Config) *bool { return &c.AllowAllProducers }),
+
+	strField("connect.endpoint_addr", "ASTER_ENDPOINT_ADDR", kString, "<not set>", func(c *Config) *string { return &c.EndpointAddr }),
+
+	{key: "network.secret_key", env: "ASTER_SECRET_KEY", kind: kSecretB64, def: "", unset: "<not set>", sensitive: true,
+		get: func(c *Config) any { return c.SecretKey },
+		set: func(c *Config, v any) { c.SecretKey, _ = v.(trust.SecretKey) }},
+	strField("network.relay_mode", "ASTER_RELAY_MODE", kString, "<default>", func(c *Config) *string { return &c.RelayMode }),
+	strField("network.bind_addr", "ASTER_BIND_ADDR", kString, "<any>", func(c *Config) *string { return &c.BindAddr }),
+	boolField("network.enable_monitoring", "ASTER_ENABLE_MONITORING", false, func(c *Config) *bool { return &c.EnableMonitoring }),
+	boolField("network.enable_hooks", "ASTER_ENABLE_HOOKS", false, func(c *Config) *bool { return &c.EnableHooks }),
+	intField("network.hook_timeout_ms", "ASTER_HOOK_TIMEOUT_MS", DefaultHookTimeoutMS, func(c *Config) *int { return &c.HookTimeoutMS }),
+	boolField("network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", false, func(c *Config) *bool { return &c.ClearIPTransports }),
+	boolField("network.clear_relay_transports", "ASTER_CLEAR_RELAY_TRANSPORTS", false, func(c *Config) *bool { return &c.ClearRelayTransports }),
+	strField("network.portmapper_config", "ASTER_PORTMAPPER_CONFIG", kString, "<default>", func(c *Config) *string { return &c.PortmapperConfig }),
+	strField("network.proxy_url", "ASTER_PROXY_URL", kString, "<not set>", func(c *Config) *string { return &c.ProxyURL }),
+	boolField("network.proxy_from_env", "ASTER_PROXY_FROM_ENV", false, func(c *Config) *bool { return &c.ProxyFromEnv }),
+
+	strField("storage.path", "ASTER_STORAGE_PATH", kPath, "<in-memory>", func(c *Config) *string { return &c.StoragePath }),
+
+	intField("health.health_port", "ASTER_HEALTH_PORT", 0, func(c *Config) *int { return &c.HealthPort }),
+	withDefault(strField("health.health_host", "ASTER_HEALTH_HOST", kString, "<not set>", func(c *Config) *string { return &c.HealthHost }), DefaultHealthHost),
+
+	strField("identity.identity_file", "ASTER_IDENTITY_FILE", kPath, "<not set>", func(c *Config) *string { return &c.IdentityFile }),
+
+	withDefault(strField("logging.format", "ASTER_LOG_FORMAT", kString, "<not set>", func(c *Config) *string { return &c.LogFormat }), DefaultLogFormat),
+	withDefault(strField("logging.level", "ASTER_LOG_LEVEL", kString, "<not set>", func(c *Config) *string { return &c.LogLevel }), DefaultLogLevel),
+	boolField("logging.mask", "ASTER_LOG_MASK", true, func(c *Config) *bool { return &c.LogMask }),
+}
+
+func withSensitive(f field) field { f.sensitive = true; return f }
+
+func withDefault(f field, def string) field { f.def = def; return f }
+
+var fieldByKey, fieldByEnv = func() (map[string]*field, map[string]*field) {
+	byKey, byEnv := map[string]*field{}, map[string]*field{}
+	for i := range fields {
+		byKey[fields[i].key] = &fields[i]
+		byEnv[fields[i].env] = &fields[i]
+	}
+	return byKey, byEnv
+}()
+
+// sectionOrder is the order sections are printed in.
+var sectionOrder = []string{"trust", "connect", "network", "storage", "health", "identity", "logging"}
+
+// ConfigError reports a configuration value that cannot be used.
+type ConfigError struct {
+	Field  string // TOML key, e.g. "network.hook_timeout_ms"
+	Source string // the env var name, the file path, or "default"/"Config"
+	Value  string // the offending text, or a note if it is secret
+	Reason string // e.g. "is not an integer"
+}
+
+// Error formats the error as `SOURCE: "VALUE" REASON (FIELD)`.
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%s: %s %s (%s)", e.Source, e.Value, e.Reason, e.Field)
+}
+
+// errNotSupported marks a ConfigError for a feature that does not exist yet.
+var errNotSupported = errors.New("not supported yet")
+
+// fieldErr builds the status error for a bad value of f from src.
+func fieldErr(f *field, src string, raw any, reason string) error {
+	val := fmt.Sprintf("%q", fmt.Sprint(raw))
+	if f.sensitive {
+		val = fmt.Sprintf("<%d characters, hidden>", len(fmt.Sprint(raw)))
+	}
+	if s, ok := raw.(string); ok && s == "" {
+		val = `""`
+	}
+	return status.Wrap(status.InvalidArgument, &ConfigError{Field: f.key, Source: src, Value: val, Reason: reason})
+}
+
+func notSupported(c *Config, f *field, reason string) error {
+	src, raw := c.origin(f)
+	val := fmt.Sprintf("%q", raw)
+	return status.Wrap(status.Unimplemented, &ConfigError{Field: f.key, Source: src, Value: val,
+		Reason: errNotSupported.Error() + ": " + reason})
+}
+
+// DefaultConfig returns the built-in defaults (the configuration when no
+// file and no ASTER_* variable sets anything, except that the identity file
+// is not looked up).
+func DefaultConfig() Config {
+	var c Config
+	for i := range fields {
+		f := &fields[i]
+		switch f.kind {
+		case kHexKey, kSecretB64:
+			f.set(&c, nil)
+		default:
+			f.set(&c, f.def)
+		}
+	}
+	return c
+}
+
+// LoadConfig resolves the configuration from the built-in defaults and the
+// ASTER_* environment variables. A bad value fails with INVALID_ARGUMENT
+// (the error wraps a *ConfigError naming the field, the variable and the
+// value); a setting that does nothing yet fails with UNIMPLEMENTED.
+func LoadConfig() (Config, error) { return loadConfig("", os.Environ()) }
+
+// LoadConfigFile resolves the configuration from the built-in defaults, the
+// TOML file at path, and the ASTER_* environment variables, which always
+// win. Keys the file has but Config does not know are an error.
+func LoadConfigFile(path string) (Config, error) {
+	if path == "" {
+		return Config{}, status.New(status.InvalidArgument, "config: empty file path")
+	}
+	return loadConfig(path, os.Environ())
+}
+
+// maxConfigFile caps the TOML file and the root key file read at load.
+const maxConfigFile = 1 << 20
+
+func loadConfig(path string, environ []string) (Config, error) {
+	defaults := map[string]any{}
+	for _, f := range fields {
+		if f.kind != kHexKey && f.kind != kSecretB64 {
+			defaults[f.key] = f.def
+		}
+	}
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(defaults, "."), nil); err != nil {
+		return Config{}, fmt.Errorf("config: defaults: %w", err)
+	}
+
+	fileK := koanf.New(".")
+	if path != "" {
+		b, err := readCapped(path, maxConfigFile)
+		if err != nil {
+			return Config{}, status.Wrap(status.InvalidArgument, fmt.Errorf("config: %w", err))
+		}
+		if err := fileK.Load(rawbytes.Provider(b), toml.Parser()); err != nil {
+			return Config{}, status.Wrap(status.InvalidArgument, fmt.Errorf("config: %s: %w", path, err))
+		}
+		var unknown []string
+		for _, key := range fileK.Keys() {
+			if fieldByKey[key] == nil {
+				unknown = append(unknown, key)
+			}
+		}
+		if len(unknown) > 0 {
+			return Config{}, status.Errorf(status.InvalidArgument, "config: %s: unknown keys %s (see \"aster config print\" for the known ones)",
+				path, strings.Join(unknown, ", "))
+		}
+		if err := k.Merge(fileK); err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+	}
+
+	var warnings []string
+	envK := koanf.New(".")
+	err := envK.Load(env.Provider(".", env.Opt{
+		Prefix:      "ASTER_",
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, val string) (string, any) {
+			f := fieldByEnv[name]
+			if f == nil {
+				if near := closestEnv(name); near != "" {
+					warnings = append(warnings, fmt.Sprintf("unknown variable %s ignored; did you mean %s?", name, near))
+				}
+				return "", nil
+			}
+			if val == "" {
+				return "", nil // empty counts as unset
+			}
+			return f.key, val
+		},
+	}), nil)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: environment: %w", err)
+	}
+	if err := k.Merge(envK); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+
+	c := Config{sources: map[string]*origin{}, warnings: warnings}
+	for i := range fields {
+		f := &fields[i]
+		src := SourceDefault
+		switch {
+		case envK.Exists(f.key):
+			src = f.env
+		case fileK.Exists(f.key):
+			src = path
+		}
+		raw := k.Get(f.key)
+		o := &origin{source: src, raw: fmt.Sprint(raw)}
+		if raw == nil {
+			o.raw = ""
+		}
+		c.sources[f.key] = o
+		v, err := decode(f, raw)
+		if err != nil {
+			return Config{}, fieldErr(f, src, raw, err.Error())
+		}
+		f.set(&c, v)
+	}
+	if c.sources["identity.identity_file"].source == SourceDefault {
+		if st, err := os.Stat(DefaultIdentityFile); err == nil && st.Mode().IsRegular() {
+			c.IdentityFile = DefaultIdentityFile
+			c.sources["identity.identity_file"].raw = DefaultIdentityFile
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func readCapped(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, max)
+	}
+	return b, nil
+}
+
+// decode converts a raw value (a string from the environment, or a TOML
+// value) to the field's Go type.
+func decode(f *field, raw any) (any, error) {
+	switch f.kind {
+	case kString, kPath:
+		s, ok := raw.(string)
+		if !ok {
+			return nil, errors.New("is not a string")
+		}
+		s = strings.TrimSpace(s)
+		if f.kind == kPath {
+			p, err := expandHome(s)
+			if err != nil {
+				return nil, err
+			}
+			s = p
+		}
+		return s, nil
+	case kBool:
+		return parseBool(raw)
+	case kInt:
+		switch v := raw.(type) {
+		case int:
+			return v, nil
+		case int64:
+			if int64(int(v)) != v {
+				return nil, errors.New("is out of range")
+			}
+			return int(v), nil
+		case string:
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return nil, errors.New("is not an integer")
+			}
+			return n, nil
+		}
+		return nil, errors.New("is not an integer")
+	case kHexKey:
+		if raw == nil {
+			return ed25519.PublicKey(nil), nil
+		}
+		s, ok := raw.(string)
+		if !ok {
+			return nil, errors.New("is not a hex string")
+		}
+		k, err := parseHexKey(s)
+		if err != nil {
+			return nil, err
+		}
+		return k, nil
+	case kSecretB64:
+		if raw == nil {
+			return trust.SecretKey(nil), nil
+		}
+		s, ok := raw.(string)
+		if !ok {
+			return nil, errors.New("is not a base64 string")
+		}
+		k, err := trust.ParseSecretKeyBase64(s)
+		if err != nil {
+			return nil, errors.New("is not a base64-encoded 32-byte key")
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("unknown field kind %d", f.kind)
+}
+
+// parseBool accepts true/false, 1/0, yes/no and on/off in any case.
+func parseBool(raw any) (bool, error) {
+	switch v := raw.(type) {
+	case bool:
+		return v, nil
+	case int64:
+		if v == 0 || v == 1 {
+			return v == 1, nil
+		}
+	case string:
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true", "1", "yes", "on":
+			return true, nil
+		case "false", "0", "no", "off":
+			return false, nil
+		}
+	}
+	return false, errors.New("is not a boolean (true/false, 1/0, yes/no, on/off)")
+}
+
+// parseHexKey decodes a 32-byte ed25519 public key from 64 hex characters.
+func parseHexKey(s string) (ed25519.PublicKey, error) {
+	s = strings.TrimSpace(s)
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("is not hex")
+	}
+	if len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("is %d bytes, want a %d-byte key (%d hex characters)", len(b), ed25519.PublicKeySize, 2*ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// expandHome replaces a leading "~" or "~/" with the home directory.
+func expandHome(p string) (string, error) {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return p, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("cannot expand ~: %v", err)
+	}
+	return filepath.Join(home, p[1:]), nil
+}
+
+// closestEnv returns the known variable name closest to name if it is near
+// enough to be a typo, else "".
+func closestEnv(name string) string {
+	best, bestD := "", 3 // at most 2 edits
+	for _, f := range fields {
+		if d := editDistance(name, f.env); d < bestD {
+			best, bestD = f.env, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// origin returns the source and written text of f's value.
+func (c *Config) origin(f *field) (src, raw string) {
+	if o := c.sources[f.key]; o != nil {
+		return o.source, o.raw
+	}
+	v := f.get(c)
+	if s, ok := v.(string); ok && s == "" { // empty: unset or the default
+		return SourceDefault, ""
+	}
+	if f.key == "network.hook_timeout_ms" && v == 0 { // zero: the default
+		return SourceDefault, fmt.Sprint(DefaultHookTimeoutMS)
+	}
+	if isUnset(f, v) || (f.kind != kHexKey && f.kind != kSecretB64 && v == f.def) {
+		return SourceDefault, fmt.Sprint(v)
+	}
+	return "Config", fmt.Sprint(v)
+}
+
+// Source returns where the value of the field with TOML key key (e.g.
+// "network.bind_addr") came from: "default", the TOML file's path, or the
+// ASTER_* variable's name. For a literal Config it is "default" for values
+// equal to the default and "Config" otherwise; for an unknown key, "".
+func (c *Config) Source(key string) string {
+	f := fieldByKey[key]
+	if f == nil {
+		return ""
+	}
+	src, _ := c.origin(f)
+	return src
+}
+
+// Warnings returns the warnings found while loading, such as an unknown
+// ASTER_* variable that looks like a misspelt one.
+func (c *Config) Warnings() []string { return slices.Clone(c.warnings) }
+
+// RootPublicKey returns the effective root public key: RootPubkey if set,
+// else the key read from RootPubkeyFile (at load, or now for a literal
+// Config), else nil (dev mode).
+func (c *Config) RootPublicKey() (ed25519.PublicKey, error) {
+	if c.RootPubkey != nil {
+		return c.RootPubkey, nil
+	}
+	if c.rootKeyFromFile != nil {
+		return c.rootKeyFromFile, nil
+	}
+	if c.RootPubkeyFile == "" {
+		return nil, nil
+	}
+	return readRootKeyFile(c.RootPubkeyFile)
+}
+
+// readRootKeyFile reads a root public key stored as hex or as JSON with a
+// "public_key" hex field.
+func readRootKeyFile(path string) (ed25519.PublicKey, error) {
+	b, err := readCapped(path, maxConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimSpace(string(b))
+	if strings.HasPrefix(s, "{") {
+		var doc struct {
+			PublicKey string `json:"public_key"`
+		}
+		if err := json.Unmarshal([]byte(s), &doc); err != nil {
+			return nil, fmt.Errorf("%s: not valid JSON: %v", path, err)
+		}
+		if doc.PublicKey == "" {
+			return nil, fmt.Errorf("%s: JSON has no \"public_key\" field", path)
+		}
+		s = doc.PublicKey
+	}
+	k, err := parseHexKey(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: public key %s", path, err)
+	}
+	return k, nil
+}
+
+// Validate checks the values of c (a loaded Config has been validated
+// already): ranges and formats, files that must exist, and settings that
+// are not supported yet. It returns a status error wrapping *ConfigError.
+func (c *Config) Validate() error {
+	bad := func(key string, reason string) error {
+		f := fieldByKey[key]
+		src, raw := c.origin(f)
+		return fieldErr(f, src, raw, reason)
+	}
+	if c.RootPubkey != nil && len(c.RootPubkey) != ed25519.PublicKeySize {
+		return bad("trust.root_pubkey", fmt.Sprintf("is %d bytes, want %d", len(c.RootPubkey), ed25519.PublicKeySize))
+	}
+	if c.RootPubkeyFile != "" {
+		k, err := readRootKeyFile(c.RootPubkeyFile)
+		if err != nil {
+			return bad("trust.root_pubkey_file", "cannot be used: "+err.Error())
+		}
+		c.rootKeyFromFile = k
+	}
+	if c.EnrollmentCredentialFile != "" {
+		if err := regularFile(c.EnrollmentCredentialFile); err != nil {
+			return bad("trust.enrollment_credential_file", "cannot be used: "+err.Error())
+		}
+	}
+	if c.EndpointAddr != "" {
+		if _, err := ParseAddress(c.EndpointAddr); err != nil {
+			return bad("connect.endpoint_addr", "is not an aster1… address or hex endpoint id: "+err.Error())
+		}
+	}
+	if c.HealthPort < 0 || c.HealthPort > 65535 {
+		return bad("health.health_port", "is not a port number (0-65535; 0 disables the health server)")
+	}
+	if c.HealthHost != "" && strings.ContainsAny(c.HealthHost, " /") {
+		return bad("health.health_host", "is not a host name or IP address")
+	}
+	if c.SecretKey != nil && len(c.SecretKey) != ed25519.PrivateKeySize {
+		return bad("network.secret_key", "is not an ed25519 private key")
+	}
+	if c.BindAddr != "" {
+		host, port, err := net.SplitHostPort(c.BindAddr)
+		if err != nil {
+			return bad("network.bind_addr", "is not host:port")
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return bad("network.bind_addr", "has a bad port")
+		}
+		_ = host
+	}
+	if c.HookTimeoutMS < 0 {
+		return bad("network.hook_timeout_ms", "must not be negative")
+	}
+	switch strings.ToLower(c.LogFormat) {
+	case "", "text", "json":
+	default:
+		return bad("logging.format", `is not "text" or "json"`)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return bad("logging.level", err.Error())
+	}
+	if c.IdentityFile != "" {
+		if err := regularFile(c.IdentityFile); err != nil {
+			return bad("identity.identity_file", "cannot be used: "+err.Error())
+		}
+	}
+	if c.EnableMonitoring && c.HealthPort == 0 {
+		return bad("network.enable_monitoring", "needs health.health_port > 0: metrics are served by the health server")
+	}
+
+	// Settings whose feature does not exist yet.
+	ns := func(key, reason string) error { return notSupported(c, fieldByKey[key], reason) }
+	switch {
+	case c.StoragePath != "":
+		return ns("storage.path", "aster for Go keeps no persistent storage")
+	case c.RelayMode != "" && c.RelayMode != "disabled":
+		return ns("network.relay_mode", `there is no relay transport yet; only "disabled" is accepted`)
+	case c.EnableHooks:
+		return ns("network.enable_hooks", "connection hooks do not exist yet")
+	case c.HookTimeoutMS != 0 && c.HookTimeoutMS != DefaultHookTimeoutMS:
+		return ns("network.hook_timeout_ms", "connection hooks do not exist yet")
+	case c.ClearIPTransports:
+		return ns("network.clear_ip_transports", "direct QUIC is the only transport")
+	case c.PortmapperConfig != "" && c.PortmapperConfig != "disabled":
+		return ns("network.portmapper_config", `there is no port mapper yet; only "disabled" is accepted`)
+	case c.ProxyURL != "":
+		return ns("network.proxy_url", "there are no relay connections to proxy yet")
+	case c.ProxyFromEnv:
+		return ns("network.proxy_from_env", "there are no relay connections to proxy yet")
+	}
+	return nil
+}
+
+// regularFile checks that path is a regular file. The error does not
+// repeat the path (which may be sensitive; the caller names the field).
+func regularFile(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return errors.New("no such file")
+	case errors.Is(err, fs.ErrPermission):
+		return errors.New("permission denied")
+	case err != nil:
+		return errors.New("cannot stat the file")
+	case !st.Mode().IsRegular():
+		return errors.New("is not a regular file")
+	}
+	return nil
+}
+
+// isUnset reports whether v is f's "not set" value.
+func isUnset(f *field, v any) bool {
+	switch x := v.(type) {
+	case string:
+		return x == "" && f.def == ""
+	case ed25519.PublicKey:
+		return x == nil
+	case trust.SecretKey:
+		return x == nil
+	}
+	return false
+}
+
+// ServerOptions validates c and returns the server options it implies:
+//
+//   - network.secret_key → WithSecretKey (unset: a fresh key each run)
+//   - network.bind_addr → WithBindAddr, used by ListenAndServe("")
+//   - health.health_port > 0 → WithHealth(health_host:health_port), with
+//     /metrics when network.enable_monitoring is true
+//   - logging.* → WithLogger(c.NewLogger(os.Stderr))
+//   - identity.identity_file → WithSecretKey of its [node] key, when
+//     network.secret_key is not set
+//   - trust.* → WithGate(trust.NewGate(c.TrustPolicy())): admission, in dev
+//     mode (ephemeral root, consumers admitted, a warning) when no root key
+//     is set
+//
+// Options given after these override them.
+func (c *Config) ServerOptions() ([]ServerOption, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	logger := c.NewLogger(os.Stderr)
+	opts := []ServerOption{WithLogger(logger)}
+	if c.SecretKey != nil {
+		opts = append(opts, WithSecretKey(c.SecretKey))
+	}
+	topts, err := c.trustServerOptions(logger) // config_trust.go
+	if err != nil {
+		return nil, status.Wrap(status.InvalidArgument, err)
+	}
+	opts = append(opts, topts...)
+	if c.BindAddr != "" {
+		opts = append(opts, WithBindAddr(c.BindAddr))
+	}
+	if c.HealthPort > 0 {
+		opts = append(opts, WithHealth(c.HealthAddr(), c.EnableMonitoring))
+	}
+	return opts, nil
+}
+
+// WithConfig applies cfg.ServerOptions(): the server's identity key, bind
+// address (ListenAndServe("")), health server and logger come from cfg.
+// Options after it override it. If cfg is invalid, Serve and ListenAndServe
+// return the validation error (a status error wrapping *ConfigError) before
+// anything listens; call cfg.Validate first to fail earlier.
+func WithConfig(cfg Config) ServerOption {
+	opts, err := cfg.ServerOptions()
+	return func(o *serverOptions) {
+		if err != nil {
+			o.configErr = err
+			return
+		}
+		for _, fn := range opts {
+			fn(o)
+		}
+	}
+}
+
+// HealthAddr returns the health server's "host:port" (HealthHost, default
+// 127.0.0.1, and HealthPort), or "" when HealthPort is 0 (disabled).
+func (c *Config) HealthAddr() string {
+	if c.HealthPort == 0 {
+		return ""
+	}
+	host := c.HealthHost
+	if host == "" {
+		host = DefaultHealthHost
+	}
+	return net.JoinHostPort(host, strconv.Itoa(c.HealthPort))
+}
+
+// ClientOptions validates c and returns the client options it implies:
+// network.secret_key → WithClientKey (unset: a fresh key);
+// trust.enrollment_credential_file → WithIdentity of that .aster-identity
+// file (its key and credential); else identity.identity_file → its key and
+// credential, when network.secret_key is not set.
+func (c *Config) ClientOptions() ([]ClientOption, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	var opts []ClientOption
+	if c.SecretKey != nil {
+		opts = append(opts, WithClientKey(c.SecretKey))
+	}
+	topts, err := c.trustClientOptions() // config_trust.go
+	if err != nil {
+		return nil, status.Wrap(status.InvalidArgument, err)
+	}
+	return append(opts, topts...), nil
+}
+
+// Address returns connect.endpoint_addr parsed, for Dial. It fails with
+// FAILED_PRECONDITION when no endpoint address is configured.
+func (c *Config) Address() (Address, error) {
+	if c.EndpointAddr == "" {
+		return Address{}, status.New(status.FailedPrecondition, "config: connect.endpoint_addr (ASTER_ENDPOINT_ADDR) is not set")
+	}
+	a, err := ParseAddress(c.EndpointAddr)
+	if err != nil {
+		return Address{}, status.Wrap(status.InvalidArgument, fmt.Errorf("config: connect.endpoint_addr: %w", err))
+	}
+	return a, nil
+}
