@@ -197,6 +197,35 @@ func TestChapter5(t *testing.T) {
 		t.Errorf("stolen credential: %v, want UNAUTHENTICATED", err)
 	}
 
+	// From the shell: aster call presents the credential named by the
+	// config (ASTER_ENROLLMENT_CREDENTIAL; the --rcan flag is the lead's).
+	callAs := func(cred string, args ...string) (int, string, string) {
+		cmd := exec.Command(asterBin, append([]string{"call", addr}, args...)...)
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), "HOME="+home)
+		if cred != "" {
+			cmd.Env = append(cmd.Env, "ASTER_ENROLLMENT_CREDENTIAL="+cred)
+		}
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), out.String(), errb.String()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, out.String(), errb.String()
+	}
+	if code, out, errOut := callAs("edge-node-7.cred", "MissionControl.getStatus", `{"agent_id":"test"}`); code != 0 || !strings.Contains(out, `"status":"running"`) {
+		t.Errorf("aster call with edge-node-7.cred: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := callAs("edge-node-7.cred", "MissionControl.tailLogs", `{"level":"warn"}`); code != ExitCodeFor(status.PermissionDenied) || !strings.Contains(errOut, "PERMISSION_DENIED") {
+		t.Errorf("aster call tailLogs with edge-node-7.cred: exit %d %s", code, errOut)
+	}
+	if code, _, errOut := callAs("", "MissionControl.getStatus", `{"agent_id":"test"}`); code != ExitConnect || !strings.Contains(errOut, "UNAUTHENTICATED") {
+		t.Errorf("aster call without a credential: exit %d %s", code, errOut)
+	}
+
 	// A stable identity: the restarted server has the same address, and the
 	// credentials keep working.
 	stop()
