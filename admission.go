@@ -257,6 +257,11 @@ func (c *Client) admit(ctx context.Context, conn transport.Conn) error {
 	}
 	var v admitVerdict
 	if err := cs.Recv(&v); err != nil {
+		if c := status.CodeOf(err); c == status.NotFound || c == status.Unimplemented {
+			// A server of the protocol revision without admission: it has
+			// no gate, so there is nothing to pass.
+			return nil
+		}
 		return admitError(err)
 	}
 	if err := cs.Recv(nil); err != io.EOF {

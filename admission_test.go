@@ -21,6 +21,7 @@ import (
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/mem"
 	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
 )
@@ -525,5 +526,71 @@ func BenchmarkDialAdmission(b *testing.B) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// A server of the protocol revision without admission answers _aster.admit
+// with NOT_FOUND; the client goes on as admitted.
+func TestAdmissionOlderServer(t *testing.T) {
+	nw := mem.NewNetwork()
+	serverKey := trust.GenerateKey()
+	ln, err := nw.Listen(serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() {
+		served <- func() error {
+			conn, err := ln.Accept(context.Background())
+			if err != nil {
+				return err
+			}
+			defer conn.Close(transport.ConnNoError, "")
+			for i, tr := range []wire.Trailer{{Code: uint32(status.NotFound), Message: "unknown method _aster.admit"}, {}} {
+				st, err := conn.AcceptStream(context.Background())
+				if err != nil {
+					return err
+				}
+				r := wire.NewReader(st, 1<<20)
+				var hdr *wire.Header
+				for {
+					flags, payload, err := r.ReadFrame()
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						return err
+					}
+					if flags&wire.FlagHeader != 0 {
+						if hdr, err = wire.DecodeHeader(payload); err != nil {
+							return err
+						}
+					}
+				}
+				r.Release()
+				if want := []string{"_aster.admit", "Ops.open"}[i]; hdr.Service+"."+hdr.Method != want {
+					return errors.New("stream " + want + " got " + hdr.Service + "." + hdr.Method)
+				}
+				var out []byte
+				if i == 1 {
+					out = wire.AppendFrame(nil, 0, hexBytes(t, "a1 64 74657874 62 6f6b")) // {"text": "ok"}
+				}
+				out, _ = wire.AppendTrailer(out, &tr, false)
+				st.Write(out)
+				st.Close()
+			}
+			<-conn.Done()
+			return nil
+		}()
+	}()
+	c := aster.NewClient(ln.Addr(), aster.WithDialer(nw.Dialer(trust.GenerateKey())))
+	resp, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.open", &Msg{})
+	if err != nil || resp.Text != "ok" {
+		t.Fatalf("call after NOT_FOUND admission: %+v %v", resp, err)
+	}
+	c.Close()
+	if err := <-served; err != nil {
+		t.Fatal(err)
 	}
 }
