@@ -28,7 +28,7 @@ import (
 //	endpoint_id = "<64 hex>"              # optional when [node] is present
 //	capabilities = ["ops.status", "ops.ingest"]
 //	attributes = {}
-//	issued_at = 1762300812                # Unix seconds
+//	issued_at = 1762300812                # Unix seconds; optional (0)
 //	expires_at = 1764892812
 //	nonce = "<32 hex>"                    # one-time tokens only
 //	signature = "<128 hex>"
@@ -160,17 +160,19 @@ func (p *peerTOML) credential(id *Identity) (*Credential, error) {
 		return nil, missing("root_pubkey")
 	case p.ExpiresAt == nil:
 		return nil, missing("expires_at")
-	case p.IssuedAt == nil:
-		return nil, missing("issued_at")
 	case p.Signature == nil:
 		return nil, missing("signature")
 	case p.EndpointID == nil && id.Key == nil:
 		return nil, missing("endpoint_id")
 	}
+	var issued int64 // absent: no lower bound (as the configuration reference's example)
+	if p.IssuedAt != nil {
+		issued = *p.IssuedAt
+	}
 	c := &Credential{
 		Name: *p.Name, Role: Role(*p.Role), Type: CredentialType(*p.Type),
 		Capabilities: p.Capabilities, Attributes: p.Attributes,
-		IssuedAt: time.Unix(*p.IssuedAt, 0).UTC(), ExpiresAt: time.Unix(*p.ExpiresAt, 0).UTC(),
+		IssuedAt: time.Unix(issued, 0).UTC(), ExpiresAt: time.Unix(*p.ExpiresAt, 0).UTC(),
 	}
 	if len(c.Attributes) == 0 {
 		c.Attributes = nil

@@ -2,6 +2,7 @@ package trust
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"os"
@@ -292,4 +293,53 @@ func FuzzParseIdentity(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The layout of the configuration reference's example parses: no
+// capabilities or issued_at, endpoint_id omitted under a [node].
+func TestParseIdentityReferenceLayout(t *testing.T) {
+	root, node := GenerateKey(), GenerateKey()
+	mk := func(name string, role Role) *Credential {
+		c := &Credential{Type: TypePolicy, Role: role, Name: name, EndpointID: IDOf(node), IssuedAt: time.Unix(0, 0), ExpiresAt: time.Unix(1735689599, 0)}
+		if err := Sign(root, c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := mk("billing-producer", RoleProducer), mk("analytics-consumer", RoleConsumer)
+	doc := `[node]
+secret_key = "` + EncodeSecretKeyBase64(node) + `"
+
+[[peers]]
+name = "billing-producer"
+role = "producer"
+root_pubkey = "` + IDOf(root).String() + `"
+type = "policy"
+expires_at = 1735689599
+endpoint_id = "` + IDOf(node).String() + `"
+attributes = {}
+signature = "` + hex.EncodeToString(a.Signature) + `"
+
+[[peers]]
+name = "analytics-consumer"
+role = "consumer"
+root_pubkey = "` + IDOf(root).String() + `"
+type = "policy"
+expires_at = 1735689599
+attributes = {}
+signature = "` + hex.EncodeToString(b.Signature) + `"
+`
+	id, err := ParseIdentity([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(id.Peers) != 2 || !id.Peers[0].Equal(a) || !id.Peers[1].Equal(b) {
+		t.Fatalf("parsed %+v", id.Peers)
+	}
+	at := time.Unix(1735689599-3600, 0)
+	for _, c := range id.Peers {
+		if err := c.Verify(IDOf(root), IDOf(node), at, 0); err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
+	}
 }
