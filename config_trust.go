@@ -53,6 +53,10 @@ func (c *Config) trustServerOptions(logger *slog.Logger) ([]ServerOption, error)
 	if err != nil {
 		return nil, err
 	}
+	if !gate.DevMode() {
+		logger.Info("aster: admission on", "root", gate.Root().Short(),
+			"allow_all_consumers", p.AllowAllConsumers, "allow_all_producers", p.AllowAllProducers)
+	}
 	return append(opts, WithGate(gate)), nil
 }
 
