@@ -39,13 +39,13 @@ type Client struct {
 	dialing  chan struct{} // non-nil while a dial is in progress
 	closed   bool
 	contract *fetchedContract
+	methods  map[methodKey]methodMeta // from the last contract fetched; kept across redials
 	ownsDial bool
 }
 
 type fetchedContract struct {
-	c       *contract.Contract
-	id      string
-	methods map[methodKey]methodMeta // for middleware: version 0 is the highest
+	c  *contract.Contract
+	id string
 }
 
 type methodKey struct {
@@ -58,7 +58,8 @@ type methodMeta struct {
 	requires   trust.Requirement
 }
 
-// indexMethods indexes what client middleware needs to know of each method.
+// indexMethods indexes what client middleware needs to know of each method
+// (version 0 stands for the highest version).
 func indexMethods(ct *contract.Contract) map[methodKey]methodMeta {
 	idx := map[methodKey]methodMeta{}
 	highest := map[string]uint32{}
@@ -258,18 +259,18 @@ func isDone(ch <-chan struct{}) bool {
 }
 
 // NewStream starts a call through the client's middleware. It fills in
-// call.Peer and, when the client has fetched the server's contract (see
-// Contract), the method's idempotent flag and capability requirement, so
-// that middleware can act on them.
+// call.Peer and, once the client has fetched the server's contract (see
+// Contract; for example right after Dial), the method's idempotent flag and
+// capability requirement, so that middleware such as Retry can act on them.
 func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	if call.Peer.IsZero() {
 		call.Peer = c.addr.ID
 	}
 	c.mu.Lock()
-	fc := c.contract
+	methods := c.methods
 	c.mu.Unlock()
-	if fc != nil {
-		if m, ok := fc.methods[methodKey{call.Service, call.Method, call.Version}]; ok {
+	if methods != nil {
+		if m, ok := methods[methodKey{call.Service, call.Method, call.Version}]; ok {
 			call.Idempotent = call.Idempotent || m.idempotent
 			if call.Requires == nil {
 				call.Requires = m.requires
@@ -317,11 +318,13 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 	if err != nil {
 		return nil, "", status.Wrap(status.Internal, err)
 	}
-	fc = &fetchedContract{c: ct, id: contract.ID(raw), methods: indexMethods(ct)}
+	fc = &fetchedContract{c: ct, id: contract.ID(raw)}
+	methods := indexMethods(ct)
 	c.mu.Lock()
 	if c.conn == conn {
 		c.contract = fc
 	}
+	c.methods = methods
 	c.mu.Unlock()
 	return fc.c, fc.id, nil
 }
