@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -488,8 +489,16 @@ func (c *serverCall) Recv(msg any) error {
 // Stats implements middleware.StatsReporter.
 func (c *serverCall) Stats() middleware.StreamStats { return c.stats }
 
+// SetReadDeadline makes pending and later Recv calls fail with
+// DEADLINE_EXCEEDED once t has passed; the zero t clears it. Deadline
+// middleware uses it so that a handler blocked in Recv ends with its budget.
+func (c *serverCall) SetReadDeadline(t time.Time) error { return c.st.SetReadDeadline(t) }
+
 // recvError maps a transport read error on the server side.
 func recvError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return status.Wrap(status.DeadlineExceeded, err)
+	}
 	var se *transport.StreamError
 	if errors.As(err, &se) {
 		if se.Code == transport.CodeCancel {

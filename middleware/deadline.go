@@ -83,6 +83,13 @@ func Deadline(opts DeadlineOptions) Server {
 			if ctx.Err() != nil {
 				return expired(ctx, "before the handler started")
 			}
+			// Recv blocks on the transport, not on ctx: make it end with
+			// the budget too.
+			if dl, ok := ctx.Deadline(); ok {
+				if rd := readDeadlinerOf(s); rd != nil && rd.SetReadDeadline(dl) == nil {
+					defer rd.SetReadDeadline(time.Time{})
+				}
+			}
 			err := next.ServeRPC(ctx, s)
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				switch c := status.CodeOf(err); {
@@ -93,6 +100,23 @@ func Deadline(opts DeadlineOptions) Server {
 			return err
 		})
 	}
+}
+
+// readDeadliner is implemented by the server's stream.
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+func readDeadlinerOf(s handler.Stream) readDeadliner {
+	for range 64 {
+		if rd, ok := s.(readDeadliner); ok {
+			return rd
+		}
+		u, ok := s.(interface{ Unwrap() handler.Stream })
+		if !ok {
+			return nil
+		}
+		s = u.Unwrap()
+	}
+	return nil
 }
 
 // ClientDeadline is client middleware that gives calls without a deadline a

@@ -370,3 +370,36 @@ func wantCode(t *testing.T, err error, want status.Code) {
 		t.Fatalf("got %v (%v), want %v", got, err, want)
 	}
 }
+
+// fakeStream is a handler.Stream for unit tests and benchmarks: no
+// transport, one request, responses counted.
+type fakeStream struct {
+	info    *handler.MethodInfo
+	peer    handler.Peer
+	md      handler.Metadata
+	trailer map[string]string
+	recvd   bool
+	sent    int
+}
+
+func newFakeStream(service, method string) *fakeStream {
+	return &fakeStream{info: &handler.MethodInfo{Service: service, Name: method, Version: 1, Pattern: handler.PatternUnary}}
+}
+
+func (f *fakeStream) Method() *handler.MethodInfo { return f.info }
+func (f *fakeStream) Peer() handler.Peer          { return f.peer }
+func (f *fakeStream) Header() handler.Metadata    { return f.md }
+func (f *fakeStream) SetTrailer(k, v string) {
+	if f.trailer == nil {
+		f.trailer = map[string]string{}
+	}
+	f.trailer[k] = v
+}
+func (f *fakeStream) Recv(msg any) error {
+	if f.recvd {
+		return io.EOF
+	}
+	f.recvd = true
+	return nil
+}
+func (f *fakeStream) Send(msg any) error { f.sent++; return nil }

@@ -1,0 +1,143 @@
+package middleware_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+)
+
+func TestDeadlineServer(t *testing.T) {
+	ctx := context.Background()
+	short := 20 * time.Millisecond
+	cases := []struct {
+		name     string
+		opts     middleware.DeadlineOptions
+		timeout  time.Duration // the caller's, 0: none
+		method   string
+		wantCode status.Code
+	}{
+		{name: "default timeout cancels the handler", opts: middleware.DeadlineOptions{Default: short}, method: "wait", wantCode: status.DeadlineExceeded},
+		{name: "per-method override", opts: middleware.DeadlineOptions{Default: time.Hour, PerMethod: map[string]time.Duration{"T.wait": short}}, method: "wait", wantCode: status.DeadlineExceeded},
+		{name: "per-service override", opts: middleware.DeadlineOptions{PerMethod: map[string]time.Duration{"T": short}}, method: "wait", wantCode: status.DeadlineExceeded},
+		{name: "max caps the caller's deadline", opts: middleware.DeadlineOptions{Max: short}, timeout: time.Hour, method: "wait", wantCode: status.DeadlineExceeded},
+		{name: "fast call within budget", opts: middleware.DeadlineOptions{Default: time.Hour}, method: "get", wantCode: status.OK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{svcMW: []handler.Middleware{middleware.Deadline(tc.opts)}})
+			c := e.client(t)
+			ctx := ctx
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			_, err := unary(ctx, c, tc.method, &Msg{Key: "k"})
+			wantCode(t, err, tc.wantCode)
+		})
+	}
+}
+
+// A default deadline applies to every pattern, and a handler blocked in Recv
+// ends with its budget.
+func TestDeadlineServerStreams(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, envConfig{svcMW: []handler.Middleware{middleware.Deadline(middleware.DeadlineOptions{Default: 20 * time.Millisecond})}})
+	c := e.client(t)
+	// The handler reads until the client closes its side, which it never does.
+	s, err := aster.CallBidiStream[Msg, Msg](ctx, c, "T.chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Send(&Msg{Key: "x", N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.Recv(); err != nil || r.N != 2 {
+		t.Fatalf("first reply %v %v", r, err)
+	}
+	_, err = s.Recv()
+	wantCode(t, err, status.DeadlineExceeded)
+
+	// A client stream whose caller never finishes sending.
+	cs, err := c.NewStream(ctx, &middleware.Call{Service: "T", Method: "sum", Pattern: handler.PatternClientStream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if err := cs.Send(&Msg{Key: "y", N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, cs.Recv(new(Msg)), status.DeadlineExceeded)
+}
+
+func TestDeadlineServerUnit(t *testing.T) {
+	mw := middleware.Deadline(middleware.DeadlineOptions{})
+	called := false
+	h := mw(handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error { called = true; return nil }))
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	err := h.ServeRPC(ctx, newFakeStream("S", "m"))
+	wantCode(t, err, status.DeadlineExceeded)
+	if called {
+		t.Fatal("handler ran for an expired call")
+	}
+
+	// A handler that ignores its budget and reports success still fails.
+	mw = middleware.Deadline(middleware.DeadlineOptions{Default: time.Millisecond})
+	h = mw(handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error { <-ctx.Done(); return nil }))
+	wantCode(t, h.ServeRPC(context.Background(), newFakeStream("S", "m")), status.DeadlineExceeded)
+	// A handler returning the context's error gets DEADLINE_EXCEEDED.
+	h = mw(handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error { <-ctx.Done(); return ctx.Err() }))
+	wantCode(t, h.ServeRPC(context.Background(), newFakeStream("S", "m")), status.DeadlineExceeded)
+	// Its own code is kept.
+	h = mw(handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error {
+		<-ctx.Done()
+		return status.New(status.Aborted, "gave up")
+	}))
+	wantCode(t, h.ServeRPC(context.Background(), newFakeStream("S", "m")), status.Aborted)
+}
+
+func TestClientDeadline(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, envConfig{})
+	c := e.client(t, middleware.ClientDeadline(middleware.DeadlineOptions{
+		Default:   20 * time.Millisecond,
+		PerMethod: map[string]time.Duration{"T.deadline": time.Hour},
+	}))
+	_, err := unary(ctx, c, "wait", &Msg{})
+	wantCode(t, err, status.DeadlineExceeded)
+	// The deadline travels to the server.
+	r, err := unary(ctx, c, "deadline", &Msg{})
+	if err != nil || r.Key != "true" {
+		t.Fatalf("server saw deadline %v, %v", r, err)
+	}
+	// Without the middleware, no deadline.
+	r, err = unary(ctx, e.client(t), "deadline", &Msg{})
+	if err != nil || r.Key != "false" {
+		t.Fatalf("server saw deadline %v, %v", r, err)
+	}
+	// Streams: a server stream that never ends gets cut by the deadline.
+	_, err = chat(ctx, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := aster.CallBidiStream[Msg, Msg](ctx, c, "T.chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Recv()
+	wantCode(t, err, status.DeadlineExceeded)
+
+	// An expired context fails at once.
+	dctx, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancel()
+	_, err = unary(dctx, c, "get", &Msg{})
+	wantCode(t, err, status.DeadlineExceeded)
+}
