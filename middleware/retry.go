@@ -157,10 +157,12 @@ func Attempt(ctx context.Context) int {
 // backoff and jitter. A call is retried only when it is idempotent (see
 // RetryOptions.Idempotent), failed with a retryable code, has attempts and
 // budget left, its deadline leaves room for the wait, and — for streams —
-// no response message has been delivered to the caller yet. For patterns
-// where the client streams, a Send or CloseSend that reports an error to the
-// caller also ends retrying (the caller may have stopped sending). Sent
-// messages are replayed on the new attempt. Later attempts carry AttemptKey
+// no response message has been delivered to the caller yet. Sent messages
+// (up to MaxReplayMessages) are replayed on the new attempt; while a call
+// can still be retried, Send hides the io.EOF of an attempt that ended (the
+// message is kept for the next attempt, and Recv reports the outcome), and
+// once a Send has reported an error to the caller the call is no longer
+// retried. Later attempts carry AttemptKey
 // in their metadata and Attempt(ctx) for inner middleware; the caller sees
 // AttemptsKey in the trailer.
 func Retry(opts RetryOptions) Client {
@@ -308,6 +310,11 @@ func (rs *retryStream) Send(msg any) error {
 	}
 	err := rs.cur.Send(msg)
 	if err != nil && rs.call.Pattern.ClientStreams() {
+		if err == io.EOF && !rs.committed {
+			// The attempt ended; the message is kept for the next one,
+			// which Recv starts if the failure is retryable.
+			return nil
+		}
 		rs.commit()
 	}
 	return err
@@ -319,6 +326,9 @@ func (rs *retryStream) CloseSend() error {
 	rs.closeSent = true
 	err := rs.cur.CloseSend()
 	if err != nil && rs.call.Pattern.ClientStreams() {
+		if err == io.EOF && !rs.committed {
+			return nil
+		}
 		rs.commit()
 	}
 	return err
