@@ -83,9 +83,9 @@ func Deadline(opts DeadlineOptions) Server {
 			if ctx.Err() != nil {
 				return expired(ctx, "before the handler started")
 			}
-			// Recv blocks on the transport, not on ctx: make it end with
-			// the budget too.
-			if dl, ok := ctx.Deadline(); ok {
+			// Recv blocks on the transport, not on ctx: when the caller
+			// streams, make it end with the budget too.
+			if dl, ok := ctx.Deadline(); ok && info.Pattern.ClientStreams() {
 				if rd := readDeadlinerOf(s); rd != nil && rd.SetReadDeadline(dl) == nil {
 					defer rd.SetReadDeadline(time.Time{})
 				}

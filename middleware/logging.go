@@ -171,9 +171,12 @@ func (l *loggedStream) Recv(msg any) error {
 	return err
 }
 
+// errClosedByCaller is logged for a call closed before it ended.
+var errClosedByCaller = status.New(status.Canceled, "call closed by caller")
+
 func (l *loggedStream) Close() {
 	l.ClientStream.Close()
-	l.log(status.New(status.Canceled, "call closed by caller"))
+	l.log(errClosedByCaller)
 }
 
 // Unwrap returns the wrapped stream.

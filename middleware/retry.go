@@ -174,7 +174,7 @@ func Retry(opts RetryOptions) Client {
 				return next.NewStream(ctx, call)
 			}
 			o.Budget.deposit()
-			rs := &retryStream{o: o, next: next, ctx: ctx, call: call, done: make(chan struct{})}
+			rs := &retryStream{o: o, next: next, ctx: ctx, call: call}
 			cs, err := rs.open(1, nil)
 			if err != nil {
 				return nil, err
@@ -224,16 +224,15 @@ type retryStream struct {
 	next Caller
 	ctx  context.Context
 	call *Call
-	done chan struct{} // closed by Close
 
 	mu        sync.Mutex
+	done      chan struct{} // made by the first wait, closed by Close
 	cur       ClientStream
 	attempt   int
 	sent      []any
 	closeSent bool
 	committed bool // no more retries
 	closed    bool
-	closeOnce sync.Once
 }
 
 // open starts attempt n, retrying failures to start. prevErr is the error
@@ -286,6 +285,16 @@ func (rs *retryStream) wait(n int, prevErr error) error {
 	if rs.o.OnRetry != nil {
 		rs.o.OnRetry(rs.call, n, prevErr, d)
 	}
+	rs.mu.Lock()
+	if rs.closed {
+		rs.mu.Unlock()
+		return status.New(status.Canceled, "call closed by caller")
+	}
+	if rs.done == nil {
+		rs.done = make(chan struct{})
+	}
+	done := rs.done
+	rs.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -293,7 +302,7 @@ func (rs *retryStream) wait(n int, prevErr error) error {
 		return nil
 	case <-rs.ctx.Done():
 		return status.FromError(rs.ctx.Err())
-	case <-rs.done:
+	case <-done:
 		return status.New(status.Canceled, "call closed by caller")
 	}
 }
@@ -400,10 +409,12 @@ func (rs *retryStream) Trailer() handler.Metadata {
 
 func (rs *retryStream) Close() {
 	rs.mu.Lock()
+	if !rs.closed && rs.done != nil {
+		close(rs.done)
+	}
 	rs.closed = true
 	cs := rs.cur
 	rs.mu.Unlock()
-	rs.closeOnce.Do(func() { close(rs.done) })
 	cs.Close()
 }
 
