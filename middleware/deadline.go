@@ -20,37 +20,41 @@ type DeadlineOptions struct {
 	// Max caps the deadline a call may carry (a caller asking for an hour gets
 	// Max). Default 0: no cap.
 	Max time.Duration
-	// PerMethod overrides Default for one method ("Service.method") or every
-	// method of a service ("Service"); the method's entry wins.
+	// PerMethod sets the timeout of one method ("Service.method") or every
+	// method of a service ("Service"); the method's entry wins. An entry
+	// replaces both Default and Max for its methods: a call gets at most
+	// that long (less if it asks for less). A zero entry means no limit.
 	PerMethod map[string]time.Duration
 }
 
-// timeout returns the default timeout for a method.
-func (o *DeadlineOptions) timeout(service, method string) time.Duration {
+// limits returns the default timeout and the cap for a method: a PerMethod
+// entry is both.
+func (o *DeadlineOptions) limits(service, method string) (def, maxd time.Duration) {
 	if len(o.PerMethod) > 0 {
 		if d, ok := o.PerMethod[service+"."+method]; ok {
-			return d
+			return d, d
 		}
 		if d, ok := o.PerMethod[service]; ok {
-			return d
+			return d, d
 		}
 	}
-	return o.Default
+	return o.Default, o.Max
 }
 
 // apply derives the call's context: it adds the default timeout when ctx has
-// no deadline and caps it at Max. cancel is nil when ctx is unchanged.
+// no deadline and caps it. cancel is nil when ctx is unchanged.
 func (o *DeadlineOptions) apply(ctx context.Context, service, method string) (context.Context, context.CancelFunc) {
+	def, maxd := o.limits(service, method)
 	dl, has := ctx.Deadline()
 	var d time.Duration
 	switch {
 	case !has:
-		d = o.timeout(service, method)
-		if o.Max > 0 && (d <= 0 || d > o.Max) {
-			d = o.Max
+		d = def
+		if maxd > 0 && (d <= 0 || d > maxd) {
+			d = maxd
 		}
-	case o.Max > 0 && time.Until(dl) > o.Max:
-		d = o.Max
+	case maxd > 0 && time.Until(dl) > maxd:
+		d = maxd
 	}
 	if d <= 0 {
 		return ctx, nil

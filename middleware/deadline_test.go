@@ -101,6 +101,43 @@ func TestDeadlineServerUnit(t *testing.T) {
 		return status.New(status.Aborted, "gave up")
 	}))
 	wantCode(t, h.ServeRPC(context.Background(), newFakeStream("S", "m")), status.Aborted)
+
+	// A per-method entry replaces Default and Max for its method.
+	mw = middleware.Deadline(middleware.DeadlineOptions{Default: time.Second, Max: time.Minute,
+		PerMethod: map[string]time.Duration{"S.tail": time.Hour, "S.free": 0}})
+	budget := func(method string, callerTimeout time.Duration) (left time.Duration, has bool) {
+		h := mw(handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error {
+			var dl time.Time
+			dl, has = ctx.Deadline()
+			left = time.Until(dl)
+			return nil
+		}))
+		ctx := context.Background()
+		if callerTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, callerTimeout)
+			defer cancel()
+		}
+		if err := h.ServeRPC(ctx, newFakeStream("S", method)); err != nil {
+			t.Fatal(err)
+		}
+		return left, has
+	}
+	if left, has := budget("tail", 0); !has || left <= time.Minute {
+		t.Fatalf("S.tail budget %v %v, want an hour", left, has)
+	}
+	if left, has := budget("tail", 2*time.Hour); !has || left > time.Hour {
+		t.Fatalf("S.tail with a 2h caller budget: %v %v, want capped at an hour", left, has)
+	}
+	if left, has := budget("other", 2*time.Hour); !has || left > time.Minute {
+		t.Fatalf("S.other: %v %v, want capped at Max", left, has)
+	}
+	if left, has := budget("other", 0); !has || left > time.Second {
+		t.Fatalf("S.other: %v %v, want Default", left, has)
+	}
+	if _, has := budget("free", 0); has {
+		t.Fatal("S.free got a deadline")
+	}
 }
 
 func TestClientDeadline(t *testing.T) {

@@ -37,7 +37,7 @@ func main() {
 
 func serve(demo bool) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	opts := []aster.ServerOption{aster.WithLogger(logger)}
+	opts := []aster.ServerOption{aster.WithLogger(logger), serverHardening(logger)}
 	if s := os.Getenv("ASTER_SECRET_KEY"); s != "" {
 		key, err := trust.ParseSecretKeyBase64(s)
 		if err != nil {
@@ -76,7 +76,7 @@ func serve(demo bool) error {
 	fmt.Println(addr.String())
 
 	if demo {
-		err := runDemo(ctx, addr.String(), os.Stdout)
+		err := runDemo(ctx, addr.String(), os.Stdout, clientHardening(logger))
 		shutdown(srv)
 		<-errc
 		return err
