@@ -298,10 +298,9 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 		return nil, "", err
 	}
 	defer cs.Close()
-	if err := cs.Send(struct{}{}); err != nil {
-		return nil, "", err
-	}
-	if err := cs.CloseSend(); err != nil {
+	// The server answers without reading the request, so Send may see the
+	// call already ended (io.EOF); the answer is still read below.
+	if err := sendOne(cs, struct{}{}); err != nil {
 		return nil, "", err
 	}
 	raw, err := cs.recvRaw()
