@@ -29,7 +29,7 @@ func countCalls(n *atomic.Int64) middleware.Client {
 func TestBreakerDeadServerRecovers(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, envConfig{})
-	const open = 30 * time.Millisecond
+	const open = time.Second // long enough that it cannot lapse between the calls below
 	transitions := make(chan gobreaker.State, 10)
 	b := middleware.NewBreakers(middleware.BreakerOptions{
 		OpenTimeout:   open,
@@ -70,7 +70,7 @@ func TestBreakerDeadServerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(t, ln, envConfig{})
-	time.Sleep(open + 10*time.Millisecond) // wait out the open state
+	time.Sleep(open + 50*time.Millisecond) // wait out the open state
 	if _, err := unary(ctx, c, "get", &Msg{Key: "a"}); err != nil {
 		t.Fatalf("probe: %v", err)
 	}

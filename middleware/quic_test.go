@@ -64,7 +64,10 @@ func TestQUICBreaker(t *testing.T) {
 	e := newEnv(t, envConfig{quic: true})
 	b := middleware.NewBreakers(middleware.BreakerOptions{})
 	c := e.client(t, b.Middleware(), middleware.ClientDeadline(middleware.DeadlineOptions{Default: 300 * time.Millisecond}))
-	if _, err := unary(ctx, c, "get", &Msg{}); err != nil {
+	// The first call dials; give it a generous budget of its own.
+	first, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := unary(first, c, "get", &Msg{}); err != nil {
 		t.Fatal(err)
 	}
 	e.srv.Close()
