@@ -47,7 +47,9 @@ type Call struct {
 	Version uint32
 	// Pattern is the call pattern.
 	Pattern handler.Pattern
-	// Idempotent marks the call as safe to retry.
+	// Idempotent marks the call as safe to retry. The client sets it for
+	// methods its fetched contract marks idempotent; the aster.Idempotent()
+	// call option sets it per call.
 	Idempotent bool
 	// Metadata is sent in the call header; middleware may add to it.
 	Metadata handler.Metadata
