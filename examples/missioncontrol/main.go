@@ -49,6 +49,7 @@ func serve(demo bool) error {
 	if err != nil {
 		return err
 	}
+	opts = append(opts, serverHardening(logger))
 
 	srv := aster.NewServer(opts...)
 	mc := mission.NewMissionControl()
@@ -76,7 +77,7 @@ func serve(demo bool) error {
 	fmt.Println(addr.String())
 
 	if demo {
-		err := runDemo(ctx, addr.String(), os.Stdout)
+		err := runDemo(ctx, addr.String(), os.Stdout, clientHardening(logger))
 		shutdown(srv)
 		<-errc
 		return err
