@@ -7,7 +7,8 @@
 //
 // Environment: ASTER_BIND_ADDR picks the UDP address (default: a free port on
 // all interfaces); ASTER_SECRET_KEY (base64, 32 bytes) gives a stable
-// identity (default: a fresh key each run).
+// identity (default: a fresh key each run); ASTER_WEBTRANSPORT_ADDR also
+// serves WebTransport on that UDP address, for browsers (see web/).
 package main
 
 import (
@@ -72,6 +73,15 @@ func serve(demo bool) error {
 	case addr = <-ready:
 	case err := <-errc:
 		return err
+	}
+	addr, wtErrc, err := serveWebTransport(srv, logger, addr)
+	if err != nil {
+		shutdown(srv)
+		<-errc
+		return err
+	}
+	if wtErrc != nil {
+		defer func() { <-wtErrc }()
 	}
 	fmt.Println(addr.String())
 
