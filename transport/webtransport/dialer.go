@@ -210,21 +210,25 @@ func (d *Dialer) identify(ctx context.Context, c *conn, want trust.EndpointID, c
 	if err := st.CloseWrite(); err != nil {
 		return trust.EndpointID{}, identityErr(err)
 	}
-	var res [2]byte
-	n, err := io.ReadFull(st, res[:])
-	if !(n == 1 && err == io.ErrUnexpectedEOF && res[0] == resultAccepted) {
-		if err == nil || err == io.ErrUnexpectedEOF || err == io.EOF {
-			// A close of the session explains a missing result best.
+	// RESULT: one 0x00 byte (then FIN, which need not be awaited: a server
+	// that accepts and closes at once may end the session before it).
+	var res [1]byte
+	if _, err := io.ReadFull(st, res[:]); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			// A session close explains a missing result best.
 			select {
 			case <-c.Done():
 				if _, serr := c.sess.AcceptStream(context.Background()); serr != nil {
 					return trust.EndpointID{}, identityErr(serr)
 				}
-			default:
+			case <-time.After(100 * time.Millisecond):
 			}
-			return trust.EndpointID{}, fmt.Errorf("%w: bad identity result %x", errBadProof, res[:n])
+			return trust.EndpointID{}, fmt.Errorf("%w: identity stream ended without a result", errBadProof)
 		}
 		return trust.EndpointID{}, identityErr(err)
+	}
+	if res[0] != resultAccepted {
+		return trust.EndpointID{}, fmt.Errorf("%w: identity result %#x", errBadProof, res[0])
 	}
 	return want, nil
 }

@@ -230,14 +230,16 @@ func (l *Listener) serveSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := newConn(sess, qc, l.id, remote)
-	if !l.enqueue(c) {
-		st.CancelWrite(wt.StreamErrorCode(transport.CodeInternal))
-		c.forceClose(transport.ConnRefused, "listener closed or backlog full")
+	// RESULT: accepted. The client's Dial returns on it; if the connection
+	// cannot be queued after all, the client sees it closed with ConnRefused
+	// (as on direct QUIC when the accept queue overflows).
+	if _, err := st.Write([]byte{resultAccepted}); err != nil {
+		c.forceClose(transport.ConnRefused, "identity result not delivered")
 		return
 	}
-	// RESULT: accepted.
-	if _, err := st.Write([]byte{resultAccepted}); err == nil {
-		_ = st.Close()
+	_ = st.Close()
+	if !l.enqueue(c) {
+		c.Close(transport.ConnRefused, "listener closed or accept backlog full")
 	}
 }
 
