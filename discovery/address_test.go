@@ -512,6 +512,7 @@ const (
 		"901c" + "68747470733a2f2f3132372e302e302e313a343433342f6173746572" +
 		"9120" + "1111111111111111111111111111111111111111111111111111111111111111" +
 		"9120" + "2222222222222222222222222222222222222222222222222222222222222222"
+	wtVectorAddress = "aster1jWWerZXKoKWuGV3KQrEtFnYVNLAVPekUtULrejQtrdrnbp2c2NB4VBQzYBooM2X9ThAw5kKUqQb51MQ52HNFUKGVecxg1Rc9LT3T45674XjXvsvqto4YyA3HbHnVwfrbba1ZdREzxPHaShMswHMszFnLwneTSE3QWbRTVvDVg7n7iJPjh15RVVHYCWvFYVQm74"
 )
 
 func wtVectorAddr() EndpointAddr {
@@ -540,6 +541,9 @@ func TestWebTransportVector(t *testing.T) {
 		t.Errorf("record body = %s\nwant          %s", got, wtVectorRecordHex)
 	}
 	want := seal(body)
+	if want != wtVectorAddress {
+		t.Errorf("sealed vector = %s\nwant             %s", want, wtVectorAddress)
+	}
 	if s := a.String(); s != want {
 		t.Errorf("String() = %s\nwant       %s", s, want)
 	}
@@ -552,7 +556,6 @@ func TestWebTransportVector(t *testing.T) {
 	if err != nil || !equalAddr(got, a) {
 		t.Errorf("ParseAddress(WebTransport vector) = %+v, %v; want %+v", got, err, a)
 	}
-	t.Logf("WebTransport vector: %s", want)
 	// The original vector still decodes with no WebTransport fields.
 	old, err := ParseAddress(vectorAddress)
 	if err != nil || old.WebTransport != "" || old.CertHashes != nil {
