@@ -9,6 +9,7 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
@@ -76,7 +77,10 @@ func TestServeQUICAndWebTransport(t *testing.T) {
 			return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: []string{"ops.status"}}, nil
 		}))
 	ts := newTestService()
-	srv.MustRegister(ts.service())
+	guarded := handler.NewService("Guarded", 1).
+		Handle("status", handler.Unary(func(_ context.Context, m *Msg) (*Msg, error) { return m, nil }), handler.Requires(trust.Cap("ops.status"))).
+		Handle("admin", handler.Unary(func(_ context.Context, m *Msg) (*Msg, error) { return m, nil }), handler.Requires(trust.Cap("ops.admin")))
+	srv.MustRegister(ts.service(), guarded)
 	qln, err := quic.Listen("127.0.0.1:0", key, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -118,6 +122,14 @@ func TestServeQUICAndWebTransport(t *testing.T) {
 		if err != nil || got.Text != name {
 			t.Fatalf("%s: echo = %+v, %v", name, got, err)
 		}
+		// Capabilities granted at admission apply per method.
+		if _, err := aster.CallUnary[Msg](ctxT(t), c, "Guarded.status", &Msg{}); err != nil {
+			t.Errorf("%s: granted capability: %v", name, err)
+		}
+		_, err = aster.CallUnary[Msg](ctxT(t), c, "Guarded.admin", &Msg{})
+		if status.CodeOf(err) != status.PermissionDenied {
+			t.Errorf("%s: missing capability: %v, want PERMISSION_DENIED", name, err)
+		}
 		select {
 		case id := <-admitCh:
 			if id != trust.IDOf(ck) {
@@ -130,7 +142,58 @@ func TestServeQUICAndWebTransport(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(seen) != 2 {
-		t.Errorf("server middleware saw %v, want one echo per transport", seen)
+	if len(seen) != 4 || seen[0] != "echo" || seen[1] != "status" {
+		t.Errorf("server middleware saw %v, want echo and status per transport (admin is denied before it)", seen)
+	}
+}
+
+// TestWebTransportBadInput sends garbage, header-less streams and broken
+// frames over a WebTransport connection: each call is refused with a clear
+// status, and neither that connection nor other clients are affected.
+func TestWebTransportBadInput(t *testing.T) {
+	e := newEnv(t, webTransportKind(t))
+	d := webtransport.NewDialer(testutil.Key(t, 78), nil)
+	t.Cleanup(func() { d.Close() })
+	c, err := d.Dial(ctxT(t), e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(transport.ConnNoError, "") })
+	echo := header(t, wire.Header{Service: "Test", Method: "echo"})
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		want status.Code
+	}{
+		{"garbage", []byte("GET / HTTP/1.1\r\n\r\n"), status.ResourceExhausted},
+		{"zero length", frame(0, 0, nil), status.InvalidArgument},
+		{"unknown flags", frame(2, 0x40, []byte{0}), status.InvalidArgument},
+		{"no header", data(t, map[string]any{"text": "x"}), status.InvalidArgument},
+		{"header not CBOR", frame(4, wire.FlagHeader, []byte{0xff, 0xff, 0xff}), status.InvalidArgument},
+		{"huge length", frame(0xFFFFFFFF, 0, nil), status.ResourceExhausted},
+		{"truncated data frame", append(echo, frame(100, 0, []byte{1, 2, 3})...), status.InvalidArgument},
+		{"missing request", echo, status.InvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err, _ := exchange(t, c, tc.raw, true)
+			if got := status.CodeOf(err); got != tc.want {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// A stream that is opened and reset before any header.
+	st, err := c.OpenStream(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte{1})
+	st.Reset(transport.CodeCancel)
+
+	err, frames := exchange(t, c, append(header(t, wire.Header{Service: "Test", Method: "echo"}), data(t, Msg{Text: "ok"})...), true)
+	if err != nil || len(frames) != 1 {
+		t.Fatalf("valid raw call after the bad ones: %v, %d frames", err, len(frames))
+	}
+	if _, err := aster.CallUnary[Msg](ctxT(t), e.client, "Test.echo", &Msg{}); err != nil {
+		t.Fatal(err)
 	}
 }
