@@ -466,6 +466,8 @@ func FuzzParseAddress(f *testing.F) {
 		string(cat(header(1), []byte{0x02, 18}, make([]byte, 16), []byte{0, 1}, []byte{0x03, 0})),
 		string(cat(header(1), []byte{0x01, 7}, make([]byte, 7))),
 		string(header(1)),
+		wtVectorAddress,
+		string(cat(header(1), []byte{0x90, 9}, []byte("https://h"), []byte{0x91, 32}, make([]byte, 32), []byte{0x91, 1, 0})),
 	}
 	for _, s := range seeds {
 		f.Add(s)
