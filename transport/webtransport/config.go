@@ -38,9 +38,10 @@ type Config struct {
 	// address, or 127.0.0.1 when the listener is bound to all interfaces.
 	Host string
 	// MaxIncomingStreams is how many bidirectional streams the peer may have
-	// open at once on one connection (one session per QUIC connection); the
-	// peer's OpenStream blocks beyond it. Zero or negative selects
-	// DefaultMaxIncomingStreams (10000).
+	// open at once on one connection (one session per QUIC connection; the
+	// client's HTTP/3 CONNECT stream is one of them); the peer's OpenStream
+	// blocks beyond it. Zero or negative selects DefaultMaxIncomingStreams
+	// (10000).
 	MaxIncomingStreams int64
 	// KeepAlivePeriod is how often a PING is sent on an idle connection.
 	// Zero selects DefaultKeepAlivePeriod (15s); negative disables it.
