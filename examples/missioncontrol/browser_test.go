@@ -28,7 +28,9 @@ import (
 // by .ci/run with -tags browser): it starts the example server with
 // ASTER_WEBTRANSPORT_ADDR, serves web/ on loopback, opens index.html in
 // headless Chromium, and checks what the page reports back: the getStatus
-// result and at least three log entries streamed by tailLogs. It fails when
+// result and at least three log entries streamed by tailLogs; then that the
+// page refuses the server under an address naming another endpoint id. It
+// fails when
 // no Chromium is installed (set ASTER_CHROMIUM to its path if it is not on
 // PATH as chromium).
 func TestBrowser(t *testing.T) {
@@ -71,19 +73,13 @@ func TestBrowser(t *testing.T) {
 	t.Logf("server: %s (WebTransport %s)", addrText, addr.WebTransport)
 
 	// The page, on loopback (a secure context), and where it reports.
-	type result struct {
-		OK     bool                   `json:"ok"`
-		Error  string                 `json:"error"`
-		Status mission.StatusResponse `json:"status"`
-		Logs   []mission.LogEntry     `json:"logs"`
-	}
-	results := make(chan result, 1)
+	results := make(chan pageResult, 1)
 	mux := http.NewServeMux()
 	mux.Handle("/", http.FileServer(http.Dir("web")))
 	mux.HandleFunc("POST /result", func(w http.ResponseWriter, r *http.Request) {
-		var res result
+		var res pageResult
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&res); err != nil {
-			res = result{Error: "undecodable report: " + err.Error()}
+			res = pageResult{Error: "undecodable report: " + err.Error()}
 		}
 		select {
 		case results <- res:
@@ -92,8 +88,50 @@ func TestBrowser(t *testing.T) {
 	})
 	web := httptest.NewServer(mux)
 	defer web.Close()
-	page := web.URL + "/index.html?report=1&addr=" + url.QueryEscape(addrText)
 
+	t.Run("MissionControl", func(t *testing.T) {
+		res := runPage(t, ctx, chromium, web.URL, addrText, results)
+		if !res.OK {
+			t.Fatalf("the page failed: %s", res.Error)
+		}
+		t.Logf("page: getStatus -> %+v; %d log entries", res.Status, len(res.Logs))
+		if res.Status.AgentID != "browser-agent" || res.Status.Status != "running" || res.Status.UptimeSecs != 3600 {
+			t.Errorf("getStatus result %+v", res.Status)
+		}
+		if len(res.Logs) < 3 {
+			t.Fatalf("%d log entries streamed, want at least 3", len(res.Logs))
+		}
+		for i, e := range res.Logs {
+			if e.AgentID != "browser-agent" || e.Level != "info" || !strings.HasPrefix(e.Message, "browser log ") {
+				t.Errorf("log entry %d: %+v", i, e)
+			}
+		}
+	})
+
+	// The same URL and pinned hashes under another endpoint id: the page
+	// must refuse the server (it did not sign for that id).
+	t.Run("WrongEndpointID", func(t *testing.T) {
+		wrong := addr
+		wrong.ID[0] ^= 0xff
+		res := runPage(t, ctx, chromium, web.URL, wrong.String(), results)
+		if res.OK || !strings.Contains(res.Error, "aster status 16") {
+			t.Fatalf("page with a wrong endpoint id: ok=%v error=%q; want UNAUTHENTICATED (16)", res.OK, res.Error)
+		}
+		t.Logf("refused: %s", res.Error)
+	})
+}
+
+type pageResult struct {
+	OK     bool                   `json:"ok"`
+	Error  string                 `json:"error"`
+	Status mission.StatusResponse `json:"status"`
+	Logs   []mission.LogEntry     `json:"logs"`
+}
+
+// runPage opens index.html for addr in a fresh headless Chromium and
+// returns what the page reports.
+func runPage(t *testing.T, ctx context.Context, chromium, base, addr string, results <-chan pageResult) pageResult {
+	page := base + "/index.html?report=1&addr=" + url.QueryEscape(addr)
 	var browserLog syncBuffer
 	browser := exec.CommandContext(ctx, chromium,
 		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -111,27 +149,12 @@ func TestBrowser(t *testing.T) {
 			t.Logf("browser log:\n%s", browserLog.String())
 		}
 	}()
-
-	var res result
 	select {
-	case res = <-results:
+	case res := <-results:
+		return res
 	case <-time.After(90 * time.Second):
 		t.Fatal("the page reported nothing within 90s")
-	}
-	if !res.OK {
-		t.Fatalf("the page failed: %s", res.Error)
-	}
-	t.Logf("page: getStatus -> %+v; %d log entries", res.Status, len(res.Logs))
-	if res.Status.AgentID != "browser-agent" || res.Status.Status != "running" || res.Status.UptimeSecs != 3600 {
-		t.Errorf("getStatus result %+v", res.Status)
-	}
-	if len(res.Logs) < 3 {
-		t.Fatalf("%d log entries streamed, want at least 3", len(res.Logs))
-	}
-	for i, e := range res.Logs {
-		if e.AgentID != "browser-agent" || e.Level != "info" || !strings.HasPrefix(e.Message, "browser log ") {
-			t.Errorf("log entry %d: %+v", i, e)
-		}
+		return pageResult{}
 	}
 }
 
