@@ -127,7 +127,13 @@ class ByteReader {
   async fill(n) {
     while (this.buf.length < n) {
       if (this.eof) return false;
-      const { value, done } = await this.reader.read();
+      let chunk;
+      try {
+        chunk = await this.reader.read();
+      } catch (e) {
+        throw resetError(e);
+      }
+      const { value, done } = chunk;
       if (done) {
         this.eof = true;
         continue;
@@ -149,6 +155,16 @@ class ByteReader {
   cancel() {
     return this.reader.cancel().catch(() => {});
   }
+}
+
+// resetError maps a stream reset to a status (PROTOCOL.md: a reset without
+// a trailer is UNAVAILABLE, unless its code says cancel or deadline).
+function resetError(e) {
+  if (e instanceof AsterError) return e;
+  const code = e && e.streamErrorCode;
+  if (code === 1) return new AsterError(1, "call cancelled by the server");
+  if (code === 4) return new AsterError(4, "deadline exceeded");
+  return new AsterError(14, `stream reset: ${e && e.message}`);
 }
 
 function frame(flags, payload) {
@@ -291,14 +307,13 @@ async function identify(wt, serverId, certHashes) {
   const pub = await crypto.subtle.importKey("raw", serverId, { name: "Ed25519" }, false, ["verify"]);
   let signed = false;
   for (const h of certHashes) {
-    if (await crypto.subtle.verify({ name: "Ed25519" }, pub, certSig, concat(utf8.encode(CERT_CONTEXT), h))) signed = true;
+    if (await crypto.subtle.verify({ name: "Ed25519" }, pub, certSig, certMessage(h))) signed = true;
   }
   if (!signed) throw new AsterError(16, "the endpoint key did not sign the pinned certificate");
 
   const kp = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
   const clientId = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
-  const msg = concat(utf8.encode(PROOF_CONTEXT), serverId, nonce, clientId);
-  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, kp.privateKey, msg));
+  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, kp.privateKey, proofMessage(serverId, nonce, clientId)));
   const w = st.writable.getWriter();
   await w.write(concat(Uint8Array.of(IDENTITY_VERSION), clientId, sig));
   await w.close();
@@ -307,4 +322,14 @@ async function identify(wt, serverId, certHashes) {
   return clientId;
 }
 
-export { fromHex };
+/** certMessage is what a server's endpoint key signs for a certificate hash. */
+export function certMessage(hash) {
+  return concat(utf8.encode(CERT_CONTEXT), hash);
+}
+
+/** proofMessage is what a client signs in the identity exchange. */
+export function proofMessage(serverId, nonce, clientId) {
+  return concat(utf8.encode(PROOF_CONTEXT), serverId, nonce, clientId);
+}
+
+export { fromHex, frame };
