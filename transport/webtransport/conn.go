@@ -30,7 +30,7 @@ const maxReasonLen = 512
 // closes the QUIC connection when it receives it.
 const closeLinger = 2 * time.Second
 
-// errSessionGone is the reason used when the QUIC connection under a session
+// reasonConnGone is the reason reported when the QUIC connection under a session
 // ends without a session close.
 const reasonConnGone = "webtransport: connection closed"
 
