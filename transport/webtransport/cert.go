@@ -96,12 +96,8 @@ type certSet struct {
 	now      func() time.Time
 
 	mu   sync.Mutex
-	cur  *serverCert
-	next *serverCert
-	// byHash finds the signature for a certificate served recently (the
-	// current one and the one before it), for connections set up around a
-	// rotation.
-	prev *serverCert
+	cur  *serverCert // served now
+	next *serverCert // served from cur.rotateAt; its hash is published already
 }
 
 func newCertSet(key trust.SecretKey, id trust.EndpointID, lifetime time.Duration, now func() time.Time) (*certSet, error) {
@@ -122,7 +118,7 @@ func (s *certSet) reset(t time.Time) error {
 	if err != nil {
 		return err
 	}
-	s.prev, s.cur, s.next = s.cur, cur, next
+	s.cur, s.next = cur, next
 	return nil
 }
 
@@ -137,7 +133,7 @@ func (s *certSet) advance() error {
 		if err != nil {
 			return err
 		}
-		s.prev, s.cur, s.next = s.cur, s.next, next
+		s.cur, s.next = s.next, next
 		return nil
 	}
 	// Both are stale (the clock jumped, or nothing consulted the set for a
@@ -162,16 +158,4 @@ func (s *certSet) hashes() []discovery.CertHash {
 	defer s.mu.Unlock()
 	_ = s.advance() // on failure keep publishing the existing pair
 	return []discovery.CertHash{s.cur.hash, s.next.hash}
-}
-
-// lookup returns a recently served certificate by hash.
-func (s *certSet) lookup(h discovery.CertHash) *serverCert {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range []*serverCert{s.cur, s.prev, s.next} {
-		if c != nil && c.hash == h {
-			return c
-		}
-	}
-	return nil
 }

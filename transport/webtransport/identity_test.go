@@ -120,9 +120,6 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	cur, _ = l.certs.current()
 	checkCert(t, l, cur, clock.Now())
-	if l.certs.lookup(h0[0]) == nil {
-		t.Error("the previous certificate is forgotten right after the rotation")
-	}
 	dial("rotated certificate")
 
 	// A long jump (nothing consulted the set for weeks) starts over.
