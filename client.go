@@ -18,6 +18,7 @@ import (
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/transport/webtransport"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -100,7 +101,8 @@ type ClientOption func(*clientOptions)
 func WithClientKey(k trust.SecretKey) ClientOption { return func(o *clientOptions) { o.key = k } }
 
 // WithDialer sets the transport used to reach the server. Default: direct
-// QUIC with the client's key.
+// QUIC with the client's key, or WebTransport when the address has a
+// WebTransport URL and no direct address.
 func WithDialer(d transport.Dialer) ClientOption { return func(o *clientOptions) { o.dialer = d } }
 
 // WithConn makes the client use an established connection instead of
@@ -162,7 +164,12 @@ func NewClient(addr Address, opts ...ClientOption) *Client {
 	}
 	c := &Client{addr: addr, opts: o, conn: o.conn}
 	if o.dialer == nil && o.conn == nil {
-		o.dialer = quic.NewDialer(o.key, o.quic)
+		if len(addr.Direct) == 0 && addr.WebTransport != "" {
+			// Only reachable over WebTransport.
+			o.dialer = webtransport.NewDialer(o.key, nil)
+		} else {
+			o.dialer = quic.NewDialer(o.key, o.quic)
+		}
 		c.opts.dialer = o.dialer
 		c.ownsDial = true
 	}

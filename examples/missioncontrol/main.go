@@ -10,7 +10,9 @@
 // example ASTER_BIND_ADDR picks the UDP address (default: a free port on all
 // interfaces), ASTER_SECRET_KEY (base64, 32 bytes) gives a stable identity
 // (default: a fresh key each run), ASTER_HEALTH_PORT serves /healthz and
-// /readyz, and ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr.
+// /readyz, and ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr,
+// and ASTER_WEBTRANSPORT_ADDR also serves WebTransport on that UDP address,
+// for browsers (see web/).
 package main
 
 import (
@@ -73,6 +75,15 @@ func serve(demo bool) error {
 	case addr = <-ready:
 	case err := <-errc:
 		return err
+	}
+	addr, wtErrc, err := serveWebTransport(srv, logger, addr)
+	if err != nil {
+		shutdown(srv)
+		<-errc
+		return err
+	}
+	if wtErrc != nil {
+		defer func() { <-wtErrc }()
 	}
 	fmt.Println(addr.String())
 
