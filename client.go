@@ -18,6 +18,7 @@ import (
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/transport/webtransport"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -39,12 +40,48 @@ type Client struct {
 	dialing  chan struct{} // non-nil while a dial is in progress
 	closed   bool
 	contract *fetchedContract
+	methods  map[methodKey]methodMeta // from the last contract fetched; kept across redials
 	ownsDial bool
 }
 
 type fetchedContract struct {
 	c  *contract.Contract
 	id string
+}
+
+type methodKey struct {
+	service, method string
+	version         uint32
+}
+
+type methodMeta struct {
+	idempotent bool
+	requires   trust.Requirement
+}
+
+// indexMethods indexes what client middleware needs to know of each method
+// (version 0 stands for the highest version).
+func indexMethods(ct *contract.Contract) map[methodKey]methodMeta {
+	idx := map[methodKey]methodMeta{}
+	highest := map[string]uint32{}
+	for _, s := range ct.Services {
+		highest[s.Name] = max(highest[s.Name], s.Version)
+	}
+	for _, s := range ct.Services {
+		for _, m := range s.Methods {
+			mm := methodMeta{idempotent: m.Idempotent}
+			if m.Requires != nil {
+				if r, err := m.Requires.Requirement(); err == nil {
+					mm.requires = r
+				}
+			}
+			idx[methodKey{s.Name, m.Name, s.Version}] = mm
+			if s.Version == highest[s.Name] {
+				idx[methodKey{s.Name, m.Name, 0}] = mm
+			}
+		}
+	}
+	return idx
 }
 
 type clientOptions struct {
@@ -66,7 +103,8 @@ type ClientOption func(*clientOptions)
 func WithClientKey(k trust.SecretKey) ClientOption { return func(o *clientOptions) { o.key = k } }
 
 // WithDialer sets the transport used to reach the server. Default: direct
-// QUIC with the client's key.
+// QUIC with the client's key, or WebTransport when the address has a
+// WebTransport URL and no direct address.
 func WithDialer(d transport.Dialer) ClientOption { return func(o *clientOptions) { o.dialer = d } }
 
 // WithConn makes the client use an established connection instead of
@@ -133,7 +171,12 @@ func NewClient(addr Address, opts ...ClientOption) *Client {
 		c.ownsDial = true
 	}
 	if o.dialer == nil && o.conn == nil {
-		o.dialer = quic.NewDialer(o.key, o.quic)
+		if len(addr.Direct) == 0 && addr.WebTransport != "" {
+			// Only reachable over WebTransport.
+			o.dialer = webtransport.NewDialer(o.key, nil)
+		} else {
+			o.dialer = quic.NewDialer(o.key, o.quic)
+		}
 		c.opts.dialer = o.dialer
 		c.ownsDial = true
 	}
@@ -243,8 +286,25 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
-// NewStream starts a call through the client's middleware.
+// NewStream starts a call through the client's middleware. It fills in
+// call.Peer and, once the client has fetched the server's contract (see
+// Contract; for example right after Dial), the method's idempotent flag and
+// capability requirement, so that middleware such as Retry can act on them.
 func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+	if call.Peer.IsZero() {
+		call.Peer = c.addr.ID
+	}
+	c.mu.Lock()
+	methods := c.methods
+	c.mu.Unlock()
+	if methods != nil {
+		if m, ok := methods[methodKey{call.Service, call.Method, call.Version}]; ok {
+			call.Idempotent = call.Idempotent || m.idempotent
+			if call.Requires == nil {
+				call.Requires = m.requires
+			}
+		}
+	}
 	return c.caller.NewStream(ctx, call)
 }
 
@@ -266,10 +326,9 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 		return nil, "", err
 	}
 	defer cs.Close()
-	if err := cs.Send(struct{}{}); err != nil {
-		return nil, "", err
-	}
-	if err := cs.CloseSend(); err != nil {
+	// The server answers without reading the request, so Send may see the
+	// call already ended (io.EOF); the answer is still read below.
+	if err := sendOne(cs, struct{}{}); err != nil {
 		return nil, "", err
 	}
 	raw, err := cs.recvRaw()
@@ -287,10 +346,12 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 		return nil, "", status.Wrap(status.Internal, err)
 	}
 	fc = &fetchedContract{c: ct, id: contract.ID(raw)}
+	methods := indexMethods(ct)
 	c.mu.Lock()
 	if c.conn == conn {
 		c.contract = fc
 	}
+	c.methods = methods
 	c.mu.Unlock()
 	return fc.c, fc.id, nil
 }
@@ -362,11 +423,14 @@ type clientStream struct {
 	stop     func() bool
 
 	sendClosed bool
-	mu         sync.Mutex // guards done, err, trailer, released
-	done       bool
-	err        error
-	trailer    map[string]string
-	released   bool
+	// Message and byte counts (Send and Recv may run concurrently).
+	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
+
+	mu       sync.Mutex // guards done, err, trailer, released
+	done     bool
+	err      error
+	trailer  map[string]string
+	released bool
 }
 
 // cancel runs when ctx is done before the call finished.
@@ -388,16 +452,27 @@ func (cs *clientStream) Send(msg any) error {
 		if err != nil {
 			return b, status.Errorf(status.InvalidArgument, "request does not encode: %v", err)
 		}
-		if n := len(b) - off - 4; n > int(cs.maxFrame) {
+		n := len(b) - off - 4
+		if n > int(cs.maxFrame) {
 			return b, wire.FrameTooLarge(uint64(n), uint64(cs.maxFrame))
 		}
 		wire.EndFrame(b, off)
+		cs.sentMsgs.Add(1)
+		cs.sentBytes.Add(int64(n - 1))
 		return b, nil
 	})
 	if err != nil {
 		return cs.sendError(err)
 	}
 	return nil
+}
+
+// Stats implements middleware.StatsReporter.
+func (cs *clientStream) Stats() middleware.StreamStats {
+	return middleware.StreamStats{
+		SentMessages: cs.sentMsgs.Load(), SentBytes: cs.sentBytes.Load(),
+		ReceivedMessages: cs.recvMsgs.Load(), ReceivedBytes: cs.recvBytes.Load(),
+	}
 }
 
 func (cs *clientStream) sendError(err error) error {
@@ -478,6 +553,8 @@ func (cs *clientStream) Recv(msg any) error {
 	if err := cs.codec.Unmarshal(data, msg); err != nil {
 		return cs.end(status.Errorf(status.Internal, "response does not decode: %v", err), nil)
 	}
+	cs.recvMsgs.Add(1)
+	cs.recvBytes.Add(int64(len(data)))
 	return nil
 }
 
@@ -552,7 +629,10 @@ func (cs *clientStream) mapErr(err error) error {
 	return status.Wrap(status.Unavailable, err)
 }
 
-var _ middleware.ClientStream = (*clientStream)(nil)
+var (
+	_ middleware.ClientStream  = (*clientStream)(nil)
+	_ middleware.StatsReporter = (*clientStream)(nil)
+)
 
 // PeerID returns the endpoint id the client calls.
 func (c *Client) PeerID() trust.EndpointID { return c.addr.ID }

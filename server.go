@@ -13,6 +13,7 @@ import (
 	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/codec/json"
 	"github.com/aster-go/aster/contract"
+	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
@@ -357,15 +358,29 @@ func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
 	return s.Serve(ln)
 }
 
-// Address returns the address of the first listener being served, or an
-// Address with only the endpoint id.
+// Address returns the server's address: the endpoint id with what every
+// listener being served contributes (direct QUIC addresses, up to
+// discovery.MaxDirectAddrs; a relay; a WebTransport URL and its certificate
+// hashes), or only the endpoint id when none is.
 func (s *Server) Address() Address {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	a := Address{ID: s.id}
 	for ln := range s.listeners {
-		return ln.Addr()
+		la := ln.Addr()
+		for _, d := range la.Direct {
+			if len(a.Direct) < discovery.MaxDirectAddrs {
+				a.Direct = append(a.Direct, d)
+			}
+		}
+		if a.Relay == "" {
+			a.Relay = la.Relay
+		}
+		if a.WebTransport == "" && la.WebTransport != "" {
+			a.WebTransport, a.CertHashes = la.WebTransport, la.CertHashes
+		}
 	}
-	return Address{ID: s.id}
+	return a
 }
 
 // Serve accepts connections on ln and serves them until Shutdown or Close,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 )
@@ -331,6 +333,7 @@ type serverCall struct {
 	recvEOF  bool
 	trailer  map[string]string
 	sent     int
+	stats    middleware.StreamStats
 }
 
 var serverCallPool = sync.Pool{New: func() any { return &serverCall{r: new(wire.Reader), w: new(wire.Writer)} }}
@@ -484,11 +487,24 @@ func (c *serverCall) Recv(msg any) error {
 	if err := c.codec.Unmarshal(data, msg); err != nil {
 		return status.Errorf(status.InvalidArgument, "request does not decode: %v", err)
 	}
+	c.stats.ReceivedMessages++
+	c.stats.ReceivedBytes += int64(len(data))
 	return nil
 }
 
+// Stats implements middleware.StatsReporter.
+func (c *serverCall) Stats() middleware.StreamStats { return c.stats }
+
+// SetReadDeadline makes pending and later Recv calls fail with
+// DEADLINE_EXCEEDED once t has passed; the zero t clears it. Deadline
+// middleware uses it so that a handler blocked in Recv ends with its budget.
+func (c *serverCall) SetReadDeadline(t time.Time) error { return c.st.SetReadDeadline(t) }
+
 // recvError maps a transport read error on the server side.
 func recvError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return status.Wrap(status.DeadlineExceeded, err)
+	}
 	var se *transport.StreamError
 	if errors.As(err, &se) {
 		if se.Code == transport.CodeCancel {
@@ -518,10 +534,13 @@ func (c *serverCall) Send(msg any) error {
 		if err != nil {
 			return b, status.Errorf(status.Internal, "response does not encode: %v", err)
 		}
-		if n := len(b) - off - 4; n > int(c.sc.srv.opts.maxFrame) {
+		n := len(b) - off - 4
+		if n > int(c.sc.srv.opts.maxFrame) {
 			return b, wire.FrameTooLarge(uint64(n), uint64(c.sc.srv.opts.maxFrame))
 		}
 		wire.EndFrame(b, off)
+		c.stats.SentMessages++
+		c.stats.SentBytes += int64(n - 1)
 		return b, nil
 	})
 	if err != nil {
@@ -532,7 +551,10 @@ func (c *serverCall) Send(msg any) error {
 	return err
 }
 
-var _ handler.Stream = (*serverCall)(nil)
+var (
+	_ handler.Stream           = (*serverCall)(nil)
+	_ middleware.StatsReporter = (*serverCall)(nil)
+)
 
 // maxTimeoutMillis is the largest header timeout whose nanosecond count fits
 // a time.Duration; larger values mean no deadline.

@@ -11,8 +11,10 @@
 // interfaces), ASTER_SECRET_KEY (base64, 32 bytes) or ASTER_IDENTITY_FILE (an
 // .aster-identity file, created on first start if missing; default
 // .aster-identity if it exists) gives a stable identity (default: a fresh key
-// each run), ASTER_HEALTH_PORT serves /healthz and /readyz, and
-// ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr.
+// each run), ASTER_HEALTH_PORT serves /healthz and /readyz,
+// ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr, and
+// ASTER_WEBTRANSPORT_ADDR also serves WebTransport on that UDP address, for
+// browsers (see web/).
 //
 // Trust (chapter 5): ASTER_ROOT_PUBKEY_FILE (or ASTER_ROOT_PUBKEY, hex) names
 // the root public key credentials must be signed by, and
@@ -73,6 +75,7 @@ func serve(demo bool) error {
 	if err != nil {
 		return err
 	}
+	opts = append(opts, serverHardening(logger))
 
 	srv := aster.NewServer(opts...)
 	mc := mission.NewMissionControl()
@@ -97,10 +100,19 @@ func serve(demo bool) error {
 	case err := <-errc:
 		return err
 	}
+	addr, wtErrc, err := serveWebTransport(srv, logger, addr)
+	if err != nil {
+		shutdown(srv)
+		<-errc
+		return err
+	}
+	if wtErrc != nil {
+		defer func() { <-wtErrc }()
+	}
 	fmt.Println(addr.String())
 
 	if demo {
-		var copts []aster.ClientOption
+		copts := []aster.ClientOption{clientHardening(logger)}
 		if cfg.EnrollmentCredentialFile != "" {
 			copts = append(copts, aster.WithCredentialFile(cfg.EnrollmentCredentialFile))
 		}
