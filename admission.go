@@ -1,6 +1,7 @@
 package aster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -52,26 +53,30 @@ const (
 	maxAdmitFrame = 32 << 10
 )
 
-// WithGate turns admission on: every connection must start with the
-// admission exchange, and only peers gate admits are served, with the
-// capabilities it grants (checked against each method's Requires). A
-// connection whose first stream is not the admission call, or that does not
-// complete it within 5 s, is refused. Default: no gate (every peer is
-// admitted unrestricted).
+// WithGate turns admission on: a connection starts with the admission
+// exchange, and only peers gate admits are served, with the capabilities it
+// grants (checked against each method's Requires). A connection whose first
+// call is not the admission call is served as an anonymous consumer if the
+// consumer gate is open (clients of the protocol revision without admission,
+// e.g. browsers), and refused otherwise; one that does not complete
+// admission within 5 s is refused. Default: no gate (every peer is admitted
+// unrestricted).
 func WithGate(g *trust.Gate) ServerOption {
 	return func(o *serverOptions) {
-		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, error) {
+		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error) {
 			return gateAdmit(ctx, o, g, c)
 		}
 	}
 }
 
-// gateAdmit runs the server side of the admission exchange on c.
-func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport.Conn) (handler.Peer, error) {
+// gateAdmit runs the server side of the admission exchange on c. It returns
+// the peer and the connection to accept calls from: c, or, when the first
+// stream was an ordinary call admitted through an open gate, a wrapper that
+// hands that stream back first.
+func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport.Conn) (handler.Peer, transport.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
 	defer cancel()
 	go func() { // the exchange also ends when the connection does
-
 		select {
 		case <-c.Done():
 			cancel()
@@ -80,18 +85,35 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 	}()
 	st, err := c.AcceptStream(ctx)
 	if err != nil {
-		return handler.Peer{}, fmt.Errorf("no admission exchange: %w", err)
+		return handler.Peer{}, nil, fmt.Errorf("no admission exchange: %w", err)
 	}
 	// Reading is bounded by ctx: reset the stream when it ends.
 	stop := context.AfterFunc(ctx, func() { st.Reset(transport.CodeCancel) })
 	defer stop()
 
-	r := wire.NewReader(st, maxAdmitFrame)
+	rec := &recorder{r: st}
+	r := wire.NewReader(rec, wire.MaxHeaderSize+1)
 	defer r.Release()
-	hello, jsonMeta, codecName, err := readHello(r, o)
+	hdr, jsonMeta, err := readFirstHeader(r)
 	if err != nil {
 		refuse(ctx, c, st, status.FromError(err), jsonMeta)
-		return handler.Peer{}, err
+		return handler.Peer{}, nil, err
+	}
+	if hdr.Service != wire.ControlService || hdr.Method != wire.MethodAdmit {
+		// A client that does not speak admission: an anonymous consumer.
+		if grant, aerr := g.Admit(c.RemoteID(), trust.RoleConsumer, nil); aerr == nil && stop() {
+			first := &replayStream{Stream: st, r: io.MultiReader(bytes.NewReader(rec.buf), st)}
+			return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Unrestricted: grant.Unrestricted}, &pendingConn{Conn: c, first: first}, nil
+		}
+		err := status.Errorf(status.Unauthenticated, "admission required: the first call must be %s.%s, got %s.%s", wire.ControlService, wire.MethodAdmit, hdr.Service, hdr.Method)
+		refuse(ctx, c, st, err, jsonMeta)
+		return handler.Peer{}, nil, err
+	}
+	rec.buf, rec.off = nil, true
+	hello, codecName, err := readHello(r, o, hdr)
+	if err != nil {
+		refuse(ctx, c, st, status.FromError(err), jsonMeta)
+		return handler.Peer{}, nil, err
 	}
 	var cred *trust.Credential
 	var decodeErr error
@@ -109,62 +131,103 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 			se = rf.Status()
 		}
 		refuse(ctx, c, st, se, jsonMeta)
-		return handler.Peer{}, err
+		return handler.Peer{}, nil, err
 	}
 	v := admitVerdict{Role: string(grant.Role), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}
 	if v.Capabilities == nil {
 		v.Capabilities = []string{}
 	}
 	if err := writeVerdict(st, o, codecName, &v, jsonMeta); err != nil {
-		return handler.Peer{}, fmt.Errorf("sending admission verdict: %w", err)
+		return handler.Peer{}, nil, fmt.Errorf("sending admission verdict: %w", err)
 	}
-	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}, nil
+	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}, c, nil
 }
 
-// readHello reads the admission call: a header for _aster.admit and one data
-// frame.
-func readHello(r *wire.Reader, o *serverOptions) (h admitHello, jsonMeta bool, codecName string, err error) {
+// recorder keeps what is read through it (until off), so that a stream the
+// gate peeked at can be served from its first byte.
+type recorder struct {
+	r   io.Reader
+	buf []byte
+	off bool
+}
+
+func (rc *recorder) Read(p []byte) (int, error) {
+	n, err := rc.r.Read(p)
+	if !rc.off {
+		rc.buf = append(rc.buf, p[:n]...)
+	}
+	return n, err
+}
+
+// replayStream is a stream whose first bytes are served again.
+type replayStream struct {
+	transport.Stream
+	r io.Reader
+}
+
+func (s *replayStream) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// pendingConn hands out first before the connection's next streams. Only
+// the connection's serving goroutine calls AcceptStream.
+type pendingConn struct {
+	transport.Conn
+	first transport.Stream
+}
+
+func (c *pendingConn) AcceptStream(ctx context.Context) (transport.Stream, error) {
+	if st := c.first; st != nil {
+		c.first = nil
+		return st, nil
+	}
+	return c.Conn.AcceptStream(ctx)
+}
+
+// readFirstHeader reads the first frame of the connection's first stream,
+// which must be a call header.
+func readFirstHeader(r *wire.Reader) (*wire.Header, bool, error) {
 	flags, payload, err := r.ReadFrame()
 	if err != nil {
-		return h, false, "", status.Errorf(status.Unauthenticated, "admission required: %v", err)
+		return nil, false, status.Errorf(status.Unauthenticated, "admission required: %v", err)
 	}
 	if flags&wire.FlagHeader == 0 {
-		return h, false, "", status.New(status.Unauthenticated, "admission required: the first stream must be the _aster.admit call")
+		return nil, false, status.New(status.Unauthenticated, "admission required: the first stream must be the _aster.admit call")
 	}
-	jsonMeta = wire.IsJSON(payload)
+	jsonMeta := wire.IsJSON(payload)
 	hdr, err := wire.DecodeHeader(payload)
-	if err != nil {
-		return h, jsonMeta, "", err
-	}
-	if hdr.Service != wire.ControlService || hdr.Method != wire.MethodAdmit {
-		return h, jsonMeta, "", status.Errorf(status.Unauthenticated, "admission required: the first call must be %s.%s, got %s.%s", wire.ControlService, wire.MethodAdmit, hdr.Service, hdr.Method)
-	}
+	return hdr, jsonMeta, err
+}
+
+// readHello reads the admission request after its header: one data frame.
+func readHello(r *wire.Reader, o *serverOptions, hdr *wire.Header) (h admitHello, codecName string, err error) {
 	codecName = hdr.SerializationMode
 	if codecName == "" {
 		codecName = cbor.Name
 	}
 	cd, ok := o.codecs[codecName]
 	if !ok {
-		return h, jsonMeta, "", status.Errorf(status.InvalidArgument, "unsupported serialization mode %q", codecName)
+		return h, "", status.Errorf(status.InvalidArgument, "unsupported serialization mode %q", codecName)
 	}
-	flags, payload, err = r.ReadFrame()
+	flags, payload, err := r.ReadFrame()
 	if err != nil {
 		if err == io.EOF {
-			return h, jsonMeta, codecName, status.New(status.InvalidArgument, "admission call without a request")
+			return h, codecName, status.New(status.InvalidArgument, "admission call without a request")
 		}
-		return h, jsonMeta, codecName, status.Errorf(status.InvalidArgument, "admission request: %v", err)
+		return h, codecName, status.Errorf(status.InvalidArgument, "admission request: %v", err)
 	}
 	if flags&(wire.FlagHeader|wire.FlagTrailer) != 0 {
-		return h, jsonMeta, codecName, status.Errorf(status.InvalidArgument, "unexpected %s frame in the admission call", wire.FlagString(flags))
+		return h, codecName, status.Errorf(status.InvalidArgument, "unexpected %s frame in the admission call", wire.FlagString(flags))
 	}
 	data, err := wire.DataPayload(flags, payload, maxAdmitFrame)
 	if err != nil {
-		return h, jsonMeta, codecName, err
+		return h, codecName, err
+	}
+	if len(data) > maxAdmitFrame {
+		return h, codecName, wire.FrameTooLarge(uint64(len(data)), maxAdmitFrame)
 	}
 	if err := cd.Unmarshal(data, &h); err != nil {
-		return h, jsonMeta, codecName, status.Errorf(status.InvalidArgument, "admission request does not decode: %v", err)
+		return h, codecName, status.Errorf(status.InvalidArgument, "admission request does not decode: %v", err)
 	}
-	return h, jsonMeta, codecName, nil
+	return h, codecName, nil
 }
 
 func writeVerdict(st transport.Stream, o *serverOptions, codecName string, v *admitVerdict, jsonMeta bool) error {

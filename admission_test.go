@@ -594,3 +594,45 @@ func TestAdmissionOlderServer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A client that does not speak admission (the protocol revision without
+// it, e.g. a browser) is served as an anonymous consumer by an open gate —
+// its first call included.
+func TestAdmissionSkippedOpenGate(t *testing.T) {
+	g := newGated(t, trust.Policy{AllowAllConsumers: true, AllowAllProducers: true})
+	d := quic.NewDialer(trust.GenerateKey(), nil)
+	defer d.Close()
+	conn, err := d.Dial(ctxT(t), g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(transport.ConnNoError, "")
+	for i := range 2 {
+		st, err := conn.OpenStream(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A JSON call to a method that needs ops.status: the open gate
+		// admits the peer unrestricted.
+		h := wire.Header{Service: "Ops", Method: "status", SerializationMode: "json", CallID: uint64(i + 1)}
+		buf, _ := wire.AppendHeader(nil, &h, true)
+		buf = wire.AppendFrame(buf, 0, []byte(`{"text":"hi","n":`+string(rune('1'+i))+`}`))
+		st.Write(buf)
+		st.CloseWrite()
+		r := wire.NewReader(st, 1<<20)
+		flags, payload, err := r.ReadFrame()
+		if err != nil || flags != 0 || string(payload) != `{"text":"hi","n":`+string(rune('1'+i))+`}` {
+			t.Fatalf("call %d: %x %q %v", i, flags, payload, err)
+		}
+		flags, payload, err = r.ReadFrame()
+		if err != nil || flags&wire.FlagTrailer == 0 {
+			t.Fatalf("call %d trailer: %v", i, err)
+		}
+		tr, _ := wire.DecodeTrailer(payload)
+		if tr.Err() != nil {
+			t.Fatalf("call %d: %v", i, tr.Err())
+		}
+		r.Release()
+		st.Close()
+	}
+}

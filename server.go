@@ -120,8 +120,10 @@ type serverOptions struct {
 	maxSessions int
 	logger      *slog.Logger
 	quic        *quic.Config
-	admit       func(ctx context.Context, c transport.Conn) (handler.Peer, error)
-	linger      time.Duration
+	// admit runs admission; it returns the connection to accept calls from
+	// (the same, or one that first hands back a stream admission read).
+	admit  func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error)
+	linger time.Duration
 
 	bindAddr      string // ListenAndServe("") address (WithBindAddr)
 	healthAddr    string // health HTTP server address (WithHealth)
@@ -173,7 +175,12 @@ func WithQUICConfig(c *quic.Config) ServerOption { return func(o *serverOptions)
 // capabilities) or an error, which closes the connection. Default: every
 // peer is admitted unrestricted (open gate).
 func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer, error)) ServerOption {
-	return func(o *serverOptions) { o.admit = fn }
+	return func(o *serverOptions) {
+		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error) {
+			p, err := fn(ctx, c)
+			return p, c, err
+		}
+	}
 }
 
 // WithShutdownLinger sets how long Shutdown waits after the last call ends

@@ -64,14 +64,15 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 func (sc *serverConn) serve() {
 	defer sc.shutdown()
 	sc.peer = handler.Peer{ID: sc.conn.RemoteID(), Addr: sc.conn.RemoteAddr(), Unrestricted: true}
+	streams := sc.conn // where calls are accepted from; admission may replace it
 	if admit := sc.srv.opts.admit; admit != nil {
-		p, err := admit(sc.ctx, sc.conn)
+		p, conn, err := admit(sc.ctx, sc.conn)
 		if err != nil {
 			sc.srv.opts.logger.Info("aster: admission refused", "peer", sc.conn.RemoteID().Short(), "err", err)
 			sc.conn.Close(transport.ConnRefused, "admission refused")
 			return
 		}
-		sc.peer = p
+		sc.peer, streams = p, conn
 	}
 	go func() {
 		select {
@@ -81,7 +82,7 @@ func (sc *serverConn) serve() {
 		}
 	}()
 	for {
-		st, err := sc.conn.AcceptStream(sc.ctx)
+		st, err := streams.AcceptStream(sc.ctx)
 		if err != nil {
 			return
 		}
