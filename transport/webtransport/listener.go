@@ -239,7 +239,7 @@ func (l *Listener) serveSession(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = st.Close()
 	if !l.enqueue(c) {
-		c.Close(transport.ConnRefused, "listener closed or accept backlog full")
+		c.Close(transport.ConnShutdown, "listener closed or accept backlog full")
 	}
 }
 
@@ -301,7 +301,7 @@ func (l *Listener) Accept(ctx context.Context) (transport.Conn, error) {
 				continue // ended while queued
 			}
 			if !l.track(c) {
-				c.forceClose(transport.ConnRefused, "listener closed")
+				c.forceClose(transport.ConnShutdown, "listener closed")
 				return nil, fmt.Errorf("webtransport: accept: %w", transport.ErrListenerClosed)
 			}
 			return c, nil
@@ -361,7 +361,7 @@ func (l *Listener) release() {
 
 // Close stops accepting: new sessions are refused (HTTP 503), sessions that
 // completed the identity exchange but were not accepted are closed with
-// transport.ConnRefused, and accepted ones stay open; the socket is released
+// transport.ConnShutdown, and accepted ones stay open; the socket is released
 // once they have all ended. Close is safe to call more than once.
 func (l *Listener) Close() error {
 	l.mu.Lock()
@@ -377,7 +377,7 @@ func (l *Listener) Close() error {
 	for {
 		select {
 		case c := <-l.accepted:
-			c.forceClose(transport.ConnRefused, "listener closed")
+			c.forceClose(transport.ConnShutdown, "listener closed")
 			continue
 		default:
 		}
