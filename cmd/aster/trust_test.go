@@ -198,7 +198,7 @@ func TestChapter5(t *testing.T) {
 	}
 
 	// From the shell: aster call presents the credential named by the
-	// config (ASTER_ENROLLMENT_CREDENTIAL; the --rcan flag is the lead's).
+	// config (ASTER_ENROLLMENT_CREDENTIAL) or by --rcan.
 	callAs := func(cred string, args ...string) (int, string, string) {
 		cmd := exec.Command(asterBin, append([]string{"call", addr}, args...)...)
 		cmd.Dir = work
@@ -221,6 +221,12 @@ func TestChapter5(t *testing.T) {
 	}
 	if code, _, errOut := callAs("edge-node-7.cred", "MissionControl.tailLogs", `{"level":"warn"}`); code != ExitCodeFor(status.PermissionDenied) || !strings.Contains(errOut, "PERMISSION_DENIED") {
 		t.Errorf("aster call tailLogs with edge-node-7.cred: exit %d %s", code, errOut)
+	}
+	if code, out, errOut := callAs("", "--rcan", "edge-node-7.cred", "MissionControl.getStatus", `{"agent_id":"test"}`); code != 0 || !strings.Contains(out, `"status":"running"`) {
+		t.Errorf("aster call --rcan edge-node-7.cred: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := callAs("", "--rcan", "no-such.cred", "MissionControl.getStatus", `{}`); code == 0 || !strings.Contains(errOut, "no-such.cred") {
+		t.Errorf("aster call --rcan no-such.cred: exit %d %s", code, errOut)
 	}
 	if code, _, errOut := callAs("", "MissionControl.getStatus", `{"agent_id":"test"}`); code != ExitConnect || !strings.Contains(errOut, "UNAUTHENTICATED") {
 		t.Errorf("aster call without a credential: exit %d %s", code, errOut)
