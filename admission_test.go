@@ -359,7 +359,7 @@ func TestAdmissionWithoutGate(t *testing.T) {
 	}
 }
 
-// hexBytes decodes hex written with spaces, as in PROTOCOL-admission.md.
+// hexBytes decodes hex written with spaces, as in PROTOCOL.md section 17.
 func hexBytes(t *testing.T, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
@@ -395,7 +395,7 @@ func rawExchange(t *testing.T, addr aster.Address, key trust.SecretKey, req []by
 	return resp
 }
 
-// TestAdmissionWireExample checks the byte examples of PROTOCOL-admission.md §4.
+// TestAdmissionWireExample checks the byte examples of PROTOCOL.md §17.4.
 func TestAdmissionWireExample(t *testing.T) {
 	request := hexBytes(t, `26000000 04
 		a3 66 63616c6c4964 01 66 6d6574686f64 65 61646d6974 67 73657276696365 66 5f6173746572

@@ -504,7 +504,7 @@ func FuzzParseAddress(f *testing.F) {
 	})
 }
 
-// The WebTransport test vector quoted by PROTOCOL-webtransport.md: the test
+// The WebTransport test vector quoted by PROTOCOL.md section 18: the test
 // id, one direct IPv4 address, the WebTransport URL and two certificate
 // hashes (0x11… and 0x22…).
 const (

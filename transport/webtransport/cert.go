@@ -19,7 +19,7 @@ import (
 )
 
 // certContext prefixes the message an endpoint signs to bind a TLS
-// certificate to its endpoint key (see PROTOCOL-webtransport.md).
+// certificate to its endpoint key (see PROTOCOL.md section 18).
 const certContext = "aster/1 webtransport certificate\x00"
 
 // serverCert is one of the listener's TLS certificates with the endpoint

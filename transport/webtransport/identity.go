@@ -10,7 +10,7 @@ import (
 	"github.com/aster-go/aster/trust"
 )
 
-// The identity exchange (PROTOCOL-webtransport.md) runs on the first
+// The identity exchange (PROTOCOL.md section 18) runs on the first
 // bidirectional stream of a session, which the server opens:
 //
 //	server → client  CHALLENGE  version(1) | server id(32) | nonce(32) | cert signature(64)

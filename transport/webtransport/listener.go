@@ -13,7 +13,7 @@
 // for half its lifetime and publishes the hashes of the served one and its
 // successor (Listener.CertHashes, and in Listener.Addr). The endpoint's
 // ed25519 key is proven on top, in an identity exchange on the session's
-// first stream (PROTOCOL-webtransport.md): the server signs the hash of the
+// first stream (PROTOCOL.md section 18): the server signs the hash of the
 // certificate it served, and the client signs a fresh server nonce bound to
 // the server's endpoint id. Conn.RemoteID is therefore proven on both sides,
 // as on direct QUIC, and a Dial whose peer proves another key fails with an

@@ -9,7 +9,7 @@ import (
 	"github.com/aster-go/aster/trust"
 )
 
-// The identity exchange example quoted by PROTOCOL-webtransport.md: server
+// The identity exchange example quoted by PROTOCOL.md section 18: server
 // seed 32×0x01, client seed 32×0x02, certificate hash 32×0xab, nonce
 // 0x00…0x1f. ed25519 signatures are deterministic, so these bytes are too.
 const (

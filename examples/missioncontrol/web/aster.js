@@ -2,7 +2,7 @@
 //
 // It speaks PROTOCOL.md on WebTransport streams: JSON headers and trailers
 // and the "json" serialization mode, so it needs no CBOR library. Before any
-// call it runs the identity exchange of PROTOCOL-webtransport.md: it checks
+// call it runs the identity exchange of PROTOCOL.md section 18: it checks
 // that the server's ed25519 endpoint key signed the pinned certificate it
 // was served, and proves an ephemeral ed25519 key of its own (WebCrypto).
 //
@@ -289,7 +289,7 @@ function trailerError(payload) {
 }
 
 // identify runs the client side of the identity exchange
-// (PROTOCOL-webtransport.md) and returns this page's ephemeral endpoint id.
+// (PROTOCOL.md section 18) and returns this page's ephemeral endpoint id.
 async function identify(wt, serverId, certHashes) {
   const streams = wt.incomingBidirectionalStreams.getReader();
   const { value: st, done } = await streams.read();
