@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -37,8 +36,9 @@ type Dialer struct {
 
 	mu     sync.Mutex
 	closed bool
-	tls    *tls.Config // base client config with our certificate
-	udp    *net.UDPConn
+	tls    *tls.Config    // base client config with our certificate
+	given  net.PacketConn // NewPacketConnDialer's connection, or nil
+	udp    net.PacketConn // the socket in use (given, or opened on first Dial)
 	tr     *quicgo.Transport
 	conns  map[*quicgo.Conn]struct{}
 }
@@ -61,6 +61,16 @@ func NewDialer(key trust.SecretKey, cfg *Config) *Dialer {
 	}
 }
 
+// NewPacketConnDialer is NewDialer over an existing packet connection
+// instead of a UDP socket of its own, such as the relay transport's
+// (transport/relay), whose peers are reached with DialAddr. The Dialer
+// takes ownership of pc and closes it in Close.
+func NewPacketConnDialer(pc net.PacketConn, key trust.SecretKey, cfg *Config) *Dialer {
+	d := NewDialer(key, cfg)
+	d.given = pc
+	return d
+}
+
 // transport returns the shared quic-go transport, opening the socket on
 // first use.
 func (d *Dialer) transport() (*quicgo.Transport, *tls.Config, error) {
@@ -76,9 +86,13 @@ func (d *Dialer) transport() (*quicgo.Transport, *tls.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{})
-	if err != nil {
-		return nil, nil, fmt.Errorf("quic: open dialer socket: %w", err)
+	var udp net.PacketConn = d.given
+	if udp == nil {
+		u, err := net.ListenUDP("udp", &net.UDPAddr{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("quic: open dialer socket: %w", err)
+		}
+		udp = u
 	}
 	d.udp = udp
 	d.tr = &quicgo.Transport{Conn: udp, StatelessResetKey: statelessResetKey(d.key)}
@@ -117,7 +131,7 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 			timeout = min(timeout, d.cfg.LoopbackDialTimeout)
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		c, err := d.dialOne(actx, tr, base, addr.ID, ap)
+		c, err := d.dialOne(actx, tr, base, addr.ID, net.UDPAddrFromAddrPort(ap))
 		if err != nil && ctx.Err() == nil && actx.Err() != nil {
 			err = fmt.Errorf("no handshake within %v: %w", timeout, err)
 		}
@@ -133,11 +147,35 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 	return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), errors.Join(errs...))
 }
 
-// dialOne makes one connection attempt at ap.
-func (d *Dialer) dialOne(ctx context.Context, tr *quicgo.Transport, base *tls.Config, want trust.EndpointID, ap netip.AddrPort) (transport.Conn, error) {
+// DialAddr connects to the endpoint want at the packet connection address
+// remote (for a relay transport, an address naming the peer on the relay),
+// bounded by Config.HandshakeTimeout. A peer that proves another key is
+// rejected with an error wrapping transport.ErrPeerMismatch.
+func (d *Dialer) DialAddr(ctx context.Context, want trust.EndpointID, remote net.Addr) (transport.Conn, error) {
+	if d.keyErr != nil {
+		return nil, fmt.Errorf("quic: dial %s: %w", want.Short(), d.keyErr)
+	}
+	tr, base, err := d.transport()
+	if err != nil {
+		return nil, fmt.Errorf("quic: dial %s: %w", want.Short(), err)
+	}
+	actx, cancel := context.WithTimeout(ctx, d.cfg.HandshakeTimeout)
+	defer cancel()
+	c, err := d.dialOne(actx, tr, base, want, remote)
+	if err != nil {
+		if ctx.Err() == nil && actx.Err() != nil {
+			err = fmt.Errorf("no handshake within %v: %w", d.cfg.HandshakeTimeout, err)
+		}
+		return nil, fmt.Errorf("quic: dial %s at %v: %w", want.Short(), remote, err)
+	}
+	return c, nil
+}
+
+// dialOne makes one connection attempt at remote.
+func (d *Dialer) dialOne(ctx context.Context, tr *quicgo.Transport, base *tls.Config, want trust.EndpointID, remote net.Addr) (transport.Conn, error) {
 	var proved atomic.Pointer[trust.EndpointID]
 	tlsConf := clientTLSConfig(base, want, func(got trust.EndpointID) { proved.Store(&got) })
-	qc, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(ap), tlsConf, d.qcfg)
+	qc, err := tr.Dial(ctx, remote, tlsConf, d.qcfg)
 	if err != nil {
 		// The TLS error survives quic-go's wrapping today, but rebuild it
 		// so neither ErrPeerMismatch nor quic-go types depend on that.
@@ -187,7 +225,7 @@ func dialError(ctx context.Context, err error) error {
 }
 
 // Close closes the dialer's connections (with transport.ConnNoError) and
-// its UDP socket. Later Dials fail with ErrDialerClosed. Close is safe to
+// its UDP socket (or the NewPacketConnDialer connection). Later Dials fail with ErrDialerClosed. Close is safe to
 // call more than once.
 func (d *Dialer) Close() error {
 	d.mu.Lock()
@@ -200,7 +238,7 @@ func (d *Dialer) Close() error {
 	for qc := range d.conns {
 		conns = append(conns, qc)
 	}
-	tr, udp := d.tr, d.udp
+	tr, udp, given := d.tr, d.udp, d.given
 	d.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -209,6 +247,9 @@ func (d *Dialer) Close() error {
 	}
 	wg.Wait()
 	if tr == nil {
+		if given != nil {
+			return given.Close()
+		}
 		return nil
 	}
 	if err := errors.Join(tr.Close(), udp.Close()); err != nil {

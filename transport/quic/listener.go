@@ -47,8 +47,9 @@ import (
 // working, and the socket is released when the last of them closes.
 type Listener struct {
 	id      trust.EndpointID
-	network string // "udp", "udp4" or "udp6", as the socket was opened
-	udp     *net.UDPConn
+	network string         // "udp", "udp4" or "udp6", as the socket was opened
+	udp     *net.UDPConn   // nil for ListenPacketConn
+	pc      net.PacketConn // the socket (udp) or the given packet connection
 	tr      *quicgo.Transport
 	ln      *quicgo.Listener
 
@@ -89,7 +90,39 @@ func Listen(addr string, key trust.SecretKey, cfg *Config) (*Listener, error) {
 		_ = udp.Close()
 		return nil, fmt.Errorf("quic: listen: %w", err)
 	}
-	return &Listener{id: id, network: network, udp: udp, tr: tr, ln: ln}, nil
+	return &Listener{id: id, network: network, udp: udp, pc: udp, tr: tr, ln: ln}, nil
+}
+
+// ListenPacketConn is Listen over an existing packet connection instead of
+// a UDP socket, such as the relay transport's (transport/relay). The
+// Listener takes ownership of pc and closes it like its own socket. Addr
+// reports the endpoint id and, if pc.LocalAddr() has a method
+// EndpointAddr() discovery.EndpointAddr, what that returns (for a relay:
+// the relay URL); no direct addresses otherwise.
+func ListenPacketConn(pc net.PacketConn, key trust.SecretKey, cfg *Config) (*Listener, error) {
+	id, err := checkKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("quic: listen: %w", err)
+	}
+	c := cfg.withDefaults()
+	cert, err := newCertificate(key, id)
+	if err != nil {
+		return nil, fmt.Errorf("quic: listen: %w", err)
+	}
+	tr := &quicgo.Transport{Conn: pc, StatelessResetKey: statelessResetKey(key)}
+	ln, err := tr.Listen(serverTLSConfig(cert), c.quicConfig())
+	if err != nil {
+		_ = tr.Close()
+		_ = pc.Close()
+		return nil, fmt.Errorf("quic: listen: %w", err)
+	}
+	return &Listener{id: id, pc: pc, tr: tr, ln: ln}, nil
+}
+
+// endpointAddresser is implemented by the local address of packet
+// connections that know how peers reach them (the relay transport's).
+type endpointAddresser interface {
+	EndpointAddr() discovery.EndpointAddr
 }
 
 // resolveListenAddr picks the socket network for addr and resolves it.
@@ -180,7 +213,7 @@ func (l *Listener) untrack() {
 }
 
 func (l *Listener) closeTransport() error {
-	return errors.Join(l.tr.Close(), l.udp.Close())
+	return errors.Join(l.tr.Close(), l.pc.Close())
 }
 
 // Close stops accepting. Handshakes in progress are refused, connections
@@ -222,8 +255,9 @@ func (l *Listener) Close() error {
 	return nil
 }
 
-// LocalAddr returns the address the UDP socket is bound to.
-func (l *Listener) LocalAddr() net.Addr { return l.udp.LocalAddr() }
+// LocalAddr returns the address the UDP socket is bound to (the packet
+// connection's local address for ListenPacketConn).
+func (l *Listener) LocalAddr() net.Addr { return l.pc.LocalAddr() }
 
 // Addr returns the listener's endpoint id and the UDP addresses it can be
 // dialled at. For a socket bound to a specific IP that is the bound address.
@@ -232,6 +266,14 @@ func (l *Listener) LocalAddr() net.Addr { return l.udp.LocalAddr() }
 // host, at most discovery.MaxDirectAddrs of them; link-local and multicast
 // addresses are left out.
 func (l *Listener) Addr() discovery.EndpointAddr {
+	if l.udp == nil {
+		a := discovery.EndpointAddr{ID: l.id}
+		if ea, ok := l.pc.LocalAddr().(endpointAddresser); ok {
+			a = ea.EndpointAddr()
+			a.ID = l.id
+		}
+		return a
+	}
 	return discovery.EndpointAddr{ID: l.id, Direct: l.directAddrs()}
 }
 

@@ -1,0 +1,28 @@
+// Package relay is aster's relayed QUIC transport: endpoints that cannot
+// reach each other over UDP (NAT, firewalls) talk through a relay they can
+// both reach over TCP+TLS, and the relay forwards their QUIC packets by
+// endpoint id. PROTOCOL.md ("Relayed QUIC") specifies the wire protocol.
+//
+// The relay never terminates the endpoints' TLS: it forwards opaque,
+// encrypted QUIC packets, so it can neither read nor alter calls (QUIC's
+// packet protection rejects a modified packet), and both endpoints prove
+// their keys to each other in the QUIC handshake exactly as on direct QUIC.
+// An endpoint proves possession of its key to the relay when it registers,
+// so nobody can receive the traffic of an id whose key they do not hold.
+//
+// The pieces:
+//   - Server is the relay (the "aster relay" command runs one): TLS,
+//     registration, forwarding with per-endpoint bandwidth and peer limits,
+//     counters, an HTTP handler with /healthz and /metrics, graceful
+//     Shutdown.
+//   - PacketConn is a net.PacketConn over a relay connection, so that the
+//     unchanged QUIC transport (transport/quic) runs over it; it reconnects
+//     when the relay connection drops.
+//   - Listen accepts QUIC connections through a home relay; Dialer dials
+//     through the relay named in an address; FallbackDialer dials direct
+//     addresses first and falls back to the relay (aster.Client uses it by
+//     default for addresses that carry a relay).
+//
+// Relay URLs are "https://host[:port]", optionally pinning a self-signed
+// certificate with "#sha256=<hex of the certificate's SHA-256>".
+package relay

@@ -1,0 +1,547 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/trust"
+)
+
+// Defaults of Config.
+const (
+	// DefaultConnectTimeout is the default of Config.ConnectTimeout.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultPingInterval is the default of Config.PingInterval.
+	DefaultPingInterval = 15 * time.Second
+	// MaxReconnectDelay is the longest wait between reconnection attempts.
+	MaxReconnectDelay = 5 * time.Second
+)
+
+// Config configures the endpoint side of the relay transport. A nil
+// *Config and zero fields select the defaults.
+type Config struct {
+	// RootCAs verifies the certificate of a relay whose URL has no pin.
+	// Default: the system roots.
+	RootCAs *x509.CertPool
+	// ConnectTimeout bounds one attempt to connect to the relay: TCP, TLS
+	// and registration (default 10s).
+	ConnectTimeout time.Duration
+	// PingInterval is how often the endpoint pings the relay (default 15s).
+	// A relay connection that received nothing for three intervals is
+	// considered dead and replaced.
+	PingInterval time.Duration
+	// QueueLen bounds the datagrams waiting to be sent to the relay and
+	// those waiting to be read (default 1024 each). Datagrams beyond it are
+	// dropped, as a full UDP socket buffer would drop them.
+	QueueLen int
+	// QUIC configures the QUIC connections run through the relay. Default:
+	// transport/quic's defaults.
+	QUIC *quic.Config
+	// Logger logs lost and restored relay connections (default
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	if out.ConnectTimeout <= 0 {
+		out.ConnectTimeout = DefaultConnectTimeout
+	}
+	if out.PingInterval <= 0 {
+		out.PingInterval = DefaultPingInterval
+	}
+	if out.QueueLen <= 0 {
+		out.QueueLen = DefaultQueueLen
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	return out
+}
+
+// Addr is the net.Addr of an endpoint reached through a relay.
+type Addr struct {
+	// ID is the endpoint's id.
+	ID trust.EndpointID
+	// Relay is the relay's URL.
+	Relay string
+}
+
+// Network returns "aster-relay".
+func (a *Addr) Network() string { return "aster-relay" }
+
+// String returns "<endpoint id>@<relay URL>".
+func (a *Addr) String() string { return a.ID.String() + "@" + a.Relay }
+
+// EndpointAddr returns the aster address of the endpoint: its id and relay.
+func (a *Addr) EndpointAddr() discovery.EndpointAddr {
+	return discovery.EndpointAddr{ID: a.ID, Relay: a.Relay}
+}
+
+type datagram struct {
+	src  trust.EndpointID
+	data []byte
+}
+
+// PacketConn is a net.PacketConn whose datagrams travel through a relay:
+// WriteTo sends a datagram to the endpoint named by an *Addr, ReadFrom
+// returns datagrams other endpoints sent to this one. It keeps one TCP+TLS
+// connection to the relay, registered with the endpoint key, and replaces
+// it when it drops (datagrams sent meanwhile are lost, as on UDP; QUIC
+// retransmits). Queues are bounded: datagrams beyond them are dropped.
+//
+// quic-go runs over it unchanged (quic.ListenPacketConn,
+// quic.NewPacketConnDialer).
+type PacketConn struct {
+	url   *URL
+	key   trust.SecretKey
+	local *Addr
+	cfg   Config
+	tls   *tls.Config
+
+	send   chan []byte   // SEND frames
+	recv   chan datagram // received datagrams
+	closed chan struct{}
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	once   sync.Once
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	conn     net.Conn // the current relay connection
+	fatal    error    // why the relay refused this endpoint for good
+	deadline chan struct{} // closed when the read deadline passes
+	changed  chan struct{} // closed when the read deadline is replaced
+	timer    *time.Timer
+
+	dropped    atomic.Uint64
+	reconnects atomic.Uint64
+}
+
+var _ net.PacketConn = (*PacketConn)(nil)
+
+// DialPacketConn connects to the relay at relayURL, registers as the
+// endpoint key and returns the packet connection. The first connection
+// must succeed within ctx and Config.ConnectTimeout; later ones are retried
+// in the background until Close. A registration the relay refuses (bad
+// proof, replaced by another registration of the same id) is permanent:
+// ReadFrom and WriteTo then fail with an error wrapping *CloseError.
+func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, cfg *Config) (*PacketConn, error) {
+	u, err := ParseURL(relayURL)
+	if err != nil {
+		return nil, err
+	}
+	if len(key) == 0 {
+		return nil, errors.New("relay: no endpoint key")
+	}
+	c := cfg.withDefaults()
+	pc := &PacketConn{
+		url:      u,
+		key:      key,
+		local:    &Addr{ID: trust.IDOf(key), Relay: u.String()},
+		cfg:      c,
+		tls:      clientTLSConfig(u, c.RootCAs),
+		send:     make(chan []byte, c.QueueLen),
+		recv:     make(chan datagram, c.QueueLen),
+		closed:   make(chan struct{}),
+		deadline: make(chan struct{}),
+		changed:  make(chan struct{}),
+	}
+	pc.ctx, pc.cancel = context.WithCancel(context.Background())
+	conn, br, err := pc.connect(ctx)
+	if err != nil {
+		pc.cancel()
+		return nil, err
+	}
+	pc.wg.Add(1)
+	go pc.run(conn, br)
+	return pc, nil
+}
+
+// clientTLSConfig verifies the relay by pin or by the roots.
+func clientTLSConfig(u *URL, roots *x509.CertPool) *tls.Config {
+	conf := &tls.Config{
+		ServerName: u.Host,
+		RootCAs:    roots,
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{ALPN},
+	}
+	if u.HasPin {
+		pin := u.Pin
+		conf.InsecureSkipVerify = true // the pin replaces chain verification
+		conf.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("relay: no certificate")
+			}
+			if h := sha256.Sum256(cs.PeerCertificates[0].Raw); !bytes.Equal(h[:], pin[:]) {
+				return fmt.Errorf("relay: certificate SHA-256 %x does not match the pinned %x", h, pin)
+			}
+			return nil
+		}
+	}
+	return conf
+}
+
+// connect makes one connection to the relay and registers.
+func (c *PacketConn) connect(ctx context.Context) (net.Conn, *bufio.Reader, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", c.url.HostPort())
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: connect to %s: %w", c.url.HostPort(), err)
+	}
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
+	conn, br, err := c.register(ctx, raw)
+	if !stop() || err != nil {
+		raw.Close()
+		if err == nil || ctx.Err() != nil {
+			err = fmt.Errorf("relay: connect to %s: %w", c.url.HostPort(), context.Cause(ctx))
+		}
+		return nil, nil, err
+	}
+	return conn, br, nil
+}
+
+func (c *PacketConn) register(ctx context.Context, raw net.Conn) (net.Conn, *bufio.Reader, error) {
+	conn := tls.Client(raw, c.tls)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return nil, nil, fmt.Errorf("relay: TLS handshake with %s: %w", c.url.HostPort(), err)
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	buf := make([]byte, MaxFrameBody)
+	typ, body, err := readFrame(br, buf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: reading CHALLENGE: %w", err)
+	}
+	if typ == frameClose {
+		return nil, nil, parseClose(body)
+	}
+	if typ != frameChallenge || len(body) != 1+nonceLen || body[0] != Version {
+		return nil, nil, fmt.Errorf("%w: expected a version 1 CHALLENGE, got frame type %#x of %d bytes", ErrProtocol, typ, len(body))
+	}
+	cs := conn.ConnectionState()
+	exporter, err := cs.ExportKeyingMaterial(exporterLabel, nil, exporterLen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: TLS exporter: %w", err)
+	}
+	if _, err := conn.Write(registerFrame(c.key, body[1:], exporter)); err != nil {
+		return nil, nil, fmt.Errorf("relay: sending REGISTER: %w", err)
+	}
+	typ, body, err = readFrame(br, buf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: reading the registration result: %w", err)
+	}
+	switch typ {
+	case frameAccepted:
+		return conn, br, nil
+	case frameClose:
+		return nil, nil, parseClose(body)
+	}
+	return nil, nil, fmt.Errorf("%w: expected ACCEPTED or CLOSE, got frame type %#x", ErrProtocol, typ)
+}
+
+// permanent reports whether a relay's refusal will not change by retrying.
+func permanent(err error) bool {
+	var ce *CloseError
+	return errors.As(err, &ce) && (ce.Code == CloseBadProof || ce.Code == CloseReplaced)
+}
+
+// run serves relay connections until Close, reconnecting when one drops.
+func (c *PacketConn) run(conn net.Conn, br *bufio.Reader) {
+	defer c.wg.Done()
+	for {
+		err := c.serve(conn, br)
+		if c.isClosed() {
+			return
+		}
+		if permanent(err) {
+			c.fail(err)
+			return
+		}
+		c.cfg.Logger.Warn("relay: connection lost, reconnecting", "relay", c.url.HostPort(), "err", err)
+		delay := 50 * time.Millisecond
+		for {
+			t := time.NewTimer(delay)
+			select {
+			case <-c.closed:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			conn, br, err = c.connect(c.ctx)
+			if err == nil {
+				break
+			}
+			if c.isClosed() {
+				return
+			}
+			if permanent(err) {
+				c.fail(err)
+				return
+			}
+			c.cfg.Logger.Debug("relay: reconnect failed", "relay", c.url.HostPort(), "err", err)
+			delay = min(2*delay, MaxReconnectDelay)
+		}
+		c.reconnects.Add(1)
+		c.cfg.Logger.Info("relay: reconnected", "relay", c.url.HostPort())
+	}
+}
+
+// serve runs one relay connection until it fails or Close.
+func (c *PacketConn) serve(conn net.Conn, br *bufio.Reader) error {
+	c.mu.Lock()
+	if c.isClosed() {
+		c.mu.Unlock()
+		conn.Close()
+		return net.ErrClosed
+	}
+	c.conn = conn
+	c.mu.Unlock()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { c.writeLoop(conn, stop) })
+	err := c.readLoop(conn, br)
+	close(stop)
+	conn.Close()
+	wg.Wait()
+	c.mu.Lock()
+	c.conn = nil
+	c.mu.Unlock()
+	return err
+}
+
+func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
+	buf := make([]byte, MaxFrameBody)
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(3 * c.cfg.PingInterval))
+		typ, body, err := readFrame(br, buf)
+		if err != nil {
+			return err
+		}
+		switch {
+		case typ == frameRecv:
+			if len(body) <= idLen {
+				return fmt.Errorf("%w: RECV frame without a datagram", ErrProtocol)
+			}
+			d := datagram{data: append([]byte(nil), body[idLen:]...)}
+			copy(d.src[:], body[:idLen])
+			select {
+			case c.recv <- d:
+			default:
+				c.dropped.Add(1)
+			}
+		case typ == framePing:
+			select {
+			case c.send <- appendFrame(nil, framePong, body):
+			default:
+			}
+		case typ == framePong:
+		case typ == frameClose:
+			return parseClose(body)
+		case typ >= frameOptional:
+		default:
+			return fmt.Errorf("%w: unexpected frame type %#x", ErrProtocol, typ)
+		}
+	}
+}
+
+func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
+	bw := bufio.NewWriterSize(conn, 32<<10)
+	ping := time.NewTicker(c.cfg.PingInterval)
+	defer ping.Stop()
+	fail := func() { conn.Close() } // ends the reader too
+	for {
+		var f []byte
+		select {
+		case <-stop:
+			return
+		case <-ping.C:
+			var p [8]byte
+			_, _ = rand.Read(p[:])
+			f = appendFrame(nil, framePing, p[:])
+		case f = <-c.send:
+		}
+		_ = conn.SetWriteDeadline(time.Now().Add(3 * c.cfg.PingInterval))
+		if _, err := bw.Write(f); err != nil {
+			fail()
+			return
+		}
+		for more := true; more; {
+			select {
+			case f := <-c.send:
+				if _, err := bw.Write(f); err != nil {
+					fail()
+					return
+				}
+			default:
+				more = false
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			fail()
+			return
+		}
+	}
+}
+
+func (c *PacketConn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail records a permanent refusal and closes the connection's queues.
+func (c *PacketConn) fail(err error) {
+	c.cfg.Logger.Error("relay: registration refused", "relay", c.url.HostPort(), "endpoint", c.local.ID.Short(), "err", err)
+	c.mu.Lock()
+	c.fatal = err
+	c.mu.Unlock()
+	c.shut()
+}
+
+func (c *PacketConn) shut() {
+	c.once.Do(func() {
+		close(c.closed)
+		c.cancel()
+		c.mu.Lock()
+		if c.conn != nil {
+			// Best effort: tell the relay before going.
+			_ = c.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _ = c.conn.Write(closeFrame(CloseNormal, ""))
+			c.conn.Close()
+		}
+		c.mu.Unlock()
+	})
+}
+
+func (c *PacketConn) closedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fatal != nil {
+		return fmt.Errorf("relay: %w", c.fatal)
+	}
+	return net.ErrClosed
+}
+
+// ReadFrom reads the next datagram sent to this endpoint; addr is the
+// sender's *Addr.
+func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		c.mu.Lock()
+		dl, changed := c.deadline, c.changed
+		c.mu.Unlock()
+		select {
+		case d := <-c.recv:
+			return copy(p, d.data), &Addr{ID: d.src, Relay: c.local.Relay}, nil
+		case <-c.closed:
+			return 0, nil, &net.OpError{Op: "read", Net: "aster-relay", Addr: c.local, Err: c.closedErr()}
+		case <-dl:
+			return 0, nil, &net.OpError{Op: "read", Net: "aster-relay", Addr: c.local, Err: os.ErrDeadlineExceeded}
+		case <-changed:
+		}
+	}
+}
+
+// WriteTo sends p to the endpoint addr (an *Addr) through the relay. Like
+// UDP, it does not wait: when the send queue is full, or the relay
+// connection is being replaced, the datagram is dropped.
+func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	a, ok := addr.(*Addr)
+	if !ok {
+		return 0, &net.OpError{Op: "write", Net: "aster-relay", Addr: addr, Err: fmt.Errorf("relay: not a relay address: %T", addr)}
+	}
+	if len(p) == 0 || len(p) > MaxDatagramSize {
+		return 0, &net.OpError{Op: "write", Net: "aster-relay", Addr: addr, Err: fmt.Errorf("relay: datagram of %d bytes (1..%d allowed)", len(p), MaxDatagramSize)}
+	}
+	if c.isClosed() {
+		return 0, &net.OpError{Op: "write", Net: "aster-relay", Addr: addr, Err: c.closedErr()}
+	}
+	select {
+	case c.send <- datagramFrame(frameSend, a.ID, p):
+	default:
+		c.dropped.Add(1)
+	}
+	return len(p), nil
+}
+
+// Close closes the relay connection and stops reconnecting. Pending and
+// later ReadFrom and WriteTo calls fail. Close is safe to call more than
+// once.
+func (c *PacketConn) Close() error {
+	c.shut()
+	c.wg.Wait()
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// LocalAddr returns this endpoint's *Addr (its id and the relay URL).
+func (c *PacketConn) LocalAddr() net.Addr { return c.local }
+
+// SetDeadline sets the read deadline; writes never block.
+func (c *PacketConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// SetWriteDeadline does nothing: writes never block.
+func (c *PacketConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetReadDeadline sets the deadline of pending and later ReadFrom calls;
+// the zero time clears it.
+func (c *PacketConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	ch := make(chan struct{})
+	c.deadline = ch
+	close(c.changed)
+	c.changed = make(chan struct{})
+	switch {
+	case t.IsZero():
+	case !t.After(time.Now()):
+		close(ch)
+	default:
+		c.timer = time.AfterFunc(time.Until(t), func() { close(ch) })
+	}
+	return nil
+}
+
+// SetReadBuffer does nothing; it exists so that quic-go does not warn
+// about the buffer size of a socket that is not one.
+func (c *PacketConn) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer does nothing, like SetReadBuffer.
+func (c *PacketConn) SetWriteBuffer(int) error { return nil }
+
+// Dropped returns how many datagrams this connection dropped because a
+// queue was full.
+func (c *PacketConn) Dropped() uint64 { return c.dropped.Load() }
+
+// Reconnects returns how many times the relay connection was replaced.
+func (c *PacketConn) Reconnects() uint64 { return c.reconnects.Load() }

@@ -1,0 +1,276 @@
+package relay
+
+import (
+	"bufio"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/aster-go/aster/trust"
+)
+
+// The relay wire protocol (PROTOCOL.md, "Relayed QUIC"). After TLS 1.3
+// with ALPN ALPN, both directions carry frames:
+//
+//	type   1 byte
+//	length 2 bytes, big-endian, at most MaxFrameBody
+//	body   length bytes
+const (
+	// ALPN is the TLS application protocol of relay connections.
+	ALPN = "aster-relay/1"
+	// Version is the protocol version carried by CHALLENGE and REGISTER.
+	Version = 0x01
+	// MaxDatagramSize is the largest QUIC packet a SEND or RECV frame may
+	// carry (quic-go sends at most 1452 bytes).
+	MaxDatagramSize = 1500
+	// MaxFrameBody is the largest frame body: an endpoint id and a datagram.
+	MaxFrameBody = idLen + MaxDatagramSize
+	// MaxReasonLen is the longest CLOSE reason, in bytes.
+	MaxReasonLen = 256
+	// DefaultPort is the port of a relay URL without one.
+	DefaultPort = 443
+
+	frameHeaderLen = 3
+	idLen          = 32
+	nonceLen       = 32
+	exporterLen    = 32
+)
+
+// Frame types.
+const (
+	frameChallenge byte = 0x01 // relay → endpoint: version ‖ nonce
+	frameRegister  byte = 0x02 // endpoint → relay: version ‖ id ‖ signature
+	frameAccepted  byte = 0x03 // relay → endpoint: empty
+	frameClose     byte = 0x04 // either: code ‖ reason
+	frameSend      byte = 0x10 // endpoint → relay: destination id ‖ datagram
+	frameRecv      byte = 0x11 // relay → endpoint: source id ‖ datagram
+	framePing      byte = 0x20 // either: 8 opaque bytes
+	framePong      byte = 0x21 // answer to PING: the same 8 bytes
+	frameOptional  byte = 0x80 // unknown types at or above it are ignored
+)
+
+// CloseCode says why a relay connection was closed (the CLOSE frame).
+type CloseCode byte
+
+// Close codes.
+const (
+	// CloseNormal is a close without error.
+	CloseNormal CloseCode = 0x00
+	// CloseBadProof refuses a registration whose signature does not verify.
+	CloseBadProof CloseCode = 0x01
+	// CloseLimit refuses a connection beyond the relay's limits.
+	CloseLimit CloseCode = 0x02
+	// CloseReplaced closes a registration replaced by a newer one of the
+	// same endpoint id.
+	CloseReplaced CloseCode = 0x03
+	// CloseProtocol closes a connection whose peer broke the protocol.
+	CloseProtocol CloseCode = 0x04
+	// CloseShutdown closes connections when the relay shuts down.
+	CloseShutdown CloseCode = 0x05
+)
+
+func (c CloseCode) String() string {
+	switch c {
+	case CloseNormal:
+		return "normal"
+	case CloseBadProof:
+		return "bad proof"
+	case CloseLimit:
+		return "limit"
+	case CloseReplaced:
+		return "replaced"
+	case CloseProtocol:
+		return "protocol error"
+	case CloseShutdown:
+		return "shutdown"
+	}
+	return fmt.Sprintf("code %#x", byte(c))
+}
+
+// CloseError is the error of a relay connection closed by a CLOSE frame.
+type CloseError struct {
+	Code   CloseCode
+	Reason string
+	Remote bool // the peer sent the CLOSE
+}
+
+func (e *CloseError) Error() string {
+	who := "locally"
+	if e.Remote {
+		who = "by the relay"
+	}
+	if e.Reason == "" {
+		return fmt.Sprintf("relay connection closed %s: %v", who, e.Code)
+	}
+	return fmt.Sprintf("relay connection closed %s: %v: %s", who, e.Code, e.Reason)
+}
+
+// ErrProtocol is wrapped by errors about malformed relay frames.
+var ErrProtocol = errors.New("relay: protocol error")
+
+// registerContext starts the message a REGISTER signature covers.
+const registerContext = "aster/1 relay register"
+
+// exporterLabel is the TLS exporter label (RFC 8446 §7.5) whose 32 bytes
+// bind a REGISTER to its TLS connection.
+const exporterLabel = "EXPORTER-aster-relay-register"
+
+// registerMessage returns the bytes a REGISTER signs:
+// "aster/1 relay register" ‖ 0x00 ‖ nonce ‖ exporter ‖ id.
+func registerMessage(nonce, exporter []byte, id trust.EndpointID) []byte {
+	m := make([]byte, 0, len(registerContext)+1+nonceLen+exporterLen+idLen)
+	m = append(m, registerContext...)
+	m = append(m, 0)
+	m = append(m, nonce...)
+	m = append(m, exporter...)
+	return append(m, id[:]...)
+}
+
+// appendFrame appends a frame of type typ with body parts to b.
+func appendFrame(b []byte, typ byte, parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	b = append(b, typ)
+	b = binary.BigEndian.AppendUint16(b, uint16(n))
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+// challengeFrame encodes CHALLENGE.
+func challengeFrame(nonce []byte) []byte {
+	return appendFrame(nil, frameChallenge, []byte{Version}, nonce)
+}
+
+// registerFrame encodes REGISTER, signing with key.
+func registerFrame(key trust.SecretKey, nonce, exporter []byte) []byte {
+	id := trust.IDOf(key)
+	sig := ed25519.Sign(ed25519.PrivateKey(key), registerMessage(nonce, exporter, id))
+	return appendFrame(nil, frameRegister, []byte{Version}, id[:], sig)
+}
+
+// closeFrame encodes CLOSE; the reason is cut to MaxReasonLen bytes.
+func closeFrame(code CloseCode, reason string) []byte {
+	if len(reason) > MaxReasonLen {
+		reason = reason[:MaxReasonLen]
+	}
+	return appendFrame(nil, frameClose, []byte{byte(code)}, []byte(reason))
+}
+
+// datagramFrame encodes SEND or RECV.
+func datagramFrame(typ byte, peer trust.EndpointID, pkt []byte) []byte {
+	b := make([]byte, 0, frameHeaderLen+idLen+len(pkt))
+	return appendFrame(b, typ, peer[:], pkt)
+}
+
+// readFrame reads one frame into buf (which must hold MaxFrameBody bytes)
+// and returns its type and body, a slice of buf.
+func readFrame(r *bufio.Reader, buf []byte) (byte, []byte, error) {
+	var h [frameHeaderLen]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint16(h[1:]))
+	if n > MaxFrameBody {
+		return 0, nil, fmt.Errorf("%w: frame type %#x of %d bytes, at most %d allowed", ErrProtocol, h[0], n, MaxFrameBody)
+	}
+	if _, err := io.ReadFull(r, buf[:n]); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	return h[0], buf[:n], nil
+}
+
+// parseClose decodes a CLOSE body.
+func parseClose(body []byte) *CloseError {
+	if len(body) == 0 {
+		return &CloseError{Code: CloseProtocol, Reason: "empty CLOSE frame", Remote: true}
+	}
+	return &CloseError{Code: CloseCode(body[0]), Reason: strings.ToValidUTF8(string(body[1:]), "?"), Remote: true}
+}
+
+// URL is a parsed relay URL: "https://host[:port][#sha256=<hex>]". The
+// optional fragment pins the SHA-256 hash of the relay's DER certificate,
+// for relays with a self-signed certificate; without it the certificate must
+// verify for host against the trusted roots.
+type URL struct {
+	// Host is the relay's host name or IP address.
+	Host string
+	// Port is the relay's TCP port (DefaultPort when the URL has none).
+	Port uint16
+	// Pin is the certificate hash the relay must present, if HasPin.
+	Pin [sha256.Size]byte
+	// HasPin says whether the URL pins the certificate.
+	HasPin bool
+	raw    string
+}
+
+// ParseURL parses a relay URL.
+func ParseURL(s string) (*URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("relay: bad URL %.80q: %w", s, err)
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("relay: URL %.80q: scheme must be https", s)
+	}
+	if u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("relay: URL %.80q: want https://host[:port][#sha256=<hex>]", s)
+	}
+	out := &URL{Host: u.Hostname(), Port: DefaultPort, raw: s}
+	if out.Host == "" {
+		return nil, fmt.Errorf("relay: URL %.80q has no host", s)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("relay: URL %.80q: bad port", s)
+		}
+		out.Port = uint16(n)
+	}
+	if u.Fragment != "" {
+		h, ok := strings.CutPrefix(u.Fragment, "sha256=")
+		if !ok {
+			return nil, fmt.Errorf("relay: URL %.80q: the fragment must be sha256=<64 hex characters>", s)
+		}
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("relay: URL %.80q: the pin must be 64 hex characters", s)
+		}
+		copy(out.Pin[:], b)
+		out.HasPin = true
+	}
+	return out, nil
+}
+
+// String returns the URL as it was parsed.
+func (u *URL) String() string { return u.raw }
+
+// HostPort returns "host:port" for dialling.
+func (u *URL) HostPort() string { return net.JoinHostPort(u.Host, strconv.Itoa(int(u.Port))) }
+
+// PinnedURL returns the relay URL for hostPort ("host:port") that pins the
+// certificate der.
+func PinnedURL(hostPort string, der []byte) string {
+	return "https://" + hostPort + "#sha256=" + Fingerprint(der)
+}
+
+// Fingerprint returns the SHA-256 hash of a DER certificate in lower-case hex,
+// as relay URLs pin it.
+func Fingerprint(der []byte) string {
+	h := sha256.Sum256(der)
+	return hex.EncodeToString(h[:])
+}
