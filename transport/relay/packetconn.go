@@ -126,8 +126,8 @@ type PacketConn struct {
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
-	conn     net.Conn // the current relay connection
-	fatal    error    // why the relay refused this endpoint for good
+	conn     net.Conn      // the current relay connection
+	fatal    error         // why the relay refused this endpoint for good
 	deadline chan struct{} // closed when the read deadline passes
 	changed  chan struct{} // closed when the read deadline is replaced
 	timer    *time.Timer
