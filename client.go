@@ -18,6 +18,7 @@ import (
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/transport/relay"
 	"github.com/aster-go/aster/transport/webtransport"
 	"github.com/aster-go/aster/trust"
 )
@@ -92,6 +93,8 @@ type clientOptions struct {
 	codec    codec.Codec
 	maxFrame uint32
 	quic     *quic.Config
+	noRelay  bool              // WithClientRelay(false)
+	noIP     bool              // WithClientIPTransports(false)
 	cred     *trust.Credential // presented at admission (admission.go)
 	err      error             // an option that failed (e.g. an unreadable credential file)
 }
@@ -103,8 +106,9 @@ type ClientOption func(*clientOptions)
 func WithClientKey(k trust.SecretKey) ClientOption { return func(o *clientOptions) { o.key = k } }
 
 // WithDialer sets the transport used to reach the server. Default: direct
-// QUIC with the client's key, or WebTransport when the address has a
-// WebTransport URL and no direct address.
+// QUIC with the client's key; when the address carries a relay, direct QUIC
+// with a fallback to the relay (see WithClientRelay); WebTransport when the
+// address has a WebTransport URL and neither a direct address nor a relay.
 func WithDialer(d transport.Dialer) ClientOption { return func(o *clientOptions) { o.dialer = d } }
 
 // WithConn makes the client use an established connection instead of
@@ -132,6 +136,21 @@ func WithClientMaxFrameSize(n uint32) ClientOption {
 
 // WithClientQUICConfig sets the QUIC configuration of the default dialer.
 func WithClientQUICConfig(c *quic.Config) ClientOption { return func(o *clientOptions) { o.quic = c } }
+
+// WithClientRelay(false) keeps the default dialer from going through the
+// relay named in the server's address. Default: true, the client dials the
+// direct addresses first and falls back to the relay when they do not
+// answer (transport/relay.FallbackDialer).
+func WithClientRelay(enabled bool) ClientOption {
+	return func(o *clientOptions) { o.noRelay = !enabled }
+}
+
+// WithClientIPTransports(false) keeps the default dialer from dialling
+// the server's direct addresses: it goes through the relay only. Default:
+// true.
+func WithClientIPTransports(enabled bool) ClientOption {
+	return func(o *clientOptions) { o.noIP = !enabled }
+}
 
 // Dial returns a Client for the endpoint at addr (an "aster1…" address) and
 // connects to it. The connection is verified against the address's endpoint
@@ -171,11 +190,23 @@ func NewClient(addr Address, opts ...ClientOption) *Client {
 		c.ownsDial = true
 	}
 	if o.dialer == nil && o.conn == nil {
-		if len(addr.Direct) == 0 && addr.WebTransport != "" {
+		useRelay := addr.Relay != "" && !o.noRelay
+		switch {
+		case len(addr.Direct) == 0 && addr.WebTransport != "" && !useRelay:
 			// Only reachable over WebTransport.
 			o.dialer = webtransport.NewDialer(o.key, nil)
-		} else {
+		case !useRelay && !o.noIP:
 			o.dialer = quic.NewDialer(o.key, o.quic)
+		default:
+			// Direct when it can, through the relay when it cannot.
+			f := &relay.FallbackDialer{}
+			if !o.noIP {
+				f.Direct = quic.NewDialer(o.key, o.quic)
+			}
+			if useRelay {
+				f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic})
+			}
+			o.dialer = f
 		}
 		c.opts.dialer = o.dialer
 		c.ownsDial = true

@@ -22,6 +22,7 @@ import (
 	"github.com/knadh/koanf/v2"
 
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport/relay"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -68,12 +69,21 @@ import (
 // ASTER_* variable counts as unset. "~" at the start of a path is the home
 // directory.
 //
+// Relays (transport/relay, "aster relay"): relay_mode is "default" (or
+// unset), "disabled", or the URL of a relay, "https://host[:port]",
+// optionally pinning a self-signed relay certificate with
+// "#sha256=<hex>". With a URL a server registers at that home relay and its
+// address carries it; aster for Go runs no public relay, so "default" means
+// no home relay. Clients dial a server's direct addresses and fall back to
+// the relay in its address unless relay_mode is "disabled" or
+// clear_relay_transports is set. clear_ip_transports disables direct QUIC:
+// a server is then reachable through its relay only (it needs a relay URL)
+// and a client dials through relays only.
+//
 // Settings whose feature does not exist yet in aster for Go are rejected
 // with an UNIMPLEMENTED "not supported yet" error rather than silently
-// ignored: storage.path, relay_mode other than "disabled", enable_hooks,
-// hook_timeout_ms other than 5000, clear_ip_transports, portmapper_config
-// other than "disabled", proxy_url and proxy_from_env. clear_relay_transports
-// is accepted: there are no relay transports to clear.
+// ignored: storage.path, enable_hooks, hook_timeout_ms other than 5000,
+// portmapper_config other than "disabled", proxy_url and proxy_from_env.
 //
 // A literal Config is validated when it is used (ServerOptions,
 // ClientOptions, Validate). Its zero value differs from DefaultConfig in
@@ -113,7 +123,9 @@ type Config struct {
 	// run. ASTER_SECRET_KEY and the TOML file hold it as base64 of the
 	// 32-byte seed.
 	SecretKey trust.SecretKey
-	// RelayMode selects the relay: only "disabled" (or unset) is supported.
+	// RelayMode is "default" (or empty: no home relay, clients use the
+	// relay in a server's address), "disabled" (no relays at all), or the
+	// home relay's URL "https://host[:port][#sha256=<hex>]".
 	RelayMode string
 	// BindAddr is the local UDP address to listen on ("host:port"); empty
 	// means a free port on all interfaces.
@@ -126,9 +138,10 @@ type Config struct {
 	// HookTimeoutMS is the hook decision timeout in milliseconds (default
 	// 5000). Values other than the default are not supported yet.
 	HookTimeoutMS int
-	// ClearIPTransports disables direct IP transports. Not supported yet.
+	// ClearIPTransports disables direct QUIC: servers are reachable through
+	// their relay only, clients dial through relays only.
 	ClearIPTransports bool
-	// ClearRelayTransports disables relay transports (there are none yet).
+	// ClearRelayTransports disables relays (as RelayMode "disabled" does).
 	ClearRelayTransports bool
 	// PortmapperConfig configures the port mapper: only "disabled" (or
 	// unset) is supported.
@@ -737,6 +750,14 @@ func (c *Config) Validate() error {
 			return bad("identity.identity_file", "cannot be used: "+err.Error())
 		}
 	}
+	if c.RelayMode != "" && c.RelayMode != "default" && c.RelayMode != "disabled" {
+		if _, err := relay.ParseURL(c.RelayMode); err != nil {
+			return bad("network.relay_mode", `is not "default", "disabled" or a relay URL https://host[:port][#sha256=<hex>]: `+err.Error())
+		}
+	}
+	if c.ClearIPTransports && !c.relaysEnabled() {
+		return bad("network.clear_ip_transports", "leaves no transport: relays are disabled too (relay_mode or clear_relay_transports)")
+	}
 	if c.EnableMonitoring && c.HealthPort == 0 {
 		return bad("network.enable_monitoring", "needs health.health_port > 0: metrics are served by the health server")
 	}
@@ -746,20 +767,16 @@ func (c *Config) Validate() error {
 	switch {
 	case c.StoragePath != "":
 		return ns("storage.path", "aster for Go keeps no persistent storage")
-	case c.RelayMode != "" && c.RelayMode != "disabled":
-		return ns("network.relay_mode", `there is no relay transport yet; only "disabled" is accepted`)
 	case c.EnableHooks:
 		return ns("network.enable_hooks", "connection hooks do not exist yet")
 	case c.HookTimeoutMS != 0 && c.HookTimeoutMS != DefaultHookTimeoutMS:
 		return ns("network.hook_timeout_ms", "connection hooks do not exist yet")
-	case c.ClearIPTransports:
-		return ns("network.clear_ip_transports", "direct QUIC is the only transport")
 	case c.PortmapperConfig != "" && c.PortmapperConfig != "disabled":
 		return ns("network.portmapper_config", `there is no port mapper yet; only "disabled" is accepted`)
 	case c.ProxyURL != "":
-		return ns("network.proxy_url", "there are no relay connections to proxy yet")
+		return ns("network.proxy_url", "relay connections are made directly, not through a proxy")
 	case c.ProxyFromEnv:
-		return ns("network.proxy_from_env", "there are no relay connections to proxy yet")
+		return ns("network.proxy_from_env", "relay connections are made directly, not through a proxy")
 	}
 	return nil
 }
@@ -781,6 +798,21 @@ func regularFile(path string) error {
 	return nil
 }
 
+// relaysEnabled reports whether relays may be used (relay_mode is not
+// "disabled" and clear_relay_transports is not set).
+func (c *Config) relaysEnabled() bool {
+	return c.RelayMode != "disabled" && !c.ClearRelayTransports
+}
+
+// HomeRelay returns the server's home relay URL: relay_mode when it is a
+// URL and relays are enabled, else "".
+func (c *Config) HomeRelay() string {
+	if !c.relaysEnabled() || c.RelayMode == "" || c.RelayMode == "default" {
+		return ""
+	}
+	return c.RelayMode
+}
+
 // isUnset reports whether v is f's "not set" value.
 func isUnset(f *field, v any) bool {
 	switch x := v.(type) {
@@ -798,6 +830,9 @@ func isUnset(f *field, v any) bool {
 //
 //   - network.secret_key → WithSecretKey (unset: a fresh key each run)
 //   - network.bind_addr → WithBindAddr, used by ListenAndServe("")
+//   - network.relay_mode URL (unless clear_relay_transports) → WithRelay
+//   - network.clear_ip_transports → WithIPTransports(false); it needs a
+//     relay URL (FAILED_PRECONDITION without one)
 //   - health.health_port > 0 → WithHealth(health_host:health_port), with
 //     /metrics when network.enable_monitoring is true
 //   - logging.* → WithLogger(c.NewLogger(os.Stderr))
@@ -824,6 +859,17 @@ func (c *Config) ServerOptions() ([]ServerOption, error) {
 	opts = append(opts, topts...)
 	if c.BindAddr != "" {
 		opts = append(opts, WithBindAddr(c.BindAddr))
+	}
+	if u := c.HomeRelay(); u != "" {
+		opts = append(opts, WithRelay(u))
+	}
+	if c.ClearIPTransports {
+		if c.HomeRelay() == "" {
+			return nil, status.Wrap(status.FailedPrecondition, &ConfigError{Field: "network.clear_ip_transports",
+				Source: c.Source("network.clear_ip_transports"), Value: "true",
+				Reason: "a server without IP transports needs a home relay: set network.relay_mode (ASTER_RELAY_MODE) to the relay's URL"})
+		}
+		opts = append(opts, WithIPTransports(false))
 	}
 	if c.HealthPort > 0 {
 		opts = append(opts, WithHealth(c.HealthAddr(), c.EnableMonitoring))
@@ -864,6 +910,8 @@ func (c *Config) HealthAddr() string {
 
 // ClientOptions validates c and returns the client options it implies:
 // network.secret_key → WithClientKey (unset: a fresh key);
+// network.relay_mode "disabled" or clear_relay_transports →
+// WithClientRelay(false); clear_ip_transports → WithClientIPTransports(false);
 // trust.enrollment_credential_file → WithIdentity of that .aster-identity
 // file (its key and credential); else identity.identity_file → its key and
 // credential, when network.secret_key is not set.
@@ -874,6 +922,12 @@ func (c *Config) ClientOptions() ([]ClientOption, error) {
 	var opts []ClientOption
 	if c.SecretKey != nil {
 		opts = append(opts, WithClientKey(c.SecretKey))
+	}
+	if !c.relaysEnabled() {
+		opts = append(opts, WithClientRelay(false))
+	}
+	if c.ClearIPTransports {
+		opts = append(opts, WithClientIPTransports(false))
 	}
 	topts, err := c.trustClientOptions() // config_trust.go
 	if err != nil {

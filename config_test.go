@@ -477,11 +477,8 @@ func TestConfigNotSupported(t *testing.T) {
 	isolate(t)
 	for _, tc := range []struct{ env, val, field string }{
 		{"ASTER_STORAGE_PATH", "/var/lib/aster", "storage.path"},
-		{"ASTER_RELAY_MODE", "default", "network.relay_mode"},
-		{"ASTER_RELAY_MODE", "https://relay.example.test", "network.relay_mode"},
 		{"ASTER_ENABLE_HOOKS", "on", "network.enable_hooks"},
 		{"ASTER_HOOK_TIMEOUT_MS", "100", "network.hook_timeout_ms"},
-		{"ASTER_CLEAR_IP_TRANSPORTS", "1", "network.clear_ip_transports"},
 		{"ASTER_PORTMAPPER_CONFIG", "upnp", "network.portmapper_config"},
 		{"ASTER_PROXY_URL", "http://proxy:3128", "network.proxy_url"},
 		{"ASTER_PROXY_FROM_ENV", "yes", "network.proxy_from_env"},
@@ -497,6 +494,74 @@ func TestConfigNotSupported(t *testing.T) {
 	if _, err := c.ServerOptions(); status.CodeOf(err) != status.Unimplemented || !strings.Contains(err.Error(), "not supported yet") {
 		t.Errorf("literal Config with StoragePath: ServerOptions error = %v, want UNIMPLEMENTED not supported yet", err)
 	}
+}
+
+// TestConfigRelay checks relay_mode, clear_ip_transports and
+// clear_relay_transports as the configuration reference describes them.
+func TestConfigRelay(t *testing.T) {
+	isolate(t)
+	const url = "https://relay.example.test:3340#sha256=" + "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	for _, tc := range []struct {
+		env  map[string]string
+		home string
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"ASTER_RELAY_MODE": "default"}, ""},
+		{map[string]string{"ASTER_RELAY_MODE": "disabled"}, ""},
+		{map[string]string{"ASTER_RELAY_MODE": url}, url},
+		{map[string]string{"ASTER_RELAY_MODE": "https://relay.example.test"}, "https://relay.example.test"},
+		{map[string]string{"ASTER_RELAY_MODE": url, "ASTER_CLEAR_RELAY_TRANSPORTS": "1"}, ""},
+		{map[string]string{"ASTER_RELAY_MODE": url, "ASTER_CLEAR_IP_TRANSPORTS": "1"}, url},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		c, err := aster.LoadConfig()
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		if got := c.HomeRelay(); got != tc.home {
+			t.Errorf("%v: HomeRelay() = %q, want %q", tc.env, got, tc.home)
+		}
+		if _, err := c.ServerOptions(); err != nil {
+			t.Errorf("%v: ServerOptions: %v", tc.env, err)
+		}
+		if _, err := c.ClientOptions(); err != nil {
+			t.Errorf("%v: ClientOptions: %v", tc.env, err)
+		}
+		for k := range tc.env {
+			t.Setenv(k, "")
+		}
+	}
+
+	for _, bad := range []string{"relay.example:3340", "http://relay.example", "https://relay.example#sha256=12", "auto"} {
+		t.Setenv("ASTER_RELAY_MODE", bad)
+		_, err := aster.LoadConfig()
+		checkConfigErr(t, err, status.InvalidArgument, "network.relay_mode", "ASTER_RELAY_MODE", "relay URL")
+	}
+
+	// No transport left.
+	t.Setenv("ASTER_RELAY_MODE", "disabled")
+	t.Setenv("ASTER_CLEAR_IP_TRANSPORTS", "true")
+	_, err := aster.LoadConfig()
+	checkConfigErr(t, err, status.InvalidArgument, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "no transport")
+	t.Setenv("ASTER_RELAY_MODE", "")
+	t.Setenv("ASTER_CLEAR_RELAY_TRANSPORTS", "1")
+	_, err = aster.LoadConfig()
+	checkConfigErr(t, err, status.InvalidArgument, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "no transport")
+
+	// A client without IP transports dials relays only; a server needs a
+	// home relay for that.
+	t.Setenv("ASTER_CLEAR_RELAY_TRANSPORTS", "")
+	c, err := aster.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ClientOptions(); err != nil {
+		t.Errorf("client without IP transports: %v", err)
+	}
+	_, err = c.ServerOptions()
+	checkConfigErr(t, err, status.FailedPrecondition, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "needs a home relay")
 }
 
 func TestConfigUnknownKeysAndTypos(t *testing.T) {

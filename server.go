@@ -20,6 +20,7 @@ import (
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/transport/relay"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -126,6 +127,8 @@ type serverOptions struct {
 	linger time.Duration
 
 	bindAddr      string // ListenAndServe("") address (WithBindAddr)
+	relayURL      string // home relay (WithRelay)
+	noIP          bool   // no direct QUIC (WithIPTransports(false))
 	healthAddr    string // health HTTP server address (WithHealth)
 	healthMetrics bool   // serve /metrics on the health server
 	configErr     error  // WithConfig's validation error, returned by Serve
@@ -187,6 +190,20 @@ func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer,
 // before closing connections, so that responses already sent are delivered
 // (closing a QUIC connection discards unacknowledged data). Default 250 ms.
 func WithShutdownLinger(d time.Duration) ServerOption { return func(o *serverOptions) { o.linger = d } }
+
+// WithRelay gives the server a home relay: ListenAndServe registers at the
+// relay at url ("https://host[:port]", with "#sha256=<hex>" pinning a
+// self-signed relay certificate; see transport/relay), keeps that
+// connection (reconnecting when it drops), serves the connections peers
+// dial through it, and the server's Address carries the URL so that clients
+// that cannot reach it directly go through the relay. The first
+// registration must succeed, or ListenAndServe fails. Default: no relay.
+func WithRelay(url string) ServerOption { return func(o *serverOptions) { o.relayURL = url } }
+
+// WithIPTransports(false) makes ListenAndServe skip direct QUIC over UDP:
+// the server is then reachable only through its relay (WithRelay), and
+// ListenAndServe fails without one. Default: true.
+func WithIPTransports(enabled bool) ServerOption { return func(o *serverOptions) { o.noIP = !enabled } }
 
 // NewServer returns a Server with the given options.
 func NewServer(opts ...ServerOption) *Server {
@@ -345,9 +362,10 @@ func (s *Server) lookup(h *wire.Header) (*methodEntry, error) {
 }
 
 // ListenAndServe listens on the UDP address addr with direct QUIC ("" or
-// ":0" picks a free port on all interfaces) and serves until Shutdown or
-// Close. An empty addr means the WithBindAddr address, if set. ready, if
-// non-nil, is called with the listener's address once it is listening.
+// ":0" picks a free port on all interfaces) and, with WithRelay, through
+// the home relay, and serves until Shutdown or Close. An empty addr means
+// the WithBindAddr address, if set. ready, if non-nil, is called with the
+// server's address (direct addresses and relay) once it is listening.
 func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
 	if s.opts.configErr != nil {
 		return s.opts.configErr
@@ -355,14 +373,56 @@ func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
 	if addr == "" {
 		addr = s.opts.bindAddr
 	}
-	ln, err := quic.Listen(addr, s.key, s.opts.quic)
-	if err != nil {
-		return fmt.Errorf("aster: listen %s: %w", addr, err)
+	var lns []transport.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	a := Address{ID: s.id}
+	if !s.opts.noIP {
+		ln, err := quic.Listen(addr, s.key, s.opts.quic)
+		if err != nil {
+			return fmt.Errorf("aster: listen %s: %w", addr, err)
+		}
+		lns = append(lns, ln)
+		a.Direct = ln.Addr().Direct
+	}
+	if s.opts.relayURL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), relay.DefaultConnectTimeout)
+		ln, err := relay.Listen(ctx, s.opts.relayURL, s.key, &relay.Config{QUIC: s.opts.quic, Logger: s.opts.logger})
+		cancel()
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("aster: home relay: %w", err)
+		}
+		s.opts.logger.Info("registered at the home relay", "relay", s.opts.relayURL, "endpoint", s.id.String())
+		lns = append(lns, ln)
+		a.Relay = ln.Addr().Relay
+	}
+	if len(lns) == 0 {
+		return errors.New("aster: nothing to listen on: IP transports are disabled and no relay is configured")
 	}
 	if ready != nil {
-		ready(ln.Addr())
+		ready(a)
 	}
-	return s.Serve(ln)
+	errs := make(chan error, len(lns)-1)
+	for _, ln := range lns[1:] {
+		go func() {
+			err := s.Serve(ln)
+			if !errors.Is(err, ErrServerClosed) {
+				s.opts.logger.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+			}
+			errs <- err
+		}()
+	}
+	err := s.Serve(lns[0])
+	for range lns[1:] {
+		if e := <-errs; errors.Is(err, ErrServerClosed) && !errors.Is(e, ErrServerClosed) {
+			err = e
+		}
+	}
+	return err
 }
 
 // Address returns the server's address: the endpoint id with what every

@@ -159,7 +159,8 @@ type Server struct {
 	forwarded, forwardedBytes        atomic.Uint64
 	dropped                          [4]atomic.Int64 // by dropReasons index
 
-	// tamper, when set (tests only), may replace each forwarded datagram.
+	// tamper, when set (tests only, under mu), may replace each forwarded
+	// datagram.
 	tamper func(src, dst trust.EndpointID, pkt []byte) []byte
 	// routes, when set (tests only, under mu), redirect datagrams for one
 	// id to another endpoint, as a malicious relay could.
@@ -512,14 +513,15 @@ func (s *Server) forward(src *session, dst trust.EndpointID, pkt []byte) {
 	if to, ok := s.routes[dst]; ok {
 		d = s.endpoints[to]
 	}
+	tamper := s.tamper
 	s.mu.Unlock()
 	if d == nil {
 		s.drop(src, 0)
 		return
 	}
 	src.peers[dst] = now
-	if s.tamper != nil {
-		pkt = s.tamper(src.id, dst, append([]byte(nil), pkt...))
+	if tamper != nil {
+		pkt = tamper(src.id, dst, append([]byte(nil), pkt...))
 	}
 	if !d.enqueue(datagramFrame(frameRecv, src.id, pkt)) {
 		s.drop(src, 3)

@@ -1,0 +1,11 @@
+package relay
+
+import "github.com/aster-go/aster/trust"
+
+// SetTamper installs fn to see, and possibly replace, every datagram the
+// relay forwards, as a malicious relay could.
+func SetTamper(s *Server, fn func(src, dst trust.EndpointID, pkt []byte) []byte) {
+	s.mu.Lock()
+	s.tamper = fn
+	s.mu.Unlock()
+}
