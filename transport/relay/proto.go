@@ -160,6 +160,17 @@ func registerFrame(key trust.SecretKey, nonce, exporter []byte) []byte {
 	return appendFrame(nil, frameRegister, []byte{Version}, id[:], sig)
 }
 
+// verifyRegister checks a REGISTER body (version, id, signature) against
+// the nonce and exporter of its connection and returns the proven id.
+func verifyRegister(body, nonce, exporter []byte) (trust.EndpointID, bool) {
+	var id trust.EndpointID
+	if len(body) != 1+idLen+ed25519.SignatureSize || body[0] != Version {
+		return id, false
+	}
+	copy(id[:], body[1:1+idLen])
+	return id, ed25519.Verify(ed25519.PublicKey(id[:]), registerMessage(nonce, exporter, id), body[1+idLen:])
+}
+
 // closeFrame encodes CLOSE; the reason is cut to MaxReasonLen bytes.
 func closeFrame(code CloseCode, reason string) []byte {
 	if len(reason) > MaxReasonLen {

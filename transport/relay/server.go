@@ -411,9 +411,10 @@ func (s *Server) register(conn *tls.Conn) (trust.EndpointID, *bufio.Reader, bool
 	buf := make([]byte, MaxFrameBody)
 	typ, body, err := readFrame(br, buf)
 	if err != nil {
-		s.refused.Add(1)
 		if errors.Is(err, ErrProtocol) {
 			s.refuse(conn, CloseProtocol, err.Error())
+		} else {
+			s.refused.Add(1)
 		}
 		return trust.EndpointID{}, nil, false
 	}
@@ -421,16 +422,17 @@ func (s *Server) register(conn *tls.Conn) (trust.EndpointID, *bufio.Reader, bool
 		s.refuse(conn, CloseProtocol, "expected a version 1 REGISTER frame of 97 bytes")
 		return trust.EndpointID{}, nil, false
 	}
-	var id trust.EndpointID
-	copy(id[:], body[1:1+idLen])
 	cs := conn.ConnectionState()
 	exporter, err := cs.ExportKeyingMaterial(exporterLabel, nil, exporterLen)
 	if err != nil {
 		s.refuse(conn, CloseProtocol, "TLS exporter unavailable")
 		return trust.EndpointID{}, nil, false
 	}
-	if !ed25519.Verify(ed25519.PublicKey(id[:]), registerMessage(nonce[:], exporter, id), body[1+idLen:]) {
-		s.refuse(conn, CloseBadProof, "the signature does not prove the endpoint key "+id.Short())
+	id, ok := verifyRegister(body, nonce[:], exporter)
+	if !ok {
+		var claimed trust.EndpointID
+		copy(claimed[:], body[1:1+idLen])
+		s.refuse(conn, CloseBadProof, "the signature does not prove the endpoint key "+claimed.Short())
 		return trust.EndpointID{}, nil, false
 	}
 	return id, br, true
