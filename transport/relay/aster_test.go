@@ -92,6 +92,10 @@ type testRelay struct {
 }
 
 func startRelay(t *testing.T, addr string, cfg relay.ServerConfig) *testRelay {
+	return startRelayTB(t, addr, cfg)
+}
+
+func startRelayTB(t testing.TB, addr string, cfg relay.ServerConfig) *testRelay {
 	t.Helper()
 	if len(cfg.Certificate.Certificate) == 0 {
 		c, err := relay.SelfSignedCertificate()
@@ -118,7 +122,7 @@ func startRelay(t *testing.T, addr string, cfg relay.ServerConfig) *testRelay {
 	return r
 }
 
-func (r *testRelay) stop(t *testing.T) {
+func (r *testRelay) stop(t testing.TB) {
 	if r.done == nil {
 		return
 	}
@@ -130,6 +134,10 @@ func (r *testRelay) stop(t *testing.T) {
 }
 
 func startServer(t *testing.T, opts ...aster.ServerOption) aster.Address {
+	return startServerTB(t, opts...)
+}
+
+func startServerTB(t testing.TB, opts ...aster.ServerOption) aster.Address {
 	t.Helper()
 	srv := aster.NewServer(append([]aster.ServerOption{aster.WithLogger(quiet)}, opts...)...)
 	if err := srv.Register(testService()); err != nil {

@@ -331,8 +331,12 @@ func (c *PacketConn) serve(conn net.Conn, br *bufio.Reader) error {
 
 func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
 	buf := make([]byte, MaxFrameBody)
+	var pushed time.Time
 	for {
-		_ = conn.SetReadDeadline(time.Now().Add(3 * c.cfg.PingInterval))
+		if now := time.Now(); now.Sub(pushed) > deadlineEvery {
+			_ = conn.SetReadDeadline(now.Add(3 * c.cfg.PingInterval))
+			pushed = now
+		}
 		typ, body, err := readFrame(br, buf)
 		if err != nil {
 			return err
@@ -342,11 +346,12 @@ func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
 			if len(body) <= idLen {
 				return fmt.Errorf("%w: RECV frame without a datagram", ErrProtocol)
 			}
-			d := datagram{data: append([]byte(nil), body[idLen:]...)}
+			d := datagram{data: append(getBuf(), body[idLen:]...)}
 			copy(d.src[:], body[:idLen])
 			select {
 			case c.recv <- d:
 			default:
+				putBuf(d.data)
 				c.dropped.Add(1)
 			}
 		case typ == framePing:
@@ -369,6 +374,7 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 	ping := time.NewTicker(c.cfg.PingInterval)
 	defer ping.Stop()
 	fail := func() { conn.Close() } // ends the reader too
+	var pushed time.Time
 	for {
 		var f []byte
 		select {
@@ -380,15 +386,22 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 			f = appendFrame(nil, framePing, p[:])
 		case f = <-c.send:
 		}
-		_ = conn.SetWriteDeadline(time.Now().Add(3 * c.cfg.PingInterval))
-		if _, err := bw.Write(f); err != nil {
+		if now := time.Now(); now.Sub(pushed) > deadlineEvery {
+			_ = conn.SetWriteDeadline(now.Add(3 * c.cfg.PingInterval))
+			pushed = now
+		}
+		_, err := bw.Write(f)
+		putBuf(f)
+		if err != nil {
 			fail()
 			return
 		}
 		for more := true; more; {
 			select {
 			case f := <-c.send:
-				if _, err := bw.Write(f); err != nil {
+				_, err := bw.Write(f)
+				putBuf(f)
+				if err != nil {
 					fail()
 					return
 				}
@@ -454,7 +467,9 @@ func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		c.mu.Unlock()
 		select {
 		case d := <-c.recv:
-			return copy(p, d.data), &Addr{ID: d.src, Relay: c.local.Relay}, nil
+			n := copy(p, d.data)
+			putBuf(d.data)
+			return n, &Addr{ID: d.src, Relay: c.local.Relay}, nil
 		case <-c.closed:
 			return 0, nil, &net.OpError{Op: "read", Net: "aster-relay", Addr: c.local, Err: c.closedErr()}
 		case <-dl:
@@ -478,9 +493,11 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if c.isClosed() {
 		return 0, &net.OpError{Op: "write", Net: "aster-relay", Addr: addr, Err: c.closedErr()}
 	}
+	f := datagramFrame(frameSend, a.ID, p)
 	select {
-	case c.send <- datagramFrame(frameSend, a.ID, p):
+	case c.send <- f:
 	default:
+		putBuf(f)
 		c.dropped.Add(1)
 	}
 	return len(p), nil

@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/aster-go/aster/trust"
 )
@@ -179,11 +181,33 @@ func closeFrame(code CloseCode, reason string) []byte {
 	return appendFrame(nil, frameClose, []byte{byte(code)}, []byte(reason))
 }
 
-// datagramFrame encodes SEND or RECV.
-func datagramFrame(typ byte, peer trust.EndpointID, pkt []byte) []byte {
-	b := make([]byte, 0, frameHeaderLen+idLen+len(pkt))
-	return appendFrame(b, typ, peer[:], pkt)
+// framePool recycles the buffers of datagram frames, which are created and
+// written at the packet rate.
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, 0, frameHeaderLen+MaxFrameBody)
+	return &b
+}}
+
+// getBuf returns an empty pooled buffer that holds any frame.
+func getBuf() []byte { return (*framePool.Get().(*[]byte))[:0] }
+
+// putBuf returns a buffer from getBuf (or datagramFrame) to the pool once
+// it is no longer used; other buffers are left to the garbage collector.
+func putBuf(b []byte) {
+	if cap(b) == frameHeaderLen+MaxFrameBody {
+		b = b[:0]
+		framePool.Put(&b)
+	}
 }
+
+// datagramFrame encodes SEND or RECV into a pooled buffer (see putBuf).
+func datagramFrame(typ byte, peer trust.EndpointID, pkt []byte) []byte {
+	return appendFrame(getBuf(), typ, peer[:], pkt)
+}
+
+// deadlineEvery is how often read and write deadlines are pushed forward
+// on a busy connection (setting them for every frame costs too much).
+const deadlineEvery = time.Second
 
 // readFrame reads one frame into buf (which must hold MaxFrameBody bytes)
 // and returns its type and body, a slice of buf.

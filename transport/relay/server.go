@@ -442,8 +442,12 @@ func (s *Server) register(conn *tls.Conn) (trust.EndpointID, *bufio.Reader, bool
 func (se *session) readLoop(br *bufio.Reader) error {
 	s := se.srv
 	buf := make([]byte, MaxFrameBody)
+	var pushed time.Time
 	for {
-		_ = se.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if now := time.Now(); now.Sub(pushed) > deadlineEvery {
+			_ = se.conn.SetReadDeadline(now.Add(s.cfg.IdleTimeout))
+			pushed = now
+		}
 		typ, body, err := readFrame(br, buf)
 		if err != nil {
 			return err
@@ -525,7 +529,8 @@ func (s *Server) forward(src *session, dst trust.EndpointID, pkt []byte) {
 	if tamper != nil {
 		pkt = tamper(src.id, dst, append([]byte(nil), pkt...))
 	}
-	if !d.enqueue(datagramFrame(frameRecv, src.id, pkt)) {
+	if f := datagramFrame(frameRecv, src.id, pkt); !d.enqueue(f) {
+		putBuf(f)
 		s.drop(src, 3)
 		return
 	}
@@ -551,18 +556,26 @@ func (se *session) writeLoop() {
 		_ = bw.Flush()
 		_ = se.conn.Close()
 	}()
+	var pushed time.Time
 	for {
 		select {
 		case f := <-se.out:
-			_ = se.conn.SetWriteDeadline(time.Now().Add(se.srv.cfg.IdleTimeout))
-			if _, err := bw.Write(f); err != nil {
+			if now := time.Now(); now.Sub(pushed) > deadlineEvery {
+				_ = se.conn.SetWriteDeadline(now.Add(se.srv.cfg.IdleTimeout))
+				pushed = now
+			}
+			_, err := bw.Write(f)
+			putBuf(f)
+			if err != nil {
 				se.close(CloseNormal, "")
 				return
 			}
 			for more := true; more; {
 				select {
 				case f := <-se.out:
-					if _, err := bw.Write(f); err != nil {
+					_, err := bw.Write(f)
+					putBuf(f)
+					if err != nil {
 						se.close(CloseNormal, "")
 						return
 					}
