@@ -1,0 +1,54 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/transport/relay"
+)
+
+// A relay with a self-signed certificate, a server reachable only through
+// it, and a client that dials the server's address: the address carries
+// the relay URL, which pins the relay's certificate.
+func Example() {
+	quiet := slog.New(slog.DiscardHandler)
+	cert, err := relay.SelfSignedCertificate("127.0.0.1")
+	if err != nil {
+		panic(err)
+	}
+	rs, err := relay.NewServer(relay.ServerConfig{Certificate: cert, Logger: quiet})
+	if err != nil {
+		panic(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- rs.Serve(ln) }()
+	defer func() { rs.Close(); <-relayDone }()
+	url := relay.PinnedURL(ln.Addr().String(), cert.Certificate[0])
+
+	srv := aster.NewServer(aster.WithRelay(url), aster.WithIPTransports(false), aster.WithLogger(quiet))
+	srv.MustRegister(testService())
+	ready := make(chan aster.Address, 1)
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.ListenAndServe("", func(a aster.Address) { ready <- a }) }()
+	addr := <-ready
+	defer func() { srv.Close(); <-serveDone }()
+
+	c, err := aster.Dial(context.Background(), addr.String())
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	resp, err := aster.CallUnary[Msg](context.Background(), c, "T.echo", &Msg{Text: "hello through the relay"})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(resp.Text, len(addr.Direct), addr.Relay == url)
+	// Output: hello through the relay 0 true
+}
