@@ -514,3 +514,79 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Errorf("/healthz after Shutdown: %d", code)
 	}
 }
+
+func TestProtocolErrors(t *testing.T) {
+	r := startRelay(t, ServerConfig{})
+	key := testutil.Key(t, 1)
+	register := func(t *testing.T) *rawSession {
+		s := dialRaw(t, r)
+		_, ch := s.read(t)
+		if _, err := s.conn.Write(registerFrame(key, ch[1:], s.exporter(t))); err != nil {
+			t.Fatal(err)
+		}
+		if typ, _ := s.read(t); typ != frameAccepted {
+			t.Fatalf("registration answered %#x", typ)
+		}
+		return s
+	}
+	expectClose := func(t *testing.T, s *rawSession, code CloseCode) {
+		t.Helper()
+		for {
+			typ, body := s.read(t)
+			if typ == frameClose {
+				if CloseCode(body[0]) != code {
+					t.Fatalf("CLOSE %v %q, want %v", CloseCode(body[0]), body[1:], code)
+				}
+				return
+			}
+		}
+	}
+
+	t.Run("unknown optional frames are ignored", func(t *testing.T) {
+		s := register(t)
+		ping := appendFrame(nil, framePing, []byte("12345678"))
+		if _, err := s.conn.Write(append(appendFrame(nil, 0x9f, []byte("future")), ping...)); err != nil {
+			t.Fatal(err)
+		}
+		if typ, body := s.read(t); typ != framePong || string(body) != "12345678" {
+			t.Fatalf("answer %#x %q, want PONG", typ, body)
+		}
+	})
+	for name, f := range map[string][]byte{
+		"oversized frame":       {frameSend, 0xff, 0xff},
+		"unknown type":          appendFrame(nil, 0x42, nil),
+		"SEND without data":     appendFrame(nil, frameSend, make([]byte, idLen)),
+		"REGISTER after":        appendFrame(nil, frameRegister, make([]byte, 97)),
+		"short PING":            appendFrame(nil, framePing, []byte{1}),
+		"RECV from an endpoint": appendFrame(nil, frameRecv, make([]byte, idLen+1)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := register(t)
+			if _, err := s.conn.Write(f); err != nil {
+				t.Fatal(err)
+			}
+			expectClose(t, s, CloseProtocol)
+		})
+	}
+	t.Run("no REGISTER", func(t *testing.T) {
+		s := dialRaw(t, r)
+		s.read(t)
+		if _, err := s.conn.Write(appendFrame(nil, framePing, []byte("12345678"))); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, s, CloseProtocol)
+	})
+	t.Run("wrong ALPN", func(t *testing.T) {
+		u, _ := ParseURL(r.url)
+		conf := clientTLSConfig(u, nil)
+		conf.NextProtos = []string{"h2"}
+		if c, err := tls.Dial("tcp", u.HostPort(), conf); err == nil {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			typ, _, err := readFrame(bufio.NewReader(c), make([]byte, MaxFrameBody))
+			c.Close()
+			if err == nil && typ != frameClose {
+				t.Fatalf("a connection without the relay ALPN got frame %#x", typ)
+			}
+		}
+	})
+}

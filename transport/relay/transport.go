@@ -40,6 +40,11 @@ func Listen(ctx context.Context, relayURL string, key trust.SecretKey, cfg *Conf
 // connects to each relay on first use and keeps the connection (one per
 // relay URL, registered with the dialer's key) for later dials. It
 // implements transport.Dialer; Close releases the relay connections.
+//
+// A relay holds one registration per endpoint id, so the dialer's key
+// should not be the key of a server registered at the same relay (the
+// newer registration would replace the server's); aster clients use a key
+// of their own by default.
 type Dialer struct {
 	key trust.SecretKey
 	cfg *Config
