@@ -436,3 +436,38 @@ func TestServerConfigRelay(t *testing.T) {
 	defer c.Close()
 	allPatterns(t, c, "config")
 }
+
+// TestListenAndServeErrors: a server without any transport, or whose home
+// relay cannot be reached or does not present the pinned certificate,
+// fails to start with a clear error.
+func TestListenAndServeErrors(t *testing.T) {
+	r := startRelay(t, "127.0.0.1:0", relay.ServerConfig{})
+	other, err := relay.SelfSignedCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	for name, tc := range map[string]struct {
+		opts []aster.ServerOption
+		want string
+	}{
+		"no transport":  {[]aster.ServerOption{aster.WithIPTransports(false)}, "nothing to listen on"},
+		"bad URL":       {[]aster.ServerOption{aster.WithRelay("relay.example:3340")}, "scheme must be https"},
+		"wrong pin":     {[]aster.ServerOption{aster.WithRelay(relay.PinnedURL(r.addr, other.Certificate[0]))}, "does not match the pinned"},
+		"relay is down": {[]aster.ServerOption{aster.WithRelay(relay.PinnedURL(deadAddr, other.Certificate[0]))}, "connect to " + deadAddr},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := aster.NewServer(append([]aster.ServerOption{aster.WithLogger(quiet)}, tc.opts...)...)
+			defer srv.Close()
+			err := srv.ListenAndServe("127.0.0.1:0", func(aster.Address) { t.Error("ready called") })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ListenAndServe: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -336,6 +336,9 @@ func (s *Server) handle(raw net.Conn) {
 		peers: map[trust.EndpointID]time.Time{},
 		start: time.Now(),
 	}
+	// ACCEPTED goes first, before any RECV frame forwarded to the id once it
+	// is published below.
+	se.out <- appendFrame(nil, frameAccepted)
 	if s.cfg.BytesPerSecond > 0 {
 		se.limiter = rate.NewLimiter(rate.Limit(s.cfg.BytesPerSecond), max(s.cfg.Burst, MaxDatagramSize))
 	}
@@ -353,7 +356,6 @@ func (s *Server) handle(raw net.Conn) {
 	}
 	s.registrations.Add(1)
 	_ = conn.SetDeadline(time.Time{})
-	se.out <- appendFrame(nil, frameAccepted)
 	s.log.Info("relay: endpoint connected", "endpoint", id.String(), "remote", raw.RemoteAddr().String())
 
 	var wg sync.WaitGroup
