@@ -224,6 +224,9 @@ func isDone(ch <-chan struct{}) bool {
 
 // NewStream starts a call through the client's middleware.
 func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+	if call.Peer.IsZero() {
+		call.Peer = c.addr.ID
+	}
 	return c.caller.NewStream(ctx, call)
 }
 
@@ -339,6 +342,8 @@ type clientStream struct {
 	w        wire.Writer
 	maxFrame uint32
 	stop     func() bool
+	// Message payload bytes in each direction (SentBytes, ReceivedBytes).
+	bytesIn, bytesOut uint64
 
 	sendClosed bool
 	mu         sync.Mutex // guards done, err, trailer, released
@@ -371,6 +376,7 @@ func (cs *clientStream) Send(msg any) error {
 			return b, wire.FrameTooLarge(uint64(n), uint64(cs.maxFrame))
 		}
 		wire.EndFrame(b, off)
+		cs.bytesOut += uint64(len(b) - off - 5)
 		return b, nil
 	})
 	if err != nil {
@@ -442,6 +448,7 @@ func (cs *clientStream) recvRaw() ([]byte, error) {
 		if err != nil {
 			return nil, cs.end(err, nil)
 		}
+		cs.bytesIn += uint64(len(data))
 		return data, nil
 	}
 }
@@ -490,6 +497,15 @@ func (cs *clientStream) release(reset bool) {
 	}
 	cs.w.Wait()
 }
+
+// ReceivedBytes returns the payload bytes of the response messages received
+// so far. Instrumentation (the otel package) reads it after each Recv, from
+// the receiving goroutine.
+func (cs *clientStream) ReceivedBytes() uint64 { return cs.bytesIn }
+
+// SentBytes returns the payload bytes of the request messages sent so far.
+// Instrumentation reads it after each Send, from the sending goroutine.
+func (cs *clientStream) SentBytes() uint64 { return cs.bytesOut }
 
 func (cs *clientStream) Trailer() handler.Metadata {
 	cs.mu.Lock()

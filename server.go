@@ -121,6 +121,7 @@ type serverOptions struct {
 	quic        *quic.Config
 	admit       func(ctx context.Context, c transport.Conn) (handler.Peer, error)
 	linger      time.Duration
+	connHook    func(handler.Peer) func()
 
 	bindAddr      string // ListenAndServe("") address (WithBindAddr)
 	healthAddr    string // health HTTP server address (WithHealth)
@@ -179,6 +180,15 @@ func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer,
 // before closing connections, so that responses already sent are delivered
 // (closing a QUIC connection discards unacknowledged data). Default 250 ms.
 func WithShutdownLinger(d time.Duration) ServerOption { return func(o *serverOptions) { o.linger = d } }
+
+// WithConnHook sets a function the server calls for each admitted
+// connection, with its peer; the function it returns, if not nil, is called
+// when the connection has ended and its calls have finished. It must not
+// block. Instrumentation uses it to count active connections (see
+// otel.ConnHook). Default: none.
+func WithConnHook(fn func(handler.Peer) func()) ServerOption {
+	return func(o *serverOptions) { o.connHook = fn }
+}
 
 // NewServer returns a Server with the given options.
 func NewServer(opts ...ServerOption) *Server {

@@ -28,6 +28,8 @@ type serverConn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 	peer   handler.Peer
+	// connEnd, from the WithConnHook hook, runs at the end of shutdown.
+	connEnd func()
 
 	streams sync.WaitGroup
 
@@ -71,6 +73,9 @@ func (sc *serverConn) serve() {
 		}
 		sc.peer = p
 	}
+	if hook := sc.srv.opts.connHook; hook != nil {
+		sc.connEnd = hook(sc.peer)
+	}
 	go func() {
 		select {
 		case <-sc.conn.Done():
@@ -107,6 +112,9 @@ func (sc *serverConn) shutdown() {
 	sc.mu.Unlock()
 	for _, ss := range toClose {
 		sc.closeInstance(ss)
+	}
+	if sc.connEnd != nil {
+		sc.connEnd()
 	}
 }
 
@@ -331,6 +339,9 @@ type serverCall struct {
 	recvEOF  bool
 	trailer  map[string]string
 	sent     int
+	// Message payload bytes (decompressed) in each direction, for
+	// instrumentation (SentBytes, ReceivedBytes).
+	bytesIn, bytesOut uint64
 }
 
 var serverCallPool = sync.Pool{New: func() any { return &serverCall{r: new(wire.Reader), w: new(wire.Writer)} }}
@@ -479,11 +490,21 @@ func (c *serverCall) Recv(msg any) error {
 	if err != nil {
 		return err
 	}
+	c.bytesIn += uint64(len(data))
 	if err := c.codec.Unmarshal(data, msg); err != nil {
 		return status.Errorf(status.InvalidArgument, "request does not decode: %v", err)
 	}
 	return nil
 }
+
+// ReceivedBytes returns the payload bytes of the request messages received
+// so far. Instrumentation (the otel package) reads it after each Recv, from
+// the receiving goroutine.
+func (c *serverCall) ReceivedBytes() uint64 { return c.bytesIn }
+
+// SentBytes returns the payload bytes of the response messages sent so far.
+// Instrumentation reads it after each Send, from the sending goroutine.
+func (c *serverCall) SentBytes() uint64 { return c.bytesOut }
 
 // recvError maps a transport read error on the server side.
 func recvError(err error) error {
@@ -520,6 +541,7 @@ func (c *serverCall) Send(msg any) error {
 			return b, wire.FrameTooLarge(uint64(n), uint64(c.sc.srv.opts.maxFrame))
 		}
 		wire.EndFrame(b, off)
+		c.bytesOut += uint64(len(b) - off - 5)
 		return b, nil
 	})
 	if err != nil {

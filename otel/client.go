@@ -1,0 +1,126 @@
+package otel
+
+import (
+	"context"
+	"io"
+	"maps"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+)
+
+// Client returns client middleware that traces and measures every call and
+// sends the trace context (and baggage) in the call metadata. Install it as
+// the outermost client middleware
+// (aster.WithClientMiddleware(otel.Client(), ...)). The span ends when the
+// call's outcome is known: Recv returns io.EOF or an error, NewStream fails,
+// or the stream is closed early (CANCELED, or the error a Send returned).
+func Client(opts ...Option) middleware.Client {
+	in := newInstruments(newConfig(opts), false)
+	return func(next middleware.Caller) middleware.Caller {
+		return middleware.CallerFunc(func(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+			attrs := make([]attribute.KeyValue, 0, 4)
+			attrs = append(attrs, KeyPattern.String(call.Pattern.String()))
+			if !call.Peer.IsZero() {
+				attrs = append(attrs, KeyPeerID.String(call.Peer.String()))
+			}
+			if call.Version != 0 {
+				attrs = append(attrs, KeyVersion.Int64(int64(call.Version)))
+			}
+			if call.SessionID != 0 {
+				attrs = append(attrs, KeySessionID.Int64(int64(call.SessionID)))
+			}
+			ctx, t := in.begin(ctx, call.Service, call.Method, attrs)
+
+			// Inject into a copy: the caller's Call and metadata map stay as
+			// they were (a retry above us may reuse them).
+			c := *call
+			md := make(handler.Metadata, len(call.Metadata)+3)
+			maps.Copy(md, call.Metadata)
+			in.prop.Inject(ctx, metadataCarrier(md))
+			c.Metadata = md
+
+			cs, err := next.NewStream(ctx, &c)
+			if err != nil {
+				t.end(ctx, err)
+				return nil, err
+			}
+			bc, sizes := cs.(byteCounter)
+			t.sizes = sizes
+			return &clientStream{ClientStream: cs, ctx: ctx, t: t, bc: bc}, nil
+		})
+	}
+}
+
+// clientStream counts the messages of one call and ends its span.
+type clientStream struct {
+	middleware.ClientStream
+	ctx context.Context
+	t   *tracker
+	bc  byteCounter
+	// Last cumulative byte counts seen, each touched only by the goroutine
+	// doing Send or Recv.
+	sentB, recvB uint64
+
+	mu      sync.Mutex
+	sendErr error // a status error from Send, reported if the call is closed without an outcome
+}
+
+func (s *clientStream) Send(msg any) error {
+	err := s.ClientStream.Send(msg)
+	if err == nil {
+		size := int64(-1)
+		if s.bc != nil {
+			n := s.bc.SentBytes()
+			size = int64(n - s.sentB)
+			s.sentB = n
+		}
+		s.t.sentMsg(size)
+		return nil
+	}
+	if _, ok := err.(*status.Error); ok {
+		s.mu.Lock()
+		if s.sendErr == nil {
+			s.sendErr = err
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *clientStream) Recv(msg any) error {
+	err := s.ClientStream.Recv(msg)
+	switch {
+	case err == nil:
+		size := int64(-1)
+		if s.bc != nil {
+			n := s.bc.ReceivedBytes()
+			size = int64(n - s.recvB)
+			s.recvB = n
+		}
+		s.t.recvMsg(size)
+	case err == io.EOF:
+		s.t.end(s.ctx, nil)
+	default:
+		s.t.end(s.ctx, err)
+	}
+	return err
+}
+
+func (s *clientStream) Close() {
+	s.ClientStream.Close()
+	if s.t.ended.Load() {
+		return
+	}
+	s.mu.Lock()
+	err := s.sendErr
+	s.mu.Unlock()
+	if err == nil {
+		err = status.New(status.Canceled, "call closed by caller")
+	}
+	s.t.end(s.ctx, err)
+}
