@@ -25,6 +25,10 @@ type Config struct {
 	// OTEL_RESOURCE_ATTRIBUTES does. Default: the SDK's
 	// "unknown_service:<program>".
 	ServiceName string
+	// Sampler overrides OTEL_TRACES_SAMPLER; a tool that traces on request
+	// (aster call --trace) sets sdktrace.AlwaysSample(). Default: the
+	// environment's sampler, else parentbased_always_on.
+	Sampler sdktrace.Sampler
 }
 
 func (Config) getenv(k string) string { return os.Getenv(k) }
@@ -137,7 +141,11 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		if err != nil {
 			return fail(err)
 		}
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		topts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(exp), sdktrace.WithResource(res)}
+		if cfg.Sampler != nil {
+			topts = append(topts, sdktrace.WithSampler(cfg.Sampler))
+		}
+		tp := sdktrace.NewTracerProvider(topts...)
 		shutdowns = append(shutdowns, tp.Shutdown)
 		gotel.SetTracerProvider(tp)
 	}

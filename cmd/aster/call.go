@@ -28,6 +28,7 @@ type callFlags struct {
 	headers        []string
 	version        uint32
 	session        string
+	trace          bool
 }
 
 func newCallCmd() *cobra.Command {
@@ -76,6 +77,7 @@ session of its own.
 	fl.StringArrayVarP(&f.headers, "header", "H", nil, "request metadata `key=value` (repeatable)")
 	fl.Uint32Var(&f.version, "service-version", 0, "service version to call (0: the highest the server has)")
 	fl.StringVar(&f.session, "session", "", "run the NDJSON calls on stdin in one session of this session-scoped `service`")
+	addTraceFlag(cmd, &f.trace)
 	return cmd
 }
 
@@ -120,6 +122,12 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 	if err != nil {
 		return configError(err)
 	}
+	ctx, traceOpts, endTrace, err := startTrace(ctx, f.trace, "aster call", cmd.ErrOrStderr())
+	if err != nil {
+		return configError(err)
+	}
+	defer endTrace()
+	clientOpts = append(clientOpts, traceOpts...)
 
 	dialCtx := ctx
 	if f.connectTimeout > 0 {

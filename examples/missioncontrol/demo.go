@@ -25,7 +25,7 @@ func runDemo(ctx context.Context, addr string, w io.Writer) error {
 		mu.Unlock()
 	}
 
-	c, err := aster.Dial(ctx, addr)
+	c, err := aster.Dial(ctx, addr, demoClientOptions...)
 	if err != nil {
 		return err
 	}

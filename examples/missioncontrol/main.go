@@ -49,6 +49,7 @@ func serve(demo bool) error {
 	if err != nil {
 		return err
 	}
+	defer withTelemetry(&opts, logger)() // OpenTelemetry when OTEL_* is set (otel.go)
 
 	srv := aster.NewServer(opts...)
 	mc := mission.NewMissionControl()
