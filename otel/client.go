@@ -23,18 +23,21 @@ func Client(opts ...Option) middleware.Client {
 	in := newInstruments(newConfig(opts), false)
 	return func(next middleware.Caller) middleware.Caller {
 		return middleware.CallerFunc(func(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
-			attrs := make([]attribute.KeyValue, 0, 4)
-			attrs = append(attrs, KeyPattern.String(call.Pattern.String()))
-			if !call.Peer.IsZero() {
-				attrs = append(attrs, KeyPeerID.String(call.Peer.String()))
+			ctx, t := in.begin(ctx, call.Service, call.Method)
+			if t.span.IsRecording() {
+				attrs := make([]attribute.KeyValue, 0, 4)
+				attrs = append(attrs, KeyPattern.String(call.Pattern.String()))
+				if !call.Peer.IsZero() {
+					attrs = append(attrs, KeyPeerID.String(call.Peer.String()))
+				}
+				if call.Version != 0 {
+					attrs = append(attrs, KeyVersion.Int64(int64(call.Version)))
+				}
+				if call.SessionID != 0 {
+					attrs = append(attrs, KeySessionID.Int64(int64(call.SessionID)))
+				}
+				t.span.SetAttributes(attrs...)
 			}
-			if call.Version != 0 {
-				attrs = append(attrs, KeyVersion.Int64(int64(call.Version)))
-			}
-			if call.SessionID != 0 {
-				attrs = append(attrs, KeySessionID.Int64(int64(call.SessionID)))
-			}
-			ctx, t := in.begin(ctx, call.Service, call.Method, attrs)
 
 			// Inject into a copy: the caller's Call and metadata map stay as
 			// they were (a retry above us may reuse them).

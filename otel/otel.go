@@ -2,6 +2,7 @@ package otel
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,6 +115,9 @@ type instruments struct {
 	side                       attribute.KeyValue
 	spanKind                   trace.SpanKind
 	serverSide                 bool
+
+	mu      sync.RWMutex
+	methods map[methodKey]*methodAttrs
 }
 
 // newInstruments creates the instruments. An instrument that fails to
@@ -124,6 +128,7 @@ func newInstruments(c *config, server bool) *instruments {
 	in := &instruments{
 		tracer: c.tp.Tracer(ScopeName), prop: c.prop, messageEvents: c.messageEvents,
 		side: sideClient, spanKind: trace.SpanKindClient, serverSide: server,
+		methods: map[methodKey]*methodAttrs{},
 	}
 	if server {
 		in.side, in.spanKind = sideServer, trace.SpanKindServer
@@ -159,30 +164,98 @@ func newInstruments(c *config, server bool) *instruments {
 // counters are atomic because a client may Send and Recv from different
 // goroutines.
 type tracker struct {
-	in       *instruments
-	span     trace.Span
-	start    time.Time
-	base     metric.MeasurementOption // rpc.system, service, method, side
-	baseAttr []attribute.KeyValue
-	sent     atomic.Int64
-	recv     atomic.Int64
-	sentB    atomic.Int64
-	recvB    atomic.Int64
-	sizes    bool // the stream reports byte counts
-	ended    atomic.Bool
+	in    *instruments
+	ma    *methodAttrs
+	span  trace.Span
+	start time.Time
+	sent  atomic.Int64
+	recv  atomic.Int64
+	sentB atomic.Int64
+	recvB atomic.Int64
+	sizes bool // the stream reports byte counts
+	ended atomic.Bool
 }
 
-func (in *instruments) begin(ctx context.Context, service, method string, attrs []attribute.KeyValue) (context.Context, *tracker) {
-	t := &tracker{in: in, start: time.Now()}
+// methodAttrs are the attributes of one method's spans and metrics, built
+// once per method: attribute sets allocate.
+type methodAttrs struct {
+	name string               // span name, "{service}/{method}"
+	span []attribute.KeyValue // rpc.system, rpc.service, rpc.method
+	// startOpts: span kind and the attributes above.
+	startOpts []trace.SpanStartOption
+	kv        [4]attribute.KeyValue
+	base      []metric.AddOption // + aster.rpc.side (a slice: passing it with ... does not allocate)
+	// done holds the completed-call attributes (base + status code name)
+	// of the codes 0–16; others are built per call.
+	done [status.Unauthenticated + 1]*doneOpts
+}
+
+// doneOpts are the options of the completed-call measurements.
+type doneOpts struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+func newMethodAttrs(service, method string, side attribute.KeyValue, kind trace.SpanKind) *methodAttrs {
 	svc, meth := KeyRPCService.String(service), KeyRPCMethod.String(method)
-	// attribute.NewSet sorts its argument, so each set gets its own slice.
-	t.baseAttr = []attribute.KeyValue{systemAster, svc, meth, in.side}
-	t.base = metric.WithAttributeSet(attribute.NewSet(systemAster, svc, meth, in.side))
-	all := append(append(make([]attribute.KeyValue, 0, 3+len(attrs)), systemAster, svc, meth), attrs...)
-	ctx, t.span = in.tracer.Start(ctx, service+"/"+method,
-		trace.WithSpanKind(in.spanKind), trace.WithAttributes(all...), trace.WithTimestamp(t.start))
-	in.started.Add(ctx, 1, t.base)
-	in.activeStreams.Add(ctx, 1, t.base)
+	ma := &methodAttrs{
+		name: service + "/" + method,
+		span: []attribute.KeyValue{systemAster, svc, meth},
+		kv:   [4]attribute.KeyValue{systemAster, svc, meth, side},
+	}
+	ma.startOpts = []trace.SpanStartOption{trace.WithSpanKind(kind), trace.WithAttributes(ma.span...)}
+	// attribute.NewSet sorts its argument, so each set gets its own array.
+	kv := ma.kv
+	ma.base = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kv[:]...))}
+	for c := range ma.done {
+		ma.done[c] = ma.doneFor(status.Code(c))
+	}
+	return ma
+}
+
+func (ma *methodAttrs) doneFor(c status.Code) *doneOpts {
+	if int(c) < len(ma.done) && ma.done[c] != nil {
+		return ma.done[c]
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(ma.kv[0], ma.kv[1], ma.kv[2], ma.kv[3], KeyStatusName.String(c.String())))
+	return &doneOpts{add: []metric.AddOption{o}, record: []metric.RecordOption{o}}
+}
+
+// maxCachedMethods bounds the per-method attribute cache (a client may call
+// arbitrary names, e.g. the CLI); beyond it attributes are built per call.
+const maxCachedMethods = 4096
+
+type methodKey struct{ service, method string }
+
+func (in *instruments) attrsFor(service, method string) *methodAttrs {
+	k := methodKey{service, method}
+	in.mu.RLock()
+	ma := in.methods[k]
+	in.mu.RUnlock()
+	if ma != nil {
+		return ma
+	}
+	ma = newMethodAttrs(service, method, in.side, in.spanKind)
+	in.mu.Lock()
+	if len(in.methods) < maxCachedMethods {
+		if old := in.methods[k]; old != nil {
+			ma = old
+		} else {
+			in.methods[k] = ma
+		}
+	}
+	in.mu.Unlock()
+	return ma
+}
+
+// begin starts a call's span and counts it. Callers add their own span
+// attributes when t.span.IsRecording().
+func (in *instruments) begin(ctx context.Context, service, method string) (context.Context, *tracker) {
+	ma := in.attrsFor(service, method)
+	t := &tracker{in: in, ma: ma, start: time.Now()}
+	ctx, t.span = in.tracer.Start(ctx, ma.name, ma.startOpts...)
+	in.started.Add(ctx, 1, ma.base...)
+	in.activeStreams.Add(ctx, 1, ma.base...)
 	return ctx, t
 }
 
@@ -246,17 +319,21 @@ func (t *tracker) end(ctx context.Context, err error) {
 			t.span.SetStatus(codes.Error, code.String()+": "+se.Message())
 		}
 	}
-	t.span.End(trace.WithTimestamp(now))
+	if t.span.IsRecording() {
+		t.span.End(trace.WithTimestamp(now))
+	} else {
+		t.span.End()
+	}
 
-	done := metric.WithAttributeSet(attribute.NewSet(t.baseAttr[0], t.baseAttr[1], t.baseAttr[2], t.baseAttr[3], codeName))
-	t.in.activeStreams.Add(ctx, -1, t.base)
-	t.in.completed.Add(ctx, 1, done)
-	t.in.duration.Record(ctx, now.Sub(t.start).Seconds(), done)
-	t.in.msgsSent.Record(ctx, t.sent.Load(), done)
-	t.in.msgsRecv.Record(ctx, t.recv.Load(), done)
+	done := t.ma.doneFor(code)
+	t.in.activeStreams.Add(ctx, -1, t.ma.base...)
+	t.in.completed.Add(ctx, 1, done.add...)
+	t.in.duration.Record(ctx, now.Sub(t.start).Seconds(), done.record...)
+	t.in.msgsSent.Record(ctx, t.sent.Load(), done.record...)
+	t.in.msgsRecv.Record(ctx, t.recv.Load(), done.record...)
 	if t.sizes {
-		t.in.bytesSent.Record(ctx, t.sentB.Load(), done)
-		t.in.bytesRecv.Record(ctx, t.recvB.Load(), done)
+		t.in.bytesSent.Record(ctx, t.sentB.Load(), done.record...)
+		t.in.bytesRecv.Record(ctx, t.recvB.Load(), done.record...)
 	}
 }
 

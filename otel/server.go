@@ -3,8 +3,6 @@ package otel
 import (
 	"context"
 
-	"go.opentelemetry.io/otel/attribute"
-
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/middleware"
 )
@@ -18,14 +16,15 @@ func Server(opts ...Option) middleware.Server {
 		return handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error {
 			info := s.Method()
 			ctx = in.prop.Extract(ctx, metadataCarrier(s.Header()))
-			peer := s.Peer()
-			attrs := make([]attribute.KeyValue, 0, 4)
-			attrs = append(attrs, KeyPattern.String(info.Pattern.String()), KeyVersion.Int64(int64(info.Version)),
-				KeyPeerID.String(peer.ID.String()))
-			if peer.Addr != nil {
-				attrs = append(attrs, KeyPeerAddress.String(peer.Addr.String()))
+			ctx, t := in.begin(ctx, info.Service, info.Name)
+			if t.span.IsRecording() {
+				peer := s.Peer()
+				t.span.SetAttributes(KeyPattern.String(info.Pattern.String()), KeyVersion.Int64(int64(info.Version)),
+					KeyPeerID.String(peer.ID.String()))
+				if peer.Addr != nil {
+					t.span.SetAttributes(KeyPeerAddress.String(peer.Addr.String()))
+				}
 			}
-			ctx, t := in.begin(ctx, info.Service, info.Name, attrs)
 			bc, sizes := s.(byteCounter)
 			t.sizes = sizes
 			err := next.ServeRPC(ctx, &serverStream{Stream: s, t: t, bc: bc})
