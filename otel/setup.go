@@ -136,6 +136,9 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		return noop, err
 	}
 
+	// Build everything first; install only if all of it worked.
+	var tp *sdktrace.TracerProvider
+	var mp *sdkmetric.MeterProvider
 	if cfg.tracesOn() {
 		exp, err := cfg.traceExporter(ctx)
 		if err != nil {
@@ -145,17 +148,21 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		if cfg.Sampler != nil {
 			topts = append(topts, sdktrace.WithSampler(cfg.Sampler))
 		}
-		tp := sdktrace.NewTracerProvider(topts...)
+		tp = sdktrace.NewTracerProvider(topts...)
 		shutdowns = append(shutdowns, tp.Shutdown)
-		gotel.SetTracerProvider(tp)
 	}
 	if cfg.metricsOn() {
 		exp, err := cfg.metricExporter(ctx)
 		if err != nil {
 			return fail(err)
 		}
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)), sdkmetric.WithResource(res))
+		mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)), sdkmetric.WithResource(res))
 		shutdowns = append(shutdowns, mp.Shutdown)
+	}
+	if tp != nil {
+		gotel.SetTracerProvider(tp)
+	}
+	if mp != nil {
 		gotel.SetMeterProvider(mp)
 	}
 	gotel.SetTextMapPropagator(DefaultPropagator())
@@ -163,16 +170,15 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 }
 
 func (c Config) resource(ctx context.Context) (*resource.Resource, error) {
-	res := resource.Default() // SDK, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
-	if c.ServiceName == "" {
-		return res, nil
-	}
+	// resource.Default also reads the environment but only logs a malformed
+	// OTEL_RESOURCE_ATTRIBUTES; read it once more to report it.
 	env, err := resource.New(ctx, resource.WithFromEnv())
 	if err != nil {
-		return nil, fmt.Errorf("otel: resource from the environment: %w", err)
+		return nil, fmt.Errorf("otel: resource from OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME: %w", err)
 	}
-	if env.Set().HasValue("service.name") {
-		return res, nil // the environment names the service
+	res := resource.Default() // SDK, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
+	if c.ServiceName == "" || env.Set().HasValue("service.name") {
+		return res, nil // the environment names the service, or nobody does
 	}
 	res, err = resource.Merge(res, resource.NewSchemaless(attribute.String("service.name", c.ServiceName)))
 	if err != nil {
