@@ -32,7 +32,9 @@ import (
 // gRPC, and "aster call --trace" exporting over OTLP HTTP. The collector
 // forwards what it received to a sink in this test, which checks that the
 // CLI's client span and the server's span share one trace and the right
-// parent link, and that metrics arrived.
+// parent link, and that metrics arrived; then the example's -demo (client
+// and server in one process, every call pattern and a session) over OTLP
+// HTTP, checking each server span's parent is its client span.
 //
 // ASTER_OTELCOL names a prebuilt collector binary (.ci/run builds one);
 // without it the test builds the collector itself (slow the first time).
@@ -397,6 +399,63 @@ func TestCollector(t *testing.T) {
 		if !metrics["missioncontrol"][name] {
 			t.Errorf("server metric %s did not arrive (got %v)", name, metrics["missioncontrol"])
 		}
+	}
+
+	// The demo drives every pattern (and a session) with a traced client in
+	// the same process as the server, exporting over OTLP HTTP: each server
+	// span arrives with its client span as parent.
+	demo := exec.Command(filepath.Join(bin, "missioncontrol"), "-demo")
+	demo.Env = append(cleanEnv(),
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+fmt.Sprintf("http://127.0.0.1:%d", httpPort),
+		"OTEL_SERVICE_NAME=mc-demo",
+		"ASTER_BIND_ADDR=127.0.0.1:0",
+	)
+	if out, err := demo.CombinedOutput(); err != nil {
+		t.Fatalf("missioncontrol -demo: %v\n%s", err, out)
+	}
+	want := []string{"MissionControl/getStatus", "MissionControl/tailLogs", "MissionControl/ingestMetrics",
+		"AgentSession/register", "AgentSession/runCommand"}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		spans, _ := sk.snapshot()
+		clients := map[string]*tracepb.Span{} // by span id
+		for _, s := range spans {
+			if s.service == "mc-demo" && s.span.Kind == tracepb.Span_SPAN_KIND_CLIENT {
+				clients[string(s.span.SpanId)] = s.span
+			}
+		}
+		linked := map[string]bool{}
+		var bad []string
+		for _, s := range spans {
+			if s.service != "mc-demo" || s.span.Kind != tracepb.Span_SPAN_KIND_SERVER {
+				continue
+			}
+			c := clients[string(s.span.ParentSpanId)]
+			switch {
+			case c == nil:
+				continue // its client span may not have arrived yet
+			case c.Name != s.span.Name || !bytes.Equal(c.TraceId, s.span.TraceId):
+				bad = append(bad, fmt.Sprintf("server %s under client %s", s.span.Name, c.Name))
+			default:
+				linked[s.span.Name] = true
+			}
+		}
+		if len(bad) > 0 {
+			t.Fatalf("wrong parent links: %v", bad)
+		}
+		missing := 0
+		for _, n := range want {
+			if !linked[n] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("demo spans: linked client/server pairs %v, want all of %v", linked, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
