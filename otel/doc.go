@@ -53,7 +53,7 @@
 //
 //	aster.rpc.started            counter {call}         calls started
 //	aster.rpc.completed          counter {call}         calls finished, by status code
-//	aster.rpc.duration           histogram s            call duration (first to last byte)
+//	aster.rpc.duration           histogram s            call duration (start to outcome)
 //	aster.rpc.messages_sent      histogram {message}    messages sent per stream
 //	aster.rpc.messages_received  histogram {message}    messages received per stream
 //	aster.rpc.bytes_sent         histogram By           payload bytes sent per stream
