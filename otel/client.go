@@ -40,14 +40,20 @@ func Client(opts ...Option) middleware.Client {
 			}
 
 			// Inject into a copy: the caller's Call and metadata map stay as
-			// they were (a retry above us may reuse them).
-			c := *call
-			md := make(handler.Metadata, len(call.Metadata)+3)
-			maps.Copy(md, call.Metadata)
-			in.prop.Inject(ctx, metadataCarrier(md))
-			c.Metadata = md
+			// they were (a retry above us may reuse them). Nothing to send
+			// (no valid span context, no baggage): no copy.
+			var ic injectCarrier
+			in.prop.Inject(ctx, &ic)
+			if ic.len() > 0 {
+				c := *call
+				md := make(handler.Metadata, len(call.Metadata)+ic.len())
+				maps.Copy(md, call.Metadata)
+				ic.copyTo(md)
+				c.Metadata = md
+				call = &c
+			}
 
-			cs, err := next.NewStream(ctx, &c)
+			cs, err := next.NewStream(ctx, call)
 			if err != nil {
 				t.end(ctx, err)
 				return nil, err

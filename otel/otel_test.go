@@ -7,7 +7,9 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -757,5 +760,60 @@ func TestUnsampled(t *testing.T) {
 	// The server follows the caller's decision (parent-based sampling).
 	for _, s := range r.sr.Ended() {
 		t.Errorf("span recorded for an unsampled trace: %s", s.Name())
+	}
+}
+
+// manyKeys is a propagator that injects more pairs than the carrier holds
+// inline.
+type manyKeys struct{}
+
+func (manyKeys) Inject(_ context.Context, c propagation.TextMapCarrier) {
+	for i := range 6 {
+		c.Set(fmt.Sprintf("k%d", i), fmt.Sprint(i))
+	}
+}
+func (manyKeys) Extract(ctx context.Context, _ propagation.TextMapCarrier) context.Context {
+	return ctx
+}
+func (manyKeys) Fields() []string { return nil }
+
+// TestPropagatorAllPairs: every pair a propagator injects reaches the
+// server, and the caller's own metadata is kept and not modified.
+func TestPropagatorAllPairs(t *testing.T) {
+	r := newRig(t)
+	var got handler.Metadata
+	var mu sync.Mutex
+	spy := func(next handler.Handler) handler.Handler {
+		return handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error {
+			mu.Lock()
+			got = maps.Clone(s.Header())
+			mu.Unlock()
+			return next.ServeRPC(ctx, s)
+		})
+	}
+	key := testutil.Key(t, 7)
+	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quiet()), aster.WithMiddleware(spy))
+	srv.MustRegister(echoService())
+	ln, err := r.nw.Listen(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := aster.NewClient(ln.Addr(), aster.WithDialer(r.nw.Dialer(testutil.Key(t, 8))),
+		aster.WithClientMiddleware(asterotel.Client(append(r.opts, asterotel.WithPropagator(manyKeys{}))...)))
+	defer c.Close()
+	if _, err := aster.CallUnary[Msg](t.Context(), c, "Echo.say", &Msg{}, aster.WithHeader("own", "yes")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range 6 {
+		if got[fmt.Sprintf("k%d", i)] != fmt.Sprint(i) {
+			t.Errorf("pair k%d missing at the server: %v", i, got)
+		}
+	}
+	if got["own"] != "yes" {
+		t.Errorf("caller's metadata lost: %v", got)
 	}
 }
