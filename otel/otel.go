@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -120,9 +121,9 @@ type instruments struct {
 	methods map[methodKey]*methodAttrs
 }
 
-// newInstruments creates the instruments. An instrument that fails to
-// register (only with a misbehaving provider) is replaced by a no-op one by
-// the metric API, so errors are only reported through otel.Handle.
+// newInstruments creates the instruments. Registration errors (a
+// misbehaving provider) are reported through otel.Handle and never fail a
+// call: a missing instrument is replaced by a no-op one.
 func newInstruments(c *config, server bool) *instruments {
 	m := c.mp.Meter(ScopeName)
 	in := &instruments{
@@ -156,6 +157,26 @@ func newInstruments(c *config, server bool) *instruments {
 		if err != nil {
 			gotel.Handle(err)
 		}
+	}
+	if in.started == nil {
+		in.started = noop.Int64Counter{}
+	}
+	if in.completed == nil {
+		in.completed = noop.Int64Counter{}
+	}
+	if in.duration == nil {
+		in.duration = noop.Float64Histogram{}
+	}
+	for _, h := range []*metric.Int64Histogram{&in.msgsSent, &in.msgsRecv, &in.bytesSent, &in.bytesRecv} {
+		if *h == nil {
+			*h = noop.Int64Histogram{}
+		}
+	}
+	if in.activeStreams == nil {
+		in.activeStreams = noop.Int64UpDownCounter{}
+	}
+	if in.activeConns == nil {
+		in.activeConns = noop.Int64UpDownCounter{}
 	}
 	return in
 }
