@@ -18,6 +18,7 @@ import (
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/transport/webtransport"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -39,12 +40,48 @@ type Client struct {
 	dialing  chan struct{} // non-nil while a dial is in progress
 	closed   bool
 	contract *fetchedContract
+	methods  map[methodKey]methodMeta // from the last contract fetched; kept across redials
 	ownsDial bool
 }
 
 type fetchedContract struct {
 	c  *contract.Contract
 	id string
+}
+
+type methodKey struct {
+	service, method string
+	version         uint32
+}
+
+type methodMeta struct {
+	idempotent bool
+	requires   trust.Requirement
+}
+
+// indexMethods indexes what client middleware needs to know of each method
+// (version 0 stands for the highest version).
+func indexMethods(ct *contract.Contract) map[methodKey]methodMeta {
+	idx := map[methodKey]methodMeta{}
+	highest := map[string]uint32{}
+	for _, s := range ct.Services {
+		highest[s.Name] = max(highest[s.Name], s.Version)
+	}
+	for _, s := range ct.Services {
+		for _, m := range s.Methods {
+			mm := methodMeta{idempotent: m.Idempotent}
+			if m.Requires != nil {
+				if r, err := m.Requires.Requirement(); err == nil {
+					mm.requires = r
+				}
+			}
+			idx[methodKey{s.Name, m.Name, s.Version}] = mm
+			if s.Version == highest[s.Name] {
+				idx[methodKey{s.Name, m.Name, 0}] = mm
+			}
+		}
+	}
+	return idx
 }
 
 type clientOptions struct {
@@ -55,6 +92,8 @@ type clientOptions struct {
 	codec    codec.Codec
 	maxFrame uint32
 	quic     *quic.Config
+	cred     *trust.Credential // presented at admission (admission.go)
+	err      error             // an option that failed (e.g. an unreadable credential file)
 }
 
 // ClientOption configures a Client.
@@ -64,7 +103,8 @@ type ClientOption func(*clientOptions)
 func WithClientKey(k trust.SecretKey) ClientOption { return func(o *clientOptions) { o.key = k } }
 
 // WithDialer sets the transport used to reach the server. Default: direct
-// QUIC with the client's key.
+// QUIC with the client's key, or WebTransport when the address has a
+// WebTransport URL and no direct address.
 func WithDialer(d transport.Dialer) ClientOption { return func(o *clientOptions) { o.dialer = d } }
 
 // WithConn makes the client use an established connection instead of
@@ -124,9 +164,19 @@ func NewClient(addr Address, opts ...ClientOption) *Client {
 	if o.key == nil {
 		o.key = trust.GenerateKey()
 	}
-	c := &Client{addr: addr, opts: o, conn: o.conn}
+	c := &Client{addr: addr, opts: o}
+	if o.conn != nil && o.dialer == nil {
+		// The given connection still goes through admission on first use.
+		c.opts.dialer = &connDialer{conn: o.conn}
+		c.ownsDial = true
+	}
 	if o.dialer == nil && o.conn == nil {
-		o.dialer = quic.NewDialer(o.key, o.quic)
+		if len(addr.Direct) == 0 && addr.WebTransport != "" {
+			// Only reachable over WebTransport.
+			o.dialer = webtransport.NewDialer(o.key, nil)
+		} else {
+			o.dialer = quic.NewDialer(o.key, o.quic)
+		}
 		c.opts.dialer = o.dialer
 		c.ownsDial = true
 	}
@@ -161,6 +211,10 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 			c.mu.Unlock()
 			return nil, status.New(status.Unavailable, "client closed")
 		}
+		if c.opts.err != nil {
+			c.mu.Unlock()
+			return nil, status.Wrap(status.InvalidArgument, c.opts.err)
+		}
 		if c.conn != nil && !isDone(c.conn.Done()) {
 			conn := c.conn
 			c.mu.Unlock()
@@ -184,6 +238,12 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		c.mu.Unlock()
 
 		conn, err := c.opts.dialer.Dial(ctx, c.addr)
+		var admitErr error
+		if err == nil {
+			if admitErr = c.admit(ctx, conn); admitErr != nil {
+				conn.Close(transport.ConnRefused, "admission failed")
+			}
+		}
 		c.mu.Lock()
 		close(c.dialing)
 		c.dialing = nil
@@ -194,6 +254,10 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		if err != nil {
 			c.mu.Unlock()
 			return nil, dialError(c.addr, err)
+		}
+		if admitErr != nil {
+			c.mu.Unlock()
+			return nil, admitErr
 		}
 		c.conn = conn
 		c.mu.Unlock()
@@ -222,10 +286,24 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
-// NewStream starts a call through the client's middleware.
+// NewStream starts a call through the client's middleware. It fills in
+// call.Peer and, once the client has fetched the server's contract (see
+// Contract; for example right after Dial), the method's idempotent flag and
+// capability requirement, so that middleware such as Retry can act on them.
 func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	if call.Peer.IsZero() {
 		call.Peer = c.addr.ID
+	}
+	c.mu.Lock()
+	methods := c.methods
+	c.mu.Unlock()
+	if methods != nil {
+		if m, ok := methods[methodKey{call.Service, call.Method, call.Version}]; ok {
+			call.Idempotent = call.Idempotent || m.idempotent
+			if call.Requires == nil {
+				call.Requires = m.requires
+			}
+		}
 	}
 	return c.caller.NewStream(ctx, call)
 }
@@ -248,10 +326,9 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 		return nil, "", err
 	}
 	defer cs.Close()
-	if err := cs.Send(struct{}{}); err != nil {
-		return nil, "", err
-	}
-	if err := cs.CloseSend(); err != nil {
+	// The server answers without reading the request, so Send may see the
+	// call already ended (io.EOF); the answer is still read below.
+	if err := sendOne(cs, struct{}{}); err != nil {
 		return nil, "", err
 	}
 	raw, err := cs.recvRaw()
@@ -269,10 +346,12 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 		return nil, "", status.Wrap(status.Internal, err)
 	}
 	fc = &fetchedContract{c: ct, id: contract.ID(raw)}
+	methods := indexMethods(ct)
 	c.mu.Lock()
 	if c.conn == conn {
 		c.contract = fc
 	}
+	c.methods = methods
 	c.mu.Unlock()
 	return fc.c, fc.id, nil
 }
@@ -342,15 +421,16 @@ type clientStream struct {
 	w        wire.Writer
 	maxFrame uint32
 	stop     func() bool
-	// Message payload bytes in each direction (SentBytes, ReceivedBytes).
-	bytesIn, bytesOut uint64
 
 	sendClosed bool
-	mu         sync.Mutex // guards done, err, trailer, released
-	done       bool
-	err        error
-	trailer    map[string]string
-	released   bool
+	// Message and byte counts (Send and Recv may run concurrently).
+	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
+
+	mu       sync.Mutex // guards done, err, trailer, released
+	done     bool
+	err      error
+	trailer  map[string]string
+	released bool
 }
 
 // cancel runs when ctx is done before the call finished.
@@ -372,17 +452,27 @@ func (cs *clientStream) Send(msg any) error {
 		if err != nil {
 			return b, status.Errorf(status.InvalidArgument, "request does not encode: %v", err)
 		}
-		if n := len(b) - off - 4; n > int(cs.maxFrame) {
+		n := len(b) - off - 4
+		if n > int(cs.maxFrame) {
 			return b, wire.FrameTooLarge(uint64(n), uint64(cs.maxFrame))
 		}
 		wire.EndFrame(b, off)
-		cs.bytesOut += uint64(len(b) - off - 5)
+		cs.sentMsgs.Add(1)
+		cs.sentBytes.Add(int64(n - 1))
 		return b, nil
 	})
 	if err != nil {
 		return cs.sendError(err)
 	}
 	return nil
+}
+
+// Stats implements middleware.StatsReporter.
+func (cs *clientStream) Stats() middleware.StreamStats {
+	return middleware.StreamStats{
+		SentMessages: cs.sentMsgs.Load(), SentBytes: cs.sentBytes.Load(),
+		ReceivedMessages: cs.recvMsgs.Load(), ReceivedBytes: cs.recvBytes.Load(),
+	}
 }
 
 func (cs *clientStream) sendError(err error) error {
@@ -448,7 +538,6 @@ func (cs *clientStream) recvRaw() ([]byte, error) {
 		if err != nil {
 			return nil, cs.end(err, nil)
 		}
-		cs.bytesIn += uint64(len(data))
 		return data, nil
 	}
 }
@@ -464,6 +553,8 @@ func (cs *clientStream) Recv(msg any) error {
 	if err := cs.codec.Unmarshal(data, msg); err != nil {
 		return cs.end(status.Errorf(status.Internal, "response does not decode: %v", err), nil)
 	}
+	cs.recvMsgs.Add(1)
+	cs.recvBytes.Add(int64(len(data)))
 	return nil
 }
 
@@ -497,15 +588,6 @@ func (cs *clientStream) release(reset bool) {
 	}
 	cs.w.Wait()
 }
-
-// ReceivedBytes returns the payload bytes of the response messages received
-// so far. Instrumentation (the otel package) reads it after each Recv, from
-// the receiving goroutine.
-func (cs *clientStream) ReceivedBytes() uint64 { return cs.bytesIn }
-
-// SentBytes returns the payload bytes of the request messages sent so far.
-// Instrumentation reads it after each Send, from the sending goroutine.
-func (cs *clientStream) SentBytes() uint64 { return cs.bytesOut }
 
 func (cs *clientStream) Trailer() handler.Metadata {
 	cs.mu.Lock()
@@ -547,7 +629,10 @@ func (cs *clientStream) mapErr(err error) error {
 	return status.Wrap(status.Unavailable, err)
 }
 
-var _ middleware.ClientStream = (*clientStream)(nil)
+var (
+	_ middleware.ClientStream  = (*clientStream)(nil)
+	_ middleware.StatsReporter = (*clientStream)(nil)
+)
 
 // PeerID returns the endpoint id the client calls.
 func (c *Client) PeerID() trust.EndpointID { return c.addr.ID }

@@ -801,18 +801,27 @@ func isUnset(f *field, v any) bool {
 //   - health.health_port > 0 → WithHealth(health_host:health_port), with
 //     /metrics when network.enable_monitoring is true
 //   - logging.* → WithLogger(c.NewLogger(os.Stderr))
+//   - identity.identity_file → WithSecretKey of its [node] key, when
+//     network.secret_key is not set
+//   - trust.* → WithGate(trust.NewGate(c.TrustPolicy())): admission, in dev
+//     mode (ephemeral root, consumers admitted, a warning) when no root key
+//     is set
 //
-// Options given after these override them. The trust fields and
-// identity_file are parsed and validated but not applied here: admission is
-// configured with WithAdmission.
+// Options given after these override them.
 func (c *Config) ServerOptions() ([]ServerOption, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	opts := []ServerOption{WithLogger(c.NewLogger(os.Stderr))}
+	logger := c.NewLogger(os.Stderr)
+	opts := []ServerOption{WithLogger(logger)}
 	if c.SecretKey != nil {
 		opts = append(opts, WithSecretKey(c.SecretKey))
 	}
+	topts, err := c.trustServerOptions(logger) // config_trust.go
+	if err != nil {
+		return nil, status.Wrap(status.InvalidArgument, err)
+	}
+	opts = append(opts, topts...)
 	if c.BindAddr != "" {
 		opts = append(opts, WithBindAddr(c.BindAddr))
 	}
@@ -854,7 +863,10 @@ func (c *Config) HealthAddr() string {
 }
 
 // ClientOptions validates c and returns the client options it implies:
-// network.secret_key → WithClientKey (unset: a fresh key).
+// network.secret_key → WithClientKey (unset: a fresh key);
+// trust.enrollment_credential_file → WithIdentity of that .aster-identity
+// file (its key and credential); else identity.identity_file → its key and
+// credential, when network.secret_key is not set.
 func (c *Config) ClientOptions() ([]ClientOption, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -863,7 +875,11 @@ func (c *Config) ClientOptions() ([]ClientOption, error) {
 	if c.SecretKey != nil {
 		opts = append(opts, WithClientKey(c.SecretKey))
 	}
-	return opts, nil
+	topts, err := c.trustClientOptions() // config_trust.go
+	if err != nil {
+		return nil, status.Wrap(status.InvalidArgument, err)
+	}
+	return append(opts, topts...), nil
 }
 
 // Address returns connect.endpoint_addr parsed, for Dial. It fails with

@@ -53,35 +53,27 @@ func testConnHook(t *testing.T, tk transportKind) {
 	}
 }
 
-// TestStreamByteCounts: both sides' streams report the message payload
-// bytes, and what one side sent is what the other received.
-func TestStreamByteCounts(t *testing.T) {
-	type counter interface {
-		SentBytes() uint64
-		ReceivedBytes() uint64
-	}
+// TestStreamStatsAcrossSides: both sides' streams report their message and
+// payload byte counts (middleware.StatsOf), and what one side sent is what
+// the other received.
+func TestStreamStatsAcrossSides(t *testing.T) {
 	for _, tk := range transports {
 		t.Run(tk.name, func(t *testing.T) {
-			type counts struct {
-				ok         bool
-				sent, recv uint64
+			type result struct {
+				ok bool
+				st middleware.StreamStats
 			}
-			server := make(chan counts, 1)
+			server := make(chan result, 1)
 			mw := func(next handler.Handler) handler.Handler {
 				return handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error {
 					err := next.ServeRPC(ctx, s)
-					c, ok := s.(counter)
-					if ok {
-						server <- counts{true, c.SentBytes(), c.ReceivedBytes()}
-					} else {
-						server <- counts{}
-					}
+					st, ok := middleware.StatsOf(s)
+					server <- result{ok, st}
 					return err
 				})
 			}
 			e := newEnv(t, tk, aster.WithMiddleware(mw))
 			ctx := ctxT(t)
-			// No client middleware: NewStream returns the transport stream.
 			cs, err := e.client.NewStream(ctx, &middleware.Call{Service: "Test", Method: "sum", Pattern: handler.PatternClientStream})
 			if err != nil {
 				t.Fatal(err)
@@ -102,16 +94,21 @@ func TestStreamByteCounts(t *testing.T) {
 			if err := cs.Recv(nil); err != io.EOF {
 				t.Fatalf("want io.EOF, got %v", err)
 			}
-			cc, ok := cs.(counter)
+			cst, ok := middleware.StatsOf(cs)
 			if !ok {
-				t.Fatalf("client stream %T does not count bytes", cs)
+				t.Fatalf("client stream %T keeps no stats", cs)
 			}
-			sc := <-server
-			if !sc.ok {
-				t.Fatal("server stream does not count bytes")
+			sr := <-server
+			if !sr.ok {
+				t.Fatal("server stream keeps no stats")
 			}
-			if sc.recv == 0 || sc.recv != cc.SentBytes() || sc.sent == 0 || sc.sent != cc.ReceivedBytes() {
-				t.Errorf("server sent %d received %d; client sent %d received %d", sc.sent, sc.recv, cc.SentBytes(), cc.ReceivedBytes())
+			sst := sr.st
+			if cst.SentMessages != 5 || sst.ReceivedMessages != 5 || sst.SentMessages != 1 || cst.ReceivedMessages != 1 {
+				t.Errorf("messages: client sent %d received %d; server sent %d received %d; want 5/1/1/5",
+					cst.SentMessages, cst.ReceivedMessages, sst.SentMessages, sst.ReceivedMessages)
+			}
+			if sst.ReceivedBytes == 0 || sst.ReceivedBytes != cst.SentBytes || sst.SentBytes == 0 || sst.SentBytes != cst.ReceivedBytes {
+				t.Errorf("bytes: server sent %d received %d; client sent %d received %d", sst.SentBytes, sst.ReceivedBytes, cst.SentBytes, cst.ReceivedBytes)
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/codec/json"
 	"github.com/aster-go/aster/contract"
+	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
@@ -119,9 +120,11 @@ type serverOptions struct {
 	maxSessions int
 	logger      *slog.Logger
 	quic        *quic.Config
-	admit       func(ctx context.Context, c transport.Conn) (handler.Peer, error)
-	linger      time.Duration
-	connHook    func(handler.Peer) func()
+	// admit runs admission; it returns the connection to accept calls from
+	// (the same, or one that first hands back a stream admission read).
+	admit    func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error)
+	linger   time.Duration
+	connHook func(handler.Peer) func()
 
 	bindAddr      string // ListenAndServe("") address (WithBindAddr)
 	healthAddr    string // health HTTP server address (WithHealth)
@@ -173,7 +176,12 @@ func WithQUICConfig(c *quic.Config) ServerOption { return func(o *serverOptions)
 // capabilities) or an error, which closes the connection. Default: every
 // peer is admitted unrestricted (open gate).
 func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer, error)) ServerOption {
-	return func(o *serverOptions) { o.admit = fn }
+	return func(o *serverOptions) {
+		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error) {
+			p, err := fn(ctx, c)
+			return p, c, err
+		}
+	}
 }
 
 // WithShutdownLinger sets how long Shutdown waits after the last call ends
@@ -367,15 +375,29 @@ func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
 	return s.Serve(ln)
 }
 
-// Address returns the address of the first listener being served, or an
-// Address with only the endpoint id.
+// Address returns the server's address: the endpoint id with what every
+// listener being served contributes (direct QUIC addresses, up to
+// discovery.MaxDirectAddrs; a relay; a WebTransport URL and its certificate
+// hashes), or only the endpoint id when none is.
 func (s *Server) Address() Address {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	a := Address{ID: s.id}
 	for ln := range s.listeners {
-		return ln.Addr()
+		la := ln.Addr()
+		for _, d := range la.Direct {
+			if len(a.Direct) < discovery.MaxDirectAddrs {
+				a.Direct = append(a.Direct, d)
+			}
+		}
+		if a.Relay == "" {
+			a.Relay = la.Relay
+		}
+		if a.WebTransport == "" && la.WebTransport != "" {
+			a.WebTransport, a.CertHashes = la.WebTransport, la.CertHashes
+		}
 	}
-	return Address{ID: s.id}
+	return a
 }
 
 // Serve accepts connections on ln and serves them until Shutdown or Close,

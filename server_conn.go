@@ -5,14 +5,17 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aster-go/aster/codec"
 	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 )
@@ -64,14 +67,15 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 func (sc *serverConn) serve() {
 	defer sc.shutdown()
 	sc.peer = handler.Peer{ID: sc.conn.RemoteID(), Addr: sc.conn.RemoteAddr(), Unrestricted: true}
+	streams := sc.conn // where calls are accepted from; admission may replace it
 	if admit := sc.srv.opts.admit; admit != nil {
-		p, err := admit(sc.ctx, sc.conn)
+		p, conn, err := admit(sc.ctx, sc.conn)
 		if err != nil {
 			sc.srv.opts.logger.Info("aster: admission refused", "peer", sc.conn.RemoteID().Short(), "err", err)
 			sc.conn.Close(transport.ConnRefused, "admission refused")
 			return
 		}
-		sc.peer = p
+		sc.peer, streams = p, conn
 	}
 	if hook := sc.srv.opts.connHook; hook != nil {
 		sc.connEnd = hook(sc.peer)
@@ -84,7 +88,7 @@ func (sc *serverConn) serve() {
 		}
 	}()
 	for {
-		st, err := sc.conn.AcceptStream(sc.ctx)
+		st, err := streams.AcceptStream(sc.ctx)
 		if err != nil {
 			return
 		}
@@ -339,9 +343,9 @@ type serverCall struct {
 	recvEOF  bool
 	trailer  map[string]string
 	sent     int
-	// Message payload bytes (decompressed) in each direction, for
-	// instrumentation (SentBytes, ReceivedBytes).
-	bytesIn, bytesOut uint64
+	// Message and byte counts, atomic: a handler may Send and Recv from
+	// different goroutines while middleware reads Stats.
+	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
 }
 
 var serverCallPool = sync.Pool{New: func() any { return &serverCall{r: new(wire.Reader), w: new(wire.Writer)} }}
@@ -444,6 +448,8 @@ func (c *serverCall) control(h *wire.Header) error {
 			return err
 		}
 		return c.Send(struct{}{})
+	case wire.MethodAdmit:
+		return c.admitOpen() // a gated server runs the exchange before serving streams
 	}
 	return status.Errorf(status.NotFound, "unknown method %s.%s", h.Service, h.Method)
 }
@@ -490,24 +496,32 @@ func (c *serverCall) Recv(msg any) error {
 	if err != nil {
 		return err
 	}
-	c.bytesIn += uint64(len(data))
 	if err := c.codec.Unmarshal(data, msg); err != nil {
 		return status.Errorf(status.InvalidArgument, "request does not decode: %v", err)
 	}
+	c.recvMsgs.Add(1)
+	c.recvBytes.Add(int64(len(data)))
 	return nil
 }
 
-// ReceivedBytes returns the payload bytes of the request messages received
-// so far. Instrumentation (the otel package) reads it after each Recv, from
-// the receiving goroutine.
-func (c *serverCall) ReceivedBytes() uint64 { return c.bytesIn }
+// Stats implements middleware.StatsReporter.
+func (c *serverCall) Stats() middleware.StreamStats {
+	return middleware.StreamStats{
+		SentMessages: c.sentMsgs.Load(), SentBytes: c.sentBytes.Load(),
+		ReceivedMessages: c.recvMsgs.Load(), ReceivedBytes: c.recvBytes.Load(),
+	}
+}
 
-// SentBytes returns the payload bytes of the response messages sent so far.
-// Instrumentation reads it after each Send, from the sending goroutine.
-func (c *serverCall) SentBytes() uint64 { return c.bytesOut }
+// SetReadDeadline makes pending and later Recv calls fail with
+// DEADLINE_EXCEEDED once t has passed; the zero t clears it. Deadline
+// middleware uses it so that a handler blocked in Recv ends with its budget.
+func (c *serverCall) SetReadDeadline(t time.Time) error { return c.st.SetReadDeadline(t) }
 
 // recvError maps a transport read error on the server side.
 func recvError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return status.Wrap(status.DeadlineExceeded, err)
+	}
 	var se *transport.StreamError
 	if errors.As(err, &se) {
 		if se.Code == transport.CodeCancel {
@@ -537,11 +551,13 @@ func (c *serverCall) Send(msg any) error {
 		if err != nil {
 			return b, status.Errorf(status.Internal, "response does not encode: %v", err)
 		}
-		if n := len(b) - off - 4; n > int(c.sc.srv.opts.maxFrame) {
+		n := len(b) - off - 4
+		if n > int(c.sc.srv.opts.maxFrame) {
 			return b, wire.FrameTooLarge(uint64(n), uint64(c.sc.srv.opts.maxFrame))
 		}
 		wire.EndFrame(b, off)
-		c.bytesOut += uint64(len(b) - off - 5)
+		c.sentMsgs.Add(1)
+		c.sentBytes.Add(int64(n - 1))
 		return b, nil
 	})
 	if err != nil {
@@ -552,7 +568,10 @@ func (c *serverCall) Send(msg any) error {
 	return err
 }
 
-var _ handler.Stream = (*serverCall)(nil)
+var (
+	_ handler.Stream           = (*serverCall)(nil)
+	_ middleware.StatsReporter = (*serverCall)(nil)
+)
 
 // maxTimeoutMillis is the largest header timeout whose nanosecond count fits
 // a time.Duration; larger values mean no deadline.

@@ -28,26 +28,35 @@ import (
 //	0x01 direct IPv4 address: 4-byte IP, 2-byte big-endian port (length 6)
 //	0x02 direct IPv6 address: 16-byte IP, 2-byte big-endian port (length 18)
 //	0x03 relay URL, UTF-8, 1..255 bytes (at most one)
-//	0x80..0xFF optional extensions, skipped by decoders that do not know them
+//	0x90 WebTransport URL, UTF-8 "https://…", 9..255 bytes (at most one)
+//	0x91 WebTransport certificate SHA-256 hash, 32 bytes (at most MaxCertHashes)
+//	0x80..0xFF others: optional extensions, skipped by decoders that do not know them
 //
 // Other types (0x00, 0x04..0x7F) are rejected, since a future version may give
-// them a meaning a decoder must not ignore. Encoders write the direct
-// addresses in slice order, then the relay; IPv4-mapped IPv6 addresses are
-// written (and read back) as IPv4.
+// them a meaning a decoder must not ignore. The WebTransport entries are
+// optional (0x80 and above) so that decoders that predate them still read
+// the direct addresses. Encoders write the direct addresses in slice order,
+// then the relay, then the WebTransport URL and the certificate hashes in
+// slice order; IPv4-mapped IPv6 addresses are written (and read back) as
+// IPv4.
 const (
 	// AddressPrefix starts every aster1 address.
 	AddressPrefix = "aster1"
 	// AddressVersion is the record version this package writes and reads.
 	AddressVersion = 0x01
 
-	entryIPv4  = 0x01
-	entryIPv6  = 0x02
-	entryRelay = 0x03
+	entryIPv4   = 0x01
+	entryIPv6   = 0x02
+	entryRelay  = 0x03
+	entryWTURL  = 0x90
+	entryWTHash = 0x91
 	// Entry types at or above entryOptional may be skipped when unknown.
 	entryOptional = 0x80
 
 	// MaxRelayLen is the longest relay URL, in bytes, an address can carry.
 	MaxRelayLen = 255
+	// MaxWebTransportLen is the longest WebTransport URL, in bytes.
+	MaxWebTransportLen = 255
 
 	checksumLen = 4
 	// minRecordLen is a record with no entries: version, id, checksum.
@@ -84,6 +93,28 @@ func (a EndpointAddr) Validate() error {
 	}
 	if !utf8.ValidString(a.Relay) {
 		return errors.New("discovery: relay URL is not valid UTF-8")
+	}
+	if a.WebTransport != "" {
+		if err := checkWebTransport(a.WebTransport); err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
+	}
+	if len(a.CertHashes) > MaxCertHashes {
+		return fmt.Errorf("discovery: %d certificate hashes, at most %d allowed", len(a.CertHashes), MaxCertHashes)
+	}
+	return nil
+}
+
+// checkWebTransport checks a WebTransport URL as the address format allows
+// it: https, at most MaxWebTransportLen bytes of UTF-8.
+func checkWebTransport(u string) error {
+	switch {
+	case len(u) > MaxWebTransportLen:
+		return fmt.Errorf("WebTransport URL is %d bytes, at most %d allowed", len(u), MaxWebTransportLen)
+	case !utf8.ValidString(u):
+		return errors.New("WebTransport URL is not valid UTF-8")
+	case !strings.HasPrefix(u, "https://") || len(u) == len("https://"):
+		return fmt.Errorf("WebTransport URL %.64q does not start with https://host", u)
 	}
 	return nil
 }
@@ -139,6 +170,17 @@ func (a EndpointAddr) record() []byte {
 	if r := a.Relay; r != "" && len(r) <= MaxRelayLen && utf8.ValidString(r) {
 		rec = append(rec, entryRelay, byte(len(r)))
 		rec = append(rec, r...)
+	}
+	if u := a.WebTransport; u != "" && checkWebTransport(u) == nil {
+		rec = append(rec, entryWTURL, byte(len(u)))
+		rec = append(rec, u...)
+	}
+	for i, h := range a.CertHashes {
+		if i == MaxCertHashes {
+			break
+		}
+		rec = append(rec, entryWTHash, byte(len(h)))
+		rec = append(rec, h[:]...)
 	}
 	sum := sha256.Sum256(rec)
 	return append(rec, sum[:checksumLen]...)
@@ -208,7 +250,7 @@ func ParseAddress(s string) (EndpointAddr, error) {
 	}
 	var a EndpointAddr
 	copy(a.ID[:], body[1:])
-	relays := 0
+	relays, wtURLs := 0, 0
 	for p := body[minRecordLen-checksumLen:]; len(p) > 0; {
 		if len(p) < 2 {
 			return EndpointAddr{}, badAddress("truncated entry header")
@@ -248,6 +290,22 @@ func ParseAddress(s string) (EndpointAddr, error) {
 				return EndpointAddr{}, badAddress("relay URL is not valid UTF-8")
 			}
 			a.Relay = string(v)
+		case typ == entryWTURL:
+			if wtURLs++; wtURLs > 1 {
+				return EndpointAddr{}, badAddress("more than one WebTransport URL")
+			}
+			if err := checkWebTransport(string(v)); err != nil {
+				return EndpointAddr{}, badAddress("%v", err)
+			}
+			a.WebTransport = string(v)
+		case typ == entryWTHash:
+			if n != len(CertHash{}) {
+				return EndpointAddr{}, badAddress("bad entry length: type 0x%02x must be %d bytes, got %d", typ, len(CertHash{}), n)
+			}
+			if len(a.CertHashes) == MaxCertHashes {
+				return EndpointAddr{}, badAddress("more than %d certificate hashes", MaxCertHashes)
+			}
+			a.CertHashes = append(a.CertHashes, CertHash(v))
 		case typ >= entryOptional:
 			// Optional extension this version does not know: skip it.
 		default:

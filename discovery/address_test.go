@@ -42,8 +42,14 @@ func vectorAddr() EndpointAddr {
 }
 
 func equalAddr(a, b EndpointAddr) bool {
-	if a.ID != b.ID || a.Relay != b.Relay || len(a.Direct) != len(b.Direct) {
+	if a.ID != b.ID || a.Relay != b.Relay || len(a.Direct) != len(b.Direct) ||
+		a.WebTransport != b.WebTransport || len(a.CertHashes) != len(b.CertHashes) {
 		return false
+	}
+	for i := range a.CertHashes {
+		if a.CertHashes[i] != b.CertHashes[i] {
+			return false
+		}
 	}
 	for i := range a.Direct {
 		if a.Direct[i] != b.Direct[i] {
@@ -460,6 +466,8 @@ func FuzzParseAddress(f *testing.F) {
 		string(cat(header(1), []byte{0x02, 18}, make([]byte, 16), []byte{0, 1}, []byte{0x03, 0})),
 		string(cat(header(1), []byte{0x01, 7}, make([]byte, 7))),
 		string(header(1)),
+		wtVectorAddress,
+		string(cat(header(1), []byte{0x90, 9}, []byte("https://h"), []byte{0x91, 32}, make([]byte, 32), []byte{0x91, 1, 0})),
 	}
 	for _, s := range seeds {
 		f.Add(s)
@@ -494,4 +502,107 @@ func FuzzParseAddress(f *testing.F) {
 		check(t, s)
 		check(t, seal([]byte(s)))
 	})
+}
+
+// The WebTransport test vector quoted by PROTOCOL.md section 18: the test
+// id, one direct IPv4 address, the WebTransport URL and two certificate
+// hashes (0x11… and 0x22…).
+const (
+	wtVectorRecordHex = "01" +
+		"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" +
+		"0106" + "7f000001" + "1151" +
+		"901c" + "68747470733a2f2f3132372e302e302e313a343433342f6173746572" +
+		"9120" + "1111111111111111111111111111111111111111111111111111111111111111" +
+		"9120" + "2222222222222222222222222222222222222222222222222222222222222222"
+	wtVectorAddress = "aster1jWWerZXKoKWuGV3KQrEtFnYVNLAVPekUtULrejQtrdrnbp2c2NB4VBQzYBooM2X9ThAw5kKUqQb51MQ52HNFUKGVecxg1Rc9LT3T45674XjXvsvqto4YyA3HbHnVwfrbba1ZdREzxPHaShMswHMszFnLwneTSE3QWbRTVvDVg7n7iJPjh15RVVHYCWvFYVQm74"
+)
+
+func wtVectorAddr() EndpointAddr {
+	var h1, h2 CertHash
+	for i := range h1 {
+		h1[i], h2[i] = 0x11, 0x22
+	}
+	return EndpointAddr{
+		ID:           testID(),
+		Direct:       []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:4433")},
+		WebTransport: "https://127.0.0.1:4434/aster",
+		CertHashes:   []CertHash{h1, h2},
+	}
+}
+
+func wtEntry(typ byte, v []byte) []byte { return append([]byte{typ, byte(len(v))}, v...) }
+
+func TestWebTransportVector(t *testing.T) {
+	a := wtVectorAddr()
+	body, err := hex.DecodeString(wtVectorRecordHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := a.record()
+	if got := hex.EncodeToString(rec[:len(rec)-checksumLen]); got != wtVectorRecordHex {
+		t.Errorf("record body = %s\nwant          %s", got, wtVectorRecordHex)
+	}
+	want := seal(body)
+	if want != wtVectorAddress {
+		t.Errorf("sealed vector = %s\nwant             %s", want, wtVectorAddress)
+	}
+	if s := a.String(); s != want {
+		t.Errorf("String() = %s\nwant       %s", s, want)
+	}
+	// Built by hand from the entry definitions.
+	h1, h2 := a.CertHashes[0], a.CertHashes[1]
+	if s := seal(cat(header(1), v4Entry("127.0.0.1", 4433), wtEntry(0x90, []byte(a.WebTransport)), wtEntry(0x91, h1[:]), wtEntry(0x91, h2[:]))); s != want {
+		t.Errorf("hand-built WebTransport vector = %s", s)
+	}
+	got, err := ParseAddress(want)
+	if err != nil || !equalAddr(got, a) {
+		t.Errorf("ParseAddress(WebTransport vector) = %+v, %v; want %+v", got, err, a)
+	}
+	// The original vector still decodes with no WebTransport fields.
+	old, err := ParseAddress(vectorAddress)
+	if err != nil || old.WebTransport != "" || old.CertHashes != nil {
+		t.Errorf("old vector: %+v, %v", old, err)
+	}
+}
+
+func TestWebTransportEntriesBad(t *testing.T) {
+	var h CertHash
+	url := []byte("https://h:1/aster")
+	for name, tc := range map[string]struct {
+		body []byte
+		want string
+	}{
+		"two URLs":     {cat(header(1), wtEntry(0x90, url), wtEntry(0x90, url)), "more than one WebTransport URL"},
+		"not https":    {cat(header(1), wtEntry(0x90, []byte("http://h:1/aster"))), "does not start with https://host"},
+		"bare https":   {cat(header(1), wtEntry(0x90, []byte("https://"))), "does not start with https://host"},
+		"bad utf8":     {cat(header(1), wtEntry(0x90, []byte("https://\xff"))), "not valid UTF-8"},
+		"short hash":   {cat(header(1), wtEntry(0x91, h[:31])), "must be 32 bytes, got 31"},
+		"long hash":    {cat(header(1), wtEntry(0x91, append(h[:], 0))), "must be 32 bytes, got 33"},
+		"five hashes":  {cat(header(1), wtEntry(0x91, h[:]), wtEntry(0x91, h[:]), wtEntry(0x91, h[:]), wtEntry(0x91, h[:]), wtEntry(0x91, h[:])), "more than 4 certificate hashes"},
+		"unknown 0x92": {cat(header(1), wtEntry(0x92, []byte("x")), wtEntry(0x91, h[:])), ""},
+	} {
+		a, err := ParseAddress(seal(tc.body))
+		if tc.want == "" {
+			if err != nil || len(a.CertHashes) != 1 {
+				t.Errorf("%s: %+v, %v; want the unknown optional entry skipped", name, a, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrBadAddress) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an ErrBadAddress containing %q", name, err, tc.want)
+		}
+	}
+	if err := (EndpointAddr{WebTransport: "ftp://x"}).Validate(); err == nil {
+		t.Error("Validate accepted a non-https WebTransport URL")
+	}
+	if err := (EndpointAddr{CertHashes: make([]CertHash, 5)}).Validate(); err == nil {
+		t.Error("Validate accepted 5 certificate hashes")
+	}
+	var ch CertHash
+	if err := ch.UnmarshalText([]byte(strings.Repeat("ab", 32))); err != nil || ch[0] != 0xab {
+		t.Errorf("CertHash.UnmarshalText: %v", err)
+	}
+	if err := ch.UnmarshalText([]byte("abc")); err == nil {
+		t.Error("CertHash.UnmarshalText accepted 3 characters")
+	}
 }

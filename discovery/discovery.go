@@ -11,6 +11,7 @@ package discovery
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,6 +23,9 @@ import (
 // MaxDirectAddrs is the most direct addresses an EndpointAddr may carry.
 const MaxDirectAddrs = 15
 
+// MaxCertHashes is the most certificate hashes an EndpointAddr may carry.
+const MaxCertHashes = 4
+
 // EndpointAddr describes how to reach one endpoint.
 type EndpointAddr struct {
 	// ID is the endpoint's public key; transports verify the peer against it.
@@ -30,6 +34,35 @@ type EndpointAddr struct {
 	Relay string
 	// Direct lists UDP addresses the endpoint listens on, most preferred first.
 	Direct []netip.AddrPort
+	// WebTransport is the "https://host:port/path" URL of the endpoint's
+	// WebTransport listener, or "" for none.
+	WebTransport string
+	// CertHashes are the SHA-256 hashes of the TLS certificates the
+	// WebTransport listener serves now and next (at most MaxCertHashes), for
+	// browsers' serverCertificateHashes. Go clients verify the endpoint id
+	// instead and do not need them.
+	CertHashes []CertHash
+}
+
+// CertHash is the SHA-256 hash of a DER-encoded X.509 certificate.
+type CertHash [32]byte
+
+// String returns the hash in lower-case hex.
+func (h CertHash) String() string { return hex.EncodeToString(h[:]) }
+
+// MarshalText encodes the hash as hex.
+func (h CertHash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText decodes a hash from 64 hex characters.
+func (h *CertHash) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(h) {
+		return fmt.Errorf("discovery: certificate hash must be %d hex characters, got %d", 2*len(h), len(b))
+	}
+	_, err := hex.Decode(h[:], b)
+	if err != nil {
+		return fmt.Errorf("discovery: certificate hash: %w", err)
+	}
+	return nil
 }
 
 // ErrNotFound is returned (wrapped) by a Resolver that knows nothing of an id.

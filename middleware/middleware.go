@@ -1,11 +1,32 @@
-// Package middleware holds aster's middleware types and their composition.
+// Package middleware holds aster's middleware types, their composition and
+// the standard set: deadlines, retries, circuit breaking, rate limiting,
+// panic recovery, logging/audit and authentication.
 //
 // Server middleware is a func(handler.Handler) handler.Handler, exactly like
-// net/http middleware. Client middleware wraps a Caller — the client's call
-// path — the way an http.RoundTripper wrapper does: it sees every call
-// (method, pattern, metadata) and every message of its stream.
+// net/http middleware: it sees the method (handler.MethodInfo: service,
+// name, version, pattern, idempotent flag, required capabilities), the peer
+// and the metadata through the handler.Stream, and can wrap the stream to
+// observe each message. Install it server-wide (aster.WithMiddleware), per
+// service (handler.Service.Use) or per method (handler.Use); server-wide
+// runs outermost, per-method innermost.
 //
-// Chain composes either kind; the first middleware given is the outermost.
+// Client middleware wraps a Caller — the client's call path — the way an
+// http.RoundTripper wrapper does: it sees every Call (method, pattern,
+// idempotent flag, metadata, peer, session) and, by wrapping the returned
+// ClientStream, every message. Install it with aster.WithClientMiddleware;
+// it runs for all four call patterns and for session calls.
+//
+// Chain composes either kind; the first middleware given is the outermost,
+// so it sees the call first and the outcome last. The recommended orders:
+//
+//	server: Recover → Logging/Audit → auth → Deadline → RateLimit → handler
+//	client: ClientLogging → ClientDeadline → Retry → CircuitBreaker → transport
+//
+// Recover goes first so that a panic anywhere inside is contained; Logging
+// next so that every outcome, including rejections by the inner
+// middleware, is logged once. On the client, a deadline outside Retry is a
+// budget for all attempts together; the breaker inside Retry counts each
+// attempt, so an OPEN breaker makes the retry give up fast.
 package middleware
 
 import (
@@ -26,14 +47,20 @@ type Call struct {
 	Version uint32
 	// Pattern is the call pattern.
 	Pattern handler.Pattern
-	// Idempotent marks the call as safe to retry.
+	// Idempotent marks the call as safe to retry. The client sets it for
+	// methods its fetched contract marks idempotent; the aster.Idempotent()
+	// call option sets it per call.
 	Idempotent bool
 	// Metadata is sent in the call header; middleware may add to it.
 	Metadata handler.Metadata
 	// SessionID routes the call to a session (0: none).
 	SessionID uint64
-	// Peer is the endpoint being called.
+	// Peer is the endpoint being called (set by the client).
 	Peer trust.EndpointID
+	// Requires is the method's capability requirement as the server's
+	// contract states it, when the client has fetched the contract (nil
+	// otherwise or when the method requires nothing).
+	Requires trust.Requirement
 }
 
 // FullName returns "Service.method".
@@ -76,6 +103,23 @@ func (f CallerFunc) NewStream(ctx context.Context, call *Call) (ClientStream, er
 
 // Client is client-side middleware.
 type Client func(Caller) Caller
+
+// Chain composes middleware of one side; mw[0] is the outermost. It works for
+// server middleware (Server) and client middleware (Client) alike:
+//
+//	srv := aster.NewServer(aster.WithMiddleware(middleware.Chain(
+//		middleware.Recover(middleware.RecoverOptions{}),
+//		middleware.Logging(middleware.LogOptions{}),
+//	)))
+func Chain[M Server | Client](mw ...M) M {
+	switch ms := any(mw).(type) {
+	case []Server:
+		return any(ChainServer(ms...)).(M)
+	case []Client:
+		return any(ChainClient(ms...)).(M)
+	}
+	panic("unreachable")
+}
 
 // ChainServer composes server middleware; mw[0] is the outermost.
 func ChainServer(mw ...Server) Server {

@@ -58,9 +58,8 @@ func Client(opts ...Option) middleware.Client {
 				t.end(ctx, err)
 				return nil, err
 			}
-			bc, sizes := cs.(byteCounter)
-			t.sizes = sizes
-			return &clientStream{ClientStream: cs, ctx: ctx, t: t, bc: bc}, nil
+			t.sizes.Store(hasStats(cs))
+			return &clientStream{ClientStream: cs, ctx: ctx, t: t}, nil
 		})
 	}
 }
@@ -70,10 +69,9 @@ type clientStream struct {
 	middleware.ClientStream
 	ctx context.Context
 	t   *tracker
-	bc  byteCounter
-	// Last cumulative byte counts seen, each touched only by the goroutine
-	// doing Send or Recv.
-	sentB, recvB uint64
+	// Message sizes from the framework's stream counts (middleware.StatsOf);
+	// each sizer is only touched by the goroutine doing Send or Recv.
+	sentZ, recvZ msgSizer
 
 	mu      sync.Mutex
 	sendErr error // a status error from Send, reported if the call is closed without an outcome
@@ -82,13 +80,7 @@ type clientStream struct {
 func (s *clientStream) Send(msg any) error {
 	err := s.ClientStream.Send(msg)
 	if err == nil {
-		size := int64(-1)
-		if s.bc != nil {
-			n := s.bc.SentBytes()
-			size = int64(n - s.sentB)
-			s.sentB = n
-		}
-		s.t.sentMsg(size)
+		s.t.sentMsg(s.sentZ.sent(s.ClientStream))
 		return nil
 	}
 	if _, ok := err.(*status.Error); ok {
@@ -105,13 +97,7 @@ func (s *clientStream) Recv(msg any) error {
 	err := s.ClientStream.Recv(msg)
 	switch {
 	case err == nil:
-		size := int64(-1)
-		if s.bc != nil {
-			n := s.bc.ReceivedBytes()
-			size = int64(n - s.recvB)
-			s.recvB = n
-		}
-		s.t.recvMsg(size)
+		s.t.recvMsg(s.recvZ.received(s.ClientStream))
 	case err == io.EOF:
 		s.t.end(s.ctx, nil)
 	default:
@@ -133,3 +119,7 @@ func (s *clientStream) Close() {
 	}
 	s.t.end(s.ctx, err)
 }
+
+// Unwrap returns the wrapped stream (for middleware.StatsOf and other
+// middleware that look through wrappers).
+func (s *clientStream) Unwrap() middleware.ClientStream { return s.ClientStream }

@@ -1,8 +1,12 @@
 // Package otel instruments aster calls with OpenTelemetry traces and
 // metrics and carries trace context across services in call metadata.
 //
-// Install the middleware on both sides, outermost so that it sees every call
-// and the real message sizes:
+// Install the middleware on both sides, outermost (first in
+// aster.WithMiddleware / aster.WithClientMiddleware or middleware.Chain) so
+// that its span covers the whole call: on the server, calls the inner
+// middleware (rate limit, auth, deadline) reject and panics Recover turns
+// into INTERNAL; on the client, one span per call with Retry's attempts
+// inside it:
 //
 //	srv := aster.NewServer(
 //		aster.WithMiddleware(otel.Server()),
@@ -61,8 +65,11 @@
 //	aster.rpc.active_streams     updown counter {stream}      calls in progress
 //	aster.rpc.active_connections updown counter {connection}  admitted server connections (ConnHook)
 //
-// Message sizes come from the stream when it reports them (aster's own
-// streams do: SentBytes and ReceivedBytes); a middleware placed between
-// otel and the transport that wraps the stream hides them, and the byte
-// figures are then absent.
+// Message sizes and the byte figures come from the framework's own stream
+// counts (middleware.StatsOf, which looks through wrappers that have an
+// Unwrap method, as the standard middleware's do), so other middleware may
+// sit between otel and the transport. The size of a message is omitted, and
+// the per-call byte figures with it, when the counts cannot tell it: a stream
+// that keeps no counts, or a retry inside otel that moved to a new attempt
+// and replayed messages on it.
 package otel

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 )
 
@@ -193,7 +194,9 @@ type tracker struct {
 	recv  atomic.Int64
 	sentB atomic.Int64
 	recvB atomic.Int64
-	sizes bool // the stream reports byte counts
+	// sizes: the stream reports byte counts (middleware.StatsOf) and every
+	// message's size was known, so the byte totals are complete.
+	sizes atomic.Bool
 	ended atomic.Bool
 }
 
@@ -280,11 +283,14 @@ func (in *instruments) begin(ctx context.Context, service, method string) (conte
 	return ctx, t
 }
 
-// sentMsg records one sent message; size < 0 means unknown.
+// sentMsg records one sent message; size < 0 means unknown (and makes the
+// byte totals incomplete, so they are not reported).
 func (t *tracker) sentMsg(size int64) {
 	n := t.sent.Add(1)
 	if size >= 0 {
 		t.sentB.Add(size)
+	} else {
+		t.sizes.Store(false)
 	}
 	t.event(msgSent, n, size)
 }
@@ -294,8 +300,55 @@ func (t *tracker) recvMsg(size int64) {
 	n := t.recv.Add(1)
 	if size >= 0 {
 		t.recvB.Add(size)
+	} else {
+		t.sizes.Store(false)
 	}
 	t.event(msgReceived, n, size)
+}
+
+// msgSizer tells the size of each message of one direction of a stream from
+// the framework's cumulative counts (middleware.StatsOf). Only the goroutine
+// doing that direction's Send or Recv uses it.
+type msgSizer struct{ msgs, bytes int64 }
+
+// sent returns the size of the message a successful Send just sent, or -1.
+func (z *msgSizer) sent(stream any) int64 {
+	st, ok := middleware.StatsOf(stream)
+	if !ok {
+		return -1
+	}
+	return z.next(st.SentMessages, st.SentBytes)
+}
+
+// received returns the size of the message a successful Recv just
+// received, or -1.
+func (z *msgSizer) received(stream any) int64 {
+	st, ok := middleware.StatsOf(stream)
+	if !ok {
+		return -1
+	}
+	return z.next(st.ReceivedMessages, st.ReceivedBytes)
+}
+
+// next returns the size of the one message the counts advanced by since the
+// last call, or -1 when they did not advance by exactly one message: then
+// the size cannot be told (for example a retry middleware inside otel
+// switched to a new attempt's stream and replayed messages on it, or held a
+// message back for the next attempt).
+func (z *msgSizer) next(msgs, bytes int64) int64 {
+	size := int64(-1)
+	if msgs == z.msgs+1 && bytes >= z.bytes {
+		size = bytes - z.bytes
+	}
+	z.msgs, z.bytes = msgs, bytes
+	return size
+}
+
+// hasStats reports whether stream, or a stream it wraps, keeps message and
+// byte counts (aster's own streams do).
+func hasStats(stream any) bool {
+	_, ok := middleware.StatsOf(stream)
+	return ok
 }
 
 func (t *tracker) event(typ attribute.KeyValue, id, size int64) {
@@ -331,7 +384,7 @@ func (t *tracker) end(ctx context.Context, err error) {
 	if t.span.IsRecording() {
 		attrs := []attribute.KeyValue{codeName, KeyStatusCode.Int64(int64(code)),
 			KeyMessagesSent.Int64(t.sent.Load()), KeyMessagesReceived.Int64(t.recv.Load())}
-		if t.sizes {
+		if t.sizes.Load() {
 			attrs = append(attrs, KeyBytesSent.Int64(t.sentB.Load()), KeyBytesReceived.Int64(t.recvB.Load()))
 		}
 		t.span.SetAttributes(attrs...)
@@ -352,7 +405,7 @@ func (t *tracker) end(ctx context.Context, err error) {
 	t.in.duration.Record(ctx, now.Sub(t.start).Seconds(), done.record...)
 	t.in.msgsSent.Record(ctx, t.sent.Load(), done.record...)
 	t.in.msgsRecv.Record(ctx, t.recv.Load(), done.record...)
-	if t.sizes {
+	if t.sizes.Load() {
 		t.in.bytesSent.Record(ctx, t.sentB.Load(), done.record...)
 		t.in.bytesRecv.Record(ctx, t.recvB.Load(), done.record...)
 	}
@@ -367,11 +420,4 @@ func ConnHook(opts ...Option) func(handler.Peer) func() {
 		in.activeConns.Add(context.Background(), 1, set)
 		return func() { in.activeConns.Add(context.Background(), -1, set) }
 	}
-}
-
-// byteCounter is implemented by aster's streams (server and client side):
-// cumulative message payload bytes in each direction.
-type byteCounter interface {
-	SentBytes() uint64
-	ReceivedBytes() uint64
 }

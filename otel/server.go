@@ -25,29 +25,27 @@ func Server(opts ...Option) middleware.Server {
 					t.span.SetAttributes(KeyPeerAddress.String(peer.Addr.String()))
 				}
 			}
-			bc, sizes := s.(byteCounter)
-			t.sizes = sizes
-			err := next.ServeRPC(ctx, &serverStream{Stream: s, t: t, bc: bc})
+			t.sizes.Store(hasStats(s))
+			err := next.ServeRPC(ctx, &serverStream{Stream: s, t: t})
 			t.end(ctx, err)
 			return err
 		})
 	}
 }
 
-// serverStream counts the messages of one call.
+// serverStream counts the messages of one call; their sizes come from the
+// framework's stream counts (middleware.StatsOf).
 type serverStream struct {
 	handler.Stream
-	t  *tracker
-	bc byteCounter
-	// Last cumulative byte counts seen, to size each message. Each is only
-	// touched by the goroutine doing Send or Recv.
-	sentB, recvB uint64
+	t *tracker
+	// Each sizer is only touched by the goroutine doing Send or Recv.
+	sentZ, recvZ msgSizer
 }
 
 func (s *serverStream) Recv(msg any) error {
 	err := s.Stream.Recv(msg)
 	if err == nil {
-		s.t.recvMsg(s.delta(false))
+		s.t.recvMsg(s.recvZ.received(s.Stream))
 	}
 	return err
 }
@@ -55,24 +53,11 @@ func (s *serverStream) Recv(msg any) error {
 func (s *serverStream) Send(msg any) error {
 	err := s.Stream.Send(msg)
 	if err == nil {
-		s.t.sentMsg(s.delta(true))
+		s.t.sentMsg(s.sentZ.sent(s.Stream))
 	}
 	return err
 }
 
-// delta returns the size of the message just sent or received, or -1.
-func (s *serverStream) delta(sent bool) int64 {
-	if s.bc == nil {
-		return -1
-	}
-	if sent {
-		n := s.bc.SentBytes()
-		d := n - s.sentB
-		s.sentB = n
-		return int64(d)
-	}
-	n := s.bc.ReceivedBytes()
-	d := n - s.recvB
-	s.recvB = n
-	return int64(d)
-}
+// Unwrap returns the wrapped stream (for middleware.StatsOf and other
+// middleware that look through wrappers).
+func (s *serverStream) Unwrap() handler.Stream { return s.Stream }

@@ -28,6 +28,7 @@ type callFlags struct {
 	headers        []string
 	version        uint32
 	session        string
+	rcan           string
 	trace          bool
 }
 
@@ -76,6 +77,7 @@ session of its own.
 	fl.IntVar(&f.max, "max", 0, "stop a server stream or bidi call after this many responses, with exit 0 (0: no limit)")
 	fl.StringArrayVarP(&f.headers, "header", "H", nil, "request metadata `key=value` (repeatable)")
 	fl.Uint32Var(&f.version, "service-version", 0, "service version to call (0: the highest the server has)")
+	fl.StringVar(&f.rcan, "rcan", "", "present the enrollment credential in this .aster-identity `file` (default: ASTER_ENROLLMENT_CREDENTIAL or ASTER_IDENTITY_FILE from the config)")
 	fl.StringVar(&f.session, "session", "", "run the NDJSON calls on stdin in one session of this session-scoped `service`")
 	addTraceFlag(cmd, &f.trace)
 	return cmd
@@ -121,6 +123,9 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 	clientOpts, err := cfg.ClientOptions()
 	if err != nil {
 		return configError(err)
+	}
+	if f.rcan != "" {
+		clientOpts = append(clientOpts, aster.WithCredentialFile(f.rcan))
 	}
 	ctx, traceOpts, endTrace, err := startTrace(ctx, f.trace, "aster call", cmd.ErrOrStderr())
 	if err != nil {

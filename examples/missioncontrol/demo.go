@@ -14,7 +14,7 @@ import (
 
 // runDemo connects to addr as a client and exercises every call pattern,
 // printing each request and response to w.
-func runDemo(ctx context.Context, addr string, w io.Writer) error {
+func runDemo(ctx context.Context, addr string, w io.Writer, opts ...aster.ClientOption) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var mu sync.Mutex // the tail goroutine prints too
@@ -25,7 +25,7 @@ func runDemo(ctx context.Context, addr string, w io.Writer) error {
 		mu.Unlock()
 	}
 
-	c, err := aster.Dial(ctx, addr, demoClientOptions...)
+	c, err := aster.Dial(ctx, addr, opts...)
 	if err != nil {
 		return err
 	}

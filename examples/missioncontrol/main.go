@@ -8,9 +8,24 @@
 // Configuration comes from the ASTER_* environment variables through
 // aster.LoadConfig ("aster config print" shows the resolved values): for
 // example ASTER_BIND_ADDR picks the UDP address (default: a free port on all
-// interfaces), ASTER_SECRET_KEY (base64, 32 bytes) gives a stable identity
-// (default: a fresh key each run), ASTER_HEALTH_PORT serves /healthz and
-// /readyz, and ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr.
+// interfaces), ASTER_SECRET_KEY (base64, 32 bytes) or ASTER_IDENTITY_FILE (an
+// .aster-identity file, created on first start if missing; default
+// .aster-identity if it exists) gives a stable identity (default: a fresh key
+// each run), ASTER_HEALTH_PORT serves /healthz and /readyz,
+// ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr, and
+// ASTER_WEBTRANSPORT_ADDR also serves WebTransport on that UDP address, for
+// browsers (see web/).
+//
+// Trust (chapter 5): ASTER_ROOT_PUBKEY_FILE (or ASTER_ROOT_PUBKEY, hex) names
+// the root public key credentials must be signed by, and
+// ASTER_ALLOW_ALL_CONSUMERS=false closes the consumer gate:
+//
+//	ASTER_ROOT_PUBKEY_FILE=~/.aster/root.pub ASTER_ALLOW_ALL_CONSUMERS=false \
+//	ASTER_IDENTITY_FILE=.aster-identity go run ./examples/missioncontrol
+//
+// Without a root key the server runs in dev mode (ephemeral root, consumers
+// admitted, a warning logged). ASTER_ENROLLMENT_CREDENTIAL is the credential
+// file the -demo client presents.
 package main
 
 import (
@@ -25,6 +40,7 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/trust"
 )
 
 func main() {
@@ -37,6 +53,14 @@ func main() {
 }
 
 func serve(demo bool) error {
+	// A stable identity (chapter 5): create the identity file on the first
+	// start, so that the address and the credentials issued to it survive
+	// restarts.
+	if path := os.Getenv("ASTER_IDENTITY_FILE"); path != "" {
+		if _, _, err := trust.LoadOrCreateIdentity(path); err != nil {
+			return err
+		}
+	}
 	cfg, err := aster.LoadConfig()
 	if err != nil {
 		return err
@@ -45,11 +69,21 @@ func serve(demo bool) error {
 	for _, w := range cfg.Warnings() {
 		logger.Warn("config: " + w)
 	}
-	opts, err := cfg.ServerOptions() // secret key, bind address, health server, logger
+	// Secret key (or identity file), bind address, health server, logger and
+	// the admission gate of the [trust] settings.
+	opts, err := cfg.ServerOptions()
 	if err != nil {
 		return err
 	}
-	defer withTelemetry(&opts, logger)() // OpenTelemetry when OTEL_* is set (otel.go)
+	// Middleware order, outermost first: OpenTelemetry (when OTEL_* is set,
+	// otel.go), then the hardening chain (Recover → Logging → Deadline →
+	// RateLimit, hardening.go). Tracing outermost means its span covers the
+	// whole call, including calls the chain rejects or a panic it recovers,
+	// and the trace context is in ctx before Logging runs.
+	tel := setupTelemetry(logger)
+	defer tel.flush()
+	opts = append(opts, tel.server...)
+	opts = append(opts, serverHardening(logger))
 
 	srv := aster.NewServer(opts...)
 	mc := mission.NewMissionControl()
@@ -74,10 +108,26 @@ func serve(demo bool) error {
 	case err := <-errc:
 		return err
 	}
+	addr, wtErrc, err := serveWebTransport(srv, logger, addr)
+	if err != nil {
+		shutdown(srv)
+		<-errc
+		return err
+	}
+	if wtErrc != nil {
+		defer func() { <-wtErrc }()
+	}
 	fmt.Println(addr.String())
 
 	if demo {
-		err := runDemo(ctx, addr.String(), os.Stdout)
+		// Client middleware, outermost first: OpenTelemetry (one span per
+		// call, retries included), then ClientLogging → ClientDeadline →
+		// Retry → CircuitBreaker.
+		copts := append(append([]aster.ClientOption{}, tel.client...), clientHardening(logger))
+		if cfg.EnrollmentCredentialFile != "" {
+			copts = append(copts, aster.WithCredentialFile(cfg.EnrollmentCredentialFile))
+		}
+		err := runDemo(ctx, addr.String(), os.Stdout, copts...)
 		shutdown(srv)
 		<-errc
 		return err

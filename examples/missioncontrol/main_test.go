@@ -18,7 +18,8 @@ func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
 // TestDemo runs the README's demo against a real QUIC server on loopback.
 func TestDemo(t *testing.T) {
-	srv := aster.NewServer(aster.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := aster.NewServer(aster.WithLogger(logger), serverHardening(logger))
 	srv.MustRegister(mission.NewMissionControl().Service(), mission.NewAgentSessionService(nil))
 	ready := make(chan aster.Address, 1)
 	errc := make(chan error, 1)
@@ -27,7 +28,7 @@ func TestDemo(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := runDemo(ctx, addr.String(), &out); err != nil {
+	if err := runDemo(ctx, addr.String(), &out, clientHardening(logger)); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	shutdown(srv)

@@ -16,6 +16,7 @@ const ControlService = "_aster"
 const (
 	MethodContract   = "contract"   // unary: returns the server's contract
 	MethodEndSession = "endSession" // unary: ends the header's sessionId
+	MethodAdmit      = "admit"      // unary: the admission exchange, first call of a connection
 )
 
 // Header limits.

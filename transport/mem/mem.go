@@ -236,7 +236,7 @@ func (l *listener) Accept(ctx context.Context) (transport.Conn, error) {
 }
 
 // Close unregisters the listener. Connections not yet accepted are closed
-// with transport.ConnRefused; accepted ones stay open.
+// with transport.ConnShutdown; accepted ones stay open.
 func (l *listener) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -250,7 +250,7 @@ func (l *listener) Close() error {
 	l.mu.Unlock()
 	l.nw.unregister(l)
 	for _, c := range queued {
-		_ = c.Close(transport.ConnRefused, "listener closed")
+		_ = c.Close(transport.ConnShutdown, "listener closed")
 	}
 	return nil
 }

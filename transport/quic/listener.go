@@ -140,7 +140,7 @@ func (l *Listener) Accept(ctx context.Context) (transport.Conn, error) {
 			continue
 		}
 		if !l.track(qc) {
-			_ = qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ConnRefused), "listener closed")
+			_ = qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ConnShutdown), "listener closed")
 			return nil, fmt.Errorf("quic: accept: %w", transport.ErrListenerClosed)
 		}
 		return c, nil
@@ -185,7 +185,7 @@ func (l *Listener) closeTransport() error {
 
 // Close stops accepting. Handshakes in progress are refused, connections
 // that finished their handshake but were not accepted are closed with
-// transport.ConnRefused, and accepted connections stay open; the UDP socket
+// transport.ConnShutdown, and accepted connections stay open; the UDP socket
 // is closed once they are all closed. Close is safe to call more than once.
 func (l *Listener) Close() error {
 	l.mu.Lock()
@@ -204,7 +204,7 @@ func (l *Listener) Close() error {
 		if aerr != nil {
 			break
 		}
-		_ = qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ConnRefused), "listener closed")
+		_ = qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ConnShutdown), "listener closed")
 	}
 
 	l.mu.Lock()

@@ -3,6 +3,7 @@
 //
 //	go run ./examples/missioncontrol/agent <aster1…address>                 # submit a log entry a second
 //	go run ./examples/missioncontrol/agent --metrics 10000 <aster1…address> # stream metric points
+//	go run ./examples/missioncontrol/agent --rcan edge-node-7.cred <aster1…address> # present a credential
 package main
 
 import (
@@ -25,6 +26,7 @@ func main() {
 	count := flag.Int("count", 0, "submit this many log entries and exit (0: until interrupted)")
 	interval := flag.Duration("interval", time.Second, "pause between log entries")
 	agentID := flag.String("agent-id", "edge-node-7", "agent id to report")
+	rcan := flag.String("rcan", os.Getenv("ASTER_ENROLLMENT_CREDENTIAL"), "enrollment credential file to present (aster enroll node --out); default $ASTER_ENROLLMENT_CREDENTIAL")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "Usage: agent [--metrics N | --count N] <aster1...address>")
 		flag.PrintDefaults()
@@ -36,16 +38,20 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, flag.Arg(0), *agentID, *metrics, *count, *interval); err != nil {
+	var opts []aster.ClientOption
+	if *rcan != "" {
+		opts = append(opts, aster.WithCredentialFile(*rcan))
+	}
+	if err := run(ctx, flag.Arg(0), *agentID, *metrics, *count, *interval, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, addr, agentID string, metrics, count int, interval time.Duration) error {
+func run(ctx context.Context, addr, agentID string, metrics, count int, interval time.Duration, opts ...aster.ClientOption) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := aster.Dial(dctx, addr)
+	c, err := aster.Dial(dctx, addr, opts...)
 	if err != nil {
 		return err
 	}

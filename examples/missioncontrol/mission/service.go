@@ -11,6 +11,7 @@ import (
 
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
 )
 
 // levelOrder ranks log levels; unknown levels rank as debug.
@@ -39,13 +40,23 @@ func NewMissionControl() *MissionControl {
 	return &MissionControl{subs: map[*subscriber]struct{}{}}
 }
 
-// Service returns MissionControl v1 with its four methods.
+// The roles of chapter 5: capabilities granted by enrollment credentials.
+const (
+	RoleStatus = trust.Cap("ops.status")
+	RoleLogs   = trust.Cap("ops.logs")
+	RoleAdmin  = trust.Cap("ops.admin")
+	RoleIngest = trust.Cap("ops.ingest")
+)
+
+// Service returns MissionControl v1 with its four methods and the
+// capabilities each requires (enforced only when the server's admission gate
+// is closed; an open gate admits everyone unrestricted).
 func (mc *MissionControl) Service() *handler.Service {
 	return handler.NewService("MissionControl", 1).
-		Handle("getStatus", handler.Unary(mc.GetStatus), handler.Idempotent()).
-		Handle("submitLog", handler.Unary(mc.SubmitLog)).
-		Handle("tailLogs", handler.ServerStream(mc.TailLogs)).
-		Handle("ingestMetrics", handler.ClientStream(mc.IngestMetrics))
+		Handle("getStatus", handler.Unary(mc.GetStatus), handler.Idempotent(), handler.Requires(RoleStatus)).
+		Handle("submitLog", handler.Unary(mc.SubmitLog), handler.Requires(RoleIngest)).
+		Handle("tailLogs", handler.ServerStream(mc.TailLogs), handler.Requires(trust.AnyOf(RoleLogs, RoleAdmin))).
+		Handle("ingestMetrics", handler.ClientStream(mc.IngestMetrics), handler.Requires(RoleIngest))
 }
 
 // GetStatus reports an agent as running.
@@ -139,8 +150,8 @@ func NewAgentSessionService(onRelease func(agentID string)) *handler.Service {
 		return &AgentSession{peer: p, onRelease: onRelease}, nil
 	}
 	return handler.NewSessionService("AgentSession", 1, factory).
-		Handle("register", handler.On(func(a *AgentSession) handler.Def { return handler.Unary(a.Register) })).
-		Handle("runCommand", handler.On(func(a *AgentSession) handler.Def { return handler.BidiStream(a.RunCommand) }))
+		Handle("register", handler.On(func(a *AgentSession) handler.Def { return handler.Unary(a.Register) }), handler.Requires(RoleIngest)).
+		Handle("runCommand", handler.On(func(a *AgentSession) handler.Def { return handler.BidiStream(a.RunCommand) }), handler.Requires(RoleAdmin))
 }
 
 // Register records the agent and assigns it a task.

@@ -1,0 +1,429 @@
+package aster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/aster-go/aster/codec/cbor"
+	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/trust"
+)
+
+// The admission exchange (PROTOCOL.md, "Admission"): the first stream a
+// client opens on a connection is a unary call to _aster.admit carrying an
+// admitHello; the server answers with an admitVerdict, or with a trailer
+// whose code is UNAUTHENTICATED and then closes the connection with
+// transport.ConnRefused.
+
+// admitHello is the request of _aster.admit.
+type admitHello struct {
+	// Role the client asks to be admitted as; "" means consumer.
+	Role string `cbor:"role,omitempty" json:"role,omitempty"`
+	// Credential is the CBOR-encoded enrollment credential (trust.Credential.Encode),
+	// absent when the client has none.
+	Credential []byte `cbor:"credential,omitempty" json:"credential,omitempty"`
+}
+
+// admitVerdict is the response of _aster.admit.
+type admitVerdict struct {
+	Role         string   `cbor:"role" json:"role"`
+	Capabilities []string `cbor:"capabilities" json:"capabilities"`
+	Unrestricted bool     `cbor:"unrestricted" json:"unrestricted"`
+}
+
+// Admission limits.
+const (
+	// admissionTimeout bounds the whole exchange on the server (the config
+	// field hook_timeout_ms defaults to the same 5 s).
+	admissionTimeout = 5 * time.Second
+	// admissionLinger is how long a server waits, after sending a refusal,
+	// for the client to read it and close before it closes the connection.
+	admissionLinger = time.Second
+	// maxAdmitFrame caps frames of the admission exchange.
+	maxAdmitFrame = 32 << 10
+)
+
+// WithGate turns admission on: a connection starts with the admission
+// exchange, and only peers gate admits are served, with the capabilities it
+// grants (checked against each method's Requires). A connection whose first
+// call is not the admission call is served as an anonymous consumer if the
+// consumer gate is open (clients of the protocol revision without admission,
+// e.g. browsers), and refused otherwise; one that does not complete
+// admission within 5 s is refused. Default: no gate (every peer is admitted
+// unrestricted).
+func WithGate(g *trust.Gate) ServerOption {
+	return func(o *serverOptions) {
+		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error) {
+			return gateAdmit(ctx, o, g, c)
+		}
+	}
+}
+
+// gateAdmit runs the server side of the admission exchange on c. It returns
+// the peer and the connection to accept calls from: c, or, when the first
+// stream was an ordinary call admitted through an open gate, a wrapper that
+// hands that stream back first.
+func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport.Conn) (handler.Peer, transport.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
+	defer cancel()
+	go func() { // the exchange also ends when the connection does
+		select {
+		case <-c.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	st, err := c.AcceptStream(ctx)
+	if err != nil {
+		return handler.Peer{}, nil, fmt.Errorf("no admission exchange: %w", err)
+	}
+	// Reading is bounded by ctx: reset the stream when it ends.
+	stop := context.AfterFunc(ctx, func() { st.Reset(transport.CodeCancel) })
+	defer stop()
+
+	rec := &recorder{r: st}
+	r := wire.NewReader(rec, wire.MaxHeaderSize+1)
+	defer r.Release()
+	hdr, jsonMeta, err := readFirstHeader(r)
+	if err != nil {
+		refuse(ctx, c, st, status.FromError(err), jsonMeta)
+		return handler.Peer{}, nil, err
+	}
+	if hdr.Service != wire.ControlService || hdr.Method != wire.MethodAdmit {
+		// A client that does not speak admission: an anonymous consumer.
+		if grant, aerr := g.Admit(c.RemoteID(), trust.RoleConsumer, nil); aerr == nil && stop() {
+			first := &replayStream{Stream: st, r: io.MultiReader(bytes.NewReader(rec.buf), st)}
+			return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Unrestricted: grant.Unrestricted}, &pendingConn{Conn: c, first: first}, nil
+		}
+		err := status.Errorf(status.Unauthenticated, "admission required: the first call must be %s.%s, got %s.%s", wire.ControlService, wire.MethodAdmit, hdr.Service, hdr.Method)
+		refuse(ctx, c, st, err, jsonMeta)
+		return handler.Peer{}, nil, err
+	}
+	rec.buf, rec.off = nil, true
+	hello, codecName, err := readHello(r, o, hdr)
+	if err != nil {
+		refuse(ctx, c, st, status.FromError(err), jsonMeta)
+		return handler.Peer{}, nil, err
+	}
+	var cred *trust.Credential
+	var decodeErr error
+	if len(hello.Credential) > 0 {
+		cred, decodeErr = trust.DecodeCredential(hello.Credential)
+	}
+	grant, err := g.Admit(c.RemoteID(), trust.Role(hello.Role), cred)
+	if err != nil {
+		var rf *trust.Refusal
+		if errors.As(err, &rf) && decodeErr != nil {
+			rf.Message, rf.Reason = trust.MsgCredentialRejected, decodeErr
+		}
+		se := status.New(status.Unauthenticated, trust.MsgCredentialRejected)
+		if rf != nil {
+			se = rf.Status()
+		}
+		refuse(ctx, c, st, se, jsonMeta)
+		return handler.Peer{}, nil, err
+	}
+	v := admitVerdict{Role: string(grant.Role), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}
+	if v.Capabilities == nil {
+		v.Capabilities = []string{}
+	}
+	if err := writeVerdict(st, o, codecName, &v, jsonMeta); err != nil {
+		return handler.Peer{}, nil, fmt.Errorf("sending admission verdict: %w", err)
+	}
+	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}, c, nil
+}
+
+// recorder keeps what is read through it (until off), so that a stream the
+// gate peeked at can be served from its first byte.
+type recorder struct {
+	r   io.Reader
+	buf []byte
+	off bool
+}
+
+func (rc *recorder) Read(p []byte) (int, error) {
+	n, err := rc.r.Read(p)
+	if !rc.off {
+		rc.buf = append(rc.buf, p[:n]...)
+	}
+	return n, err
+}
+
+// replayStream is a stream whose first bytes are served again.
+type replayStream struct {
+	transport.Stream
+	r io.Reader
+}
+
+func (s *replayStream) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// pendingConn hands out first before the connection's next streams. Only
+// the connection's serving goroutine calls AcceptStream.
+type pendingConn struct {
+	transport.Conn
+	first transport.Stream
+}
+
+func (c *pendingConn) AcceptStream(ctx context.Context) (transport.Stream, error) {
+	if st := c.first; st != nil {
+		c.first = nil
+		return st, nil
+	}
+	return c.Conn.AcceptStream(ctx)
+}
+
+// readFirstHeader reads the first frame of the connection's first stream,
+// which must be a call header.
+func readFirstHeader(r *wire.Reader) (*wire.Header, bool, error) {
+	flags, payload, err := r.ReadFrame()
+	if err != nil {
+		return nil, false, status.Errorf(status.Unauthenticated, "admission required: %v", err)
+	}
+	if flags&wire.FlagHeader == 0 {
+		return nil, false, status.New(status.Unauthenticated, "admission required: the first stream must be the _aster.admit call")
+	}
+	jsonMeta := wire.IsJSON(payload)
+	hdr, err := wire.DecodeHeader(payload)
+	return hdr, jsonMeta, err
+}
+
+// readHello reads the admission request after its header: one data frame.
+func readHello(r *wire.Reader, o *serverOptions, hdr *wire.Header) (h admitHello, codecName string, err error) {
+	codecName = hdr.SerializationMode
+	if codecName == "" {
+		codecName = cbor.Name
+	}
+	cd, ok := o.codecs[codecName]
+	if !ok {
+		return h, "", status.Errorf(status.InvalidArgument, "unsupported serialization mode %q", codecName)
+	}
+	flags, payload, err := r.ReadFrame()
+	if err != nil {
+		if err == io.EOF {
+			return h, codecName, status.New(status.InvalidArgument, "admission call without a request")
+		}
+		return h, codecName, status.Errorf(status.InvalidArgument, "admission request: %v", err)
+	}
+	if flags&(wire.FlagHeader|wire.FlagTrailer) != 0 {
+		return h, codecName, status.Errorf(status.InvalidArgument, "unexpected %s frame in the admission call", wire.FlagString(flags))
+	}
+	data, err := wire.DataPayload(flags, payload, maxAdmitFrame)
+	if err != nil {
+		return h, codecName, err
+	}
+	if len(data) > maxAdmitFrame {
+		return h, codecName, wire.FrameTooLarge(uint64(len(data)), maxAdmitFrame)
+	}
+	if err := cd.Unmarshal(data, &h); err != nil {
+		return h, codecName, status.Errorf(status.InvalidArgument, "admission request does not decode: %v", err)
+	}
+	return h, codecName, nil
+}
+
+func writeVerdict(st transport.Stream, o *serverOptions, codecName string, v *admitVerdict, jsonMeta bool) error {
+	body, err := o.codecs[codecName].Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := wire.AppendFrame(nil, 0, body)
+	tr := wire.Trailer{}
+	if buf, err = wire.AppendTrailer(buf, &tr, jsonMeta); err != nil {
+		return err
+	}
+	if _, err := st.Write(buf); err != nil {
+		return err
+	}
+	// The client may stop reading as soon as it has the verdict, which can
+	// make Close report a reset: the verdict was written either way.
+	st.Close()
+	return nil
+}
+
+// refuse sends the refusal trailer and gives the client a moment to read it
+// and close; the caller then closes the connection with ConnRefused.
+func refuse(ctx context.Context, c transport.Conn, st transport.Stream, se *status.Error, jsonMeta bool) {
+	tr := wire.TrailerFor(se)
+	buf, err := wire.AppendTrailer(nil, &tr, jsonMeta)
+	if err == nil {
+		if _, err = st.Write(buf); err == nil {
+			st.Close()
+		}
+	}
+	if err != nil {
+		st.Reset(transport.CodeInternal)
+		return
+	}
+	t := time.NewTimer(admissionLinger)
+	defer t.Stop()
+	select {
+	case <-c.Done():
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// admitOpen answers _aster.admit on a server without a gate: everyone is
+// admitted unrestricted.
+func (c *serverCall) admitOpen() error {
+	var h admitHello
+	if err := c.Recv(&h); err != nil {
+		if err == io.EOF {
+			return status.New(status.InvalidArgument, "admission call without a request")
+		}
+		return err
+	}
+	role := h.Role
+	if role == "" {
+		role = string(trust.RoleConsumer)
+	}
+	return c.Send(&admitVerdict{Role: role, Capabilities: []string{}, Unrestricted: true})
+}
+
+// admit runs the client side of the admission exchange on a new connection:
+// it presents the client's credential (or none) and returns nil once the
+// server admitted it, or the refusal (UNAUTHENTICATED, with the server's
+// message).
+func (c *Client) admit(ctx context.Context, conn transport.Conn) error {
+	hello := admitHello{}
+	if cr := c.opts.cred; cr != nil {
+		b, err := cr.Encode()
+		if err != nil {
+			return status.Wrap(status.InvalidArgument, err)
+		}
+		hello.Credential = b
+		hello.Role = string(cr.Role)
+	}
+	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
+	defer cancel()
+	cs, err := c.openStream(ctx, conn, &middleware.Call{Service: wire.ControlService, Method: wire.MethodAdmit, Pattern: handler.PatternUnary})
+	if err != nil {
+		return admitError(err)
+	}
+	defer cs.Close()
+	// Send and CloseSend report a broken stream as io.EOF: the outcome
+	// (e.g. a refusal already sent) is then read by Recv.
+	if err := cs.Send(&hello); err != nil && err != io.EOF {
+		return admitError(err)
+	}
+	if err := cs.CloseSend(); err != nil && err != io.EOF {
+		return admitError(err)
+	}
+	var v admitVerdict
+	if err := cs.Recv(&v); err != nil {
+		if c := status.CodeOf(err); c == status.NotFound || c == status.Unimplemented {
+			// A server of the protocol revision without admission: it has
+			// no gate, so there is nothing to pass.
+			return nil
+		}
+		return admitError(err)
+	}
+	if err := cs.Recv(nil); err != io.EOF {
+		if err == nil {
+			err = status.New(status.Internal, "admission answered with more than one message")
+		}
+		return admitError(err)
+	}
+	return nil
+}
+
+// admitError maps a failed admission exchange. A connection the server
+// closed with ConnRefused before its refusal arrived is UNAUTHENTICATED.
+func admitError(err error) error {
+	var ce *transport.ConnError
+	if errors.As(err, &ce) && ce.Code == transport.ConnRefused {
+		return status.Errorf(status.Unauthenticated, "admission refused: %s", ce.Reason)
+	}
+	se := status.FromError(err)
+	if se.Code() == status.Unauthenticated || se.Code() == status.PermissionDenied {
+		return se
+	}
+	return status.Errorf(se.Code(), "admission: %s", se.Message())
+}
+
+// WithCredential makes the client present cred when it connects. The
+// credential is bound to an endpoint: use it with the matching key
+// (WithClientKey), or use WithIdentity, which sets both. Default: no
+// credential (accepted only by servers with an open consumer gate).
+func WithCredential(cred *trust.Credential) ClientOption {
+	return func(o *clientOptions) { o.cred = cred }
+}
+
+// WithIdentity makes the client use id's node key and present its
+// credential named peer ("" for the first consumer credential, or else the
+// first credential).
+func WithIdentity(id *trust.Identity, peer string) ClientOption {
+	return func(o *clientOptions) {
+		if id.Key == nil {
+			o.err = errors.New("identity has no [node] secret_key")
+			return
+		}
+		cred := id.Peer(peer, "")
+		if peer == "" {
+			if c := id.Peer("", trust.RoleConsumer); c != nil {
+				cred = c
+			}
+		}
+		if cred == nil {
+			o.err = fmt.Errorf("identity has no peer entry %q", peer)
+			return
+		}
+		o.key, o.cred = id.Key, cred
+	}
+}
+
+// WithCredentialFile loads an .aster-identity file (as "aster enroll node"
+// writes it; "~" is expanded) and uses its key and first consumer credential,
+// like WithIdentity. A file that cannot be loaded fails Dial (and every
+// call of a NewClient client) with INVALID_ARGUMENT.
+func WithCredentialFile(path string) ClientOption {
+	return func(o *clientOptions) {
+		id, err := trust.LoadIdentity(path)
+		if err != nil {
+			o.err = err
+			return
+		}
+		WithIdentity(id, "")(o)
+		if o.err != nil {
+			o.err = fmt.Errorf("%s: %w", path, o.err)
+		}
+	}
+}
+
+// connDialer hands out one established connection (WithConn), so that it
+// goes through admission like a dialled one; later dials fail.
+type connDialer struct {
+	mu   sync.Mutex
+	conn transport.Conn
+	used bool
+}
+
+func (d *connDialer) Dial(ctx context.Context, _ discovery.EndpointAddr) (transport.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.used || d.conn == nil {
+		return nil, errors.New("connection closed")
+	}
+	d.used = true
+	return d.conn, nil
+}
+
+// Close closes the connection if it was never used.
+func (d *connDialer) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.used && d.conn != nil {
+		d.used = true
+		return d.conn.Close(transport.ConnNoError, "client closed")
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package aster_test
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/trust"
+)
+
+// Config's [trust] and [identity] fields drive admission on both sides.
+func TestConfigTrust(t *testing.T) {
+	dir := t.TempDir()
+	root := trust.GenerateKey()
+	serverID := filepath.Join(dir, "server.aster-identity")
+	if _, _, err := trust.LoadOrCreateIdentity(serverID); err != nil {
+		t.Fatal(err)
+	}
+	node := trust.GenerateKey()
+	cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "edge-node-7", EndpointID: trust.IDOf(node),
+		Capabilities: []string{"ops.status"}, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	if err := trust.Sign(root, cred); err != nil {
+		t.Fatal(err)
+	}
+	credFile := filepath.Join(dir, "edge-node-7.cred")
+	if err := trust.SaveIdentity(credFile, &trust.Identity{Key: node, Peers: []*trust.Credential{cred}}); err != nil {
+		t.Fatal(err)
+	}
+
+	scfg := aster.Config{RootPubkey: ed25519.PublicKey(trust.IDOf(root).PublicKey()), AllowAllProducers: true, IdentityFile: serverID, LogLevel: "error"}
+	p, err := scfg.TrustPolicy()
+	if err != nil || p.RootPubKey == nil || *p.RootPubKey != trust.IDOf(root) || p.AllowAllConsumers || !p.AllowAllProducers {
+		t.Fatalf("TrustPolicy = %+v, %v", p, err)
+	}
+	opts, err := scfg.ServerOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := aster.NewServer(opts...)
+	srv.MustRegister(opsService())
+	id, _ := trust.LoadIdentity(serverID)
+	if srv.ID() != id.ID() {
+		t.Fatalf("server id %s, identity file %s", srv.ID().Short(), id.ID().Short())
+	}
+	ln, err := quic.Listen("127.0.0.1:0", srv.SecretKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() {
+		srv.Close()
+		if err := <-done; !errors.Is(err, aster.ErrServerClosed) {
+			t.Error(err)
+		}
+	}()
+
+	ccfg := aster.Config{EnrollmentCredentialFile: credFile, AllowAllProducers: true}
+	copts, err := ccfg.ClientOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := aster.DialAddress(ctxT(t), ln.Addr(), copts...)
+	if err != nil {
+		t.Fatalf("enrolled client refused: %v", err)
+	}
+	defer c.Close()
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = aster.CallUnary[Msg](ctxT(t), c, "Ops.tail", &Msg{})
+	wantCode(t, err, status.PermissionDenied)
+
+	// No credential in the config: refused.
+	none := aster.Config{AllowAllProducers: true}
+	copts, _ = none.ClientOptions()
+	_, err = aster.DialAddress(ctxT(t), ln.Addr(), copts...)
+	wantCode(t, err, status.Unauthenticated)
+
+	// An identity file without a key cannot serve.
+	bad := filepath.Join(dir, "peers-only.cred")
+	trust.SaveIdentity(bad, &trust.Identity{Peers: []*trust.Credential{cred}})
+	if _, err := (&aster.Config{IdentityFile: bad}).ServerOptions(); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("identity without [node]: %v", err)
+	}
+	// Dev mode: no root key.
+	if p, err := (&aster.Config{}).TrustPolicy(); err != nil || p.RootPubKey != nil {
+		t.Errorf("dev TrustPolicy = %+v, %v", p, err)
+	}
+}

@@ -1,0 +1,123 @@
+package middleware_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+)
+
+// slow is a limit that never refills during a test.
+func slow(burst int) middleware.Limit { return middleware.Limit{Rate: 0.0001, Burst: burst} }
+
+func wantLimited(t *testing.T, err error) {
+	t.Helper()
+	wantCode(t, err, status.ResourceExhausted)
+	ms, perr := strconv.Atoi(status.FromError(err).Metadata()[middleware.RetryAfterKey])
+	if perr != nil || ms <= 0 {
+		t.Fatalf("retry-after hint %q in %v", status.FromError(err).Metadata()[middleware.RetryAfterKey], err)
+	}
+}
+
+func TestRateLimitPerPeer(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, envConfig{srvOpts: []aster.ServerOption{aster.WithMiddleware(
+		middleware.RateLimit(middleware.RateLimitOptions{PerPeer: slow(2)}))}})
+	a, b := e.client(t), e.client(t)
+	for range 2 {
+		if _, err := unary(ctx, a, "get", &Msg{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := unary(ctx, a, "get", &Msg{Key: "limited"})
+	wantLimited(t, err)
+	if e.svc.count("limited") != 0 {
+		t.Fatal("the handler ran for a limited call")
+	}
+	// Every pattern is limited.
+	_, _, err = list(ctx, a, &Msg{N: 1})
+	wantLimited(t, err)
+	_, err = sum(ctx, a, []*Msg{{N: 1}})
+	wantLimited(t, err)
+	_, err = chat(ctx, a, []*Msg{{N: 1}})
+	wantLimited(t, err)
+	// Another peer has its own bucket.
+	if _, err := unary(ctx, b, "get", &Msg{}); err != nil {
+		t.Fatalf("other peer: %v", err)
+	}
+}
+
+func TestRateLimitScopes(t *testing.T) {
+	ctx := context.Background()
+	t.Run("global", func(t *testing.T) {
+		e := newEnv(t, envConfig{srvOpts: []aster.ServerOption{aster.WithMiddleware(
+			middleware.RateLimit(middleware.RateLimitOptions{Global: slow(3)}))}})
+		a, b := e.client(t), e.client(t)
+		for _, c := range []*aster.Client{a, b, a} {
+			if _, err := unary(ctx, c, "get", &Msg{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := unary(ctx, b, "get", &Msg{})
+		wantLimited(t, err)
+	})
+	t.Run("per service", func(t *testing.T) {
+		e := newEnv(t, envConfig{srvOpts: []aster.ServerOption{aster.WithMiddleware(
+			middleware.RateLimit(middleware.RateLimitOptions{PerService: map[string]middleware.Limit{"T": slow(1), "Other": slow(0)}}))}})
+		c := e.client(t)
+		if _, err := unary(ctx, c, "get", &Msg{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := unary(ctx, c, "put", &Msg{})
+		wantLimited(t, err)
+	})
+	t.Run("per method, and a refused call takes no token from the others", func(t *testing.T) {
+		e := newEnv(t, envConfig{srvOpts: []aster.ServerOption{aster.WithMiddleware(
+			middleware.RateLimit(middleware.RateLimitOptions{Global: slow(3), PerMethod: map[string]middleware.Limit{"T.put": slow(1)}}))}})
+		c := e.client(t)
+		if _, err := unary(ctx, c, "put", &Msg{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := unary(ctx, c, "put", &Msg{})
+		wantLimited(t, err)
+		for range 2 {
+			if _, err := unary(ctx, c, "get", &Msg{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err = unary(ctx, c, "get", &Msg{})
+		wantLimited(t, err)
+	})
+}
+
+// Retry honours the server's retry-after hint: a limited idempotent call
+// succeeds once a token is back.
+func TestRateLimitWithRetry(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, envConfig{srvOpts: []aster.ServerOption{aster.WithMiddleware(
+		middleware.RateLimit(middleware.RateLimitOptions{PerPeer: middleware.Limit{Rate: 100, Burst: 1}}))}})
+	c := fetched(t, e.client(t, middleware.Retry(middleware.RetryOptions{MaxAttempts: 10})))
+	for range 3 {
+		if _, err := unary(ctx, c, "get", &Msg{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A non-idempotent call is not retried.
+	e2 := newEnv(t, envConfig{srvOpts: []aster.ServerOption{aster.WithMiddleware(
+		middleware.RateLimit(middleware.RateLimitOptions{PerPeer: slow(1)}))}})
+	retries := 0
+	opts := middleware.RetryOptions{OnRetry: func(*middleware.Call, int, error, time.Duration) { retries++ }}
+	c2 := fetched(t, e2.client(t, middleware.Retry(opts)))
+	if _, err := unary(ctx, c2, "put", &Msg{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := unary(ctx, c2, "put", &Msg{})
+	wantLimited(t, err)
+	if retries != 0 {
+		t.Fatalf("%d retries", retries)
+	}
+}

@@ -1,0 +1,127 @@
+package webtransport
+
+import (
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+)
+
+// Defaults for the fields of Config.
+const (
+	// DefaultPath is the default of Config.Path.
+	DefaultPath = "/aster"
+	// DefaultMaxIncomingStreams is the default of Config.MaxIncomingStreams.
+	DefaultMaxIncomingStreams = 10000
+	// DefaultKeepAlivePeriod is the default of Config.KeepAlivePeriod.
+	DefaultKeepAlivePeriod = 15 * time.Second
+	// DefaultMaxIdleTimeout is the default of Config.MaxIdleTimeout.
+	DefaultMaxIdleTimeout = 60 * time.Second
+	// DefaultHandshakeTimeout is the default of Config.HandshakeTimeout.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultCertLifetime is the default of Config.CertLifetime.
+	DefaultCertLifetime = 13 * 24 * time.Hour
+	// MaxCertLifetime is the longest certificate validity browsers accept
+	// with serverCertificateHashes (two weeks).
+	MaxCertLifetime = 14 * 24 * time.Hour
+	// DefaultAcceptBacklog is the default of Config.AcceptBacklog.
+	DefaultAcceptBacklog = 32
+)
+
+// Config tunes the WebTransport transport. A nil *Config and zero fields
+// select the documented defaults.
+type Config struct {
+	// Path is the HTTP path of the WebTransport endpoint. Zero selects
+	// DefaultPath ("/aster").
+	Path string
+	// Host is the host name or IP address the listener puts in the URL it
+	// advertises (Listener.URL, Listener.Addr). Zero selects the bound IP
+	// address, or 127.0.0.1 when the listener is bound to all interfaces.
+	Host string
+	// MaxIncomingStreams is how many bidirectional streams the peer may have
+	// open at once on one connection (one session per QUIC connection; the
+	// client's HTTP/3 CONNECT stream is one of them); the peer's OpenStream
+	// blocks beyond it. Zero or negative selects DefaultMaxIncomingStreams
+	// (10000).
+	MaxIncomingStreams int64
+	// KeepAlivePeriod is how often a PING is sent on an idle connection.
+	// Zero selects DefaultKeepAlivePeriod (15s); negative disables it.
+	KeepAlivePeriod time.Duration
+	// MaxIdleTimeout closes a connection that received nothing for this
+	// long. Zero or negative selects DefaultMaxIdleTimeout (60s).
+	MaxIdleTimeout time.Duration
+	// HandshakeTimeout bounds connection set-up: the QUIC handshake, the
+	// HTTP/3 CONNECT request and the identity exchange together. Zero or
+	// negative selects DefaultHandshakeTimeout (10s).
+	HandshakeTimeout time.Duration
+	// CertLifetime is the validity period of the listener's TLS
+	// certificates. A certificate is served for half of it, then replaced.
+	// Zero or negative selects DefaultCertLifetime (13 days); values above
+	// MaxCertLifetime (14 days, the browsers' limit) are lowered to it.
+	CertLifetime time.Duration
+	// CheckOrigin, if set, decides whether a browser page of the given
+	// Origin ("" for non-browser clients) may open a session. Default: all
+	// origins may; who may call what is decided by the endpoint identity
+	// and admission, not by the origin.
+	CheckOrigin func(origin string) bool
+	// AcceptBacklog is how many verified connections may wait for Accept;
+	// beyond it new sessions are refused. Zero or negative selects
+	// DefaultAcceptBacklog (32).
+	AcceptBacklog int
+	// Now is the clock used for certificate validity and rotation. Zero
+	// selects time.Now; tests set it to move time.
+	Now func() time.Time
+}
+
+func (c *Config) withDefaults() Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	if out.Path == "" {
+		out.Path = DefaultPath
+	}
+	if out.Path[0] != '/' {
+		out.Path = "/" + out.Path
+	}
+	if out.MaxIncomingStreams <= 0 {
+		out.MaxIncomingStreams = DefaultMaxIncomingStreams
+	}
+	if out.KeepAlivePeriod == 0 {
+		out.KeepAlivePeriod = DefaultKeepAlivePeriod
+	}
+	if out.MaxIdleTimeout <= 0 {
+		out.MaxIdleTimeout = DefaultMaxIdleTimeout
+	}
+	if out.HandshakeTimeout <= 0 {
+		out.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if out.CertLifetime <= 0 {
+		out.CertLifetime = DefaultCertLifetime
+	}
+	out.CertLifetime = min(out.CertLifetime, MaxCertLifetime)
+	if out.AcceptBacklog <= 0 {
+		out.AcceptBacklog = DefaultAcceptBacklog
+	}
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	return out
+}
+
+// quicConfig returns quic-go's configuration; WebTransport needs datagrams
+// and partial-delivery resets enabled.
+func (c *Config) quicConfig() *quicgo.Config {
+	return &quicgo.Config{
+		HandshakeIdleTimeout:             c.HandshakeTimeout,
+		MaxIdleTimeout:                   c.MaxIdleTimeout,
+		KeepAlivePeriod:                  max(c.KeepAlivePeriod, 0),
+		InitialStreamReceiveWindow:       512 << 10,
+		MaxStreamReceiveWindow:           16 << 20,
+		InitialConnectionReceiveWindow:   1 << 20,
+		MaxConnectionReceiveWindow:       32 << 20,
+		MaxIncomingStreams:               c.MaxIncomingStreams,
+		MaxIncomingUniStreams:            100, // HTTP/3 control and QPACK streams
+		EnableDatagrams:                  true,
+		EnableStreamResetPartialDelivery: true,
+	}
+}

@@ -1,0 +1,295 @@
+package webtransport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	wt "github.com/quic-go/webtransport-go"
+
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/trust"
+)
+
+// maxReasonLen caps the close reason sent to the peer (WebTransport allows
+// 1024 bytes; aster's QUIC transport sends at most 512).
+const maxReasonLen = 512
+
+// closeLinger is how long a connection closed locally keeps its QUIC
+// connection open so the session-close capsule reaches the peer, which
+// closes the QUIC connection when it receives it.
+const closeLinger = 2 * time.Second
+
+// reasonConnGone is the reason reported when the QUIC connection under a session
+// ends without a session close.
+const reasonConnGone = "webtransport: connection closed"
+
+// connError maps an error ending a session or its QUIC connection to a
+// *transport.ConnError, or returns nil if err is not one.
+func connError(err error) *transport.ConnError {
+	var (
+		sessErr *wt.SessionError
+		appErr  *quicgo.ApplicationError
+		tErr    *quicgo.TransportError
+		idleErr *quicgo.IdleTimeoutError
+		hsErr   *quicgo.HandshakeTimeoutError
+		rstErr  *quicgo.StatelessResetError
+		h3Err   *http3.Error
+	)
+	switch {
+	case errors.As(err, &sessErr):
+		return &transport.ConnError{Code: transport.ConnErrorCode(sessErr.ErrorCode), Reason: sessErr.Message, Remote: sessErr.Remote}
+	case errors.As(err, &appErr):
+		// HTTP/3 connection-level codes are not aster codes.
+		code := transport.ConnNoError
+		if appErr.ErrorCode != quicgo.ApplicationErrorCode(http3.ErrCodeNoError) {
+			code = transport.ConnProtocolError
+		}
+		return &transport.ConnError{Code: code, Reason: reasonConnGone, Remote: appErr.Remote}
+	case errors.As(err, &h3Err):
+		return &transport.ConnError{Code: transport.ConnProtocolError, Reason: "webtransport: " + h3Err.Error(), Remote: h3Err.Remote}
+	case errors.As(err, &tErr):
+		return &transport.ConnError{Code: transport.ConnProtocolError, Reason: "webtransport: " + tErr.Error(), Remote: tErr.Remote}
+	case errors.As(err, &idleErr):
+		return &transport.ConnError{Code: transport.ConnNoError, Reason: "webtransport: idle timeout: no network activity"}
+	case errors.As(err, &hsErr):
+		return &transport.ConnError{Code: transport.ConnNoError, Reason: "webtransport: handshake timeout"}
+	case errors.As(err, &rstErr):
+		return &transport.ConnError{Code: transport.ConnNoError, Reason: "webtransport: stateless reset by peer", Remote: true}
+	case errors.Is(err, net.ErrClosed):
+		return &transport.ConnError{Code: transport.ConnNoError, Reason: "webtransport: transport closed"}
+	}
+	return nil
+}
+
+// streamError maps a webtransport-go stream error to the errors
+// transport.Stream documents.
+func streamError(err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	var se *wt.StreamError
+	if errors.As(err, &se) {
+		return &transport.StreamError{Code: transport.StreamErrorCode(se.ErrorCode), Remote: se.Remote}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return os.ErrDeadlineExceeded
+	}
+	var qse *quicgo.StreamError
+	if errors.As(err, &qse) {
+		// A reset whose code is outside the WebTransport range (a broken
+		// or foreign peer).
+		return &transport.StreamError{Code: transport.CodeProtocol, Remote: qse.Remote}
+	}
+	if ce := connError(err); ce != nil {
+		return ce
+	}
+	return errors.New("webtransport: " + err.Error())
+}
+
+// opError maps an error from OpenStream or AcceptStream.
+func opError(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("webtransport: %s: %w", op, err)
+	}
+	if ce := connError(err); ce != nil {
+		return ce
+	}
+	return fmt.Errorf("webtransport: %s: %s", op, err.Error())
+}
+
+// streamCode converts a reset code; WebTransport carries 32-bit codes, so
+// larger ones are sent as CodeInternal.
+func streamCode(code transport.StreamErrorCode) wt.StreamErrorCode {
+	if uint64(code) > math.MaxUint32 {
+		code = transport.CodeInternal
+	}
+	return wt.StreamErrorCode(code)
+}
+
+// stream wraps a WebTransport stream as a transport.Stream.
+type stream struct {
+	ws      *wt.Stream
+	reset   atomic.Bool   // Reset was called; Close then sends no FIN
+	failEOF atomic.Uint64 // 1+code of a Reset made before Read saw io.EOF
+	sawEOF  atomic.Bool
+}
+
+var _ transport.Stream = (*stream)(nil)
+
+// Read reads from the stream; see transport.Stream.
+func (s *stream) Read(b []byte) (int, error) {
+	n, err := s.ws.Read(b)
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		if r := s.failEOF.Load(); r != 0 {
+			return n, &transport.StreamError{Code: transport.StreamErrorCode(r - 1)}
+		}
+		s.sawEOF.Store(true)
+	default:
+		err = streamError(err)
+	}
+	return n, err
+}
+
+// Write writes to the stream; see transport.Stream.
+func (s *stream) Write(b []byte) (int, error) {
+	n, err := s.ws.Write(b)
+	return n, streamError(err)
+}
+
+// CloseWrite sends FIN after the data written so far. If the write
+// direction was reset (locally or because the peer stopped reading) it
+// returns that reset's *transport.StreamError.
+func (s *stream) CloseWrite() error {
+	if err := s.ws.Close(); err != nil {
+		return streamError(err)
+	}
+	return nil
+}
+
+// Reset aborts both directions with code; codes above 2^32-1 are sent as
+// CodeInternal.
+func (s *stream) Reset(code transport.StreamErrorCode) {
+	c := streamCode(code)
+	s.reset.Store(true)
+	if !s.sawEOF.Load() {
+		s.failEOF.CompareAndSwap(0, uint64(c)+1)
+	}
+	s.ws.CancelWrite(c)
+	s.ws.CancelRead(c)
+}
+
+// Close closes the write direction (unless Reset was called) and stops
+// reading with CodeNoError.
+func (s *stream) Close() error {
+	var err error
+	if !s.reset.Load() {
+		err = s.CloseWrite()
+	}
+	s.ws.CancelRead(wt.StreamErrorCode(transport.CodeNoError))
+	return err
+}
+
+// Context is done when the write direction is finished.
+func (s *stream) Context() context.Context { return s.ws.Context() }
+
+// SetReadDeadline sets the read deadline.
+func (s *stream) SetReadDeadline(t time.Time) error { return s.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline.
+func (s *stream) SetWriteDeadline(t time.Time) error { return s.ws.SetWriteDeadline(t) }
+
+// conn is one WebTransport session (on its own QUIC connection) as a
+// transport.Conn.
+type conn struct {
+	sess   *wt.Session
+	qc     *quicgo.Conn
+	local  trust.EndpointID
+	remote trust.EndpointID
+
+	closeOnce   sync.Once
+	localClosed atomic.Bool
+}
+
+var _ transport.Conn = (*conn)(nil)
+
+// newConn wraps an identified session and arranges for its QUIC connection
+// to end with it: at once when the peer ended the session (or the
+// connection died), after at most closeLinger when it was closed locally
+// (so the close capsule can still be delivered).
+func newConn(sess *wt.Session, qc *quicgo.Conn, local, remote trust.EndpointID) *conn {
+	c := &conn{sess: sess, qc: qc, local: local, remote: remote}
+	context.AfterFunc(sess.Context(), func() {
+		if !c.localClosed.Load() {
+			c.closeQUIC()
+			return
+		}
+		t := time.AfterFunc(closeLinger, c.closeQUIC)
+		context.AfterFunc(qc.Context(), func() { t.Stop() })
+	})
+	return c
+}
+
+func (c *conn) closeQUIC() {
+	_ = c.qc.CloseWithError(quicgo.ApplicationErrorCode(http3.ErrCodeNoError), "")
+}
+
+// OpenStream opens a stream. The peer's AcceptStream returns it only once
+// something was written to it (or it was closed).
+func (c *conn) OpenStream(ctx context.Context) (transport.Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("webtransport: open stream: %w", err)
+	}
+	ws, err := c.sess.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, opError("open stream", err)
+	}
+	return &stream{ws: ws}, nil
+}
+
+// AcceptStream waits for the next stream the peer opened.
+func (c *conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("webtransport: accept stream: %w", err)
+	}
+	ws, err := c.sess.AcceptStream(ctx)
+	if err != nil {
+		return nil, opError("accept stream", err)
+	}
+	return &stream{ws: ws}, nil
+}
+
+// LocalID is this side's endpoint id.
+func (c *conn) LocalID() trust.EndpointID { return c.local }
+
+// RemoteID is the endpoint id the peer proved in the identity exchange.
+func (c *conn) RemoteID() trust.EndpointID { return c.remote }
+
+// RemoteAddr is the peer's UDP address.
+func (c *conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
+
+// Close closes the session with code and reason (truncated to 512 bytes);
+// the peer sees both. Codes above 2^32-1, which WebTransport cannot carry,
+// are sent as ConnProtocolError.
+func (c *conn) Close(code transport.ConnErrorCode, reason string) error {
+	if uint64(code) > math.MaxUint32 {
+		code = transport.ConnProtocolError
+	}
+	c.closeOnce.Do(func() {
+		c.localClosed.Store(true)
+		_ = c.sess.CloseWithError(wt.SessionErrorCode(code), truncateReason(reason))
+	})
+	return nil
+}
+
+// forceClose closes the session and the QUIC connection at once.
+func (c *conn) forceClose(code transport.ConnErrorCode, reason string) {
+	_ = c.Close(code, reason)
+	c.closeQUIC()
+}
+
+// Done is closed when the session ends.
+func (c *conn) Done() <-chan struct{} { return c.sess.Context().Done() }
+
+func truncateReason(s string) string {
+	if len(s) <= maxReasonLen {
+		return s
+	}
+	i := maxReasonLen
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
+}

@@ -1,0 +1,212 @@
+package trust
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// maxKeyFile bounds what the key and identity readers read.
+const maxKeyFile = 1 << 20
+
+// ExpandHome replaces a leading "~" or "~/" in path with the user's home
+// directory. Other paths are returned unchanged.
+func ExpandHome(path string) (string, error) {
+	if path != "~" && !strings.HasPrefix(path, "~/") && !strings.HasPrefix(path, "~"+string(filepath.Separator)) {
+		return path, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("trust: expanding %s: %w", path, err)
+	}
+	return filepath.Join(home, path[1:]), nil
+}
+
+// PublicKeyPath returns where the public half of the root key at keyPath is
+// written: keyPath with ".key" replaced by ".pub" (or ".pub" appended).
+func PublicKeyPath(keyPath string) string {
+	return strings.TrimSuffix(keyPath, ".key") + ".pub"
+}
+
+// rootKeyJSON is the root private key file: the 32-byte seed and the public
+// key, both hex.
+type rootKeyJSON struct {
+	PrivateKey string `json:"private_key"`
+	PublicKey  string `json:"public_key"`
+}
+
+// WriteRootKey writes key's private half to keyPath (mode 0600, as JSON
+// {"private_key": hex seed, "public_key": hex}) and its public key to
+// PublicKeyPath(keyPath) (one line of hex), creating the directory (0700)
+// if needed. It refuses to replace an existing private key unless force is
+// set. It returns the public key path.
+func WriteRootKey(keyPath string, key SecretKey, force bool) (string, error) {
+	pubPath := PublicKeyPath(keyPath)
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
+		return "", fmt.Errorf("trust: %w", err)
+	}
+	b, _ := json.MarshalIndent(rootKeyJSON{PrivateKey: hex.EncodeToString(key.Seed()), PublicKey: IDOf(key).String()}, "", "  ")
+	if err := writeSecretFile(keyPath, append(b, '\n'), force); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(pubPath, []byte(IDOf(key).String()+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("trust: writing root public key: %w", err)
+	}
+	return pubPath, nil
+}
+
+// writeSecretFile writes b to path with mode 0600. Without force it fails if
+// path exists; with force it replaces it atomically.
+func writeSecretFile(path string, b []byte, force bool) error {
+	if !force {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("trust: %s already exists (use --force to overwrite)", path)
+			}
+			return fmt.Errorf("trust: %w", err)
+		}
+		if _, err := f.Write(b); err != nil {
+			f.Close()
+			os.Remove(path)
+			return fmt.Errorf("trust: writing %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("trust: writing %s: %w", path, err)
+		}
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("trust: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("trust: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("trust: writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("trust: writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("trust: %w", err)
+	}
+	return nil
+}
+
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("trust: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("trust: %w", err)
+	}
+	if st.Size() > maxKeyFile {
+		return nil, fmt.Errorf("trust: %s is %d bytes; a key or identity file is at most %d", path, st.Size(), maxKeyFile)
+	}
+	b := make([]byte, st.Size())
+	n, err := f.Read(b)
+	if err != nil && n != len(b) {
+		return nil, fmt.Errorf("trust: reading %s: %w", path, err)
+	}
+	return b[:n], nil
+}
+
+// ReadRootKey reads a root private key file written by WriteRootKey (JSON),
+// or a file holding just the 64-hex-character seed.
+func ReadRootKey(path string) (SecretKey, error) {
+	b, err := readSmallFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimSpace(string(b))
+	if strings.HasPrefix(s, "{") {
+		var j rootKeyJSON
+		if err := json.Unmarshal([]byte(s), &j); err != nil {
+			return nil, fmt.Errorf("trust: root key %s: %w", path, err)
+		}
+		if j.PrivateKey == "" {
+			return nil, fmt.Errorf("trust: root key %s: missing field private_key", path)
+		}
+		key, err := seedFromHex(j.PrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("trust: root key %s: private_key: %w", path, err)
+		}
+		if j.PublicKey != "" {
+			pub, err := ParseEndpointID(j.PublicKey)
+			if err != nil {
+				return nil, fmt.Errorf("trust: root key %s: public_key: %w", path, err)
+			}
+			if pub != IDOf(key) {
+				return nil, fmt.Errorf("trust: root key %s: public_key does not match private_key", path)
+			}
+		}
+		return key, nil
+	}
+	key, err := seedFromHex(s)
+	if err != nil {
+		return nil, fmt.Errorf("trust: root key %s: %w", path, err)
+	}
+	return key, nil
+}
+
+func seedFromHex(s string) (SecretKey, error) {
+	seed, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("not hex: %w", err)
+	}
+	return KeyFromSeed(seed)
+}
+
+// ParseRootPublicKey parses a root public key given as 64 hex characters or
+// as JSON with a "public_key" field (the forms root_pubkey_file accepts).
+func ParseRootPublicKey(s string) (PublicKey, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "{") {
+		var j struct {
+			PublicKey string `json:"public_key"`
+		}
+		if err := json.Unmarshal([]byte(s), &j); err != nil {
+			return PublicKey{}, fmt.Errorf("trust: root public key: %w", err)
+		}
+		if j.PublicKey == "" {
+			return PublicKey{}, errors.New("trust: root public key: missing field public_key")
+		}
+		s = j.PublicKey
+	}
+	k, err := ParseEndpointID(s)
+	if err != nil {
+		return PublicKey{}, fmt.Errorf("trust: root public key: %w", err)
+	}
+	return k, nil
+}
+
+// ReadRootPublicKey reads a root public key file (hex, or JSON with
+// "public_key"); "~" is expanded.
+func ReadRootPublicKey(path string) (PublicKey, error) {
+	p, err := ExpandHome(path)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	b, err := readSmallFile(p)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	k, err := ParseRootPublicKey(string(b))
+	if err != nil {
+		return PublicKey{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
