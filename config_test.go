@@ -17,8 +17,10 @@ import (
 	"testing"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -502,10 +504,20 @@ func TestConfigNotSupported(t *testing.T) {
 func TestConfigUnknownKeysAndTypos(t *testing.T) {
 	isolate(t)
 	path := writeFile(t, t.TempDir(), "aster.toml", "[network]\nbind_adr = \"0.0.0.0:1\"\n[tls]\ncert = \"x\"\n")
-	_, err := aster.LoadConfigFile(path)
+	_, err := aster.LoadConfigFileStrict(path)
 	if err == nil || status.CodeOf(err) != status.InvalidArgument ||
 		!strings.Contains(err.Error(), "network.bind_adr") || !strings.Contains(err.Error(), "tls.cert") || !strings.Contains(err.Error(), path) {
-		t.Errorf("unknown keys: err = %v, want INVALID_ARGUMENT naming network.bind_adr, tls.cert and the file", err)
+		t.Errorf("unknown keys, strict: err = %v, want INVALID_ARGUMENT naming network.bind_adr, tls.cert and the file", err)
+	}
+	cfg, err := aster.LoadConfigFile(path)
+	if err != nil {
+		t.Fatalf("unknown keys, lenient: %v", err)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "network.bind_adr") || !strings.Contains(w, "tls.cert") {
+		t.Errorf("unknown keys, lenient: warnings %q, want both keys named", w)
+	}
+	if cfg.Source("network.bind_addr") != "default" {
+		t.Errorf("an unknown key changed bind_addr's source to %q", cfg.Source("network.bind_addr"))
 	}
 	path = writeFile(t, t.TempDir(), "aster.toml", "[network\n")
 	if _, err := aster.LoadConfigFile(path); err == nil || !strings.Contains(err.Error(), path) {
@@ -716,4 +728,44 @@ func TestWithConfig(t *testing.T) {
 		t.Errorf("ListenAndServe with a bad Config = %v", err)
 	}
 	bad.Close()
+}
+
+func TestWithClientConfig(t *testing.T) {
+	isolate(t)
+	key := trust.GenerateKey()
+	cfg := aster.DefaultConfig()
+	cfg.SecretKey = key
+	srv := aster.NewServer()
+	ln, err := quic.Listen("127.0.0.1:0", trust.GenerateKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := make(chan trust.EndpointID, 1)
+	seePeer := func(next handler.Handler) handler.Handler {
+		return handler.HandlerFunc(func(ctx context.Context, st handler.Stream) error {
+			peers <- st.Peer().ID
+			return next.ServeRPC(ctx, st)
+		})
+	}
+	srv.MustRegister(handler.NewService("Who", 1).Handle("ami", handler.Unary(func(ctx context.Context, _ *struct{}) (*struct{}, error) {
+		return &struct{}{}, nil
+	}), handler.Use(seePeer)))
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := aster.DialAddress(t.Context(), ln.Addr(), aster.WithClientConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := aster.CallUnary[struct{}](t.Context(), c, "Who.ami", &struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-peers; got != trust.IDOf(key) {
+		t.Errorf("server saw client %s, want the configured key's %s", got.Short(), trust.IDOf(key).Short())
+	}
+	// An invalid Config fails the dial with its validation error.
+	bad := aster.Config{StoragePath: "/data"}
+	if _, err := aster.DialAddress(t.Context(), ln.Addr(), aster.WithClientConfig(bad)); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("invalid config: %v, want the validation error", err)
+	}
 }
