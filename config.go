@@ -70,7 +70,7 @@ import (
 //
 // Settings whose feature does not exist yet in aster for Go are rejected
 // with an UNIMPLEMENTED "not supported yet" error rather than silently
-// ignored: storage.path, relay_mode other than "disabled", enable_hooks,
+// ignored: relay_mode other than "disabled", enable_hooks,
 // hook_timeout_ms other than 5000, clear_ip_transports, portmapper_config
 // other than "disabled", proxy_url and proxy_from_env. clear_relay_transports
 // is accepted: there are no relay transports to clear.
@@ -100,8 +100,10 @@ type Config struct {
 	// address or a hex endpoint id.
 	EndpointAddr string
 
-	// StoragePath is the persistent storage directory. Not supported yet:
-	// storage is in memory.
+	// StoragePath is the persistent storage directory (created 0700 when
+	// the server starts). aster keeps the used one-time-token nonces there
+	// (file "ott-nonces"), so a restart does not reopen them. Unset: kept
+	// in memory only.
 	StoragePath string
 
 	// HealthPort is the port of the health HTTP server; 0 disables it.
@@ -760,8 +762,6 @@ func (c *Config) Validate() error {
 	// Settings whose feature does not exist yet.
 	ns := func(key, reason string) error { return notSupported(c, fieldByKey[key], reason) }
 	switch {
-	case c.StoragePath != "":
-		return ns("storage.path", "aster for Go keeps no persistent storage")
 	case c.RelayMode != "" && c.RelayMode != "disabled":
 		return ns("network.relay_mode", `there is no relay transport yet; only "disabled" is accepted`)
 	case c.EnableHooks:

@@ -478,7 +478,6 @@ func checkConfigErr(t *testing.T, err error, code status.Code, field, source, re
 func TestConfigNotSupported(t *testing.T) {
 	isolate(t)
 	for _, tc := range []struct{ env, val, field string }{
-		{"ASTER_STORAGE_PATH", "/var/lib/aster", "storage.path"},
 		{"ASTER_RELAY_MODE", "default", "network.relay_mode"},
 		{"ASTER_RELAY_MODE", "https://relay.example.test", "network.relay_mode"},
 		{"ASTER_ENABLE_HOOKS", "on", "network.enable_hooks"},
@@ -495,9 +494,9 @@ func TestConfigNotSupported(t *testing.T) {
 		})
 	}
 	// A literal Config is checked when used.
-	c := aster.Config{StoragePath: "/data"}
+	c := aster.Config{EnableHooks: true}
 	if _, err := c.ServerOptions(); status.CodeOf(err) != status.Unimplemented || !strings.Contains(err.Error(), "not supported yet") {
-		t.Errorf("literal Config with StoragePath: ServerOptions error = %v, want UNIMPLEMENTED not supported yet", err)
+		t.Errorf("literal Config with EnableHooks: ServerOptions error = %v, want UNIMPLEMENTED not supported yet", err)
 	}
 }
 
@@ -764,8 +763,37 @@ func TestWithClientConfig(t *testing.T) {
 		t.Errorf("server saw client %s, want the configured key's %s", got.Short(), trust.IDOf(key).Short())
 	}
 	// An invalid Config fails the dial with its validation error.
-	bad := aster.Config{StoragePath: "/data"}
+	bad := aster.Config{EnableHooks: true}
 	if _, err := aster.DialAddress(t.Context(), ln.Addr(), aster.WithClientConfig(bad)); err == nil || !strings.Contains(err.Error(), "not supported yet") {
 		t.Errorf("invalid config: %v, want the validation error", err)
+	}
+}
+
+// storage.path keeps the used one-time-token nonces: the policy records
+// them in a file there, created with the directory.
+func TestConfigStoragePath(t *testing.T) {
+	isolate(t)
+	dir := filepath.Join(t.TempDir(), "state", "aster")
+	t.Setenv("ASTER_STORAGE_PATH", dir)
+	cfg, err := aster.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cfg.TrustPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, aster.OTTNonceFile); p.NonceFile != want {
+		t.Errorf("NonceFile = %q, want %q", p.NonceFile, want)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("storage dir: %v %v", fi, err)
+	}
+	// A path that cannot be a directory is an error naming the field.
+	file := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(file, nil, 0o600)
+	cfg.StoragePath = file
+	if _, err := cfg.TrustPolicy(); err == nil || !strings.Contains(err.Error(), "storage.path") {
+		t.Errorf("storage.path on a file: %v", err)
 	}
 }

@@ -151,10 +151,10 @@ health_port = 8088
 		t.Errorf("bad value: exit %d, stderr %q", code, stderr)
 	}
 	// Not supported yet: exit 2, UNIMPLEMENTED.
-	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_STORAGE_PATH=/var/lib/aster"}, "config", "print", "--json-errors")
+	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_ENABLE_HOOKS=on"}, "config", "print", "--json-errors")
 	var je jsonError
 	if err := json.Unmarshal([]byte(stderr), &je); err != nil || code != ExitUsage || je.Code != "UNIMPLEMENTED" || !strings.Contains(je.Message, "not supported yet") {
-		t.Errorf("storage path: exit %d, stderr %q (%v)", code, stderr, err)
+		t.Errorf("enable hooks: exit %d, stderr %q (%v)", code, stderr, err)
 	}
 	// Unknown key in the file.
 	bad := filepath.Join(dir, "bad.toml")
