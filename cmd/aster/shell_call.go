@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/peterh/liner"
@@ -112,8 +113,9 @@ func (sh *shell) call(svc *contract.Service, m *contract.Method, args []string) 
 		ctx, cancel = context.WithTimeout(ctx, sh.timeout)
 		defer cancel()
 	}
+	var interrupted atomic.Bool // by Ctrl-C, not by a deadline or an error
 	sh.mu.Lock()
-	sh.cancelCall = cancel
+	sh.cancelCall = func() { interrupted.Store(true); cancel() }
 	sh.mu.Unlock()
 	defer func() {
 		sh.mu.Lock()
@@ -128,7 +130,7 @@ func (sh *shell) call(svc *contract.Service, m *contract.Method, args []string) 
 	start := time.Now()
 	dc, err := aster.CallDynamic(ctx, cc, sh.ct, name, aster.Version(svc.Version))
 	if err != nil {
-		sh.callFailed(m, err, ctx, start, 0)
+		sh.callFailed(m, err, interrupted.Load(), start, 0)
 		return
 	}
 	defer dc.Close()
@@ -147,7 +149,7 @@ func (sh *shell) call(svc *contract.Service, m *contract.Method, args []string) 
 			err = dc.CloseSend()
 		}
 		if err != nil && err != io.EOF {
-			sh.callFailed(m, err, ctx, start, 0)
+			sh.callFailed(m, err, interrupted.Load(), start, 0)
 			return
 		}
 		sendDone <- nil
@@ -187,7 +189,7 @@ func (sh *shell) call(svc *contract.Service, m *contract.Method, args []string) 
 	case sendErr != nil:
 		sh.printErr(sendErr)
 	case callErr != nil:
-		sh.callFailed(m, callErr, ctx, start, n)
+		sh.callFailed(m, callErr, interrupted.Load(), start, n)
 	case p.ServerStreams() && !sh.asJSON:
 		fmt.Fprintf(sh.out, "✓ stream ended: %d %s in %s\n", n, plural(n, "item", "items"), elapsed(time.Since(start)))
 	}
@@ -227,8 +229,7 @@ func (sh *shell) sendStream(ctx context.Context, dc *aster.DynamicCall, m *contr
 		line, err := sh.in.Prompt(prompt)
 		switch {
 		case errors.Is(err, liner.ErrPromptAborted):
-			sh.interrupt()
-			cancel()
+			sh.interrupt() // cancels the call
 			return nil
 		case err == io.EOF:
 			dc.CloseSend()
@@ -307,8 +308,8 @@ func requestError(m *contract.Method, i, n int, err error) error {
 
 // callFailed prints the status a call ended with. PERMISSION_DENIED names
 // the capability the contract says the method requires.
-func (sh *shell) callFailed(m *contract.Method, err error, ctx context.Context, start time.Time, n int) {
-	if errors.Is(ctx.Err(), context.Canceled) && sh.ctx.Err() == nil {
+func (sh *shell) callFailed(m *contract.Method, err error, interrupted bool, start time.Time, n int) {
+	if interrupted {
 		msg := fmt.Sprintf("^C canceled after %s", elapsed(time.Since(start)))
 		if n > 0 {
 			msg += fmt.Sprintf(" (%d %s)", n, plural(n, "item", "items"))

@@ -70,9 +70,9 @@ func completeAt(ct *contract.Contract, cwd string, sess *contract.Service, befor
 	case "ls", "describe", "desc":
 		if len(words) == 1 {
 			list = completePath(ct, cwd, prefix, true)
-			if svc := currentService(ct, cwd, sess); svc != nil && !strings.Contains(prefix, "/") {
-				for _, m := range svc.Methods {
-					list = append(list, m.Name)
+			if sess != nil && !strings.Contains(prefix, "/") {
+				for _, m := range sess.Methods {
+					list = append(list, m.Name+" ")
 				}
 			}
 		}
