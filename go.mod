@@ -3,6 +3,7 @@ module github.com/aster-go/aster
 go 1.26.0
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/fxamacker/cbor/v2 v2.9.6
 	github.com/klauspost/compress v1.20.3
 	github.com/knadh/koanf/parsers/toml/v2 v2.1.0

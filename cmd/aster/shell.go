@@ -388,6 +388,10 @@ func (sh *shell) loop(ln *liner.State) {
 		if ln != nil && strings.TrimSpace(line) != "" {
 			ln.AppendHistory(line)
 		}
+		// Ctrl-C twice "quickly" means with no command in between.
+		sh.mu.Lock()
+		sh.lastInt = time.Time{}
+		sh.mu.Unlock()
 		if sh.exec(line) {
 			return
 		}

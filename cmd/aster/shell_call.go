@@ -328,6 +328,9 @@ func (sh *shell) callFailed(m *contract.Method, err error, interrupted bool, sta
 		msg += " (" + elapsed(time.Since(start)) + ")"
 	}
 	sh.printErr(status.New(st.Code(), msg))
+	if sh.sess != nil && (st.Code() == status.Unavailable || strings.HasPrefix(st.Message(), "dial ")) {
+		fmt.Fprintf(sh.errw, "(the connection of the session of %s is gone, and with it the session's state: 'end' it and open a new one)\n", sh.sess.svc.Name)
+	}
 }
 
 // printResponse prints a unary or client-stream response.
