@@ -40,4 +40,3 @@ func (s *Server) checkManifest() error {
 	}
 	return nil
 }
-

@@ -86,8 +86,8 @@ func TestGoIdentifiersAndShapes(t *testing.T) {
 		"Next *Node `cbor:\"next\" json:\"next\"`",  // recursion needs a pointer
 		"Kids []Node `cbor:\"kids\" json:\"kids\"`", // a slice does not
 		"Wrap *Wrap `cbor:\"wrap\" json:\"wrap\"`",  // Node → Wrap → Node
-		"Node *Node `cbor:\"node\" json:\"node\"`", // a cycle: both sides are pointers
-		"type AFoo struct {", "type BFoo struct {", // the same last segment
+		"Node *Node `cbor:\"node\" json:\"node\"`",  // a cycle: both sides are pointers
+		"type AFoo struct {", "type BFoo struct {",  // the same last segment
 		"Opt *int64 `cbor:\"opt,omitempty\" json:\"opt,omitempty\"`",
 		"ByID map[uint64]BFoo `cbor:\"byID\"",
 		"ByID2 map[string][]float64 `cbor:\"by_id\"",
@@ -331,4 +331,3 @@ func goCmd(t *testing.T, dir string, args ...string) {
 		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
-
