@@ -140,8 +140,9 @@ type shell struct {
 
 // shellSession is an open session subshell.
 type shellSession struct {
-	svc *contract.Service
-	s   *aster.Session
+	svc  *contract.Service
+	s    *aster.Session
+	lost bool // a call failed because the connection is gone
 }
 
 // doubleInterrupt is how close two Ctrl-C must be to exit the shell.
@@ -689,6 +690,15 @@ func (sh *shell) endSession(report bool) {
 	sh.sess = nil
 	ctx, cancel := context.WithTimeout(sh.ctx, 5*time.Second)
 	defer cancel()
+	if sess.lost {
+		// The session died with its connection: nothing to tell the server.
+		cancel()
+		sess.s.Close(ctx)
+		if report && !sh.asJSON {
+			fmt.Fprintf(sh.out, "session of %s ended (its connection was lost)\n", sess.svc.Name)
+		}
+		return
+	}
 	if err := sess.s.Close(ctx); err != nil && report {
 		fmt.Fprintf(sh.errw, "session of %s closed locally; the server did not confirm: %s\n", sess.svc.Name, statusText(err))
 		return

@@ -329,6 +329,7 @@ func (sh *shell) callFailed(m *contract.Method, err error, interrupted bool, sta
 	}
 	sh.printErr(status.New(st.Code(), msg))
 	if sh.sess != nil && (st.Code() == status.Unavailable || strings.HasPrefix(st.Message(), "dial ")) {
+		sh.sess.lost = true
 		fmt.Fprintf(sh.errw, "(the connection of the session of %s is gone, and with it the session's state: 'end' it and open a new one)\n", sh.sess.svc.Name)
 	}
 }

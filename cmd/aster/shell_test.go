@@ -45,6 +45,8 @@ ls MissionControl
 cd /
 pwd
 MissionControl.getStatus agent_id=dotted
+refresh
+help
 exit
 ./getStatus agent_id=never-run
 `
@@ -69,6 +71,8 @@ exit
 		"getStatus", "unary", "mission/StatusRequest → mission/StatusResponse", "[idempotent]",
 		"/\n",
 		`→ MissionControl.getStatus(agent_id="dotted")`,
+		"(unchanged): 2 services",
+		"Commands:", "session <Service>",
 	)
 	if strings.Contains(r.stdout, "never-run") {
 		t.Fatal("a command after exit ran")
