@@ -675,7 +675,9 @@ func (sh *shell) openSession(args []string) {
 		sh.printErr(status.Errorf(status.FailedPrecondition, "%s is %s-scoped: every call already reaches the same instance; session needs a session-scoped service", svc.Name, svc.Scope))
 		return
 	}
+	sh.mu.Lock()
 	sh.sess = &shellSession{svc: svc, s: sh.client.NewSession()}
+	sh.mu.Unlock()
 	if !sh.asJSON {
 		fmt.Fprintf(sh.out, "session of %s opened: calls share one instance; 'end' closes it\n", svc.Name)
 	}
@@ -683,11 +685,15 @@ func (sh *shell) openSession(args []string) {
 
 // endSession closes the open session, if any.
 func (sh *shell) endSession(report bool) {
-	if sh.sess == nil {
-		return
-	}
+	// The signal watcher may end the session on its way out, so the swap
+	// is under the lock (only the main goroutine sets sh.sess otherwise).
+	sh.mu.Lock()
 	sess := sh.sess
 	sh.sess = nil
+	sh.mu.Unlock()
+	if sess == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(sh.ctx, 5*time.Second)
 	defer cancel()
 	if sess.lost {
