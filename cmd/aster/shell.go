@@ -132,6 +132,7 @@ type shell struct {
 	in          lineReader
 	out, errw   io.Writer
 	outMu       sync.Mutex // serializes output of concurrent stream printing
+	inputPrompt string     // guarded by outMu: the request prompt being shown, if any
 
 	mu         sync.Mutex
 	cancelCall context.CancelFunc // the running call, for Ctrl-C

@@ -222,11 +222,14 @@ func (sh *shell) sendStream(ctx context.Context, dc *aster.DynamicCall, m *contr
 	if sh.interactive {
 		prompt = m.Name + "… "
 	}
+	defer sh.setInputPrompt("")
 	for i := 1; ; i++ {
 		if ctx.Err() != nil {
 			return nil
 		}
+		sh.setInputPrompt(prompt)
 		line, err := sh.in.Prompt(prompt)
+		sh.setInputPrompt("")
 		switch {
 		case errors.Is(err, liner.ErrPromptAborted):
 			sh.interrupt() // cancels the call
@@ -346,7 +349,17 @@ func (sh *shell) printResponse(v any, d time.Duration) {
 	writeIndentedJSON(sh.out, v)
 }
 
-// printItem prints one item of a response stream as it arrives.
+// setInputPrompt records the prompt of a request line being read while
+// responses may arrive (bidi), "" when none is.
+func (sh *shell) setInputPrompt(p string) {
+	sh.outMu.Lock()
+	sh.inputPrompt = p
+	sh.outMu.Unlock()
+}
+
+// printItem prints one item of a response stream as it arrives. While a
+// request line is being typed (bidi on a terminal), the item replaces the
+// prompt's line and the prompt is shown again below it.
 func (sh *shell) printItem(n int, v any) {
 	sh.outMu.Lock()
 	defer sh.outMu.Unlock()
@@ -354,8 +367,14 @@ func (sh *shell) printItem(n int, v any) {
 		writeCompactJSON(sh.out, v)
 		return
 	}
+	if sh.inputPrompt != "" {
+		fmt.Fprint(sh.out, "\r\x1b[K")
+	}
 	fmt.Fprintf(sh.out, "#%d ", n)
 	writeCompactJSON(sh.out, v)
+	if sh.inputPrompt != "" {
+		fmt.Fprint(sh.out, sh.inputPrompt)
+	}
 }
 
 func writeCompactJSON(w io.Writer, v any) {
