@@ -245,10 +245,9 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 		return nil, "", err
 	}
 	defer cs.Close()
-	if err := cs.Send(struct{}{}); err != nil {
-		return nil, "", err
-	}
-	if err := cs.CloseSend(); err != nil {
+	// The server may answer and close its side before our FIN goes out:
+	// then CloseSend reports io.EOF and the answer is still there to read.
+	if err := sendOne(cs, struct{}{}); err != nil {
 		return nil, "", err
 	}
 	raw, err := cs.recvRaw()
