@@ -244,6 +244,18 @@ func TestShellPTYChapter2(t *testing.T) {
 	s.waitFor(`"accepted": 2`)
 	s.waitFor("/services/MissionControl> ")
 
+	// Ctrl-C while typing a stream's requests abandons the call.
+	s.send("./ingestMetrics\r")
+	s.waitFor("ingestMetrics… ")
+	s.send("name=lost value=1\r")
+	s.waitFor("ingestMetrics… ")
+	s.send("\x03")
+	s.waitFor("CANCELED: ^C canceled after")
+	s.waitFor("/services/MissionControl> ")
+	s.send("./getStatus agent_id=still-here\r")
+	s.waitFor(`"agent_id": "still-here"`)
+	s.waitFor("/services/MissionControl> ")
+
 	s.send("\x03")
 	s.waitFor("Ctrl-C again to exit")
 	s.send("\x03\x03")
