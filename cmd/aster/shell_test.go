@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/trust"
 )
 
 // These tests drive "aster shell" with a script on stdin (no terminal)
@@ -225,5 +228,20 @@ pwd
 	r.want(t, ExitUsage)
 	if !strings.HasPrefix(r.stderr, "UNIMPLEMENTED: --rcan ops-team.cred: presenting enrollment credentials is not supported yet") {
 		t.Fatalf("--rcan: stderr %q", r.stderr)
+	}
+}
+
+func TestShellConnectFailure(t *testing.T) {
+	srvAddr := startServer(t)
+	parsed, err := aster.ParseAddress(srvAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The right port, the wrong key: the handshake fails.
+	a := aster.Address{ID: trust.IDOf(trust.GenerateKey()), Direct: parsed.Direct}
+	r := runAster(t, "ls\n", "shell", "--connect-timeout", "5s", a.String())
+	r.want(t, ExitConnect)
+	if !strings.HasPrefix(r.stderr, "UNAUTHENTICATED: cannot connect") {
+		t.Fatalf("stderr %q", r.stderr)
 	}
 }
