@@ -130,6 +130,7 @@ type serverOptions struct {
 	healthAddr    string // health HTTP server address (WithHealth)
 	healthMetrics bool   // serve /metrics on the health server
 	configErr     error  // WithConfig's validation error, returned by Serve
+	manifest      string // WithContractManifest path
 }
 
 // ServerOption configures a Server.
@@ -403,6 +404,10 @@ func (s *Server) Address() Address {
 // Serve accepts connections on ln and serves them until Shutdown or Close,
 // then returns ErrServerClosed. Serve takes ownership of ln and closes it.
 func (s *Server) Serve(ln transport.Listener) error {
+	if err := s.checkManifest(); err != nil {
+		ln.Close()
+		return err
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -124,9 +124,11 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 	if err != nil {
 		return configError(err)
 	}
-	if f.rcan != "" {
-		clientOpts = append(clientOpts, aster.WithCredentialFile(f.rcan))
+	credOpts, err := credentialOptions(f.rcan)
+	if err != nil {
+		return err
 	}
+	clientOpts = append(clientOpts, credOpts...)
 	ctx, traceOpts, endTrace, err := startTrace(ctx, f.trace, "aster call", cmd.ErrOrStderr())
 	if err != nil {
 		return configError(err)
