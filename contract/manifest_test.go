@@ -109,7 +109,7 @@ func TestDiff(t *testing.T) {
 	got := contract.Diff(old, new)
 	want := []string{
 		"- method MissionControl.getStatus",
-		`~ method MissionControl.tailLogs: pattern server_stream → unary, requires nothing → {"cap":"ops.logs"}`,
+		`~ method MissionControl.tailLogs: pattern server_stream → unary, requires {"any_of":[{"cap":"ops.logs"},{"cap":"ops.admin"}]} → {"cap":"ops.logs"}`,
 		"+ service Zeta v1",
 		"~ type mission/IngestResult: field accepted int → float",
 		"~ type mission/StatusResponse: + field zone string",
