@@ -219,16 +219,39 @@ func serveRaw(st rawStream) {
 	_ = st.CloseWrite()
 }
 
+// Buffered readers and writers of the streaming ops are pooled so that the
+// floors allocate no more than an RPC system with pooled buffers would.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+)
+
+func getReader(r io.Reader) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) { br.Reset(nil); readerPool.Put(br) }
+
+func getWriter(w io.Writer) *bufio.Writer {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+func putWriter(bw *bufio.Writer) { bw.Reset(nil); writerPool.Put(bw) }
+
 func serveRawOp(st rawStream) error {
-	r := bufio.NewReaderSize(st, 32<<10)
-	op, err := r.ReadByte()
-	if err != nil {
+	var opb [1]byte
+	if _, err := io.ReadFull(st, opb[:]); err != nil {
 		return err
 	}
+	op := opb[0]
 	switch op {
 	case opUnary:
 		var buf [EchoSize + 1]byte
-		n, err := io.ReadFull(r, buf[:])
+		n, err := io.ReadFull(st, buf[:])
 		if err != io.ErrUnexpectedEOF || n != EchoSize {
 			return fmt.Errorf("unary: %d bytes, %v", n, err)
 		}
@@ -237,7 +260,7 @@ func serveRawOp(st rawStream) error {
 	case opLoop:
 		var buf [EchoSize]byte
 		for {
-			if _, err := io.ReadFull(r, buf[:]); err != nil {
+			if _, err := io.ReadFull(st, buf[:]); err != nil {
 				if err == io.EOF {
 					return nil
 				}
@@ -249,13 +272,14 @@ func serveRawOp(st rawStream) error {
 		}
 	case opTail:
 		var cnt [4]byte
-		if _, err := io.ReadFull(r, cnt[:]); err != nil {
+		if _, err := io.ReadFull(st, cnt[:]); err != nil {
 			return err
 		}
-		if _, err := io.Copy(io.Discard, r); err != nil {
+		if _, err := io.Copy(io.Discard, st); err != nil {
 			return err
 		}
-		w := bufio.NewWriterSize(st, 32<<10)
+		w := getWriter(st)
+		defer putWriter(w)
 		for range binary.LittleEndian.Uint32(cnt[:]) {
 			if err := writeFrame(w, echoPayload); err != nil {
 				return err
@@ -263,6 +287,8 @@ func serveRawOp(st rawStream) error {
 		}
 		return w.Flush()
 	case opIngest:
+		r := getReader(st)
+		defer putReader(r)
 		var n uint64
 		buf := make([]byte, EchoSize)
 		for {
@@ -279,7 +305,10 @@ func serveRawOp(st rawStream) error {
 		_, err := st.Write(out[:])
 		return err
 	case opEcho:
-		w := bufio.NewWriterSize(st, 32<<10)
+		r := getReader(st)
+		defer putReader(r)
+		w := getWriter(st)
+		defer putWriter(w)
 		buf := make([]byte, EchoSize)
 		for {
 			m, err := readFrame(r, buf)
@@ -484,7 +513,8 @@ func (c *rawClient) Tail(ctx context.Context, n int) error {
 		st.Abort()
 		return err
 	}
-	r := bufio.NewReaderSize(st, 32<<10)
+	r := getReader(st)
+	defer putReader(r)
 	buf := make([]byte, EchoSize)
 	got := 0
 	for {
@@ -513,7 +543,8 @@ func (c *rawClient) Ingest(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(st, 32<<10)
+	w := getWriter(st)
+	defer putWriter(w)
 	_ = w.WriteByte(opIngest)
 	for range n {
 		if err := writeFrame(w, echoPayload); err != nil {
@@ -549,7 +580,8 @@ func (c *rawClient) Echo(ctx context.Context, n int) error {
 	var wg sync.WaitGroup
 	var sendErr error
 	wg.Go(func() {
-		w := bufio.NewWriterSize(st, 32<<10)
+		w := getWriter(st)
+		defer putWriter(w)
 		_ = w.WriteByte(opEcho)
 		for range n {
 			if sendErr = writeFrame(w, echoPayload); sendErr != nil {
@@ -561,7 +593,8 @@ func (c *rawClient) Echo(ctx context.Context, n int) error {
 		}
 		sendErr = st.CloseWrite()
 	})
-	r := bufio.NewReaderSize(st, 32<<10)
+	r := getReader(st)
+	defer putReader(r)
 	buf := make([]byte, EchoSize)
 	got := 0
 	var recvErr error
@@ -622,4 +655,26 @@ func (c *rawClient) OpenStream(ctx context.Context) (io.Closer, error) {
 		}
 		return nil
 	}), nil
+}
+
+// Warm opens long streams (connections for TCP) until there are callers.
+func (c *rawClient) Warm(ctx context.Context, callers int) error {
+	if !c.long {
+		return nil
+	}
+	for {
+		c.mu.Lock()
+		have := len(c.all)
+		c.mu.Unlock()
+		if have >= callers {
+			return nil
+		}
+		st, err := c.openLoop(ctx)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.idle = append(c.idle, st)
+		c.mu.Unlock()
+	}
 }

@@ -181,3 +181,12 @@ var echoPayload = func() []byte {
 
 // logTimestamp is the timestamp of every streamed log entry and metric.
 const logTimestamp = 1712567890.125
+
+// Warmer is implemented by clients that use one long-lived stream or
+// connection per concurrent caller (the raw floors). The runner calls Warm
+// with the number of callers before a unary measurement so that opening
+// them is not measured as call latency; the RPC systems multiplex one
+// connection and need no warming.
+type Warmer interface {
+	Warm(ctx context.Context, callers int) error
+}
