@@ -20,22 +20,22 @@ import (
 
 // Metric keys. Each is recorded once per round (RSS once per run).
 const (
-	mSetup      = "setup"         // ns, dial + first getStatus on a new connection
-	mAllocs     = "allocs"        // allocations per sequential unary call (client + server)
-	mBytes      = "bytes"         // bytes allocated per sequential unary call
-	mRSSBase    = "rss-base"      // KiB, server VmHWM after start and one call
-	mRSSIdle    = "rss-idle"      // KiB, server VmHWM with the idle connections
-	mRSSStreams = "rss-streams"   // KiB, server VmHWM with the open streams
-	mTail       = "tail"          // msgs/s
-	mIngestS    = "ingest-small"  // msgs/s
-	mIngestL    = "ingest-large"  // msgs/s
-	mEcho       = "echo"          // msgs/s
-	suffixRate  = "/calls-per-s"  // unary rate
-	suffixP50   = "/p50-ns"       // unary latency
-	suffixP99   = "/p99-ns"       // unary latency
-	unarySeq    = "unary-seq"     // 1 caller
-	unary32     = "unary-c32"     // 32 callers
-	unary256    = "unary-c256"    // 256 callers
+	mSetup      = "setup"        // ns, dial + first getStatus on a new connection
+	mAllocs     = "allocs"       // allocations per sequential unary call (client + server)
+	mBytes      = "bytes"        // bytes allocated per sequential unary call
+	mRSSBase    = "rss-base"     // KiB, server VmHWM after start and one call
+	mRSSIdle    = "rss-idle"     // KiB, server VmHWM with the idle connections
+	mRSSStreams = "rss-streams"  // KiB, server VmHWM with the open streams
+	mTail       = "tail"         // msgs/s
+	mIngestS    = "ingest-small" // msgs/s
+	mIngestL    = "ingest-large" // msgs/s
+	mEcho       = "echo"         // msgs/s
+	suffixRate  = "/calls-per-s" // unary rate
+	suffixP50   = "/p50-ns"      // unary latency
+	suffixP99   = "/p99-ns"      // unary latency
+	unarySeq    = "unary-seq"    // 1 caller
+	unary32     = "unary-c32"    // 32 callers
+	unary256    = "unary-c256"   // 256 callers
 )
 
 // unaryModes are the unary measurements: name and concurrent callers.
