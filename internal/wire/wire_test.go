@@ -401,3 +401,54 @@ func TestWriterReleaseReturnsWrittenBuffer(t *testing.T) {
 		t.Errorf("%.2f allocations per use of a fresh Writer, want about 0", allocs)
 	}
 }
+
+// hookWriter calls onWrite (once) from inside Write, as if the sender
+// appended while the flusher was writing.
+type hookWriter struct {
+	onWrite func(b []byte)
+}
+
+func (h *hookWriter) Write(b []byte) (int, error) {
+	if f := h.onWrite; f != nil {
+		h.onWrite = nil
+		f(b)
+	}
+	return len(b), nil
+}
+
+// TestWriterNoAliasAfterLargeBuffer writes a buffer too large to keep as
+// the spare, then checks that a frame appended while the next buffer is
+// being written does not overwrite it. Before the fix the fill buffer and
+// the spare shared one array after such a write, so the bytes being
+// written were overwritten (and Release handed that array to the pool
+// while keeping it).
+func TestWriterNoAliasAfterLargeBuffer(t *testing.T) {
+	hw := &hookWriter{}
+	var w Writer
+	w.Reset(hw)
+	app := func(p []byte) {
+		if err := w.Append(func(b []byte) ([]byte, error) { return AppendFrame(b, 0, p), nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush := func() {
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app([]byte("small"))
+	flush()
+	app(make([]byte, maxKeep+1))
+	flush()
+	app([]byte("first"))
+	var got []byte
+	hw.onWrite = func(b []byte) {
+		app([]byte("XXXXX"))
+		got = append([]byte(nil), b...)
+	}
+	flush()
+	if want := AppendFrame(nil, 0, []byte("first")); !bytes.Equal(got, want) {
+		t.Fatalf("written %q, want %q", got, want)
+	}
+	w.Release()
+}

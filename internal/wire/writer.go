@@ -88,6 +88,10 @@ func (w *Writer) flushLoop() {
 		w.mu.Lock()
 		if cap(b) <= maxKeep {
 			w.spare = b[:0]
+		} else {
+			// w.buf was filled from the old spare; keeping that as the
+			// spare too would make the next swap hand it out twice.
+			w.spare = nil
 		}
 		if err != nil {
 			w.err = err
@@ -134,6 +138,9 @@ func (w *Writer) Release() {
 		keep, other := w.buf, w.spare
 		if cap(other) > cap(keep) {
 			keep, other = other, keep
+		}
+		if cap(keep) > 0 && cap(other) > 0 && &keep[:1][0] == &other[:1][0] {
+			other = nil // never hand the pool an array this Writer keeps
 		}
 		if cap(keep) > 0 && cap(keep) <= maxKeep {
 			*w.pooled = keep[:0]
