@@ -1,6 +1,7 @@
 package aster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -245,16 +246,16 @@ func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, erro
 		return nil, "", err
 	}
 	defer cs.Close()
-	if err := cs.Send(struct{}{}); err != nil {
-		return nil, "", err
-	}
-	if err := cs.CloseSend(); err != nil {
+	// io.EOF from sending means the server already answered (it does not
+	// read the empty request); the outcome is read below, as in CallUnary.
+	if err := sendOne(cs, struct{}{}); err != nil {
 		return nil, "", err
 	}
 	raw, err := cs.recvRaw()
 	if err != nil {
 		return nil, "", err
 	}
+	raw = bytes.Clone(raw) // recvRaw's bytes are valid only until the next read
 	if err := cs.Recv(nil); err != io.EOF {
 		if err == nil {
 			err = status.New(status.Internal, "contract call sent more than one message")
