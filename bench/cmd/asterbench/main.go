@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -80,7 +81,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.openStreams, "open-streams", 10_000, "concurrent open streams for the server's peak RSS")
 	fs.BoolVar(&cfg.rss, "rss", true, "measure the server's peak RSS in a separate process")
 	names := fs.String("systems", "", "comma-separated systems to run (default all: "+strings.Join(allNames(), ",")+")")
-	fs.StringVar(&cfg.out, "out", "asterbench.txt", "file for the raw results in benchstat format")
+	fs.StringVar(&cfg.out, "out", filepath.Join("results", "asterbench.txt"), "file for the raw results in benchstat format (its directory is created)")
 	fs.StringVar(&cfg.md, "md", "", "file for a copy of the markdown table (optional)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -168,6 +169,9 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(stderr, "rss %-12s %6.1fs\n", sys.Name(), time.Since(start).Seconds())
 		}
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
+		return err
 	}
 	f, err := os.Create(cfg.out)
 	if err != nil {
