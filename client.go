@@ -434,6 +434,12 @@ func (cs *clientStream) recvRaw() ([]byte, error) {
 			res := t.Err()
 			if res == nil {
 				res = io.EOF
+				// Read the FIN that follows the trailer (normally in the
+				// same packet). Closing a QUIC stream whose end was not
+				// read sends STOP_SENDING, and the server answers with
+				// RESET_STREAM: two extra frames per call, which halved
+				// unary throughput at 32 concurrent callers.
+				cs.r.WaitEOF()
 			}
 			return nil, cs.end(res, t.Metadata)
 		case flags&wire.FlagHeader != 0:

@@ -452,3 +452,24 @@ func TestWriterNoAliasAfterLargeBuffer(t *testing.T) {
 	}
 	w.Release()
 }
+
+func TestReaderWaitEOF(t *testing.T) {
+	two := AppendFrame(AppendFrame(nil, 0, []byte("a")), FlagTrailer, []byte{0xa0})
+	r := NewReader(bytes.NewReader(two), DefaultMaxFrameSize)
+	if _, _, err := r.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if r.WaitEOF() {
+		t.Fatal("WaitEOF true with a frame left")
+	}
+	if _, _, err := r.ReadFrame(); err != nil { // WaitEOF consumed nothing
+		t.Fatal(err)
+	}
+	if !r.WaitEOF() {
+		t.Fatal("WaitEOF false at the end")
+	}
+	r = NewReader(iotest.ErrReader(errors.New("reset")), DefaultMaxFrameSize)
+	if r.WaitEOF() {
+		t.Fatal("WaitEOF true after a read error")
+	}
+}
