@@ -14,6 +14,12 @@
 //
 // The peak-RSS figures run each server in a separate process (this binary
 // with the serve subcommand) and read VmHWM from /proc/<pid>/status.
+//
+// As root, the loss subcommand runs unary calls between two network
+// namespaces joined by TUN devices and a forwarder that delays and drops
+// packets (see loss.go):
+//
+//	go build -o /tmp/asterbench ./cmd/asterbench && sudo /tmp/asterbench loss
 package main
 
 import (
@@ -48,12 +54,15 @@ type config struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve" {
-		if err := serve(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "asterbench serve:", err)
-			os.Exit(1)
+	if len(os.Args) > 1 {
+		sub := map[string]func([]string) error{"serve": serve, "loss": lossMain, "lossclient": lossClient}[os.Args[1]]
+		if sub != nil {
+			if err := sub(os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "asterbench %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -122,9 +131,11 @@ func allNames() []string {
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	name := fs.String("system", "", "system whose server to run")
+	host := fs.String("host", systems.ListenHost, "IP address to listen on")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	systems.ListenHost = *host
 	sys := systems.ByName(*name)
 	if sys == nil {
 		return fmt.Errorf("unknown system %q", *name)

@@ -225,11 +225,19 @@ type serverProc struct {
 }
 
 func startServerProc(ctx context.Context, sys systems.System) (*serverProc, error) {
+	return startServerCmd(ctx, nil, sys, nil)
+}
+
+// startServerCmd starts this binary's serve subcommand for sys, run through
+// the command prefix wrap (such as ip netns exec NS), if any, with extra
+// serve flags.
+func startServerCmd(ctx context.Context, wrap []string, sys systems.System, extra []string) (*serverProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "serve", "-system", sys.Name())
+	args := append(append(append([]string{}, wrap...), exe, "serve", "-system", sys.Name()), extra...)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -72,7 +72,7 @@ func newAsterQUIC() *asterSystem {
 	return &asterSystem{
 		name: "aster-quic",
 		listen: func(key trust.SecretKey) (transport.Listener, error) {
-			return quic.Listen("127.0.0.1:0", key, nil)
+			return quic.Listen(ListenHost+":0", key, nil)
 		},
 		dialer: func(key trust.SecretKey) (transport.Dialer, func()) {
 			d := quic.NewDialer(key, nil)

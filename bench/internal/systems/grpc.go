@@ -99,7 +99,7 @@ type grpcServer struct {
 }
 
 func (*grpcSystem) Serve() (Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", ListenHost+":0")
 	if err != nil {
 		return nil, err
 	}

@@ -130,7 +130,7 @@ func (s *rawSystem) Serve() (Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &rawServer{cancel: cancel}
 	if s.isQUIC {
-		ln, err := quicgo.ListenAddr("127.0.0.1:0", serverTLS(rawALPN), rawQUICConfig())
+		ln, err := quicgo.ListenAddr(ListenHost+":0", serverTLS(rawALPN), rawQUICConfig())
 		if err != nil {
 			cancel()
 			return nil, err
@@ -170,7 +170,7 @@ func (s *rawSystem) Serve() (Server, error) {
 		})
 		return srv, nil
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", ListenHost+":0")
 	if err != nil {
 		cancel()
 		return nil, err

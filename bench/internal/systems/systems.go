@@ -129,6 +129,10 @@ func ByName(name string) System {
 	return nil
 }
 
+// ListenHost is the IP address servers listen on. Default 127.0.0.1
+// (loopback); the loss test sets the address of its network namespace.
+var ListenHost = "127.0.0.1"
+
 // serverName is the TLS server name of the TCP systems' certificate.
 const serverName = "bench.local"
 
