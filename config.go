@@ -82,8 +82,8 @@ import (
 //
 // Settings whose feature does not exist yet in aster for Go are rejected
 // with an UNIMPLEMENTED "not supported yet" error rather than silently
-// ignored: storage.path, enable_hooks, hook_timeout_ms other than 5000,
-// portmapper_config other than "disabled", proxy_url and proxy_from_env.
+// ignored: enable_hooks, hook_timeout_ms other than 5000, portmapper_config
+// other than "disabled", proxy_url and proxy_from_env.
 //
 // A literal Config is validated when it is used (ServerOptions,
 // ClientOptions, Validate). Its zero value differs from DefaultConfig in
@@ -110,8 +110,10 @@ type Config struct {
 	// address or a hex endpoint id.
 	EndpointAddr string
 
-	// StoragePath is the persistent storage directory. Not supported yet:
-	// storage is in memory.
+	// StoragePath is the persistent storage directory (created 0700 when
+	// the server starts). aster keeps the used one-time-token nonces there
+	// (file "ott-nonces"), so a restart does not reopen them. Unset: kept
+	// in memory only.
 	StoragePath string
 
 	// HealthPort is the port of the health HTTP server; 0 disables it.
@@ -337,22 +339,33 @@ func DefaultConfig() Config {
 // ASTER_* environment variables. A bad value fails with INVALID_ARGUMENT
 // (the error wraps a *ConfigError naming the field, the variable and the
 // value); a setting that does nothing yet fails with UNIMPLEMENTED.
-func LoadConfig() (Config, error) { return loadConfig("", os.Environ()) }
+func LoadConfig() (Config, error) { return loadConfig("", os.Environ(), false) }
 
 // LoadConfigFile resolves the configuration from the built-in defaults, the
 // TOML file at path, and the ASTER_* environment variables, which always
-// win. Keys the file has but Config does not know are an error.
+// win. Keys the file has but Config does not know are ignored with a
+// warning (see Warnings); LoadConfigFileStrict makes them an error.
 func LoadConfigFile(path string) (Config, error) {
 	if path == "" {
 		return Config{}, status.New(status.InvalidArgument, "config: empty file path")
 	}
-	return loadConfig(path, os.Environ())
+	return loadConfig(path, os.Environ(), false)
+}
+
+// LoadConfigFileStrict is LoadConfigFile with unknown keys in the file an
+// INVALID_ARGUMENT error ("aster --strict").
+func LoadConfigFileStrict(path string) (Config, error) {
+	if path == "" {
+		return Config{}, status.New(status.InvalidArgument, "config: empty file path")
+	}
+	return loadConfig(path, os.Environ(), true)
 }
 
 // maxConfigFile caps the TOML file and the root key file read at load.
 const maxConfigFile = 1 << 20
 
-func loadConfig(path string, environ []string) (Config, error) {
+func loadConfig(path string, environ []string, strict bool) (Config, error) {
+	var warnings []string
 	defaults := map[string]any{}
 	for _, f := range fields {
 		if f.kind != kHexKey && f.kind != kSecretB64 {
@@ -380,15 +393,20 @@ func loadConfig(path string, environ []string) (Config, error) {
 			}
 		}
 		if len(unknown) > 0 {
-			return Config{}, status.Errorf(status.InvalidArgument, "config: %s: unknown keys %s (see \"aster config print\" for the known ones)",
-				path, strings.Join(unknown, ", "))
+			if strict {
+				return Config{}, status.Errorf(status.InvalidArgument, "config: %s: unknown keys %s (see \"aster config print\" for the known ones)",
+					path, strings.Join(unknown, ", "))
+			}
+			for _, key := range unknown {
+				fileK.Delete(key)
+				warnings = append(warnings, fmt.Sprintf("%s: unknown key %s ignored", path, key))
+			}
 		}
 		if err := k.Merge(fileK); err != nil {
 			return Config{}, fmt.Errorf("config: %w", err)
 		}
 	}
 
-	var warnings []string
 	envK := koanf.New(".")
 	err := envK.Load(env.Provider(".", env.Opt{
 		Prefix:      "ASTER_",
@@ -765,8 +783,6 @@ func (c *Config) Validate() error {
 	// Settings whose feature does not exist yet.
 	ns := func(key, reason string) error { return notSupported(c, fieldByKey[key], reason) }
 	switch {
-	case c.StoragePath != "":
-		return ns("storage.path", "aster for Go keeps no persistent storage")
 	case c.EnableHooks:
 		return ns("network.enable_hooks", "connection hooks do not exist yet")
 	case c.HookTimeoutMS != 0 && c.HookTimeoutMS != DefaultHookTimeoutMS:
@@ -934,6 +950,22 @@ func (c *Config) ClientOptions() ([]ClientOption, error) {
 		return nil, status.Wrap(status.InvalidArgument, err)
 	}
 	return append(opts, topts...), nil
+}
+
+// WithClientConfig applies cfg's client settings (ClientOptions: the key
+// and the credential to present). Options after it override it. If cfg is
+// invalid, Dial and every call fail with its validation error.
+func WithClientConfig(cfg Config) ClientOption {
+	opts, err := cfg.ClientOptions()
+	return func(o *clientOptions) {
+		if err != nil {
+			o.err = err
+			return
+		}
+		for _, fn := range opts {
+			fn(o)
+		}
+	}
 }
 
 // Address returns connect.endpoint_addr parsed, for Dial. It fails with

@@ -17,8 +17,10 @@ import (
 	"testing"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -476,7 +478,6 @@ func checkConfigErr(t *testing.T, err error, code status.Code, field, source, re
 func TestConfigNotSupported(t *testing.T) {
 	isolate(t)
 	for _, tc := range []struct{ env, val, field string }{
-		{"ASTER_STORAGE_PATH", "/var/lib/aster", "storage.path"},
 		{"ASTER_ENABLE_HOOKS", "on", "network.enable_hooks"},
 		{"ASTER_HOOK_TIMEOUT_MS", "100", "network.hook_timeout_ms"},
 		{"ASTER_PORTMAPPER_CONFIG", "upnp", "network.portmapper_config"},
@@ -490,9 +491,9 @@ func TestConfigNotSupported(t *testing.T) {
 		})
 	}
 	// A literal Config is checked when used.
-	c := aster.Config{StoragePath: "/data"}
+	c := aster.Config{EnableHooks: true}
 	if _, err := c.ServerOptions(); status.CodeOf(err) != status.Unimplemented || !strings.Contains(err.Error(), "not supported yet") {
-		t.Errorf("literal Config with StoragePath: ServerOptions error = %v, want UNIMPLEMENTED not supported yet", err)
+		t.Errorf("literal Config with EnableHooks: ServerOptions error = %v, want UNIMPLEMENTED not supported yet", err)
 	}
 }
 
@@ -567,10 +568,20 @@ func TestConfigRelay(t *testing.T) {
 func TestConfigUnknownKeysAndTypos(t *testing.T) {
 	isolate(t)
 	path := writeFile(t, t.TempDir(), "aster.toml", "[network]\nbind_adr = \"0.0.0.0:1\"\n[tls]\ncert = \"x\"\n")
-	_, err := aster.LoadConfigFile(path)
+	_, err := aster.LoadConfigFileStrict(path)
 	if err == nil || status.CodeOf(err) != status.InvalidArgument ||
 		!strings.Contains(err.Error(), "network.bind_adr") || !strings.Contains(err.Error(), "tls.cert") || !strings.Contains(err.Error(), path) {
-		t.Errorf("unknown keys: err = %v, want INVALID_ARGUMENT naming network.bind_adr, tls.cert and the file", err)
+		t.Errorf("unknown keys, strict: err = %v, want INVALID_ARGUMENT naming network.bind_adr, tls.cert and the file", err)
+	}
+	cfg, err := aster.LoadConfigFile(path)
+	if err != nil {
+		t.Fatalf("unknown keys, lenient: %v", err)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "network.bind_adr") || !strings.Contains(w, "tls.cert") {
+		t.Errorf("unknown keys, lenient: warnings %q, want both keys named", w)
+	}
+	if cfg.Source("network.bind_addr") != "default" {
+		t.Errorf("an unknown key changed bind_addr's source to %q", cfg.Source("network.bind_addr"))
 	}
 	path = writeFile(t, t.TempDir(), "aster.toml", "[network\n")
 	if _, err := aster.LoadConfigFile(path); err == nil || !strings.Contains(err.Error(), path) {
@@ -781,4 +792,73 @@ func TestWithConfig(t *testing.T) {
 		t.Errorf("ListenAndServe with a bad Config = %v", err)
 	}
 	bad.Close()
+}
+
+func TestWithClientConfig(t *testing.T) {
+	isolate(t)
+	key := trust.GenerateKey()
+	cfg := aster.DefaultConfig()
+	cfg.SecretKey = key
+	srv := aster.NewServer()
+	ln, err := quic.Listen("127.0.0.1:0", trust.GenerateKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := make(chan trust.EndpointID, 1)
+	seePeer := func(next handler.Handler) handler.Handler {
+		return handler.HandlerFunc(func(ctx context.Context, st handler.Stream) error {
+			peers <- st.Peer().ID
+			return next.ServeRPC(ctx, st)
+		})
+	}
+	srv.MustRegister(handler.NewService("Who", 1).Handle("ami", handler.Unary(func(ctx context.Context, _ *struct{}) (*struct{}, error) {
+		return &struct{}{}, nil
+	}), handler.Use(seePeer)))
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := aster.DialAddress(t.Context(), ln.Addr(), aster.WithClientConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := aster.CallUnary[struct{}](t.Context(), c, "Who.ami", &struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-peers; got != trust.IDOf(key) {
+		t.Errorf("server saw client %s, want the configured key's %s", got.Short(), trust.IDOf(key).Short())
+	}
+	// An invalid Config fails the dial with its validation error.
+	bad := aster.Config{EnableHooks: true}
+	if _, err := aster.DialAddress(t.Context(), ln.Addr(), aster.WithClientConfig(bad)); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("invalid config: %v, want the validation error", err)
+	}
+}
+
+// storage.path keeps the used one-time-token nonces: the policy records
+// them in a file there, created with the directory.
+func TestConfigStoragePath(t *testing.T) {
+	isolate(t)
+	dir := filepath.Join(t.TempDir(), "state", "aster")
+	t.Setenv("ASTER_STORAGE_PATH", dir)
+	cfg, err := aster.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cfg.TrustPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, aster.OTTNonceFile); p.NonceFile != want {
+		t.Errorf("NonceFile = %q, want %q", p.NonceFile, want)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("storage dir: %v %v", fi, err)
+	}
+	// A path that cannot be a directory is an error naming the field.
+	file := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(file, nil, 0o600)
+	cfg.StoragePath = file
+	if _, err := cfg.TrustPolicy(); err == nil || !strings.Contains(err.Error(), "storage.path") {
+		t.Errorf("storage.path on a file: %v", err)
+	}
 }

@@ -3,6 +3,8 @@ package aster
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/aster-go/aster/trust"
 )
@@ -12,6 +14,12 @@ import (
 // and allow_all_producers.
 func (c *Config) TrustPolicy() (trust.Policy, error) {
 	p := trust.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
+	if c.StoragePath != "" {
+		if err := os.MkdirAll(c.StoragePath, 0o700); err != nil {
+			return p, fmt.Errorf("config: storage.path: %w", err)
+		}
+		p.NonceFile = filepath.Join(c.StoragePath, OTTNonceFile)
+	}
 	root, err := c.RootPublicKey()
 	if err != nil {
 		return p, fmt.Errorf("config: trust.root_pubkey_file: %w", err)
@@ -25,6 +33,10 @@ func (c *Config) TrustPolicy() (trust.Policy, error) {
 	}
 	return p, nil
 }
+
+// OTTNonceFile is the file in storage.path that records used one-time-token
+// nonces.
+const OTTNonceFile = "ott-nonces"
 
 // trustServerOptions are the server options of the trust and identity
 // fields: the key of identity_file (when secret_key is not set) and the

@@ -22,6 +22,9 @@ import (
 //	              particular as soon as Shutdown starts draining
 //	GET /metrics  (only if metrics is true) JSON counters:
 //	              {"connections":N,"active_calls":N,"calls":{"OK":N,...}}
+//	GET /metrics/prometheus  (only if metrics is true) the same counters in
+//	              the Prometheus text format: aster_server_connections,
+//	              aster_server_active_calls, aster_server_calls_total{code}
 //
 // The health server starts with the first Serve (a listen error is Serve's
 // error) and stops when Shutdown or Close returns. Default: no health
@@ -86,6 +89,7 @@ func (s *Server) startHealthLocked() error {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(s.metrics())
 		})
+		mux.Handle("GET /metrics/prometheus", s.prometheusHandler())
 	}
 	hs := &healthServer{
 		http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},

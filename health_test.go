@@ -91,6 +91,22 @@ func TestHealthEndpoints(t *testing.T) {
 		t.Errorf("/metrics = %+v, want 1 connection, 1 NOT_FOUND, at least 3 OK", m)
 	}
 
+	// The same counters in the Prometheus text format.
+	code, body, err = httpGet(t, base+"/metrics/prometheus")
+	if err != nil || code != 200 {
+		t.Fatalf("/metrics/prometheus = %d %v", code, err)
+	}
+	for _, line := range []string{
+		"# TYPE aster_server_calls_total counter",
+		`aster_server_calls_total{code="NOT_FOUND"} 1`,
+		"aster_server_connections 1",
+		"# TYPE aster_server_active_calls gauge",
+	} {
+		if !strings.Contains(body, line+"\n") {
+			t.Errorf("/metrics/prometheus lacks %q:\n%s", line, body)
+		}
+	}
+
 	// Hold a call in flight, start Shutdown: not ready while it drains.
 	callDone := make(chan error, 1)
 	go func() {
@@ -157,8 +173,10 @@ func TestHealthWithoutMetrics(t *testing.T) {
 	e := newEnv(t, transports[0], aster.WithHealth("127.0.0.1:0", false))
 	pollUntil(t, "the health server", func() bool { return e.srv.HealthAddr() != nil })
 	base := "http://" + e.srv.HealthAddr().String()
-	if code, _, err := httpGet(t, base+"/metrics"); err != nil || code != http.StatusNotFound {
-		t.Errorf("/metrics without monitoring = %d %v, want 404", code, err)
+	for _, path := range []string{"/metrics", "/metrics/prometheus"} {
+		if code, _, err := httpGet(t, base+path); err != nil || code != http.StatusNotFound {
+			t.Errorf("%s without monitoring = %d %v, want 404", path, code, err)
+		}
 	}
 	if code, _, err := httpGet(t, base+"/readyz"); err != nil || code != 200 {
 		t.Errorf("/readyz = %d %v", code, err)

@@ -123,8 +123,9 @@ type serverOptions struct {
 	quic        *quic.Config
 	// admit runs admission; it returns the connection to accept calls from
 	// (the same, or one that first hands back a stream admission read).
-	admit  func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error)
-	linger time.Duration
+	admit    func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error)
+	linger   time.Duration
+	connHook func(handler.Peer) func()
 
 	bindAddr      string // ListenAndServe("") address (WithBindAddr)
 	relayURL      string // home relay (WithRelay)
@@ -132,6 +133,7 @@ type serverOptions struct {
 	healthAddr    string // health HTTP server address (WithHealth)
 	healthMetrics bool   // serve /metrics on the health server
 	configErr     error  // WithConfig's validation error, returned by Serve
+	manifest      string // WithContractManifest path
 }
 
 // ServerOption configures a Server.
@@ -204,6 +206,15 @@ func WithRelay(url string) ServerOption { return func(o *serverOptions) { o.rela
 // the server is then reachable only through its relay (WithRelay), and
 // ListenAndServe fails without one. Default: true.
 func WithIPTransports(enabled bool) ServerOption { return func(o *serverOptions) { o.noIP = !enabled } }
+
+// WithConnHook sets a function the server calls for each admitted
+// connection, with its peer; the function it returns, if not nil, is called
+// when the connection has ended and its calls have finished. It must not
+// block. Instrumentation uses it to count active connections (see
+// otel.ConnHook). Default: none.
+func WithConnHook(fn func(handler.Peer) func()) ServerOption {
+	return func(o *serverOptions) { o.connHook = fn }
+}
 
 // NewServer returns a Server with the given options.
 func NewServer(opts ...ServerOption) *Server {
@@ -453,6 +464,10 @@ func (s *Server) Address() Address {
 // Serve accepts connections on ln and serves them until Shutdown or Close,
 // then returns ErrServerClosed. Serve takes ownership of ln and closes it.
 func (s *Server) Serve(ln transport.Listener) error {
+	if err := s.checkManifest(); err != nil {
+		ln.Close()
+		return err
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aster-go/aster/codec"
@@ -30,6 +31,8 @@ type serverConn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 	peer   handler.Peer
+	// connEnd, from the WithConnHook hook, runs at the end of shutdown.
+	connEnd func()
 
 	streams sync.WaitGroup
 
@@ -74,6 +77,9 @@ func (sc *serverConn) serve() {
 		}
 		sc.peer, streams = p, conn
 	}
+	if hook := sc.srv.opts.connHook; hook != nil {
+		sc.connEnd = hook(sc.peer)
+	}
 	go func() {
 		select {
 		case <-sc.conn.Done():
@@ -110,6 +116,9 @@ func (sc *serverConn) shutdown() {
 	sc.mu.Unlock()
 	for _, ss := range toClose {
 		sc.closeInstance(ss)
+	}
+	if sc.connEnd != nil {
+		sc.connEnd()
 	}
 }
 
@@ -334,7 +343,9 @@ type serverCall struct {
 	recvEOF  bool
 	trailer  map[string]string
 	sent     int
-	stats    middleware.StreamStats
+	// Message and byte counts, atomic: a handler may Send and Recv from
+	// different goroutines while middleware reads Stats.
+	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
 }
 
 var serverCallPool = sync.Pool{New: func() any { return &serverCall{r: new(wire.Reader), w: new(wire.Writer)} }}
@@ -488,13 +499,18 @@ func (c *serverCall) Recv(msg any) error {
 	if err := c.codec.Unmarshal(data, msg); err != nil {
 		return status.Errorf(status.InvalidArgument, "request does not decode: %v", err)
 	}
-	c.stats.ReceivedMessages++
-	c.stats.ReceivedBytes += int64(len(data))
+	c.recvMsgs.Add(1)
+	c.recvBytes.Add(int64(len(data)))
 	return nil
 }
 
 // Stats implements middleware.StatsReporter.
-func (c *serverCall) Stats() middleware.StreamStats { return c.stats }
+func (c *serverCall) Stats() middleware.StreamStats {
+	return middleware.StreamStats{
+		SentMessages: c.sentMsgs.Load(), SentBytes: c.sentBytes.Load(),
+		ReceivedMessages: c.recvMsgs.Load(), ReceivedBytes: c.recvBytes.Load(),
+	}
+}
 
 // SetReadDeadline makes pending and later Recv calls fail with
 // DEADLINE_EXCEEDED once t has passed; the zero t clears it. Deadline
@@ -540,8 +556,8 @@ func (c *serverCall) Send(msg any) error {
 			return b, wire.FrameTooLarge(uint64(n), uint64(c.sc.srv.opts.maxFrame))
 		}
 		wire.EndFrame(b, off)
-		c.stats.SentMessages++
-		c.stats.SentBytes += int64(n - 1)
+		c.sentMsgs.Add(1)
+		c.sentBytes.Add(int64(n - 1))
 		return b, nil
 	})
 	if err != nil {

@@ -29,6 +29,7 @@ type callFlags struct {
 	version        uint32
 	session        string
 	rcan           string
+	trace          bool
 }
 
 func newCallCmd() *cobra.Command {
@@ -78,6 +79,7 @@ session of its own.
 	fl.Uint32Var(&f.version, "service-version", 0, "service version to call (0: the highest the server has)")
 	fl.StringVar(&f.rcan, "rcan", "", "present the enrollment credential in this .aster-identity `file` (default: ASTER_ENROLLMENT_CREDENTIAL or ASTER_IDENTITY_FILE from the config)")
 	fl.StringVar(&f.session, "session", "", "run the NDJSON calls on stdin in one session of this session-scoped `service`")
+	addTraceFlag(cmd, &f.trace)
 	return cmd
 }
 
@@ -122,9 +124,17 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 	if err != nil {
 		return configError(err)
 	}
-	if f.rcan != "" {
-		clientOpts = append(clientOpts, aster.WithCredentialFile(f.rcan))
+	credOpts, err := credentialOptions(f.rcan)
+	if err != nil {
+		return err
 	}
+	clientOpts = append(clientOpts, credOpts...)
+	ctx, traceOpts, endTrace, err := startTrace(ctx, f.trace, "aster call", cmd.ErrOrStderr())
+	if err != nil {
+		return configError(err)
+	}
+	defer endTrace()
+	clientOpts = append(clientOpts, traceOpts...)
 
 	dialCtx := ctx
 	if f.connectTimeout > 0 {

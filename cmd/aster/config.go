@@ -14,6 +14,10 @@ func init() { addCommand(newConfigCmd) }
 // configFlag is the persistent flag naming the TOML configuration file.
 const configFlag = "config"
 
+// strictFlag is the persistent flag that makes unknown keys in the
+// configuration file an error instead of a warning.
+const strictFlag = "strict"
+
 // loadCLIConfig resolves the configuration for a command: defaults, the
 // file named by --config (or file, if not empty), then ASTER_* variables.
 // Warnings go to the command's stderr; a bad configuration is a usage error
@@ -24,7 +28,10 @@ func loadCLIConfig(c *cobra.Command, file string) (aster.Config, error) {
 	}
 	var cfg aster.Config
 	var err error
-	if file != "" {
+	strict, _ := c.Flags().GetBool(strictFlag)
+	if file != "" && strict {
+		cfg, err = aster.LoadConfigFileStrict(file)
+	} else if file != "" {
 		cfg, err = aster.LoadConfigFile(file)
 	} else {
 		cfg, err = aster.LoadConfig()

@@ -151,17 +151,22 @@ health_port = 8088
 		t.Errorf("bad value: exit %d, stderr %q", code, stderr)
 	}
 	// Not supported yet: exit 2, UNIMPLEMENTED.
-	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_STORAGE_PATH=/var/lib/aster"}, "config", "print", "--json-errors")
+	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_ENABLE_HOOKS=on"}, "config", "print", "--json-errors")
 	var je jsonError
 	if err := json.Unmarshal([]byte(stderr), &je); err != nil || code != ExitUsage || je.Code != "UNIMPLEMENTED" || !strings.Contains(je.Message, "not supported yet") {
-		t.Errorf("storage path: exit %d, stderr %q (%v)", code, stderr, err)
+		t.Errorf("enable hooks: exit %d, stderr %q (%v)", code, stderr, err)
 	}
 	// Unknown key in the file.
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("[network]\nbindaddr = \"x\"\n"), 0o600)
-	_, stderr, code = runConfigCLI(t, bin, dir, nil, "config", "print", "--file", bad)
+	_, stderr, code = runConfigCLI(t, bin, dir, nil, "config", "print", "--strict", "--file", bad)
 	if code != ExitUsage || !strings.Contains(stderr, "network.bindaddr") {
-		t.Errorf("unknown key: exit %d, stderr %q", code, stderr)
+		t.Errorf("unknown key with --strict: exit %d, stderr %q", code, stderr)
+	}
+	// Without --strict it is a warning.
+	_, stderr, code = runConfigCLI(t, bin, dir, nil, "config", "print", "--file", bad)
+	if code != 0 || !strings.Contains(stderr, "warning:") || !strings.Contains(stderr, "network.bindaddr") {
+		t.Errorf("unknown key: exit %d, stderr %q; want a warning and exit 0", code, stderr)
 	}
 	// A misspelt variable is a warning, not an error.
 	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_HEALTH_PROT=1"}, "config", "print")

@@ -6,6 +6,8 @@
 //	aster call --max 10 <addr> MissionControl.tailLogs '{"level":"warn"}'
 //	seq 1000 | jq -c '{name:"cpu",value:.}' | aster call <addr> MissionControl.ingestMetrics
 //	aster call --session AgentSession <addr> < script.ndjson
+//	aster shell <addr>                       # browse /services, Tab, call interactively
+//	aster contract gen-client <addr> --out ./mcclient   # a typed Go client
 //
 // See ExitOK and the following constants for the exit status table, and
 // "aster call --help" for the flags.

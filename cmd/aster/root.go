@@ -56,6 +56,7 @@ and reached by "aster1..." addresses.
 	}
 	root.PersistentFlags().Bool(jsonErrorsFlag, false, `print errors on stderr as one JSON object {"code","code_num","message","exit"}`)
 	root.PersistentFlags().String(configFlag, "", "TOML configuration file; ASTER_* variables override it (see 'aster config print')")
+	root.PersistentFlags().Bool(strictFlag, false, "treat unknown keys in the configuration file as an error (default: a warning)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErrorf("%v (see '%s --help')", err, c.CommandPath())
 	})

@@ -225,11 +225,21 @@ func TestChapter5(t *testing.T) {
 	if code, out, errOut := callAs("", "--rcan", "edge-node-7.cred", "MissionControl.getStatus", `{"agent_id":"test"}`); code != 0 || !strings.Contains(out, `"status":"running"`) {
 		t.Errorf("aster call --rcan edge-node-7.cred: exit %d %s %s", code, out, errOut)
 	}
-	if code, _, errOut := callAs("", "--rcan", "no-such.cred", "MissionControl.getStatus", `{}`); code == 0 || !strings.Contains(errOut, "no-such.cred") {
+	if code, _, errOut := callAs("", "--rcan", "no-such.cred", "MissionControl.getStatus", `{}`); code != ExitUsage || !strings.Contains(errOut, "no-such.cred") {
 		t.Errorf("aster call --rcan no-such.cred: exit %d %s", code, errOut)
 	}
 	if code, _, errOut := callAs("", "MissionControl.getStatus", `{"agent_id":"test"}`); code != ExitConnect || !strings.Contains(errOut, "UNAUTHENTICATED") {
 		t.Errorf("aster call without a credential: exit %d %s", code, errOut)
+	}
+
+	// The shell presents the credential given with --rcan: edge-node-7 may
+	// call getStatus but not tailLogs, and learns which capability it lacks.
+	shell := exec.Command(asterBin, "shell", "--rcan", "edge-node-7.cred", addr)
+	shell.Dir = work
+	shell.Env = append(os.Environ(), "HOME="+home)
+	shell.Stdin = strings.NewReader("cd /services/MissionControl\ngetStatus agent_id=via-shell\ntailLogs level=warn\n")
+	if out, err := shell.CombinedOutput(); err != nil || !strings.Contains(string(out), `"agent_id": "via-shell"`) || !strings.Contains(string(out), "PERMISSION_DENIED") {
+		t.Errorf("aster shell --rcan edge-node-7.cred: %v\n%s", err, out)
 	}
 
 	// A stable identity: the restarted server has the same address, and the

@@ -75,6 +75,14 @@ func serve(demo bool) error {
 	if err != nil {
 		return err
 	}
+	// Middleware order, outermost first: OpenTelemetry (when OTEL_* is set,
+	// otel.go), then the hardening chain (Recover → Logging → Deadline →
+	// RateLimit, hardening.go). Tracing outermost means its span covers the
+	// whole call, including calls the chain rejects or a panic it recovers,
+	// and the trace context is in ctx before Logging runs.
+	tel := setupTelemetry(logger)
+	defer tel.flush()
+	opts = append(opts, tel.server...)
 	opts = append(opts, serverHardening(logger))
 
 	srv := aster.NewServer(opts...)
@@ -112,7 +120,10 @@ func serve(demo bool) error {
 	fmt.Println(addr.String())
 
 	if demo {
-		copts := []aster.ClientOption{clientHardening(logger)}
+		// Client middleware, outermost first: OpenTelemetry (one span per
+		// call, retries included), then ClientLogging → ClientDeadline →
+		// Retry → CircuitBreaker.
+		copts := append(append([]aster.ClientOption{}, tel.client...), clientHardening(logger))
 		if cfg.EnrollmentCredentialFile != "" {
 			copts = append(copts, aster.WithCredentialFile(cfg.EnrollmentCredentialFile))
 		}

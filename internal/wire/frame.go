@@ -108,6 +108,15 @@ func (r *Reader) Release() {
 // call. At a clean end of stream (no partial frame) it returns io.EOF; a
 // partial frame is ErrTruncated. Limits are checked before any allocation.
 // Transport errors are returned unchanged.
+// WaitEOF waits until the source has more bytes or ends, and reports
+// whether it ended cleanly (io.EOF with nothing left). A client calls it
+// after the trailer, the last frame, so the transport sees the stream's
+// end read rather than abandoned.
+func (r *Reader) WaitEOF() bool {
+	b, err := r.br.Peek(1)
+	return len(b) == 0 && err == io.EOF
+}
+
 func (r *Reader) ReadFrame() (flags byte, payload []byte, err error) {
 	hdr, err := r.br.Peek(prefixLen)
 	if err != nil {

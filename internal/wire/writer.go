@@ -88,6 +88,10 @@ func (w *Writer) flushLoop() {
 		w.mu.Lock()
 		if cap(b) <= maxKeep {
 			w.spare = b[:0]
+		} else {
+			// w.buf was filled from the old spare; keeping that as the
+			// spare too would make the next swap hand it out twice.
+			w.spare = nil
 		}
 		if err != nil {
 			w.err = err
@@ -125,16 +129,27 @@ func (w *Writer) Wait() {
 	w.mu.Unlock()
 }
 
-// Release drops large buffers so a pooled Writer does not pin memory.
+// Release returns the larger of the Writer's two buffers to the pool and
+// drops large buffers so a pooled Writer does not pin memory. (After a
+// flush the buffer that was written sits in spare and buf may be empty;
+// returning buf alone would hand the pool an empty slice every time.)
 func (w *Writer) Release() {
 	if w.pooled != nil {
-		if cap(w.buf) <= maxKeep {
-			*w.pooled = w.buf[:0]
+		keep, other := w.buf, w.spare
+		if cap(other) > cap(keep) {
+			keep, other = other, keep
+		}
+		if cap(keep) > 0 && cap(other) > 0 && &keep[:1][0] == &other[:1][0] {
+			other = nil // never hand the pool an array this Writer keeps
+		}
+		if cap(keep) > 0 && cap(keep) <= maxKeep {
+			*w.pooled = keep[:0]
 		} else {
 			*w.pooled = make([]byte, 0, 1024)
 		}
 		bufPool.Put(w.pooled)
 		w.pooled = nil
+		w.spare = other[:0]
 	}
 	w.buf = nil
 	if cap(w.spare) > maxKeep {

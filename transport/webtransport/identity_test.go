@@ -84,8 +84,10 @@ func TestCertificateRotation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: Dial: %v", what, err)
 		}
-		c.Close(transport.ConnNoError, "")
+		// Close only after Accept: a connection the client closes first may
+		// be dropped before the listener queues it.
 		sc := <-res
+		c.Close(transport.ConnNoError, "")
 		if sc == nil {
 			t.Fatalf("%s: Accept failed", what)
 		}

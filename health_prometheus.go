@@ -1,0 +1,49 @@
+package aster
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// The Prometheus form of the server's counters, served at
+// /metrics/prometheus next to the JSON /metrics (see WithHealth). The
+// official client library writes the text exposition format; the values are
+// read from the server at scrape time, so serving them costs nothing
+// between scrapes.
+var (
+	promConnections = prometheus.NewDesc("aster_server_connections",
+		"Open connections.", nil, nil)
+	promActiveCalls = prometheus.NewDesc("aster_server_active_calls",
+		"Calls being served.", nil, nil)
+	promCalls = prometheus.NewDesc("aster_server_calls_total",
+		"Finished calls by status code name (APPLICATION for codes 100 and above).", []string{"code"}, nil)
+)
+
+// promCollector exports a Server's Metrics to Prometheus.
+type promCollector struct{ s *Server }
+
+// Describe implements prometheus.Collector.
+func (c promCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- promConnections
+	ch <- promActiveCalls
+	ch <- promCalls
+}
+
+// Collect implements prometheus.Collector.
+func (c promCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.s.metrics()
+	ch <- prometheus.MustNewConstMetric(promConnections, prometheus.GaugeValue, float64(m.Connections))
+	ch <- prometheus.MustNewConstMetric(promActiveCalls, prometheus.GaugeValue, float64(m.ActiveCalls))
+	for code, n := range m.Calls {
+		ch <- prometheus.MustNewConstMetric(promCalls, prometheus.CounterValue, float64(n), code)
+	}
+}
+
+// prometheusHandler serves s's counters in the Prometheus text format.
+func (s *Server) prometheusHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(promCollector{s})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
