@@ -230,6 +230,7 @@ type retryStream struct {
 	cur       ClientStream
 	attempt   int
 	sent      []any
+	sentBuf   [1]any // sent's first backing array: a unary call's request
 	closeSent bool
 	committed bool // no more retries
 	closed    bool
@@ -312,6 +313,9 @@ func (rs *retryStream) Send(msg any) error {
 	defer rs.mu.Unlock()
 	if !rs.committed {
 		if len(rs.sent) < rs.o.MaxReplayMessages {
+			if rs.sent == nil {
+				rs.sent = rs.sentBuf[:0]
+			}
 			rs.sent = append(rs.sent, msg)
 		} else {
 			rs.commit()
@@ -347,6 +351,7 @@ func (rs *retryStream) CloseSend() error {
 func (rs *retryStream) commit() {
 	rs.committed = true
 	rs.sent = nil
+	rs.sentBuf = [1]any{}
 }
 
 func (rs *retryStream) Recv(msg any) error {
