@@ -236,6 +236,9 @@ type deadlineCtx struct {
 	timer  *time.Timer   // armed by the first Done or AfterFunc
 	nextID uint64
 	funcs  []afterFunc // registered by AfterFunc, run when the context ends
+	// funcBuf is funcs' first backing array: a call's transport and a
+	// child context or two.
+	funcBuf [2]afterFunc
 }
 
 type afterFunc struct {
@@ -303,6 +306,9 @@ func (c *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
 	}
 	c.nextID++
 	id := c.nextID
+	if c.funcs == nil {
+		c.funcs = c.funcBuf[:0]
+	}
 	c.funcs = append(c.funcs, afterFunc{id: id, f: f})
 	c.arm()
 	c.mu.Unlock()
@@ -352,6 +358,8 @@ func (c *deadlineCtx) finish(err error) {
 	for _, a := range funcs {
 		a.f()
 	}
+	// Drop the references; nothing else uses the array once c has ended.
+	clear(funcs)
 }
 
 // String describes the context like context.WithDeadline's.
