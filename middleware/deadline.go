@@ -231,9 +231,9 @@ type deadlineCtx struct {
 	deadline time.Time
 
 	mu     sync.Mutex
-	err    error         // set once the context has ended
-	done   chan struct{} // made by Done
-	timer  *time.Timer   // armed by the first Done or AfterFunc
+	err    error          // set once the context has ended
+	done   chan struct{}  // made by Done
+	timer  *deadlineTimer // armed by the first Done or AfterFunc
 	nextID uint64
 	funcs  []afterFunc // registered by AfterFunc, run when the context ends
 	// funcBuf is funcs' first backing array: a call's transport and a
@@ -330,10 +330,51 @@ func (c *deadlineCtx) arm() {
 	if c.err != nil || c.timer != nil {
 		return
 	}
-	c.timer = time.AfterFunc(time.Until(c.deadline), c.expire)
+	h, _ := deadlineTimers.Get().(*deadlineTimer)
+	if h == nil {
+		h = &deadlineTimer{owner: c}
+		h.t = time.AfterFunc(time.Until(c.deadline), h.fire)
+	} else {
+		h.mu.Lock()
+		h.owner = c
+		h.mu.Unlock()
+		h.t.Reset(time.Until(c.deadline))
+	}
+	c.timer = h
 }
 
-func (c *deadlineCtx) expire() { c.finish(context.DeadlineExceeded) }
+// deadlineTimer is the timer of one deadlineCtx at a time. A timer that
+// was stopped before it fired goes back to deadlineTimers for the next
+// call, which saves creating a timer and its function per call. Only such
+// timers are reused: Stop returning true guarantees that fire is not running
+// and will not run for the old owner.
+type deadlineTimer struct {
+	t     *time.Timer
+	mu    sync.Mutex
+	owner *deadlineCtx
+}
+
+var deadlineTimers sync.Pool
+
+func (h *deadlineTimer) fire() {
+	h.mu.Lock()
+	c := h.owner
+	h.mu.Unlock()
+	if c != nil {
+		c.finish(context.DeadlineExceeded)
+	}
+}
+
+// stop stops h for good: it is reused if it had not fired.
+func (h *deadlineTimer) stop() {
+	if !h.t.Stop() {
+		return // fired: fire runs or ran; h is dropped
+	}
+	h.mu.Lock()
+	h.owner = nil
+	h.mu.Unlock()
+	deadlineTimers.Put(h)
+}
 
 // finish ends c with err (the first call wins): closes Done, stops the timer
 // and runs the AfterFunc functions.
@@ -350,7 +391,7 @@ func (c *deadlineCtx) finish(err error) {
 		close(c.done)
 	}
 	if c.timer != nil {
-		c.timer.Stop()
+		c.timer.stop()
 	}
 	funcs := c.funcs
 	c.funcs = nil

@@ -199,3 +199,35 @@ func TestClientDeadlineUnchanged(t *testing.T) {
 		t.Fatalf("deadline %v not capped", time.Until(dl))
 	}
 }
+
+// Timers of released calls are reused: a reused timer fires for its new
+// call at that call's deadline, and never for a call that has ended.
+func TestClientDeadlineTimerReuse(t *testing.T) {
+	var ended []context.Context
+	var streams []ClientStream
+	for range 50 {
+		ctx, cs := deadlineCall(t, context.Background(), DeadlineOptions{Default: time.Hour})
+		ctx.Done() // arms a timer
+		ended, streams = append(ended, ctx), append(streams, cs)
+	}
+	for _, cs := range streams {
+		cs.Close() // the timers are free for the calls below
+	}
+	long, cs := deadlineCall(t, context.Background(), DeadlineOptions{Default: time.Hour})
+	defer cs.Close()
+	long.Done()
+	short, cs2 := deadlineCall(t, context.Background(), DeadlineOptions{Default: 20 * time.Millisecond})
+	defer cs2.Close()
+	waitDone(t, short, "short deadline")
+	if !errors.Is(short.Err(), context.DeadlineExceeded) {
+		t.Fatalf("short: %v", short.Err())
+	}
+	if long.Err() != nil {
+		t.Fatalf("an hour's deadline ended: %v", long.Err())
+	}
+	for _, ctx := range ended {
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			t.Fatalf("ended call: %v", ctx.Err())
+		}
+	}
+}
