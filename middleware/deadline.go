@@ -332,12 +332,11 @@ func (c *deadlineCtx) arm() {
 	}
 	h, _ := deadlineTimers.Get().(*deadlineTimer)
 	if h == nil {
-		h = &deadlineTimer{owner: c}
+		h = &deadlineTimer{}
+		h.owner.Store(c)
 		h.t = time.AfterFunc(time.Until(c.deadline), h.fire)
 	} else {
-		h.mu.Lock()
-		h.owner = c
-		h.mu.Unlock()
+		h.owner.Store(c)
 		h.t.Reset(time.Until(c.deadline))
 	}
 	c.timer = h
@@ -350,17 +349,13 @@ func (c *deadlineCtx) arm() {
 // and will not run for the old owner.
 type deadlineTimer struct {
 	t     *time.Timer
-	mu    sync.Mutex
-	owner *deadlineCtx
+	owner atomic.Pointer[deadlineCtx]
 }
 
 var deadlineTimers sync.Pool
 
 func (h *deadlineTimer) fire() {
-	h.mu.Lock()
-	c := h.owner
-	h.mu.Unlock()
-	if c != nil {
+	if c := h.owner.Load(); c != nil {
 		c.finish(context.DeadlineExceeded)
 	}
 }
@@ -370,9 +365,7 @@ func (h *deadlineTimer) stop() {
 	if !h.t.Stop() {
 		return // fired: fire runs or ran; h is dropped
 	}
-	h.mu.Lock()
-	h.owner = nil
-	h.mu.Unlock()
+	h.owner.Store(nil)
 	deadlineTimers.Put(h)
 }
 
