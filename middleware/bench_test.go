@@ -76,9 +76,33 @@ func (s *nopStream) Recv(any) error {
 	return nil
 }
 
+// watchingStream is a nopStream that, like the client's transport, watches
+// the call's context with context.AfterFunc until the call ends.
+type watchingStream struct {
+	nopStream
+	stop func() bool
+}
+
+func (s *watchingStream) cancel() {}
+
+func (s *watchingStream) Recv(m any) error {
+	err := s.nopStream.Recv(m)
+	if err != nil {
+		s.stop()
+	}
+	return err
+}
+
+func (s *watchingStream) Close() { s.stop() }
+
 func BenchmarkClientChain(b *testing.B) {
 	transport := middleware.CallerFunc(func(context.Context, *middleware.Call) (middleware.ClientStream, error) {
 		return &nopStream{}, nil
+	})
+	watching := middleware.CallerFunc(func(ctx context.Context, _ *middleware.Call) (middleware.ClientStream, error) {
+		s := &watchingStream{}
+		s.stop = context.AfterFunc(ctx, s.cancel)
+		return s, nil
 	})
 	run := func(b *testing.B, c middleware.Caller) {
 		ctx := context.Background()
@@ -104,6 +128,10 @@ func BenchmarkClientChain(b *testing.B) {
 	}
 	b.Run("bare", func(b *testing.B) { run(b, transport) })
 	b.Run("default-chain", func(b *testing.B) { run(b, clientChain(warnOnly())(transport)) })
+	// A transport that watches the context, as aster's does, makes the
+	// deadline arm its timer.
+	b.Run("bare-watched", func(b *testing.B) { run(b, watching) })
+	b.Run("default-chain-watched", func(b *testing.B) { run(b, clientChain(warnOnly())(watching)) })
 }
 
 // A real unary call over the in-memory transport, with and without both

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -178,11 +179,15 @@ func (b *Breakers) Middleware() Client {
 // breakerStream reports the call's outcome to its breaker once.
 type breakerStream struct {
 	ClientStream
-	done func(error)
-	once sync.Once
+	done     func(error)
+	reported atomic.Bool
 }
 
-func (s *breakerStream) report(err error) { s.once.Do(func() { s.done(err) }) }
+func (s *breakerStream) report(err error) {
+	if s.reported.CompareAndSwap(false, true) {
+		s.done(err)
+	}
+}
 
 func (s *breakerStream) Recv(msg any) error {
 	// A delivered message proves the target alive: the first message or the

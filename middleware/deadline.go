@@ -3,7 +3,10 @@ package middleware
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aster-go/aster/handler"
@@ -44,7 +47,20 @@ func (o *DeadlineOptions) limits(service, method string) (def, maxd time.Duratio
 // apply derives the call's context: it adds the default timeout when ctx has
 // no deadline and caps it. cancel is nil when ctx is unchanged.
 func (o *DeadlineOptions) apply(ctx context.Context, service, method string) (context.Context, context.CancelFunc) {
+	d := o.timeout(ctx, service, method)
+	if d <= 0 {
+		return ctx, nil
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// timeout returns the timeout to add to ctx, or 0 to leave it unchanged (it
+// has a deadline within the limits, or there are none).
+func (o *DeadlineOptions) timeout(ctx context.Context, service, method string) time.Duration {
 	def, maxd := o.limits(service, method)
+	if def <= 0 && maxd <= 0 {
+		return 0
+	}
 	dl, has := ctx.Deadline()
 	var d time.Duration
 	switch {
@@ -56,10 +72,7 @@ func (o *DeadlineOptions) apply(ctx context.Context, service, method string) (co
 	case maxd > 0 && time.Until(dl) > maxd:
 		d = maxd
 	}
-	if d <= 0 {
-		return ctx, nil
-	}
-	return context.WithTimeout(ctx, d)
+	return d
 }
 
 // expired is the DEADLINE_EXCEEDED (or CANCELED) error for a spent context.
@@ -131,22 +144,37 @@ func readDeadlinerOf(s handler.Stream) readDeadliner {
 func ClientDeadline(opts DeadlineOptions) Client {
 	return func(next Caller) Caller {
 		return CallerFunc(func(ctx context.Context, call *Call) (ClientStream, error) {
-			ctx, cancel := opts.apply(ctx, call.Service, call.Method)
-			if ctx.Err() != nil {
-				if cancel != nil {
-					cancel()
+			d := opts.timeout(ctx, call.Service, call.Method)
+			if d <= 0 {
+				if ctx.Err() != nil {
+					return nil, expired(ctx, "before the call started")
 				}
-				return nil, expired(ctx, "before the call started")
+				return next.NewStream(ctx, call)
 			}
-			cs, err := next.NewStream(ctx, call)
-			if cancel == nil {
-				return cs, err
+			// One allocation for the derived context and the stream that
+			// releases it when the call ends.
+			ds := &deadlineStream{}
+			var cctx context.Context
+			if ctx.Done() == nil {
+				// The parent is never cancelled (Background, WithoutCancel):
+				// the deadline, d from now, is the only way the call's
+				// context ends, so it has not ended yet.
+				ds.dctx.init(ctx, time.Now().Add(d))
+				cctx = &ds.dctx
+			} else {
+				cctx, ds.cancel = context.WithTimeout(ctx, d)
+				if cctx.Err() != nil {
+					ds.release()
+					return nil, expired(cctx, "before the call started")
+				}
 			}
+			cs, err := next.NewStream(cctx, call)
 			if err != nil {
-				cancel()
+				ds.release()
 				return nil, err
 			}
-			return &deadlineStream{ClientStream: cs, cancel: cancel}, nil
+			ds.ClientStream = cs
+			return ds, nil
 		})
 	}
 }
@@ -154,22 +182,221 @@ func ClientDeadline(opts DeadlineOptions) Client {
 // deadlineStream releases the derived context when the call ends.
 type deadlineStream struct {
 	ClientStream
-	cancel context.CancelFunc
-	once   sync.Once
+	cancel   context.CancelFunc // the context.WithTimeout's, or nil
+	dctx     deadlineCtx        // the context when cancel is nil
+	released atomic.Bool
+}
+
+func (d *deadlineStream) release() {
+	if !d.released.CompareAndSwap(false, true) {
+		return
+	}
+	if d.cancel != nil {
+		d.cancel()
+	} else {
+		d.dctx.finish(context.Canceled)
+	}
 }
 
 func (d *deadlineStream) Recv(msg any) error {
 	err := d.ClientStream.Recv(msg)
 	if err != nil { // the call has ended (io.EOF or its status)
-		d.once.Do(d.cancel)
+		d.release()
 	}
 	return err
 }
 
 func (d *deadlineStream) Close() {
 	d.ClientStream.Close()
-	d.once.Do(d.cancel)
+	d.release()
 }
 
 // Unwrap returns the wrapped stream.
 func (d *deadlineStream) Unwrap() ClientStream { return d.ClientStream }
+
+// deadlineCtx is the context ClientDeadline derives from a parent that is
+// never cancelled (parent.Done() == nil), in place of context.WithDeadline:
+// it ends with context.DeadlineExceeded when the deadline passes, or with
+// context.Canceled when finish is called (the call ended). It arms its timer
+// only once something waits for it (Done, or AfterFunc as context.AfterFunc
+// and the child contexts of package context use it); until then Err compares
+// the clock. A call whose context nobody waits on then costs no timer, and
+// context and stream take a single allocation.
+//
+// It hides nothing package context relies on: Value goes to the parent (which
+// has no cancellable context above it, so context.Cause reports Err), and
+// children register through AfterFunc rather than a goroutine.
+type deadlineCtx struct {
+	parent   context.Context
+	deadline time.Time
+
+	mu     sync.Mutex
+	err    error          // set once the context has ended
+	done   chan struct{}  // made by Done
+	timer  *deadlineTimer // armed by the first Done or AfterFunc
+	nextID uint64
+	funcs  []afterFunc // registered by AfterFunc, run when the context ends
+	// funcBuf is funcs' first backing array: a call's transport and a
+	// child context or two.
+	funcBuf [2]afterFunc
+}
+
+type afterFunc struct {
+	id uint64
+	f  func()
+}
+
+// closedChan is the Done channel of a context that ended before Done was
+// called.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (c *deadlineCtx) init(parent context.Context, deadline time.Time) {
+	c.parent, c.deadline = parent, deadline
+}
+
+// Deadline implements context.Context.
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// Value implements context.Context.
+func (c *deadlineCtx) Value(key any) any { return c.parent.Value(key) }
+
+// Err implements context.Context.
+func (c *deadlineCtx) Err() error {
+	c.mu.Lock()
+	err, armed := c.err, c.timer != nil
+	c.mu.Unlock()
+	if err != nil || armed {
+		return err
+	}
+	// Nobody waits, so no timer: the clock decides.
+	if !time.Now().Before(c.deadline) {
+		c.finish(context.DeadlineExceeded)
+		c.mu.Lock()
+		err = c.err
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// Done implements context.Context.
+func (c *deadlineCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	if c.done == nil {
+		if c.err != nil {
+			c.done = closedChan
+		} else {
+			c.done = make(chan struct{})
+		}
+	}
+	d := c.done
+	c.arm()
+	c.mu.Unlock()
+	return d
+}
+
+// AfterFunc arranges for f to run once c has ended (at once, in its own
+// goroutine, if it has); stop prevents that and reports whether it did. The
+// context package uses it for context.AfterFunc and for the children of c.
+func (c *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.nextID++
+	id := c.nextID
+	if c.funcs == nil {
+		c.funcs = c.funcBuf[:0]
+	}
+	c.funcs = append(c.funcs, afterFunc{id: id, f: f})
+	c.arm()
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, a := range c.funcs {
+			if a.id == id {
+				c.funcs = slices.Delete(c.funcs, i, i+1)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// arm starts the timer unless c has ended or it runs already; c.mu is held.
+func (c *deadlineCtx) arm() {
+	if c.err != nil || c.timer != nil {
+		return
+	}
+	h, _ := deadlineTimers.Get().(*deadlineTimer)
+	if h == nil {
+		h = &deadlineTimer{}
+		h.owner.Store(c)
+		h.t = time.AfterFunc(time.Until(c.deadline), h.fire)
+	} else {
+		h.owner.Store(c)
+		h.t.Reset(time.Until(c.deadline))
+	}
+	c.timer = h
+}
+
+// deadlineTimer is the timer of one deadlineCtx at a time. A timer that
+// was stopped before it fired goes back to deadlineTimers for the next
+// call, which saves creating a timer and its function per call. Only such
+// timers are reused: Stop returning true guarantees that fire is not running
+// and will not run for the old owner.
+type deadlineTimer struct {
+	t     *time.Timer
+	owner atomic.Pointer[deadlineCtx]
+}
+
+var deadlineTimers sync.Pool
+
+func (h *deadlineTimer) fire() {
+	if c := h.owner.Load(); c != nil {
+		c.finish(context.DeadlineExceeded)
+	}
+}
+
+// stop stops h for good: it is reused if it had not fired.
+func (h *deadlineTimer) stop() {
+	if !h.t.Stop() {
+		return // fired: fire runs or ran; h is dropped
+	}
+	h.owner.Store(nil)
+	deadlineTimers.Put(h)
+}
+
+// finish ends c with err (the first call wins): closes Done, stops the timer
+// and runs the AfterFunc functions.
+func (c *deadlineCtx) finish(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	if c.done == nil {
+		c.done = closedChan
+	} else {
+		close(c.done)
+	}
+	if c.timer != nil {
+		c.timer.stop()
+	}
+	funcs := c.funcs
+	c.funcs = nil
+	c.mu.Unlock()
+	for _, a := range funcs {
+		a.f()
+	}
+	// Drop the references; nothing else uses the array once c has ended.
+	clear(funcs)
+}
+
+// String describes the context like context.WithDeadline's.
+func (c *deadlineCtx) String() string {
+	return fmt.Sprintf("%v.WithDeadline(%s [%s])", c.parent, c.deadline, time.Until(c.deadline).Truncate(time.Microsecond))
+}

@@ -186,9 +186,11 @@ func (l *loggedStream) log(err error) {
 	if !l.logged.CompareAndSwap(false, true) {
 		return
 	}
-	code := status.CodeOf(err)
+	code := status.OK
 	if err == io.EOF {
-		code, err = status.OK, nil
+		err = nil
+	} else {
+		code = status.CodeOf(err)
 	}
 	level := l.o.Level(code)
 	if !l.o.Logger.Enabled(l.ctx, level) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aster-go/aster/handler"
@@ -230,9 +231,14 @@ type retryStream struct {
 	cur       ClientStream
 	attempt   int
 	sent      []any
+	sentBuf   [1]any // sent's first backing array: a unary call's request
 	closeSent bool
 	committed bool // no more retries
-	closed    bool
+	// settled is committed for Recv's lock-free path: once it is set, a
+	// later Recv reads rs.cur without the lock, which is safe because only
+	// Recv replaces rs.cur and Recv is not called concurrently with itself.
+	settled atomic.Bool
+	closed  bool
 }
 
 // open starts attempt n, retrying failures to start. prevErr is the error
@@ -255,9 +261,13 @@ func (rs *retryStream) open(n int, prevErr error) (ClientStream, error) {
 			c.Metadata[AttemptKey] = strconv.Itoa(n)
 			call = &c
 		}
-		rs.mu.Lock()
-		rs.attempt = n
-		rs.mu.Unlock()
+		if n > 1 {
+			rs.mu.Lock()
+			rs.attempt = n
+			rs.mu.Unlock()
+		} else { // the first attempt: rs is not shared yet
+			rs.attempt = n
+		}
 		cs, err := rs.next.NewStream(ctx, call)
 		if err == nil {
 			return cs, nil
@@ -312,6 +322,9 @@ func (rs *retryStream) Send(msg any) error {
 	defer rs.mu.Unlock()
 	if !rs.committed {
 		if len(rs.sent) < rs.o.MaxReplayMessages {
+			if rs.sent == nil {
+				rs.sent = rs.sentBuf[:0]
+			}
 			rs.sent = append(rs.sent, msg)
 		} else {
 			rs.commit()
@@ -346,10 +359,15 @@ func (rs *retryStream) CloseSend() error {
 // commit ends retrying; rs.mu is held.
 func (rs *retryStream) commit() {
 	rs.committed = true
+	rs.settled.Store(true)
 	rs.sent = nil
+	rs.sentBuf = [1]any{}
 }
 
 func (rs *retryStream) Recv(msg any) error {
+	if rs.settled.Load() { // no retry any more: Recv goes straight through
+		return rs.cur.Recv(msg)
+	}
 	for {
 		rs.mu.Lock()
 		cs, n := rs.cur, rs.attempt
