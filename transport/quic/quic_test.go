@@ -183,7 +183,10 @@ func TestErrorsHideQUICGo(t *testing.T) {
 // TestIdleConnectionSurvives checks that keep-alives hold an idle
 // connection open beyond a short idle timeout.
 func TestIdleConnectionSurvives(t *testing.T) {
-	cfg := &quic.Config{MaxIdleTimeout: 300 * time.Millisecond, KeepAlivePeriod: 50 * time.Millisecond}
+	// An idle timeout long enough that a loaded CI machine does not stall
+	// past it, and a wait of twice that: without keep-alives the
+	// connection would be gone.
+	cfg := &quic.Config{MaxIdleTimeout: 2 * time.Second, KeepAlivePeriod: 100 * time.Millisecond}
 	ln, err := quic.Listen("127.0.0.1:0", testutil.Key(t, 1), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +208,7 @@ func TestIdleConnectionSurvives(t *testing.T) {
 	select {
 	case <-c.Done():
 		t.Fatal("idle connection closed despite keep-alives")
-	case <-time.After(time.Second):
+	case <-time.After(2 * cfg.MaxIdleTimeout):
 	}
 
 	// Without keep-alives the idle timeout closes it with a ConnError.
