@@ -80,6 +80,11 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // Unmarshal decodes exactly one CBOR item from data into v; trailing bytes are
 // an error.
 func (Codec) Unmarshal(data []byte, v any) error {
+	if v != nil {
+		if p := planFor(reflect.TypeOf(v)); p.fields != nil && p.decode(data, v) {
+			return nil
+		}
+	}
 	if err := decMode.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("cbor: decode %T: %w", v, err)
 	}
