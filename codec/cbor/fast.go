@@ -1,10 +1,12 @@
 package cbor
 
 import (
+	"bytes"
 	"encoding"
 	"encoding/binary"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -52,16 +54,21 @@ const (
 )
 
 type fastField struct {
-	name string
-	idx  int
-	kind fastKind
-	bits uint // integer width for fkInt/fkUint
+	name      string
+	idx       int
+	kind      fastKind
+	bits      uint // integer width for fkInt/fkUint
+	omitEmpty bool
+	omitZero  bool
 }
 
 // fastPlan is the decoding plan of one struct type; nil fields means the
-// type is not eligible.
+// type is not eligible. enc lists the fields in the order core
+// deterministic encoding puts their keys, or is nil if the type is not
+// eligible for the fast encoder.
 type fastPlan struct {
 	fields []fastField
+	enc    []*fastField
 }
 
 var fastPlans sync.Map // reflect.Type (the pointer type) -> *fastPlan
@@ -120,6 +127,7 @@ func buildPlan(pt reflect.Type) *fastPlan {
 			continue
 		}
 		name, opts := tag, ""
+		omitEmpty, omitZero := false, false
 		for j := 0; j < len(tag); j++ {
 			if tag[j] == ',' {
 				name, opts = tag[:j], tag[j+1:]
@@ -137,8 +145,13 @@ func buildPlan(pt reflect.Type) *fastPlan {
 			if o == opts {
 				opts = ""
 			}
-			if o == "keyasint" || o == "toarray" {
+			switch o {
+			case "keyasint", "toarray":
 				return none
+			case "omitempty":
+				omitEmpty = true
+			case "omitzero":
+				omitZero = true
 			}
 		}
 		if name == "" {
@@ -148,7 +161,7 @@ func buildPlan(pt reflect.Type) *fastPlan {
 			return none
 		}
 		seen[name] = true
-		ff := fastField{name: name, idx: i}
+		ff := fastField{name: name, idx: i, omitEmpty: omitEmpty, omitZero: omitZero}
 		ft := f.Type
 		if customDecoding(ft) {
 			return none
@@ -182,7 +195,40 @@ func buildPlan(pt reflect.Type) *fastPlan {
 	if len(fields) == 0 {
 		return none
 	}
-	return &fastPlan{fields: fields}
+	p := &fastPlan{fields: fields}
+	if !customEncoding(t) {
+		for i := range fields {
+			if customEncoding(t.Field(fields[i].idx).Type) {
+				return p
+			}
+			p.enc = append(p.enc, &p.fields[i])
+		}
+		slices.SortFunc(p.enc, func(a, b *fastField) int {
+			if len(a.name) != len(b.name) {
+				return len(a.name) - len(b.name)
+			}
+			return strings.Compare(a.name, b.name)
+		})
+	}
+	return p
+}
+
+var (
+	typeFxMarshaler   = reflect.TypeFor[fxcbor.Marshaler]()
+	typeBinMarshaler  = reflect.TypeFor[encoding.BinaryMarshaler]()
+	typeTextMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+// isZeroer is the IsZero method omitzero consults.
+type isZeroer interface{ IsZero() bool }
+
+var typeIsZeroer = reflect.TypeFor[isZeroer]()
+
+func customEncoding(t reflect.Type) bool {
+	pt := reflect.PointerTo(t)
+	return t.Implements(typeIsZeroer) || pt.Implements(typeIsZeroer) || t.Implements(typeFxMarshaler) || pt.Implements(typeFxMarshaler) ||
+		t.Implements(typeBinMarshaler) || pt.Implements(typeBinMarshaler) ||
+		t.Implements(typeTextMarshaler) || pt.Implements(typeTextMarshaler)
 }
 
 // selfCheck decodes an encoding of a value with every field set through
@@ -212,6 +258,11 @@ func selfCheck(pt reflect.Type, p *fastPlan) bool {
 	b, err := encMode.Marshal(v.Interface())
 	if err != nil {
 		return false
+	}
+	if p.enc != nil {
+		if fb, ok := p.encode(nil, v.Interface()); !ok || !bytes.Equal(fb, b) {
+			p.enc = nil
+		}
 	}
 	a, g := reflect.New(pt.Elem()), reflect.New(pt.Elem())
 	if !p.decode(b, a.Interface()) {
@@ -491,4 +542,162 @@ func halfToFloat(h uint16) (float64, bool) {
 		return sign * math.Ldexp(mant, -24), true
 	}
 	return sign * math.Ldexp(1024+mant, exp-25), true
+}
+
+// appendHead appends a CBOR head with the shortest argument encoding.
+func appendHead(b []byte, major byte, n uint64) []byte {
+	major <<= 5
+	switch {
+	case n < 24:
+		return append(b, major|byte(n))
+	case n <= 0xff:
+		return append(b, major|24, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, major|25), uint16(n))
+	case n <= 0xffffffff:
+		return binary.BigEndian.AppendUint32(append(b, major|26), uint32(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, major|27), n)
+}
+
+// appendFloat appends f in the shortest of float16, float32 and float64
+// that holds it exactly, as the deterministic encoder does. ok is false for
+// NaN and infinities (left to the general encoder).
+func appendFloat(b []byte, f float64) ([]byte, bool) {
+	if f != f || math.IsInf(f, 0) {
+		return b, false
+	}
+	f32 := float32(f)
+	if float64(f32) != f {
+		return binary.BigEndian.AppendUint64(append(b, 0xfb), math.Float64bits(f)), true
+	}
+	bits := math.Float32bits(f32)
+	sign := uint16(bits>>16) & 0x8000
+	exp := int(bits>>23&0xff) - 127
+	mant := bits & 0x7fffff
+	switch {
+	case bits&0x7fffffff == 0: // ±0
+		return binary.BigEndian.AppendUint16(append(b, 0xf9), sign), true
+	case exp >= -14 && exp <= 15 && mant&0x1fff == 0: // normal half
+		return binary.BigEndian.AppendUint16(append(b, 0xf9), sign|uint16(exp+15)<<10|uint16(mant>>13)), true
+	case exp >= -24 && exp < -14 && exp > -127:
+		// subnormal half: value = m × 2^-24 with m = significand × 2^(exp+1)
+		full := mant | 1<<23
+		shift := uint(-(exp + 1))
+		if full&(1<<shift-1) == 0 {
+			return binary.BigEndian.AppendUint16(append(b, 0xf9), sign|uint16(full>>shift)), true
+		}
+	}
+	return binary.BigEndian.AppendUint32(append(b, 0xfa), bits), true
+}
+
+// encode appends the deterministic encoding of v (a non-nil pointer to the
+// plan's struct type) to b, byte for byte what the general encoder writes.
+// It returns false, with b unchanged in length, for values it leaves to
+// the general encoder.
+func (p *fastPlan) encode(b []byte, v any) ([]byte, bool) {
+	rv := reflect.ValueOf(v)
+	if rv.IsNil() {
+		return b, false
+	}
+	sv := rv.Elem()
+	var present [maxFastFields]bool
+	n := 0
+	for i, f := range p.enc {
+		fv := sv.Field(f.idx)
+		omit := false
+		switch f.kind {
+		case fkString:
+			omit = (f.omitEmpty || f.omitZero) && fv.Len() == 0
+		case fkBytes, fkStringMap:
+			omit = (f.omitEmpty && fv.Len() == 0) || (f.omitZero && fv.IsNil())
+		case fkBool:
+			omit = (f.omitEmpty || f.omitZero) && !fv.Bool()
+		case fkInt:
+			omit = (f.omitEmpty || f.omitZero) && fv.Int() == 0
+		case fkUint:
+			omit = (f.omitEmpty || f.omitZero) && fv.Uint() == 0
+		case fkFloat64:
+			x := fv.Float()
+			omit = (f.omitEmpty || f.omitZero) && x == 0 // -0 too, as reflect's IsZero says
+		}
+		if !omit {
+			present[i] = true
+			n++
+		}
+	}
+	start := len(b)
+	b = appendHead(b, 5, uint64(n))
+	for i, f := range p.enc {
+		if !present[i] {
+			continue
+		}
+		b = appendHead(b, 3, uint64(len(f.name)))
+		b = append(b, f.name...)
+		fv := sv.Field(f.idx)
+		switch f.kind {
+		case fkString:
+			s := fv.String()
+			b = appendHead(b, 3, uint64(len(s)))
+			b = append(b, s...)
+		case fkBytes:
+			if fv.IsNil() {
+				b = append(b, 0xf6)
+				break
+			}
+			x := fv.Bytes()
+			b = appendHead(b, 2, uint64(len(x)))
+			b = append(b, x...)
+		case fkBool:
+			if fv.Bool() {
+				b = append(b, 0xf5)
+			} else {
+				b = append(b, 0xf4)
+			}
+		case fkInt:
+			if x := fv.Int(); x >= 0 {
+				b = appendHead(b, 0, uint64(x))
+			} else {
+				b = appendHead(b, 1, uint64(-1-x))
+			}
+		case fkUint:
+			b = appendHead(b, 0, fv.Uint())
+		case fkFloat64:
+			var ok bool
+			if b, ok = appendFloat(b, fv.Float()); !ok {
+				return b[:start], false
+			}
+		case fkStringMap:
+			if fv.IsNil() {
+				b = append(b, 0xf6)
+				break
+			}
+			m := fv.Interface().(map[string]string)
+			b = appendStringMap(b, m)
+		}
+	}
+	return b, true
+}
+
+func appendStringMap(b []byte, m map[string]string) []byte {
+	b = appendHead(b, 5, uint64(len(m)))
+	var small [8]string
+	keys := small[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(a) - len(b)
+		}
+		return strings.Compare(a, b)
+	})
+	for _, k := range keys {
+		b = appendHead(b, 3, uint64(len(k)))
+		b = append(b, k...)
+		v := m[k]
+		b = appendHead(b, 3, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return b
 }

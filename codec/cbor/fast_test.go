@@ -1,6 +1,7 @@
 package cbor
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"reflect"
@@ -268,5 +269,153 @@ func TestFastDecodeCopies(t *testing.T) {
 	}
 	if out != *in {
 		t.Fatalf("after overwriting the input: %+v, want %+v", out, *in)
+	}
+}
+
+// omits has the omitempty and omitzero variants of each kind.
+type omits struct {
+	S  string            `cbor:"s,omitempty"`
+	SZ string            `cbor:"sz,omitzero"`
+	B  []byte            `cbor:"b,omitempty"`
+	BZ []byte            `cbor:"bz,omitzero"`
+	T  bool              `cbor:"t,omitempty"`
+	I  int64             `cbor:"i,omitempty"`
+	IZ int16             `cbor:"iz,omitzero"`
+	U  uint32            `cbor:"u,omitempty"`
+	F  float64           `cbor:"f,omitempty"`
+	FZ float64           `cbor:"fz,omitzero"`
+	M  map[string]string `cbor:"m,omitempty"`
+	MZ map[string]string `cbor:"mz,omitzero"`
+	// A name of 24 bytes or more takes a two-byte head.
+	Long string `cbor:"a_field_name_of_thirty_bytes_"`
+}
+
+func checkEncode(t *testing.T, v any) {
+	t.Helper()
+	want, err := encMode.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := planFor(reflect.TypeOf(v))
+	if p.enc == nil {
+		t.Fatalf("%T not eligible for the fast encoder", v)
+	}
+	got, ok := p.encode([]byte{0xee}, v)
+	if !ok {
+		f, isFlat := v.(*flat)
+		if isFlat && (f.F != f.F || math.IsInf(f.F, 0)) {
+			return // NaN and infinities are left to the general encoder
+		}
+		o, isOmits := v.(*omits)
+		if isOmits && (o.F != o.F || math.IsInf(o.F, 0) || o.FZ != o.FZ || math.IsInf(o.FZ, 0)) {
+			return
+		}
+		t.Fatalf("fast encoder refused %+v", v)
+	}
+	if got[0] != 0xee || !bytes.Equal(got[1:], want) {
+		t.Fatalf("%+v: fast encoder wrote %x, general %x", v, got[1:], want)
+	}
+}
+
+func TestFastEncodeMatchesGeneral(t *testing.T) {
+	for _, f := range []float64{0, math.Copysign(0, -1), 0.5, 1.5, 65504, 65505, 1e-7, 5.960464477539063e-8, 6.103515625e-05, 6.097555160522461e-05,
+		1.401298464324817e-45, 3.4028234663852886e38, 1712567890.1, -2.5, 1e300, math.SmallestNonzeroFloat64, math.NaN(), math.Inf(1)} {
+		checkEncode(t, &flat{F: f})
+		checkEncode(t, &omits{F: f, FZ: f})
+	}
+	checkEncode(t, &flat{S: "héllo", B: []byte{1, 2}, T: true, I8: -128, I: -1 << 40, I64: math.MinInt64, U16: 65535, U64: math.MaxUint64,
+		M: map[string]string{"a": "1", "bb": "", "c": "x", "aa": "y"}, J: "j", Plain: -7, Skip: "not sent", hidden: 3})
+	checkEncode(t, &flat{B: []byte{}, M: map[string]string{}})
+	checkEncode(t, &omits{})
+	checkEncode(t, &omits{B: []byte{}, BZ: []byte{}, M: map[string]string{}, MZ: map[string]string{}})
+	checkEncode(t, &omits{S: "s", SZ: "z", T: true, I: -1, IZ: 2, U: 3, Long: "l"})
+	checkEncode(t, &logEntry{Timestamp: 1712567890.1, Level: "info", Message: "agent heartbeat ok", AgentID: "edge-node-7"})
+	big := map[string]string{}
+	for i := range 40 {
+		big[strings.Repeat("k", i%30)+string(rune('a'+i%26))] = "v"
+	}
+	checkEncode(t, &flat{M: big, S: strings.Repeat("x", 300)})
+}
+
+// FuzzFastEncode checks that the fast encoder writes exactly the general
+// encoder's bytes.
+func FuzzFastEncode(f *testing.F) {
+	f.Add("s", []byte{1}, true, int8(-1), int64(1<<40), uint64(7), math.Float64bits(0.5), "k", "v", "kk", false, false)
+	f.Add("", []byte(nil), false, int8(0), int64(0), uint64(0), math.Float64bits(math.Copysign(0, -1)), "", "", "", true, true)
+	f.Fuzz(func(t *testing.T, s string, bs []byte, bo bool, i8 int8, i64 int64, u64 uint64, fbits uint64, k1, v1, k2 string, nilBytes, nilMap bool) {
+		fl := math.Float64frombits(fbits)
+		m := map[string]string{k1: v1, k2: s}
+		if nilMap {
+			m = nil
+		}
+		if nilBytes {
+			bs = nil
+		}
+		checkEncode(t, &flat{S: s, B: bs, T: bo, I8: i8, I: int(i64 >> 3), I64: i64, U16: uint16(u64), U64: u64, F: fl, M: m, J: k1, Plain: int32(i64)})
+		checkEncode(t, &omits{S: s, SZ: k2, B: bs, BZ: bs, T: bo, I: i64, IZ: int16(i8), U: uint32(u64), F: fl, FZ: fl, M: m, MZ: m, Long: v1})
+	})
+}
+
+func BenchmarkEncodeLogEntry(b *testing.B) {
+	e := &logEntry{Timestamp: 1712567890.1, Level: "info", Message: "agent heartbeat ok", AgentID: "edge-node-7"}
+	buf := make([]byte, 0, 256)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := (Codec{}).AppendMarshal(buf[:0], e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("general", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := encMode.Marshal(e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+type stamp struct{ n int64 }
+
+func (s stamp) IsZero() bool                   { return s.n == 0 }
+func (s stamp) MarshalBinary() ([]byte, error) { return []byte{byte(s.n)}, nil }
+
+type zeroInt int
+
+func (z zeroInt) IsZero() bool { return z == 1 }
+
+type withZeroer struct {
+	Z zeroInt `cbor:"z,omitzero"`
+}
+
+type textKey string
+
+func (t textKey) MarshalText() ([]byte, error) { return []byte("k"), nil }
+
+type withTextMarshaler struct {
+	K textKey `cbor:"k"`
+}
+
+func TestFastEncodeEligibility(t *testing.T) {
+	for _, v := range []any{&withZeroer{}, &withTextMarshaler{}, &stamp{}} {
+		if planFor(reflect.TypeOf(v)).enc != nil {
+			t.Errorf("%T: eligible for the fast encoder, want the general one", v)
+		}
+		a, err := Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := encMode.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, g) {
+			t.Errorf("%T: Marshal %x, general encoder %x", v, a, g)
+		}
+	}
+	if planFor(reflect.TypeOf(&logEntry{})).enc == nil {
+		t.Error("logEntry not eligible for the fast encoder")
 	}
 }
