@@ -3,6 +3,7 @@ package aster_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
@@ -52,6 +53,23 @@ func BenchmarkUnary(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						if _, err := aster.CallUnary[mission.StatusResponse](ctx, c, "MissionControl.getStatus", req); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+			// As asterbench calls: every call under one shared context
+			// with a deadline, which the client sends as the call's timeout
+			// and the server arms as the handler context's deadline.
+			b.Run("parallel32-deadline", func(b *testing.B) {
+				dctx, cancel := context.WithTimeout(ctx, time.Hour)
+				defer cancel()
+				b.ReportAllocs()
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := aster.CallUnary[mission.StatusResponse](dctx, c, "MissionControl.getStatus", req); err != nil {
 							b.Error(err)
 							return
 						}

@@ -162,9 +162,7 @@ func (s *Server) metrics() Metrics {
 	s.mu.Lock()
 	m := Metrics{Connections: len(s.conns), Calls: map[string]uint64{}}
 	s.mu.Unlock()
-	s.calls.mu.Lock()
-	m.ActiveCalls = s.calls.n
-	s.calls.mu.Unlock()
+	m.ActiveCalls = int(s.calls.n.Load())
 	for code := range s.stats.byCode {
 		if n := s.stats.byCode[code].Load(); n > 0 {
 			m.Calls[status.Code(code).String()] = n

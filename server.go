@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +36,10 @@ type Server struct {
 	key  trust.SecretKey
 	id   trust.EndpointID
 
-	mu        sync.Mutex
-	services  map[string]*serviceEntry
+	mu sync.Mutex
+	// services is an immutable snapshot, replaced as a whole by Register,
+	// so the per-call lookup takes no lock.
+	services  atomic.Pointer[map[string]*serviceEntry]
 	list      []*handler.Service
 	contract  []byte // canonical CBOR, built lazily
 	listeners map[transport.Listener]struct{}
@@ -57,23 +60,25 @@ type Server struct {
 	stats  callStats     // finished calls by status code
 }
 
-// callTracker counts in-flight calls and lets Shutdown wait for zero.
+// callTracker counts in-flight calls and lets Shutdown wait for zero. The
+// count is atomic so that calls on different connections do not contend
+// for a lock; the mutex orders a waiter against the last done.
 type callTracker struct {
+	n    atomic.Int64
 	mu   sync.Mutex
-	n    int
 	zero chan struct{} // closed when n drops to 0 while someone waits
 }
 
-func (t *callTracker) add() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
+func (t *callTracker) add() { t.n.Add(1) }
 
 func (t *callTracker) done() {
+	if t.n.Add(-1) != 0 {
+		return
+	}
 	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.zero != nil {
+	// Recheck under the lock: a call may have started since, and wait
+	// creates zero only under it.
+	if t.zero != nil && t.n.Load() == 0 {
 		close(t.zero)
 		t.zero = nil
 	}
@@ -84,7 +89,7 @@ func (t *callTracker) done() {
 func (t *callTracker) wait() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.n == 0 {
+	if t.n.Load() == 0 {
 		c := make(chan struct{})
 		close(c)
 		return c
@@ -233,7 +238,6 @@ func NewServer(opts ...ServerOption) *Server {
 	}
 	return &Server{
 		opts: o, key: o.key, id: trust.IDOf(o.key),
-		services:  map[string]*serviceEntry{},
 		listeners: map[transport.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
 		work:      make(chan workItem),
@@ -294,12 +298,21 @@ func (s *Server) Register(svcs ...*handler.Service) error {
 	if _, err := contract.Build(list); err != nil {
 		return err
 	}
+	services := map[string]*serviceEntry{}
+	if old := s.services.Load(); old != nil {
+		for name, e := range *old {
+			services[name] = e
+		}
+	}
 	for _, svc := range svcs {
-		e := s.services[svc.Name()]
+		e := services[svc.Name()]
 		if e == nil {
 			e = &serviceEntry{versions: map[uint32]*serviceVersion{}}
-			s.services[svc.Name()] = e
+		} else {
+			// Entries in the published snapshot are never modified.
+			e = &serviceEntry{versions: maps.Clone(e.versions), highest: e.highest}
 		}
+		services[svc.Name()] = e
 		if _, dup := e.versions[svc.Version()]; dup {
 			return fmt.Errorf("aster: service %s version %d registered twice", svc.Name(), svc.Version())
 		}
@@ -318,6 +331,7 @@ func (s *Server) Register(svcs ...*handler.Service) error {
 			e.highest = sv
 		}
 	}
+	s.services.Store(&services)
 	s.list = list
 	s.contract = nil
 	return nil
@@ -353,9 +367,10 @@ func (s *Server) contractBytes() ([]byte, error) {
 }
 
 func (s *Server) lookup(h *wire.Header) (*methodEntry, error) {
-	s.mu.Lock()
-	e := s.services[h.Service]
-	s.mu.Unlock()
+	var e *serviceEntry
+	if services := s.services.Load(); services != nil {
+		e = (*services)[h.Service]
+	}
 	if e == nil {
 		return nil, status.Errorf(status.NotFound, "unknown service %s", h.Service)
 	}

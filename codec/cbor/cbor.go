@@ -52,6 +52,11 @@ func (Codec) Name() string { return Name }
 
 // Marshal encodes v with deterministic CBOR.
 func (Codec) Marshal(v any) ([]byte, error) {
+	if p := fastEncodePlan(v); p != nil {
+		if b, ok := p.encode(nil, v); ok {
+			return b, nil
+		}
+	}
 	b, err := encMode.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("cbor: encode %T: %w", v, err)
@@ -61,6 +66,11 @@ func (Codec) Marshal(v any) ([]byte, error) {
 
 // AppendMarshal encodes v after buf.
 func (Codec) AppendMarshal(buf []byte, v any) ([]byte, error) {
+	if p := fastEncodePlan(v); p != nil {
+		if b, ok := p.encode(buf, v); ok {
+			return b, nil
+		}
+	}
 	bb := bufPool.Get().(*bytes.Buffer)
 	*bb = *bytes.NewBuffer(buf) // encode straight into buf, growing it as needed
 	err := encMode.MarshalToBuffer(v, bb)
@@ -73,6 +83,16 @@ func (Codec) AppendMarshal(buf []byte, v any) ([]byte, error) {
 	return out, nil
 }
 
+// fastEncodePlan returns the fast-path plan for encoding v, or nil.
+func fastEncodePlan(v any) *fastPlan {
+	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer {
+		if p := planFor(t); p.enc != nil {
+			return p
+		}
+	}
+	return nil
+}
+
 // bufPool recycles the bytes.Buffer headers AppendMarshal wraps around the
 // caller's slice.
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -80,6 +100,11 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // Unmarshal decodes exactly one CBOR item from data into v; trailing bytes are
 // an error.
 func (Codec) Unmarshal(data []byte, v any) error {
+	if v != nil {
+		if p := planFor(reflect.TypeOf(v)); p.fields != nil && p.decode(data, v) {
+			return nil
+		}
+	}
 	if err := decMode.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("cbor: decode %T: %w", v, err)
 	}

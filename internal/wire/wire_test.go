@@ -438,7 +438,7 @@ func TestWriterNoAliasAfterLargeBuffer(t *testing.T) {
 	}
 	app([]byte("small"))
 	flush()
-	app(make([]byte, maxKeep+1))
+	app(make([]byte, maxKeepCall+1))
 	flush()
 	app([]byte("first"))
 	var got []byte
@@ -471,5 +471,38 @@ func TestReaderWaitEOF(t *testing.T) {
 	r = NewReader(iotest.ErrReader(errors.New("reset")), DefaultMaxFrameSize)
 	if r.WaitEOF() {
 		t.Fatal("WaitEOF true after a read error")
+	}
+}
+
+// TestWriterKeepsLargeBufferDuringCall checks that a buffer larger than the
+// pool keeps, as a fast stream builds under backpressure, is reused for the
+// next batch of the same call rather than regrown, and dropped at Release.
+func TestWriterKeepsLargeBufferDuringCall(t *testing.T) {
+	var w Writer
+	w.Reset(io.Discard)
+	big := make([]byte, 600<<10)
+	if err := w.Append(func(b []byte) ([]byte, error) { return AppendFrame(b, 0, big), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if cap(w.spare) < len(big) {
+		t.Fatalf("spare has capacity %d after writing %d bytes; want the written buffer kept", cap(w.spare), len(big))
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if err := w.Append(func(b []byte) ([]byte, error) { return AppendFrame(b, 0, big), nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per 600 KiB batch, want 0 (buffers reused)", allocs)
+	}
+	w.Release()
+	if cap(w.spare) > maxKeep || cap(w.buf) > maxKeep {
+		t.Fatalf("after Release the Writer keeps %d and %d bytes; want at most %d", cap(w.spare), cap(w.buf), maxKeep)
 	}
 }

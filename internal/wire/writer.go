@@ -33,8 +33,16 @@ const HighWater = 1 << 20
 // bufPool holds frame buffers for Writers.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// maxKeep caps the capacity of buffers kept for reuse.
+// maxKeep caps the capacity of buffers kept for reuse by later calls (in
+// the pool, after Release).
 const maxKeep = 256 << 10
+
+// maxKeepCall caps the capacity of a buffer kept as the spare during a
+// call. Backpressure holds a streaming buffer near HighWater, so a fast
+// stream's buffers grow to about twice that; dropping them after each
+// write (as maxKeep would) made every batch regrow its buffer from nothing,
+// allocating about two bytes for every byte sent.
+const maxKeepCall = 2 * HighWater
 
 // Reset prepares the Writer for a new stream.
 func (w *Writer) Reset(dst io.Writer) {
@@ -86,7 +94,7 @@ func (w *Writer) flushLoop() {
 		w.mu.Unlock()
 		_, err := w.w.Write(b)
 		w.mu.Lock()
-		if cap(b) <= maxKeep {
+		if cap(b) <= maxKeepCall {
 			w.spare = b[:0]
 		} else {
 			// w.buf was filled from the old spare; keeping that as the
