@@ -225,7 +225,11 @@ func (r *results) writeMarkdown(w *strings.Builder, cfg *config) {
 				fmt.Fprintf(w, "| %s | n/a (in-process transport) | n/a | n/a |\n", n)
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", n, r.cell(n, mRSSBase, kib), r.cell(n, mRSSIdle, kib), r.cell(n, mRSSStreams, kib))
+			label := n
+			if rn, ok := sys.(systems.RSSNoter); ok && rn.RSSNote() != "" {
+				label += " (" + rn.RSSNote() + ")"
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", label, r.cell(n, mRSSBase, kib), r.cell(n, mRSSIdle, kib), r.cell(n, mRSSStreams, kib))
 		}
 	}
 

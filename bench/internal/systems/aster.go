@@ -62,17 +62,21 @@ func asterService() *handler.Service {
 
 // asterSystem is aster over one transport; listen and dialer select it.
 type asterSystem struct {
-	name   string
-	listen func(key trust.SecretKey) (transport.Listener, error)
-	dialer func(key trust.SecretKey) (d transport.Dialer, closeFn func())
-	inProc bool
+	name string
+	// listen starts the server's listener; release, if not nil, frees
+	// what it started besides the listener, after the server has closed.
+	listen  func(key trust.SecretKey) (ln transport.Listener, release func(), err error)
+	dialer  func(key trust.SecretKey) (d transport.Dialer, closeFn func())
+	inProc  bool
+	rssNote string
 }
 
 func newAsterQUIC() *asterSystem {
 	return &asterSystem{
 		name: "aster-quic",
-		listen: func(key trust.SecretKey) (transport.Listener, error) {
-			return quic.Listen(ListenHost+":0", key, nil)
+		listen: func(key trust.SecretKey) (transport.Listener, func(), error) {
+			ln, err := quic.Listen(ListenHost+":0", key, nil)
+			return ln, nil, err
 		},
 		dialer: func(key trust.SecretKey) (transport.Dialer, func()) {
 			d := quic.NewDialer(key, nil)
@@ -86,12 +90,16 @@ func newAsterMem() *asterSystem {
 	return &asterSystem{
 		name:   "aster-mem",
 		inProc: true,
-		listen: func(key trust.SecretKey) (transport.Listener, error) { return nw.Listen(key) },
+		listen: func(key trust.SecretKey) (transport.Listener, func(), error) {
+			ln, err := nw.Listen(key)
+			return ln, nil, err
+		},
 		dialer: func(key trust.SecretKey) (transport.Dialer, func()) { return nw.Dialer(key), func() {} },
 	}
 }
 
 func (s *asterSystem) Name() string        { return s.name }
+func (s *asterSystem) RSSNote() string     { return s.rssNote }
 func (s *asterSystem) Floor() string       { return "quic-stream" }
 func (s *asterSystem) InProcessOnly() bool { return s.inProc }
 
@@ -113,9 +121,10 @@ func (s *asterSystem) MessageSize(w Workload) int {
 }
 
 type asterServer struct {
-	srv  *aster.Server
-	addr string
-	done chan error
+	srv     *aster.Server
+	addr    string
+	done    chan error
+	release func()
 }
 
 func (s *asterSystem) Serve() (Server, error) {
@@ -124,11 +133,11 @@ func (s *asterSystem) Serve() (Server, error) {
 	if err := srv.Register(asterService()); err != nil {
 		return nil, err
 	}
-	ln, err := s.listen(key)
+	ln, release, err := s.listen(key)
 	if err != nil {
 		return nil, err
 	}
-	as := &asterServer{srv: srv, addr: ln.Addr().String(), done: make(chan error, 1)}
+	as := &asterServer{srv: srv, addr: ln.Addr().String(), done: make(chan error, 1), release: release}
 	go func() { as.done <- srv.Serve(ln) }()
 	return as, nil
 }
@@ -138,6 +147,9 @@ func (s *asterServer) Addr() string { return s.addr }
 func (s *asterServer) Close() error {
 	s.srv.Close()
 	<-s.done
+	if s.release != nil {
+		s.release()
+	}
 	return nil
 }
 

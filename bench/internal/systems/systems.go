@@ -11,9 +11,11 @@
 // to All in this file. The runner (cmd/asterbench), the go test benchmarks
 // and the correctness tests pick it up from All. A system that cannot do a
 // workload returns ErrNotSupported from that method and the table shows
-// "n/a". For example, aster over WebTransport would be a System whose Serve
-// listens with the WebTransport transport and whose Dial uses its dialer;
-// everything else is shared with newAster.
+// "n/a". aster over another transport is an asterSystem with its own
+// listen and dialer functions (see newAsterWT and newAsterRelay); the
+// service and the client methods are shared.
+//
+// A system may implement RSSNoter to annotate its peak-RSS row.
 package systems
 
 import (
@@ -114,6 +116,8 @@ func All() []System {
 		newRawTCP(),
 		newAsterQUIC(),
 		newAsterMem(),
+		newAsterWT(),
+		newAsterRelay(),
 		newGRPC(),
 		newConnect(),
 	}
@@ -185,6 +189,13 @@ var echoPayload = func() []byte {
 
 // logTimestamp is the timestamp of every streamed log entry and metric.
 const logTimestamp = 1712567890.125
+
+// RSSNoter is implemented by systems whose server process holds more than
+// the server (aster-relay's holds the relay): the peak-RSS table shows the
+// note next to the system's name.
+type RSSNoter interface {
+	RSSNote() string
+}
 
 // Warmer is implemented by clients that use one long-lived stream or
 // connection per concurrent caller (the raw floors). The runner calls Warm

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aster-go/aster"
 	"go.uber.org/goleak"
 )
 
@@ -93,6 +94,38 @@ func TestSystems(t *testing.T) {
 			for _, st := range open {
 				if err := st.Close(); err != nil {
 					t.Errorf("closing an open stream: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestAsterAddresses checks that aster-wt's and aster-relay's servers are
+// reachable only by their transport: the address has no direct QUIC
+// address, and carries the WebTransport URL or the relay URL.
+func TestAsterAddresses(t *testing.T) {
+	for _, name := range []string{"aster-wt", "aster-relay"} {
+		t.Run(name, func(t *testing.T) {
+			srv, err := ByName(name).Serve()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			a, err := aster.ParseAddress(srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(a.Direct) != 0 {
+				t.Errorf("direct addresses %v", a.Direct)
+			}
+			switch name {
+			case "aster-wt":
+				if a.WebTransport == "" || len(a.CertHashes) == 0 || a.Relay != "" {
+					t.Errorf("address %+v: want a WebTransport URL with certificate hashes and no relay", a)
+				}
+			case "aster-relay":
+				if a.Relay == "" || a.WebTransport != "" {
+					t.Errorf("address %+v: want a relay and no WebTransport URL", a)
 				}
 			}
 		})
