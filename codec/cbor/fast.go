@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	fxcbor "github.com/fxamacker/cbor/v2"
+
+	"github.com/aster-go/aster/internal/cbordet"
 )
 
 // A fast path for decoding into flat structs, the shape of most RPC
@@ -203,12 +205,7 @@ func buildPlan(pt reflect.Type) *fastPlan {
 			}
 			p.enc = append(p.enc, &p.fields[i])
 		}
-		slices.SortFunc(p.enc, func(a, b *fastField) int {
-			if len(a.name) != len(b.name) {
-				return len(a.name) - len(b.name)
-			}
-			return strings.Compare(a.name, b.name)
-		})
+		slices.SortFunc(p.enc, func(a, b *fastField) int { return cbordet.CompareKeys(a.name, b.name) })
 	}
 	return p
 }
@@ -274,47 +271,10 @@ func selfCheck(pt reflect.Type, p *fastPlan) bool {
 	return reflect.DeepEqual(a.Interface(), g.Interface()) && reflect.DeepEqual(a.Interface(), v.Interface())
 }
 
-// head reads a CBOR item head at b[i]: major type, argument and the offset
-// after the head. ok is false for a truncated head, a reserved additional
-// info or an indefinite length.
-func head(b []byte, i int) (major byte, arg uint64, next int, ok bool) {
-	if i >= len(b) {
-		return 0, 0, 0, false
-	}
-	c := b[i]
-	major, ai := c>>5, c&0x1f
-	i++
-	switch {
-	case ai < 24:
-		return major, uint64(ai), i, true
-	case ai == 24:
-		if i+1 > len(b) {
-			return 0, 0, 0, false
-		}
-		return major, uint64(b[i]), i + 1, true
-	case ai == 25:
-		if i+2 > len(b) {
-			return 0, 0, 0, false
-		}
-		return major, uint64(binary.BigEndian.Uint16(b[i:])), i + 2, true
-	case ai == 26:
-		if i+4 > len(b) {
-			return 0, 0, 0, false
-		}
-		return major, uint64(binary.BigEndian.Uint32(b[i:])), i + 4, true
-	case ai == 27:
-		if i+8 > len(b) {
-			return 0, 0, 0, false
-		}
-		return major, binary.BigEndian.Uint64(b[i:]), i + 8, true
-	}
-	return 0, 0, 0, false
-}
-
 // text reads a definite-length text (major 3) or byte (major 2) string at
 // b[i] and returns its bounds.
 func str(b []byte, i int, major byte) (start, end int, ok bool) {
-	m, n, next, ok := head(b, i)
+	m, n, next, ok := cbordet.Head(b, i)
 	if !ok || m != major || n > uint64(len(b)-next) {
 		return 0, 0, false
 	}
@@ -339,14 +299,14 @@ func (p *fastPlan) decode(data []byte, v any) bool {
 	if rv.IsNil() {
 		return false
 	}
-	major, n, i, ok := head(data, 0)
-	if !ok || major != 5 || n > uint64(len(p.fields)) {
+	major, n, i, ok := cbordet.Head(data, 0)
+	if !ok || major != cbordet.MajMap || n > uint64(len(p.fields)) {
 		return false
 	}
 	var vals [maxFastFields]pending
 	var seen uint64
 	for k := range int(n) {
-		ks, ke, ok := str(data, i, 3)
+		ks, ke, ok := str(data, i, cbordet.MajText)
 		if !ok {
 			return false
 		}
@@ -368,12 +328,12 @@ func (p *fastPlan) decode(data []byte, v any) bool {
 		i = ke
 		switch f.kind {
 		case fkString:
-			if pv.start, pv.end, ok = str(data, i, 3); !ok || !utf8.Valid(data[pv.start:pv.end]) {
+			if pv.start, pv.end, ok = str(data, i, cbordet.MajText); !ok || !utf8.Valid(data[pv.start:pv.end]) {
 				return false
 			}
 			i = pv.end
 		case fkBytes:
-			if pv.start, pv.end, ok = str(data, i, 2); !ok {
+			if pv.start, pv.end, ok = str(data, i, cbordet.MajBytes); !ok {
 				return false
 			}
 			i = pv.end
@@ -384,20 +344,20 @@ func (p *fastPlan) decode(data []byte, v any) bool {
 			pv.num = uint64(data[i] & 1)
 			i++
 		case fkUint:
-			m, u, next, ok := head(data, i)
-			if !ok || m != 0 || (f.bits < 64 && u>>f.bits != 0) {
+			m, u, next, ok := cbordet.Head(data, i)
+			if !ok || m != cbordet.MajUint || (f.bits < 64 && u>>f.bits != 0) {
 				return false
 			}
 			pv.num, i = u, next
 		case fkInt:
-			m, u, next, ok := head(data, i)
+			m, u, next, ok := cbordet.Head(data, i)
 			if !ok || u>>(f.bits-1) != 0 {
 				return false // out of range for the field
 			}
 			switch m {
-			case 0:
+			case cbordet.MajUint:
 				pv.num = u
-			case 1:
+			case cbordet.MajNeg:
 				pv.num = uint64(-1 - int64(u))
 			default:
 				return false
@@ -439,20 +399,20 @@ func (p *fastPlan) decode(data []byte, v any) bool {
 				return false
 			}
 		case fkStringMap:
-			m, cnt, next, ok := head(data, i)
+			m, cnt, next, ok := cbordet.Head(data, i)
 			// Each pair takes at least two bytes: check the count against
 			// the data before allocating.
-			if !ok || m != 5 || cnt > uint64(len(data)-next)/2 {
+			if !ok || m != cbordet.MajMap || cnt > uint64(len(data)-next)/2 {
 				return false
 			}
 			i = next
 			mp := make(map[string]string, cnt)
 			for range cnt {
-				ks, ke, ok := str(data, i, 3)
+				ks, ke, ok := str(data, i, cbordet.MajText)
 				if !ok || !utf8.Valid(data[ks:ke]) {
 					return false
 				}
-				vs, ve, ok := str(data, ke, 3)
+				vs, ve, ok := str(data, ke, cbordet.MajText)
 				if !ok || !utf8.Valid(data[vs:ve]) {
 					return false
 				}
@@ -544,22 +504,6 @@ func halfToFloat(h uint16) (float64, bool) {
 	return sign * math.Ldexp(1024+mant, exp-25), true
 }
 
-// appendHead appends a CBOR head with the shortest argument encoding.
-func appendHead(b []byte, major byte, n uint64) []byte {
-	major <<= 5
-	switch {
-	case n < 24:
-		return append(b, major|byte(n))
-	case n <= 0xff:
-		return append(b, major|24, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, major|25), uint16(n))
-	case n <= 0xffffffff:
-		return binary.BigEndian.AppendUint32(append(b, major|26), uint32(n))
-	}
-	return binary.BigEndian.AppendUint64(append(b, major|27), n)
-}
-
 // appendFloat appends f in the shortest of float16, float32 and float64
 // that holds it exactly, as the deterministic encoder does. ok is false for
 // NaN and infinities (left to the general encoder).
@@ -627,26 +571,23 @@ func (p *fastPlan) encode(b []byte, v any) ([]byte, bool) {
 		}
 	}
 	start := len(b)
-	b = appendHead(b, 5, uint64(n))
+	b = cbordet.AppendHead(b, cbordet.MajMap, uint64(n))
 	for i, f := range p.enc {
 		if !present[i] {
 			continue
 		}
-		b = appendHead(b, 3, uint64(len(f.name)))
-		b = append(b, f.name...)
+		b = cbordet.AppendText(b, f.name)
 		fv := sv.Field(f.idx)
 		switch f.kind {
 		case fkString:
-			s := fv.String()
-			b = appendHead(b, 3, uint64(len(s)))
-			b = append(b, s...)
+			b = cbordet.AppendText(b, fv.String())
 		case fkBytes:
 			if fv.IsNil() {
 				b = append(b, 0xf6)
 				break
 			}
 			x := fv.Bytes()
-			b = appendHead(b, 2, uint64(len(x)))
+			b = cbordet.AppendHead(b, cbordet.MajBytes, uint64(len(x)))
 			b = append(b, x...)
 		case fkBool:
 			if fv.Bool() {
@@ -656,12 +597,12 @@ func (p *fastPlan) encode(b []byte, v any) ([]byte, bool) {
 			}
 		case fkInt:
 			if x := fv.Int(); x >= 0 {
-				b = appendHead(b, 0, uint64(x))
+				b = cbordet.AppendHead(b, cbordet.MajUint, uint64(x))
 			} else {
-				b = appendHead(b, 1, uint64(-1-x))
+				b = cbordet.AppendHead(b, cbordet.MajNeg, uint64(-1-x))
 			}
 		case fkUint:
-			b = appendHead(b, 0, fv.Uint())
+			b = cbordet.AppendHead(b, cbordet.MajUint, fv.Uint())
 		case fkFloat64:
 			var ok bool
 			if b, ok = appendFloat(b, fv.Float()); !ok {
@@ -673,31 +614,8 @@ func (p *fastPlan) encode(b []byte, v any) ([]byte, bool) {
 				break
 			}
 			m := fv.Interface().(map[string]string)
-			b = appendStringMap(b, m)
+			b = cbordet.AppendStringMap(b, m)
 		}
 	}
 	return b, true
-}
-
-func appendStringMap(b []byte, m map[string]string) []byte {
-	b = appendHead(b, 5, uint64(len(m)))
-	var small [8]string
-	keys := small[:0]
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b string) int {
-		if len(a) != len(b) {
-			return len(a) - len(b)
-		}
-		return strings.Compare(a, b)
-	})
-	for _, k := range keys {
-		b = appendHead(b, 3, uint64(len(k)))
-		b = append(b, k...)
-		v := m[k]
-		b = appendHead(b, 3, uint64(len(v)))
-		b = append(b, v...)
-	}
-	return b
 }

@@ -1,11 +1,10 @@
 package wire
 
 import (
-	"encoding/binary"
 	"errors"
-	"slices"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/aster-go/aster/internal/cbordet"
 )
 
 // Hand-written CBOR for the two fixed-schema messages on every call, the
@@ -16,57 +15,12 @@ import (
 // anything else falls back to the general decoder.
 
 const (
-	majUint  = 0 << 5
-	majBytes = 2 << 5
-	majText  = 3 << 5
-	majArray = 4 << 5
-	majMap   = 5 << 5
+	majUint  = cbordet.MajUint
+	majBytes = cbordet.MajBytes
+	majText  = cbordet.MajText
+	majArray = cbordet.MajArray
+	majMap   = cbordet.MajMap
 )
-
-func appendHead(b []byte, major byte, n uint64) []byte {
-	switch {
-	case n < 24:
-		return append(b, major|byte(n))
-	case n <= 0xff:
-		return append(b, major|24, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, major|25), uint16(n))
-	case n <= 0xffffffff:
-		return binary.BigEndian.AppendUint32(append(b, major|26), uint32(n))
-	}
-	return binary.BigEndian.AppendUint64(append(b, major|27), n)
-}
-
-func appendText(b []byte, s string) []byte {
-	return append(appendHead(b, majText, uint64(len(s))), s...)
-}
-
-// keyLess orders map keys as core deterministic CBOR does for text keys:
-// shorter first, then bytewise.
-func keyLess(a, b string) int {
-	if len(a) != len(b) {
-		return len(a) - len(b)
-	}
-	return strings.Compare(a, b)
-}
-
-func appendStringMap(b []byte, m map[string]string) []byte {
-	b = appendHead(b, majMap, uint64(len(m)))
-	if len(m) == 1 {
-		for k, v := range m {
-			return appendText(appendText(b, k), v)
-		}
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, keyLess)
-	for _, k := range keys {
-		b = appendText(appendText(b, k), m[k])
-	}
-	return b
-}
 
 // appendHeaderCBOR encodes h. Field order is the deterministic key order:
 // callId, method, service, timeout, version, metadata, sessionId,
@@ -91,26 +45,26 @@ func appendHeaderCBOR(b []byte, h *Header) []byte {
 	if h.SerializationMode != "" {
 		n++
 	}
-	b = appendHead(b, majMap, uint64(n))
+	b = cbordet.AppendHead(b, majMap, uint64(n))
 	if h.CallID != 0 {
-		b = appendHead(appendText(b, "callId"), majUint, h.CallID)
+		b = cbordet.AppendHead(cbordet.AppendText(b, "callId"), majUint, h.CallID)
 	}
-	b = appendText(appendText(b, "method"), h.Method)
-	b = appendText(appendText(b, "service"), h.Service)
+	b = cbordet.AppendText(cbordet.AppendText(b, "method"), h.Method)
+	b = cbordet.AppendText(cbordet.AppendText(b, "service"), h.Service)
 	if h.Timeout != 0 {
-		b = appendHead(appendText(b, "timeout"), majUint, h.Timeout)
+		b = cbordet.AppendHead(cbordet.AppendText(b, "timeout"), majUint, h.Timeout)
 	}
 	if h.Version != 0 {
-		b = appendHead(appendText(b, "version"), majUint, uint64(h.Version))
+		b = cbordet.AppendHead(cbordet.AppendText(b, "version"), majUint, uint64(h.Version))
 	}
 	if len(h.Metadata) != 0 {
-		b = appendStringMap(appendText(b, "metadata"), h.Metadata)
+		b = cbordet.AppendStringMap(cbordet.AppendText(b, "metadata"), h.Metadata)
 	}
 	if h.SessionID != 0 {
-		b = appendHead(appendText(b, "sessionId"), majUint, h.SessionID)
+		b = cbordet.AppendHead(cbordet.AppendText(b, "sessionId"), majUint, h.SessionID)
 	}
 	if h.SerializationMode != "" {
-		b = appendText(appendText(b, "serializationMode"), h.SerializationMode)
+		b = cbordet.AppendText(cbordet.AppendText(b, "serializationMode"), h.SerializationMode)
 	}
 	return b
 }
@@ -127,22 +81,22 @@ func appendTrailerCBOR(b []byte, t *Trailer) []byte {
 	if len(t.Metadata) != 0 {
 		n++
 	}
-	b = appendHead(b, majMap, uint64(n))
-	b = appendHead(appendText(b, "code"), majUint, uint64(t.Code))
+	b = cbordet.AppendHead(b, majMap, uint64(n))
+	b = cbordet.AppendHead(cbordet.AppendText(b, "code"), majUint, uint64(t.Code))
 	if len(t.Details) != 0 {
-		b = appendHead(appendText(b, "details"), majArray, uint64(len(t.Details)))
+		b = cbordet.AppendHead(cbordet.AppendText(b, "details"), majArray, uint64(len(t.Details)))
 		for _, d := range t.Details {
-			b = appendHead(b, majMap, 2)
-			b = appendText(appendText(b, "type"), d.Type)
-			b = appendHead(appendText(b, "value"), majBytes, uint64(len(d.Value)))
+			b = cbordet.AppendHead(b, majMap, 2)
+			b = cbordet.AppendText(cbordet.AppendText(b, "type"), d.Type)
+			b = cbordet.AppendHead(cbordet.AppendText(b, "value"), majBytes, uint64(len(d.Value)))
 			b = append(b, d.Value...)
 		}
 	}
 	if t.Message != "" {
-		b = appendText(appendText(b, "message"), t.Message)
+		b = cbordet.AppendText(cbordet.AppendText(b, "message"), t.Message)
 	}
 	if len(t.Metadata) != 0 {
-		b = appendStringMap(appendText(b, "metadata"), t.Metadata)
+		b = cbordet.AppendStringMap(cbordet.AppendText(b, "metadata"), t.Metadata)
 	}
 	return b
 }
@@ -156,37 +110,14 @@ type cborReader struct {
 }
 
 // head reads an item head and returns its major type and argument. It
-// rejects indefinite lengths and the simple/float major type with
+// rejects indefinite lengths and the tag and simple/float major types with
 // errSlowPath.
 func (r *cborReader) head() (byte, uint64, error) {
-	if r.i >= len(r.b) {
+	major, n, next, ok := cbordet.Head(r.b, r.i)
+	if !ok || major == cbordet.MajTag || major == cbordet.MajSimple {
 		return 0, 0, errSlowPath
 	}
-	ib := r.b[r.i]
-	r.i++
-	major, ai := ib&0xe0, ib&0x1f
-	var n uint64
-	switch {
-	case ai < 24:
-		n = uint64(ai)
-	case ai == 24 && r.i+1 <= len(r.b):
-		n = uint64(r.b[r.i])
-		r.i++
-	case ai == 25 && r.i+2 <= len(r.b):
-		n = uint64(binary.BigEndian.Uint16(r.b[r.i:]))
-		r.i += 2
-	case ai == 26 && r.i+4 <= len(r.b):
-		n = uint64(binary.BigEndian.Uint32(r.b[r.i:]))
-		r.i += 4
-	case ai == 27 && r.i+8 <= len(r.b):
-		n = binary.BigEndian.Uint64(r.b[r.i:])
-		r.i += 8
-	default:
-		return 0, 0, errSlowPath
-	}
-	if major == 7<<5 || major == 6<<5 {
-		return 0, 0, errSlowPath
-	}
+	r.i = next
 	return major, n, nil
 }
 
