@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -53,33 +54,32 @@ func binaries(t *testing.T) (asterBin, serverBin string) {
 	return filepath.Join(buildDir, "aster"), filepath.Join(buildDir, "missioncontrol")
 }
 
-// startServer runs the example server and returns its address.
+// startServer runs the example server on loopback and returns its address.
 func startServer(t *testing.T, env ...string) string {
 	t.Helper()
 	_, serverBin := binaries(t)
 	cmd := exec.Command(serverBin)
-	cmd.Env = append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0")
-	cmd.Env = append(cmd.Env, env...)
+	cmd.Env = append(append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0"), env...)
+	addr, _, _ := launchServer(t, cmd)
+	return addr
+}
+
+// launchServer starts cmd, a Mission Control server process (possibly
+// wrapped, e.g. in "ip netns exec"), and waits for the aster1 address it
+// prints first. It returns the address, the process's stderr so far and
+// from then on, and a stop function (SIGTERM, then SIGKILL after 15s; safe
+// to call again) that also runs at the test's cleanup.
+func launchServer(t *testing.T, cmd *exec.Cmd) (string, *lockedBuffer, func()) {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
 	line := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -87,19 +87,35 @@ func startServer(t *testing.T, env ...string) string {
 			line <- sc.Text()
 		}
 		close(line)
-		for sc.Scan() {
-		}
+		io.Copy(io.Discard, stdout)
 	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case addr, ok := <-line:
 		if !ok || !strings.HasPrefix(addr, "aster1") {
+			stop()
 			t.Fatalf("server printed %q first; stderr:\n%s", addr, stderr.String())
 		}
-		return addr
+		return addr, stderr, stop
 	case <-time.After(30 * time.Second):
+		stop()
 		t.Fatalf("server did not print its address; stderr:\n%s", stderr.String())
 	}
-	return ""
+	return "", nil, nil
 }
 
 // result is one finished aster invocation.
@@ -112,13 +128,22 @@ type result struct {
 func runAster(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	asterBin, _ := binaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, asterBin, args...)
+	return runCmd(t, exec.Command(asterBin, args...), stdin)
+}
+
+// runCmd runs cmd with stdin (for at most a minute) and returns its output
+// and exit status.
+func runCmd(t *testing.T, cmd *exec.Cmd, stdin string) result {
+	t.Helper()
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%v: %v", cmd.Args, err)
+	}
+	timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	timer.Stop()
 	r := result{stdout: out.String(), stderr: errb.String()}
 	var ee *exec.ExitError
 	switch {
@@ -126,7 +151,7 @@ func runAster(t *testing.T, stdin string, args ...string) result {
 	case errors.As(err, &ee):
 		r.exit = ee.ExitCode()
 	default:
-		t.Fatalf("aster %v: %v", args, err)
+		t.Fatalf("%v: %v", cmd.Args, err)
 	}
 	return r
 }

@@ -12,19 +12,14 @@ package main
 // never skips, when it cannot set this up (not root, no ip or iptables).
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // netnsSetup creates the namespaces and returns their names: router (the
@@ -70,75 +65,24 @@ func netnsSetup(t *testing.T) (router, server, client string) {
 
 func inNS(ns string) []string { return []string{"ip", "netns", "exec", ns} }
 
-// startServerIn runs Mission Control in ns with env and returns its address.
+// startServerIn runs Mission Control in ns with env and returns its address
+// and its stderr.
 func startServerIn(t *testing.T, ns string, env ...string) (string, *lockedBuffer) {
 	t.Helper()
 	_, serverBin := binaries(t)
 	cmd := exec.Command("ip", "netns", "exec", ns, serverBin)
 	cmd.Env = append(os.Environ(), env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		if sc.Scan() {
-			line <- sc.Text()
-		}
-		close(line)
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case addr, ok := <-line:
-		if !ok || !strings.HasPrefix(addr, "aster1") {
-			t.Fatalf("server printed %q first; stderr:\n%s", addr, stderr.String())
-		}
-		return addr, stderr
-	case <-time.After(30 * time.Second):
-		t.Fatalf("server did not print its address; stderr:\n%s", stderr.String())
-	}
-	return "", nil
+	addr, stderr, _ := launchServer(t, cmd)
+	return addr, stderr
 }
 
 // runAsterIn runs "aster args..." in ns with env and stdin.
 func runAsterIn(t *testing.T, ns string, env []string, stdin string, args ...string) result {
 	t.Helper()
 	asterBin, _ := binaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, asterBin}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, asterBin}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.exit = ee.ExitCode()
-	default:
-		t.Fatalf("aster %v: %v", args, err)
-	}
-	return r
+	return runCmd(t, cmd, stdin)
 }
 
 func TestRelayNetns(t *testing.T) {

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,16 +34,8 @@ func runBin(t *testing.T, home, dir, bin string, args ...string) (int, string, s
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+home)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return code, out.String(), errb.String()
+	r := runCmd(t, cmd, "")
+	return r.exit, r.stdout, r.stderr
 }
 
 var enrollBlock = regexp.MustCompile(`^✓ Enrollment credential created
@@ -284,53 +273,8 @@ func startMissionControl(t *testing.T, bin string, env []string) (string, func()
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		if sc.Scan() {
-			line <- sc.Text()
-		}
-		close(line)
-		io.Copy(io.Discard, stdout)
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case addr, ok := <-line:
-		if !ok || !strings.HasPrefix(addr, "aster1") {
-			stop()
-			t.Fatalf("server did not print its address (%q); stderr:\n%s", addr, errb.String())
-		}
-		return addr, stop
-	case <-time.After(30 * time.Second):
-		stop()
-		t.Fatalf("server did not start; stderr:\n%s", errb.String())
-	}
-	return "", nil
+	addr, _, stop := launchServer(t, cmd)
+	return addr, stop
 }
 
 func TestTrustCLIUsageErrors(t *testing.T) {
