@@ -7,13 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	quicgo "github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
 
+	"github.com/aster-go/aster/internal/resetstate"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
 )
@@ -92,10 +92,8 @@ func opError(op string, err error) error {
 
 // stream wraps a quic-go stream as a transport.Stream.
 type stream struct {
-	qs      *quicgo.Stream
-	reset   atomic.Bool   // Reset was called; Close then sends no FIN
-	failEOF atomic.Uint64 // 1+code of a Reset made before Read saw io.EOF, else 0
-	sawEOF  atomic.Bool   // Read returned io.EOF
+	qs *quicgo.Stream
+	rs resetstate.State // local resets: Read after Reset fails, Close sends no FIN
 }
 
 // maxCode is the largest code QUIC can carry (2^62-1); quic-go panics on
@@ -119,13 +117,7 @@ func (s *stream) Read(b []byte) (int, error) {
 	switch {
 	case err == nil:
 	case err == io.EOF:
-		// quic-go can report io.EOF after a local CancelRead when the peer's
-		// answering RESET_STREAM arrived while a Read was pending; after
-		// Reset, Reads must fail with the reset instead.
-		if r := s.failEOF.Load(); r != 0 {
-			return n, &transport.StreamError{Code: transport.StreamErrorCode(r - 1)}
-		}
-		s.sawEOF.Store(true)
+		err = s.rs.EOF()
 	default:
 		err = streamError(err)
 	}
@@ -160,10 +152,7 @@ func (s *stream) CloseWrite() error {
 // which QUIC cannot carry, are sent as CodeInternal.
 func (s *stream) Reset(code transport.StreamErrorCode) {
 	qcode := streamCode(code)
-	s.reset.Store(true)
-	if !s.sawEOF.Load() {
-		s.failEOF.CompareAndSwap(0, uint64(qcode)+1)
-	}
+	s.rs.Reset(transport.StreamErrorCode(qcode))
 	s.qs.CancelWrite(qcode)
 	s.qs.CancelRead(qcode)
 }
@@ -172,7 +161,7 @@ func (s *stream) Reset(code transport.StreamErrorCode) {
 // reading with CodeNoError; see transport.Stream.
 func (s *stream) Close() error {
 	var err error
-	if !s.reset.Load() {
+	if !s.rs.WasReset() {
 		err = s.CloseWrite()
 	}
 	s.qs.CancelRead(quicgo.StreamErrorCode(transport.CodeNoError))

@@ -17,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	wt "github.com/quic-go/webtransport-go"
 
+	"github.com/aster-go/aster/internal/resetstate"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
 )
@@ -119,10 +120,8 @@ func streamCode(code transport.StreamErrorCode) wt.StreamErrorCode {
 
 // stream wraps a WebTransport stream as a transport.Stream.
 type stream struct {
-	ws      *wt.Stream
-	reset   atomic.Bool   // Reset was called; Close then sends no FIN
-	failEOF atomic.Uint64 // 1+code of a Reset made before Read saw io.EOF
-	sawEOF  atomic.Bool
+	ws *wt.Stream
+	rs resetstate.State // local resets: Read after Reset fails, Close sends no FIN
 }
 
 var _ transport.Stream = (*stream)(nil)
@@ -133,10 +132,7 @@ func (s *stream) Read(b []byte) (int, error) {
 	switch {
 	case err == nil:
 	case err == io.EOF:
-		if r := s.failEOF.Load(); r != 0 {
-			return n, &transport.StreamError{Code: transport.StreamErrorCode(r - 1)}
-		}
-		s.sawEOF.Store(true)
+		err = s.rs.EOF()
 	default:
 		err = streamError(err)
 	}
@@ -163,10 +159,7 @@ func (s *stream) CloseWrite() error {
 // CodeInternal.
 func (s *stream) Reset(code transport.StreamErrorCode) {
 	c := streamCode(code)
-	s.reset.Store(true)
-	if !s.sawEOF.Load() {
-		s.failEOF.CompareAndSwap(0, uint64(c)+1)
-	}
+	s.rs.Reset(transport.StreamErrorCode(c))
 	s.ws.CancelWrite(c)
 	s.ws.CancelRead(c)
 }
@@ -175,7 +168,7 @@ func (s *stream) Reset(code transport.StreamErrorCode) {
 // reading with CodeNoError.
 func (s *stream) Close() error {
 	var err error
-	if !s.reset.Load() {
+	if !s.rs.WasReset() {
 		err = s.CloseWrite()
 	}
 	s.ws.CancelRead(wt.StreamErrorCode(transport.CodeNoError))
