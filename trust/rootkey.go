@@ -170,16 +170,27 @@ func seedFromHex(s string) (SecretKey, error) {
 	return KeyFromSeed(seed)
 }
 
+// ErrPrivateKeyFile is returned by ParseRootPublicKey and ReadRootPublicKey
+// for the root private key file (JSON with "private_key", as WriteRootKey
+// writes it) where the public key was expected.
+var ErrPrivateKeyFile = errors.New("this is the root private key file, not the public key: give the .pub file written next to it, and keep the private key off servers")
+
 // ParseRootPublicKey parses a root public key given as 64 hex characters or
 // as JSON with a "public_key" field (the forms root_pubkey_file accepts).
+// JSON that holds a "private_key" (the root private key file) is refused
+// with ErrPrivateKeyFile, though it has a "public_key" too.
 func ParseRootPublicKey(s string) (PublicKey, error) {
 	s = strings.TrimSpace(s)
 	if strings.HasPrefix(s, "{") {
 		var j struct {
-			PublicKey string `json:"public_key"`
+			PublicKey  string  `json:"public_key"`
+			PrivateKey *string `json:"private_key"`
 		}
 		if err := json.Unmarshal([]byte(s), &j); err != nil {
 			return PublicKey{}, fmt.Errorf("trust: root public key: %w", err)
+		}
+		if j.PrivateKey != nil {
+			return PublicKey{}, fmt.Errorf("trust: root public key: %w", ErrPrivateKeyFile)
 		}
 		if j.PublicKey == "" {
 			return PublicKey{}, errors.New("trust: root public key: missing field public_key")
