@@ -154,21 +154,3 @@ func ExampleWithMiddleware() {
 	}
 	// Output: Greeter.greet -> OK
 }
-
-// ExampleLoadConfigFile resolves a configuration from a TOML file and the
-// environment, prints it with the source of each value, and builds a
-// server from it.
-func ExampleLoadConfigFile() {
-	cfg, err := aster.LoadConfigFile("testdata/aster.toml")
-	if err != nil {
-		log.Fatal(err) // e.g. "ASTER_HOOK_TIMEOUT_MS: \"abc\" is not an integer (network.hook_timeout_ms)"
-	}
-	fmt.Println(cfg.BindAddr, cfg.Source("network.bind_addr"))
-	opts, err := cfg.ServerOptions() // identity key, bind address, health server, logger
-	if err != nil {
-		log.Fatal(err)
-	}
-	srv := aster.NewServer(opts...)
-	_ = srv // srv.ListenAndServe("", nil) listens on cfg.BindAddr
-	// Output: 127.0.0.1:0 testdata/aster.toml
-}

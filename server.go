@@ -56,8 +56,7 @@ type Server struct {
 	calls    callTracker    // calls being served
 	connWG   sync.WaitGroup // connection goroutines
 
-	health *healthServer // running health HTTP server (health.go), or nil
-	stats  callStats     // finished calls by status code
+	stats callStats // finished calls by status code (metrics.go)
 }
 
 // callTracker counts in-flight calls and lets Shutdown wait for zero. The
@@ -132,13 +131,10 @@ type serverOptions struct {
 	linger   time.Duration
 	connHook func(handler.Peer) func()
 
-	bindAddr      string // ListenAndServe("") address (WithBindAddr)
-	relayURL      string // home relay (WithRelay)
-	noIP          bool   // no direct QUIC (WithIPTransports(false))
-	healthAddr    string // health HTTP server address (WithHealth)
-	healthMetrics bool   // serve /metrics on the health server
-	configErr     error  // WithConfig's validation error, returned by Serve
-	manifest      string // WithContractManifest path
+	bindAddr string // ListenAndServe("") address (WithBindAddr)
+	relayURL string // home relay (WithRelay)
+	noIP     bool   // no direct QUIC (WithIPTransports(false))
+	manifest string // WithContractManifest path
 }
 
 // ServerOption configures a Server.
@@ -206,6 +202,11 @@ func WithShutdownLinger(d time.Duration) ServerOption { return func(o *serverOpt
 // that cannot reach it directly go through the relay. The first
 // registration must succeed, or ListenAndServe fails. Default: no relay.
 func WithRelay(url string) ServerOption { return func(o *serverOptions) { o.relayURL = url } }
+
+// WithBindAddr sets the UDP address ListenAndServe("") listens on. Default:
+// a free port on all interfaces. The config package sets it from
+// network.bind_addr.
+func WithBindAddr(addr string) ServerOption { return func(o *serverOptions) { o.bindAddr = addr } }
 
 // WithIPTransports(false) makes ListenAndServe skip direct QUIC over UDP:
 // the server is then reachable only through its relay (WithRelay), and
@@ -393,9 +394,6 @@ func (s *Server) lookup(h *wire.Header) (*methodEntry, error) {
 // the WithBindAddr address, if set. ready, if non-nil, is called with the
 // server's address (direct addresses and relay) once it is listening.
 func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
-	if s.opts.configErr != nil {
-		return s.opts.configErr
-	}
 	if addr == "" {
 		addr = s.opts.bindAddr
 	}
@@ -489,16 +487,6 @@ func (s *Server) Serve(ln transport.Listener) error {
 		ln.Close()
 		return ErrServerClosed
 	}
-	if s.opts.configErr != nil {
-		s.mu.Unlock()
-		ln.Close()
-		return s.opts.configErr
-	}
-	if err := s.startHealthLocked(); err != nil {
-		s.mu.Unlock()
-		ln.Close()
-		return err
-	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -555,7 +543,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.beginClose() {
 		return nil
 	}
-	defer s.stopHealth() // /readyz answers 503 while draining
 	done := s.calls.wait()
 	var err error
 	select {
@@ -589,7 +576,6 @@ func (s *Server) Close() error {
 	s.connWG.Wait()
 	<-s.calls.wait()
 	s.workers.Wait()
-	s.stopHealth()
 	return nil
 }
 

@@ -1,9 +1,8 @@
-package aster
+package config
 
 import (
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +20,7 @@ import (
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
 
-	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/transport/relay"
 	"github.com/aster-go/aster/trust"
 )
@@ -29,10 +28,9 @@ import (
 // Config is the resolved configuration of an aster endpoint: trust,
 // connection, storage, health, network, identity and logging settings.
 //
-// Build it with LoadConfig (built-in defaults, then ASTER_* environment
-// variables), LoadConfigFile (defaults, then a TOML file, then the
-// environment, which always wins), DefaultConfig, or as a literal in tests
-// and scripts. A loaded Config remembers where each value came from (see
+// Build it with Load (built-in defaults, then ASTER_* environment
+// variables), LoadFile (defaults, then a TOML file, then the environment,
+// which always wins), Default, or as a literal in tests and scripts. A loaded Config remembers where each value came from (see
 // Source and Print).
 //
 // Every field corresponds to a TOML key and an ASTER_* variable; run
@@ -81,20 +79,33 @@ import (
 // and a client dials through relays only.
 //
 // Settings whose feature does not exist yet in aster for Go are rejected
-// with an UNIMPLEMENTED "not supported yet" error rather than silently
-// ignored: enable_hooks, hook_timeout_ms other than 5000, portmapper_config
-// other than "disabled", proxy_url and proxy_from_env.
+// with a "not supported yet" error (an *Error wrapping ErrNotSupported)
+// rather than silently ignored: enable_hooks, hook_timeout_ms other than
+// 5000, portmapper_config other than "disabled", proxy_url and
+// proxy_from_env.
 //
-// A literal Config is validated when it is used (ServerOptions,
-// ClientOptions, Validate). Its zero value differs from DefaultConfig in
-// AllowAllProducers and LogMask (false rather than true); empty HealthHost,
-// LogFormat and LogLevel and a zero HookTimeoutMS mean their defaults.
+// Admission (see TrustPolicy): without a root key the server runs in dev
+// mode (ephemeral root, every consumer admitted, a warning logged), but
+// only when nothing asks for admission. allow_all_consumers or
+// allow_all_producers set to false in the file or the environment, or an
+// unknown trust setting (a misspelt variable or key), without a root key
+// to verify credentials with, makes NewServer fail naming the setting: an
+// explicit false never turns into "admit everyone".
+//
+// A literal Config is validated when it is used (NewServer, ClientOptions,
+// Validate). Its zero value differs from Default in AllowAllProducers and
+// LogMask (false rather than true); empty HealthHost, LogFormat and
+// LogLevel and a zero HookTimeoutMS mean their defaults. In a literal
+// Config a false AllowAllConsumers or AllowAllProducers cannot be told from
+// an unset one: set RootPubkey or RootPubkeyFile to require admission.
 type Config struct {
 	// RootPubkey is the deployment's 32-byte ed25519 root public key, the
 	// trust anchor. It takes priority over RootPubkeyFile.
 	RootPubkey ed25519.PublicKey
 	// RootPubkeyFile is a file holding the root public key, as hex or as
-	// JSON {"public_key": "<hex>"}. It is read and checked at load.
+	// JSON {"public_key": "<hex>"} (the .pub file "aster trust keygen"
+	// writes; the root private key file is refused). It is read and checked
+	// at load.
 	RootPubkeyFile string
 	// EnrollmentCredentialFile is the path of the enrollment credential
 	// signed by the root key. It must exist when set.
@@ -110,13 +121,14 @@ type Config struct {
 	// address or a hex endpoint id.
 	EndpointAddr string
 
-	// StoragePath is the persistent storage directory (created 0700 when
-	// the server starts). aster keeps the used one-time-token nonces there
+	// StoragePath is the persistent storage directory (created 0700 by
+	// NewServer). aster keeps the used one-time-token nonces there
 	// (file "ott-nonces"), so a restart does not reopen them. Unset: kept
 	// in memory only.
 	StoragePath string
 
-	// HealthPort is the port of the health HTTP server; 0 disables it.
+	// HealthPort is the port of the health HTTP server (package health);
+	// 0 disables it.
 	HealthPort int
 	// HealthHost is the health server's bind address (default 127.0.0.1).
 	HealthHost string
@@ -132,8 +144,8 @@ type Config struct {
 	// BindAddr is the local UDP address to listen on ("host:port"); empty
 	// means a free port on all interfaces.
 	BindAddr string
-	// EnableMonitoring serves /metrics on the health server (which needs
-	// HealthPort > 0).
+	// EnableMonitoring serves /metrics and /metrics/prometheus on the
+	// health server (which needs HealthPort > 0).
 	EnableMonitoring bool
 	// EnableHooks enables connection hooks. Not supported yet.
 	EnableHooks bool
@@ -168,6 +180,15 @@ type Config struct {
 	rootKeyFromFile ed25519.PublicKey  // read from RootPubkeyFile at load
 	sources         map[string]*origin // by field key; nil for a literal Config
 	warnings        []string
+	unknown         []unknownSetting // unknown variables and file keys seen at load
+}
+
+// unknownSetting is an ASTER_* variable or a file key that Config does not
+// know, kept to refuse dev mode when it looks like a trust setting.
+type unknownSetting struct {
+	name   string // the variable, or the file key
+	source string // the variable name, or the file path
+	near   string // the key of the field it looks like a misspelling of, or ""
 }
 
 // origin is where a loaded value came from and how it was written there.
@@ -283,24 +304,38 @@ var fieldByKey, fieldByEnv = func() (map[string]*field, map[string]*field) {
 // sectionOrder is the order sections are printed in.
 var sectionOrder = []string{"trust", "connect", "network", "storage", "health", "identity", "logging"}
 
-// ConfigError reports a configuration value that cannot be used.
-type ConfigError struct {
-	Field  string // TOML key, e.g. "network.hook_timeout_ms"
-	Source string // the env var name, the file path, or "default"/"Config"
-	Value  string // the offending text, or a note if it is secret
-	Reason string // e.g. "is not an integer"
+// Error reports a configuration value that cannot be used. Every error
+// about one field that Load, LoadFile, Validate, TrustPolicy, NewServer and
+// ClientOptions return is an *Error (find it with errors.As).
+type Error struct {
+	// Field is the TOML key, e.g. "network.hook_timeout_ms".
+	Field string
+	// Source is where the value came from: the ASTER_* variable, the file
+	// path, "default", or "Config" for a literal Config.
+	Source string
+	// Value is the offending text, quoted, or a note if it is secret.
+	Value string
+	// Reason says what is wrong, e.g. "is not an integer".
+	Reason string
+	// Err is the underlying cause (ErrNotSupported, a file error, ...), or
+	// nil.
+	Err error
 }
 
 // Error formats the error as `SOURCE: "VALUE" REASON (FIELD)`.
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s %s (%s)", e.Source, e.Value, e.Reason, e.Field)
 }
 
-// errNotSupported marks a ConfigError for a feature that does not exist yet.
-var errNotSupported = errors.New("not supported yet")
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
 
-// fieldErr builds the status error for a bad value of f from src.
-func fieldErr(f *field, src string, raw any, reason string) error {
+// ErrNotSupported is the cause of an *Error for a setting whose feature
+// does not exist yet in aster for Go.
+var ErrNotSupported = errors.New("not supported yet")
+
+// fieldErr builds the error for a bad value of f from src.
+func fieldErr(f *field, src string, raw any, reason string, cause error) error {
 	val := fmt.Sprintf("%q", fmt.Sprint(raw))
 	if f.sensitive {
 		val = fmt.Sprintf("<%d characters, hidden>", len(fmt.Sprint(raw)))
@@ -308,20 +343,19 @@ func fieldErr(f *field, src string, raw any, reason string) error {
 	if s, ok := raw.(string); ok && s == "" {
 		val = `""`
 	}
-	return status.Wrap(status.InvalidArgument, &ConfigError{Field: f.key, Source: src, Value: val, Reason: reason})
+	return &Error{Field: f.key, Source: src, Value: val, Reason: reason, Err: cause}
 }
 
 func notSupported(c *Config, f *field, reason string) error {
 	src, raw := c.origin(f)
 	val := fmt.Sprintf("%q", raw)
-	return status.Wrap(status.Unimplemented, &ConfigError{Field: f.key, Source: src, Value: val,
-		Reason: errNotSupported.Error() + ": " + reason})
+	return &Error{Field: f.key, Source: src, Value: val, Reason: ErrNotSupported.Error() + ": " + reason, Err: ErrNotSupported}
 }
 
-// DefaultConfig returns the built-in defaults (the configuration when no
-// file and no ASTER_* variable sets anything, except that the identity file
-// is not looked up).
-func DefaultConfig() Config {
+// Default returns the built-in defaults (the configuration when no file
+// and no ASTER_* variable sets anything, except that the identity file is
+// not looked up).
+func Default() Config {
 	var c Config
 	for i := range fields {
 		f := &fields[i]
@@ -335,37 +369,40 @@ func DefaultConfig() Config {
 	return c
 }
 
-// LoadConfig resolves the configuration from the built-in defaults and the
-// ASTER_* environment variables. A bad value fails with INVALID_ARGUMENT
-// (the error wraps a *ConfigError naming the field, the variable and the
-// value); a setting that does nothing yet fails with UNIMPLEMENTED.
-func LoadConfig() (Config, error) { return loadConfig("", os.Environ(), false) }
+// Load resolves the configuration from the built-in defaults and the
+// ASTER_* environment variables, and validates it. A bad value fails with
+// an *Error naming the field, the variable and the value; a setting that
+// does nothing yet fails with an *Error wrapping ErrNotSupported. An
+// unknown ASTER_* variable close to a known name is ignored with a warning
+// (see Warnings).
+func Load() (Config, error) { return load("", os.Environ(), false) }
 
-// LoadConfigFile resolves the configuration from the built-in defaults, the
-// TOML file at path, and the ASTER_* environment variables, which always
-// win. Keys the file has but Config does not know are ignored with a
-// warning (see Warnings); LoadConfigFileStrict makes them an error.
-func LoadConfigFile(path string) (Config, error) {
+// LoadFile resolves the configuration from the built-in defaults, the TOML
+// file at path, and the ASTER_* environment variables, which always win.
+// Keys the file has but Config does not know are ignored with a warning
+// (see Warnings); LoadFileStrict makes them an error.
+func LoadFile(path string) (Config, error) {
 	if path == "" {
-		return Config{}, status.New(status.InvalidArgument, "config: empty file path")
+		return Config{}, errors.New("config: empty file path")
 	}
-	return loadConfig(path, os.Environ(), false)
+	return load(path, os.Environ(), false)
 }
 
-// LoadConfigFileStrict is LoadConfigFile with unknown keys in the file an
-// INVALID_ARGUMENT error ("aster --strict").
-func LoadConfigFileStrict(path string) (Config, error) {
+// LoadFileStrict is LoadFile with unknown keys in the file an error
+// ("aster --strict").
+func LoadFileStrict(path string) (Config, error) {
 	if path == "" {
-		return Config{}, status.New(status.InvalidArgument, "config: empty file path")
+		return Config{}, errors.New("config: empty file path")
 	}
-	return loadConfig(path, os.Environ(), true)
+	return load(path, os.Environ(), true)
 }
 
-// maxConfigFile caps the TOML file and the root key file read at load.
+// maxConfigFile caps the TOML file read at load.
 const maxConfigFile = 1 << 20
 
-func loadConfig(path string, environ []string, strict bool) (Config, error) {
+func load(path string, environ []string, strict bool) (Config, error) {
 	var warnings []string
+	var unknownSettings []unknownSetting
 	defaults := map[string]any{}
 	for _, f := range fields {
 		if f.kind != kHexKey && f.kind != kSecretB64 {
@@ -381,10 +418,10 @@ func loadConfig(path string, environ []string, strict bool) (Config, error) {
 	if path != "" {
 		b, err := readCapped(path, maxConfigFile)
 		if err != nil {
-			return Config{}, status.Wrap(status.InvalidArgument, fmt.Errorf("config: %w", err))
+			return Config{}, fmt.Errorf("config: %w", err)
 		}
 		if err := fileK.Load(rawbytes.Provider(b), toml.Parser()); err != nil {
-			return Config{}, status.Wrap(status.InvalidArgument, fmt.Errorf("config: %s: %w", path, err))
+			return Config{}, fmt.Errorf("config: %s: %w", path, err)
 		}
 		var unknown []string
 		for _, key := range fileK.Keys() {
@@ -394,12 +431,13 @@ func loadConfig(path string, environ []string, strict bool) (Config, error) {
 		}
 		if len(unknown) > 0 {
 			if strict {
-				return Config{}, status.Errorf(status.InvalidArgument, "config: %s: unknown keys %s (see \"aster config print\" for the known ones)",
+				return Config{}, fmt.Errorf("config: %s: unknown keys %s (see \"aster config print\" for the known ones)",
 					path, strings.Join(unknown, ", "))
 			}
 			for _, key := range unknown {
 				fileK.Delete(key)
 				warnings = append(warnings, fmt.Sprintf("%s: unknown key %s ignored", path, key))
+				unknownSettings = append(unknownSettings, unknownSetting{name: key, source: path, near: closestKey(key)})
 			}
 		}
 		if err := k.Merge(fileK); err != nil {
@@ -416,6 +454,7 @@ func loadConfig(path string, environ []string, strict bool) (Config, error) {
 			if f == nil {
 				if near := closestEnv(name); near != "" {
 					warnings = append(warnings, fmt.Sprintf("unknown variable %s ignored; did you mean %s?", name, near))
+					unknownSettings = append(unknownSettings, unknownSetting{name: name, source: name, near: fieldByEnv[near].key})
 				}
 				return "", nil
 			}
@@ -432,7 +471,7 @@ func loadConfig(path string, environ []string, strict bool) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 
-	c := Config{sources: map[string]*origin{}, warnings: warnings}
+	c := Config{sources: map[string]*origin{}, warnings: warnings, unknown: unknownSettings}
 	for i := range fields {
 		f := &fields[i]
 		src := SourceDefault
@@ -450,7 +489,7 @@ func loadConfig(path string, environ []string, strict bool) (Config, error) {
 		c.sources[f.key] = o
 		v, err := decode(f, raw)
 		if err != nil {
-			return Config{}, fieldErr(f, src, raw, err.Error())
+			return Config{}, fieldErr(f, src, raw, err.Error(), nil)
 		}
 		f.set(&c, v)
 	}
@@ -606,6 +645,18 @@ func closestEnv(name string) string {
 	return best
 }
 
+// closestKey returns the key of the field whose TOML key is nearest to key
+// if it is near enough to be a typo, else "".
+func closestKey(key string) string {
+	best, bestD := "", 3 // at most 2 edits
+	for _, f := range fields {
+		if d := editDistance(key, f.key); d < bestD {
+			best, bestD = f.key, d
+		}
+	}
+	return best
+}
+
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
@@ -677,41 +728,29 @@ func (c *Config) RootPublicKey() (ed25519.PublicKey, error) {
 	return readRootKeyFile(c.RootPubkeyFile)
 }
 
-// readRootKeyFile reads a root public key stored as hex or as JSON with a
-// "public_key" hex field.
+// readRootKeyFile reads a root public key file (hex, or JSON with
+// "public_key"; trust.ReadRootPublicKey).
 func readRootKeyFile(path string) (ed25519.PublicKey, error) {
-	b, err := readCapped(path, maxConfigFile)
+	k, err := trust.ReadRootPublicKey(path)
 	if err != nil {
 		return nil, err
 	}
-	s := strings.TrimSpace(string(b))
-	if strings.HasPrefix(s, "{") {
-		var doc struct {
-			PublicKey string `json:"public_key"`
-		}
-		if err := json.Unmarshal([]byte(s), &doc); err != nil {
-			return nil, fmt.Errorf("%s: not valid JSON: %v", path, err)
-		}
-		if doc.PublicKey == "" {
-			return nil, fmt.Errorf("%s: JSON has no \"public_key\" field", path)
-		}
-		s = doc.PublicKey
-	}
-	k, err := parseHexKey(s)
-	if err != nil {
-		return nil, fmt.Errorf("%s: public key %s", path, err)
-	}
-	return k, nil
+	return k.PublicKey(), nil
 }
 
 // Validate checks the values of c (a loaded Config has been validated
 // already): ranges and formats, files that must exist, and settings that
-// are not supported yet. It returns a status error wrapping *ConfigError.
+// are not supported yet. It returns an *Error naming the first bad field.
 func (c *Config) Validate() error {
 	bad := func(key string, reason string) error {
 		f := fieldByKey[key]
 		src, raw := c.origin(f)
-		return fieldErr(f, src, raw, reason)
+		return fieldErr(f, src, raw, reason, nil)
+	}
+	badCause := func(key string, reason string, cause error) error {
+		f := fieldByKey[key]
+		src, raw := c.origin(f)
+		return fieldErr(f, src, raw, reason, cause)
 	}
 	if c.RootPubkey != nil && len(c.RootPubkey) != ed25519.PublicKeySize {
 		return bad("trust.root_pubkey", fmt.Sprintf("is %d bytes, want %d", len(c.RootPubkey), ed25519.PublicKeySize))
@@ -719,7 +758,7 @@ func (c *Config) Validate() error {
 	if c.RootPubkeyFile != "" {
 		k, err := readRootKeyFile(c.RootPubkeyFile)
 		if err != nil {
-			return bad("trust.root_pubkey_file", "cannot be used: "+err.Error())
+			return badCause("trust.root_pubkey_file", "cannot be used: "+err.Error(), err)
 		}
 		c.rootKeyFromFile = k
 	}
@@ -729,8 +768,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.EndpointAddr != "" {
-		if _, err := ParseAddress(c.EndpointAddr); err != nil {
-			return bad("connect.endpoint_addr", "is not an aster1… address or hex endpoint id: "+err.Error())
+		if _, err := aster.ParseAddress(c.EndpointAddr); err != nil {
+			return badCause("connect.endpoint_addr", "is not an aster1… address or hex endpoint id: "+err.Error(), err)
 		}
 	}
 	if c.HealthPort < 0 || c.HealthPort > 65535 {
@@ -770,7 +809,7 @@ func (c *Config) Validate() error {
 	}
 	if c.RelayMode != "" && c.RelayMode != "default" && c.RelayMode != "disabled" {
 		if _, err := relay.ParseURL(c.RelayMode); err != nil {
-			return bad("network.relay_mode", `is not "default", "disabled" or a relay URL https://host[:port][#sha256=<hex>]: `+err.Error())
+			return badCause("network.relay_mode", `is not "default", "disabled" or a relay URL https://host[:port][#sha256=<hex>]: `+err.Error(), err)
 		}
 	}
 	if c.ClearIPTransports && !c.relaysEnabled() {
@@ -842,75 +881,6 @@ func isUnset(f *field, v any) bool {
 	return false
 }
 
-// ServerOptions validates c and returns the server options it implies:
-//
-//   - network.secret_key → WithSecretKey (unset: a fresh key each run)
-//   - network.bind_addr → WithBindAddr, used by ListenAndServe("")
-//   - network.relay_mode URL (unless clear_relay_transports) → WithRelay
-//   - network.clear_ip_transports → WithIPTransports(false); it needs a
-//     relay URL (FAILED_PRECONDITION without one)
-//   - health.health_port > 0 → WithHealth(health_host:health_port), with
-//     /metrics when network.enable_monitoring is true
-//   - logging.* → WithLogger(c.NewLogger(os.Stderr))
-//   - identity.identity_file → WithSecretKey of its [node] key, when
-//     network.secret_key is not set
-//   - trust.* → WithGate(trust.NewGate(c.TrustPolicy())): admission, in dev
-//     mode (ephemeral root, consumers admitted, a warning) when no root key
-//     is set
-//
-// Options given after these override them.
-func (c *Config) ServerOptions() ([]ServerOption, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	logger := c.NewLogger(os.Stderr)
-	opts := []ServerOption{WithLogger(logger)}
-	if c.SecretKey != nil {
-		opts = append(opts, WithSecretKey(c.SecretKey))
-	}
-	topts, err := c.trustServerOptions(logger) // config_trust.go
-	if err != nil {
-		return nil, status.Wrap(status.InvalidArgument, err)
-	}
-	opts = append(opts, topts...)
-	if c.BindAddr != "" {
-		opts = append(opts, WithBindAddr(c.BindAddr))
-	}
-	if u := c.HomeRelay(); u != "" {
-		opts = append(opts, WithRelay(u))
-	}
-	if c.ClearIPTransports {
-		if c.HomeRelay() == "" {
-			return nil, status.Wrap(status.FailedPrecondition, &ConfigError{Field: "network.clear_ip_transports",
-				Source: c.Source("network.clear_ip_transports"), Value: "true",
-				Reason: "a server without IP transports needs a home relay: set network.relay_mode (ASTER_RELAY_MODE) to the relay's URL"})
-		}
-		opts = append(opts, WithIPTransports(false))
-	}
-	if c.HealthPort > 0 {
-		opts = append(opts, WithHealth(c.HealthAddr(), c.EnableMonitoring))
-	}
-	return opts, nil
-}
-
-// WithConfig applies cfg.ServerOptions(): the server's identity key, bind
-// address (ListenAndServe("")), health server and logger come from cfg.
-// Options after it override it. If cfg is invalid, Serve and ListenAndServe
-// return the validation error (a status error wrapping *ConfigError) before
-// anything listens; call cfg.Validate first to fail earlier.
-func WithConfig(cfg Config) ServerOption {
-	opts, err := cfg.ServerOptions()
-	return func(o *serverOptions) {
-		if err != nil {
-			o.configErr = err
-			return
-		}
-		for _, fn := range opts {
-			fn(o)
-		}
-	}
-}
-
 // HealthAddr returns the health server's "host:port" (HealthHost, default
 // 127.0.0.1, and HealthPort), or "" when HealthPort is 0 (disabled).
 func (c *Config) HealthAddr() string {
@@ -924,59 +894,17 @@ func (c *Config) HealthAddr() string {
 	return net.JoinHostPort(host, strconv.Itoa(c.HealthPort))
 }
 
-// ClientOptions validates c and returns the client options it implies:
-// network.secret_key → WithClientKey (unset: a fresh key);
-// network.relay_mode "disabled" or clear_relay_transports →
-// WithClientRelay(false); clear_ip_transports → WithClientIPTransports(false);
-// trust.enrollment_credential_file → WithIdentity of that .aster-identity
-// file (its key and credential); else identity.identity_file → its key and
-// credential, when network.secret_key is not set.
-func (c *Config) ClientOptions() ([]ClientOption, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	var opts []ClientOption
-	if c.SecretKey != nil {
-		opts = append(opts, WithClientKey(c.SecretKey))
-	}
-	if !c.relaysEnabled() {
-		opts = append(opts, WithClientRelay(false))
-	}
-	if c.ClearIPTransports {
-		opts = append(opts, WithClientIPTransports(false))
-	}
-	topts, err := c.trustClientOptions() // config_trust.go
-	if err != nil {
-		return nil, status.Wrap(status.InvalidArgument, err)
-	}
-	return append(opts, topts...), nil
-}
-
-// WithClientConfig applies cfg's client settings (ClientOptions: the key
-// and the credential to present). Options after it override it. If cfg is
-// invalid, Dial and every call fail with its validation error.
-func WithClientConfig(cfg Config) ClientOption {
-	opts, err := cfg.ClientOptions()
-	return func(o *clientOptions) {
-		if err != nil {
-			o.err = err
-			return
-		}
-		for _, fn := range opts {
-			fn(o)
-		}
-	}
-}
-
-// Address returns connect.endpoint_addr parsed, for Dial. It fails with
-// FAILED_PRECONDITION when no endpoint address is configured.
-func (c *Config) Address() (Address, error) {
+// Address returns connect.endpoint_addr parsed, for Dial. It fails with an
+// *Error when no endpoint address is configured or it does not parse.
+func (c *Config) Address() (aster.Address, error) {
+	f := fieldByKey["connect.endpoint_addr"]
+	src, raw := c.origin(f)
 	if c.EndpointAddr == "" {
-		return Address{}, status.New(status.FailedPrecondition, "config: connect.endpoint_addr (ASTER_ENDPOINT_ADDR) is not set")
+		return aster.Address{}, fieldErr(f, src, "", "is not set: the client needs the producer's address (ASTER_ENDPOINT_ADDR)", nil)
 	}
-	a, err := ParseAddress(c.EndpointAddr)
+	a, err := aster.ParseAddress(c.EndpointAddr)
 	if err != nil {
-		return Address{}, status.Wrap(status.InvalidArgument, fmt.Errorf("config: connect.endpoint_addr: %w", err))
+		return aster.Address{}, fieldErr(f, src, raw, "is not an aster1… address or hex endpoint id: "+err.Error(), err)
 	}
 	return a, nil
 }

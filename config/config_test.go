@@ -1,15 +1,13 @@
-package aster_test
+package config_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,10 +15,9 @@ import (
 	"testing"
 
 	"github.com/aster-go/aster"
-	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/status"
-	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -81,7 +78,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 // printMap returns Print's JSON form as section.name → {value, source}.
-func printMap(t *testing.T, c *aster.Config) map[string]struct {
+func printMap(t *testing.T, c *config.Config) map[string]struct {
 	Value  any    `json:"value"`
 	Source string `json:"source"`
 } {
@@ -111,20 +108,20 @@ func printMap(t *testing.T, c *aster.Config) map[string]struct {
 
 func TestConfigDefaults(t *testing.T) {
 	isolate(t)
-	c, err := aster.LoadConfig()
+	c, err := config.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := aster.DefaultConfig()
+	d := config.Default()
 	if !reflect.DeepEqual(exported(c), exported(d)) {
-		t.Errorf("LoadConfig with no env = %+v, DefaultConfig = %+v", exported(c), exported(d))
+		t.Errorf("Load with no env = %+v, Default = %+v", exported(c), exported(d))
 	}
 	if !c.AllowAllProducers || c.AllowAllConsumers || c.HookTimeoutMS != 5000 || c.HealthHost != "127.0.0.1" ||
 		c.LogFormat != "text" || c.LogLevel != "info" || !c.LogMask || c.SecretKey != nil || c.HealthPort != 0 {
 		t.Errorf("defaults differ from the seed: %+v", exported(c))
 	}
 	for _, f := range seedFields {
-		if src := c.Source(f.key); src != aster.SourceDefault {
+		if src := c.Source(f.key); src != config.SourceDefault {
 			t.Errorf("Source(%s) = %q, want default", f.key, src)
 		}
 	}
@@ -141,8 +138,8 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 // exported returns c without its unexported provenance, for comparisons.
-func exported(c aster.Config) aster.Config {
-	var out aster.Config
+func exported(c config.Config) config.Config {
+	var out config.Config
 	ov, cv := reflect.ValueOf(&out).Elem(), reflect.ValueOf(c)
 	for i := range cv.NumField() {
 		if cv.Type().Field(i).IsExported() {
@@ -170,7 +167,7 @@ type fieldCase struct {
 	env    string
 	envVal string
 	toml   string // TOML value text
-	check  func(c *aster.Config) any
+	check  func(c *config.Config) any
 	want   any
 }
 
@@ -185,47 +182,47 @@ func fieldCases(t *testing.T, dir string) []fieldCase {
 	addr := aster.Address{ID: trust.IDOf(testutil.Key(t, 2))}.String()
 	return []fieldCase{
 		{"trust.root_pubkey", "ASTER_ROOT_PUBKEY", rootHex, fmt.Sprintf("%q", rootHex),
-			func(c *aster.Config) any { return hex.EncodeToString(c.RootPubkey) }, rootHex},
+			func(c *config.Config) any { return hex.EncodeToString(c.RootPubkey) }, rootHex},
 		{"trust.root_pubkey_file", "ASTER_ROOT_PUBKEY_FILE", rootFile, fmt.Sprintf("%q", rootFile),
-			func(c *aster.Config) any { return c.RootPubkeyFile }, rootFile},
+			func(c *config.Config) any { return c.RootPubkeyFile }, rootFile},
 		{"trust.enrollment_credential_file", "ASTER_ENROLLMENT_CREDENTIAL", cred, fmt.Sprintf("%q", cred),
-			func(c *aster.Config) any { return c.EnrollmentCredentialFile }, cred},
+			func(c *config.Config) any { return c.EnrollmentCredentialFile }, cred},
 		{"trust.enrollment_credential_iid", "ASTER_ENROLLMENT_CREDENTIAL_IID", "iid-token-123", `"iid-token-123"`,
-			func(c *aster.Config) any { return c.EnrollmentCredentialIID }, "iid-token-123"},
+			func(c *config.Config) any { return c.EnrollmentCredentialIID }, "iid-token-123"},
 		{"trust.allow_all_consumers", "ASTER_ALLOW_ALL_CONSUMERS", "yes", "true",
-			func(c *aster.Config) any { return c.AllowAllConsumers }, true},
+			func(c *config.Config) any { return c.AllowAllConsumers }, true},
 		{"trust.allow_all_producers", "ASTER_ALLOW_ALL_PRODUCERS", "OFF", "false",
-			func(c *aster.Config) any { return c.AllowAllProducers }, false},
+			func(c *config.Config) any { return c.AllowAllProducers }, false},
 		{"connect.endpoint_addr", "ASTER_ENDPOINT_ADDR", addr, fmt.Sprintf("%q", addr),
-			func(c *aster.Config) any { return c.EndpointAddr }, addr},
+			func(c *config.Config) any { return c.EndpointAddr }, addr},
 		{"network.secret_key", "ASTER_SECRET_KEY", keyB64, fmt.Sprintf("%q", keyB64),
-			func(c *aster.Config) any { return hex.EncodeToString(c.SecretKey) }, hex.EncodeToString(key)},
+			func(c *config.Config) any { return hex.EncodeToString(c.SecretKey) }, hex.EncodeToString(key)},
 		{"network.relay_mode", "ASTER_RELAY_MODE", "disabled", `"disabled"`,
-			func(c *aster.Config) any { return c.RelayMode }, "disabled"},
+			func(c *config.Config) any { return c.RelayMode }, "disabled"},
 		{"network.bind_addr", "ASTER_BIND_ADDR", "0.0.0.0:9000", `"0.0.0.0:9000"`,
-			func(c *aster.Config) any { return c.BindAddr }, "0.0.0.0:9000"},
+			func(c *config.Config) any { return c.BindAddr }, "0.0.0.0:9000"},
 		{"network.enable_hooks", "ASTER_ENABLE_HOOKS", "no", "false",
-			func(c *aster.Config) any { return c.EnableHooks }, false},
+			func(c *config.Config) any { return c.EnableHooks }, false},
 		{"network.hook_timeout_ms", "ASTER_HOOK_TIMEOUT_MS", "5000", "5000",
-			func(c *aster.Config) any { return c.HookTimeoutMS }, 5000},
+			func(c *config.Config) any { return c.HookTimeoutMS }, 5000},
 		{"network.clear_relay_transports", "ASTER_CLEAR_RELAY_TRANSPORTS", "1", "true",
-			func(c *aster.Config) any { return c.ClearRelayTransports }, true},
+			func(c *config.Config) any { return c.ClearRelayTransports }, true},
 		{"network.portmapper_config", "ASTER_PORTMAPPER_CONFIG", "disabled", `"disabled"`,
-			func(c *aster.Config) any { return c.PortmapperConfig }, "disabled"},
+			func(c *config.Config) any { return c.PortmapperConfig }, "disabled"},
 		{"network.proxy_from_env", "ASTER_PROXY_FROM_ENV", "False", "false",
-			func(c *aster.Config) any { return c.ProxyFromEnv }, false},
+			func(c *config.Config) any { return c.ProxyFromEnv }, false},
 		{"health.health_port", "ASTER_HEALTH_PORT", "8080", "8080",
-			func(c *aster.Config) any { return c.HealthPort }, 8080},
+			func(c *config.Config) any { return c.HealthPort }, 8080},
 		{"health.health_host", "ASTER_HEALTH_HOST", "0.0.0.0", `"0.0.0.0"`,
-			func(c *aster.Config) any { return c.HealthHost }, "0.0.0.0"},
+			func(c *config.Config) any { return c.HealthHost }, "0.0.0.0"},
 		{"identity.identity_file", "ASTER_IDENTITY_FILE", ident, fmt.Sprintf("%q", ident),
-			func(c *aster.Config) any { return c.IdentityFile }, ident},
+			func(c *config.Config) any { return c.IdentityFile }, ident},
 		{"logging.format", "ASTER_LOG_FORMAT", "json", `"json"`,
-			func(c *aster.Config) any { return c.LogFormat }, "json"},
+			func(c *config.Config) any { return c.LogFormat }, "json"},
 		{"logging.level", "ASTER_LOG_LEVEL", "debug", `"debug"`,
-			func(c *aster.Config) any { return c.LogLevel }, "debug"},
+			func(c *config.Config) any { return c.LogLevel }, "debug"},
 		{"logging.mask", "ASTER_LOG_MASK", "no", "false",
-			func(c *aster.Config) any { return c.LogMask }, false},
+			func(c *config.Config) any { return c.LogMask }, false},
 	}
 }
 
@@ -244,11 +241,11 @@ func TestConfigPrecedence(t *testing.T) {
 			for _, f := range seedFields {
 				t.Setenv(f.env, "")
 			}
-			def := aster.DefaultConfig()
+			def := config.Default()
 
 			// Env only.
 			t.Setenv(fc.env, fc.envVal)
-			c, err := aster.LoadConfig()
+			c, err := config.Load()
 			if err != nil {
 				t.Fatalf("env %s=%s: %v", fc.env, fc.envVal, err)
 			}
@@ -262,7 +259,7 @@ func TestConfigPrecedence(t *testing.T) {
 			// File only.
 			t.Setenv(fc.env, "")
 			path := writeFile(t, t.TempDir(), "aster.toml", tomlFor(fc.key, fc.toml))
-			c, err = aster.LoadConfigFile(path)
+			c, err = config.LoadFile(path)
 			if err != nil {
 				t.Fatalf("file: %v", err)
 			}
@@ -288,7 +285,7 @@ func TestConfigPrecedence(t *testing.T) {
 			}
 			path = writeFile(t, t.TempDir(), "aster.toml", content)
 			t.Setenv(fc.env, fc.envVal)
-			c, err = aster.LoadConfigFile(path)
+			c, err = config.LoadFile(path)
 			if err != nil {
 				t.Fatalf("file+env: %v", err)
 			}
@@ -333,7 +330,7 @@ mask = true
 `)
 	t.Setenv("ASTER_ALLOW_ALL_CONSUMERS", "TRUE")
 	t.Setenv("ASTER_BIND_ADDR", "127.0.0.1:7000")
-	c, err := aster.LoadConfigFile(path)
+	c, err := config.LoadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +380,7 @@ func TestConfigBooleans(t *testing.T) {
 	} {
 		t.Setenv("ASTER_ALLOW_ALL_CONSUMERS", tc.in)
 		t.Setenv("ASTER_ALLOW_ALL_PRODUCERS", tc.in)
-		c, err := aster.LoadConfig()
+		c, err := config.Load()
 		if err != nil {
 			t.Fatalf("%q: %v", tc.in, err)
 		}
@@ -424,8 +421,8 @@ func TestConfigBadValues(t *testing.T) {
 	} {
 		t.Run(tc.env+"="+tc.val, func(t *testing.T) {
 			t.Setenv(tc.env, tc.val)
-			_, err := aster.LoadConfig()
-			checkConfigErr(t, err, status.InvalidArgument, tc.field, tc.env, tc.reason)
+			_, err := config.Load()
+			checkConfigErr(t, err, nil, tc.field, tc.env, tc.reason)
 			if err == nil {
 				return
 			}
@@ -446,20 +443,27 @@ func TestConfigBadValues(t *testing.T) {
 		{"[health]\nhealth_port = 3.5\n", "health.health_port", "is not an integer"},
 	} {
 		path := writeFile(t, t.TempDir(), "aster.toml", tc.toml)
-		_, err := aster.LoadConfigFile(path)
-		checkConfigErr(t, err, status.InvalidArgument, tc.field, path, tc.reason)
+		_, err := config.LoadFile(path)
+		checkConfigErr(t, err, nil, tc.field, path, tc.reason)
 	}
 }
 
-func checkConfigErr(t *testing.T, err error, code status.Code, field, source, reason string) {
+// checkConfigErr checks that err is a *config.Error for field from source
+// with reason, wrapping cause if that is not nil, and that it is a plain
+// error, not an RPC status.
+func checkConfigErr(t *testing.T, err error, cause error, field, source, reason string) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("no error; want %s for %s from %s", reason, field, source)
 	}
-	if c := status.CodeOf(err); c != code {
-		t.Errorf("code = %v, want %v (%v)", c, code, err)
+	if cause != nil && !errors.Is(err, cause) {
+		t.Errorf("%v does not wrap %v", err, cause)
 	}
-	var ce *aster.ConfigError
+	var se *status.Error
+	if errors.As(err, &se) {
+		t.Errorf("%v is an RPC status error (%v); config errors are plain", err, se.Code())
+	}
+	var ce *config.Error
 	if !errors.As(err, &ce) {
 		t.Fatalf("%v is not a *ConfigError", err)
 	}
@@ -486,14 +490,17 @@ func TestConfigNotSupported(t *testing.T) {
 	} {
 		t.Run(tc.env+"="+tc.val, func(t *testing.T) {
 			t.Setenv(tc.env, tc.val)
-			_, err := aster.LoadConfig()
-			checkConfigErr(t, err, status.Unimplemented, tc.field, tc.env, "not supported yet")
+			_, err := config.Load()
+			checkConfigErr(t, err, config.ErrNotSupported, tc.field, tc.env, "not supported yet")
 		})
 	}
 	// A literal Config is checked when used.
-	c := aster.Config{EnableHooks: true}
-	if _, err := c.ServerOptions(); status.CodeOf(err) != status.Unimplemented || !strings.Contains(err.Error(), "not supported yet") {
-		t.Errorf("literal Config with EnableHooks: ServerOptions error = %v, want UNIMPLEMENTED not supported yet", err)
+	c := config.Config{EnableHooks: true}
+	if _, err := c.NewServer(); !errors.Is(err, config.ErrNotSupported) || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("literal Config with EnableHooks: NewServer error = %v, want not supported yet", err)
+	}
+	if _, err := c.ClientOptions(); !errors.Is(err, config.ErrNotSupported) {
+		t.Errorf("literal Config with EnableHooks: ClientOptions error = %v, want not supported yet", err)
 	}
 }
 
@@ -501,6 +508,7 @@ func TestConfigNotSupported(t *testing.T) {
 // clear_relay_transports as the configuration reference describes them.
 func TestConfigRelay(t *testing.T) {
 	isolate(t)
+	t.Setenv("ASTER_LOG_LEVEL", "error")
 	const url = "https://relay.example.test:3340#sha256=" + "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 	for _, tc := range []struct {
 		env  map[string]string
@@ -517,15 +525,17 @@ func TestConfigRelay(t *testing.T) {
 		for k, v := range tc.env {
 			t.Setenv(k, v)
 		}
-		c, err := aster.LoadConfig()
+		c, err := config.Load()
 		if err != nil {
 			t.Fatalf("%v: %v", tc.env, err)
 		}
 		if got := c.HomeRelay(); got != tc.home {
 			t.Errorf("%v: HomeRelay() = %q, want %q", tc.env, got, tc.home)
 		}
-		if _, err := c.ServerOptions(); err != nil {
-			t.Errorf("%v: ServerOptions: %v", tc.env, err)
+		if srv, err := c.NewServer(); err != nil {
+			t.Errorf("%v: NewServer: %v", tc.env, err)
+		} else {
+			srv.Close()
 		}
 		if _, err := c.ClientOptions(); err != nil {
 			t.Errorf("%v: ClientOptions: %v", tc.env, err)
@@ -537,43 +547,43 @@ func TestConfigRelay(t *testing.T) {
 
 	for _, bad := range []string{"relay.example:3340", "http://relay.example", "https://relay.example#sha256=12", "auto"} {
 		t.Setenv("ASTER_RELAY_MODE", bad)
-		_, err := aster.LoadConfig()
-		checkConfigErr(t, err, status.InvalidArgument, "network.relay_mode", "ASTER_RELAY_MODE", "relay URL")
+		_, err := config.Load()
+		checkConfigErr(t, err, nil, "network.relay_mode", "ASTER_RELAY_MODE", "relay URL")
 	}
 
 	// No transport left.
 	t.Setenv("ASTER_RELAY_MODE", "disabled")
 	t.Setenv("ASTER_CLEAR_IP_TRANSPORTS", "true")
-	_, err := aster.LoadConfig()
-	checkConfigErr(t, err, status.InvalidArgument, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "no transport")
+	_, err := config.Load()
+	checkConfigErr(t, err, nil, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "no transport")
 	t.Setenv("ASTER_RELAY_MODE", "")
 	t.Setenv("ASTER_CLEAR_RELAY_TRANSPORTS", "1")
-	_, err = aster.LoadConfig()
-	checkConfigErr(t, err, status.InvalidArgument, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "no transport")
+	_, err = config.Load()
+	checkConfigErr(t, err, nil, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "no transport")
 
 	// A client without IP transports dials relays only; a server needs a
 	// home relay for that.
 	t.Setenv("ASTER_CLEAR_RELAY_TRANSPORTS", "")
-	c, err := aster.LoadConfig()
+	c, err := config.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.ClientOptions(); err != nil {
 		t.Errorf("client without IP transports: %v", err)
 	}
-	_, err = c.ServerOptions()
-	checkConfigErr(t, err, status.FailedPrecondition, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "needs a home relay")
+	_, err = c.NewServer()
+	checkConfigErr(t, err, nil, "network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", "needs a home relay")
 }
 
 func TestConfigUnknownKeysAndTypos(t *testing.T) {
 	isolate(t)
 	path := writeFile(t, t.TempDir(), "aster.toml", "[network]\nbind_adr = \"0.0.0.0:1\"\n[tls]\ncert = \"x\"\n")
-	_, err := aster.LoadConfigFileStrict(path)
-	if err == nil || status.CodeOf(err) != status.InvalidArgument ||
+	_, err := config.LoadFileStrict(path)
+	if err == nil ||
 		!strings.Contains(err.Error(), "network.bind_adr") || !strings.Contains(err.Error(), "tls.cert") || !strings.Contains(err.Error(), path) {
 		t.Errorf("unknown keys, strict: err = %v, want INVALID_ARGUMENT naming network.bind_adr, tls.cert and the file", err)
 	}
-	cfg, err := aster.LoadConfigFile(path)
+	cfg, err := config.LoadFile(path)
 	if err != nil {
 		t.Fatalf("unknown keys, lenient: %v", err)
 	}
@@ -584,16 +594,16 @@ func TestConfigUnknownKeysAndTypos(t *testing.T) {
 		t.Errorf("an unknown key changed bind_addr's source to %q", cfg.Source("network.bind_addr"))
 	}
 	path = writeFile(t, t.TempDir(), "aster.toml", "[network\n")
-	if _, err := aster.LoadConfigFile(path); err == nil || !strings.Contains(err.Error(), path) {
+	if _, err := config.LoadFile(path); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("malformed TOML: err = %v, want an error naming the file", err)
 	}
-	if _, err := aster.LoadConfigFile(filepath.Join(t.TempDir(), "none.toml")); err == nil {
+	if _, err := config.LoadFile(filepath.Join(t.TempDir(), "none.toml")); err == nil {
 		t.Error("missing file: no error")
 	}
 
 	t.Setenv("ASTER_BIND_ADR", "0.0.0.0:1")
 	t.Setenv("ASTER_UNRELATED_THING", "x")
-	c, err := aster.LoadConfig()
+	c, err := config.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,13 +615,13 @@ func TestConfigUnknownKeysAndTypos(t *testing.T) {
 
 func TestConfigIdentityFileDefault(t *testing.T) {
 	dir := isolate(t)
-	c, err := aster.LoadConfig()
+	c, err := config.Load()
 	if err != nil || c.IdentityFile != "" {
 		t.Fatalf("no .aster-identity: IdentityFile = %q, %v; want empty", c.IdentityFile, err)
 	}
 	writeFile(t, dir, ".aster-identity", "[node]\n")
-	c, err = aster.LoadConfig()
-	if err != nil || c.IdentityFile != aster.DefaultIdentityFile || c.Source("identity.identity_file") != "default" {
+	c, err = config.Load()
+	if err != nil || c.IdentityFile != config.DefaultIdentityFile || c.Source("identity.identity_file") != "default" {
 		t.Fatalf("with .aster-identity: IdentityFile = %q (%s), %v", c.IdentityFile, c.Source("identity.identity_file"), err)
 	}
 }
@@ -628,7 +638,7 @@ func TestConfigPrint(t *testing.T) {
 		hex.EncodeToString(pub), cred))
 	t.Setenv("ASTER_SECRET_KEY", keyB64)
 	t.Setenv("ASTER_ALLOW_ALL_CONSUMERS", "true")
-	c, err := aster.LoadConfigFile(path)
+	c, err := config.LoadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -697,10 +707,7 @@ func TestConfigPrint(t *testing.T) {
 // its zero fields stand for.
 func TestConfigLiteral(t *testing.T) {
 	key := testutil.Key(t, 4)
-	c := aster.Config{SecretKey: key, AllowAllConsumers: true, HealthPort: 8081}
-	if _, err := c.ServerOptions(); err != nil {
-		t.Fatal(err)
-	}
+	c := config.Config{SecretKey: key, AllowAllConsumers: true, HealthPort: 8081, LogLevel: "error"}
 	if got := c.HealthAddr(); got != "127.0.0.1:8081" {
 		t.Errorf("HealthAddr = %q", got)
 	}
@@ -714,7 +721,8 @@ func TestConfigLiteral(t *testing.T) {
 	if v := m["health.health_host"]; v.Value != "127.0.0.1" || v.Source != "default" {
 		t.Errorf("health_host = %+v, want 127.0.0.1 default", v)
 	}
-	srv := aster.NewServer(must(c.ServerOptions())...)
+	srv := must(c.NewServer())
+	defer srv.Close()
 	if srv.ID() != trust.IDOf(key) {
 		t.Errorf("server id %s, want the configured key's %s", srv.ID(), trust.IDOf(key))
 	}
@@ -729,136 +737,4 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
-}
-
-// TestWithConfig checks that a Config reaches a running server: its key
-// is the server's identity, bind_addr is where ListenAndServe("") listens,
-// and the health server runs on health_host:health_port.
-func TestWithConfig(t *testing.T) {
-	isolate(t)
-	key := testutil.Key(t, 6)
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	healthPort := probe.Addr().(*net.TCPAddr).Port
-	probe.Close() // free again for the health server; no other user expected on loopback
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bind := udp.LocalAddr().String()
-	udp.Close()
-	t.Setenv("ASTER_SECRET_KEY", base64.StdEncoding.EncodeToString(key.Seed()))
-	t.Setenv("ASTER_BIND_ADDR", bind)
-	t.Setenv("ASTER_HEALTH_PORT", fmt.Sprint(healthPort))
-	t.Setenv("ASTER_LOG_LEVEL", "error")
-	cfg, err := aster.LoadConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := aster.NewServer(aster.WithConfig(cfg), aster.WithLogger(quietLogger()))
-	if srv.ID() != trust.IDOf(key) {
-		t.Fatalf("server id %s, want the configured key's", srv.ID())
-	}
-	ready := make(chan aster.Address, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a }) }()
-	var addr aster.Address
-	select {
-	case addr = <-ready:
-	case err := <-errc:
-		t.Fatal(err)
-	}
-	if len(addr.Direct) != 1 || addr.Direct[0].String() != bind {
-		t.Errorf("listening on %v, want bind_addr %s", addr.Direct, bind)
-	}
-	if got := srv.HealthAddr(); got == nil || got.String() != fmt.Sprintf("127.0.0.1:%d", healthPort) {
-		t.Errorf("health server on %v, want 127.0.0.1:%d", got, healthPort)
-	}
-	c, err := aster.DialAddress(context.Background(), addr, must(cfg.ClientOptions())...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	srv.Close()
-	if err := <-errc; !errors.Is(err, aster.ErrServerClosed) {
-		t.Errorf("ListenAndServe = %v", err)
-	}
-
-	// An invalid Config: Serve fails with the validation error.
-	bad := aster.NewServer(aster.WithConfig(aster.Config{HookTimeoutMS: -1}), aster.WithLogger(quietLogger()))
-	if err := bad.ListenAndServe("127.0.0.1:0", nil); status.CodeOf(err) != status.InvalidArgument || !strings.Contains(err.Error(), "hook_timeout_ms") {
-		t.Errorf("ListenAndServe with a bad Config = %v", err)
-	}
-	bad.Close()
-}
-
-func TestWithClientConfig(t *testing.T) {
-	isolate(t)
-	key := trust.GenerateKey()
-	cfg := aster.DefaultConfig()
-	cfg.SecretKey = key
-	srv := aster.NewServer()
-	ln, err := quic.Listen("127.0.0.1:0", trust.GenerateKey(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peers := make(chan trust.EndpointID, 1)
-	seePeer := func(next handler.Handler) handler.Handler {
-		return handler.HandlerFunc(func(ctx context.Context, st handler.Stream) error {
-			peers <- st.Peer().ID
-			return next.ServeRPC(ctx, st)
-		})
-	}
-	srv.MustRegister(handler.NewService("Who", 1).Handle("ami", handler.Unary(func(ctx context.Context, _ *struct{}) (*struct{}, error) {
-		return &struct{}{}, nil
-	}), handler.Use(seePeer)))
-	go srv.Serve(ln)
-	defer srv.Close()
-	c, err := aster.DialAddress(t.Context(), ln.Addr(), aster.WithClientConfig(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := aster.CallUnary[struct{}](t.Context(), c, "Who.ami", &struct{}{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := <-peers; got != trust.IDOf(key) {
-		t.Errorf("server saw client %s, want the configured key's %s", got.Short(), trust.IDOf(key).Short())
-	}
-	// An invalid Config fails the dial with its validation error.
-	bad := aster.Config{EnableHooks: true}
-	if _, err := aster.DialAddress(t.Context(), ln.Addr(), aster.WithClientConfig(bad)); err == nil || !strings.Contains(err.Error(), "not supported yet") {
-		t.Errorf("invalid config: %v, want the validation error", err)
-	}
-}
-
-// storage.path keeps the used one-time-token nonces: the policy records
-// them in a file there, created with the directory.
-func TestConfigStoragePath(t *testing.T) {
-	isolate(t)
-	dir := filepath.Join(t.TempDir(), "state", "aster")
-	t.Setenv("ASTER_STORAGE_PATH", dir)
-	cfg, err := aster.LoadConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := cfg.TrustPolicy()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := filepath.Join(dir, aster.OTTNonceFile); p.NonceFile != want {
-		t.Errorf("NonceFile = %q, want %q", p.NonceFile, want)
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
-		t.Errorf("storage dir: %v %v", fi, err)
-	}
-	// A path that cannot be a directory is an error naming the field.
-	file := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(file, nil, 0o600)
-	cfg.StoragePath = file
-	if _, err := cfg.TrustPolicy(); err == nil || !strings.Contains(err.Error(), "storage.path") {
-		t.Errorf("storage.path on a file: %v", err)
-	}
 }

@@ -1,4 +1,4 @@
-package aster_test
+package config_test
 
 import (
 	"bytes"
@@ -12,13 +12,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/internal/testutil"
 )
 
 // logSecrets logs the config's secrets in every way a careless line might
 // and returns the output and the secret texts to grep for.
-func logSecrets(t *testing.T, cfg aster.Config) (string, []string) {
+func logSecrets(t *testing.T, cfg config.Config) (string, []string) {
 	var buf bytes.Buffer
 	log := cfg.NewLogger(&buf)
 	seed := cfg.SecretKey.Seed()
@@ -38,7 +38,7 @@ func logSecrets(t *testing.T, cfg aster.Config) (string, []string) {
 func TestLoggingMask(t *testing.T) {
 	for _, format := range []string{"text", "json"} {
 		t.Run(format, func(t *testing.T) {
-			cfg := aster.DefaultConfig()
+			cfg := config.Default()
 			cfg.LogFormat = format
 			cfg.SecretKey = testutil.Key(t, 5)
 			cfg.EnrollmentCredentialFile = filepath.Join(t.TempDir(), "consumer-credential.json")
@@ -84,7 +84,7 @@ func TestLoggingLevel(t *testing.T) {
 	}{
 		{"debug", true, true}, {"info", false, true}, {"warning", false, true}, {"WARN", false, true}, {"error", false, true}, {"", false, true},
 	} {
-		cfg := aster.Config{LogLevel: tc.level}
+		cfg := config.Config{LogLevel: tc.level}
 		var buf bytes.Buffer
 		log := cfg.NewLogger(&buf)
 		log.Debug("dbg-line")

@@ -1,104 +1,138 @@
-package aster
+package config
 
 import (
 	"fmt"
-	"log/slog"
-	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/aster-go/aster/trust"
 )
-
-// TrustPolicy returns the admission policy of c's [trust] fields:
-// root_pubkey (or root_pubkey_file; none means dev mode), allow_all_consumers
-// and allow_all_producers.
-func (c *Config) TrustPolicy() (trust.Policy, error) {
-	p := trust.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
-	if c.StoragePath != "" {
-		if err := os.MkdirAll(c.StoragePath, 0o700); err != nil {
-			return p, fmt.Errorf("config: storage.path: %w", err)
-		}
-		p.NonceFile = filepath.Join(c.StoragePath, OTTNonceFile)
-	}
-	root, err := c.RootPublicKey()
-	if err != nil {
-		return p, fmt.Errorf("config: trust.root_pubkey_file: %w", err)
-	}
-	if root != nil {
-		k, err := trust.EndpointIDFromPublicKey(root)
-		if err != nil {
-			return p, fmt.Errorf("config: trust.root_pubkey: %w", err)
-		}
-		p.RootPubKey = &k
-	}
-	return p, nil
-}
 
 // OTTNonceFile is the file in storage.path that records used one-time-token
 // nonces.
 const OTTNonceFile = "ott-nonces"
 
-// trustServerOptions are the server options of the trust and identity
-// fields: the key of identity_file (when secret_key is not set) and the
-// admission gate (WithGate). Without a root key the gate runs in dev mode and
-// logs its warning on logger.
-func (c *Config) trustServerOptions(logger *slog.Logger) ([]ServerOption, error) {
-	var opts []ServerOption
+// admissionFields are the trust.* settings that ask for admission when set
+// to false.
+var admissionFields = []string{"trust.allow_all_consumers", "trust.allow_all_producers"}
+
+// noRootHint says how to give the root key, for errors about its absence.
+const noRootHint = "no root key is set to verify credentials with (trust.root_pubkey/ASTER_ROOT_PUBKEY or " +
+	"trust.root_pubkey_file/ASTER_ROOT_PUBKEY_FILE), and without one the server would run in dev mode, admitting every consumer"
+
+// TrustPolicy returns the admission policy of c's trust.* fields:
+// root_pubkey (or root_pubkey_file), allow_all_consumers,
+// allow_all_producers, and the nonce file in storage.path. It has no side
+// effects (NewServer creates the storage directory).
+//
+// Without a root key the policy is dev mode (trust.NewGate then opens the
+// consumer gate on an ephemeral root), but only if nothing asks for
+// admission: it fails with an *Error naming the setting when
+// allow_all_consumers or allow_all_producers is set to false in the file
+// or the environment, or when an unknown variable or file key looks like a
+// misspelt trust.* setting (e.g. ASTER_ROOT_PUBKEY_FLE), because each
+// shows that admission was wanted.
+func (c *Config) TrustPolicy() (trust.Policy, error) {
+	p := trust.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
+	if c.StoragePath != "" {
+		p.NonceFile = filepath.Join(c.StoragePath, OTTNonceFile)
+	}
+	root, err := c.RootPublicKey()
+	if err != nil {
+		f := fieldByKey["trust.root_pubkey_file"]
+		src, raw := c.origin(f)
+		return p, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
+	}
+	if root == nil {
+		return p, c.checkDevMode()
+	}
+	k, err := trust.EndpointIDFromPublicKey(root)
+	if err != nil {
+		f := fieldByKey["trust.root_pubkey"]
+		src, raw := c.origin(f)
+		return p, fieldErr(f, src, raw, err.Error(), err)
+	}
+	p.RootPubKey = &k
+	return p, nil
+}
+
+// checkDevMode returns an *Error if c, which has no root key, asks for
+// admission anyway.
+func (c *Config) checkDevMode() error {
+	var misspelt []string
+	for _, u := range c.unknown {
+		if strings.HasPrefix(u.near, "trust.") || strings.HasPrefix(u.name, "trust.") {
+			misspelt = append(misspelt, u.name)
+		}
+	}
+	for _, key := range admissionFields {
+		f := fieldByKey[key]
+		o := c.sources[key]
+		if o == nil || o.source == SourceDefault || f.get(c).(bool) {
+			continue
+		}
+		reason := "asks for admission, but " + noRootHint
+		if len(misspelt) > 0 {
+			reason += fmt.Sprintf(" (unknown settings ignored: %s; see the warnings)", strings.Join(misspelt, ", "))
+		}
+		return fieldErr(f, o.source, o.raw, reason, nil)
+	}
+	for _, u := range c.unknown {
+		near := u.near
+		if near == "" && strings.HasPrefix(u.name, "trust.") {
+			near = u.name
+		}
+		if !strings.HasPrefix(near, "trust.") {
+			continue
+		}
+		reason := "is not a known setting"
+		if u.near != "" {
+			reason += fmt.Sprintf(" (did you mean %s?)", nameLike(u, fieldByKey[u.near]))
+		}
+		return &Error{Field: near, Source: u.source, Value: `"` + u.name + `"`,
+			Reason: reason + "; a trust setting that is not understood must not leave admission off: " + noRootHint}
+	}
+	return nil
+}
+
+// nameLike names f the way u was written: its variable for a variable, its
+// key for a file key.
+func nameLike(u unknownSetting, f *field) string {
+	if u.name == u.source { // a variable
+		return f.env
+	}
+	return f.key
+}
+
+// trustServer is what NewServer needs from the trust.* and identity.*
+// fields: the identity file's key (when secret_key is not set), its
+// warnings, and the admission policy.
+type trustServer struct {
+	key      trust.SecretKey
+	warnings []string
+	policy   trust.Policy
+}
+
+// trustServerSettings reads the identity file (when secret_key is not set)
+// and resolves the admission policy, without side effects.
+func (c *Config) trustServerSettings() (trustServer, error) {
+	var ts trustServer
 	if c.SecretKey == nil && c.IdentityFile != "" {
+		f := fieldByKey["identity.identity_file"]
+		src, raw := c.origin(f)
 		id, err := trust.LoadIdentity(c.IdentityFile)
 		if err != nil {
-			return nil, fmt.Errorf("config: identity.identity_file: %w", err)
+			return ts, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
 		}
 		if id.Key == nil {
-			return nil, fmt.Errorf("config: identity.identity_file %s has no [node] secret_key", c.IdentityFile)
+			return ts, fieldErr(f, src, raw, "has no [node] secret_key to serve with", nil)
 		}
-		for _, w := range id.Warnings {
-			logger.Warn(w)
-		}
-		opts = append(opts, WithSecretKey(id.Key))
+		ts.key, ts.warnings = id.Key, id.Warnings
 	}
 	p, err := c.TrustPolicy()
 	if err != nil {
-		return nil, err
+		return ts, err
 	}
-	gate, err := trust.NewGate(p, logger)
-	if err != nil {
-		return nil, err
-	}
-	if !gate.DevMode() {
-		logger.Info("aster: admission on", "root", gate.Root().Short(),
-			"allow_all_consumers", p.AllowAllConsumers, "allow_all_producers", p.AllowAllProducers)
-	}
-	return append(opts, WithGate(gate)), nil
-}
-
-// trustClientOptions are the client options of the trust and identity
-// fields: enrollment_credential_file (an .aster-identity file: its key and
-// first consumer credential), or else identity_file (its key, and its
-// credential if it has one) when secret_key is not set.
-func (c *Config) trustClientOptions() ([]ClientOption, error) {
-	switch {
-	case c.EnrollmentCredentialFile != "":
-		id, err := trust.LoadIdentity(c.EnrollmentCredentialFile)
-		if err != nil {
-			return nil, fmt.Errorf("config: trust.enrollment_credential_file: %w", err)
-		}
-		if id.Key == nil || len(id.Peers) == 0 {
-			return nil, fmt.Errorf("config: trust.enrollment_credential_file %s needs a [node] secret_key and a [[peers]] credential", c.EnrollmentCredentialFile)
-		}
-		return []ClientOption{WithIdentity(id, "")}, nil
-	case c.SecretKey == nil && c.IdentityFile != "":
-		id, err := trust.LoadIdentity(c.IdentityFile)
-		if err != nil {
-			return nil, fmt.Errorf("config: identity.identity_file: %w", err)
-		}
-		if id.Key == nil {
-			return nil, fmt.Errorf("config: identity.identity_file %s has no [node] secret_key", c.IdentityFile)
-		}
-		if len(id.Peers) == 0 {
-			return []ClientOption{WithClientKey(id.Key)}, nil
-		}
-		return []ClientOption{WithIdentity(id, "")}, nil
-	}
-	return nil, nil
+	ts.policy = p
+	return ts, nil
 }

@@ -1,15 +1,14 @@
-package aster_test
+package config_test
 
 import (
 	"crypto/ed25519"
-	"errors"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/status"
-	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -32,40 +31,28 @@ func TestConfigTrust(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	scfg := aster.Config{RootPubkey: ed25519.PublicKey(trust.IDOf(root).PublicKey()), AllowAllProducers: true, IdentityFile: serverID, LogLevel: "error"}
+	scfg := config.Config{RootPubkey: ed25519.PublicKey(trust.IDOf(root).PublicKey()), AllowAllProducers: true, IdentityFile: serverID, LogLevel: "error"}
 	p, err := scfg.TrustPolicy()
 	if err != nil || p.RootPubKey == nil || *p.RootPubKey != trust.IDOf(root) || p.AllowAllConsumers || !p.AllowAllProducers {
 		t.Fatalf("TrustPolicy = %+v, %v", p, err)
 	}
-	opts, err := scfg.ServerOptions()
+	srv, err := scfg.NewServer()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := aster.NewServer(opts...)
-	srv.MustRegister(opsService())
+	srv.MustRegister(opsService(nil, nil))
 	id, _ := trust.LoadIdentity(serverID)
 	if srv.ID() != id.ID() {
 		t.Fatalf("server id %s, identity file %s", srv.ID().Short(), id.ID().Short())
 	}
-	ln, err := quic.Listen("127.0.0.1:0", srv.SecretKey(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	defer func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, aster.ErrServerClosed) {
-			t.Error(err)
-		}
-	}()
+	addr := listen(t, srv, "127.0.0.1:0")
 
-	ccfg := aster.Config{EnrollmentCredentialFile: credFile, AllowAllProducers: true}
+	ccfg := config.Config{EnrollmentCredentialFile: credFile, AllowAllProducers: true}
 	copts, err := ccfg.ClientOptions()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := aster.DialAddress(ctxT(t), ln.Addr(), copts...)
+	c, err := aster.DialAddress(ctxT(t), addr, copts...)
 	if err != nil {
 		t.Fatalf("enrolled client refused: %v", err)
 	}
@@ -77,19 +64,18 @@ func TestConfigTrust(t *testing.T) {
 	wantCode(t, err, status.PermissionDenied)
 
 	// No credential in the config: refused.
-	none := aster.Config{AllowAllProducers: true}
+	none := config.Config{AllowAllProducers: true}
 	copts, _ = none.ClientOptions()
-	_, err = aster.DialAddress(ctxT(t), ln.Addr(), copts...)
+	_, err = aster.DialAddress(ctxT(t), addr, copts...)
 	wantCode(t, err, status.Unauthenticated)
 
 	// An identity file without a key cannot serve.
 	bad := filepath.Join(dir, "peers-only.cred")
 	trust.SaveIdentity(bad, &trust.Identity{Peers: []*trust.Credential{cred}})
-	if _, err := (&aster.Config{IdentityFile: bad}).ServerOptions(); status.CodeOf(err) != status.InvalidArgument {
-		t.Errorf("identity without [node]: %v", err)
-	}
+	_, err = (&config.Config{IdentityFile: bad}).NewServer()
+	checkConfigErr(t, err, nil, "identity.identity_file", "Config", "no [node] secret_key")
 	// Dev mode: no root key.
-	if p, err := (&aster.Config{}).TrustPolicy(); err != nil || p.RootPubKey != nil {
+	if p, err := (&config.Config{}).TrustPolicy(); err != nil || p.RootPubKey != nil {
 		t.Errorf("dev TrustPolicy = %+v, %v", p, err)
 	}
 }

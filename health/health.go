@@ -1,75 +1,64 @@
-package aster
+// Package health serves an aster server's health and metrics over HTTP:
+//
+//	GET /healthz             200 "ok" while the process answers HTTP at all (liveness)
+//	GET /readyz              200 "ready" while the server serves at least one
+//	                         listener and is not shutting down; 503 "not ready"
+//	                         otherwise, in particular as soon as Shutdown starts
+//	                         draining (readiness)
+//	GET /metrics             (Options.Metrics) JSON counters:
+//	                         {"connections":N,"active_calls":N,"calls":{"OK":N,...}}
+//	GET /metrics/prometheus  (Options.Prometheus) the same counters in the
+//	                         Prometheus text format: aster_server_connections,
+//	                         aster_server_active_calls, aster_server_calls_total{code}
+//
+// NewHandler returns these endpoints as an http.Handler to mount on a mux of
+// your own; Listen runs them as a stand-alone HTTP server (what the config
+// package starts from health.health_host, health.health_port and
+// network.enable_monitoring). Both read the server only through its public
+// API (Ready and Metrics, the Source interface), so the aster core links no
+// HTTP server or Prometheus code.
+package health
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 
-	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster"
 )
 
-// WithHealth makes the server serve HTTP health endpoints on addr
-// ("host:port"; port 0 picks a free one, see HealthAddr) while it runs:
-//
-//	GET /healthz  200 "ok" while the process serves HTTP at all (liveness)
-//	GET /readyz   200 "ready" while at least one listener is being served
-//	              and the server is not shutting down; 503 otherwise, in
-//	              particular as soon as Shutdown starts draining
-//	GET /metrics  (only if metrics is true) JSON counters:
-//	              {"connections":N,"active_calls":N,"calls":{"OK":N,...}}
-//	GET /metrics/prometheus  (only if metrics is true) the same counters in
-//	              the Prometheus text format: aster_server_connections,
-//	              aster_server_active_calls, aster_server_calls_total{code}
-//
-// The health server starts with the first Serve (a listen error is Serve's
-// error) and stops when Shutdown or Close returns. Default: no health
-// server. Config.ServerOptions sets it from health_host, health_port and
-// enable_monitoring.
-func WithHealth(addr string, metrics bool) ServerOption {
-	return func(o *serverOptions) { o.healthAddr, o.healthMetrics = addr, metrics }
+// Source is what the endpoints read: *aster.Server implements it.
+type Source interface {
+	// Ready reports whether the server accepts calls (see
+	// aster.Server.Ready).
+	Ready() bool
+	// Metrics returns a snapshot of the server's counters.
+	Metrics() aster.Metrics
 }
 
-// WithBindAddr sets the UDP address ListenAndServe("") listens on. Default:
-// a free port on all interfaces. Config.ServerOptions sets it from
-// bind_addr.
-func WithBindAddr(addr string) ServerOption { return func(o *serverOptions) { o.bindAddr = addr } }
-
-// healthServer is the running health HTTP server of a Server.
-type healthServer struct {
-	http *http.Server
-	ln   net.Listener
-	done chan struct{} // closed when the serving goroutine returns
+// Options selects the endpoints beyond /healthz and /readyz. The zero value
+// serves only those two.
+type Options struct {
+	// Metrics serves GET /metrics (JSON). Default false.
+	Metrics bool
+	// Prometheus serves GET /metrics/prometheus (Prometheus text format).
+	// Default false.
+	Prometheus bool
+	// Logger receives the stand-alone server's start and error messages
+	// (Listen only). Default: slog.Default().
+	Logger *slog.Logger
 }
 
-// callStats counts finished calls by status code.
-type callStats struct {
-	byCode [status.Unauthenticated + 1]atomic.Uint64
-	app    atomic.Uint64 // application codes (100+) and unassigned ones
-}
-
-func (cs *callStats) record(code uint32) {
-	if code < uint32(len(cs.byCode)) {
-		cs.byCode[code].Add(1)
-		return
-	}
-	cs.app.Add(1)
-}
-
-// startHealthLocked starts the health server if configured and not yet
-// running. s.mu is held.
-func (s *Server) startHealthLocked() error {
-	if s.opts.healthAddr == "" || s.health != nil {
-		return nil
-	}
-	ln, err := net.Listen("tcp", s.opts.healthAddr)
-	if err != nil {
-		return fmt.Errorf("aster: health server: %w", err)
-	}
+// NewHandler returns an http.Handler serving src's /healthz and /readyz,
+// and /metrics and /metrics/prometheus as opts says. Other paths and
+// methods other than GET (and HEAD) answer 404 or 405. Mount it at the root
+// of a mux, or under a prefix with http.StripPrefix.
+func NewHandler(src Source, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -77,102 +66,85 @@ func (s *Server) startHealthLocked() error {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !s.ready() {
+		if !src.Ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "not ready")
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	if s.opts.healthMetrics {
+	if opts.Metrics {
 		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(s.metrics())
+			json.NewEncoder(w).Encode(src.Metrics())
 		})
-		mux.Handle("GET /metrics/prometheus", s.prometheusHandler())
 	}
-	hs := &healthServer{
-		http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+	if opts.Prometheus {
+		mux.Handle("GET /metrics/prometheus", prometheusHandler(src))
+	}
+	return mux
+}
+
+// ShutdownTimeout bounds how long Server.Shutdown waits for requests in
+// progress when its context has no earlier deadline.
+const ShutdownTimeout = time.Second
+
+// Server is a running stand-alone health HTTP server (see Listen). Its
+// methods are safe for concurrent use.
+type Server struct {
+	http *http.Server
+	ln   net.Listener
+	done chan struct{} // closed when the serving goroutine returns
+}
+
+// Listen listens on the TCP address addr ("host:port"; port 0 picks a free
+// one) and serves NewHandler(src, opts) there until Shutdown or Close. A
+// listen error is returned at once.
+func Listen(addr string, src Source, opts Options) (*Server, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("health server: %w", err)
+	}
+	s := &Server{
+		http: &http.Server{Handler: NewHandler(src, opts), ReadHeaderTimeout: 5 * time.Second},
 		ln:   ln,
 		done: make(chan struct{}),
 	}
 	go func() {
-		defer close(hs.done)
-		if err := hs.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.opts.logger.Error("aster: health server stopped", "err", err)
+		defer close(s.done)
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("aster: health server stopped", "err", err)
 		}
 	}()
-	s.health = hs
-	s.opts.logger.Info("aster: health server listening", "addr", ln.Addr().String())
-	return nil
+	logger.Info("aster: health server listening", "addr", ln.Addr().String())
+	return s, nil
 }
 
-// stopHealth stops the health server, waiting for its goroutine.
-func (s *Server) stopHealth() {
-	s.mu.Lock()
-	hs := s.health
-	s.mu.Unlock()
-	if hs == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+// Addr returns the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Shutdown stops the server gracefully: it stops listening and waits for
+// requests in progress (at most ShutdownTimeout, or until ctx is done),
+// then closes what is left and waits for the serving goroutine. It returns
+// ctx's error if ctx ended the wait.
+func (s *Server) Shutdown(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, ShutdownTimeout)
 	defer cancel()
-	if err := hs.http.Shutdown(ctx); err != nil {
-		hs.http.Close()
+	if err := s.http.Shutdown(sctx); err != nil {
+		s.http.Close() // requests still running: cut them off
 	}
-	<-hs.done
+	<-s.done
+	return ctx.Err()
 }
 
-// HealthAddr returns the address the health server listens on, or nil if it
-// is not running.
-func (s *Server) HealthAddr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.health == nil {
-		return nil
-	}
-	return s.health.ln.Addr()
+// Close stops the server at once, closing open connections, and waits for
+// the serving goroutine.
+func (s *Server) Close() error {
+	err := s.http.Close()
+	<-s.done
+	return err
 }
-
-// ready reports whether the server serves at least one listener and is not
-// shutting down.
-func (s *Server) ready() bool {
-	if s.draining.Load() {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.closed && len(s.listeners) > 0
-}
-
-// Metrics is a snapshot of a server's counters, as /metrics serves it.
-type Metrics struct {
-	// Connections is the number of open connections.
-	Connections int `json:"connections"`
-	// ActiveCalls is the number of calls being served.
-	ActiveCalls int `json:"active_calls"`
-	// Calls counts finished calls by status code name ("OK", "NOT_FOUND",
-	// ...; "APPLICATION" for codes 100 and above). Codes never seen are
-	// left out.
-	Calls map[string]uint64 `json:"calls"`
-}
-
-// metrics returns a snapshot of the server's counters.
-func (s *Server) metrics() Metrics {
-	s.mu.Lock()
-	m := Metrics{Connections: len(s.conns), Calls: map[string]uint64{}}
-	s.mu.Unlock()
-	m.ActiveCalls = int(s.calls.n.Load())
-	for code := range s.stats.byCode {
-		if n := s.stats.byCode[code].Load(); n > 0 {
-			m.Calls[status.Code(code).String()] = n
-		}
-	}
-	if n := s.stats.app.Load(); n > 0 {
-		m.Calls["APPLICATION"] = n
-	}
-	return m
-}
-
-// Metrics returns a snapshot of the server's counters.
-func (s *Server) Metrics() Metrics { return s.metrics() }

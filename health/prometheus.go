@@ -1,4 +1,4 @@
-package aster
+package health
 
 import (
 	"net/http"
@@ -7,11 +7,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// The Prometheus form of the server's counters, served at
-// /metrics/prometheus next to the JSON /metrics (see WithHealth). The
-// official client library writes the text exposition format; the values are
-// read from the server at scrape time, so serving them costs nothing
-// between scrapes.
+// The Prometheus form of a server's counters, served at /metrics/prometheus
+// next to the JSON /metrics. The official client library writes the text
+// exposition format; the values are read from the server at scrape time, so
+// serving them costs nothing between scrapes.
 var (
 	promConnections = prometheus.NewDesc("aster_server_connections",
 		"Open connections.", nil, nil)
@@ -21,8 +20,8 @@ var (
 		"Finished calls by status code name (APPLICATION for codes 100 and above).", []string{"code"}, nil)
 )
 
-// promCollector exports a Server's Metrics to Prometheus.
-type promCollector struct{ s *Server }
+// promCollector exports a Source's Metrics to Prometheus.
+type promCollector struct{ src Source }
 
 // Describe implements prometheus.Collector.
 func (c promCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -33,7 +32,7 @@ func (c promCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c promCollector) Collect(ch chan<- prometheus.Metric) {
-	m := c.s.metrics()
+	m := c.src.Metrics()
 	ch <- prometheus.MustNewConstMetric(promConnections, prometheus.GaugeValue, float64(m.Connections))
 	ch <- prometheus.MustNewConstMetric(promActiveCalls, prometheus.GaugeValue, float64(m.ActiveCalls))
 	for code, n := range m.Calls {
@@ -41,9 +40,10 @@ func (c promCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// prometheusHandler serves s's counters in the Prometheus text format.
-func (s *Server) prometheusHandler() http.Handler {
+// prometheusHandler serves src's counters in the Prometheus text format,
+// from a registry of its own (nothing is added to the global one).
+func prometheusHandler(src Source) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(promCollector{s})
+	reg.MustRegister(promCollector{src})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/status"
 )
 
@@ -22,22 +24,22 @@ const strictFlag = "strict"
 // file named by --config (or file, if not empty), then ASTER_* variables.
 // Warnings go to the command's stderr; a bad configuration is a usage error
 // (exit 2).
-func loadCLIConfig(c *cobra.Command, file string) (aster.Config, error) {
+func loadCLIConfig(c *cobra.Command, file string) (config.Config, error) {
 	if file == "" {
 		file, _ = c.Flags().GetString(configFlag)
 	}
-	var cfg aster.Config
+	var cfg config.Config
 	var err error
 	strict, _ := c.Flags().GetBool(strictFlag)
 	if file != "" && strict {
-		cfg, err = aster.LoadConfigFileStrict(file)
+		cfg, err = config.LoadFileStrict(file)
 	} else if file != "" {
-		cfg, err = aster.LoadConfigFile(file)
+		cfg, err = config.LoadFile(file)
 	} else {
-		cfg, err = aster.LoadConfig()
+		cfg, err = config.Load()
 	}
 	if err != nil {
-		return aster.Config{}, configError(err)
+		return config.Config{}, configError(err)
 	}
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(c.ErrOrStderr(), "warning:", w)
@@ -97,14 +99,16 @@ the value. Warnings (an ASTER_* variable that looks misspelt) go to stderr.`,
 	return cmd
 }
 
-// configError reports a configuration that cannot be loaded as a usage
-// error (exit 2), keeping its status code (INVALID_ARGUMENT for a bad value,
-// UNIMPLEMENTED for a setting not supported yet).
+// configError reports a configuration that cannot be used as a usage
+// error (exit 2) with the code --json-errors shows: UNIMPLEMENTED for a
+// setting not supported yet (config.ErrNotSupported), the error's own
+// status code if it has one, else INVALID_ARGUMENT.
 func configError(err error) error {
-	st := status.FromError(err)
-	code := st.Code()
-	if code == status.Unknown {
-		code = status.InvalidArgument
+	code := status.InvalidArgument
+	if errors.Is(err, config.ErrNotSupported) {
+		code = status.Unimplemented
+	} else if c := status.CodeOf(err); c != status.Unknown && c != status.OK {
+		code = c // e.g. an OTEL_* setup error that carries a code
 	}
-	return &cliError{exit: ExitUsage, code: code, msg: "config: " + st.Message(), err: err}
+	return &cliError{exit: ExitUsage, code: code, msg: "config: " + strings.TrimPrefix(err.Error(), "config: "), err: err}
 }

@@ -173,6 +173,14 @@ health_port = 8088
 	if code != 0 || !strings.Contains(stderr, "ASTER_HEALTH_PROT") || !strings.Contains(stderr, "ASTER_HEALTH_PORT") {
 		t.Errorf("typo: exit %d, stderr %q", code, stderr)
 	}
+	// The root private key file where the public key belongs: exit 2,
+	// saying it is the private key.
+	rootKey := filepath.Join(dir, "root.key")
+	os.WriteFile(rootKey, []byte(`{"private_key": "`+strings.Repeat("ab", 32)+`", "public_key": "`+strings.Repeat("cd", 32)+`"}`), 0o600)
+	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_ROOT_PUBKEY_FILE=" + rootKey}, "config", "print")
+	if code != ExitUsage || !strings.Contains(stderr, "private key") || !strings.Contains(stderr, "trust.root_pubkey_file") {
+		t.Errorf("root private key as root_pubkey_file: exit %d, stderr %q", code, stderr)
+	}
 	// Usage errors.
 	if _, _, code = runConfigCLI(t, bin, dir, nil, "config", "print", "extra"); code != ExitUsage {
 		t.Errorf("extra argument: exit %d, want %d", code, ExitUsage)

@@ -6,12 +6,13 @@
 //	go run ./examples/missioncontrol -demo    # serve, drive every call pattern, exit
 //
 // Configuration comes from the ASTER_* environment variables through
-// aster.LoadConfig ("aster config print" shows the resolved values): for
+// config.Load ("aster config print" shows the resolved values): for
 // example ASTER_BIND_ADDR picks the UDP address (default: a free port on all
 // interfaces), ASTER_SECRET_KEY (base64, 32 bytes) or ASTER_IDENTITY_FILE (an
 // .aster-identity file, created on first start if missing; default
 // .aster-identity if it exists) gives a stable identity (default: a fresh key
-// each run), ASTER_HEALTH_PORT serves /healthz and /readyz,
+// each run), ASTER_HEALTH_PORT serves /healthz and /readyz (and, with
+// ASTER_ENABLE_MONITORING=true, /metrics and /metrics/prometheus),
 // ASTER_LOG_FORMAT/ASTER_LOG_LEVEL shape the log on stderr, and
 // ASTER_WEBTRANSPORT_ADDR also serves WebTransport on that UDP address, for
 // browsers (see web/).
@@ -24,8 +25,10 @@
 //	ASTER_IDENTITY_FILE=.aster-identity go run ./examples/missioncontrol
 //
 // Without a root key the server runs in dev mode (ephemeral root, consumers
-// admitted, a warning logged). ASTER_ENROLLMENT_CREDENTIAL is the credential
-// file the -demo client presents.
+// admitted, a warning logged), unless a setting asks for admission
+// (ASTER_ALLOW_ALL_CONSUMERS=false, say): then it refuses to start.
+// ASTER_ENROLLMENT_CREDENTIAL is the credential file the -demo client
+// presents.
 package main
 
 import (
@@ -39,6 +42,7 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
 	"github.com/aster-go/aster/trust"
 )
@@ -61,19 +65,13 @@ func serve(demo bool) error {
 			return err
 		}
 	}
-	cfg, err := aster.LoadConfig()
+	cfg, err := config.Load()
 	if err != nil {
 		return err
 	}
 	logger := cfg.NewLogger(os.Stderr)
 	for _, w := range cfg.Warnings() {
 		logger.Warn("config: " + w)
-	}
-	// Secret key (or identity file), bind address, health server, logger and
-	// the admission gate of the [trust] settings.
-	opts, err := cfg.ServerOptions()
-	if err != nil {
-		return err
 	}
 	// Middleware order, outermost first: OpenTelemetry (when OTEL_* is set,
 	// otel.go), then the hardening chain (Recover → Logging → Deadline →
@@ -82,15 +80,21 @@ func serve(demo bool) error {
 	// and the trace context is in ctx before Logging runs.
 	tel := setupTelemetry(logger)
 	defer tel.flush()
-	opts = append(opts, tel.server...)
-	opts = append(opts, serverHardening(logger))
+	opts := append(append([]aster.ServerOption{}, tel.server...), serverHardening(logger))
 
-	srv := aster.NewServer(opts...)
+	// The secret key (or identity file), bind address, logger and admission
+	// gate of the [trust] settings come from cfg; the health server starts
+	// with ListenAndServe and stops with Shutdown.
+	srv, err := cfg.NewServer(opts...)
+	if err != nil {
+		return err
+	}
 	mc := mission.NewMissionControl()
 	release := func(agentID string) {
 		logger.Info("AgentSession released", "agent_id", agentID)
 	}
 	if err := srv.Register(mc.Service(), mission.NewAgentSessionService(release)); err != nil {
+		srv.Close()
 		return err
 	}
 
@@ -108,7 +112,7 @@ func serve(demo bool) error {
 	case err := <-errc:
 		return err
 	}
-	addr, wtErrc, err := serveWebTransport(srv, logger, addr)
+	addr, wtErrc, err := serveWebTransport(srv.Server, logger, addr)
 	if err != nil {
 		shutdown(srv)
 		<-errc
@@ -146,7 +150,9 @@ func serve(demo bool) error {
 	}
 }
 
-func shutdown(srv *aster.Server) {
+// shutdown shuts srv (a *config.Server, which also stops its health
+// server, or an *aster.Server) down, waiting at most 5 s for calls.
+func shutdown(srv interface{ Shutdown(context.Context) error }) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)

@@ -10,16 +10,23 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
 	"github.com/aster-go/aster/internal/testutil"
 )
 
 func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 
-// TestDemo runs the README's demo against a real QUIC server on loopback.
+// TestDemo runs the README's demo against a real QUIC server on loopback,
+// built from the default configuration as serve builds it.
 func TestDemo(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := aster.NewServer(aster.WithLogger(logger), serverHardening(logger))
+	cfg := config.Default()
+	cfg.LogLevel = "error"
+	srv, err := cfg.NewServer(aster.WithLogger(logger), serverHardening(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.MustRegister(mission.NewMissionControl().Service(), mission.NewAgentSessionService(nil))
 	ready := make(chan aster.Address, 1)
 	errc := make(chan error, 1)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/status"
@@ -405,20 +406,35 @@ func TestRelayRestartMidStream(t *testing.T) {
 	}
 }
 
-// TestServerConfigRelay drives the relay settings through aster.Config as
+// TestServerConfigRelay drives the relay settings through config.Config as
 // ASTER_RELAY_MODE and ASTER_CLEAR_IP_TRANSPORTS would.
 func TestServerConfigRelay(t *testing.T) {
 	r := startRelay(t, "127.0.0.1:0", relay.ServerConfig{})
-	cfg := aster.Config{RelayMode: r.url, ClearIPTransports: true, LogLevel: "error", SecretKey: testutil.Key(t, 9)}
-	opts, err := cfg.ServerOptions()
+	cfg := config.Config{RelayMode: r.url, ClearIPTransports: true, LogLevel: "error", SecretKey: testutil.Key(t, 9)}
+	srv, err := cfg.NewServer(aster.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := startServer(t, append(opts, aster.WithLogger(quiet))...)
+	srv.MustRegister(testService())
+	ready := make(chan aster.Address, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe("127.0.0.1:0", func(a aster.Address) { ready <- a }) }()
+	var addr aster.Address
+	select {
+	case addr = <-ready:
+		t.Cleanup(func() {
+			srv.Close()
+			if err := <-errc; !errors.Is(err, aster.ErrServerClosed) {
+				t.Errorf("ListenAndServe: %v", err)
+			}
+		})
+	case err := <-errc:
+		t.Fatalf("ListenAndServe: %v", err)
+	}
 	if addr.Relay != r.url || len(addr.Direct) != 0 || addr.ID != testutil.ID(t, 9) {
 		t.Fatalf("address %+v", addr)
 	}
-	ccfg := aster.Config{RelayMode: "disabled", LogLevel: "error"}
+	ccfg := config.Config{RelayMode: "disabled", LogLevel: "error"}
 	copts, err := ccfg.ClientOptions()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,80 @@
+package config
+
+import (
+	"strings"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/trust"
+)
+
+// ClientOptions validates c and returns the client options it implies,
+// without side effects (it reads the identity files it names):
+//
+//   - network.secret_key → aster.WithClientKey (unset: a fresh key)
+//   - network.relay_mode "disabled" or clear_relay_transports →
+//     aster.WithClientRelay(false)
+//   - network.clear_ip_transports → aster.WithClientIPTransports(false)
+//   - trust.enrollment_credential_file → aster.WithIdentity of that
+//     .aster-identity file (its key and credential); else
+//     identity.identity_file → its key and credential, when
+//     network.secret_key is not set
+//
+// Options given after these override them. Errors are *Error values naming
+// the field.
+func (c *Config) ClientOptions() ([]aster.ClientOption, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	var opts []aster.ClientOption
+	if c.SecretKey != nil {
+		opts = append(opts, aster.WithClientKey(c.SecretKey))
+	}
+	if !c.relaysEnabled() {
+		opts = append(opts, aster.WithClientRelay(false))
+	}
+	if c.ClearIPTransports {
+		opts = append(opts, aster.WithClientIPTransports(false))
+	}
+	topts, err := c.trustClientOptions()
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, topts...), nil
+}
+
+// trustClientOptions are the client options of the trust and identity
+// fields: enrollment_credential_file (an .aster-identity file: its key and
+// first consumer credential), or else identity_file (its key, and its
+// credential if it has one) when secret_key is not set.
+func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
+	switch {
+	case c.EnrollmentCredentialFile != "":
+		f := fieldByKey["trust.enrollment_credential_file"]
+		src, raw := c.origin(f)
+		id, err := trust.LoadIdentity(c.EnrollmentCredentialFile)
+		if err != nil {
+			// The path is sensitive: the error names the field instead.
+			msg := strings.ReplaceAll(err.Error(), c.EnrollmentCredentialFile, "<the file>")
+			return nil, fieldErr(f, src, raw, "cannot be used: "+msg, err)
+		}
+		if id.Key == nil || len(id.Peers) == 0 {
+			return nil, fieldErr(f, src, raw, "needs a [node] secret_key and a [[peers]] credential", nil)
+		}
+		return []aster.ClientOption{aster.WithIdentity(id, "")}, nil
+	case c.SecretKey == nil && c.IdentityFile != "":
+		f := fieldByKey["identity.identity_file"]
+		src, raw := c.origin(f)
+		id, err := trust.LoadIdentity(c.IdentityFile)
+		if err != nil {
+			return nil, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
+		}
+		if id.Key == nil {
+			return nil, fieldErr(f, src, raw, "has no [node] secret_key", nil)
+		}
+		if len(id.Peers) == 0 {
+			return []aster.ClientOption{aster.WithClientKey(id.Key)}, nil
+		}
+		return []aster.ClientOption{aster.WithIdentity(id, "")}, nil
+	}
+	return nil, nil
+}

@@ -1,0 +1,210 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/health"
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/trust"
+)
+
+// Server is an aster server built from a Config by NewServer, with the
+// health server the Config asks for. It embeds *aster.Server (Register,
+// Address, Metrics, ...); its own ListenAndServe and Serve start the health
+// server first, and its Shutdown and Close stop it after the aster server.
+type Server struct {
+	*aster.Server
+
+	logger     *slog.Logger
+	healthAddr string         // "" when health.health_port is 0
+	healthOpts health.Options // endpoints and logger of the health server
+
+	mu     sync.Mutex
+	health *health.Server // running health server, or nil
+	closed bool           // Shutdown or Close was called
+}
+
+// NewServer validates c and builds the server it describes. This is the
+// one step with side effects; in order:
+//
+//  1. Validate c, read identity.identity_file (its [node] key, when
+//     network.secret_key is not set) and resolve the admission policy
+//     (TrustPolicy: it fails when a setting asks for admission but no root
+//     key is configured).
+//  2. Create the logger: NewLogger(os.Stderr), from logging.*.
+//  3. Create storage.path (0700) and open the nonce store in it.
+//  4. Build the admission gate (trust.NewGate; without a root key it runs
+//     in dev mode and logs trust.DevModeWarning).
+//
+// The server gets these options, then opts (which override them):
+//
+//   - network.secret_key, else the identity file's key → aster.WithSecretKey
+//     (neither: a fresh key each run)
+//   - network.bind_addr → aster.WithBindAddr (ListenAndServe(""))
+//   - network.relay_mode URL (unless clear_relay_transports) → aster.WithRelay
+//   - network.clear_ip_transports → aster.WithIPTransports(false); it needs
+//     a relay URL
+//   - logging.* → aster.WithLogger
+//   - trust.*, storage.path → aster.WithGate
+//
+// health.health_port > 0 adds the health server (package health) on
+// health_host:health_port, with /metrics and /metrics/prometheus when
+// network.enable_monitoring is true; it starts with the first
+// ListenAndServe or Serve and stops with Shutdown or Close.
+//
+// Errors about a field are *Error values.
+func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.ClearIPTransports && c.HomeRelay() == "" {
+		f := fieldByKey["network.clear_ip_transports"]
+		src, raw := c.origin(f)
+		return nil, fieldErr(f, src, raw, "a server without IP transports needs a home relay: set network.relay_mode (ASTER_RELAY_MODE) to the relay's URL", nil)
+	}
+	ts, err := c.trustServerSettings()
+	if err != nil {
+		return nil, err
+	}
+
+	// Side effects from here on.
+	logger := c.NewLogger(os.Stderr)
+	for _, w := range ts.warnings {
+		logger.Warn(w)
+	}
+	if c.StoragePath != "" {
+		if err := os.MkdirAll(c.StoragePath, 0o700); err != nil {
+			f := fieldByKey["storage.path"]
+			src, raw := c.origin(f)
+			return nil, fieldErr(f, src, raw, "cannot be created: "+err.Error(), err)
+		}
+	}
+	gate, err := trust.NewGate(ts.policy, logger)
+	if err != nil {
+		f := fieldByKey["storage.path"]
+		src, raw := c.origin(f)
+		return nil, fieldErr(f, src, raw, "cannot hold the nonce store: "+err.Error(), err)
+	}
+	if !gate.DevMode() {
+		logger.Info("aster: admission on", "root", gate.Root().Short(),
+			"allow_all_consumers", ts.policy.AllowAllConsumers, "allow_all_producers", ts.policy.AllowAllProducers)
+	}
+
+	base := []aster.ServerOption{aster.WithLogger(logger), aster.WithGate(gate)}
+	switch {
+	case c.SecretKey != nil:
+		base = append(base, aster.WithSecretKey(c.SecretKey))
+	case ts.key != nil:
+		base = append(base, aster.WithSecretKey(ts.key))
+	}
+	if c.BindAddr != "" {
+		base = append(base, aster.WithBindAddr(c.BindAddr))
+	}
+	if u := c.HomeRelay(); u != "" {
+		base = append(base, aster.WithRelay(u))
+	}
+	if c.ClearIPTransports {
+		base = append(base, aster.WithIPTransports(false))
+	}
+	return &Server{
+		Server:     aster.NewServer(append(base, opts...)...),
+		logger:     logger,
+		healthAddr: c.HealthAddr(),
+		healthOpts: health.Options{Metrics: c.EnableMonitoring, Prometheus: c.EnableMonitoring, Logger: logger},
+	}, nil
+}
+
+// Logger returns the logger built from the Config's logging.* settings
+// (the server's, unless an option passed to NewServer replaced it).
+func (s *Server) Logger() *slog.Logger { return s.logger }
+
+// startHealth starts the health server if the Config asks for one and it is
+// not running yet.
+func (s *Server) startHealth() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.healthAddr == "" || s.health != nil || s.closed {
+		return nil
+	}
+	hs, err := health.Listen(s.healthAddr, s.Server, s.healthOpts)
+	if err != nil {
+		return fmt.Errorf("aster: %w", err)
+	}
+	s.health = hs
+	return nil
+}
+
+// stopHealth marks s closed and stops the health server, if it runs.
+func (s *Server) stopHealth(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	hs := s.health
+	s.mu.Unlock()
+	if hs == nil {
+		return nil
+	}
+	return hs.Shutdown(ctx)
+}
+
+// ListenAndServe starts the health server (a listen error is returned at
+// once), then runs aster.Server.ListenAndServe: an empty addr means
+// network.bind_addr.
+func (s *Server) ListenAndServe(addr string, ready func(aster.Address)) error {
+	if err := s.startHealth(); err != nil {
+		return err
+	}
+	return s.Server.ListenAndServe(addr, ready)
+}
+
+// Serve starts the health server (a listen error is returned at once, and
+// ln closed), then runs aster.Server.Serve on ln.
+func (s *Server) Serve(ln transport.Listener) error {
+	if err := s.startHealth(); err != nil {
+		ln.Close()
+		return err
+	}
+	return s.Server.Serve(ln)
+}
+
+// HealthAddr returns the address the health server listens on, or nil if it
+// has not started (or the Config has none). It keeps the address after
+// Shutdown.
+func (s *Server) HealthAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.health == nil {
+		return nil
+	}
+	return s.health.Addr()
+}
+
+// Shutdown shuts the aster server down gracefully (aster.Server.Shutdown:
+// /readyz answers 503 from its start, while calls drain), then stops the
+// health server. It returns the first error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.Server.Shutdown(ctx)
+	if herr := s.stopHealth(context.WithoutCancel(ctx)); err == nil {
+		err = herr
+	}
+	return err
+}
+
+// Close closes the aster server at once (aster.Server.Close), then the
+// health server.
+func (s *Server) Close() error {
+	err := s.Server.Close()
+	s.mu.Lock()
+	s.closed = true
+	hs := s.health
+	s.mu.Unlock()
+	if hs != nil {
+		hs.Close()
+	}
+	return err
+}

@@ -1,0 +1,68 @@
+package aster
+
+import (
+	"sync/atomic"
+
+	"github.com/aster-go/aster/status"
+)
+
+// Metrics is a snapshot of a server's counters (see Server.Metrics). The
+// health package serves it as JSON at /metrics and in the Prometheus text
+// format at /metrics/prometheus.
+type Metrics struct {
+	// Connections is the number of open connections.
+	Connections int `json:"connections"`
+	// ActiveCalls is the number of calls being served.
+	ActiveCalls int `json:"active_calls"`
+	// Calls counts finished calls by status code name ("OK", "NOT_FOUND",
+	// ...; "APPLICATION" for codes 100 and above). Codes never seen are
+	// left out.
+	Calls map[string]uint64 `json:"calls"`
+}
+
+// callStats counts finished calls by status code.
+type callStats struct {
+	byCode [status.Unauthenticated + 1]atomic.Uint64
+	app    atomic.Uint64 // application codes (100+) and unassigned ones
+}
+
+func (cs *callStats) record(code uint32) {
+	if code < uint32(len(cs.byCode)) {
+		cs.byCode[code].Add(1)
+		return
+	}
+	cs.app.Add(1)
+}
+
+// Metrics returns a snapshot of the server's counters. It is cheap (a few
+// atomic loads and one short lock) and safe to call at any time, also
+// after Shutdown.
+func (s *Server) Metrics() Metrics {
+	s.mu.Lock()
+	m := Metrics{Connections: len(s.conns), Calls: map[string]uint64{}}
+	s.mu.Unlock()
+	m.ActiveCalls = int(s.calls.n.Load())
+	for code := range s.stats.byCode {
+		if n := s.stats.byCode[code].Load(); n > 0 {
+			m.Calls[status.Code(code).String()] = n
+		}
+	}
+	if n := s.stats.app.Load(); n > 0 {
+		m.Calls["APPLICATION"] = n
+	}
+	return m
+}
+
+// Ready reports whether the server is serving at least one listener and is
+// not shutting down. It turns false as soon as Shutdown or Close begins,
+// while in-flight calls still drain, so that a readiness probe (the health
+// package's /readyz) takes the server out of rotation before its
+// connections close.
+func (s *Server) Ready() bool {
+	if s.draining.Load() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && len(s.listeners) > 0
+}
