@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/config"
@@ -111,10 +110,16 @@ func TestNewServer(t *testing.T) {
 	<-started
 	shutdownDone := make(chan error, 1)
 	go func() { shutdownDone <- srv.Shutdown(context.Background()) }()
-	// Shutdown has begun once Ready is false; the health server must say so
-	// while the call still drains.
-	for srv.Ready() {
-		time.Sleep(time.Millisecond)
+	// ListenAndServe returns once Shutdown has closed the listener, before
+	// the call in flight ends: the health server must say "not ready" while
+	// the call drains.
+	if err := <-errc; !errors.Is(err, aster.ErrServerClosed) {
+		t.Errorf("ListenAndServe = %v", err)
+	}
+	select {
+	case err := <-shutdownDone:
+		t.Fatalf("Shutdown returned (%v) with a call in flight", err)
+	default:
 	}
 	if code, body, err := httpGet(t, base+"/readyz"); err != nil || code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz while Shutdown drains = %d %q %v, want 503", code, body, err)
@@ -128,9 +133,6 @@ func TestNewServer(t *testing.T) {
 	}
 	if err := <-shutdownDone; err != nil {
 		t.Errorf("Shutdown: %v", err)
-	}
-	if err := <-errc; !errors.Is(err, aster.ErrServerClosed) {
-		t.Errorf("ListenAndServe = %v", err)
 	}
 	if _, _, err := httpGet(t, base+"/healthz"); err == nil {
 		t.Error("health server still answers after Shutdown")
