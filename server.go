@@ -538,7 +538,7 @@ func (s *Server) trackConn(c transport.Conn) bool {
 // Shutdown stops the server gracefully: it closes the listeners, refuses new
 // calls with UNAVAILABLE, waits for in-flight calls to finish (or ctx to be
 // done), then closes every connection. It returns ctx's error if the wait
-// was cut short.
+// was cut short. Ready reports false from the moment Shutdown begins.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.beginClose() {
 		return nil

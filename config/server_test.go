@@ -137,6 +137,9 @@ func TestNewServer(t *testing.T) {
 	if _, _, err := httpGet(t, base+"/healthz"); err == nil {
 		t.Error("health server still answers after Shutdown")
 	}
+	if got := srv.HealthAddr(); got == nil || got.String() != want {
+		t.Errorf("HealthAddr after Shutdown = %v, want the address it had (%s)", got, want)
+	}
 	// A server shut down does not start its health server again.
 	if err := srv.ListenAndServe("127.0.0.1:0", nil); !errors.Is(err, aster.ErrServerClosed) {
 		t.Errorf("ListenAndServe after Shutdown = %v", err)
