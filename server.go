@@ -427,6 +427,21 @@ func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
 	if len(lns) == 0 {
 		return errors.New("aster: nothing to listen on: IP transports are disabled and no relay is configured")
 	}
+	// Count the listeners as served before ready, so that Ready (and
+	// Address) agree with the callback; Serve keeps them registered and the
+	// deferred cleanup covers any that Serve refused.
+	s.mu.Lock()
+	for _, ln := range lns {
+		s.listeners[ln] = struct{}{}
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		for _, ln := range lns {
+			delete(s.listeners, ln)
+		}
+		s.mu.Unlock()
+	}()
 	if ready != nil {
 		ready(a)
 	}
