@@ -15,8 +15,8 @@
 // your own; Listen runs them as a stand-alone HTTP server (what the config
 // package starts from health.health_host, health.health_port and
 // network.enable_monitoring). Both read the server only through its public
-// API (Ready and Metrics, the Source interface), so the aster core links no
-// HTTP server or Prometheus code.
+// API (Ready and Metrics, the Source interface), so the aster core carries
+// no health HTTP server and links no Prometheus code.
 package health
 
 import (
