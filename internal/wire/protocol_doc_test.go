@@ -270,6 +270,33 @@ func checkTrailer(t checkT, f frame, asJSON bool, want wire.Trailer) {
 	}
 }
 
+// checkResponseHeader checks the documented response HEADER carrying
+// {"x-served-by": "edge-1"}: the encoder writes it, the decoder reads the
+// metadata back, and the call header decoder (which requires service and
+// method) is not what reads it.
+func checkResponseHeader(t checkT, doc []byte, asJSON bool) {
+	t.Helper()
+	md := map[string]string{"x-served-by": "edge-1"}
+	b, err := wire.AppendResponseHeader(nil, md, asJSON)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	sameBytes(t, "response header", b, doc)
+	fs := readFrames(t, doc)
+	wantFrames(t, fs, wire.FlagHeader)
+	if wire.IsJSON(fs[0].payload) != asJSON {
+		t.Fatalf("IsJSON = %v, want %v", !asJSON, asJSON)
+	}
+	got, err := wire.DecodeResponseHeader(fs[0].payload)
+	if err != nil {
+		t.Fatalf("decoding the documented response header: %v", err)
+	}
+	sameValue(t, "response metadata", got, md)
+	if _, err := wire.DecodeHeader(fs[0].payload); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("a response header decoded as a call header: %v", err)
+	}
+}
+
 // checkData decodes a data frame with codec c into a new value of want's
 // type and compares.
 func checkData(t checkT, f frame, c codec.Codec, want any) {
@@ -425,6 +452,12 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 		fs := readFrames(t, doc)
 		wantFrames(t, fs, wire.FlagHeader)
 		checkHeader(t, fs[0], false, h)
+	},
+	"response-header": func(t checkT, ex map[string]docBlock) {
+		checkResponseHeader(t, hexOf(t, ex["response-header"]), false)
+	},
+	"response-header-json": func(t checkT, ex map[string]docBlock) {
+		checkResponseHeader(t, hexOf(t, ex["response-header-json"]), true)
 	},
 	"unary-request-data": func(t checkT, ex map[string]docBlock) {
 		doc := hexOf(t, ex["unary-request-data"])
