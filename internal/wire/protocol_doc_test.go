@@ -297,6 +297,39 @@ func checkResponseHeader(t checkT, doc []byte, asJSON bool) {
 	}
 }
 
+// quotaInfo is the typed detail of the trailer-details examples.
+type quotaInfo struct {
+	Limit int `cbor:"limit" json:"limit"`
+}
+
+func (quotaInfo) WireType() string { return "mission/QuotaInfo" }
+
+// checkDetailsTrailer checks a documented trailer carrying the typed detail
+// quotaInfo{Limit: 1000} (sections 7.3 and 7.4): WithDetails produces the
+// documented detail, the trailer encoder the documented bytes, and the
+// decoded trailer's error gives the detail back typed.
+func checkDetailsTrailer(t checkT, doc []byte, asJSON bool) {
+	t.Helper()
+	err, derr := status.New(100, "quota exceeded").WithDetails(&quotaInfo{Limit: 1000})
+	if derr != nil {
+		t.Fatalf("%v", derr)
+	}
+	detail := status.Detail{Type: "mission/QuotaInfo", Value: cborBytes(t, map[string]int{"limit": 1000})}
+	want := wire.Trailer{Code: 100, Message: "quota exceeded", Details: []status.Detail{detail}}
+	sameBytes(t, "trailer", trailerFrame(t, wire.TrailerFor(err), asJSON), doc)
+	fs := readFrames(t, doc)
+	wantFrames(t, fs, wire.FlagTrailer)
+	checkTrailer(t, fs[0], asJSON, want)
+	got, _ := wire.DecodeTrailer(fs[0].payload)
+	q, ok := status.AsDetail[quotaInfo](got.Err())
+	if !ok || q.Limit != 1000 {
+		t.Errorf("AsDetail on the documented trailer: %+v, %v", q, ok)
+	}
+	if !status.Code(want.Code).IsApplication() {
+		t.Error("code 100 is not an application code")
+	}
+}
+
 // checkData decodes a data frame with codec c into a new value of want's
 // type and compares.
 func checkData(t checkT, f frame, c codec.Codec, want any) {
@@ -524,17 +557,10 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 		checkTrailer(t, fs[0], false, tr)
 	},
 	"trailer-details": func(t checkT, ex map[string]docBlock) {
-		detail := status.Detail{Type: "mission/QuotaInfo", Value: cborBytes(t, map[string]int{"limit": 1000})}
-		err := status.New(100, "quota exceeded").AddDetail(detail)
-		want := wire.Trailer{Code: 100, Message: "quota exceeded", Details: []status.Detail{detail}}
-		doc := hexOf(t, ex["trailer-details"])
-		sameBytes(t, "trailer", trailerFrame(t, wire.TrailerFor(err), false), doc)
-		fs := readFrames(t, doc)
-		wantFrames(t, fs, wire.FlagTrailer)
-		checkTrailer(t, fs[0], false, want)
-		if !status.Code(want.Code).IsApplication() {
-			t.Error("code 100 is not an application code")
-		}
+		checkDetailsTrailer(t, hexOf(t, ex["trailer-details"]), false)
+	},
+	"trailer-details-json": func(t checkT, ex map[string]docBlock) {
+		checkDetailsTrailer(t, hexOf(t, ex["trailer-details-json"]), true)
 	},
 	"compressed-data-frame": func(t checkT, ex map[string]docBlock) {
 		msg := cborBytes(t, bigMessage)
