@@ -140,7 +140,7 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 	if err := writeVerdict(st, o, codecName, &v, jsonMeta); err != nil {
 		return handler.Peer{}, nil, fmt.Errorf("sending admission verdict: %w", err)
 	}
-	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}, c, nil
+	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Attributes: grant.Attributes, Unrestricted: grant.Unrestricted}, c, nil
 }
 
 // recorder keeps what is read through it (until off), so that a stream the
