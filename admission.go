@@ -276,10 +276,7 @@ func refuse(ctx context.Context, c transport.Conn, st transport.Stream, se *stat
 // admitted unrestricted.
 func (c *serverCall) admitOpen() error {
 	var h admitHello
-	if err := c.Recv(&h); err != nil {
-		if err == io.EOF {
-			return status.New(status.InvalidArgument, "admission call without a request")
-		}
+	if err := handler.RecvOne(c, &h, handler.Requests); err != nil {
 		return err
 	}
 	role := h.Role

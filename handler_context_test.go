@@ -377,3 +377,32 @@ func TestResponseHeaderLimits(t *testing.T) {
 		t.Errorf("oversized response header: trailer %+v", res.trailer)
 	}
 }
+
+// The peer a handler reads from ctx carries the admitted credential's
+// capabilities and attributes.
+func TestPeerCredentialAttributes(t *testing.T) {
+	g := newGated(t, trust.Policy{})
+	who := handler.NewService("Who", 1).Handle("am", handler.Unary(func(ctx context.Context, _ *Msg) (*Msg, error) {
+		p, _ := handler.PeerFromContext(ctx)
+		return &Msg{Text: fmt.Sprintf("%s %v %v %v", p.ID.Short(), p.Capabilities, p.Attributes, p.Unrestricted)}, nil
+	}))
+	if err := g.srv.Register(who); err != nil {
+		t.Fatal(err)
+	}
+	id := g.enroll(t, "edge-7", "ops.status")
+	id.Peers[0].Attributes = map[string]string{"site": "eu-west"}
+	if err := trust.Sign(g.root, id.Peers[0]); err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.dial(t, aster.WithIdentity(id, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := aster.CallUnary[Msg](ctxT(t), c, "Who.am", &Msg{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := trust.IDOf(id.Key).Short() + " [ops.status] map[site:eu-west] false"; r.Text != want {
+		t.Fatalf("handler saw peer %q, want %q", r.Text, want)
+	}
+}
