@@ -64,6 +64,8 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 	}
 }
 
+// serve runs the connection: admission, then each stream it accepts is
+// dispatched to a worker, until the connection ends.
 func (sc *serverConn) serve() {
 	defer sc.shutdown()
 	sc.peer = handler.Peer{ID: sc.conn.RemoteID(), Addr: sc.conn.RemoteAddr(), Unrestricted: true}

@@ -553,3 +553,31 @@ func TestResponseHeader(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteMessage(t *testing.T) {
+	var out bytes.Buffer
+	var w Writer
+	w.Reset(&out)
+	defer w.Release()
+	n, err := w.WriteMessage(cborcodec.Codec{}, map[string]int{"n": 1}, 64)
+	if err != nil || n != 4 {
+		t.Fatalf("WriteMessage = %d, %v", n, err)
+	}
+	// Too large for the limit: nothing appended.
+	if _, err := w.WriteMessage(cborcodec.Codec{}, strings.Repeat("x", 100), 64); status.CodeOf(err) != status.ResourceExhausted {
+		t.Fatalf("oversized: %v", err)
+	}
+	// Does not encode: *EncodeError, nothing appended.
+	_, err = w.WriteMessage(cborcodec.Codec{}, make(chan int), 64)
+	var ee *EncodeError
+	if !errors.As(err, &ee) || ee.Unwrap() == nil || !strings.Contains(err.Error(), "does not encode") {
+		t.Fatalf("unencodable: %v", err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	frames, flags, err := readAll(t, out.Bytes(), 0)
+	if err != io.EOF || len(frames) != 1 || flags[0] != 0 || hex.EncodeToString(frames[0]) != "a1616e01" {
+		t.Fatalf("written: %x %v %v", frames, flags, err)
+	}
+}
