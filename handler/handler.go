@@ -13,6 +13,12 @@
 // client session, created by a factory given the peer and closed (io.Closer)
 // when the session or connection ends; On binds its methods to the instance.
 //
+// A handler's context carries its call: IncomingMetadata, PeerFromContext and
+// MethodFromContext read the request metadata, the caller (endpoint id,
+// capabilities, credential attributes) and the method; SetHeader and
+// SetTrailer set response metadata and trailer metadata. Like the Stream,
+// they are valid only until the handler returns.
+//
 // Middleware is a func(Handler) Handler, exactly like net/http middleware.
 package handler
 

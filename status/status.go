@@ -6,6 +6,10 @@
 // them (no retry, no circuit-breaker trip). Every error that crosses an aster
 // call is, or is converted to, an *Error.
 //
+// An Error may carry typed details, messages that tell the caller more than
+// the code (a quota, a retry hint): Error.WithDetails attaches them and
+// AsDetail reads them back typed on the other side.
+//
 // The root package re-exports these names (aster.Error, aster.NotFound, ...);
 // this package exists so that handler, middleware and transport code can use
 // them without importing the root package.
