@@ -140,7 +140,7 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 	if err := writeVerdict(st, o, codecName, &v, jsonMeta); err != nil {
 		return handler.Peer{}, nil, fmt.Errorf("sending admission verdict: %w", err)
 	}
-	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}, c, nil
+	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Attributes: grant.Attributes, Unrestricted: grant.Unrestricted}, c, nil
 }
 
 // recorder keeps what is read through it (until off), so that a stream the
@@ -276,10 +276,7 @@ func refuse(ctx context.Context, c transport.Conn, st transport.Stream, se *stat
 // admitted unrestricted.
 func (c *serverCall) admitOpen() error {
 	var h admitHello
-	if err := c.Recv(&h); err != nil {
-		if err == io.EOF {
-			return status.New(status.InvalidArgument, "admission call without a request")
-		}
+	if err := handler.RecvOne(c, &h, handler.Requests); err != nil {
 		return err
 	}
 	role := h.Role

@@ -38,12 +38,14 @@ func (Msg) WireType() string { return "test/Msg" }
 type testService struct {
 	cancelled chan struct{} // closed when waitCancel's ctx is done
 	started   chan struct{} // closed when waitCancel starts
+	holding   chan struct{} // receives a value when hold starts
+	release   chan struct{} // closed to let hold return
 	once      sync.Once
 	calls     atomic.Int64
 }
 
 func newTestService() *testService {
-	return &testService{cancelled: make(chan struct{}), started: make(chan struct{})}
+	return &testService{cancelled: make(chan struct{}), started: make(chan struct{}), holding: make(chan struct{}, 1), release: make(chan struct{})}
 }
 
 func (ts *testService) service() *handler.Service {
@@ -61,6 +63,15 @@ func (ts *testService) service() *handler.Service {
 		Handle("sleep", handler.Unary(func(ctx context.Context, m *Msg) (*Msg, error) {
 			select {
 			case <-time.After(time.Duration(m.N) * time.Millisecond):
+				return m, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		})).
+		Handle("hold", handler.Unary(func(ctx context.Context, m *Msg) (*Msg, error) {
+			ts.holding <- struct{}{}
+			select {
+			case <-ts.release:
 				return m, nil
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -109,6 +120,7 @@ func (ts *testService) service() *handler.Service {
 type counter struct {
 	n      int
 	closed *atomic.Int64
+	events chan<- struct{} // receives one value per Close
 }
 
 func (c *counter) add(_ context.Context, m *Msg) (*Msg, error) {
@@ -116,11 +128,17 @@ func (c *counter) add(_ context.Context, m *Msg) (*Msg, error) {
 	return &Msg{N: c.n}, nil
 }
 
-func (c *counter) Close() error { c.closed.Add(1); return nil }
+func (c *counter) Close() error {
+	c.closed.Add(1)
+	c.events <- struct{}{}
+	return nil
+}
 
-func counterService(closed *atomic.Int64) *handler.Service {
+// counterService counts closed instances in closed and signals each Close
+// on events (which must have room for every instance the test creates).
+func counterService(closed *atomic.Int64, events chan<- struct{}) *handler.Service {
 	return handler.NewSessionService("Counter", 1, func(context.Context, handler.Peer) (*counter, error) {
-		return &counter{closed: closed}, nil
+		return &counter{closed: closed, events: events}, nil
 	}).Handle("add", handler.On(func(c *counter) handler.Def { return handler.Unary(c.add) }))
 }
 
@@ -129,34 +147,39 @@ type env struct {
 	client   *aster.Client
 	svc      *testService
 	closed   *atomic.Int64
+	closes   chan struct{} // one value per closed Counter instance
 	addr     aster.Address
 	dial     func(t *testing.T) *aster.Client
+	dialer   func(trust.SecretKey) transport.Dialer // the transport's dialer, for raw clients
 	serveErr chan error
 }
 
+// transportKind is one transport the end-to-end tests run on: setup
+// returns a listener for the server's key and a function that makes a
+// dialer for a client key.
 type transportKind struct {
 	name  string
-	setup func(t testing.TB, srvKey trust.SecretKey) (transport.Listener, func(trust.SecretKey) aster.ClientOption)
+	setup func(t testing.TB, srvKey trust.SecretKey) (transport.Listener, func(trust.SecretKey) transport.Dialer)
 }
 
 var transports = []transportKind{
-	{"mem", func(t testing.TB, k trust.SecretKey) (transport.Listener, func(trust.SecretKey) aster.ClientOption) {
+	{"mem", func(t testing.TB, k trust.SecretKey) (transport.Listener, func(trust.SecretKey) transport.Dialer) {
 		nw := mem.NewNetwork()
 		ln, err := nw.Listen(k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ln, func(ck trust.SecretKey) aster.ClientOption { return aster.WithDialer(nw.Dialer(ck)) }
+		return ln, func(ck trust.SecretKey) transport.Dialer { return nw.Dialer(ck) }
 	}},
-	{"quic", func(t testing.TB, k trust.SecretKey) (transport.Listener, func(trust.SecretKey) aster.ClientOption) {
+	{"quic", func(t testing.TB, k trust.SecretKey) (transport.Listener, func(trust.SecretKey) transport.Dialer) {
 		ln, err := quic.Listen("127.0.0.1:0", k, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ln, func(ck trust.SecretKey) aster.ClientOption {
+		return ln, func(ck trust.SecretKey) transport.Dialer {
 			d := quic.NewDialer(ck, nil)
 			t.Cleanup(func() { d.Close() })
-			return aster.WithDialer(d)
+			return d
 		}
 	}},
 }
@@ -166,16 +189,16 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func newEnv(t *testing.T, tk transportKind, opts ...aster.ServerOption) *env {
 	t.Helper()
 	key := testutil.Key(t, 1)
-	e := &env{svc: newTestService(), closed: new(atomic.Int64), serveErr: make(chan error, 1)}
+	e := &env{svc: newTestService(), closed: new(atomic.Int64), closes: make(chan struct{}, 64), serveErr: make(chan error, 1)}
 	e.srv = aster.NewServer(append([]aster.ServerOption{aster.WithSecretKey(key), aster.WithLogger(quietLogger())}, opts...)...)
-	e.srv.MustRegister(e.svc.service(), counterService(e.closed))
-	ln, clientOpt := tk.setup(t, key)
-	e.addr = ln.Addr()
+	e.srv.MustRegister(e.svc.service(), counterService(e.closed, e.closes))
+	ln, dialer := tk.setup(t, key)
+	e.addr, e.dialer = ln.Addr(), dialer
 	go func() { e.serveErr <- e.srv.Serve(ln) }()
 	n := 1
 	e.dial = func(t *testing.T) *aster.Client {
 		n++
-		c, err := aster.DialAddress(context.Background(), e.addr, clientOpt(testutil.Key(t, n)))
+		c, err := aster.DialAddress(context.Background(), e.addr, aster.WithDialer(dialer(testutil.Key(t, n))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -357,16 +380,34 @@ func TestSessions(t *testing.T) {
 		if err := s1.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return e.closed.Load() == 1 }, "session instance closed after end")
+		waitEvent(t, e.closes, "session instance closed after end")
 		_, err = aster.CallUnary[Msg](ctx, s1, "Counter.add", &Msg{N: 1})
 		wantCode(t, err, status.FailedPrecondition) // closed on the client side
 
 		// A connection drop releases the remaining session.
 		e.client.Close()
-		waitFor(t, func() bool { return e.closed.Load() == 2 }, "session instance closed after disconnect")
+		waitEvent(t, e.closes, "session instance closed after disconnect")
+		if n := e.closed.Load(); n != 2 {
+			t.Fatalf("%d instances closed, want 2", n)
+		}
 	})
 }
 
+// waitEvent waits for a value on ch, failing the test after 20 s (a hang,
+// not a timing assumption).
+func waitEvent[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatalf("timed out waiting: %s", what)
+		panic("unreachable")
+	}
+}
+
+// waitFor polls cond until it holds (for state that has no event to wait
+// on), failing the test after 10 s.
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -492,17 +533,36 @@ func TestShutdownDrains(t *testing.T) {
 		ctx := ctxT(t)
 		errc := make(chan error, 1)
 		go func() {
-			_, err := aster.CallUnary[Msg](ctx, e.client, "Test.sleep", &Msg{N: 200})
+			_, err := aster.CallUnary[Msg](ctx, e.client, "Test.hold", &Msg{})
 			errc <- err
 		}()
-		time.Sleep(50 * time.Millisecond) // let the call reach the handler
+		waitEvent(t, e.svc.holding, "the call reached the handler")
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if err := e.srv.Shutdown(sctx); err != nil {
-			t.Fatal(err)
+		shut := make(chan error, 1)
+		go func() { shut <- e.srv.Shutdown(sctx) }()
+		// Shutdown has begun once new calls are refused; the held call is
+		// still in flight.
+		for {
+			_, err := aster.CallUnary[Msg](ctx, e.client, "Test.echo", &Msg{})
+			if status.CodeOf(err) == status.Unavailable {
+				break
+			}
+			if err != nil {
+				t.Fatalf("call before the drain: %v", err)
+			}
 		}
-		if err := <-errc; err != nil {
+		select {
+		case err := <-shut:
+			t.Fatalf("Shutdown returned (%v) with a call in flight", err)
+		default:
+		}
+		close(e.svc.release)
+		if err := waitEvent(t, errc, "the held call"); err != nil {
 			t.Fatalf("in-flight call failed during graceful shutdown: %v", err)
+		}
+		if err := waitEvent(t, shut, "Shutdown"); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -22,10 +22,10 @@ func benchEnv(b *testing.B, tk transportKind) *aster.Client {
 	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()))
 	mc := mission.NewMissionControl()
 	srv.MustRegister(mc.Service(), newTestService().service())
-	ln, clientOpt := tk.setup(b, key)
+	ln, dialer := tk.setup(b, key)
 	done := make(chan struct{})
 	go func() { srv.Serve(ln); close(done) }()
-	c, err := aster.DialAddress(context.Background(), ln.Addr(), clientOpt(testutil.Key(b, 2)))
+	c, err := aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(dialer(testutil.Key(b, 2))))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -40,3 +40,11 @@ func Errorf(code Code, format string, args ...any) *Error {
 // CodeOf returns the status code of any error (nil is OK, a context error
 // maps to CANCELED or DEADLINE_EXCEEDED, anything unknown to UNKNOWN).
 func CodeOf(err error) Code { return status.CodeOf(err) }
+
+// Detail is one typed piece of extra error information; see status.Detail
+// and Error.WithDetails.
+type Detail = status.Detail
+
+// AsDetail returns the first error detail of type T that err carries,
+// decoded (details are added with Error.WithDetails); see status.AsDetail.
+func AsDetail[T any](err error) (*T, bool) { return status.AsDetail[T](err) }

@@ -154,3 +154,77 @@ func ExampleWithMiddleware() {
 	}
 	// Output: Greeter.greet -> OK
 }
+
+// A typed handler reads the call's request metadata, its caller and the
+// method from ctx (handler.IncomingMetadata, PeerFromContext,
+// MethodFromContext) and adds trailer metadata with handler.SetTrailer;
+// handler.SetHeader sets response metadata the same way.
+func Example_handlerContext() {
+	callerKey := trust.GenerateKey()
+	svc := handler.NewService("Greeter", 1).
+		Handle("greet", handler.Unary(func(ctx context.Context, r *GreetRequest) (*GreetResponse, error) {
+			peer, _ := handler.PeerFromContext(ctx)
+			method := handler.MethodFromContext(ctx)
+			lang := handler.IncomingMetadata(ctx).Get("accept-language")
+			if err := handler.SetTrailer(ctx, "served-in", lang); err != nil {
+				return nil, err
+			}
+			known := peer.ID == trust.IDOf(callerKey)
+			return &GreetResponse{Greeting: fmt.Sprintf("%s: hello %s (%s), known caller: %v", method.FullName(), r.Name, lang, known)}, nil
+		}))
+	key := trust.GenerateKey()
+	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()))
+	srv.MustRegister(svc)
+	nw := mem.NewNetwork()
+	ln, _ := nw.Listen(key)
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := aster.NewClient(ln.Addr(), aster.WithDialer(nw.Dialer(callerKey)))
+	defer c.Close()
+
+	resp, err := aster.CallUnary[GreetResponse](context.Background(), c, "Greeter.greet", &GreetRequest{Name: "Ada"},
+		aster.WithHeader("accept-language", "en"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(resp.Greeting)
+	// Output: Greeter.greet: hello Ada (en), known caller: true
+}
+
+// QuotaInfo is an error detail: a message type with a wire type name.
+type QuotaInfo struct {
+	Limit int `cbor:"limit" json:"limit"`
+}
+
+func (QuotaInfo) WireType() string { return "example/QuotaInfo" }
+
+// A handler attaches typed details to its error; the caller reads them back
+// typed with aster.AsDetail.
+func ExampleAsDetail() {
+	svc := handler.NewService("Quota", 1).
+		Handle("use", handler.Unary(func(ctx context.Context, r *GreetRequest) (*GreetResponse, error) {
+			err, derr := aster.Errorf(aster.ResourceExhausted, "quota of %s exceeded", r.Name).WithDetails(&QuotaInfo{Limit: 1000})
+			if derr != nil {
+				return nil, derr
+			}
+			return nil, err
+		}))
+	key := trust.GenerateKey()
+	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()))
+	srv.MustRegister(svc)
+	nw := mem.NewNetwork()
+	ln, _ := nw.Listen(key)
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := aster.NewClient(ln.Addr(), aster.WithDialer(nw.Dialer(trust.GenerateKey())))
+	defer c.Close()
+
+	_, err := aster.CallUnary[GreetResponse](context.Background(), c, "Quota.use", &GreetRequest{Name: "edge-node-7"})
+	fmt.Println(aster.CodeOf(err))
+	if q, ok := aster.AsDetail[QuotaInfo](err); ok {
+		fmt.Println("limit:", q.Limit)
+	}
+	// Output:
+	// RESOURCE_EXHAUSTED
+	// limit: 1000
+}

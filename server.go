@@ -246,43 +246,6 @@ func NewServer(opts ...ServerOption) *Server {
 	}
 }
 
-// workerIdle is how long a stream worker waits for another call before it
-// exits.
-const workerIdle = 2 * time.Second
-
-type workItem struct {
-	sc *serverConn
-	st transport.Stream
-}
-
-// dispatch serves a stream on an idle worker, or a new one.
-func (s *Server) dispatch(sc *serverConn, st transport.Stream) {
-	w := workItem{sc, st}
-	select {
-	case s.work <- w:
-	default:
-		s.workers.Add(1)
-		go s.worker(w)
-	}
-}
-
-func (s *Server) worker(w workItem) {
-	defer s.workers.Done()
-	t := time.NewTimer(workerIdle)
-	defer t.Stop()
-	for {
-		w.sc.serveStream(w.st)
-		t.Reset(workerIdle)
-		select {
-		case w = <-s.work:
-		case <-t.C:
-			return
-		case <-s.quit:
-			return
-		}
-	}
-}
-
 // ID returns the server's endpoint id.
 func (s *Server) ID() trust.EndpointID { return s.id }
 

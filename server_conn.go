@@ -20,6 +20,18 @@ import (
 	"github.com/aster-go/aster/transport"
 )
 
+// The life of a connection and of each call on it, in the order it runs:
+//
+//	serverConn.serve        admission, then accept streams (Server.Serve starts it)
+//	Server.dispatch         hand a stream to an idle worker, or start one
+//	Server.worker           serve streams one after the other
+//	serverConn.serveStream  read the HEADER, find the method, check the caller
+//	serverCall.run          the middleware chain and the handler
+//	serverCall.finish       pending response header, TRAILER, FIN
+//	serverConn.shutdown     the connection ended: wait for calls, end sessions
+//
+// Sessions, which serveStream looks up, are at the end of the file.
+
 // maxEndedSessions is how many ended session ids a connection remembers (to
 // answer NOT_FOUND rather than silently starting a new instance).
 const maxEndedSessions = 4096
@@ -43,18 +55,6 @@ type serverConn struct {
 	closing    bool
 }
 
-// session is one client session: an instance of a session-scoped service.
-type session struct {
-	id       uint64
-	svc      *serviceVersion
-	ready    chan struct{} // closed when instance (or err) is set
-	instance any
-	err      error
-	refs     int // active calls
-	ended    bool
-	handlers map[*methodEntry]handler.Handler
-}
-
 func newServerConn(s *Server, c transport.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &serverConn{
@@ -64,6 +64,8 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 	}
 }
 
+// serve runs the connection: admission, then each stream it accepts is
+// dispatched to a worker, until the connection ends.
 func (sc *serverConn) serve() {
 	defer sc.shutdown()
 	sc.peer = handler.Peer{ID: sc.conn.RemoteID(), Addr: sc.conn.RemoteAddr(), Unrestricted: true}
@@ -120,6 +122,463 @@ func (sc *serverConn) shutdown() {
 	if sc.connEnd != nil {
 		sc.connEnd()
 	}
+}
+
+// workerIdle is how long a stream worker waits for another call before it
+// exits.
+const workerIdle = 2 * time.Second
+
+type workItem struct {
+	sc *serverConn
+	st transport.Stream
+}
+
+// dispatch serves a stream on an idle worker, or a new one.
+func (s *Server) dispatch(sc *serverConn, st transport.Stream) {
+	w := workItem{sc, st}
+	select {
+	case s.work <- w:
+	default:
+		s.workers.Add(1)
+		go s.worker(w)
+	}
+}
+
+func (s *Server) worker(w workItem) {
+	defer s.workers.Done()
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		w.sc.serveStream(w.st)
+		t.Reset(workerIdle)
+		select {
+		case w = <-s.work:
+		case <-t.C:
+			return
+		case <-s.quit:
+			return
+		}
+	}
+}
+
+// serveStream serves one call: it reads the HEADER, finds the method, checks
+// the caller may call it, and runs the handler; finish always ends the call.
+func (sc *serverConn) serveStream(st transport.Stream) {
+	defer sc.streams.Done()
+	s := sc.srv
+	c := getServerCall()
+	defer putServerCall(c)
+	c.sc, c.st = sc, st
+	c.r.Reset(st, s.opts.maxFrame)
+	c.w.Reset(st)
+	c.peer = &sc.peer
+
+	flags, payload, err := c.r.ReadFrame()
+	if err != nil {
+		c.abort(err)
+		return
+	}
+	if flags&wire.FlagHeader == 0 {
+		c.finish(status.New(status.InvalidArgument, "first frame of a call must be a header"))
+		return
+	}
+	c.jsonMeta = wire.IsJSON(payload)
+	h := &c.hdr
+	if err := wire.DecodeHeaderInto(payload, h); err != nil {
+		c.finish(err)
+		return
+	}
+	s.calls.add()
+	defer s.calls.done()
+	if s.draining.Load() {
+		c.finish(status.New(status.Unavailable, "server shutting down"))
+		return
+	}
+	if err := c.setCodec(h.SerializationMode); err != nil {
+		c.finish(err)
+		return
+	}
+	if h.Service == wire.ControlService {
+		c.finish(c.control(h))
+		return
+	}
+	me, err := s.lookup(h)
+	if err != nil {
+		c.finish(err)
+		return
+	}
+	c.info = me.info
+	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !req.Satisfied(sc.peer.Capabilities) {
+		c.finish(status.New(status.PermissionDenied, "permission denied"))
+		return
+	}
+	if me.info.Pattern.ServerStreams() {
+		c.w.SetStreaming()
+	}
+
+	// The stream's context ends when the caller goes away (it resets the
+	// stream) or the connection closes, which is exactly when the handler
+	// should stop. It carries the call (handler.NewContext: one allocation)
+	// so that typed handlers reach metadata, peer and SetHeader from it.
+	ctx := handler.NewContext(st.Context(), c)
+	// A timeout beyond what a time.Duration holds (about 292 years) is no
+	// deadline at all rather than an overflow.
+	if h.Timeout > 0 && h.Timeout <= maxTimeoutMillis {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
+		defer cancel()
+	}
+
+	hd := me.h
+	switch {
+	case me.info.Scope == handler.ScopeSession && h.SessionID == 0:
+		c.finish(status.Errorf(status.FailedPrecondition, "%s is session-scoped: call it within a session", me.info.Service))
+		return
+	case me.info.Scope == handler.ScopeShared && h.SessionID != 0:
+		c.finish(status.Errorf(status.FailedPrecondition, "%s is not session-scoped: call it without a session", me.info.Service))
+		return
+	case me.info.Scope == handler.ScopeSession:
+		ss, err := sc.acquireSession(ctx, h.SessionID, me.sv)
+		if err != nil {
+			c.finish(err)
+			return
+		}
+		defer sc.releaseSession(ss)
+		hd = ss.handler(sc, me)
+	}
+	c.finish(c.run(ctx, hd))
+}
+
+// serverCall is the server's side of one call; it implements handler.Stream.
+// Calls are pooled: one serves many calls, one after the other.
+type serverCall struct {
+	sc       *serverConn
+	st       transport.Stream
+	r        *wire.Reader
+	w        *wire.Writer
+	hdr      wire.Header
+	info     *handler.MethodInfo
+	peer     *handler.Peer
+	codec    codec.Codec
+	jsonMeta bool
+	recvEOF  bool
+	// header is the response metadata (SetHeader), sent before the first
+	// response; headerSent is set once it was (or the call finished).
+	header     map[string]string
+	headerSent bool
+	trailer    map[string]string
+	sent       int
+	// returned is set when the handler has returned: later use of the
+	// Stream fails until the call is reused.
+	returned atomic.Bool
+	// Message and byte counts, atomic: a handler may Send and Recv from
+	// different goroutines while middleware reads Stats.
+	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
+}
+
+var serverCallPool = sync.Pool{New: func() any { return &serverCall{r: new(wire.Reader), w: new(wire.Writer)} }}
+
+func getServerCall() *serverCall { return serverCallPool.Get().(*serverCall) }
+
+func putServerCall(c *serverCall) {
+	c.r.Release()
+	c.w.Release()
+	*c = serverCall{r: c.r, w: c.w}
+	serverCallPool.Put(c)
+}
+
+func (c *serverCall) setCodec(name string) error {
+	if name == "" {
+		name = cbor.Name
+	}
+	cd, ok := c.sc.srv.opts.codecs[name]
+	if !ok {
+		return status.Errorf(status.InvalidArgument, "unsupported serialization mode %q", name)
+	}
+	c.codec = cd
+	return nil
+}
+
+// run calls the handler, turning a panic into INTERNAL.
+func (c *serverCall) run(ctx context.Context, h handler.Handler) (err error) {
+	defer func() {
+		c.returned.Store(true)
+		if r := recover(); r != nil {
+			c.sc.srv.opts.logger.Error("aster: handler panic", "method", c.info.FullName(), "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(status.Internal, "handler panic")
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return status.FromError(err)
+	}
+	err = h.ServeRPC(ctx, c)
+	if err != nil && ctx.Err() == context.DeadlineExceeded && status.CodeOf(err) == status.Unknown {
+		err = status.Wrap(status.DeadlineExceeded, err)
+	}
+	if err == nil && ctx.Err() != nil && c.st.Context().Err() == nil {
+		// The budget ran out while the handler ignored it.
+		err = status.FromError(ctx.Err())
+	}
+	return err
+}
+
+// finish ends the call: the response header if the handler set one and no
+// response carried it, the trailer for err, then FIN.
+func (c *serverCall) finish(err error) {
+	if c.header != nil && !c.headerSent {
+		if herr := c.sendHeader(); herr != nil && err == nil {
+			err = herr
+		}
+	}
+	tr := wire.TrailerFor(err)
+	c.sc.srv.stats.record(tr.Code)
+	if len(c.trailer) > 0 {
+		if tr.Metadata == nil {
+			tr.Metadata = c.trailer
+		} else {
+			for k, v := range c.trailer {
+				if _, ok := tr.Metadata[k]; !ok {
+					tr.Metadata[k] = v
+				}
+			}
+		}
+	}
+	aerr := c.w.Append(func(b []byte) ([]byte, error) { return wire.AppendTrailer(b, &tr, c.jsonMeta) })
+	if aerr == nil {
+		aerr = c.w.Flush()
+	}
+	if aerr != nil {
+		c.w.Wait()
+		c.st.Reset(transport.CodeInternal)
+		return
+	}
+	c.st.Close()
+}
+
+// abort handles a failure to read the call's first frame.
+func (c *serverCall) abort(err error) {
+	var se *transport.StreamError
+	var ce *transport.ConnError
+	if errors.Is(err, io.EOF) || errors.As(err, &se) || errors.As(err, &ce) {
+		c.st.Reset(transport.CodeNoError)
+		return
+	}
+	c.finish(err) // a framing error: report it with its status code
+}
+
+// control serves the reserved _aster methods.
+func (c *serverCall) control(h *wire.Header) error {
+	switch h.Method {
+	case wire.MethodContract:
+		b, err := c.sc.srv.contractBytes()
+		if err != nil {
+			return status.Errorf(status.Internal, "building contract: %v", err)
+		}
+		return c.sendRaw(b)
+	case wire.MethodEndSession:
+		if h.SessionID == 0 {
+			return status.New(status.InvalidArgument, "endSession needs a sessionId")
+		}
+		if err := c.sc.endSession(h.SessionID); err != nil {
+			return err
+		}
+		return c.Send(struct{}{})
+	case wire.MethodAdmit:
+		return c.admitOpen() // a gated server runs the exchange before serving streams
+	}
+	return status.Errorf(status.NotFound, "unknown method %s.%s", h.Service, h.Method)
+}
+
+// sendRaw sends pre-encoded CBOR as one data frame.
+func (c *serverCall) sendRaw(b []byte) error {
+	return c.w.Append(func(buf []byte) ([]byte, error) { return wire.AppendFrame(buf, 0, b), nil })
+}
+
+// errReturned is the error of a Stream used after its handler returned.
+var errReturned = status.New(status.FailedPrecondition, "aster: stream used after its handler returned")
+
+// Method implements handler.Stream.
+func (c *serverCall) Method() *handler.MethodInfo { return c.info }
+
+// Peer implements handler.Stream. After the handler returned it is the zero
+// Peer.
+func (c *serverCall) Peer() handler.Peer {
+	if c.returned.Load() || c.peer == nil {
+		return handler.Peer{}
+	}
+	return *c.peer
+}
+
+// Header implements handler.Stream. After the handler returned it is nil.
+func (c *serverCall) Header() handler.Metadata {
+	if c.returned.Load() {
+		return nil
+	}
+	return c.hdr.Metadata
+}
+
+// SetHeader implements handler.Stream.
+func (c *serverCall) SetHeader(key, value string) error {
+	switch {
+	case c.returned.Load():
+		return errReturned
+	case c.headerSent || c.sent > 0:
+		return status.New(status.FailedPrecondition, "aster: SetHeader after the first response")
+	case key == "" || len(key) > wire.MaxMetadataLen || len(value) > wire.MaxMetadataLen:
+		return status.Errorf(status.Internal, "aster: response metadata key %.32q or its value is empty or longer than %d bytes", key, wire.MaxMetadataLen)
+	}
+	if c.header == nil {
+		c.header = make(map[string]string, 1)
+	}
+	if _, ok := c.header[key]; !ok && len(c.header) >= wire.MaxMetadataPairs {
+		return status.Errorf(status.Internal, "aster: more than %d response metadata pairs", wire.MaxMetadataPairs)
+	}
+	c.header[key] = value
+	return nil
+}
+
+// sendHeader appends the response HEADER frame (PROTOCOL.md 5.4). It runs
+// at most once per call.
+func (c *serverCall) sendHeader() error {
+	c.headerSent = true
+	return c.w.Append(func(b []byte) ([]byte, error) { return wire.AppendResponseHeader(b, c.header, c.jsonMeta) })
+}
+
+// SetTrailer implements handler.Stream. After the handler returned it does
+// nothing.
+func (c *serverCall) SetTrailer(key, value string) {
+	if c.returned.Load() {
+		return
+	}
+	if c.trailer == nil {
+		c.trailer = make(map[string]string, 1)
+	}
+	c.trailer[key] = value
+}
+
+// Recv implements handler.Stream.
+func (c *serverCall) Recv(msg any) error {
+	if c.returned.Load() {
+		return errReturned
+	}
+	if c.recvEOF {
+		return io.EOF
+	}
+	flags, payload, err := c.r.ReadFrame()
+	if err != nil {
+		if err == io.EOF {
+			c.recvEOF = true
+			return io.EOF
+		}
+		return recvError(err)
+	}
+	if flags&(wire.FlagHeader|wire.FlagTrailer) != 0 {
+		return status.Errorf(status.InvalidArgument, "unexpected %s frame from client", wire.FlagString(flags))
+	}
+	data, err := wire.DataPayload(flags, payload, c.sc.srv.opts.maxFrame)
+	if err != nil {
+		return err
+	}
+	if err := c.codec.Unmarshal(data, msg); err != nil {
+		return status.Errorf(status.InvalidArgument, "request does not decode: %v", err)
+	}
+	c.recvMsgs.Add(1)
+	c.recvBytes.Add(int64(len(data)))
+	return nil
+}
+
+// Send implements handler.Stream.
+func (c *serverCall) Send(msg any) error {
+	if c.returned.Load() {
+		return errReturned
+	}
+	if c.info != nil && !c.info.Pattern.ServerStreams() && c.sent > 0 {
+		return status.Errorf(status.Internal, "%s method sends more than one response", c.info.Pattern)
+	}
+	c.sent++
+	if c.header != nil && !c.headerSent {
+		if err := c.sendHeader(); err != nil {
+			return sendError(err)
+		}
+	}
+	n, err := c.w.WriteMessage(c.codec, msg, c.sc.srv.opts.maxFrame)
+	if err != nil {
+		return sendError(err)
+	}
+	c.sentMsgs.Add(1)
+	c.sentBytes.Add(int64(n))
+	return nil
+}
+
+// sendError maps a failed Send: an encoding failure is INTERNAL (the
+// handler's response is at fault), a status error is kept and a write
+// error is mapped like a read error.
+func sendError(err error) error {
+	switch e := err.(type) {
+	case *wire.EncodeError:
+		return status.Errorf(status.Internal, "response does not encode: %v", e.Err)
+	case *status.Error:
+		return err
+	}
+	return recvError(err)
+}
+
+// Stats implements middleware.StatsReporter.
+func (c *serverCall) Stats() middleware.StreamStats {
+	return middleware.StreamStats{
+		SentMessages: c.sentMsgs.Load(), SentBytes: c.sentBytes.Load(),
+		ReceivedMessages: c.recvMsgs.Load(), ReceivedBytes: c.recvBytes.Load(),
+	}
+}
+
+// SetReadDeadline makes pending and later Recv calls fail with
+// DEADLINE_EXCEEDED once t has passed; the zero t clears it. Deadline
+// middleware uses it so that a handler blocked in Recv ends with its budget.
+func (c *serverCall) SetReadDeadline(t time.Time) error { return c.st.SetReadDeadline(t) }
+
+// recvError maps a transport read error on the server side.
+func recvError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return status.Wrap(status.DeadlineExceeded, err)
+	}
+	var se *transport.StreamError
+	if errors.As(err, &se) {
+		if se.Code == transport.CodeCancel {
+			return status.Wrap(status.Canceled, err)
+		}
+		return status.Wrap(status.Unavailable, err)
+	}
+	var ce *transport.ConnError
+	if errors.As(err, &ce) {
+		return status.Wrap(status.Unavailable, err)
+	}
+	if _, ok := err.(*status.Error); ok {
+		return err
+	}
+	return status.Wrap(status.Unavailable, err)
+}
+
+var (
+	_ handler.Stream           = (*serverCall)(nil)
+	_ middleware.StatsReporter = (*serverCall)(nil)
+)
+
+// maxTimeoutMillis is the largest header timeout whose nanosecond count fits
+// a time.Duration; larger values mean no deadline.
+const maxTimeoutMillis = uint64(math.MaxInt64 / int64(time.Millisecond))
+
+// Sessions.
+
+// session is one client session: an instance of a session-scoped service.
+type session struct {
+	id       uint64
+	svc      *serviceVersion
+	ready    chan struct{} // closed when instance (or err) is set
+	instance any
+	err      error
+	refs     int // active calls
+	ended    bool
+	handlers map[*methodEntry]handler.Handler
 }
 
 func (sc *serverConn) closeInstance(ss *session) {
@@ -242,337 +701,3 @@ func (ss *session) handler(sc *serverConn, me *methodEntry) handler.Handler {
 	}
 	return h
 }
-
-// serveStream serves one call.
-func (sc *serverConn) serveStream(st transport.Stream) {
-	defer sc.streams.Done()
-	s := sc.srv
-	c := getServerCall()
-	defer putServerCall(c)
-	c.sc, c.st = sc, st
-	c.r.Reset(st, s.opts.maxFrame)
-	c.w.Reset(st)
-	c.peer = &sc.peer
-
-	flags, payload, err := c.r.ReadFrame()
-	if err != nil {
-		c.abort(err)
-		return
-	}
-	if flags&wire.FlagHeader == 0 {
-		c.finish(status.New(status.InvalidArgument, "first frame of a call must be a header"))
-		return
-	}
-	c.jsonMeta = wire.IsJSON(payload)
-	h := &c.hdr
-	if err := wire.DecodeHeaderInto(payload, h); err != nil {
-		c.finish(err)
-		return
-	}
-	s.calls.add()
-	defer s.calls.done()
-	if s.draining.Load() {
-		c.finish(status.New(status.Unavailable, "server shutting down"))
-		return
-	}
-	if err := c.setCodec(h.SerializationMode); err != nil {
-		c.finish(err)
-		return
-	}
-	if h.Service == wire.ControlService {
-		c.finish(c.control(h))
-		return
-	}
-	me, err := s.lookup(h)
-	if err != nil {
-		c.finish(err)
-		return
-	}
-	c.info = me.info
-	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !req.Satisfied(sc.peer.Capabilities) {
-		c.finish(status.New(status.PermissionDenied, "permission denied"))
-		return
-	}
-	if me.info.Pattern.ServerStreams() {
-		c.w.SetStreaming()
-	}
-
-	// The stream's context ends when the caller goes away (it resets the
-	// stream) or the connection closes, which is exactly when the handler
-	// should stop; it costs no allocation.
-	ctx := st.Context()
-	// A timeout beyond what a time.Duration holds (about 292 years) is no
-	// deadline at all rather than an overflow.
-	if h.Timeout > 0 && h.Timeout <= maxTimeoutMillis {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
-		defer cancel()
-	}
-
-	hd := me.h
-	switch {
-	case me.info.Scope == handler.ScopeSession && h.SessionID == 0:
-		c.finish(status.Errorf(status.FailedPrecondition, "%s is session-scoped: call it within a session", me.info.Service))
-		return
-	case me.info.Scope == handler.ScopeShared && h.SessionID != 0:
-		c.finish(status.Errorf(status.FailedPrecondition, "%s is not session-scoped: call it without a session", me.info.Service))
-		return
-	case me.info.Scope == handler.ScopeSession:
-		ss, err := sc.acquireSession(ctx, h.SessionID, me.sv)
-		if err != nil {
-			c.finish(err)
-			return
-		}
-		defer sc.releaseSession(ss)
-		hd = ss.handler(sc, me)
-	}
-	c.finish(c.run(ctx, hd))
-}
-
-// serverCall is the server's side of one call; it implements handler.Stream.
-type serverCall struct {
-	sc       *serverConn
-	st       transport.Stream
-	r        *wire.Reader
-	w        *wire.Writer
-	hdr      wire.Header
-	info     *handler.MethodInfo
-	peer     *handler.Peer
-	codec    codec.Codec
-	jsonMeta bool
-	recvEOF  bool
-	trailer  map[string]string
-	sent     int
-	// Message and byte counts, atomic: a handler may Send and Recv from
-	// different goroutines while middleware reads Stats.
-	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
-}
-
-var serverCallPool = sync.Pool{New: func() any { return &serverCall{r: new(wire.Reader), w: new(wire.Writer)} }}
-
-func getServerCall() *serverCall { return serverCallPool.Get().(*serverCall) }
-
-func putServerCall(c *serverCall) {
-	c.r.Release()
-	c.w.Release()
-	*c = serverCall{r: c.r, w: c.w}
-	serverCallPool.Put(c)
-}
-
-func (c *serverCall) setCodec(name string) error {
-	if name == "" {
-		name = cbor.Name
-	}
-	cd, ok := c.sc.srv.opts.codecs[name]
-	if !ok {
-		return status.Errorf(status.InvalidArgument, "unsupported serialization mode %q", name)
-	}
-	c.codec = cd
-	return nil
-}
-
-// run calls the handler, turning a panic into INTERNAL.
-func (c *serverCall) run(ctx context.Context, h handler.Handler) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			c.sc.srv.opts.logger.Error("aster: handler panic", "method", c.info.FullName(), "panic", r, "stack", string(debug.Stack()))
-			err = status.Errorf(status.Internal, "handler panic")
-		}
-	}()
-	if err := ctx.Err(); err != nil {
-		return status.FromError(err)
-	}
-	err = h.ServeRPC(ctx, c)
-	if err != nil && ctx.Err() == context.DeadlineExceeded && status.CodeOf(err) == status.Unknown {
-		err = status.Wrap(status.DeadlineExceeded, err)
-	}
-	if err == nil && ctx.Err() != nil && c.st.Context().Err() == nil {
-		// The budget ran out while the handler ignored it.
-		err = status.FromError(ctx.Err())
-	}
-	return err
-}
-
-// finish sends the trailer for err and closes the stream.
-func (c *serverCall) finish(err error) {
-	tr := wire.TrailerFor(err)
-	c.sc.srv.stats.record(tr.Code)
-	if len(c.trailer) > 0 {
-		if tr.Metadata == nil {
-			tr.Metadata = c.trailer
-		} else {
-			for k, v := range c.trailer {
-				if _, ok := tr.Metadata[k]; !ok {
-					tr.Metadata[k] = v
-				}
-			}
-		}
-	}
-	aerr := c.w.Append(func(b []byte) ([]byte, error) { return wire.AppendTrailer(b, &tr, c.jsonMeta) })
-	if aerr == nil {
-		aerr = c.w.Flush()
-	}
-	if aerr != nil {
-		c.w.Wait()
-		c.st.Reset(transport.CodeInternal)
-		return
-	}
-	c.st.Close()
-}
-
-// abort handles a failure to read the call's first frame.
-func (c *serverCall) abort(err error) {
-	var se *transport.StreamError
-	var ce *transport.ConnError
-	if errors.Is(err, io.EOF) || errors.As(err, &se) || errors.As(err, &ce) {
-		c.st.Reset(transport.CodeNoError)
-		return
-	}
-	c.finish(err) // a framing error: report it with its status code
-}
-
-// control serves the reserved _aster methods.
-func (c *serverCall) control(h *wire.Header) error {
-	switch h.Method {
-	case wire.MethodContract:
-		b, err := c.sc.srv.contractBytes()
-		if err != nil {
-			return status.Errorf(status.Internal, "building contract: %v", err)
-		}
-		return c.sendRaw(b)
-	case wire.MethodEndSession:
-		if h.SessionID == 0 {
-			return status.New(status.InvalidArgument, "endSession needs a sessionId")
-		}
-		if err := c.sc.endSession(h.SessionID); err != nil {
-			return err
-		}
-		return c.Send(struct{}{})
-	case wire.MethodAdmit:
-		return c.admitOpen() // a gated server runs the exchange before serving streams
-	}
-	return status.Errorf(status.NotFound, "unknown method %s.%s", h.Service, h.Method)
-}
-
-// sendRaw sends pre-encoded CBOR as one data frame.
-func (c *serverCall) sendRaw(b []byte) error {
-	return c.w.Append(func(buf []byte) ([]byte, error) { return wire.AppendFrame(buf, 0, b), nil })
-}
-
-// Method implements handler.Stream.
-func (c *serverCall) Method() *handler.MethodInfo { return c.info }
-
-// Peer implements handler.Stream.
-func (c *serverCall) Peer() handler.Peer { return *c.peer }
-
-// Header implements handler.Stream.
-func (c *serverCall) Header() handler.Metadata { return c.hdr.Metadata }
-
-// SetTrailer implements handler.Stream.
-func (c *serverCall) SetTrailer(key, value string) {
-	if c.trailer == nil {
-		c.trailer = make(map[string]string, 1)
-	}
-	c.trailer[key] = value
-}
-
-// Recv implements handler.Stream.
-func (c *serverCall) Recv(msg any) error {
-	if c.recvEOF {
-		return io.EOF
-	}
-	flags, payload, err := c.r.ReadFrame()
-	if err != nil {
-		if err == io.EOF {
-			c.recvEOF = true
-			return io.EOF
-		}
-		return recvError(err)
-	}
-	if flags&(wire.FlagHeader|wire.FlagTrailer) != 0 {
-		return status.Errorf(status.InvalidArgument, "unexpected %s frame from client", wire.FlagString(flags))
-	}
-	data, err := wire.DataPayload(flags, payload, c.sc.srv.opts.maxFrame)
-	if err != nil {
-		return err
-	}
-	if err := c.codec.Unmarshal(data, msg); err != nil {
-		return status.Errorf(status.InvalidArgument, "request does not decode: %v", err)
-	}
-	c.recvMsgs.Add(1)
-	c.recvBytes.Add(int64(len(data)))
-	return nil
-}
-
-// Stats implements middleware.StatsReporter.
-func (c *serverCall) Stats() middleware.StreamStats {
-	return middleware.StreamStats{
-		SentMessages: c.sentMsgs.Load(), SentBytes: c.sentBytes.Load(),
-		ReceivedMessages: c.recvMsgs.Load(), ReceivedBytes: c.recvBytes.Load(),
-	}
-}
-
-// SetReadDeadline makes pending and later Recv calls fail with
-// DEADLINE_EXCEEDED once t has passed; the zero t clears it. Deadline
-// middleware uses it so that a handler blocked in Recv ends with its budget.
-func (c *serverCall) SetReadDeadline(t time.Time) error { return c.st.SetReadDeadline(t) }
-
-// recvError maps a transport read error on the server side.
-func recvError(err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return status.Wrap(status.DeadlineExceeded, err)
-	}
-	var se *transport.StreamError
-	if errors.As(err, &se) {
-		if se.Code == transport.CodeCancel {
-			return status.Wrap(status.Canceled, err)
-		}
-		return status.Wrap(status.Unavailable, err)
-	}
-	var ce *transport.ConnError
-	if errors.As(err, &ce) {
-		return status.Wrap(status.Unavailable, err)
-	}
-	if _, ok := err.(*status.Error); ok {
-		return err
-	}
-	return status.Wrap(status.Unavailable, err)
-}
-
-// Send implements handler.Stream.
-func (c *serverCall) Send(msg any) error {
-	if c.info != nil && !c.info.Pattern.ServerStreams() && c.sent > 0 {
-		return status.Errorf(status.Internal, "%s method sends more than one response", c.info.Pattern)
-	}
-	c.sent++
-	err := c.w.Append(func(b []byte) ([]byte, error) {
-		b, off := wire.BeginFrame(b, 0)
-		b, err := c.codec.AppendMarshal(b, msg)
-		if err != nil {
-			return b, status.Errorf(status.Internal, "response does not encode: %v", err)
-		}
-		n := len(b) - off - 4
-		if n > int(c.sc.srv.opts.maxFrame) {
-			return b, wire.FrameTooLarge(uint64(n), uint64(c.sc.srv.opts.maxFrame))
-		}
-		wire.EndFrame(b, off)
-		c.sentMsgs.Add(1)
-		c.sentBytes.Add(int64(n - 1))
-		return b, nil
-	})
-	if err != nil {
-		if _, ok := err.(*status.Error); !ok {
-			return recvError(err)
-		}
-	}
-	return err
-}
-
-var (
-	_ handler.Stream           = (*serverCall)(nil)
-	_ middleware.StatsReporter = (*serverCall)(nil)
-)
-
-// maxTimeoutMillis is the largest header timeout whose nanosecond count fits
-// a time.Duration; larger values mean no deadline.
-const maxTimeoutMillis = uint64(math.MaxInt64 / int64(time.Millisecond))

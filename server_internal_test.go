@@ -2,10 +2,12 @@ package aster
 
 import (
 	"context"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aster-go/aster/handler"
@@ -57,62 +59,112 @@ func TestCallTracker(t *testing.T) {
 }
 
 // Stream workers exit once idle (the server stays open), so a burst of
-// calls does not leave its goroutines parked for good.
+// calls does not leave its goroutines parked for good. The test runs in a
+// synctest bubble over the mem transport: the idle period passes in
+// virtual time.
 func TestIdleWorkersExit(t *testing.T) {
-	type msg struct {
-		N int `cbor:"n"`
-	}
-	key := trust.GenerateKey()
-	srv := NewServer(WithSecretKey(key))
-	release := make(chan struct{})
-	srv.MustRegister(handler.NewService("T", 1).
-		Handle("echo", handler.Unary(func(ctx context.Context, m *msg) (*msg, error) { return m, nil })).
-		Handle("wait", handler.Unary(func(ctx context.Context, m *msg) (*msg, error) { <-release; return m, nil })))
-	nw := mem.NewNetwork()
-	ln, err := nw.Listen(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	c, err := DialAddress(context.Background(), ln.Addr(), WithDialer(nw.Dialer(trust.GenerateKey())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { c.Close(); srv.Close(); <-served }()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if _, err := CallUnary[msg](context.Background(), c, "T.wait", &msg{N: 1}); err != nil {
-			t.Error(err)
+	synctest.Test(t, func(t *testing.T) {
+		type msg struct {
+			N int `cbor:"n"`
 		}
-	})
-	// The waiting call's worker shows that the test counts the right
-	// function.
-	for start := time.Now(); workerGoroutines() == 0; time.Sleep(time.Millisecond) {
-		if time.Since(start) > 20*time.Second {
-			t.Fatal("no stream worker while a call is being served")
+		key := trust.GenerateKey()
+		srv := NewServer(WithSecretKey(key), WithLogger(slog.New(slog.DiscardHandler)))
+		started, release := make(chan struct{}), make(chan struct{})
+		srv.MustRegister(handler.NewService("T", 1).
+			Handle("echo", handler.Unary(func(ctx context.Context, m *msg) (*msg, error) { return m, nil })).
+			Handle("wait", handler.Unary(func(ctx context.Context, m *msg) (*msg, error) {
+				close(started)
+				<-release
+				return m, nil
+			})))
+		nw := mem.NewNetwork()
+		ln, err := nw.Listen(key)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	close(release)
-	for range 8 {
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		c, err := DialAddress(context.Background(), ln.Addr(), WithDialer(nw.Dialer(trust.GenerateKey())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { c.Close(); srv.Close(); <-served }()
+		var wg sync.WaitGroup
 		wg.Go(func() {
-			if _, err := CallUnary[msg](context.Background(), c, "T.echo", &msg{N: 1}); err != nil {
+			if _, err := CallUnary[msg](context.Background(), c, "T.wait", &msg{N: 1}); err != nil {
 				t.Error(err)
 			}
 		})
-	}
-	wg.Wait()
-	deadline := time.Now().Add(20 * time.Second)
-	for workerGoroutines() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d stream workers still running after 20 s idle", workerGoroutines())
+		// The waiting call's worker shows that the test counts the right
+		// function.
+		<-started
+		if workerGoroutines() == 0 {
+			t.Fatal("no stream worker while a call is being served")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		close(release)
+		for range 8 {
+			wg.Go(func() {
+				if _, err := CallUnary[msg](context.Background(), c, "T.echo", &msg{N: 1}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		synctest.Wait()
+		if workerGoroutines() == 0 {
+			t.Fatal("no idle worker right after the calls: the test would pass vacuously")
+		}
+		time.Sleep(workerIdle + time.Millisecond) // virtual time
+		synctest.Wait()
+		if n := workerGoroutines(); n > 0 {
+			t.Fatalf("%d stream workers still running after %v idle", n, workerIdle)
+		}
+	})
 }
 
 func workerGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	return strings.Count(string(buf), "aster.(*Server).worker(")
+}
+
+// A Stream kept past its handler's return fails instead of acting on the
+// call (until the pooled call is reused, which this test does not do).
+func TestStreamUseAfterReturn(t *testing.T) {
+	c := &serverCall{peer: &handler.Peer{Capabilities: []string{"x"}}}
+	c.hdr.Metadata = map[string]string{"k": "v"}
+	var kept handler.Stream
+	var keptCtx context.Context
+	err := c.run(handler.NewContext(context.Background(), c), handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error {
+		kept, keptCtx = s, ctx
+		if s.Header()["k"] != "v" || len(s.Peer().Capabilities) != 1 {
+			t.Error("the stream does not show the call while the handler runs")
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kept.Send(struct{}{}); err != errReturned {
+		t.Errorf("Send after return: %v", err)
+	}
+	if err := kept.Recv(new(struct{})); err != errReturned {
+		t.Errorf("Recv after return: %v", err)
+	}
+	if err := kept.SetHeader("a", "b"); err != errReturned {
+		t.Errorf("SetHeader after return: %v", err)
+	}
+	if err := handler.SetHeader(keptCtx, "a", "b"); err != errReturned {
+		t.Errorf("handler.SetHeader after return: %v", err)
+	}
+	kept.SetTrailer("a", "b")
+	if c.trailer != nil {
+		t.Error("SetTrailer after return changed the trailer")
+	}
+	if kept.Header() != nil || handler.IncomingMetadata(keptCtx) != nil {
+		t.Error("metadata readable after return")
+	}
+	if p, _ := handler.PeerFromContext(keptCtx); p.Capabilities != nil {
+		t.Error("peer readable after return")
+	}
 }

@@ -21,15 +21,15 @@ import (
 // and bidirectional streams, sessions, deadlines, cancellation, limits,
 // contract, shutdown) also run over WebTransport.
 func init() {
-	transports = append(transports, transportKind{"webtransport", func(t testing.TB, k trust.SecretKey) (transport.Listener, func(trust.SecretKey) aster.ClientOption) {
+	transports = append(transports, transportKind{"webtransport", func(t testing.TB, k trust.SecretKey) (transport.Listener, func(trust.SecretKey) transport.Dialer) {
 		ln, err := webtransport.Listen("127.0.0.1:0", k, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ln, func(ck trust.SecretKey) aster.ClientOption {
+		return ln, func(ck trust.SecretKey) transport.Dialer {
 			d := webtransport.NewDialer(ck, nil)
 			t.Cleanup(func() { d.Close() })
-			return aster.WithDialer(d)
+			return d
 		}
 	}})
 }

@@ -13,6 +13,12 @@
 // client session, created by a factory given the peer and closed (io.Closer)
 // when the session or connection ends; On binds its methods to the instance.
 //
+// A handler's context carries its call: IncomingMetadata, PeerFromContext and
+// MethodFromContext read the request metadata, the caller (endpoint id,
+// capabilities, credential attributes) and the method; SetHeader and
+// SetTrailer set response metadata and trailer metadata. Like the Stream,
+// they are valid only until the handler returns.
+//
 // Middleware is a func(Handler) Handler, exactly like net/http middleware.
 package handler
 
@@ -43,6 +49,17 @@ func (f HandlerFunc) ServeRPC(ctx context.Context, s Stream) error { return f(ct
 type Middleware = func(Handler) Handler
 
 // Stream is the server's side of one call.
+//
+// A Stream, and everything obtained from it (its metadata map, its Peer's
+// slices and maps), is valid only until the handler's ServeRPC returns: the
+// server reuses the memory of finished calls. A handler that starts
+// goroutines must stop them using the Stream before it returns. Use after
+// return fails with FAILED_PRECONDITION while the call's memory has not been
+// reused yet, and is undefined after that. The same holds for the accessors
+// of a call's context (IncomingMetadata, PeerFromContext, SetHeader, ...).
+//
+// Recv and Send may be called from different goroutines; SetHeader,
+// SetTrailer and Send must not be called concurrently with each other.
 type Stream interface {
 	// Method describes the method being called.
 	Method() *MethodInfo
@@ -50,6 +67,12 @@ type Stream interface {
 	Peer() Peer
 	// Header returns the request metadata the caller sent. Do not modify it.
 	Header() Metadata
+	// SetHeader adds a key/value pair to the response metadata, which the
+	// server sends before the first response message (PROTOCOL.md 5.4). It
+	// fails once a response has been sent, or when the pair breaks the
+	// metadata limits (at most 64 pairs, keys 1–8192 bytes, values at most
+	// 8192 bytes).
+	SetHeader(key, value string) error
 	// SetTrailer adds key/value pairs to the metadata sent in the trailer.
 	SetTrailer(key, value string)
 	// Recv decodes the next request message into msg (a pointer). It returns
@@ -69,6 +92,10 @@ type Peer struct {
 	Addr net.Addr
 	// Capabilities are the capabilities granted to the peer at admission.
 	Capabilities []string
+	// Attributes are the key/value pairs of the enrollment credential the
+	// peer was admitted with (signed by the root), or nil when it presented
+	// none.
+	Attributes map[string]string
 	// Unrestricted is true when the server admits everyone (open gate): then
 	// capability requirements are not enforced.
 	Unrestricted bool

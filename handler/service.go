@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 
+	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -30,6 +31,9 @@ type Method struct {
 	// Bind returns the handler bound to a session instance (session services).
 	Bind func(instance any) Handler
 	mw   []Middleware
+	// ownRequires: the method has its own requirement (Requires), which
+	// the service's (Service.Require) does not replace.
+	ownRequires bool
 }
 
 // Middleware returns the method's own middleware (outermost first).
@@ -82,8 +86,16 @@ func (s *Service) NewInstance(ctx context.Context, p Peer) (any, error) {
 }
 
 // Require sets a capability requirement for every method that has none of
-// its own, and returns s.
-func (s *Service) Require(r trust.Requirement) *Service { s.requires = r; return s }
+// its own (Requires), whether it was added before or after, and returns s.
+func (s *Service) Require(r trust.Requirement) *Service {
+	s.requires = r
+	for _, m := range s.methods {
+		if !m.ownRequires {
+			m.Info.Requires = r
+		}
+	}
+	return s
+}
 
 // Use adds middleware around every method of the service (after server-wide
 // middleware, before per-method middleware) and returns s.
@@ -92,9 +104,10 @@ func (s *Service) Use(mw ...Middleware) *Service { s.mw = append(s.mw, mw...); r
 // MethodOption configures a method at registration.
 type MethodOption func(*Method)
 
-// Requires sets the capability requirement of a method.
+// Requires sets the capability requirement of a method, which takes the
+// place of the service's (Service.Require); nil keeps the service's.
 func Requires(r trust.Requirement) MethodOption {
-	return func(m *Method) { m.Info.Requires = r }
+	return func(m *Method) { m.Info.Requires, m.ownRequires = r, r != nil }
 }
 
 // Idempotent marks a method as safe to retry.
@@ -133,7 +146,7 @@ func (s *Service) Handle(name string, d Def, opts ...MethodOption) *Service {
 	for _, o := range opts {
 		o(m)
 	}
-	if m.Info.Requires == nil {
+	if !m.ownRequires {
 		m.Info.Requires = s.requires
 	}
 	s.methods = append(s.methods, m)
@@ -171,19 +184,6 @@ func ValidName(n string) error {
 type WireTyper interface{ WireType() string }
 
 // TypeName returns the wire type name of t: its WireType() if it implements
-// WireTyper (on the value), else "<import path>.<TypeName>".
-func TypeName(t reflect.Type) string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Implements(reflect.TypeFor[WireTyper]()) {
-		return reflect.Zero(t).Interface().(WireTyper).WireType()
-	}
-	if t.Name() == "" {
-		return t.String()
-	}
-	if t.PkgPath() == "" {
-		return t.Name()
-	}
-	return t.PkgPath() + "." + t.Name()
-}
+// WireTyper (on the value), else "<import path>.<TypeName>". It is the rule
+// of status.TypeName, which typed error details use too.
+func TypeName(t reflect.Type) string { return status.TypeName(t) }

@@ -128,13 +128,61 @@ func Messages[T any](s Stream) iter.Seq2[*T, error] {
 
 func recvOne[T any](s Stream) (*T, error) {
 	m := new(T)
-	if err := s.Recv(m); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, status.New(status.InvalidArgument, "missing request message")
-		}
+	if err := RecvOne(s, m, Requests); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// Receiver receives messages: a server's Stream, a client's stream
+// (middleware.ClientStream).
+type Receiver interface {
+	Recv(msg any) error
+}
+
+// Direction says which side of a call sends the messages RecvOne reads.
+type Direction uint8
+
+// The two directions of a call.
+const (
+	// Requests: the caller's single request of a unary or server-streaming
+	// call, read by the server.
+	Requests Direction = iota
+	// Responses: the server's single response of a unary or
+	// client-streaming call, read by the caller.
+	Responses
+)
+
+// RecvOne receives the single message of a direction that carries exactly
+// one (PROTOCOL.md 8.2–8.4) into msg, with the protocol's errors:
+//
+//   - Requests (server side): a stream that ends before the request is
+//     INVALID_ARGUMENT ("missing request message"). Further messages are
+//     not read: the server does not wait for the caller's end of stream.
+//   - Responses (client side): a stream that ends before the response is
+//     INTERNAL ("server sent no response"); the stream is then read to its
+//     end, and a second message is INTERNAL ("server sent more than one
+//     response"). A failed call's error is returned as Recv reports it.
+func RecvOne(r Receiver, msg any, d Direction) error {
+	if err := r.Recv(msg); err != nil {
+		if errors.Is(err, io.EOF) {
+			if d == Requests {
+				return status.New(status.InvalidArgument, "missing request message")
+			}
+			return status.New(status.Internal, "server sent no response")
+		}
+		return err
+	}
+	if d == Requests {
+		return nil
+	}
+	if err := r.Recv(nil); err != io.EOF {
+		if err == nil {
+			err = status.New(status.Internal, "server sent more than one response")
+		}
+		return err
+	}
+	return nil
 }
 
 // On binds a session-scoped method to the session's instance. bind receives

@@ -389,6 +389,9 @@ func newFakeStream(service, method string) *fakeStream {
 func (f *fakeStream) Method() *handler.MethodInfo { return f.info }
 func (f *fakeStream) Peer() handler.Peer          { return f.peer }
 func (f *fakeStream) Header() handler.Metadata    { return f.md }
+func (f *fakeStream) SetHeader(k, v string) error {
+	return errors.New("fakeStream: no response metadata")
+}
 func (f *fakeStream) SetTrailer(k, v string) {
 	if f.trailer == nil {
 		f.trailer = map[string]string{}

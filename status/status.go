@@ -6,6 +6,10 @@
 // them (no retry, no circuit-breaker trip). Every error that crosses an aster
 // call is, or is converted to, an *Error.
 //
+// An Error may carry typed details, messages that tell the caller more than
+// the code (a quota, a retry hint): Error.WithDetails attaches them and
+// AsDetail reads them back typed on the other side.
+//
 // The root package re-exports these names (aster.Error, aster.NotFound, ...);
 // this package exists so that handler, middleware and transport code can use
 // them without importing the root package.
@@ -15,8 +19,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/aster-go/aster/codec/cbor"
 )
 
 // Code is an aster status code.
@@ -89,8 +97,10 @@ func ParseCode(s string) (Code, error) {
 }
 
 // Detail is one typed piece of extra error information. Type names the
-// payload's schema (e.g. "aster/RetryInfo"); Value is encoded by the sender's
-// codec and opaque to the framework.
+// payload's schema (e.g. "mission/QuotaInfo"); Value is its encoding, opaque
+// to the framework. Details added with WithDetails are named by their wire
+// type name (TypeName) and encoded as deterministic CBOR; read them back
+// with AsDetail or Error.Detail.
 type Detail struct {
 	Type  string `cbor:"type" json:"type"`
 	Value []byte `cbor:"value" json:"value"`
@@ -139,8 +149,96 @@ func (e *Error) Message() string { return e.msg }
 // Details returns the error details in the order they were added.
 func (e *Error) Details() []Detail { return e.details }
 
-// AddDetail appends a detail and returns e.
+// AddDetail appends a raw detail and returns e. WithDetails is the typed
+// form.
 func (e *Error) AddDetail(d Detail) *Error { e.details = append(e.details, d); return e }
+
+// WithDetails returns a copy of e with one detail per message added: its
+// Type is the message's wire type name (TypeName) and its Value the
+// message's deterministic CBOR encoding, whatever the call's codec. Read
+// them back with AsDetail or Error.Detail. It fails, returning e unchanged,
+// when a message is nil or does not encode.
+//
+//	err, _ := status.Errorf(status.ResourceExhausted, "quota exceeded").
+//		WithDetails(&QuotaInfo{Limit: 1000})
+func (e *Error) WithDetails(msgs ...any) (*Error, error) {
+	details := slices.Clip(e.details)
+	for i, m := range msgs {
+		if m == nil {
+			return e, fmt.Errorf("status: detail %d is nil", i)
+		}
+		v, err := cbor.Marshal(m)
+		if err != nil {
+			return e, fmt.Errorf("status: detail %d (%T) does not encode: %w", i, m, err)
+		}
+		details = append(details, Detail{Type: TypeName(reflect.TypeOf(m)), Value: v})
+	}
+	c := *e
+	c.details = details
+	return &c, nil
+}
+
+// Detail decodes into v, a pointer to a message, the first detail whose
+// type is v's message type (by TypeName), and reports whether there was
+// one. A detail of that type whose value does not decode is an error.
+func (e *Error) Detail(v any) (bool, error) {
+	if e == nil {
+		return false, nil
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return false, fmt.Errorf("status: Detail needs a non-nil pointer, got %T", v)
+	}
+	name := TypeName(rv.Type())
+	for _, d := range e.details {
+		if d.Type != name {
+			continue
+		}
+		if err := cbor.Unmarshal(d.Value, v); err != nil {
+			return true, fmt.Errorf("status: detail %s does not decode: %w", name, err)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// AsDetail returns the first detail of type T carried by err's *Error (see
+// FromError), decoded, or false when there is none or it does not decode.
+//
+//	if q, ok := status.AsDetail[QuotaInfo](err); ok { ... q.Limit ... }
+func AsDetail[T any](err error) (*T, bool) {
+	var se *Error
+	if !errors.As(err, &se) {
+		return nil, false
+	}
+	v := new(T)
+	if ok, derr := se.Detail(v); !ok || derr != nil {
+		return nil, false
+	}
+	return v, true
+}
+
+// TypeName returns the wire type name of t, as contracts and typed error
+// details name it: the result of its WireType() string method (on the
+// value, after dereferencing pointers) if it has one, else "<import
+// path>.<TypeName>", or the type's Go syntax for unnamed types.
+func TypeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Implements(wireTyper) {
+		return reflect.Zero(t).Interface().(interface{ WireType() string }).WireType()
+	}
+	if t.Name() == "" {
+		return t.String()
+	}
+	if t.PkgPath() == "" {
+		return t.Name()
+	}
+	return t.PkgPath() + "." + t.Name()
+}
+
+var wireTyper = reflect.TypeFor[interface{ WireType() string }]()
 
 // Metadata returns the trailer metadata carried with the error (for example a
 // retry-after hint). It may be nil.

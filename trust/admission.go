@@ -53,6 +53,8 @@ type Grant struct {
 	Name string
 	// Capabilities granted by the credential.
 	Capabilities []string
+	// Attributes of the credential (nil without one).
+	Attributes map[string]string
 	// Unrestricted is true when the peer came through an open gate:
 	// capability requirements do not apply to it.
 	Unrestricted bool
@@ -163,7 +165,7 @@ func (g *Gate) Admit(peer EndpointID, role Role, cred *Credential) (Grant, error
 		}
 	}
 	if verr == nil {
-		return Grant{Role: cred.Role, Name: cred.Name, Capabilities: cred.Capabilities, Unrestricted: g.p.AllowAllConsumers}, nil
+		return Grant{Role: cred.Role, Name: cred.Name, Capabilities: cred.Capabilities, Attributes: cred.Attributes, Unrestricted: g.p.AllowAllConsumers}, nil
 	}
 	open := g.p.AllowAllConsumers && (role == RoleConsumer || g.p.AllowAllProducers)
 	if open {

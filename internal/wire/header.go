@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/aster-go/aster/codec/cbor"
+	"github.com/aster-go/aster/internal/cbordet"
 	"github.com/aster-go/aster/status"
 )
 
@@ -90,15 +91,67 @@ func (h *Header) Validate() error {
 		return status.New(status.InvalidArgument, "wire: header has no method")
 	case len(h.Service) > MaxNameLen || len(h.Method) > MaxNameLen:
 		return status.Errorf(status.InvalidArgument, "wire: service or method name longer than %d bytes", MaxNameLen)
-	case len(h.Metadata) > MaxMetadataPairs:
-		return status.Errorf(status.InvalidArgument, "wire: more than %d metadata pairs", MaxMetadataPairs)
 	}
-	for k, v := range h.Metadata {
+	return ValidateMetadata(h.Metadata, status.InvalidArgument)
+}
+
+// ValidateMetadata checks metadata against the limits of PROTOCOL.md 5.1
+// (at most MaxMetadataPairs pairs; keys 1 to MaxMetadataLen bytes, values at
+// most MaxMetadataLen bytes). A violation is an error with the given code.
+func ValidateMetadata(md map[string]string, code status.Code) error {
+	if len(md) > MaxMetadataPairs {
+		return status.Errorf(code, "wire: more than %d metadata pairs", MaxMetadataPairs)
+	}
+	for k, v := range md {
 		if k == "" || len(k) > MaxMetadataLen || len(v) > MaxMetadataLen {
-			return status.Errorf(status.InvalidArgument, "wire: bad metadata key %.32q", k)
+			return status.Errorf(code, "wire: bad metadata key %.32q", k)
 		}
 	}
 	return nil
+}
+
+// responseHeader is the JSON form of a response HEADER: metadata only.
+type responseHeader struct {
+	Metadata map[string]string `json:"metadata"`
+}
+
+// AppendResponseHeader appends the HEADER frame a server sends before its
+// first response (PROTOCOL.md 5.4): the header encoding with only the
+// metadata field, as CBOR or (asJSON, when the call's header was JSON) as
+// JSON. It is sent only when there is metadata to send.
+func AppendResponseHeader(buf []byte, md map[string]string, asJSON bool) ([]byte, error) {
+	buf, off := BeginFrame(buf, FlagHeader)
+	if asJSON {
+		b, err := json.Marshal(&responseHeader{Metadata: md})
+		if err != nil {
+			return buf[:off], fmt.Errorf("wire: encode response header: %w", err)
+		}
+		buf = append(buf, b...)
+	} else {
+		buf = cbordet.AppendHead(buf, majMap, 1)
+		buf = cbordet.AppendStringMap(cbordet.AppendText(buf, "metadata"), md)
+	}
+	return endMeta(buf, off)
+}
+
+// DecodeResponseHeader decodes the payload of a response HEADER frame (one
+// a server sends before its first response) and returns its metadata (nil
+// when absent). Other keys are ignored. A payload that does not decode or
+// whose metadata breaks the limits of PROTOCOL.md 5.1 is an INTERNAL error,
+// like a bad trailer.
+func DecodeResponseHeader(payload []byte) (map[string]string, error) {
+	var h Header
+	if IsJSON(payload) || decodeHeaderCBOR(payload, &h) != nil {
+		slow := new(Header)
+		if err := decodeMeta(payload, slow); err != nil {
+			return nil, status.Errorf(status.Internal, "wire: bad response header: %v", err)
+		}
+		h = *slow
+	}
+	if err := ValidateMetadata(h.Metadata, status.Internal); err != nil {
+		return nil, err
+	}
+	return h.Metadata, nil
 }
 
 // AppendHeader appends a HEADER frame for h, encoded as CBOR (or JSON when

@@ -270,6 +270,66 @@ func checkTrailer(t checkT, f frame, asJSON bool, want wire.Trailer) {
 	}
 }
 
+// checkResponseHeader checks the documented response HEADER carrying
+// {"x-served-by": "edge-1"}: the encoder writes it, the decoder reads the
+// metadata back, and the call header decoder (which requires service and
+// method) is not what reads it.
+func checkResponseHeader(t checkT, doc []byte, asJSON bool) {
+	t.Helper()
+	md := map[string]string{"x-served-by": "edge-1"}
+	b, err := wire.AppendResponseHeader(nil, md, asJSON)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	sameBytes(t, "response header", b, doc)
+	fs := readFrames(t, doc)
+	wantFrames(t, fs, wire.FlagHeader)
+	if wire.IsJSON(fs[0].payload) != asJSON {
+		t.Fatalf("IsJSON = %v, want %v", !asJSON, asJSON)
+	}
+	got, err := wire.DecodeResponseHeader(fs[0].payload)
+	if err != nil {
+		t.Fatalf("decoding the documented response header: %v", err)
+	}
+	sameValue(t, "response metadata", got, md)
+	if _, err := wire.DecodeHeader(fs[0].payload); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("a response header decoded as a call header: %v", err)
+	}
+}
+
+// quotaInfo is the typed detail of the trailer-details examples.
+type quotaInfo struct {
+	Limit int `cbor:"limit" json:"limit"`
+}
+
+func (quotaInfo) WireType() string { return "mission/QuotaInfo" }
+
+// checkDetailsTrailer checks a documented trailer carrying the typed detail
+// quotaInfo{Limit: 1000} (sections 7.3 and 7.4): WithDetails produces the
+// documented detail, the trailer encoder the documented bytes, and the
+// decoded trailer's error gives the detail back typed.
+func checkDetailsTrailer(t checkT, doc []byte, asJSON bool) {
+	t.Helper()
+	err, derr := status.New(100, "quota exceeded").WithDetails(&quotaInfo{Limit: 1000})
+	if derr != nil {
+		t.Fatalf("%v", derr)
+	}
+	detail := status.Detail{Type: "mission/QuotaInfo", Value: cborBytes(t, map[string]int{"limit": 1000})}
+	want := wire.Trailer{Code: 100, Message: "quota exceeded", Details: []status.Detail{detail}}
+	sameBytes(t, "trailer", trailerFrame(t, wire.TrailerFor(err), asJSON), doc)
+	fs := readFrames(t, doc)
+	wantFrames(t, fs, wire.FlagTrailer)
+	checkTrailer(t, fs[0], asJSON, want)
+	got, _ := wire.DecodeTrailer(fs[0].payload)
+	q, ok := status.AsDetail[quotaInfo](got.Err())
+	if !ok || q.Limit != 1000 {
+		t.Errorf("AsDetail on the documented trailer: %+v, %v", q, ok)
+	}
+	if !status.Code(want.Code).IsApplication() {
+		t.Error("code 100 is not an application code")
+	}
+}
+
 // checkData decodes a data frame with codec c into a new value of want's
 // type and compares.
 func checkData(t checkT, f frame, c codec.Codec, want any) {
@@ -426,6 +486,12 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 		wantFrames(t, fs, wire.FlagHeader)
 		checkHeader(t, fs[0], false, h)
 	},
+	"response-header": func(t checkT, ex map[string]docBlock) {
+		checkResponseHeader(t, hexOf(t, ex["response-header"]), false)
+	},
+	"response-header-json": func(t checkT, ex map[string]docBlock) {
+		checkResponseHeader(t, hexOf(t, ex["response-header-json"]), true)
+	},
 	"unary-request-data": func(t checkT, ex map[string]docBlock) {
 		doc := hexOf(t, ex["unary-request-data"])
 		sameBytes(t, "request", dataFrame(t, cborcodec.Codec{}, &statusRequest{AgentID: "edge-node-7"}), doc)
@@ -491,17 +557,10 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 		checkTrailer(t, fs[0], false, tr)
 	},
 	"trailer-details": func(t checkT, ex map[string]docBlock) {
-		detail := status.Detail{Type: "mission/QuotaInfo", Value: cborBytes(t, map[string]int{"limit": 1000})}
-		err := status.New(100, "quota exceeded").AddDetail(detail)
-		want := wire.Trailer{Code: 100, Message: "quota exceeded", Details: []status.Detail{detail}}
-		doc := hexOf(t, ex["trailer-details"])
-		sameBytes(t, "trailer", trailerFrame(t, wire.TrailerFor(err), false), doc)
-		fs := readFrames(t, doc)
-		wantFrames(t, fs, wire.FlagTrailer)
-		checkTrailer(t, fs[0], false, want)
-		if !status.Code(want.Code).IsApplication() {
-			t.Error("code 100 is not an application code")
-		}
+		checkDetailsTrailer(t, hexOf(t, ex["trailer-details"]), false)
+	},
+	"trailer-details-json": func(t checkT, ex map[string]docBlock) {
+		checkDetailsTrailer(t, hexOf(t, ex["trailer-details-json"]), true)
 	},
 	"compressed-data-frame": func(t checkT, ex map[string]docBlock) {
 		msg := cborBytes(t, bigMessage)

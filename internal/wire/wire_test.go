@@ -506,3 +506,78 @@ func TestWriterKeepsLargeBufferDuringCall(t *testing.T) {
 		t.Fatalf("after Release the Writer keeps %d and %d bytes; want at most %d", cap(w.spare), cap(w.buf), maxKeep)
 	}
 }
+
+func TestResponseHeader(t *testing.T) {
+	md := map[string]string{"x-served-by": "edge-1", "cursor": ""}
+	for _, asJSON := range []bool{false, true} {
+		b, err := AppendResponseHeader(nil, md, asJSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames, flags, err := readAll(t, b, 0)
+		if err != io.EOF || len(frames) != 1 || flags[0] != FlagHeader {
+			t.Fatalf("json=%v: frames %d flags %v err %v", asJSON, len(frames), flags, err)
+		}
+		got, err := DecodeResponseHeader(frames[0])
+		if err != nil || len(got) != 2 || got["x-served-by"] != "edge-1" {
+			t.Fatalf("json=%v: decoded %v, %v", asJSON, got, err)
+		}
+	}
+	// Other keys are ignored; absent metadata is nil.
+	full, _ := cborcodec.Marshal(map[string]any{"service": "S", "method": "m", "metadata": map[string]string{"k": "v"}})
+	if got, err := DecodeResponseHeader(full); err != nil || got["k"] != "v" {
+		t.Errorf("header with extra keys: %v, %v", got, err)
+	}
+	if got, err := DecodeResponseHeader([]byte{0xa0}); err != nil || got != nil {
+		t.Errorf("empty map: %v, %v", got, err)
+	}
+	tooMany := map[string]string{}
+	for i := range MaxMetadataPairs + 1 {
+		tooMany[strings.Repeat("k", i+1)] = "v"
+	}
+	manyCBOR, _ := cborcodec.Marshal(map[string]any{"metadata": tooMany})
+	emptyKey, _ := cborcodec.Marshal(map[string]any{"metadata": map[string]string{"": "v"}})
+	longValue, _ := cborcodec.Marshal(map[string]any{"metadata": map[string]string{"k": strings.Repeat("v", MaxMetadataLen+1)}})
+	for name, p := range map[string][]byte{
+		"empty":          nil,
+		"not a map":      {0x01},
+		"trailing bytes": {0xa0, 0x00},
+		"metadata text":  append([]byte{0xa1, 0x68}, "metadata\x61x"...),
+		"bad json":       []byte(`{"metadata":`),
+		"too many pairs": manyCBOR,
+		"empty key":      emptyKey,
+		"long value":     longValue,
+	} {
+		if _, err := DecodeResponseHeader(p); status.CodeOf(err) != status.Internal {
+			t.Errorf("%s: err %v, want INTERNAL", name, err)
+		}
+	}
+}
+
+func TestWriteMessage(t *testing.T) {
+	var out bytes.Buffer
+	var w Writer
+	w.Reset(&out)
+	defer w.Release()
+	n, err := w.WriteMessage(cborcodec.Codec{}, map[string]int{"n": 1}, 64)
+	if err != nil || n != 4 {
+		t.Fatalf("WriteMessage = %d, %v", n, err)
+	}
+	// Too large for the limit: nothing appended.
+	if _, err := w.WriteMessage(cborcodec.Codec{}, strings.Repeat("x", 100), 64); status.CodeOf(err) != status.ResourceExhausted {
+		t.Fatalf("oversized: %v", err)
+	}
+	// Does not encode: *EncodeError, nothing appended.
+	_, err = w.WriteMessage(cborcodec.Codec{}, make(chan int), 64)
+	var ee *EncodeError
+	if !errors.As(err, &ee) || ee.Unwrap() == nil || !strings.Contains(err.Error(), "does not encode") {
+		t.Fatalf("unencodable: %v", err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	frames, flags, err := readAll(t, out.Bytes(), 0)
+	if err != io.EOF || len(frames) != 1 || flags[0] != 0 || hex.EncodeToString(frames[0]) != "a1616e01" {
+		t.Fatalf("written: %x %v %v", frames, flags, err)
+	}
+}

@@ -3,6 +3,8 @@ package wire
 import (
 	"io"
 	"sync"
+
+	"github.com/aster-go/aster/codec"
 )
 
 // Writer coalesces frames into large writes on a stream.
@@ -164,4 +166,39 @@ func (w *Writer) Release() {
 		w.spare = nil
 	}
 	w.w = nil
+}
+
+// EncodeError is WriteMessage's error for a message its codec could not
+// encode.
+type EncodeError struct{ Err error }
+
+// Error returns the codec's message.
+func (e *EncodeError) Error() string { return "wire: message does not encode: " + e.Err.Error() }
+
+// Unwrap returns the codec's error.
+func (e *EncodeError) Unwrap() error { return e.Err }
+
+// WriteMessage appends one DATA frame carrying msg, encoded by c straight
+// into the pending buffer, and returns the encoded message's size. This is
+// how both sides send a message. A frame whose length would exceed max is
+// RESOURCE_EXHAUSTED (FrameTooLarge) and a message c cannot encode is an
+// *EncodeError; in both cases nothing is appended. Any other error is an
+// earlier write error (see Append).
+func (w *Writer) WriteMessage(c codec.Codec, msg any, max uint32) (int, error) {
+	var size int
+	err := w.Append(func(b []byte) ([]byte, error) {
+		b, off := BeginFrame(b, 0)
+		b, err := c.AppendMarshal(b, msg)
+		if err != nil {
+			return b, &EncodeError{Err: err}
+		}
+		n := len(b) - off - 4 // the frame's length field: flags and payload
+		if n > int(max) {
+			return b, FrameTooLarge(uint64(n), uint64(max))
+		}
+		EndFrame(b, off)
+		size = n - 1
+		return b, nil
+	})
+	return size, err
 }

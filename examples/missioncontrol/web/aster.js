@@ -235,9 +235,14 @@ export class AsterClient {
     return new ByteReader(st.readable);
   }
 
-  /** unary calls a unary method and returns its response. */
-  async unary(method, req, { timeoutMs } = {}) {
+  /**
+   * unary calls a unary method and returns its response. onHeader, if
+   * given, is called with the response metadata when the server sends any
+   * (PROTOCOL.md 5.4).
+   */
+  async unary(method, req, { timeoutMs, onHeader } = {}) {
     const r = await this.start(method, req, timeoutMs);
+    const header = responseHeader(onHeader);
     let resp;
     for (;;) {
       const f = await readFrame(r);
@@ -247,7 +252,11 @@ export class AsterClient {
         if (resp === undefined) throw new AsterError(13, "no response before the trailer");
         return resp;
       }
-      if (f.flags & FLAG_HEADER) continue; // response metadata, unused here
+      if (f.flags & FLAG_HEADER) {
+        header.frame(f.payload);
+        continue;
+      }
+      header.data();
       resp = JSON.parse(fromUTF8.decode(f.payload));
     }
   }
@@ -257,8 +266,9 @@ export class AsterClient {
    * Breaking out of the loop cancels the call (the server sees the stream
    * stop).
    */
-  async *serverStream(method, req, { timeoutMs } = {}) {
+  async *serverStream(method, req, { timeoutMs, onHeader } = {}) {
     const r = await this.start(method, req, timeoutMs);
+    const header = responseHeader(onHeader);
     let finished = false;
     try {
       for (;;) {
@@ -269,7 +279,11 @@ export class AsterClient {
           trailerError(f.payload);
           return;
         }
-        if (f.flags & FLAG_HEADER) continue;
+        if (f.flags & FLAG_HEADER) {
+          header.frame(f.payload);
+          continue;
+        }
+        header.data();
         yield JSON.parse(fromUTF8.decode(f.payload));
       }
     } finally {
@@ -281,6 +295,24 @@ export class AsterClient {
   close() {
     this.wt.close({ closeCode: 0, reason: "client closed" });
   }
+}
+
+// responseHeader tracks the server's optional HEADER frame (response
+// metadata, PROTOCOL.md 5.4): at most one, before any DATA frame.
+function responseHeader(onHeader) {
+  let seen = false;
+  let data = false;
+  return {
+    frame(payload) {
+      if (seen || data) throw new AsterError(13, "unexpected response header");
+      seen = true;
+      const h = JSON.parse(fromUTF8.decode(payload));
+      if (onHeader) onHeader(h.metadata || {});
+    },
+    data() {
+      data = true;
+    },
+  };
 }
 
 function trailerError(payload) {

@@ -2,7 +2,7 @@
 // examples/missioncontrol/web/). The browser test covers the rest.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseAddress, certMessage, proofMessage, frame, toHex, fromHex } from "./aster.js";
+import { parseAddress, certMessage, proofMessage, frame, toHex, fromHex, AsterClient } from "./aster.js";
 
 // discovery/address_test.go: TestWebTransportVector.
 const WT_VECTOR =
@@ -49,4 +49,57 @@ test("identity signatures match the Go vector", async () => {
     await crypto.subtle.sign({ name: "Ed25519" }, await keyFromSeed(2), proofMessage(serverId, nonce, clientId)),
   );
   assert.equal(toHex(proofSig), "e67b55e412eccd7dd1b7db241439c276a39ca0f507fe1e2e642d10d22390d6fe57339be6457acb1333de5b2566c032e6138557b8b95d1cb5376369d366c25507");
+});
+
+// A WebTransport stand-in whose every call stream answers with the given
+// server bytes.
+function fakeWT(serverBytes) {
+  return {
+    async createBidirectionalStream() {
+      return {
+        writable: new WritableStream({ write() {} }),
+        readable: new ReadableStream({
+          start(c) {
+            c.enqueue(serverBytes);
+            c.close();
+          },
+        }),
+      };
+    },
+  };
+}
+
+const enc = (s) => new TextEncoder().encode(s);
+const cat = (...bs) => {
+  const out = new Uint8Array(bs.reduce((n, b) => n + b.length, 0));
+  let i = 0;
+  for (const b of bs) {
+    out.set(b, i);
+    i += b.length;
+  }
+  return out;
+};
+// PROTOCOL.md 5.4, example response-header-json.
+const RESPONSE_HEADER = fromHex("26000000047b226d65746164617461223a7b22782d7365727665642d6279223a22656467652d31227d7d");
+const DATA = frame(0x00, enc('{"status":"running"}'));
+const TRAILER_OK = frame(0x02, enc('{"code":0}'));
+
+test("a response HEADER before the data is read as response metadata", async () => {
+  let md;
+  const c = new AsterClient(fakeWT(cat(RESPONSE_HEADER, DATA, TRAILER_OK)), new Uint8Array(32), new Uint8Array(32));
+  const resp = await c.unary("MissionControl.getStatus", {}, { onHeader: (m) => (md = m) });
+  assert.deepEqual(resp, { status: "running" });
+  assert.deepEqual(md, { "x-served-by": "edge-1" });
+  // Without onHeader it is skipped; server streams accept it too.
+  const c2 = new AsterClient(fakeWT(cat(RESPONSE_HEADER, DATA, DATA, TRAILER_OK)), new Uint8Array(32), new Uint8Array(32));
+  const got = [];
+  for await (const m of c2.serverStream("MissionControl.tailLogs", {})) got.push(m);
+  assert.equal(got.length, 2);
+});
+
+test("a response HEADER after data, or a second one, is a protocol error", async () => {
+  const after = new AsterClient(fakeWT(cat(DATA, RESPONSE_HEADER, TRAILER_OK)), new Uint8Array(32), new Uint8Array(32));
+  await assert.rejects(after.unary("MissionControl.getStatus", {}), (e) => e.code === 13);
+  const twice = new AsterClient(fakeWT(cat(RESPONSE_HEADER, RESPONSE_HEADER, DATA, TRAILER_OK)), new Uint8Array(32), new Uint8Array(32));
+  await assert.rejects(twice.unary("MissionControl.getStatus", {}), (e) => e.code === 13);
 });
