@@ -268,15 +268,34 @@ func probeDeadDial(ctx context.Context, e *probeEnv, system string) error {
 			return cc.Invoke(ctx, grpcEcho, &pb.StatusRequest{AgentId: "1"}, new(pb.StatusResponse), grpc.WaitForReady(false))
 		}
 	}
-	t0 := time.Now()
-	o := <-timed(ctx, e, call)
-	f, u, n := o.describe(e, system, t0)
 	what := "aster1 address whose UDP port has no listener"
 	if system == "grpc" {
 		what = "TCP port with no listener (first call, default options)"
 	}
-	e.report("dead-dial", system, f, u, what+": "+n)
+	for _, v := range deadlineVariants {
+		t0 := time.Now()
+		o := <-timed(ctx, e, v.wrap(call))
+		f, u, n := o.describe(e, system, t0)
+		e.report("dead-dial", system, f, u, what+", "+v.name+": "+n)
+	}
 	return nil
+}
+
+// deadlineVariants run a call without a deadline (bounded only by the
+// probe's cancellation) and with a 30 s deadline on the caller's context,
+// which travels with the call and changes some codes.
+var deadlineVariants = []struct {
+	name string
+	wrap func(func(context.Context) error) func(context.Context) error
+}{
+	{"no deadline", func(f func(context.Context) error) func(context.Context) error { return f }},
+	{"30 s caller deadline", func(f func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			return f(ctx)
+		}
+	}},
 }
 
 // probeDrain: the server is in a graceful Shutdown (a call in flight
@@ -293,8 +312,8 @@ func probeDrain(ctx context.Context, e *probeEnv, system string) error {
 		return err
 	}
 	defer c.close()
-	// The held call outlives the new client's bounded attempt.
-	held := timedFor(ctx, 3*e.wait, c.hold)
+	// The held call outlives the new clients' bounded attempts.
+	held := timedFor(ctx, 4*e.wait, c.hold)
 	if err := waitHolds(p, 1); err != nil {
 		return err
 	}
@@ -302,17 +321,19 @@ func probeDrain(ctx context.Context, e *probeEnv, system string) error {
 		return err
 	}
 	time.Sleep(200 * time.Millisecond)
-	t0 := time.Now()
-	o := <-timed(ctx, e, func(ctx context.Context) error {
-		nc, err := dialFault(ctx, system, p.addr)
-		if err != nil {
-			return err
-		}
-		defer nc.close()
-		return nc.echo(ctx)
-	})
-	f, u, n := o.describe(e, system, t0)
-	e.report("drain", system, f, u, "new client (dial + call, no deadline) during Shutdown with a call in flight: "+n)
+	for _, v := range deadlineVariants {
+		t0 := time.Now()
+		o := <-timed(ctx, e, v.wrap(func(ctx context.Context) error {
+			nc, err := dialFault(ctx, system, p.addr)
+			if err != nil {
+				return err
+			}
+			defer nc.close()
+			return nc.echo(ctx)
+		}))
+		f, u, n := o.describe(e, system, t0)
+		e.report("drain", system, f, u, "new client (dial + call, "+v.name+") during Shutdown with a call in flight: "+n)
+	}
 	if _, err := p.ctl("release"); err != nil {
 		return err
 	}

@@ -146,7 +146,8 @@ func probeClaimed(ctx context.Context, e *probeEnv, system string) error {
 		return err
 	}
 	defer legit.Close()
-	before, _ := latencies(ctx, legit, 300, nil)
+	latencies(ctx, legit, 300, nil) // warm up
+	before, _ := latencies(ctx, legit, 1000, nil)
 	base, err := p.stats()
 	if err != nil {
 		return err
@@ -429,7 +430,7 @@ func probeRelayClose(ctx context.Context, e *probeEnv, system string) error {
 	var failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, 32)
 	for i := range n {
 		sem <- struct{}{}
 		wg.Go(func() {
