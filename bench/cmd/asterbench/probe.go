@@ -91,6 +91,8 @@ func probeTable() []probeDef {
 		{name: "hostile-unread", systems: asterOnly, run: probeUnread},
 		{name: "hostile-garbage", systems: asterOnly, run: probeGarbage},
 		{name: "relay-close", systems: asterOnly, run: probeRelayClose},
+		{name: "restart", systems: both, run: probeRestart},
+		{name: "relay-restart", systems: asterOnly, run: probeRelayRestart},
 		{name: "soak", systems: asterOnly, run: probeSoak, optIn: true},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -218,6 +219,8 @@ func probeServe(args []string) error {
 	fs := flag.NewFlagSet("probe-serve", flag.ContinueOnError)
 	system := fs.String("system", "aster", "aster or grpc")
 	relayURL := fs.String("relay", "", "aster: serve only through this home relay (no direct QUIC)")
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (UDP for aster, TCP for grpc)")
+	seed := fs.String("seed", "", "aster: hex ed25519 seed of the server's key (default a new key)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -235,6 +238,17 @@ func probeServe(args []string) error {
 		if *relayURL != "" {
 			opts = append(opts, aster.WithRelay(*relayURL), aster.WithIPTransports(false))
 		}
+		if *seed != "" {
+			b, err := hex.DecodeString(*seed)
+			if err != nil {
+				return fmt.Errorf("-seed: %w", err)
+			}
+			key, err := trust.KeyFromSeed(b)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, aster.WithSecretKey(key))
+		}
 		srv := aster.NewServer(opts...)
 		if err := srv.Register(probeServices(ps)...); err != nil {
 			return err
@@ -242,7 +256,7 @@ func probeServe(args []string) error {
 		ready := make(chan string, 1)
 		failed := make(chan error, 1)
 		go func() {
-			failed <- srv.ListenAndServe("127.0.0.1:0", func(a aster.Address) { ready <- a.String() })
+			failed <- srv.ListenAndServe(*listen, func(a aster.Address) { ready <- a.String() })
 		}()
 		select {
 		case a := <-ready:
@@ -258,7 +272,7 @@ func probeServe(args []string) error {
 			}()
 		}
 	case "grpc":
-		gs, addr, err := serveGRPCProbe(ps)
+		gs, addr, err := serveGRPCProbe(ps, *listen)
 		if err != nil {
 			return err
 		}
@@ -302,7 +316,7 @@ const (
 	grpcStream = "/probe.Probe/Stream"
 )
 
-func serveGRPCProbe(ps *probeState) (*grpc.Server, string, error) {
+func serveGRPCProbe(ps *probeState, listen string) (*grpc.Server, string, error) {
 	cert, err := relay.SelfSignedCertificate("127.0.0.1")
 	if err != nil {
 		return nil, "", err
@@ -341,7 +355,7 @@ func serveGRPCProbe(ps *probeState) (*grpc.Server, string, error) {
 			})
 		}}},
 	}, struct{}{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, "", err
 	}

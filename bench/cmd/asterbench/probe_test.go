@@ -59,7 +59,7 @@ func TestSelectProbes(t *testing.T) {
 func TestProbeQuick(t *testing.T) {
 	var out, log bytes.Buffer
 	e := &probeEnv{quick: true, wait: 4 * time.Second, systems: []string{"aster", "grpc"}, out: &out, log: &log}
-	sel, err := selectProbes("load,hostile-garbage,relay-close", false)
+	sel, err := selectProbes("load,hostile-garbage,relay-close,restart", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestProbeQuick(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	want := map[string]int{"load aster": 1, "load grpc": 1, "hostile-garbage aster": 9, "relay-close aster": 1}
+	want := map[string]int{"load aster": 1, "load grpc": 1, "hostile-garbage aster": 9, "relay-close aster": 1, "restart aster": 2, "restart grpc": 2}
 	got := map[string]int{}
 	for _, l := range lines[1:] {
 		f := strings.Fields(l)
