@@ -111,7 +111,7 @@ func probeMain(args []string) error {
 	only := fs.String("only", "", "comma-separated probes to run (default all but soak: "+strings.Join(probeNames(), ",")+"); a prefix such as hostile selects every hostile-* probe")
 	quick := fs.Bool("quick", false, "small counts and short waits: a smoke test (under a minute)")
 	wait := fs.Duration("wait", 0, "longest wait for an outcome that may never come (default 90s, -quick 4s)")
-	soak := fs.Duration("soak", 0, "run the soak probe for this long (heap and goroutines sampled every 10s); off by default")
+	soak := fs.Duration("soak", 0, "run the soak probe for this long (heap and goroutines sampled every 10s); off by default, 30s when soak is named in -only without it")
 	syss := fs.String("systems", "aster,grpc", "systems to probe where a probe supports them (aster, grpc)")
 	if err := fs.Parse(args); err != nil {
 		return err

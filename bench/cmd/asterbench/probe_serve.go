@@ -224,6 +224,9 @@ func probeServe(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *system != "aster" && (*relayURL != "" || *seed != "") {
+		return fmt.Errorf("-relay and -seed apply to aster only")
+	}
 	ps := newProbeState()
 	var shutdown func()
 	switch *system {
