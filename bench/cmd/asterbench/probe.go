@@ -134,6 +134,10 @@ func probeMain(args []string) error {
 	if err != nil {
 		return err
 	}
+	if e.quick {
+		// The soak is long by nature: never part of a quick run.
+		sel = slices.DeleteFunc(sel, func(p probeDef) bool { return p.name == "soak" })
+	}
 	return runProbes(context.Background(), e, sel)
 }
 
