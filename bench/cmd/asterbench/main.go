@@ -20,6 +20,16 @@
 // packets (see loss.go):
 //
 //	go build -o /tmp/asterbench ./cmd/asterbench && sudo /tmp/asterbench loss
+//
+// The probe subcommand runs the load and fault probes of RELIABILITY.md
+// (load, streams, connections, killed peers, dead dials, drain, hostile
+// inputs, relay closes, soak), each against a server in its own process,
+// on loopback, bounded in time:
+//
+//	go run ./cmd/asterbench probe -quick           # under a minute
+//	go run ./cmd/asterbench probe                  # full counts, several minutes
+//	go run ./cmd/asterbench probe -only kill-server,drain
+//	go run ./cmd/asterbench probe -only soak -soak 10m
 package main
 
 import (
@@ -55,7 +65,10 @@ type config struct {
 
 func main() {
 	if len(os.Args) > 1 {
-		sub := map[string]func([]string) error{"serve": serve, "loss": lossMain, "lossclient": lossClient}[os.Args[1]]
+		sub := map[string]func([]string) error{
+			"serve": serve, "loss": lossMain, "lossclient": lossClient,
+			"probe": probeMain, "probe-serve": probeServe, "probe-client": probeClient,
+		}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "asterbench %s: %v\n", os.Args[1], err)
