@@ -846,7 +846,7 @@ func isUnset(f *field, v any) bool {
 //
 //   - network.secret_key → WithSecretKey (unset: a fresh key each run)
 //   - network.bind_addr → WithBindAddr, used by ListenAndServe("")
-//   - network.relay_mode URL (unless clear_relay_transports) → WithRelay
+//   - network.relay_mode URL (unless clear_relay_transports) → WithHomeRelay
 //   - network.clear_ip_transports → WithIPTransports(false); it needs a
 //     relay URL (FAILED_PRECONDITION without one)
 //   - health.health_port > 0 → WithHealth(health_host:health_port), with
@@ -877,7 +877,7 @@ func (c *Config) ServerOptions() ([]ServerOption, error) {
 		opts = append(opts, WithBindAddr(c.BindAddr))
 	}
 	if u := c.HomeRelay(); u != "" {
-		opts = append(opts, WithRelay(u))
+		opts = append(opts, WithHomeRelay(u))
 	}
 	if c.ClearIPTransports {
 		if c.HomeRelay() == "" {
@@ -900,15 +900,15 @@ func (c *Config) ServerOptions() ([]ServerOption, error) {
 // anything listens; call cfg.Validate first to fail earlier.
 func WithConfig(cfg Config) ServerOption {
 	opts, err := cfg.ServerOptions()
-	return func(o *serverOptions) {
+	return serverOptionFunc(func(o *serverOptions) {
 		if err != nil {
 			o.configErr = err
 			return
 		}
-		for _, fn := range opts {
-			fn(o)
+		for _, opt := range opts {
+			opt.applyServer(o)
 		}
-	}
+	})
 }
 
 // HealthAddr returns the health server's "host:port" (HealthHost, default
@@ -925,9 +925,9 @@ func (c *Config) HealthAddr() string {
 }
 
 // ClientOptions validates c and returns the client options it implies:
-// network.secret_key → WithClientKey (unset: a fresh key);
+// network.secret_key → WithSecretKey (unset: a fresh key);
 // network.relay_mode "disabled" or clear_relay_transports →
-// WithClientRelay(false); clear_ip_transports → WithClientIPTransports(false);
+// WithRelayFallback(false); clear_ip_transports → WithIPTransports(false);
 // trust.enrollment_credential_file → WithIdentity of that .aster-identity
 // file (its key and credential); else identity.identity_file → its key and
 // credential, when network.secret_key is not set.
@@ -937,13 +937,13 @@ func (c *Config) ClientOptions() ([]ClientOption, error) {
 	}
 	var opts []ClientOption
 	if c.SecretKey != nil {
-		opts = append(opts, WithClientKey(c.SecretKey))
+		opts = append(opts, WithSecretKey(c.SecretKey))
 	}
 	if !c.relaysEnabled() {
-		opts = append(opts, WithClientRelay(false))
+		opts = append(opts, WithRelayFallback(false))
 	}
 	if c.ClearIPTransports {
-		opts = append(opts, WithClientIPTransports(false))
+		opts = append(opts, WithIPTransports(false))
 	}
 	topts, err := c.trustClientOptions() // config_trust.go
 	if err != nil {
@@ -957,15 +957,15 @@ func (c *Config) ClientOptions() ([]ClientOption, error) {
 // invalid, Dial and every call fail with its validation error.
 func WithClientConfig(cfg Config) ClientOption {
 	opts, err := cfg.ClientOptions()
-	return func(o *clientOptions) {
+	return clientOptionFunc(func(o *clientOptions) {
 		if err != nil {
 			o.err = err
 			return
 		}
-		for _, fn := range opts {
-			fn(o)
+		for _, opt := range opts {
+			opt.applyClient(o)
 		}
-	}
+	})
 }
 
 // Address returns connect.endpoint_addr parsed, for Dial. It fails with

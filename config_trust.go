@@ -96,7 +96,7 @@ func (c *Config) trustClientOptions() ([]ClientOption, error) {
 			return nil, fmt.Errorf("config: identity.identity_file %s has no [node] secret_key", c.IdentityFile)
 		}
 		if len(id.Peers) == 0 {
-			return []ClientOption{WithClientKey(id.Key)}, nil
+			return []ClientOption{WithSecretKey(id.Key)}, nil
 		}
 		return []ClientOption{WithIdentity(id, "")}, nil
 	}

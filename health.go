@@ -31,13 +31,8 @@ import (
 // server. Config.ServerOptions sets it from health_host, health_port and
 // enable_monitoring.
 func WithHealth(addr string, metrics bool) ServerOption {
-	return func(o *serverOptions) { o.healthAddr, o.healthMetrics = addr, metrics }
+	return serverOptionFunc(func(o *serverOptions) { o.healthAddr, o.healthMetrics = addr, metrics })
 }
-
-// WithBindAddr sets the UDP address ListenAndServe("") listens on. Default:
-// a free port on all interfaces. Config.ServerOptions sets it from
-// bind_addr.
-func WithBindAddr(addr string) ServerOption { return func(o *serverOptions) { o.bindAddr = addr } }
 
 // healthServer is the running health HTTP server of a Server.
 type healthServer struct {

@@ -50,8 +50,13 @@ type RetryOptions struct {
 	Codes []status.Code
 	// Idempotent decides whether a call may be retried at all. Default:
 	// call.Idempotent, which is true for methods the server's contract marks
-	// idempotent (once the client has fetched it) and for calls made with
-	// the aster.Idempotent() call option (the explicit per-call opt-in).
+	// idempotent, for methods declared with the aster.WithIdempotent client
+	// option and for calls made with the aster.Idempotent() call option
+	// (the explicit per-call opt-in). Before asking, Retry sets
+	// call.Idempotent from the server's contract when the Caller it wraps
+	// can describe methods (MethodDescriber, which the aster client
+	// implements): the client fetches the contract once per connection, so
+	// no explicit Client.Contract call is needed.
 	Idempotent func(*Call) bool
 	// Budget limits retries across all calls through this middleware so
 	// that retries cannot amplify an outage. Default: NewRetryBudget(0.2, 10)
@@ -158,7 +163,9 @@ func Attempt(ctx context.Context) int {
 // backoff and jitter. A call is retried only when it is idempotent (see
 // RetryOptions.Idempotent), failed with a retryable code, has attempts and
 // budget left, its deadline leaves room for the wait, and — for streams —
-// no response message has been delivered to the caller yet. Sent messages
+// no response message has been delivered to the caller yet. A call pinned
+// to a connection (a session call, see Call.Conn) is not retried once that
+// connection is gone: the session went with it. Sent messages
 // (up to MaxReplayMessages) are replayed on the new attempt; while a call
 // can still be retried, Send hides the io.EOF of an attempt that ended (the
 // message is kept for the next attempt, and Recv reports the outcome), and
@@ -170,7 +177,15 @@ func Retry(opts RetryOptions) Client {
 	opts.setDefaults()
 	o := &opts
 	return func(next Caller) Caller {
-		return CallerFunc(func(ctx context.Context, call *Call) (ClientStream, error) {
+		describer, _ := FindDescriber(next)
+		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
+			if !call.Idempotent && describer != nil {
+				// A failed description (e.g. the server is unreachable)
+				// leaves the call as it is; the call itself then reports.
+				if spec, err := describer.DescribeMethod(ctx, call); err == nil && spec.Idempotent {
+					call.Idempotent = true
+				}
+			}
 			if !o.Idempotent(call) {
 				return next.NewStream(ctx, call)
 			}
@@ -282,6 +297,13 @@ func (rs *retryStream) open(n int, prevErr error) (ClientStream, error) {
 // mayRetry decides whether attempt n's failure err is retried, withdrawing
 // from the budget if so.
 func (rs *retryStream) mayRetry(n int, err error) bool {
+	if c := rs.call.Conn; c != nil {
+		select {
+		case <-c.Done():
+			return false // a pinned call cannot move to another connection
+		default:
+		}
+	}
 	return n < rs.o.MaxAttempts && rs.o.retryable(err) && rs.o.Budget.withdraw()
 }
 
@@ -407,6 +429,13 @@ func (rs *retryStream) Recv(msg any) error {
 		}
 		rs.mu.Unlock()
 	}
+}
+
+func (rs *retryStream) Header() handler.Metadata {
+	rs.mu.Lock()
+	cs := rs.cur
+	rs.mu.Unlock()
+	return cs.Header()
 }
 
 func (rs *retryStream) Trailer() handler.Metadata {
