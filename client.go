@@ -397,21 +397,34 @@ func (d *connDialer) Close() error {
 // request or response type has another wire name than the method's with
 // INVALID_ARGUMENT (see CallUnary).
 func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, error) {
-	fc, err := c.fetchContract(ctx)
+	fc, err := c.fetchContract(ctx, false)
 	if err != nil {
 		return nil, "", err
 	}
 	return fc.c, fc.id, nil
 }
 
-func (c *Client) fetchContract(ctx context.Context) (*fetchedContract, error) {
+// RefreshContract is Contract without the cache: it fetches the contract
+// again (a server may register services while it serves) and caches the
+// new one.
+func (c *Client) RefreshContract(ctx context.Context) (*contract.Contract, string, error) {
+	fc, err := c.fetchContract(ctx, true)
+	if err != nil {
+		return nil, "", err
+	}
+	return fc.c, fc.id, nil
+}
+
+// fetchContract returns the contract of the live connection, fetching it
+// unless it is cached (and !fresh).
+func (c *Client) fetchContract(ctx context.Context, fresh bool) (*fetchedContract, error) {
 	for {
 		conn, err := c.getConn(ctx)
 		if err != nil {
 			return nil, err
 		}
 		c.mu.Lock()
-		if fc := c.contract; fc != nil && fc.conn == conn {
+		if fc := c.contract; fc != nil && fc.conn == conn && !fresh {
 			c.mu.Unlock()
 			return fc, nil
 		}
@@ -478,7 +491,7 @@ func (c *Client) fetchFrom(ctx context.Context, conn transport.Conn) (*fetchedCo
 // connection's has not been fetched. A method the contract lacks is
 // NOT_FOUND.
 func (c *Client) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
-	fc, err := c.fetchContract(ctx)
+	fc, err := c.fetchContract(ctx, false)
 	if err != nil {
 		return middleware.MethodSpec{}, err
 	}

@@ -83,7 +83,7 @@ func fetchLive(cmd *cobra.Command, rawAddr string, connectTimeout time.Duration)
 		return nil, "", connectError(err)
 	}
 	defer client.Close()
-	ct, id, err := fetchContract(ctx, client)
+	ct, id, err := client.Contract(ctx)
 	if err != nil {
 		return nil, "", connectError(fmt.Errorf("fetching the contract: %w", err))
 	}
