@@ -339,3 +339,18 @@ func TestDialerForUsesClientKey(t *testing.T) {
 		t.Fatal("WithDialerFor was not given the client's key")
 	}
 }
+
+// When Retry asks the client for a method's idempotency and no connection
+// can be made, the call fails with that error instead of dialling again.
+func TestRetryDescribeDialsOnce(t *testing.T) {
+	nw := mem.NewNetwork()
+	d := &countingDialer{d: nw.Dialer(testutil.Key(t, 2))}
+	nobody := aster.Address{ID: trust.IDOf(testutil.Key(t, 1))} // nothing listens
+	c := aster.NewClient(nobody, aster.WithDialer(d), aster.WithClientMiddleware(middleware.Retry(middleware.RetryOptions{})))
+	defer c.Close()
+	_, err := aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{})
+	wantCode(t, err, status.Unavailable)
+	if n := d.dials.Load(); n != 1 {
+		t.Fatalf("%d dials, want 1", n)
+	}
+}

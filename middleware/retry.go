@@ -180,11 +180,18 @@ func Retry(opts RetryOptions) Client {
 		describer, _ := FindDescriber(next)
 		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
 			if !call.Idempotent && describer != nil {
-				// A failed description (e.g. the server is unreachable)
-				// leaves the call as it is; the call itself then reports.
-				if spec, err := describer.DescribeMethod(ctx, call); err == nil && spec.Idempotent {
-					call.Idempotent = true
+				spec, err := describer.DescribeMethod(ctx, call)
+				switch {
+				case err == nil:
+					call.Idempotent = spec.Idempotent
+				case failsCall(err):
+					// No connection could be made: the call would fail
+					// the same way, and dialling again only doubles the
+					// wait. Its idempotency is unknown, so no retry.
+					return nil, err
 				}
+				// Otherwise (e.g. a method the contract lacks) the call
+				// goes ahead as it is and the server answers.
 			}
 			if !o.Idempotent(call) {
 				return next.NewStream(ctx, call)
@@ -199,6 +206,17 @@ func Retry(opts RetryOptions) Client {
 			return rs, nil
 		})
 	}
+}
+
+// failsCall reports whether a failed DescribeMethod means the call cannot
+// be made either: the connection or admission failed, the caller's context
+// ended, or the client is misconfigured.
+func failsCall(err error) bool {
+	switch status.CodeOf(err) {
+	case status.Unavailable, status.DeadlineExceeded, status.Canceled, status.Unauthenticated, status.InvalidArgument:
+		return true
+	}
+	return false
 }
 
 // retryable reports whether err may be retried by code.
