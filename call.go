@@ -20,9 +20,10 @@ import (
 // CallBidiStream, CallDynamic) takes them.
 type CallOption interface{ applyCall(*callSettings) }
 
-// callSettings is what the call options of one call set.
+// callSettings is what the call options of one call set. The Call is
+// embedded so that one allocation holds both.
 type callSettings struct {
-	call            *middleware.Call
+	c               middleware.Call
 	header, trailer *handler.Metadata // ResponseHeader, ResponseTrailer targets
 }
 
@@ -33,22 +34,22 @@ func (f callOptionFunc) applyCall(s *callSettings) { f(s) }
 // Version selects the service version to call. Default 0: the server's
 // highest registered version.
 func Version(v uint32) CallOption {
-	return callOptionFunc(func(s *callSettings) { s.call.Version = v })
+	return callOptionFunc(func(s *callSettings) { s.c.Version = v })
 }
 
 // Idempotent marks the call as safe to retry (for retry middleware).
 // Default: what the server's contract and WithIdempotent say.
 func Idempotent() CallOption {
-	return callOptionFunc(func(s *callSettings) { s.call.Idempotent = true })
+	return callOptionFunc(func(s *callSettings) { s.c.Idempotent = true })
 }
 
 // WithHeader adds a request metadata pair. Default: none.
 func WithHeader(key, value string) CallOption {
 	return callOptionFunc(func(s *callSettings) {
-		if s.call.Metadata == nil {
-			s.call.Metadata = handler.Metadata{}
+		if s.c.Metadata == nil {
+			s.c.Metadata = handler.Metadata{}
 		}
-		s.call.Metadata[key] = value
+		s.c.Metadata[key] = value
 	})
 }
 
@@ -69,16 +70,16 @@ func ResponseTrailer(md *handler.Metadata) CallOption {
 }
 
 // newCall parses "Service.method" and applies options.
-func newCall(method string, p handler.Pattern, opts []CallOption) (*middleware.Call, callSettings, error) {
+func newCall(method string, p handler.Pattern, opts []CallOption) (*middleware.Call, *callSettings, error) {
 	mn, ok := splitMethod(method)
 	if !ok {
-		return nil, callSettings{}, status.Errorf(status.InvalidArgument, "method %q must be Service.method", method)
+		return nil, nil, status.Errorf(status.InvalidArgument, "method %q must be Service.method", method)
 	}
-	s := callSettings{call: &middleware.Call{Service: mn.service, Method: mn.method, Pattern: p}}
+	s := &callSettings{c: middleware.Call{Service: mn.service, Method: mn.method, Pattern: p}}
 	for _, o := range opts {
-		o.applyCall(&s)
+		o.applyCall(s)
 	}
-	return s.call, s, nil
+	return &s.c, s, nil
 }
 
 // done stores the call's response metadata where ResponseHeader and
@@ -189,7 +190,7 @@ func CallServerStream[Resp any](ctx context.Context, cc Caller, method string, r
 // blocked Send or Recv returns an error.
 type stream struct {
 	cs  middleware.ClientStream
-	set callSettings
+	set *callSettings
 }
 
 func (s *stream) recv(msg any) error {

@@ -21,7 +21,7 @@ import (
 // goroutine, Recv from one (possibly another) goroutine, and Close when done.
 type DynamicCall struct {
 	cs       middleware.ClientStream
-	set      callSettings
+	set      *callSettings
 	contract *contract.Contract
 	service  *contract.Service
 	method   *contract.Method
