@@ -78,7 +78,7 @@ func fetchLive(cmd *cobra.Command, rawAddr string, connectTimeout time.Duration)
 		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
 		defer cancel()
 	}
-	client, err := aster.DialAddress(ctx, addr, opts...)
+	client, err := aster.DialAddress(ctx, addr, withTransport(addr, opts)...)
 	if err != nil {
 		return nil, "", connectError(err)
 	}

@@ -192,7 +192,7 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 		case <-stopDialOnSignal:
 		}
 	}()
-	client, err := aster.DialAddress(dialCtx, addr, clientOpts...)
+	client, err := aster.DialAddress(dialCtx, addr, withTransport(addr, clientOpts)...)
 	if err == nil {
 		defer client.Close()
 	}
