@@ -491,6 +491,10 @@ func (c *Client) fetchFrom(ctx context.Context, conn transport.Conn) (*fetchedCo
 // connection's has not been fetched. A method the contract lacks is
 // NOT_FOUND.
 func (c *Client) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
+	if call.Conn != nil && isDone(call.Conn.Done()) {
+		// A pinned call whose connection is gone: no dial for it.
+		return middleware.MethodSpec{}, status.New(status.Unavailable, "session lost: its connection closed")
+	}
 	fc, err := c.fetchContract(ctx, false)
 	if err != nil {
 		return middleware.MethodSpec{}, err

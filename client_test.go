@@ -83,7 +83,12 @@ func sessionRig(t *testing.T, mw ...middleware.Client) (*aster.Client, *counting
 // A session whose connection is gone fails at once with UNAVAILABLE,
 // without a redial, and Close returns at once.
 func TestSessionLostFailsWithoutRedial(t *testing.T) {
-	c, d := sessionRig(t)
+	t.Run("plain", func(t *testing.T) { testSessionLost(t) })
+	t.Run("retry", func(t *testing.T) { testSessionLost(t, middleware.Retry(middleware.RetryOptions{})) })
+}
+
+func testSessionLost(t *testing.T, mw ...middleware.Client) {
+	c, d := sessionRig(t, mw...)
 	ctx := ctxT(t)
 	s := c.NewSession()
 	if r, err := aster.CallUnary[Msg](ctx, s, "Counter.add", &Msg{N: 5}); err != nil || r.N != 5 {
