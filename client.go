@@ -56,12 +56,14 @@ type Client struct {
 	ownsDial bool
 }
 
-// fetchedContract is the contract of one connection.
+// fetchedContract is the contract of one connection, or (err set) the
+// server's refusal to give one.
 type fetchedContract struct {
 	conn    transport.Conn
 	c       *contract.Contract
 	id      string
 	methods map[methodKey]methodMeta
+	err     error
 }
 
 type methodKey struct {
@@ -426,6 +428,9 @@ func (c *Client) fetchContract(ctx context.Context, fresh bool) (*fetchedContrac
 		c.mu.Lock()
 		if fc := c.contract; fc != nil && fc.conn == conn && !fresh {
 			c.mu.Unlock()
+			if fc.err != nil {
+				return nil, fc.err
+			}
 			return fc, nil
 		}
 		if wait := c.fetching; wait != nil {
@@ -445,15 +450,31 @@ func (c *Client) fetchContract(ctx context.Context, fresh bool) (*fetchedContrac
 		c.mu.Lock()
 		c.fetching = nil
 		close(done)
-		if err == nil {
+		switch {
+		case err == nil:
 			if c.conn == conn {
 				c.contract = fc
 			}
 			c.methods = fc.methods
+		case settled(err) && c.conn == conn:
+			// The server answered that it has no contract to give: ask
+			// again only on the next connection.
+			c.contract = &fetchedContract{conn: conn, err: err}
 		}
 		c.mu.Unlock()
 		return fc, err
 	}
+}
+
+// settled reports whether a failed contract fetch is the server's answer
+// (which asking again on the same connection would not change) rather than
+// a broken stream or an ended context.
+func settled(err error) bool {
+	switch status.CodeOf(err) {
+	case status.NotFound, status.Unimplemented, status.Internal, status.ResourceExhausted, status.PermissionDenied:
+		return true
+	}
+	return false
 }
 
 // fetchFrom runs the _aster.contract call on conn.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aster-go/aster"
@@ -12,6 +13,7 @@ import (
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/mem"
@@ -29,6 +31,14 @@ import (
 //
 // The admission call gets NOT_FOUND (a server without admission).
 func rawServer(t *testing.T) (aster.Address, transport.Dialer) {
+	a, d, _ := rawServerCounting(t)
+	return a, d
+}
+
+// rawServerCounting is rawServer that also counts the _aster.contract calls
+// it refuses.
+func rawServerCounting(t *testing.T) (aster.Address, transport.Dialer, *atomic.Int64) {
+	contracts := new(atomic.Int64)
 	t.Helper()
 	nw := mem.NewNetwork()
 	key := testutil.Key(t, 1)
@@ -51,16 +61,16 @@ func rawServer(t *testing.T) (aster.Address, transport.Dialer) {
 					if err != nil {
 						return
 					}
-					go serveRaw(t, st)
+					go serveRaw(t, st, contracts)
 				}
 			}()
 		}
 	}()
 	t.Cleanup(func() { cancel(); ln.Close(); <-done })
-	return ln.Addr(), nw.Dialer(testutil.Key(t, 2))
+	return ln.Addr(), nw.Dialer(testutil.Key(t, 2)), contracts
 }
 
-func serveRaw(t *testing.T, st transport.Stream) {
+func serveRaw(t *testing.T, st transport.Stream, contracts *atomic.Int64) {
 	defer st.Close()
 	r := wire.NewReader(st, 0)
 	defer r.Release()
@@ -91,6 +101,9 @@ func serveRaw(t *testing.T, st transport.Stream) {
 	trailer := func(code status.Code) []byte {
 		b, _ := wire.AppendTrailer(nil, &wire.Trailer{Code: uint32(code), Message: "raw", Metadata: map[string]string{"t": "2"}}, false)
 		return b
+	}
+	if h.Method == "contract" {
+		contracts.Add(1)
 	}
 	var out []byte
 	switch h.Method {
@@ -256,5 +269,24 @@ func TestResponseHeaderProtocolErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), "header") {
 			t.Errorf("%s: %v does not say what went wrong", m, err)
 		}
+	}
+}
+
+// A server that gives no contract is asked once per connection, not once
+// per call, by Retry looking for the idempotent flag.
+func TestNoContractAskedOncePerConnection(t *testing.T) {
+	a, d, contracts := rawServerCounting(t)
+	c := aster.NewClient(a, aster.WithDialer(d), aster.WithClientMiddleware(middleware.Retry(middleware.RetryOptions{})))
+	defer c.Close()
+	for range 3 {
+		if _, err := aster.CallUnary[Msg](ctxT(t), c, "Raw.one", &Msg{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := contracts.Load(); n != 1 {
+		t.Fatalf("contract asked %d times, want 1", n)
+	}
+	if _, _, err := c.Contract(ctxT(t)); status.CodeOf(err) != status.NotFound {
+		t.Fatalf("Contract: %v, want the server's NOT_FOUND", err)
 	}
 }
