@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/aster-go/aster/codec/cbor"
-	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
-	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
@@ -52,22 +49,6 @@ const (
 	// maxAdmitFrame caps frames of the admission exchange.
 	maxAdmitFrame = 32 << 10
 )
-
-// WithGate turns admission on: a connection starts with the admission
-// exchange, and only peers gate admits are served, with the capabilities it
-// grants (checked against each method's Requires). A connection whose first
-// call is not the admission call is served as an anonymous consumer if the
-// consumer gate is open (clients of the protocol revision without admission,
-// e.g. browsers), and refused otherwise; one that does not complete
-// admission within 5 s is refused. Default: no gate (every peer is admitted
-// unrestricted).
-func WithGate(g *trust.Gate) ServerOption {
-	return func(o *serverOptions) {
-		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error) {
-			return gateAdmit(ctx, o, g, c)
-		}
-	}
-}
 
 // gateAdmit runs the server side of the admission exchange on c. It returns
 // the peer and the connection to accept calls from: c, or, when the first
@@ -284,143 +265,4 @@ func (c *serverCall) admitOpen() error {
 		role = string(trust.RoleConsumer)
 	}
 	return c.Send(&admitVerdict{Role: role, Capabilities: []string{}, Unrestricted: true})
-}
-
-// admit runs the client side of the admission exchange on a new connection:
-// it presents the client's credential (or none) and returns nil once the
-// server admitted it, or the refusal (UNAUTHENTICATED, with the server's
-// message).
-func (c *Client) admit(ctx context.Context, conn transport.Conn) error {
-	hello := admitHello{}
-	if cr := c.opts.cred; cr != nil {
-		b, err := cr.Encode()
-		if err != nil {
-			return status.Wrap(status.InvalidArgument, err)
-		}
-		hello.Credential = b
-		hello.Role = string(cr.Role)
-	}
-	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
-	defer cancel()
-	cs, err := c.openStream(ctx, conn, &middleware.Call{Service: wire.ControlService, Method: wire.MethodAdmit, Pattern: handler.PatternUnary})
-	if err != nil {
-		return admitError(err)
-	}
-	defer cs.Close()
-	// Send and CloseSend report a broken stream as io.EOF: the outcome
-	// (e.g. a refusal already sent) is then read by Recv.
-	if err := cs.Send(&hello); err != nil && err != io.EOF {
-		return admitError(err)
-	}
-	if err := cs.CloseSend(); err != nil && err != io.EOF {
-		return admitError(err)
-	}
-	var v admitVerdict
-	if err := cs.Recv(&v); err != nil {
-		if c := status.CodeOf(err); c == status.NotFound || c == status.Unimplemented {
-			// A server of the protocol revision without admission: it has
-			// no gate, so there is nothing to pass.
-			return nil
-		}
-		return admitError(err)
-	}
-	if err := cs.Recv(nil); err != io.EOF {
-		if err == nil {
-			err = status.New(status.Internal, "admission answered with more than one message")
-		}
-		return admitError(err)
-	}
-	return nil
-}
-
-// admitError maps a failed admission exchange. A connection the server
-// closed with ConnRefused before its refusal arrived is UNAUTHENTICATED.
-func admitError(err error) error {
-	var ce *transport.ConnError
-	if errors.As(err, &ce) && ce.Code == transport.ConnRefused {
-		return status.Errorf(status.Unauthenticated, "admission refused: %s", ce.Reason)
-	}
-	se := status.FromError(err)
-	if se.Code() == status.Unauthenticated || se.Code() == status.PermissionDenied {
-		return se
-	}
-	return status.Errorf(se.Code(), "admission: %s", se.Message())
-}
-
-// WithCredential makes the client present cred when it connects. The
-// credential is bound to an endpoint: use it with the matching key
-// (WithClientKey), or use WithIdentity, which sets both. Default: no
-// credential (accepted only by servers with an open consumer gate).
-func WithCredential(cred *trust.Credential) ClientOption {
-	return func(o *clientOptions) { o.cred = cred }
-}
-
-// WithIdentity makes the client use id's node key and present its
-// credential named peer ("" for the first consumer credential, or else the
-// first credential).
-func WithIdentity(id *trust.Identity, peer string) ClientOption {
-	return func(o *clientOptions) {
-		if id.Key == nil {
-			o.err = errors.New("identity has no [node] secret_key")
-			return
-		}
-		cred := id.Peer(peer, "")
-		if peer == "" {
-			if c := id.Peer("", trust.RoleConsumer); c != nil {
-				cred = c
-			}
-		}
-		if cred == nil {
-			o.err = fmt.Errorf("identity has no peer entry %q", peer)
-			return
-		}
-		o.key, o.cred = id.Key, cred
-	}
-}
-
-// WithCredentialFile loads an .aster-identity file (as "aster enroll node"
-// writes it; "~" is expanded) and uses its key and first consumer credential,
-// like WithIdentity. A file that cannot be loaded fails Dial (and every
-// call of a NewClient client) with INVALID_ARGUMENT.
-func WithCredentialFile(path string) ClientOption {
-	return func(o *clientOptions) {
-		id, err := trust.LoadIdentity(path)
-		if err != nil {
-			o.err = err
-			return
-		}
-		WithIdentity(id, "")(o)
-		if o.err != nil {
-			o.err = fmt.Errorf("%s: %w", path, o.err)
-		}
-	}
-}
-
-// connDialer hands out one established connection (WithConn), so that it
-// goes through admission like a dialled one; later dials fail.
-type connDialer struct {
-	mu   sync.Mutex
-	conn transport.Conn
-	used bool
-}
-
-func (d *connDialer) Dial(ctx context.Context, _ discovery.EndpointAddr) (transport.Conn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.used || d.conn == nil {
-		return nil, errors.New("connection closed")
-	}
-	d.used = true
-	return d.conn, nil
-}
-
-// Close closes the connection if it was never used.
-func (d *connDialer) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.used && d.conn != nil {
-		d.used = true
-		return d.conn.Close(transport.ConnNoError, "client closed")
-	}
-	return nil
 }

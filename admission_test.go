@@ -237,7 +237,7 @@ func TestAdmissionRefusals(t *testing.T) {
 		reason string // in the server log
 	}{
 		{"no credential", nil, trust.MsgCredentialRequired, "no credential presented"},
-		{"stolen credential", []aster.ClientOption{aster.WithClientKey(trust.GenerateKey()), aster.WithCredential(edge.Peers[0])}, trust.MsgCredentialRejected, "belongs to another endpoint"},
+		{"stolen credential", []aster.ClientOption{aster.WithSecretKey(trust.GenerateKey()), aster.WithCredential(edge.Peers[0])}, trust.MsgCredentialRejected, "belongs to another endpoint"},
 		{"expired", []aster.ClientOption{aster.WithIdentity(expired, "")}, trust.MsgCredentialRejected, "expired"},
 		{"other root", []aster.ClientOption{aster.WithIdentity(foreign, "")}, trust.MsgCredentialRejected, "signed by another root"},
 		{"tampered", []aster.ClientOption{aster.WithIdentity(tampered, "")}, trust.MsgCredentialRejected, "signature does not verify"},
@@ -459,7 +459,7 @@ func TestAdmissionOneTimeToken(t *testing.T) {
 // The admission call works in JSON too (the credential as base64).
 func TestAdmissionJSON(t *testing.T) {
 	g := newGated(t, trust.Policy{})
-	c, err := g.dial(t, aster.WithIdentity(g.enroll(t, "j", "ops.status"), ""), aster.WithClientCodec(json.Codec{}))
+	c, err := g.dial(t, aster.WithIdentity(g.enroll(t, "j", "ops.status"), ""), aster.WithCodec(json.Codec{}))
 	if err != nil {
 		t.Fatal(err)
 	}

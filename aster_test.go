@@ -120,7 +120,7 @@ func (ts *testService) service() *handler.Service {
 type counter struct {
 	n      int
 	closed *atomic.Int64
-	events chan<- struct{} // receives one value per Close
+	events chan<- struct{} // receives one value per Close (nil: none)
 }
 
 func (c *counter) add(_ context.Context, m *Msg) (*Msg, error) {
@@ -130,7 +130,9 @@ func (c *counter) add(_ context.Context, m *Msg) (*Msg, error) {
 
 func (c *counter) Close() error {
 	c.closed.Add(1)
-	c.events <- struct{}{}
+	if c.events != nil {
+		c.events <- struct{}{}
+	}
 	return nil
 }
 

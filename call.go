@@ -4,64 +4,134 @@ import (
 	"context"
 	"io"
 	"iter"
-	"strings"
+	"reflect"
 	"sync"
 
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
 )
 
-// CallOption configures one call.
-type CallOption func(*middleware.Call)
+// CallOption configures one call: Version, Idempotent, WithHeader, and
+// ResponseHeader and ResponseTrailer to read the response metadata. Every
+// call function (CallUnary, CallServerStream, CallClientStream,
+// CallBidiStream, CallDynamic) takes them.
+type CallOption interface{ applyCall(*callSettings) }
+
+// callSettings is what the call options of one call set. The Call is
+// embedded so that one allocation holds both.
+type callSettings struct {
+	c               middleware.Call
+	header, trailer *handler.Metadata // ResponseHeader, ResponseTrailer targets
+}
+
+type callOptionFunc func(*callSettings)
+
+func (f callOptionFunc) applyCall(s *callSettings) { f(s) }
 
 // Version selects the service version to call. Default 0: the server's
 // highest registered version.
-func Version(v uint32) CallOption { return func(c *middleware.Call) { c.Version = v } }
+func Version(v uint32) CallOption {
+	return callOptionFunc(func(s *callSettings) { s.c.Version = v })
+}
 
 // Idempotent marks the call as safe to retry (for retry middleware).
-func Idempotent() CallOption { return func(c *middleware.Call) { c.Idempotent = true } }
+// Default: what the server's contract and WithIdempotent say.
+func Idempotent() CallOption {
+	return callOptionFunc(func(s *callSettings) { s.c.Idempotent = true })
+}
 
-// WithHeader adds a request metadata pair.
+// WithHeader adds a request metadata pair. Default: none.
 func WithHeader(key, value string) CallOption {
-	return func(c *middleware.Call) {
-		if c.Metadata == nil {
-			c.Metadata = handler.Metadata{}
+	return callOptionFunc(func(s *callSettings) {
+		if s.c.Metadata == nil {
+			s.c.Metadata = handler.Metadata{}
 		}
-		c.Metadata[key] = value
-	}
+		s.c.Metadata[key] = value
+	})
+}
+
+// ResponseHeader stores the response metadata the server sent before its
+// first message (nil if it sent none) in *md once the call has ended: when
+// CallUnary or CloseAndRecv returns, or when a stream call's Recv returned
+// io.EOF or an error, or it was closed. The stream call types also have a
+// Header method.
+func ResponseHeader(md *handler.Metadata) CallOption {
+	return callOptionFunc(func(s *callSettings) { s.header = md })
+}
+
+// ResponseTrailer stores the trailer metadata in *md once the call has
+// ended, as ResponseHeader does. The trailer of a failed call is also in
+// its error (status.Error.Metadata).
+func ResponseTrailer(md *handler.Metadata) CallOption {
+	return callOptionFunc(func(s *callSettings) { s.trailer = md })
 }
 
 // newCall parses "Service.method" and applies options.
-func newCall(method string, p handler.Pattern, opts []CallOption) (*middleware.Call, error) {
-	// Service names may contain dots; the method is after the last one.
-	i := strings.LastIndexByte(method, '.')
-	if i <= 0 || i == len(method)-1 {
-		return nil, status.Errorf(status.InvalidArgument, "method %q must be Service.method", method)
+func newCall(method string, p handler.Pattern, opts []CallOption) (*middleware.Call, *callSettings, error) {
+	mn, ok := splitMethod(method)
+	if !ok {
+		return nil, nil, status.Errorf(status.InvalidArgument, "method %q must be Service.method", method)
 	}
-	c := &middleware.Call{Service: method[:i], Method: method[i+1:], Pattern: p}
+	s := &callSettings{c: middleware.Call{Service: mn.service, Method: mn.method, Pattern: p}}
 	for _, o := range opts {
-		o(c)
+		o.applyCall(s)
 	}
-	return c, nil
+	return &s.c, s, nil
+}
+
+// done stores the call's response metadata where ResponseHeader and
+// ResponseTrailer asked.
+func (s *callSettings) done(cs middleware.ClientStream) {
+	if s.header != nil {
+		*s.header = cs.Header()
+	}
+	if s.trailer != nil {
+		*s.trailer = cs.Trailer()
+	}
 }
 
 // CallUnary calls a unary method ("Service.method") with req and decodes the
 // response into a new Resp.
+//
+// When the client has the server's contract (after Client.Contract, or once
+// Retry fetched it), the call is checked against it before anything is
+// sent: calling a method of another pattern fails with FAILED_PRECONDITION,
+// and a request or Resp type whose wire name differs from the method's
+// with INVALID_ARGUMENT. The wire name of a Go type is the one the server
+// uses in its contract (handler.TypeName): its WireType() if it implements
+// handler.WireTyper, else "<import path>.<Name>"; so a client that declares
+// its own copy of a server's message type gives it a WireType method
+// returning the contract's name (contract/gen does). Only named struct
+// types are checked.
 func CallUnary[Resp any](ctx context.Context, cc Caller, method string, req any, opts ...CallOption) (*Resp, error) {
-	call, err := newCall(method, handler.PatternUnary, opts)
+	call, set, err := newCall(method, handler.PatternUnary, opts)
 	if err != nil {
 		return nil, err
 	}
+	call.RequestType, call.ResponseType = reflect.TypeOf(req), reflect.TypeFor[Resp]()
 	cs, err := cc.NewStream(ctx, call)
 	if err != nil {
 		return nil, err
 	}
 	defer cs.Close()
+	resp, err := unaryExchange[Resp](cs, req)
+	set.done(cs)
+	return resp, err
+}
+
+func unaryExchange[Resp any](cs middleware.ClientStream, req any) (*Resp, error) {
 	if err := sendOne(cs, req); err != nil {
 		return nil, err
 	}
+	return recvOne[Resp](cs)
+}
+
+// recvOne reads the one response of a unary or client-streaming call and
+// the end of the call: one message, then a successful end.
+func recvOne[Resp any](cs middleware.ClientStream) (*Resp, error) {
 	resp := new(Resp)
 	if err := cs.Recv(resp); err != nil {
 		if err == io.EOF {
@@ -92,52 +162,57 @@ func sendOne(cs middleware.ClientStream, req any) error {
 }
 
 // CallServerStream starts a server-streaming call; read the responses from
-// the returned stream and Close it when done.
+// the returned stream and Close it when done. It is checked against the
+// contract as CallUnary is.
 func CallServerStream[Resp any](ctx context.Context, cc Caller, method string, req any, opts ...CallOption) (*ServerStreamCall[Resp], error) {
-	call, err := newCall(method, handler.PatternServerStream, opts)
+	call, set, err := newCall(method, handler.PatternServerStream, opts)
 	if err != nil {
 		return nil, err
 	}
+	call.RequestType, call.ResponseType = reflect.TypeOf(req), reflect.TypeFor[Resp]()
 	cs, err := cc.NewStream(ctx, call)
 	if err != nil {
 		return nil, err
 	}
 	if err := sendOne(cs, req); err != nil {
 		cs.Close()
+		set.done(cs)
 		return nil, err
 	}
-	return &ServerStreamCall[Resp]{cs: cs}, nil
+	return &ServerStreamCall[Resp]{stream: stream{cs: cs, set: set}}, nil
 }
 
-// ServerStreamCall is the caller's side of a server-streaming call.
-type ServerStreamCall[Resp any] struct{ cs middleware.ClientStream }
+// stream is what the typed stream calls share.
+//
+// Concurrency: Send and CloseSend from one goroutine, Recv (and All) from
+// one, possibly another; Close may be called from any goroutine at any
+// time, also while Send or Recv is blocked: it cancels the call, and the
+// blocked Send or Recv returns an error.
+type stream struct {
+	cs  middleware.ClientStream
+	set *callSettings
+}
 
-// Recv returns the next response, io.EOF at a successful end, or the call's
-// error.
-func (s *ServerStreamCall[Resp]) Recv() (*Resp, error) { return recvTyped[Resp](s.cs) }
+func (s *stream) recv(msg any) error {
+	err := s.cs.Recv(msg)
+	if err != nil {
+		s.set.done(s.cs)
+	}
+	return err
+}
 
-// All yields responses until the stream ends (then stops) or fails (the error
-// is yielded once). Breaking out of the loop does not close the call.
-func (s *ServerStreamCall[Resp]) All() iter.Seq2[*Resp, error] { return allTyped[Resp](s.cs) }
-
-// Trailer returns the trailer metadata once the stream has ended.
-func (s *ServerStreamCall[Resp]) Trailer() handler.Metadata { return s.cs.Trailer() }
-
-// Close cancels the call if it is still running and releases it.
-func (s *ServerStreamCall[Resp]) Close() { s.cs.Close() }
-
-func recvTyped[T any](cs middleware.ClientStream) (*T, error) {
+func recvTyped[T any](s *stream) (*T, error) {
 	m := new(T)
-	if err := cs.Recv(m); err != nil {
+	if err := s.recv(m); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func allTyped[T any](cs middleware.ClientStream) iter.Seq2[*T, error] {
+func allTyped[T any](s *stream) iter.Seq2[*T, error] {
 	return func(yield func(*T, error) bool) {
 		for {
-			m, err := recvTyped[T](cs)
+			m, err := recvTyped[T](s)
 			if err == io.EOF {
 				return
 			}
@@ -148,22 +223,54 @@ func allTyped[T any](cs middleware.ClientStream) iter.Seq2[*T, error] {
 	}
 }
 
+// Header returns the response metadata the server sent before its first
+// message (nil if none), once Recv has returned a message or the call has
+// ended.
+func (s *stream) Header() handler.Metadata { return s.cs.Header() }
+
+// Trailer returns the trailer metadata once the call has ended.
+func (s *stream) Trailer() handler.Metadata { return s.cs.Trailer() }
+
+// Close cancels the call if it is still running and releases it. It is
+// safe to call more than once and concurrently with Send and Recv.
+func (s *stream) Close() {
+	s.cs.Close()
+	s.set.done(s.cs)
+}
+
+// ServerStreamCall is the caller's side of a server-streaming call. Recv
+// and All run in one goroutine; Close may be called from any goroutine,
+// also while Recv is blocked.
+type ServerStreamCall[Resp any] struct{ stream }
+
+// Recv returns the next response, io.EOF at a successful end, or the call's
+// error.
+func (s *ServerStreamCall[Resp]) Recv() (*Resp, error) { return recvTyped[Resp](&s.stream) }
+
+// All yields responses until the stream ends (then stops) or fails (the error
+// is yielded once). Breaking out of the loop does not close the call.
+func (s *ServerStreamCall[Resp]) All() iter.Seq2[*Resp, error] { return allTyped[Resp](&s.stream) }
+
 // CallClientStream starts a client-streaming call: Send requests, then
-// CloseAndRecv for the response.
+// CloseAndRecv for the response. It is checked against the contract as
+// CallUnary is.
 func CallClientStream[Req, Resp any](ctx context.Context, cc Caller, method string, opts ...CallOption) (*ClientStreamCall[Req, Resp], error) {
-	call, err := newCall(method, handler.PatternClientStream, opts)
+	call, set, err := newCall(method, handler.PatternClientStream, opts)
 	if err != nil {
 		return nil, err
 	}
+	call.RequestType, call.ResponseType = reflect.TypeFor[Req](), reflect.TypeFor[Resp]()
 	cs, err := cc.NewStream(ctx, call)
 	if err != nil {
 		return nil, err
 	}
-	return &ClientStreamCall[Req, Resp]{cs: cs}, nil
+	return &ClientStreamCall[Req, Resp]{stream: stream{cs: cs, set: set}}, nil
 }
 
-// ClientStreamCall is the caller's side of a client-streaming call.
-type ClientStreamCall[Req, Resp any] struct{ cs middleware.ClientStream }
+// ClientStreamCall is the caller's side of a client-streaming call. Send
+// and CloseAndRecv run in one goroutine; Close may be called from any
+// goroutine, also while Send or CloseAndRecv is blocked.
+type ClientStreamCall[Req, Resp any] struct{ stream }
 
 // Send sends one request. Messages are batched into large writes. Send
 // returns io.EOF when the server has already ended the call (with a response
@@ -172,45 +279,31 @@ func (s *ClientStreamCall[Req, Resp]) Send(m *Req) error { return s.cs.Send(m) }
 
 // CloseAndRecv finishes sending and waits for the response.
 func (s *ClientStreamCall[Req, Resp]) CloseAndRecv() (*Resp, error) {
-	defer s.cs.Close()
+	defer s.Close()
 	if err := s.cs.CloseSend(); err != nil && err != io.EOF {
 		return nil, err
 	}
-	resp, err := recvTyped[Resp](s.cs)
-	if err == io.EOF {
-		return nil, status.New(status.Internal, "server sent no response")
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := s.cs.Recv(nil); err != io.EOF {
-		if err == nil {
-			err = status.New(status.Internal, "server sent more than one response")
-		}
-		return nil, err
-	}
-	return resp, nil
+	return recvOne[Resp](s.cs)
 }
 
-// Close cancels the call if it has not finished.
-func (s *ClientStreamCall[Req, Resp]) Close() { s.cs.Close() }
-
-// CallBidiStream starts a bidirectional call.
+// CallBidiStream starts a bidirectional call. It is checked against the
+// contract as CallUnary is.
 func CallBidiStream[Req, Resp any](ctx context.Context, cc Caller, method string, opts ...CallOption) (*BidiStreamCall[Req, Resp], error) {
-	call, err := newCall(method, handler.PatternBidiStream, opts)
+	call, set, err := newCall(method, handler.PatternBidiStream, opts)
 	if err != nil {
 		return nil, err
 	}
+	call.RequestType, call.ResponseType = reflect.TypeFor[Req](), reflect.TypeFor[Resp]()
 	cs, err := cc.NewStream(ctx, call)
 	if err != nil {
 		return nil, err
 	}
-	return &BidiStreamCall[Req, Resp]{cs: cs}, nil
+	return &BidiStreamCall[Req, Resp]{stream: stream{cs: cs, set: set}}, nil
 }
 
 // BidiStreamCall is the caller's side of a bidirectional call. Send and
-// CloseSend may run concurrently with Recv.
-type BidiStreamCall[Req, Resp any] struct{ cs middleware.ClientStream }
+// CloseSend may run concurrently with Recv, and Close with any of them.
+type BidiStreamCall[Req, Resp any] struct{ stream }
 
 // Send sends one request. It returns io.EOF if the call has ended; Recv then
 // reports its status.
@@ -221,27 +314,25 @@ func (s *BidiStreamCall[Req, Resp]) CloseSend() error { return s.cs.CloseSend() 
 
 // Recv returns the next response, io.EOF at a successful end, or the call's
 // error.
-func (s *BidiStreamCall[Req, Resp]) Recv() (*Resp, error) { return recvTyped[Resp](s.cs) }
+func (s *BidiStreamCall[Req, Resp]) Recv() (*Resp, error) { return recvTyped[Resp](&s.stream) }
 
 // All yields responses until the stream ends or fails.
-func (s *BidiStreamCall[Req, Resp]) All() iter.Seq2[*Resp, error] { return allTyped[Resp](s.cs) }
-
-// Trailer returns the trailer metadata once the stream has ended.
-func (s *BidiStreamCall[Req, Resp]) Trailer() handler.Metadata { return s.cs.Trailer() }
-
-// Close cancels the call if it is still running and releases it.
-func (s *BidiStreamCall[Req, Resp]) Close() { s.cs.Close() }
+func (s *BidiStreamCall[Req, Resp]) All() iter.Seq2[*Resp, error] { return allTyped[Resp](&s.stream) }
 
 // Session is a client session: calls made through it reach one instance of
-// each session-scoped service on the server. End it with Close. A session is
-// bound to the connection it started on; if that connection is lost, calls
-// fail with UNAVAILABLE.
+// each session-scoped service on the server. End it with Close.
+//
+// A session lives on the connection its first call used, and each of its
+// calls carries that connection (middleware.Call.Conn), so no middleware,
+// Retry included, can move it to another connection: once that connection
+// is gone, the session's calls fail at once with UNAVAILABLE (no redial),
+// and Close returns at once. Start a new session to go on.
 type Session struct {
 	c  *Client
 	id uint64
 
 	mu     sync.Mutex
-	conn   any // the connection the session lives on, set by the first call
+	conn   transport.Conn // the connection the session lives on, set by the first call
 	closed bool
 }
 
@@ -253,29 +344,35 @@ func (c *Client) NewSession() *Session {
 // ID returns the session id.
 func (s *Session) ID() uint64 { return s.id }
 
-// NewStream implements Caller: it starts a call within the session.
+// NewStream implements Caller: it starts a call within the session, pinned
+// to the session's connection.
 func (s *Session) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
-	conn, err := s.c.getConn(ctx)
-	if err != nil {
-		return nil, err
-	}
 	s.mu.Lock()
-	switch {
-	case s.closed:
-		s.mu.Unlock()
-		return nil, status.New(status.FailedPrecondition, "session closed")
-	case s.conn == nil:
-		s.conn = conn
-	case s.conn != conn:
-		s.mu.Unlock()
-		return nil, status.New(status.Unavailable, "session lost: its connection closed")
-	}
+	closed, conn := s.closed, s.conn
 	s.mu.Unlock()
+	if closed {
+		return nil, status.New(status.FailedPrecondition, "session closed")
+	}
+	if conn == nil {
+		c, err := s.c.getConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.conn == nil {
+			s.conn = c
+		}
+		conn = s.conn
+		s.mu.Unlock()
+	}
 	call.SessionID = s.id
+	call.Conn = conn
 	return s.c.NewStream(ctx, call)
 }
 
-// Close ends the session on the server, which closes the instances.
+// Close ends the session on the server, which closes the instances. A
+// session whose connection is gone (and so the session with it) is closed
+// at once without a call.
 func (s *Session) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -283,17 +380,10 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	started := s.conn != nil
+	conn := s.conn
 	s.mu.Unlock()
-	if !started {
-		return nil
-	}
-	conn, err := s.c.getConn(ctx)
-	if err != nil {
-		return err
-	}
-	if conn != s.conn {
-		return nil // the connection and with it the session are gone
+	if conn == nil || isDone(conn.Done()) {
+		return nil // never started, or gone with its connection
 	}
 	cs, err := s.c.openStream(ctx, conn, &middleware.Call{
 		Service: wire.ControlService, Method: wire.MethodEndSession, Pattern: handler.PatternUnary, SessionID: s.id,
@@ -309,6 +399,9 @@ func (s *Session) Close(ctx context.Context) error {
 		if err := cs.Recv(nil); err != nil {
 			if err == io.EOF {
 				return nil
+			}
+			if isDone(conn.Done()) {
+				return nil // the connection, and the session, ended meanwhile
 			}
 			return err
 		}

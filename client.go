@@ -1,15 +1,23 @@
 package aster
 
+// The client's path, top to bottom: NewClient picks the dialer; the first
+// call dials (getConn), runs the admission exchange (admit) and, when
+// something needs it, fetches the contract (Contract); NewStream checks the
+// call against the contract and runs the middleware; the innermost Caller
+// (transportCaller) opens the stream (openStream) whose life is in
+// client_stream.go.
+
 import (
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/aster-go/aster/codec"
 	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/contract"
 	"github.com/aster-go/aster/discovery"
@@ -20,7 +28,6 @@ import (
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/transport/relay"
-	"github.com/aster-go/aster/transport/webtransport"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -33,7 +40,7 @@ type Caller = middleware.Caller
 type Client struct {
 	addr   Address
 	opts   clientOptions
-	caller Caller // middleware chain around the transport path
+	caller Caller // middleware chain around transportCaller
 	callID atomic.Uint64
 	sessID atomic.Uint64
 
@@ -41,14 +48,22 @@ type Client struct {
 	conn     transport.Conn
 	dialing  chan struct{} // non-nil while a dial is in progress
 	closed   bool
-	contract *fetchedContract
-	methods  map[methodKey]methodMeta // from the last contract fetched; kept across redials
+	contract *fetchedContract // of conn; nil until fetched
+	fetching chan struct{}    // non-nil while a contract fetch is in progress
+	// methods is the index of the last contract fetched, kept across
+	// redials for the idempotent flag and requirements.
+	methods  map[methodKey]methodMeta
 	ownsDial bool
 }
 
+// fetchedContract is the contract of one connection, or (err set) the
+// server's refusal to give one.
 type fetchedContract struct {
-	c  *contract.Contract
-	id string
+	conn    transport.Conn
+	c       *contract.Contract
+	id      string
+	methods map[methodKey]methodMeta
+	err     error
 }
 
 type methodKey struct {
@@ -57,11 +72,16 @@ type methodKey struct {
 }
 
 type methodMeta struct {
-	idempotent bool
-	requires   trust.Requirement
+	pattern           handler.Pattern
+	idempotent        bool
+	requires          trust.Requirement
+	request, response string // wire type names
+	service           string // for messages
+	method            string
+	version           uint32
 }
 
-// indexMethods indexes what client middleware needs to know of each method
+// indexMethods indexes what the client needs to know of each method
 // (version 0 stands for the highest version).
 func indexMethods(ct *contract.Contract) map[methodKey]methodMeta {
 	idx := map[methodKey]methodMeta{}
@@ -71,7 +91,9 @@ func indexMethods(ct *contract.Contract) map[methodKey]methodMeta {
 	}
 	for _, s := range ct.Services {
 		for _, m := range s.Methods {
-			mm := methodMeta{idempotent: m.Idempotent}
+			p, _ := handler.ParsePattern(m.Pattern)
+			mm := methodMeta{pattern: p, idempotent: m.Idempotent, request: m.Request, response: m.Response,
+				service: s.Name, method: m.Name, version: s.Version}
 			if m.Requires != nil {
 				if r, err := m.Requires.Requirement(); err == nil {
 					mm.requires = r
@@ -84,73 +106,6 @@ func indexMethods(ct *contract.Contract) map[methodKey]methodMeta {
 		}
 	}
 	return idx
-}
-
-type clientOptions struct {
-	key      trust.SecretKey
-	dialer   transport.Dialer
-	conn     transport.Conn
-	mw       []middleware.Client
-	codec    codec.Codec
-	maxFrame uint32
-	quic     *quic.Config
-	noRelay  bool              // WithClientRelay(false)
-	noIP     bool              // WithClientIPTransports(false)
-	cred     *trust.Credential // presented at admission (admission.go)
-	err      error             // an option that failed (e.g. an unreadable credential file)
-}
-
-// ClientOption configures a Client.
-type ClientOption func(*clientOptions)
-
-// WithClientKey sets the client's identity key. Default: a fresh random key.
-func WithClientKey(k trust.SecretKey) ClientOption { return func(o *clientOptions) { o.key = k } }
-
-// WithDialer sets the transport used to reach the server. Default: direct
-// QUIC with the client's key; when the address carries a relay, direct QUIC
-// with a fallback to the relay (see WithClientRelay); WebTransport when the
-// address has a WebTransport URL and neither a direct address nor a relay.
-func WithDialer(d transport.Dialer) ClientOption { return func(o *clientOptions) { o.dialer = d } }
-
-// WithConn makes the client use an established connection instead of
-// dialling. The client does not redial when it closes.
-func WithConn(c transport.Conn) ClientOption { return func(o *clientOptions) { o.conn = c } }
-
-// WithClientMiddleware adds client middleware (outermost first).
-func WithClientMiddleware(mw ...middleware.Client) ClientOption {
-	return func(o *clientOptions) { o.mw = append(o.mw, mw...) }
-}
-
-// WithClientCodec sets the codec for request and response messages.
-// Default: CBOR.
-func WithClientCodec(c codec.Codec) ClientOption { return func(o *clientOptions) { o.codec = c } }
-
-// WithClientMaxFrameSize caps the size of one received frame. Default and
-// maximum 16 MiB.
-func WithClientMaxFrameSize(n uint32) ClientOption {
-	return func(o *clientOptions) {
-		if n > 0 && n <= wire.DefaultMaxFrameSize {
-			o.maxFrame = n
-		}
-	}
-}
-
-// WithClientQUICConfig sets the QUIC configuration of the default dialer.
-func WithClientQUICConfig(c *quic.Config) ClientOption { return func(o *clientOptions) { o.quic = c } }
-
-// WithClientRelay(false) keeps the default dialer from going through the
-// relay named in the server's address. Default: true, the client dials the
-// direct addresses first and falls back to the relay when they do not
-// answer (transport/relay.FallbackDialer).
-func WithClientRelay(enabled bool) ClientOption {
-	return func(o *clientOptions) { o.noRelay = !enabled }
-}
-
-// WithClientIPTransports(false) keeps the default dialer from dialling
-// the server's direct addresses: it goes through the relay only. Default:
-// true.
-func WithClientIPTransports(enabled bool) ClientOption {
-	return func(o *clientOptions) { o.noIP = !enabled }
 }
 
 // Dial returns a Client for the endpoint at addr (an "aster1…" address) and
@@ -175,49 +130,69 @@ func DialAddress(ctx context.Context, addr Address, opts ...ClientOption) (*Clie
 }
 
 // NewClient returns a Client for addr without connecting; the first call
-// dials.
+// dials. A bad option value makes every call fail with INVALID_ARGUMENT.
 func NewClient(addr Address, opts ...ClientOption) *Client {
-	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize}
-	for _, fn := range opts {
-		fn(&o)
+	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default()}
+	for _, opt := range opts {
+		opt.applyClient(&o)
 	}
 	if o.key == nil {
 		o.key = trust.GenerateKey()
 	}
 	c := &Client{addr: addr, opts: o}
-	if o.conn != nil && o.dialer == nil {
+	switch {
+	case o.dialerFor != nil:
+		c.opts.dialer = o.dialerFor(o.key)
+		c.ownsDial = true
+	case o.dialer != nil:
+	case o.conn != nil:
 		// The given connection still goes through admission on first use.
 		c.opts.dialer = &connDialer{conn: o.conn}
 		c.ownsDial = true
+	default:
+		c.opts.dialer = defaultDialer(&c.opts, addr)
+		c.ownsDial = c.opts.dialer != nil
 	}
-	if o.dialer == nil && o.conn == nil {
-		useRelay := addr.Relay != "" && !o.noRelay
-		switch {
-		case len(addr.Direct) == 0 && addr.WebTransport != "" && !useRelay:
-			// Only reachable over WebTransport.
-			o.dialer = webtransport.NewDialer(o.key, nil)
-		case !useRelay && !o.noIP:
-			o.dialer = quic.NewDialer(o.key, o.quic)
-		default:
-			// Direct when it can, through the relay when it cannot.
-			f := &relay.FallbackDialer{}
-			if !o.noIP {
-				f.Direct = quic.NewDialer(o.key, o.quic)
-			}
-			if useRelay {
-				f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic})
-			}
-			o.dialer = f
-		}
-		c.opts.dialer = o.dialer
-		c.ownsDial = true
-	}
-	c.caller = middleware.ChainClient(o.mw...)(middleware.CallerFunc(c.newTransportStream))
+	c.caller = middleware.ChainClient(o.mw...)(transportCaller{c})
 	return c
+}
+
+// defaultDialer picks the dialer for addr from the client's options: direct
+// QUIC, the relay, or direct with a fallback to the relay. It records an
+// error in o for an address the aster package has no transport for.
+func defaultDialer(o *clientOptions, addr Address) transport.Dialer {
+	useRelay := addr.Relay != "" && !o.noRelay
+	switch {
+	case len(addr.Direct) == 0 && addr.WebTransport != "" && !useRelay:
+		keep(&o.err, status.Errorf(status.InvalidArgument,
+			"aster: %s is reachable only over WebTransport (%s), which the aster package does not link: "+
+				"pass a WebTransport dialer, e.g. aster.WithDialerFor(func(k trust.SecretKey) transport.Dialer { return webtransport.NewDialer(k, nil) })",
+			addr.ID.Short(), addr.WebTransport))
+		return nil
+	case !useRelay && !o.noIP:
+		return quic.NewDialer(o.key, o.quic)
+	}
+	// Direct when it can, through the relay when it cannot.
+	f := &relay.FallbackDialer{}
+	if !o.noIP {
+		f.Direct = quic.NewDialer(o.key, o.quic)
+	}
+	if useRelay {
+		f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic})
+	}
+	return f
 }
 
 // Address returns the address the client calls.
 func (c *Client) Address() Address { return c.addr }
+
+// PeerID returns the endpoint id the client calls.
+func (c *Client) PeerID() trust.EndpointID { return c.addr.ID }
+
+// Resolve builds an Address from a Resolver, for DialAddress.
+func Resolve(ctx context.Context, r discovery.Resolver, id trust.EndpointID) (Address, error) {
+	return r.Resolve(ctx, id)
+}
 
 // Close closes the connection. Calls in flight fail with UNAVAILABLE.
 func (c *Client) Close() error {
@@ -235,7 +210,8 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// getConn returns the live connection, dialling if there is none.
+// getConn returns the live connection, dialling (and admitting) if there
+// is none.
 func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 	for {
 		c.mu.Lock()
@@ -243,9 +219,12 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 			c.mu.Unlock()
 			return nil, status.New(status.Unavailable, "client closed")
 		}
-		if c.opts.err != nil {
+		if err := c.opts.err; err != nil {
 			c.mu.Unlock()
-			return nil, status.Wrap(status.InvalidArgument, c.opts.err)
+			if _, ok := err.(*status.Error); !ok {
+				err = status.Wrap(status.InvalidArgument, err)
+			}
+			return nil, err
 		}
 		if c.conn != nil && !isDone(c.conn.Done()) {
 			conn := c.conn
@@ -266,8 +245,12 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 			}
 		}
 		c.dialing = make(chan struct{})
+		lost := c.conn != nil
 		c.contract = nil
 		c.mu.Unlock()
+		if lost {
+			c.opts.logger.Debug("aster: connection lost, redialling", "peer", c.addr.ID.Short())
+		}
 
 		conn, err := c.opts.dialer.Dial(ctx, c.addr)
 		var admitErr error
@@ -285,14 +268,18 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		}
 		if err != nil {
 			c.mu.Unlock()
-			return nil, dialError(c.addr, err)
+			err = dialError(c.addr, err)
+			c.opts.logger.Debug("aster: dial failed", "peer", c.addr.ID.Short(), "err", err)
+			return nil, err
 		}
 		if admitErr != nil {
 			c.mu.Unlock()
+			c.opts.logger.Debug("aster: admission failed", "peer", c.addr.ID.Short(), "err", admitErr)
 			return nil, admitErr
 		}
 		c.conn = conn
 		c.mu.Unlock()
+		c.opts.logger.Debug("aster: connected", "peer", c.addr.ID.Short())
 		return conn, nil
 	}
 }
@@ -318,16 +305,243 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
+// admit runs the client side of the admission exchange (PROTOCOL.md,
+// "Admission") on a new connection: it presents the client's credential (or
+// none) and returns nil once the server admitted it, or the refusal
+// (UNAUTHENTICATED, with the server's message).
+func (c *Client) admit(ctx context.Context, conn transport.Conn) error {
+	hello := admitHello{}
+	if cr := c.opts.cred; cr != nil {
+		b, err := cr.Encode()
+		if err != nil {
+			return status.Wrap(status.InvalidArgument, err)
+		}
+		hello.Credential = b
+		hello.Role = string(cr.Role)
+	}
+	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
+	defer cancel()
+	cs, err := c.openStream(ctx, conn, &middleware.Call{Service: wire.ControlService, Method: wire.MethodAdmit, Pattern: handler.PatternUnary})
+	if err != nil {
+		return admitError(err)
+	}
+	defer cs.Close()
+	// Send and CloseSend report a broken stream as io.EOF: the outcome
+	// (e.g. a refusal already sent) is then read by Recv.
+	if err := sendOne(cs, &hello); err != nil {
+		return admitError(err)
+	}
+	var v admitVerdict
+	if err := cs.Recv(&v); err != nil {
+		if c := status.CodeOf(err); c == status.NotFound || c == status.Unimplemented {
+			// A server of the protocol revision without admission: it has
+			// no gate, so there is nothing to pass.
+			return nil
+		}
+		return admitError(err)
+	}
+	if err := cs.Recv(nil); err != io.EOF {
+		if err == nil {
+			err = status.New(status.Internal, "admission answered with more than one message")
+		}
+		return admitError(err)
+	}
+	return nil
+}
+
+// admitError maps a failed admission exchange. A connection the server
+// closed with ConnRefused before its refusal arrived is UNAUTHENTICATED.
+func admitError(err error) error {
+	var ce *transport.ConnError
+	if errors.As(err, &ce) && ce.Code == transport.ConnRefused {
+		return status.Errorf(status.Unauthenticated, "admission refused: %s", ce.Reason)
+	}
+	se := status.FromError(err)
+	if se.Code() == status.Unauthenticated || se.Code() == status.PermissionDenied {
+		return se
+	}
+	return status.Errorf(se.Code(), "admission: %s", se.Message())
+}
+
+// connDialer hands out one established connection (WithConn), so that it
+// goes through admission like a dialled one; later dials fail.
+type connDialer struct {
+	mu   sync.Mutex
+	conn transport.Conn
+	used bool
+}
+
+func (d *connDialer) Dial(ctx context.Context, _ discovery.EndpointAddr) (transport.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.used || d.conn == nil {
+		return nil, errors.New("connection closed")
+	}
+	d.used = true
+	return d.conn, nil
+}
+
+// Close closes the connection if it was never used.
+func (d *connDialer) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.used && d.conn != nil {
+		d.used = true
+		return d.conn.Close(transport.ConnNoError, "client closed")
+	}
+	return nil
+}
+
+// Contract fetches the server's contract (once per connection; concurrent
+// callers share one fetch) and returns it with its id. From then on, calls
+// are checked against it before anything is sent: a call whose pattern
+// differs from the method's fails with FAILED_PRECONDITION, one whose Go
+// request or response type has another wire name than the method's with
+// INVALID_ARGUMENT (see CallUnary).
+func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, error) {
+	fc, err := c.fetchContract(ctx, false)
+	if err != nil {
+		return nil, "", err
+	}
+	return fc.c, fc.id, nil
+}
+
+// RefreshContract is Contract without the cache: it fetches the contract
+// again (a server may register services while it serves) and caches the
+// new one.
+func (c *Client) RefreshContract(ctx context.Context) (*contract.Contract, string, error) {
+	fc, err := c.fetchContract(ctx, true)
+	if err != nil {
+		return nil, "", err
+	}
+	return fc.c, fc.id, nil
+}
+
+// fetchContract returns the contract of the live connection, fetching it
+// unless it is cached (and !fresh).
+func (c *Client) fetchContract(ctx context.Context, fresh bool) (*fetchedContract, error) {
+	for {
+		conn, err := c.getConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		if fc := c.contract; fc != nil && fc.conn == conn && !fresh {
+			c.mu.Unlock()
+			if fc.err != nil {
+				return nil, fc.err
+			}
+			return fc, nil
+		}
+		if wait := c.fetching; wait != nil {
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, status.FromError(ctx.Err())
+			}
+		}
+		done := make(chan struct{})
+		c.fetching = done
+		c.mu.Unlock()
+
+		fc, err := c.fetchFrom(ctx, conn)
+		c.mu.Lock()
+		c.fetching = nil
+		close(done)
+		switch {
+		case err == nil:
+			if c.conn == conn {
+				c.contract = fc
+			}
+			c.methods = fc.methods
+		case settled(err) && c.conn == conn:
+			// The server answered that it has no contract to give: ask
+			// again only on the next connection.
+			c.contract = &fetchedContract{conn: conn, err: err}
+		}
+		c.mu.Unlock()
+		return fc, err
+	}
+}
+
+// settled reports whether a failed contract fetch is the server's answer
+// (which asking again on the same connection would not change) rather than
+// a broken stream or an ended context.
+func settled(err error) bool {
+	switch status.CodeOf(err) {
+	case status.NotFound, status.Unimplemented, status.Internal, status.ResourceExhausted, status.PermissionDenied:
+		return true
+	}
+	return false
+}
+
+// fetchFrom runs the _aster.contract call on conn.
+func (c *Client) fetchFrom(ctx context.Context, conn transport.Conn) (*fetchedContract, error) {
+	cs, err := c.openStream(ctx, conn, &middleware.Call{Service: wire.ControlService, Method: wire.MethodContract, Pattern: handler.PatternUnary})
+	if err != nil {
+		return nil, err
+	}
+	defer cs.Close()
+	// The server answers without reading the request, so Send may see the
+	// call already ended (io.EOF); the answer is still read below.
+	if err := sendOne(cs, struct{}{}); err != nil {
+		return nil, err
+	}
+	raw, err := cs.recvRaw()
+	if err != nil {
+		return nil, err
+	}
+	raw = bytes.Clone(raw) // recvRaw's bytes are valid only until the next read
+	if err := cs.Recv(nil); err != io.EOF {
+		if err == nil {
+			err = status.New(status.Internal, "contract call sent more than one message")
+		}
+		return nil, err
+	}
+	ct, err := contract.Decode(raw)
+	if err != nil {
+		return nil, status.Wrap(status.Internal, err)
+	}
+	return &fetchedContract{conn: conn, c: ct, id: contract.ID(raw), methods: indexMethods(ct)}, nil
+}
+
+// DescribeMethod implements middleware.MethodDescriber: what the server's
+// contract says of call's method, fetching the contract first if this
+// connection's has not been fetched. A method the contract lacks is
+// NOT_FOUND.
+func (c *Client) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
+	if call.Conn != nil && isDone(call.Conn.Done()) {
+		// A pinned call whose connection is gone: no dial for it.
+		return middleware.MethodSpec{}, status.New(status.Unavailable, "session lost: its connection closed")
+	}
+	fc, err := c.fetchContract(ctx, false)
+	if err != nil {
+		return middleware.MethodSpec{}, err
+	}
+	m, ok := fc.methods[methodKey{call.Service, call.Method, call.Version}]
+	if !ok {
+		return middleware.MethodSpec{}, status.Errorf(status.NotFound, "the server's contract has no method %s.%s (version %d)", call.Service, call.Method, call.Version)
+	}
+	return middleware.MethodSpec{Pattern: m.pattern, Idempotent: m.idempotent, Requires: m.requires, Request: m.request, Response: m.response}, nil
+}
+
 // NewStream starts a call through the client's middleware. It fills in
-// call.Peer and, once the client has fetched the server's contract (see
-// Contract; for example right after Dial), the method's idempotent flag and
-// capability requirement, so that middleware such as Retry can act on them.
+// call.Peer; the method's idempotent flag (from the last contract fetched
+// and WithIdempotent) and capability requirement, so that middleware such
+// as Retry can act on them; and, when the client has this connection's
+// contract, checks the call against it before anything is sent (see
+// Contract).
 func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	if call.Peer.IsZero() {
 		call.Peer = c.addr.ID
 	}
+	if c.opts.idempotent != nil && c.opts.idempotent[methodName{call.Service, call.Method}] {
+		call.Idempotent = true
+	}
 	c.mu.Lock()
-	methods := c.methods
+	methods, fc := c.methods, c.contract
 	c.mu.Unlock()
 	if methods != nil {
 		if m, ok := methods[methodKey{call.Service, call.Method, call.Version}]; ok {
@@ -337,71 +551,90 @@ func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middlewa
 			}
 		}
 	}
+	if fc != nil {
+		if m, ok := fc.methods[methodKey{call.Service, call.Method, call.Version}]; ok {
+			if err := checkCall(call, &m); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return c.caller.NewStream(ctx, call)
 }
 
-// Contract fetches the server's contract (cached per connection) and returns
-// it with its id.
-func (c *Client) Contract(ctx context.Context) (*contract.Contract, string, error) {
-	conn, err := c.getConn(ctx)
-	if err != nil {
-		return nil, "", err
+// checkCall checks a call against the contract's description of its
+// method: the pattern, and the wire names of the Go message types.
+func checkCall(call *middleware.Call, m *methodMeta) error {
+	if call.Pattern != 0 && m.pattern != 0 && call.Pattern != m.pattern {
+		return status.Errorf(status.FailedPrecondition, "%s.%s is a %s method; it was called as %s", m.service, m.method, m.pattern, call.Pattern)
 	}
-	c.mu.Lock()
-	fc := c.contract
-	c.mu.Unlock()
-	if fc != nil {
-		return fc.c, fc.id, nil
+	if name, ok := wireName(call.RequestType); ok && name != m.request {
+		return status.Errorf(status.InvalidArgument, "%s.%s takes %s; the request is a %s (wire name %s)", m.service, m.method, m.request, call.RequestType, name)
 	}
-	cs, err := c.openStream(ctx, conn, &middleware.Call{Service: wire.ControlService, Method: wire.MethodContract, Pattern: handler.PatternUnary})
-	if err != nil {
-		return nil, "", err
+	if name, ok := wireName(call.ResponseType); ok && name != m.response {
+		return status.Errorf(status.InvalidArgument, "%s.%s returns %s; the response type is %s (wire name %s)", m.service, m.method, m.response, call.ResponseType, name)
 	}
-	defer cs.Close()
-	// The server answers without reading the request, so Send may see the
-	// call already ended (io.EOF); the answer is still read below.
-	if err := sendOne(cs, struct{}{}); err != nil {
-		return nil, "", err
-	}
-	raw, err := cs.recvRaw()
-	if err != nil {
-		return nil, "", err
-	}
-	raw = bytes.Clone(raw) // recvRaw's bytes are valid only until the next read
-	if err := cs.Recv(nil); err != io.EOF {
-		if err == nil {
-			err = status.New(status.Internal, "contract call sent more than one message")
-		}
-		return nil, "", err
-	}
-	ct, err := contract.Decode(raw)
-	if err != nil {
-		return nil, "", status.Wrap(status.Internal, err)
-	}
-	fc = &fetchedContract{c: ct, id: contract.ID(raw)}
-	methods := indexMethods(ct)
-	c.mu.Lock()
-	if c.conn == conn {
-		c.contract = fc
-	}
-	c.methods = methods
-	c.mu.Unlock()
-	return fc.c, fc.id, nil
+	return nil
 }
 
-// newTransportStream is the innermost Caller: it opens a stream on the
-// connection and sends the call header.
-func (c *Client) newTransportStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+var wireNames sync.Map // reflect.Type → string ("" for types not checked)
+
+// wireName returns the wire type name of t as the server names message
+// types in its contract (handler.TypeName: WireType() if t implements
+// handler.WireTyper, else "<import path>.<Name>"), or false for types that
+// are not checked: nil, and anything but a named struct (maps, any, ...).
+func wireName(t reflect.Type) (string, bool) {
+	if t == nil {
+		return "", false
+	}
+	if v, ok := wireNames.Load(t); ok {
+		s := v.(string)
+		return s, s != ""
+	}
+	e := t
+	for e.Kind() == reflect.Pointer {
+		e = e.Elem()
+	}
+	name := ""
+	if e.Kind() == reflect.Struct && e.Name() != "" && e != reflect.TypeFor[time.Time]() {
+		name = handler.TypeName(e)
+	}
+	wireNames.Store(t, name)
+	return name, name != ""
+}
+
+// transportCaller is the innermost Caller: it opens the call's stream on
+// the connection (the call's pinned one, or the client's) and sends the
+// call header. It implements middleware.MethodDescriber for the
+// middleware around it.
+type transportCaller struct{ c *Client }
+
+func (t transportCaller) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromError(err)
 	}
-	conn, err := c.getConn(ctx)
-	if err != nil {
-		return nil, err
+	conn := call.Conn
+	switch {
+	case conn != nil:
+		if isDone(conn.Done()) {
+			return nil, status.New(status.Unavailable, "session lost: its connection closed")
+		}
+	case call.SessionID != 0:
+		return nil, status.New(status.FailedPrecondition, "a session call must carry its session's connection (middleware.Call.Conn)")
+	default:
+		var err error
+		if conn, err = t.c.getConn(ctx); err != nil {
+			return nil, err
+		}
 	}
-	return c.openStream(ctx, conn, call)
+	return t.c.openStream(ctx, conn, call)
 }
 
+// DescribeMethod implements middleware.MethodDescriber.
+func (t transportCaller) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
+	return t.c.DescribeMethod(ctx, call)
+}
+
+// openStream opens a stream on conn and queues the call header.
 func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *middleware.Call) (*clientStream, error) {
 	h := wire.Header{
 		Service: call.Service, Method: call.Method, Version: call.Version,
@@ -442,241 +675,4 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		cs.stop = context.AfterFunc(ctx, cs.cancel)
 	}
 	return cs, nil
-}
-
-// clientStream is the transport-level middleware.ClientStream.
-type clientStream struct {
-	st       transport.Stream
-	ctx      context.Context
-	codec    codec.Codec
-	pattern  handler.Pattern
-	r        wire.Reader
-	w        wire.Writer
-	maxFrame uint32
-	stop     func() bool
-
-	sendClosed bool
-	// Message and byte counts (Send and Recv may run concurrently).
-	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
-
-	mu       sync.Mutex // guards done, err, trailer, released
-	done     bool
-	err      error
-	trailer  map[string]string
-	released bool
-}
-
-// cancel runs when ctx is done before the call finished.
-func (cs *clientStream) cancel() {
-	code := transport.CodeCancel
-	if errors.Is(cs.ctx.Err(), context.DeadlineExceeded) {
-		code = transport.CodeDeadline
-	}
-	cs.st.Reset(code)
-}
-
-func (cs *clientStream) Send(msg any) error {
-	if cs.sendClosed {
-		return status.New(status.FailedPrecondition, "send after CloseSend")
-	}
-	err := cs.w.Append(func(b []byte) ([]byte, error) {
-		b, off := wire.BeginFrame(b, 0)
-		b, err := cs.codec.AppendMarshal(b, msg)
-		if err != nil {
-			return b, status.Errorf(status.InvalidArgument, "request does not encode: %v", err)
-		}
-		n := len(b) - off - 4
-		if n > int(cs.maxFrame) {
-			return b, wire.FrameTooLarge(uint64(n), uint64(cs.maxFrame))
-		}
-		wire.EndFrame(b, off)
-		cs.sentMsgs.Add(1)
-		cs.sentBytes.Add(int64(n - 1))
-		return b, nil
-	})
-	if err != nil {
-		return cs.sendError(err)
-	}
-	return nil
-}
-
-// Stats implements middleware.StatsReporter.
-func (cs *clientStream) Stats() middleware.StreamStats {
-	return middleware.StreamStats{
-		SentMessages: cs.sentMsgs.Load(), SentBytes: cs.sentBytes.Load(),
-		ReceivedMessages: cs.recvMsgs.Load(), ReceivedBytes: cs.recvBytes.Load(),
-	}
-}
-
-func (cs *clientStream) sendError(err error) error {
-	if _, ok := err.(*status.Error); ok {
-		return err
-	}
-	if ctxErr := cs.ctx.Err(); ctxErr != nil {
-		return status.FromError(ctxErr)
-	}
-	// The stream broke; as in gRPC, the call's status is reported by Recv.
-	return io.EOF
-}
-
-func (cs *clientStream) CloseSend() error {
-	if cs.sendClosed {
-		return nil
-	}
-	cs.sendClosed = true
-	if err := cs.w.Flush(); err != nil {
-		return cs.sendError(err)
-	}
-	if err := cs.st.CloseWrite(); err != nil {
-		return cs.sendError(err)
-	}
-	return nil
-}
-
-// recvRaw returns the next data frame's bytes undecoded (valid until the
-// next Recv).
-func (cs *clientStream) recvRaw() ([]byte, error) {
-	for {
-		cs.mu.Lock()
-		if cs.done {
-			err := cs.err
-			cs.mu.Unlock()
-			return nil, err
-		}
-		cs.mu.Unlock()
-		flags, payload, err := cs.r.ReadFrame()
-		if err != nil {
-			if err == io.EOF {
-				err = status.New(status.Unavailable, "stream ended without a trailer")
-			} else {
-				err = cs.mapErr(err)
-			}
-			return nil, cs.end(err, nil)
-		}
-		switch {
-		case flags&wire.FlagTrailer != 0:
-			var t wire.Trailer
-			if err := wire.DecodeTrailerInto(payload, &t); err != nil {
-				return nil, cs.end(err, nil)
-			}
-			res := t.Err()
-			if res == nil {
-				res = io.EOF
-				// Read the FIN that follows the trailer (normally in the
-				// same packet). Closing a QUIC stream whose end was not
-				// read sends STOP_SENDING, and the server answers with
-				// RESET_STREAM: two extra frames per call, which halved
-				// unary throughput at 32 concurrent callers.
-				cs.r.WaitEOF()
-			}
-			return nil, cs.end(res, t.Metadata)
-		case flags&wire.FlagHeader != 0:
-			return nil, cs.end(status.New(status.Internal, "unexpected header frame from server"), nil)
-		}
-		data, err := wire.DataPayload(flags, payload, cs.maxFrame)
-		if err != nil {
-			return nil, cs.end(err, nil)
-		}
-		return data, nil
-	}
-}
-
-func (cs *clientStream) Recv(msg any) error {
-	data, err := cs.recvRaw()
-	if err != nil {
-		return err
-	}
-	if msg == nil {
-		return nil
-	}
-	if err := cs.codec.Unmarshal(data, msg); err != nil {
-		return cs.end(status.Errorf(status.Internal, "response does not decode: %v", err), nil)
-	}
-	cs.recvMsgs.Add(1)
-	cs.recvBytes.Add(int64(len(data)))
-	return nil
-}
-
-// end records the call's outcome and releases the stream.
-func (cs *clientStream) end(err error, trailer map[string]string) error {
-	cs.mu.Lock()
-	if !cs.done {
-		cs.done, cs.err, cs.trailer = true, err, trailer
-	}
-	err = cs.err
-	cs.mu.Unlock()
-	cs.release(err != io.EOF)
-	return err
-}
-
-func (cs *clientStream) release(reset bool) {
-	cs.mu.Lock()
-	if cs.released {
-		cs.mu.Unlock()
-		return
-	}
-	cs.released = true
-	cs.mu.Unlock()
-	if cs.stop != nil {
-		cs.stop()
-	}
-	if reset {
-		cs.st.Reset(transport.CodeCancel)
-	} else {
-		cs.st.Close()
-	}
-	cs.w.Wait()
-}
-
-func (cs *clientStream) Trailer() handler.Metadata {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return cs.trailer
-}
-
-func (cs *clientStream) Close() {
-	cs.mu.Lock()
-	finished := cs.done && cs.err == io.EOF
-	if !cs.done {
-		cs.done, cs.err = true, status.New(status.Canceled, "call closed by caller")
-	}
-	cs.mu.Unlock()
-	cs.release(!finished)
-	cs.r.Release()
-	cs.w.Release()
-}
-
-// mapErr turns a transport error into the call's status.
-func (cs *clientStream) mapErr(err error) error {
-	if ctxErr := cs.ctx.Err(); ctxErr != nil {
-		return status.FromError(ctxErr)
-	}
-	if _, ok := err.(*status.Error); ok {
-		return err
-	}
-	var se *transport.StreamError
-	if errors.As(err, &se) {
-		if se.Remote {
-			return status.Errorf(status.Unavailable, "stream reset by server: %w", err)
-		}
-		return status.Errorf(status.Canceled, "stream reset: %w", err)
-	}
-	var ce *transport.ConnError
-	if errors.As(err, &ce) {
-		return status.Errorf(status.Unavailable, "connection lost: %w", err)
-	}
-	return status.Wrap(status.Unavailable, err)
-}
-
-var (
-	_ middleware.ClientStream  = (*clientStream)(nil)
-	_ middleware.StatsReporter = (*clientStream)(nil)
-)
-
-// PeerID returns the endpoint id the client calls.
-func (c *Client) PeerID() trust.EndpointID { return c.addr.ID }
-
-// Resolve builds an Address from a Resolver, for DialAddress.
-func Resolve(ctx context.Context, r discovery.Resolver, id trust.EndpointID) (Address, error) {
-	return r.Resolve(ctx, id)
 }

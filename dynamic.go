@@ -21,6 +21,7 @@ import (
 // goroutine, Recv from one (possibly another) goroutine, and Close when done.
 type DynamicCall struct {
 	cs       middleware.ClientStream
+	set      *callSettings
 	contract *contract.Contract
 	service  *contract.Service
 	method   *contract.Method
@@ -32,7 +33,7 @@ type DynamicCall struct {
 // highest. A service, version or method the contract lacks is NOT_FOUND,
 // reported before anything is sent.
 func CallDynamic(ctx context.Context, cc Caller, c *contract.Contract, method string, opts ...CallOption) (*DynamicCall, error) {
-	call, err := newCall(method, 0, opts)
+	call, set, err := newCall(method, 0, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +59,7 @@ func CallDynamic(ctx context.Context, cc Caller, c *contract.Contract, method st
 	if err != nil {
 		return nil, err
 	}
-	return &DynamicCall{cs: cs, contract: c, service: svc, method: m}, nil
+	return &DynamicCall{cs: cs, set: set, contract: c, service: svc, method: m}, nil
 }
 
 // Service returns the contract's description of the called service.
@@ -98,6 +99,7 @@ func (d *DynamicCall) CloseSend() error { return d.cs.CloseSend() }
 func (d *DynamicCall) Recv() (any, error) {
 	var v any
 	if err := d.cs.Recv(&v); err != nil {
+		d.set.done(d.cs)
 		return nil, err
 	}
 	j, err := contract.ToJSON(d.contract, d.method.Response, v)
@@ -107,11 +109,20 @@ func (d *DynamicCall) Recv() (any, error) {
 	return j, nil
 }
 
+// Header returns the response metadata the server sent before its first
+// message (nil if none), once Recv has returned a message or the call has
+// ended.
+func (d *DynamicCall) Header() handler.Metadata { return d.cs.Header() }
+
 // Trailer returns the trailer metadata once the call has ended.
 func (d *DynamicCall) Trailer() handler.Metadata { return d.cs.Trailer() }
 
-// Close cancels the call if it is still running and releases it.
-func (d *DynamicCall) Close() { d.cs.Close() }
+// Close cancels the call if it is still running and releases it. It may
+// be called from any goroutine, also while Send or Recv is blocked.
+func (d *DynamicCall) Close() {
+	d.cs.Close()
+	d.set.done(d.cs)
+}
 
 // IsJSONError reports whether err (from SendJSON or SendValue) is about the
 // JSON input rather than the call.

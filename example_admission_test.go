@@ -44,7 +44,7 @@ func ExampleWithGate() {
 	id := &trust.Identity{Key: node, Peers: []*trust.Credential{cred}}
 
 	ctx := context.Background()
-	c, err := aster.DialAddress(ctx, ln.Addr(), aster.WithDialer(nw.Dialer(node)), aster.WithIdentity(id, ""))
+	c, err := aster.DialAddress(ctx, ln.Addr(), aster.WithDialerFor(nw.Dialer), aster.WithIdentity(id, ""))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -7,17 +7,6 @@ import (
 	"github.com/aster-go/aster/status"
 )
 
-// WithContractManifest makes Serve (and so ListenAndServe) refuse to start
-// when the server's contract differs from the manifest committed at path
-// (written by "aster contract gen" or contract.WriteManifest). Serve then
-// returns a FAILED_PRECONDITION error listing the differences, which catches
-// accidental wire-breaking changes before the server takes traffic; an
-// intended change is committed by regenerating the manifest. Default: no
-// check.
-func WithContractManifest(path string) ServerOption {
-	return func(o *serverOptions) { o.manifest = path }
-}
-
 // checkManifest compares the live contract with the WithContractManifest
 // manifest, if any.
 func (s *Server) checkManifest() error {

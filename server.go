@@ -117,111 +117,6 @@ type methodEntry struct {
 	wrap handler.Middleware
 }
 
-type serverOptions struct {
-	key         trust.SecretKey
-	mw          []handler.Middleware
-	codecs      map[string]codec.Codec
-	maxFrame    uint32
-	maxSessions int
-	logger      *slog.Logger
-	quic        *quic.Config
-	// admit runs admission; it returns the connection to accept calls from
-	// (the same, or one that first hands back a stream admission read).
-	admit    func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error)
-	linger   time.Duration
-	connHook func(handler.Peer) func()
-
-	bindAddr string // ListenAndServe("") address (WithBindAddr)
-	relayURL string // home relay (WithRelay)
-	noIP     bool   // no direct QUIC (WithIPTransports(false))
-	manifest string // WithContractManifest path
-}
-
-// ServerOption configures a Server.
-type ServerOption func(*serverOptions)
-
-// WithSecretKey sets the server's identity key. Default: a fresh random key
-// (the endpoint id then changes on every start).
-func WithSecretKey(k trust.SecretKey) ServerOption { return func(o *serverOptions) { o.key = k } }
-
-// WithMiddleware adds server-wide middleware around every method (outermost
-// first). Service and method middleware run inside it.
-func WithMiddleware(mw ...handler.Middleware) ServerOption {
-	return func(o *serverOptions) { o.mw = append(o.mw, mw...) }
-}
-
-// WithCodec adds or replaces a codec the server accepts, by name. Default:
-// cbor and json.
-func WithCodec(c codec.Codec) ServerOption { return func(o *serverOptions) { o.codecs[c.Name()] = c } }
-
-// WithMaxFrameSize caps the size of one frame (and of one decompressed
-// message). Default and maximum: 16 MiB. Larger frames fail the call with
-// RESOURCE_EXHAUSTED before anything is allocated.
-func WithMaxFrameSize(n uint32) ServerOption {
-	return func(o *serverOptions) {
-		if n > 0 && n <= wire.DefaultMaxFrameSize {
-			o.maxFrame = n
-		}
-	}
-}
-
-// WithMaxSessionsPerConn caps the active sessions one connection may hold.
-// Default 1024; beyond it new sessions fail with RESOURCE_EXHAUSTED.
-func WithMaxSessionsPerConn(n int) ServerOption { return func(o *serverOptions) { o.maxSessions = n } }
-
-// WithLogger sets the server's logger. Default: slog.Default().
-func WithLogger(l *slog.Logger) ServerOption { return func(o *serverOptions) { o.logger = l } }
-
-// WithQUICConfig sets the QUIC transport configuration used by
-// ListenAndServe. Default: quic.Config's documented defaults.
-func WithQUICConfig(c *quic.Config) ServerOption { return func(o *serverOptions) { o.quic = c } }
-
-// WithAdmission installs the admission gate: it runs once per connection
-// before any call on it is served and returns the peer (with its granted
-// capabilities) or an error, which closes the connection. Default: every
-// peer is admitted unrestricted (open gate).
-func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer, error)) ServerOption {
-	return func(o *serverOptions) {
-		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error) {
-			p, err := fn(ctx, c)
-			return p, c, err
-		}
-	}
-}
-
-// WithShutdownLinger sets how long Shutdown waits after the last call ends
-// before closing connections, so that responses already sent are delivered
-// (closing a QUIC connection discards unacknowledged data). Default 250 ms.
-func WithShutdownLinger(d time.Duration) ServerOption { return func(o *serverOptions) { o.linger = d } }
-
-// WithRelay gives the server a home relay: ListenAndServe registers at the
-// relay at url ("https://host[:port]", with "#sha256=<hex>" pinning a
-// self-signed relay certificate; see transport/relay), keeps that
-// connection (reconnecting when it drops), serves the connections peers
-// dial through it, and the server's Address carries the URL so that clients
-// that cannot reach it directly go through the relay. The first
-// registration must succeed, or ListenAndServe fails. Default: no relay.
-func WithRelay(url string) ServerOption { return func(o *serverOptions) { o.relayURL = url } }
-
-// WithBindAddr sets the UDP address ListenAndServe("") listens on. Default:
-// a free port on all interfaces. The config package sets it from
-// network.bind_addr.
-func WithBindAddr(addr string) ServerOption { return func(o *serverOptions) { o.bindAddr = addr } }
-
-// WithIPTransports(false) makes ListenAndServe skip direct QUIC over UDP:
-// the server is then reachable only through its relay (WithRelay), and
-// ListenAndServe fails without one. Default: true.
-func WithIPTransports(enabled bool) ServerOption { return func(o *serverOptions) { o.noIP = !enabled } }
-
-// WithConnHook sets a function the server calls for each admitted
-// connection, with its peer; the function it returns, if not nil, is called
-// when the connection has ended and its calls have finished. It must not
-// block. Instrumentation uses it to count active connections (see
-// otel.ConnHook). Default: none.
-func WithConnHook(fn func(handler.Peer) func()) ServerOption {
-	return func(o *serverOptions) { o.connHook = fn }
-}
-
 // NewServer returns a Server with the given options.
 func NewServer(opts ...ServerOption) *Server {
 	o := serverOptions{
@@ -231,8 +126,8 @@ func NewServer(opts ...ServerOption) *Server {
 		linger:      250 * time.Millisecond,
 		logger:      slog.Default(),
 	}
-	for _, fn := range opts {
-		fn(&o)
+	for _, opt := range opts {
+		opt.applyServer(&o)
 	}
 	if o.key == nil {
 		o.key = trust.GenerateKey()
@@ -352,11 +247,14 @@ func (s *Server) lookup(h *wire.Header) (*methodEntry, error) {
 }
 
 // ListenAndServe listens on the UDP address addr with direct QUIC ("" or
-// ":0" picks a free port on all interfaces) and, with WithRelay, through
+// ":0" picks a free port on all interfaces) and, with WithHomeRelay, through
 // the home relay, and serves until Shutdown or Close. An empty addr means
 // the WithBindAddr address, if set. ready, if non-nil, is called with the
 // server's address (direct addresses and relay) once it is listening.
 func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
+	if err := s.opts.failed(); err != nil {
+		return err
+	}
 	if addr == "" {
 		addr = s.opts.bindAddr
 	}
@@ -464,6 +362,11 @@ func (s *Server) Serve(ln transport.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
+	}
+	if err := s.opts.failed(); err != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return err
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()

@@ -3,6 +3,7 @@ package aster_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -48,14 +49,14 @@ func TestWebTransportPeerMismatchUnauthenticated(t *testing.T) {
 	e := newEnv(t, webTransportKind(t))
 	wrong := e.addr
 	wrong.ID = trust.IDOf(testutil.Key(t, 99))
-	_, err := aster.DialAddress(ctxT(t), wrong) // default dialer: the address only has a WebTransport URL
+	_, err := aster.DialAddress(ctxT(t), wrong, aster.WithDialerFor(func(k trust.SecretKey) transport.Dialer { return webtransport.NewDialer(k, nil) }))
 	wantCode(t, err, status.Unauthenticated)
 	t.Logf("mismatch: %v", err)
 }
 
 // TestServeQUICAndWebTransport serves one Server on both transports at once:
-// the same handlers, middleware and admission, one merged address, and the
-// default client picks the transport from the address.
+// the same handlers, middleware and admission, one merged address; a client
+// given a WebTransport dialer reaches it by its WebTransport URL alone.
 func TestServeQUICAndWebTransport(t *testing.T) {
 	key := testutil.Key(t, 1)
 	var (
@@ -112,9 +113,20 @@ func TestServeQUICAndWebTransport(t *testing.T) {
 
 	wtOnly := aster.Address{ID: full.ID, WebTransport: full.WebTransport, CertHashes: full.CertHashes}
 	quicOnly := aster.Address{ID: full.ID, Direct: full.Direct}
+	// The core links no WebTransport client: an address reachable only over
+	// WebTransport needs a dialer passed in.
+	_, err = aster.Dial(ctxT(t), wtOnly.String())
+	if status.CodeOf(err) != status.InvalidArgument || !strings.Contains(err.Error(), "WithDialerFor") {
+		t.Fatalf("WebTransport-only address without a dialer: %v, want INVALID_ARGUMENT naming WithDialerFor", err)
+	}
+	wtDialer := aster.WithDialerFor(func(k trust.SecretKey) transport.Dialer { return webtransport.NewDialer(k, nil) })
 	for name, a := range map[string]aster.Address{"webtransport": wtOnly, "quic": quicOnly} {
 		ck := testutil.Key(t, 7)
-		c, err := aster.Dial(ctxT(t), a.String(), aster.WithClientKey(ck))
+		opts := []aster.ClientOption{aster.WithSecretKey(ck)}
+		if name == "webtransport" {
+			opts = append(opts, wtDialer)
+		}
+		c, err := aster.Dial(ctxT(t), a.String(), opts...)
 		if err != nil {
 			t.Fatalf("%s: Dial: %v", name, err)
 		}

@@ -12,8 +12,8 @@ import (
 //
 //   - network.secret_key → aster.WithClientKey (unset: a fresh key)
 //   - network.relay_mode "disabled" or clear_relay_transports →
-//     aster.WithClientRelay(false)
-//   - network.clear_ip_transports → aster.WithClientIPTransports(false)
+//     aster.WithRelayFallback(false)
+//   - network.clear_ip_transports → aster.WithIPTransports(false)
 //   - trust.enrollment_credential_file → aster.WithIdentity of that
 //     .aster-identity file (its key and credential); else
 //     identity.identity_file → its key and credential, when
@@ -27,13 +27,13 @@ func (c *Config) ClientOptions() ([]aster.ClientOption, error) {
 	}
 	var opts []aster.ClientOption
 	if c.SecretKey != nil {
-		opts = append(opts, aster.WithClientKey(c.SecretKey))
+		opts = append(opts, aster.WithSecretKey(c.SecretKey))
 	}
 	if !c.relaysEnabled() {
-		opts = append(opts, aster.WithClientRelay(false))
+		opts = append(opts, aster.WithRelayFallback(false))
 	}
 	if c.ClearIPTransports {
-		opts = append(opts, aster.WithClientIPTransports(false))
+		opts = append(opts, aster.WithIPTransports(false))
 	}
 	topts, err := c.trustClientOptions()
 	if err != nil {
@@ -72,7 +72,7 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 			return nil, fieldErr(f, src, raw, "has no [node] secret_key", nil)
 		}
 		if len(id.Peers) == 0 {
-			return []aster.ClientOption{aster.WithClientKey(id.Key)}, nil
+			return []aster.ClientOption{aster.WithSecretKey(id.Key)}, nil
 		}
 		return []aster.ClientOption{aster.WithIdentity(id, "")}, nil
 	}

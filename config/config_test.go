@@ -728,7 +728,7 @@ func TestConfigLiteral(t *testing.T) {
 	}
 	copts := must(c.ClientOptions())
 	if len(copts) != 1 {
-		t.Errorf("ClientOptions = %d options, want WithClientKey", len(copts))
+		t.Errorf("ClientOptions = %d options, want WithSecretKey", len(copts))
 	}
 }
 

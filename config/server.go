@@ -107,7 +107,7 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 		base = append(base, aster.WithBindAddr(c.BindAddr))
 	}
 	if u := c.HomeRelay(); u != "" {
-		base = append(base, aster.WithRelay(u))
+		base = append(base, aster.WithHomeRelay(u))
 	}
 	if c.ClearIPTransports {
 		base = append(base, aster.WithIPTransports(false))

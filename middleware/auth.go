@@ -99,7 +99,7 @@ func StaticTokens(tokens ...string) func(context.Context, string, handler.Stream
 // An error from token fails the call with UNAUTHENTICATED.
 func BearerToken(token func(ctx context.Context) (string, error)) Client {
 	return func(next Caller) Caller {
-		return CallerFunc(func(ctx context.Context, call *Call) (ClientStream, error) {
+		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
 			t, err := token(ctx)
 			if err != nil {
 				return nil, status.Errorf(status.Unauthenticated, "getting bearer token: %w", err)

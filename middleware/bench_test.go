@@ -66,6 +66,7 @@ type nopStream struct{ n int }
 
 func (s *nopStream) Send(any) error            { return nil }
 func (s *nopStream) CloseSend() error          { return nil }
+func (s *nopStream) Header() handler.Metadata  { return nil }
 func (s *nopStream) Trailer() handler.Metadata { return nil }
 func (s *nopStream) Close()                    {}
 func (s *nopStream) Recv(any) error {

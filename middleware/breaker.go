@@ -156,7 +156,7 @@ func (b *Breakers) State(call *Call) gobreaker.State {
 // Middleware returns the client middleware.
 func (b *Breakers) Middleware() Client {
 	return func(next Caller) Caller {
-		return CallerFunc(func(ctx context.Context, call *Call) (ClientStream, error) {
+		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
 			cb := b.get(call)
 			done, err := cb.Allow()
 			if err != nil {

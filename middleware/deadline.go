@@ -143,7 +143,7 @@ func readDeadlinerOf(s handler.Stream) readDeadliner {
 // context is already done fails at once without being sent.
 func ClientDeadline(opts DeadlineOptions) Client {
 	return func(next Caller) Caller {
-		return CallerFunc(func(ctx context.Context, call *Call) (ClientStream, error) {
+		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
 			d := opts.timeout(ctx, call.Service, call.Method)
 			if d <= 0 {
 				if ctx.Err() != nil {

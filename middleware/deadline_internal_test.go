@@ -18,6 +18,7 @@ type eofStream struct{ closed atomic.Int32 }
 func (*eofStream) Send(any) error            { return nil }
 func (*eofStream) CloseSend() error          { return nil }
 func (*eofStream) Recv(any) error            { return io.EOF }
+func (*eofStream) Header() handler.Metadata  { return nil }
 func (*eofStream) Trailer() handler.Metadata { return nil }
 func (s *eofStream) Close()                  { s.closed.Add(1) }
 

@@ -251,7 +251,7 @@ func (e *env) start(t *testing.T, ln transport.Listener, cfg envConfig) *aster.S
 func (e *env) client(t *testing.T, mw ...middleware.Client) *aster.Client {
 	t.Helper()
 	k := testutil.Key(t, 100+int(e.n.Add(1)))
-	c := aster.NewClient(e.addr, e.opt(k), aster.WithClientKey(k), aster.WithClientMiddleware(mw...))
+	c := aster.NewClient(e.addr, e.opt(k), aster.WithClientMiddleware(mw...))
 	t.Cleanup(func() { c.Close() })
 	return c
 }

@@ -141,7 +141,7 @@ func appendStats(attrs []slog.Attr, stream any) []slog.Attr {
 func ClientLogging(opts LogOptions) Client {
 	opts.setDefaults()
 	return func(next Caller) Caller {
-		return CallerFunc(func(ctx context.Context, call *Call) (ClientStream, error) {
+		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
 			ls := &loggedStream{o: &opts, ctx: ctx, call: call, start: time.Now()}
 			cs, err := next.NewStream(ctx, call)
 			if err != nil {

@@ -31,8 +31,10 @@ package middleware
 
 import (
 	"context"
+	"reflect"
 
 	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -48,19 +50,36 @@ type Call struct {
 	// Pattern is the call pattern.
 	Pattern handler.Pattern
 	// Idempotent marks the call as safe to retry. The client sets it for
-	// methods its fetched contract marks idempotent; the aster.Idempotent()
-	// call option sets it per call.
+	// methods its fetched contract marks idempotent and for methods declared
+	// with the aster.WithIdempotent client option; the aster.Idempotent()
+	// call option sets it per call. Retry also asks the client's contract
+	// (see MethodDescriber) when a call fails and this is false.
 	Idempotent bool
 	// Metadata is sent in the call header; middleware may add to it.
 	Metadata handler.Metadata
 	// SessionID routes the call to a session (0: none).
 	SessionID uint64
+	// Conn, when set, pins the call to that connection: the client opens
+	// the call's stream on it and never dials for it, and a call whose
+	// pinned connection is gone fails at once with UNAVAILABLE. A Session
+	// sets it on its calls (a session lives on the connection it started
+	// on), so no middleware moves a session call to another connection;
+	// Retry does not retry a call whose pinned connection is gone.
+	// Middleware must not change it; the client refuses a session call
+	// (SessionID set) without it.
+	Conn transport.Conn
 	// Peer is the endpoint being called (set by the client).
 	Peer trust.EndpointID
 	// Requires is the method's capability requirement as the server's
 	// contract states it, when the client has fetched the contract (nil
 	// otherwise or when the method requires nothing).
 	Requires trust.Requirement
+	// RequestType and ResponseType are the Go types of the messages the
+	// caller sends and decodes into, set by the typed call functions
+	// (aster.CallUnary, ...) and nil for calls without Go types. When the
+	// client has the server's contract it checks their wire names
+	// (handler.TypeName) against the method's before anything is sent.
+	RequestType, ResponseType reflect.Type
 }
 
 // FullName returns "Service.method".
@@ -69,7 +88,9 @@ func (c *Call) FullName() string { return c.Service + "." + c.Method }
 // ClientStream is the caller's side of one call.
 //
 // Send and CloseSend may be called concurrently with Recv. A unary or
-// server-streaming call sends exactly one message, then CloseSend.
+// server-streaming call sends exactly one message, then CloseSend. Close
+// may be called at any time, also while Send or Recv is blocked in another
+// goroutine: it unblocks them, and they return an error.
 type ClientStream interface {
 	// Send encodes and sends one request message. Messages may be coalesced
 	// into larger writes.
@@ -79,6 +100,10 @@ type ClientStream interface {
 	// Recv decodes the next response into msg. It returns io.EOF when the
 	// call ended OK, or the call's *status.Error.
 	Recv(msg any) error
+	// Header returns the response metadata the server sent before its
+	// first message (nil if none), valid once Recv has returned a message,
+	// an error or io.EOF.
+	Header() handler.Metadata
 	// Trailer returns the trailer metadata, valid once Recv has returned an
 	// error or io.EOF.
 	Trailer() handler.Metadata
@@ -102,7 +127,65 @@ func (f CallerFunc) NewStream(ctx context.Context, call *Call) (ClientStream, er
 }
 
 // Client is client-side middleware.
+//
+// Middleware that wraps a Caller should return one with an Unwrap() Caller
+// method (WrapCaller makes one), so that optional interfaces of the inner
+// callers, such as MethodDescriber, stay visible to the middleware outside.
 type Client func(Caller) Caller
+
+// WrapCaller returns a Caller that starts calls with f and whose Unwrap
+// method returns next, the Caller f wraps.
+func WrapCaller(next Caller, f CallerFunc) Caller { return &wrappedCaller{f: f, next: next} }
+
+type wrappedCaller struct {
+	f    CallerFunc
+	next Caller
+}
+
+func (w *wrappedCaller) NewStream(ctx context.Context, call *Call) (ClientStream, error) {
+	return w.f(ctx, call)
+}
+
+// Unwrap returns the wrapped Caller.
+func (w *wrappedCaller) Unwrap() Caller { return w.next }
+
+// MethodSpec is what a server's contract says of one method.
+type MethodSpec struct {
+	// Pattern is the method's call pattern.
+	Pattern handler.Pattern
+	// Idempotent reports whether the method is marked safe to retry.
+	Idempotent bool
+	// Requires is the method's capability requirement (nil: none).
+	Requires trust.Requirement
+	// Request and Response are the wire type names of its messages.
+	Request, Response string
+}
+
+// MethodDescriber is an optional interface of a Caller: DescribeMethod
+// returns what the server's contract says of call's method (service,
+// method and version), fetching the contract if the caller has not yet
+// (the client does so once per connection). A method the contract lacks is
+// NOT_FOUND. The aster client's transport path implements it; Retry uses
+// it to learn whether a failed call is idempotent.
+type MethodDescriber interface {
+	DescribeMethod(ctx context.Context, call *Call) (MethodSpec, error)
+}
+
+// FindDescriber returns the MethodDescriber among c and the callers it
+// wraps (followed through Unwrap() Caller methods), if any.
+func FindDescriber(c Caller) (MethodDescriber, bool) {
+	for c != nil {
+		if d, ok := c.(MethodDescriber); ok {
+			return d, true
+		}
+		u, ok := c.(interface{ Unwrap() Caller })
+		if !ok {
+			return nil, false
+		}
+		c = u.Unwrap()
+	}
+	return nil, false
+}
 
 // Chain composes middleware of one side; mw[0] is the outermost. It works for
 // server middleware (Server) and client middleware (Client) alike:

@@ -50,8 +50,13 @@ type RetryOptions struct {
 	Codes []status.Code
 	// Idempotent decides whether a call may be retried at all. Default:
 	// call.Idempotent, which is true for methods the server's contract marks
-	// idempotent (once the client has fetched it) and for calls made with
-	// the aster.Idempotent() call option (the explicit per-call opt-in).
+	// idempotent, for methods declared with the aster.WithIdempotent client
+	// option and for calls made with the aster.Idempotent() call option
+	// (the explicit per-call opt-in). Before asking, Retry sets
+	// call.Idempotent from the server's contract when the Caller it wraps
+	// can describe methods (MethodDescriber, which the aster client
+	// implements): the client fetches the contract once per connection, so
+	// no explicit Client.Contract call is needed.
 	Idempotent func(*Call) bool
 	// Budget limits retries across all calls through this middleware so
 	// that retries cannot amplify an outage. Default: NewRetryBudget(0.2, 10)
@@ -158,7 +163,9 @@ func Attempt(ctx context.Context) int {
 // backoff and jitter. A call is retried only when it is idempotent (see
 // RetryOptions.Idempotent), failed with a retryable code, has attempts and
 // budget left, its deadline leaves room for the wait, and — for streams —
-// no response message has been delivered to the caller yet. Sent messages
+// no response message has been delivered to the caller yet. A call pinned
+// to a connection (a session call, see Call.Conn) is not retried once that
+// connection is gone: the session went with it. Sent messages
 // (up to MaxReplayMessages) are replayed on the new attempt; while a call
 // can still be retried, Send hides the io.EOF of an attempt that ended (the
 // message is kept for the next attempt, and Recv reports the outcome), and
@@ -170,7 +177,22 @@ func Retry(opts RetryOptions) Client {
 	opts.setDefaults()
 	o := &opts
 	return func(next Caller) Caller {
-		return CallerFunc(func(ctx context.Context, call *Call) (ClientStream, error) {
+		describer, _ := FindDescriber(next)
+		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
+			if !call.Idempotent && describer != nil {
+				spec, err := describer.DescribeMethod(ctx, call)
+				switch {
+				case err == nil:
+					call.Idempotent = spec.Idempotent
+				case failsCall(err):
+					// No connection could be made: the call would fail
+					// the same way, and dialling again only doubles the
+					// wait. Its idempotency is unknown, so no retry.
+					return nil, err
+				}
+				// Otherwise (e.g. a method the contract lacks) the call
+				// goes ahead as it is and the server answers.
+			}
 			if !o.Idempotent(call) {
 				return next.NewStream(ctx, call)
 			}
@@ -184,6 +206,17 @@ func Retry(opts RetryOptions) Client {
 			return rs, nil
 		})
 	}
+}
+
+// failsCall reports whether a failed DescribeMethod means the call cannot
+// be made either: the connection or admission failed, the caller's context
+// ended, or the client is misconfigured.
+func failsCall(err error) bool {
+	switch status.CodeOf(err) {
+	case status.Unavailable, status.DeadlineExceeded, status.Canceled, status.Unauthenticated, status.InvalidArgument:
+		return true
+	}
+	return false
 }
 
 // retryable reports whether err may be retried by code.
@@ -282,6 +315,13 @@ func (rs *retryStream) open(n int, prevErr error) (ClientStream, error) {
 // mayRetry decides whether attempt n's failure err is retried, withdrawing
 // from the budget if so.
 func (rs *retryStream) mayRetry(n int, err error) bool {
+	if c := rs.call.Conn; c != nil {
+		select {
+		case <-c.Done():
+			return false // a pinned call cannot move to another connection
+		default:
+		}
+	}
 	return n < rs.o.MaxAttempts && rs.o.retryable(err) && rs.o.Budget.withdraw()
 }
 
@@ -407,6 +447,13 @@ func (rs *retryStream) Recv(msg any) error {
 		}
 		rs.mu.Unlock()
 	}
+}
+
+func (rs *retryStream) Header() handler.Metadata {
+	rs.mu.Lock()
+	cs := rs.cur
+	rs.mu.Unlock()
+	return cs.Header()
 }
 
 func (rs *retryStream) Trailer() handler.Metadata {

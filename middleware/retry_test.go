@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 )
@@ -262,4 +263,64 @@ func TestRetryDialFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-restarted
+}
+
+// Retry learns that a method is idempotent from the server's contract by
+// itself, through the client's MethodDescriber: no Client.Contract call is
+// needed.
+func TestRetryFetchesContractItself(t *testing.T) {
+	ctx := context.Background()
+	for _, quic := range []bool{false, true} {
+		e := newEnv(t, envConfig{quic: quic})
+		var fetches atomic.Int64
+		count := func(next middleware.Caller) middleware.Caller {
+			d, ok := middleware.FindDescriber(next)
+			if !ok {
+				t.Fatal("the client's caller is not a MethodDescriber")
+			}
+			return countingDescriber{Caller: next, d: d, n: &fetches}
+		}
+		c := e.client(t, middleware.Retry(fastRetry()), count)
+		name := t.Name() + map[bool]string{false: "mem", true: "quic"}[quic]
+		resp, err := unary(ctx, c, "get", &Msg{Key: name, Fail: 2, Code: uint32(status.Unavailable)})
+		if err != nil || resp.Key != name {
+			t.Fatalf("idempotent get without an explicit contract fetch: %+v, %v", resp, err)
+		}
+		if n := e.svc.count(name); n != 3 {
+			t.Fatalf("server saw %d calls, want 3", n)
+		}
+		// Not idempotent: not retried.
+		_, err = unary(ctx, c, "put", &Msg{Key: name + "put", Fail: 1, Code: uint32(status.Unavailable)})
+		wantCode(t, err, status.Unavailable)
+		if n := fetches.Load(); n != 2 {
+			t.Fatalf("DescribeMethod ran %d times, want once per call (2)", n)
+		}
+	}
+}
+
+// countingDescriber counts DescribeMethod calls through a Caller.
+type countingDescriber struct {
+	middleware.Caller
+	d middleware.MethodDescriber
+	n *atomic.Int64
+}
+
+func (c countingDescriber) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
+	c.n.Add(1)
+	return c.d.DescribeMethod(ctx, call)
+}
+
+// WithIdempotent declares a method idempotent on the client.
+func TestRetryWithIdempotentOption(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, envConfig{})
+	k := testutil.Key(t, 99)
+	c := aster.NewClient(e.addr, e.opt(k), aster.WithIdempotent("T.put"), aster.WithClientMiddleware(middleware.Retry(fastRetry())))
+	t.Cleanup(func() { c.Close() })
+	if _, err := unary(ctx, c, "put", &Msg{Key: t.Name(), Fail: 1, Code: uint32(status.Unavailable)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.svc.count(t.Name()); n != 2 {
+		t.Fatalf("server saw %d calls, want 2", n)
+	}
 }

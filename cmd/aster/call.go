@@ -142,7 +142,7 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 		dialCtx, cancel = context.WithTimeout(ctx, f.connectTimeout)
 		defer cancel()
 	}
-	client, err := aster.DialAddress(dialCtx, addr, clientOpts...)
+	client, err := aster.DialAddress(dialCtx, addr, withTransport(addr, clientOpts)...)
 	if err != nil {
 		return connectError(err)
 	}

@@ -78,12 +78,12 @@ func fetchLive(cmd *cobra.Command, rawAddr string, connectTimeout time.Duration)
 		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
 		defer cancel()
 	}
-	client, err := aster.DialAddress(ctx, addr, opts...)
+	client, err := aster.DialAddress(ctx, addr, withTransport(addr, opts)...)
 	if err != nil {
 		return nil, "", connectError(err)
 	}
 	defer client.Close()
-	ct, id, err := fetchContract(ctx, client)
+	ct, id, err := client.Contract(ctx)
 	if err != nil {
 		return nil, "", connectError(fmt.Errorf("fetching the contract: %w", err))
 	}

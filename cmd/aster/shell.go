@@ -14,13 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/peterh/liner"
 	"github.com/spf13/cobra"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/contract"
-	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
 )
 
@@ -194,7 +192,7 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 		case <-stopDialOnSignal:
 		}
 	}()
-	client, err := aster.DialAddress(dialCtx, addr, clientOpts...)
+	client, err := aster.DialAddress(dialCtx, addr, withTransport(addr, clientOpts)...)
 	if err == nil {
 		defer client.Close()
 	}
@@ -587,7 +585,7 @@ func (sh *shell) describe(args []string) {
 func (sh *shell) refresh() {
 	ctx, cancel := context.WithTimeout(sh.ctx, 30*time.Second)
 	defer cancel()
-	ct, id, err := fetchContract(ctx, sh.client)
+	ct, id, err := sh.client.RefreshContract(ctx)
 	if err != nil {
 		sh.printErr(err)
 		return
@@ -607,20 +605,6 @@ func (sh *shell) refresh() {
 		note = "changed"
 	}
 	fmt.Fprintf(sh.out, "contract %s (%s): %d services\n", shortID(id), note, len(ct.Services))
-}
-
-// fetchContract fetches the server's contract with a fresh call (the
-// client caches it per connection) and returns it with its id.
-func fetchContract(ctx context.Context, c aster.Caller) (*contract.Contract, string, error) {
-	raw, err := aster.CallUnary[cbor.RawMessage](ctx, c, wire.ControlService+"."+wire.MethodContract, struct{}{})
-	if err != nil {
-		return nil, "", err
-	}
-	ct, err := contract.Decode(*raw)
-	if err != nil {
-		return nil, "", status.Wrap(status.Internal, err)
-	}
-	return ct, contract.ID(*raw), nil
 }
 
 func shortID(id string) string {

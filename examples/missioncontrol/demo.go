@@ -10,6 +10,9 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/webtransport"
+	"github.com/aster-go/aster/trust"
 )
 
 // runDemo connects to addr as a client and exercises every call pattern,
@@ -25,6 +28,12 @@ func runDemo(ctx context.Context, addr string, w io.Writer, opts ...aster.Client
 		mu.Unlock()
 	}
 
+	if a, err := aster.ParseAddress(addr); err == nil && len(a.Direct) == 0 && a.Relay == "" && a.WebTransport != "" {
+		// Reachable only over WebTransport: the aster package does not
+		// link that transport, so the client is given its dialer.
+		wt := aster.WithDialerFor(func(k trust.SecretKey) transport.Dialer { return webtransport.NewDialer(k, nil) })
+		opts = append([]aster.ClientOption{wt}, opts...)
+	}
 	c, err := aster.Dial(ctx, addr, opts...)
 	if err != nil {
 		return err

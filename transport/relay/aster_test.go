@@ -231,7 +231,7 @@ func allPatterns(t *testing.T, c *aster.Client, text string) {
 // direct address, and all four patterns work.
 func TestCallsThroughRelay(t *testing.T) {
 	r := startRelay(t, "127.0.0.1:0", relay.ServerConfig{})
-	addr := startServer(t, aster.WithRelay(r.url), aster.WithIPTransports(false))
+	addr := startServer(t, aster.WithHomeRelay(r.url), aster.WithIPTransports(false))
 	if len(addr.Direct) != 0 || addr.Relay != r.url {
 		t.Fatalf("address %+v, want the relay only", addr)
 	}
@@ -261,7 +261,7 @@ func deadUDP(t *testing.T) netip.AddrPort {
 // answer: the client falls back to the relay without being told.
 func TestFallbackToRelay(t *testing.T) {
 	r := startRelay(t, "127.0.0.1:0", relay.ServerConfig{})
-	addr := startServer(t, aster.WithRelay(r.url))
+	addr := startServer(t, aster.WithHomeRelay(r.url))
 	if len(addr.Direct) == 0 || addr.Relay != r.url {
 		t.Fatalf("address %+v, want direct addresses and the relay", addr)
 	}
@@ -289,13 +289,13 @@ func TestFallbackToRelay(t *testing.T) {
 	// With relays disabled on the client, the dead address is all there is.
 	ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
 	defer cancel()
-	c2, err := aster.DialAddress(ctx, blocked, aster.WithClientRelay(false))
+	c2, err := aster.DialAddress(ctx, blocked, aster.WithRelayFallback(false))
 	if err == nil {
 		c2.Close()
 		t.Fatal("dial without relay of a dead direct address succeeded")
 	}
 	// With IP transports disabled, the relay alone works.
-	c3, err := aster.DialAddress(ctxT(t), addr, aster.WithClientIPTransports(false))
+	c3, err := aster.DialAddress(ctxT(t), addr, aster.WithIPTransports(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +326,7 @@ func TestEndToEndEncryption(t *testing.T) {
 		}
 		return pkt
 	})
-	addr := startServer(t, aster.WithRelay(r.url), aster.WithIPTransports(false))
+	addr := startServer(t, aster.WithHomeRelay(r.url), aster.WithIPTransports(false))
 	c, err := aster.Dial(ctxT(t), addr.String())
 	if err != nil {
 		t.Fatal(err)
@@ -363,7 +363,7 @@ func TestRelayRestartMidStream(t *testing.T) {
 	}
 	cfg := relay.ServerConfig{Certificate: cert}
 	r := startRelay(t, "127.0.0.1:0", cfg)
-	addr := startServer(t, aster.WithRelay(r.url), aster.WithIPTransports(false))
+	addr := startServer(t, aster.WithHomeRelay(r.url), aster.WithIPTransports(false))
 	c, err := aster.Dial(ctxT(t), addr.String())
 	if err != nil {
 		t.Fatal(err)
@@ -473,9 +473,9 @@ func TestListenAndServeErrors(t *testing.T) {
 		want string
 	}{
 		"no transport":  {[]aster.ServerOption{aster.WithIPTransports(false)}, "nothing to listen on"},
-		"bad URL":       {[]aster.ServerOption{aster.WithRelay("relay.example:3340")}, "scheme must be https"},
-		"wrong pin":     {[]aster.ServerOption{aster.WithRelay(relay.PinnedURL(r.addr, other.Certificate[0]))}, "does not match the pinned"},
-		"relay is down": {[]aster.ServerOption{aster.WithRelay(relay.PinnedURL(deadAddr, other.Certificate[0]))}, "connect to " + deadAddr},
+		"bad URL":       {[]aster.ServerOption{aster.WithHomeRelay("relay.example:3340")}, "scheme must be https"},
+		"wrong pin":     {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(r.addr, other.Certificate[0]))}, "does not match the pinned"},
+		"relay is down": {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(deadAddr, other.Certificate[0]))}, "connect to " + deadAddr},
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := aster.NewServer(append([]aster.ServerOption{aster.WithLogger(quiet)}, tc.opts...)...)

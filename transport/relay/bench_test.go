@@ -25,7 +25,7 @@ func BenchmarkRelay(b *testing.B) {
 			if path == "direct" {
 				addr = startBenchServer(b)
 			} else {
-				addr = startBenchServer(b, aster.WithRelay(r.url), aster.WithIPTransports(false))
+				addr = startBenchServer(b, aster.WithHomeRelay(r.url), aster.WithIPTransports(false))
 			}
 			c, err := aster.DialAddress(context.Background(), addr)
 			if err != nil {

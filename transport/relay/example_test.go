@@ -32,7 +32,7 @@ func Example() {
 	defer func() { rs.Close(); <-relayDone }()
 	url := relay.PinnedURL(ln.Addr().String(), cert.Certificate[0])
 
-	srv := aster.NewServer(aster.WithRelay(url), aster.WithIPTransports(false), aster.WithLogger(quiet))
+	srv := aster.NewServer(aster.WithHomeRelay(url), aster.WithIPTransports(false), aster.WithLogger(quiet))
 	srv.MustRegister(testService())
 	ready := make(chan aster.Address, 1)
 	serveDone := make(chan error, 1)

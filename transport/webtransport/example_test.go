@@ -9,7 +9,9 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/webtransport"
+	"github.com/aster-go/aster/trust"
 )
 
 type Greeting struct {
@@ -17,9 +19,9 @@ type Greeting struct {
 }
 
 // Serve an aster.Server over WebTransport and call it from Go. A Go client
-// picks WebTransport by itself for an address that has a WebTransport URL
-// and no direct QUIC address; a browser uses the same address (see
-// examples/missioncontrol/web).
+// reaches an address that has only a WebTransport URL with a WebTransport
+// dialer (the aster package itself does not link this transport); a
+// browser uses the same address (see examples/missioncontrol/web).
 func Example() {
 	srv := aster.NewServer(aster.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	srv.MustRegister(handler.NewService("Greeter", 1).
@@ -37,7 +39,9 @@ func Example() {
 	addr := ln.Addr() // endpoint id, https://127.0.0.1:port/aster, certificate hashes
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := aster.Dial(ctx, addr.String())
+	c, err := aster.Dial(ctx, addr.String(), aster.WithDialerFor(func(k trust.SecretKey) transport.Dialer {
+		return webtransport.NewDialer(k, nil)
+	}))
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -314,7 +314,7 @@ func (p *probeProc) stop() {
 
 // dialAster connects a new aster client (its own key and UDP socket).
 func dialAster(ctx context.Context, addr string) (*aster.Client, error) {
-	return aster.Dial(ctx, addr, aster.WithClientKey(trust.GenerateKey()))
+	return aster.Dial(ctx, addr, aster.WithSecretKey(trust.GenerateKey()))
 }
 
 // asterCode is the name of err's aster status code.

@@ -246,7 +246,7 @@ func probeDeadDial(ctx context.Context, e *probeEnv, system string) error {
 		}
 		a := aster.Address{ID: id, Direct: []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}}
 		call = func(ctx context.Context) error {
-			c, err := aster.DialAddress(ctx, a, aster.WithClientKey(trust.GenerateKey()))
+			c, err := aster.DialAddress(ctx, a, aster.WithSecretKey(trust.GenerateKey()))
 			if err == nil {
 				c.Close()
 			}

@@ -239,7 +239,7 @@ func probeServe(args []string) error {
 			}),
 		}
 		if *relayURL != "" {
-			opts = append(opts, aster.WithRelay(*relayURL), aster.WithIPTransports(false))
+			opts = append(opts, aster.WithHomeRelay(*relayURL), aster.WithIPTransports(false))
 		}
 		if *seed != "" {
 			b, err := hex.DecodeString(*seed)
@@ -408,7 +408,7 @@ func probeClient(args []string) error {
 	ctx := context.Background()
 	switch *system {
 	case "aster":
-		c, err := aster.Dial(ctx, *addr, aster.WithClientKey(trust.GenerateKey()))
+		c, err := aster.Dial(ctx, *addr, aster.WithSecretKey(trust.GenerateKey()))
 		if err != nil {
 			return err
 		}

@@ -165,7 +165,7 @@ func (s *asterSystem) Dial(ctx context.Context, addr string) (Client, error) {
 	}
 	key := trust.GenerateKey()
 	d, closeFn := s.dialer(key)
-	c, err := aster.DialAddress(ctx, a, aster.WithClientKey(key), aster.WithDialer(d))
+	c, err := aster.DialAddress(ctx, a, aster.WithDialer(d))
 	if err != nil {
 		closeFn()
 		return nil, err
