@@ -42,12 +42,12 @@ func testBreakerDeadServerRecovers(t *testing.T) {
 	})
 	var reached atomic.Int64
 	c := e.client(t, b.Middleware(), countCalls(&reached))
-	call := &middleware.Call{Peer: e.addr.ID, Service: "T", Method: "get"}
+	call := &middleware.Call{Peer: e.Addr.ID, Service: "T", Method: "get"}
 	if _, err := unary(ctx, c, "get", &Msg{Key: "a"}); err != nil {
 		t.Fatal(err)
 	}
 
-	e.srv.Close()
+	e.Server.Close()
 	for i := range 3 {
 		_, err := unary(ctx, c, "get", &Msg{Key: "a"})
 		wantCode(t, err, status.Unavailable)
@@ -62,7 +62,7 @@ func testBreakerDeadServerRecovers(t *testing.T) {
 	_, err := unary(ctx, c, "get", &Msg{Key: "a"})
 	wantCode(t, err, status.Unavailable)
 	se := status.FromError(err)
-	if !strings.Contains(err.Error(), "breaker "+e.addr.ID.Short()) || se.Metadata()[middleware.BreakerOpenKey] == "" {
+	if !strings.Contains(err.Error(), "breaker "+e.Addr.ID.Short()) || se.Metadata()[middleware.BreakerOpenKey] == "" {
 		t.Fatalf("open breaker error %q %v does not name the breaker", err, se.Metadata())
 	}
 	if reached.Load() != before {
@@ -70,11 +70,7 @@ func testBreakerDeadServerRecovers(t *testing.T) {
 	}
 
 	// The server comes back; after OpenTimeout one probe closes the breaker.
-	ln, err := e.nw.Listen(e.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.start(t, ln, envConfig{})
+	e.Restart(t)
 	time.Sleep(open - time.Millisecond)
 	_, err = unary(ctx, c, "get", &Msg{Key: "a"})
 	wantCode(t, err, status.Unavailable)
@@ -130,7 +126,7 @@ func TestBreakerCodes(t *testing.T) {
 					t.Fatalf("got %v", err)
 				}
 			}
-			call := &middleware.Call{Peer: e.addr.ID, Service: "T", Method: "put"}
+			call := &middleware.Call{Peer: e.Addr.ID, Service: "T", Method: "put"}
 			if got := b.State(call) == middleware.BreakerOpen; got != tc.trip {
 				t.Fatalf("open = %v, want %v", got, tc.trip)
 			}
@@ -161,7 +157,7 @@ func TestBreakerPerMethodAndStreams(t *testing.T) {
 		wantCode(t, err, status.Unavailable)
 	}
 	state := func(m string) middleware.BreakerState {
-		return b.State(&middleware.Call{Peer: e.addr.ID, Service: "T", Method: m})
+		return b.State(&middleware.Call{Peer: e.Addr.ID, Service: "T", Method: m})
 	}
 	if state("list") != middleware.BreakerClosed || state("sum") != middleware.BreakerOpen || state("chat") != middleware.BreakerOpen {
 		t.Fatalf("list %v sum %v chat %v", state("list"), state("sum"), state("chat"))
@@ -171,7 +167,7 @@ func TestBreakerPerMethodAndStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := sum(ctx, c, []*Msg{{Key: "s"}})
-	if !strings.Contains(err.Error(), "breaker "+e.addr.ID.Short()+"/T.sum") {
+	if !strings.Contains(err.Error(), "breaker "+e.Addr.ID.Short()+"/T.sum") {
 		t.Fatalf("got %v", err)
 	}
 	// A call the caller abandons counts neither way: failure, abandoned
@@ -216,7 +212,7 @@ func TestBreakerReadyToTripAndInterval(t *testing.T) {
 			OnStateChange: func(name string, from, to middleware.BreakerState) { changes = append(changes, change{name, from, to}) },
 		})
 		c := e.client(t, b.Middleware())
-		call := &middleware.Call{Peer: e.addr.ID, Service: "T", Method: "put"}
+		call := &middleware.Call{Peer: e.Addr.ID, Service: "T", Method: "put"}
 		fail := func(key string) {
 			t.Helper()
 			_, err := unary(ctx, c, "put", &Msg{Key: key, Fail: 1, Code: uint32(status.Unavailable)})
