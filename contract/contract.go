@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	fxcbor "github.com/fxamacker/cbor/v2"
+
 	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/trust"
@@ -85,13 +87,15 @@ type TypeRef struct {
 }
 
 // String renders the type as "list<map<string,float>>", "mission/Heartbeat", ...
+// A missing element or key type (in a TypeRef not checked by Decode)
+// renders as "?".
 func (t TypeRef) String() string {
 	var s string
 	switch t.Kind {
 	case KindList:
-		s = "list<" + t.Elem.String() + ">"
+		s = "list<" + refString(t.Elem) + ">"
 	case KindMap:
-		s = "map<" + t.Key.String() + "," + t.Elem.String() + ">"
+		s = "map<" + refString(t.Key) + "," + refString(t.Elem) + ">"
 	case KindRef:
 		s = t.Ref
 	default:
@@ -101,6 +105,13 @@ func (t TypeRef) String() string {
 		s += "?"
 	}
 	return s
+}
+
+func refString(t *TypeRef) string {
+	if t == nil {
+		return "?"
+	}
+	return t.String()
 }
 
 // Build describes services. It fails if two different Go types claim the
@@ -285,16 +296,83 @@ func ID(canonical []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Decode parses a CBOR-encoded contract and checks that every method's
-// message types are defined.
+// MaxEncodedSize is the largest encoded contract Decode accepts: 1 MiB.
+// A contract comes from a server the client may not trust, and decoding
+// into Go structs takes up to about 80 times the encoded size in memory,
+// so the limit bounds that to about 80 MiB. Real contracts are a few
+// kilobytes (Mission Control's is about 2 KiB).
+const MaxEncodedSize = 1 << 20
+
+// maxItems bounds the length of every list and map in a decoded contract
+// (services, methods, types, fields, capability lists).
+const maxItems = 1 << 16
+
+// decMode decodes contracts: as codec/cbor does (duplicate map keys
+// rejected, unknown keys ignored), with tighter list bounds.
+var decMode = func() fxcbor.DecMode {
+	dm, err := fxcbor.DecOptions{
+		MaxNestedLevels:  64,
+		MaxArrayElements: maxItems,
+		MaxMapPairs:      maxItems,
+		DupMapKey:        fxcbor.DupMapKeyEnforcedAPF,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return dm
+}()
+
+// Decode parses a CBOR-encoded contract, which may come from an untrusted
+// server, and checks it as PROTOCOL.md §13.1 describes: every method has a
+// known pattern and defined message types, every type reference is
+// well-formed (a known kind; list with elem; map with key and elem; ref to
+// a defined type), capability requirements are valid expressions, and no
+// name (service version, method, type, field) appears twice. Contracts
+// larger than MaxEncodedSize are refused before decoding.
 func Decode(b []byte) (*Contract, error) {
+	if len(b) > MaxEncodedSize {
+		return nil, fmt.Errorf("contract: %d bytes, more than the %d allowed", len(b), MaxEncodedSize)
+	}
 	c := new(Contract)
-	if err := cbor.Unmarshal(b, c); err != nil {
+	if err := decMode.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
 	}
 	slices.SortFunc(c.Types, func(a, b TypeDef) int { return strings.Compare(a.Name, b.Name) })
+	for i := range c.Types {
+		d := &c.Types[i]
+		if i > 0 && c.Types[i-1].Name == d.Name {
+			return nil, fmt.Errorf("contract: type %q defined twice", d.Name)
+		}
+		seen := make(map[string]bool, len(d.Fields))
+		for _, f := range d.Fields {
+			if seen[f.Name] {
+				return nil, fmt.Errorf("contract: type %q: field %q defined twice", d.Name, f.Name)
+			}
+			seen[f.Name] = true
+			if err := c.checkRef(&f.Type); err != nil {
+				return nil, fmt.Errorf("contract: type %q field %q: %w", d.Name, f.Name, err)
+			}
+		}
+	}
+	type sv struct {
+		name    string
+		version uint32
+	}
+	services := make(map[sv]bool, len(c.Services))
 	for _, s := range c.Services {
+		if services[sv{s.Name, s.Version}] {
+			return nil, fmt.Errorf("contract: service %s version %d described twice", s.Name, s.Version)
+		}
+		services[sv{s.Name, s.Version}] = true
+		if s.Scope != handler.ScopeShared.String() && s.Scope != handler.ScopeSession.String() {
+			return nil, fmt.Errorf("contract: service %s: unknown scope %q", s.Name, s.Scope)
+		}
+		methods := make(map[string]bool, len(s.Methods))
 		for _, m := range s.Methods {
+			if methods[m.Name] {
+				return nil, fmt.Errorf("contract: %s.%s described twice", s.Name, m.Name)
+			}
+			methods[m.Name] = true
 			if _, ok := handler.ParsePattern(m.Pattern); !ok {
 				return nil, fmt.Errorf("contract: %s.%s: unknown pattern %q", s.Name, m.Name, m.Pattern)
 			}
@@ -303,9 +381,48 @@ func Decode(b []byte) (*Contract, error) {
 					return nil, fmt.Errorf("contract: %s.%s: type %q not defined", s.Name, m.Name, tn)
 				}
 			}
+			if m.Requires != nil {
+				if _, err := m.Requires.Requirement(); err != nil {
+					return nil, fmt.Errorf("contract: %s.%s requires: %w", s.Name, m.Name, err)
+				}
+			}
 		}
 	}
 	return c, nil
+}
+
+// checkRef checks that t is well-formed: a known kind with exactly the
+// parts that kind has, and a ref to a defined type.
+func (c *Contract) checkRef(t *TypeRef) error {
+	switch t.Kind {
+	case KindString, KindBool, KindInt, KindUint, KindFloat, KindBytes, KindTime, KindAny:
+		if t.Elem != nil || t.Key != nil || t.Ref != "" {
+			return fmt.Errorf("kind %q takes no elem, key or ref", t.Kind)
+		}
+		return nil
+	case KindList:
+		if t.Elem == nil || t.Key != nil || t.Ref != "" {
+			return fmt.Errorf("kind list takes an elem and no key or ref")
+		}
+		return c.checkRef(t.Elem)
+	case KindMap:
+		if t.Elem == nil || t.Key == nil || t.Ref != "" {
+			return fmt.Errorf("kind map takes a key and an elem and no ref")
+		}
+		if err := c.checkRef(t.Key); err != nil {
+			return err
+		}
+		return c.checkRef(t.Elem)
+	case KindRef:
+		if t.Elem != nil || t.Key != nil {
+			return fmt.Errorf("kind ref takes no elem or key")
+		}
+		if c.Type(t.Ref) == nil {
+			return fmt.Errorf("type %q not defined", t.Ref)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown kind %q", t.Kind)
 }
 
 // Type returns the definition of a type name, or nil.

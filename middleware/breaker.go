@@ -3,6 +3,7 @@ package middleware
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"sync"
@@ -14,16 +15,69 @@ import (
 	"github.com/aster-go/aster/status"
 )
 
+// The circuit breaker is built on sony/gobreaker; its options and states
+// are this package's own types, so users need not import it.
+
 // BreakerOpenKey is the metadata key set on the error of a call refused by
 // an open circuit breaker; its value is the breaker's name. Retry does not
 // retry such errors.
 const BreakerOpenKey = "aster-breaker"
 
+// BreakerState is the state of one circuit breaker.
+type BreakerState int
+
+// Breaker states.
+const (
+	// BreakerClosed lets calls through and counts their outcomes.
+	BreakerClosed BreakerState = iota
+	// BreakerHalfOpen lets BreakerOptions.Probes calls through to test
+	// whether the target has recovered; other calls fail fast.
+	BreakerHalfOpen
+	// BreakerOpen fails every call fast until BreakerOptions.OpenTimeout
+	// has passed.
+	BreakerOpen
+)
+
+// String returns "closed", "half-open" or "open".
+func (s BreakerState) String() string {
+	switch s {
+	case BreakerClosed:
+		return "closed"
+	case BreakerHalfOpen:
+		return "half-open"
+	case BreakerOpen:
+		return "open"
+	}
+	return fmt.Sprintf("BreakerState(%d)", int(s))
+}
+
+// BreakerCounts are the outcomes a breaker has counted since it last
+// changed state (or, when CLOSED with an Interval, since the interval
+// began). Calls the caller abandoned and CANCELED calls are not counted.
+type BreakerCounts struct {
+	// Requests is the number of calls let through.
+	Requests uint32
+	// TotalSuccesses and TotalFailures count finished calls.
+	TotalSuccesses, TotalFailures uint32
+	// ConsecutiveSuccesses and ConsecutiveFailures count the latest run
+	// of equal outcomes.
+	ConsecutiveSuccesses, ConsecutiveFailures uint32
+}
+
 // BreakerOptions configure CircuitBreaker. The zero value gives the
 // documented defaults.
 type BreakerOptions struct {
-	// ConsecutiveFailures trips the breaker (CLOSED → OPEN). Default 3.
+	// ConsecutiveFailures trips the breaker (CLOSED → OPEN) when it sees
+	// that many failed calls in a row. Default 3. Ignored if ReadyToTrip
+	// is set.
 	ConsecutiveFailures uint32
+	// ReadyToTrip, if set, decides instead of ConsecutiveFailures: it is
+	// called with the counts after each failed call while CLOSED, and
+	// the breaker opens when it returns true. It must not block.
+	ReadyToTrip func(BreakerCounts) bool
+	// Interval is how often a CLOSED breaker clears its counts. Default
+	// 0: counts are cleared only when the state changes.
+	Interval time.Duration
 	// OpenTimeout is how long the breaker stays OPEN before letting probes
 	// through (HALF-OPEN). Default 5 s.
 	OpenTimeout time.Duration
@@ -39,8 +93,10 @@ type BreakerOptions struct {
 	// PERMISSION_DENIED never count, even if listed. CANCELED (the caller
 	// gave up) is neither a failure nor a success.
 	FailureCodes []status.Code
-	// OnStateChange, if set, is called when a breaker changes state.
-	OnStateChange func(name string, from, to gobreaker.State)
+	// OnStateChange, if set, is called when a breaker changes state, with
+	// the breaker's name (see Breakers.Name). It runs while the breaker
+	// holds its lock: it must not block or call into the breaker.
+	OnStateChange func(name string, from, to BreakerState)
 }
 
 func (o *BreakerOptions) setDefaults() {
@@ -53,9 +109,23 @@ func (o *BreakerOptions) setDefaults() {
 	if o.Probes == 0 {
 		o.Probes = 1
 	}
+	if o.Interval < 0 {
+		o.Interval = 0
+	}
 	if o.FailureCodes == nil {
 		o.FailureCodes = []status.Code{status.Unavailable, status.DeadlineExceeded, status.Internal, status.Unknown, status.DataLoss}
 	}
+}
+
+// breakerState converts gobreaker's state.
+func breakerState(s gobreaker.State) BreakerState {
+	switch s {
+	case gobreaker.StateHalfOpen:
+		return BreakerHalfOpen
+	case gobreaker.StateOpen:
+		return BreakerOpen
+	}
+	return BreakerClosed
 }
 
 // isFailure reports whether err counts against the breaker.
@@ -124,14 +194,28 @@ func (b *Breakers) get(call *Call) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	defer b.mu.Unlock()
 	cb := b.m[k]
 	if cb == nil {
+		var onChange func(string, gobreaker.State, gobreaker.State)
+		if f := b.opts.OnStateChange; f != nil {
+			onChange = func(name string, from, to gobreaker.State) { f(name, breakerState(from), breakerState(to)) }
+		}
 		cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 			Name:        b.Name(call),
 			MaxRequests: b.opts.Probes,
 			Timeout:     b.opts.OpenTimeout,
+			Interval:    b.opts.Interval,
 			ReadyToTrip: func(c gobreaker.Counts) bool {
+				if b.opts.ReadyToTrip != nil {
+					return b.opts.ReadyToTrip(BreakerCounts{
+						Requests:             c.Requests,
+						TotalSuccesses:       c.TotalSuccesses,
+						TotalFailures:        c.TotalFailures,
+						ConsecutiveSuccesses: c.ConsecutiveSuccesses,
+						ConsecutiveFailures:  c.ConsecutiveFailures,
+					})
+				}
 				return c.ConsecutiveFailures >= b.opts.ConsecutiveFailures
 			},
-			OnStateChange: b.opts.OnStateChange,
+			OnStateChange: onChange,
 			IsSuccessful:  func(err error) bool { return !b.opts.isFailure(err) },
 			IsExcluded: func(err error) bool {
 				return err == errCanceledCall || status.CodeOf(err) == status.Canceled
@@ -142,15 +226,16 @@ func (b *Breakers) get(call *Call) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	return cb
 }
 
-// State returns the state of the breaker for call (CLOSED if it has none).
-func (b *Breakers) State(call *Call) gobreaker.State {
+// State returns the state of the breaker for call (BreakerClosed if it has
+// none yet).
+func (b *Breakers) State(call *Call) BreakerState {
 	b.mu.Lock()
 	cb := b.m[b.key(call)]
 	b.mu.Unlock()
 	if cb == nil {
-		return gobreaker.StateClosed
+		return BreakerClosed
 	}
-	return cb.State()
+	return breakerState(cb.State())
 }
 
 // Middleware returns the client middleware.

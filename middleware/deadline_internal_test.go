@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aster-go/aster/handler"
@@ -114,16 +115,28 @@ func TestClientDeadlineContextExpires(t *testing.T) {
 }
 
 // Nobody waits on the context: Err still reports the deadline once it has
-// passed, and Done is closed when asked for afterwards.
+// passed, and Done is closed when asked for afterwards. On synctest's
+// clock (no timer is armed here, so none can leak into the shared timer
+// pool from the bubble).
 func TestClientDeadlineContextUnwatched(t *testing.T) {
-	ctx, cs := deadlineCall(t, context.Background(), DeadlineOptions{Default: time.Millisecond})
-	defer cs.Close()
-	dl, _ := ctx.Deadline()
-	time.Sleep(time.Until(dl) + time.Millisecond)
-	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		t.Fatalf("Err() = %v after the deadline", ctx.Err())
-	}
-	waitDone(t, ctx, "after the deadline")
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cs := deadlineCall(t, context.Background(), DeadlineOptions{Default: time.Second})
+		defer cs.Close()
+		dl, _ := ctx.Deadline()
+		time.Sleep(time.Until(dl) - time.Nanosecond)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("Err() = %v 1 ns before the deadline", err)
+		}
+		time.Sleep(time.Nanosecond)
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			t.Fatalf("Err() = %v at the deadline", ctx.Err())
+		}
+		select {
+		case <-ctx.Done():
+		default:
+			t.Fatal("Done not closed after the deadline")
+		}
+	})
 }
 
 // The call's end (its last Recv, or Close) releases the context: Canceled,

@@ -1,7 +1,6 @@
 package middleware_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,12 +16,9 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/internal/testutil/rig"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
-	"github.com/aster-go/aster/transport"
-	"github.com/aster-go/aster/transport/mem"
-	"github.com/aster-go/aster/transport/quic"
-	"github.com/aster-go/aster/trust"
 )
 
 func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
@@ -186,16 +182,11 @@ func streamOf(ctx context.Context) handler.Metadata {
 	return md
 }
 
-// env is a server with the test service on a transport, and a way to make
-// clients for it.
+// env is a server with the test service (on the in-memory transport, or
+// QUIC) and a way to make clients for it.
 type env struct {
-	srv  *aster.Server
-	svc  *svc
-	addr aster.Address
-	opt  func(trust.SecretKey) aster.ClientOption
-	nw   *mem.Network // nil for QUIC
-	key  trust.SecretKey
-	n    atomic.Int64
+	*rig.Server // the server; Restart serves again after Close
+	svc         *svc
 }
 
 type envConfig struct {
@@ -204,56 +195,24 @@ type envConfig struct {
 	svcMW   []handler.Middleware // around the test service
 }
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLogger() *slog.Logger { return rig.QuietLogger() }
 
 func newEnv(t *testing.T, cfg envConfig) *env {
 	t.Helper()
-	e := &env{svc: newSvc(), key: testutil.Key(t, 1)}
-	var ln transport.Listener
-	var err error
+	e := &env{svc: newSvc()}
+	tr := rig.Mem
 	if cfg.quic {
-		ln, err = quic.Listen("127.0.0.1:0", e.key, nil)
-		e.opt = func(ck trust.SecretKey) aster.ClientOption {
-			d := quic.NewDialer(ck, nil)
-			t.Cleanup(func() { d.Close() })
-			return aster.WithDialer(d)
-		}
-	} else {
-		e.nw = mem.NewNetwork()
-		ln, err = e.nw.Listen(e.key)
-		e.opt = func(ck trust.SecretKey) aster.ClientOption { return aster.WithDialer(e.nw.Dialer(ck)) }
+		tr = rig.QUIC
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = ln.Addr()
-	e.srv = e.start(t, ln, cfg)
+	svc := e.svc.service("T", append([]handler.Middleware{exposeStream}, cfg.svcMW...)...)
+	e.Server = rig.Start(t, tr, []*handler.Service{svc}, cfg.srvOpts...)
 	return e
-}
-
-// start serves the test service on ln until the test ends.
-func (e *env) start(t *testing.T, ln transport.Listener, cfg envConfig) *aster.Server {
-	opts := append([]aster.ServerOption{aster.WithSecretKey(e.key), aster.WithLogger(quietLogger())}, cfg.srvOpts...)
-	srv := aster.NewServer(opts...)
-	srv.MustRegister(e.svc.service("T", append([]handler.Middleware{exposeStream}, cfg.svcMW...)...))
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, aster.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return srv
 }
 
 // client returns a new client (with its own key) using mw.
 func (e *env) client(t *testing.T, mw ...middleware.Client) *aster.Client {
 	t.Helper()
-	k := testutil.Key(t, 100+int(e.n.Add(1)))
-	c := aster.NewClient(e.addr, e.opt(k), aster.WithClientMiddleware(mw...))
-	t.Cleanup(func() { c.Close() })
-	return c
+	return e.Client(t, aster.WithClientMiddleware(mw...))
 }
 
 // fetched fetches c's contract, so that c knows which methods the server
@@ -267,16 +226,7 @@ func fetched(t *testing.T, c *aster.Client) *aster.Client {
 }
 
 // logBuffer is a JSON slog sink whose records tests can read.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ testutil.SyncBuffer }
 
 func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -285,10 +235,8 @@ func (b *logBuffer) logger() *slog.Logger {
 // records returns the logged records with the given message.
 func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
+	for line := range strings.Lines(b.String()) {
 		var r map[string]any
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("log line %q: %v", line, err)

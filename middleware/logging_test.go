@@ -61,7 +61,7 @@ func TestLogging(t *testing.T) {
 	}
 	for i, w := range wants {
 		cr := cli[i]
-		if cr["method"] != w.method || cr["code"] != w.code || cr["level"] != w.level || cr["pattern"] != w.pattern || cr["peer"] != e.addr.ID.Short() {
+		if cr["method"] != w.method || cr["code"] != w.code || cr["level"] != w.level || cr["pattern"] != w.pattern || cr["peer"] != e.Addr.ID.Short() {
 			t.Errorf("client record %d: %v, want %+v", i, cr, w)
 		}
 		if w.clientOnlyCheck {
@@ -110,7 +110,7 @@ func TestAudit(t *testing.T) {
 		aster.WithAdmission(admit),
 		aster.WithMiddleware(middleware.Audit(middleware.AuditOptions{Logger: logs.logger()})),
 	}})
-	if err := e.srv.Register(svc); err != nil {
+	if err := e.Server.Register(svc); err != nil {
 		t.Fatal(err)
 	}
 	c := e.client(t)

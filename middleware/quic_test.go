@@ -70,7 +70,7 @@ func TestQUICBreaker(t *testing.T) {
 	if _, err := unary(first, c, "get", &Msg{}); err != nil {
 		t.Fatal(err)
 	}
-	e.srv.Close()
+	e.Server.Close()
 	for range 3 {
 		_, err := unary(ctx, c, "get", &Msg{})
 		if code := status.CodeOf(err); code != status.Unavailable && code != status.DeadlineExceeded {

@@ -243,18 +243,13 @@ func TestRetryAttemptInContext(t *testing.T) {
 // A server that is down (the dial fails) is retried until it returns.
 func TestRetryDialFailure(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	e.srv.Close()
+	e.Server.Close()
 	opts := fastRetry()
 	opts.MaxAttempts = 5
 	restarted := make(chan struct{})
 	opts.OnRetry = func(_ *middleware.Call, attempt int, err error, _ time.Duration) {
 		if attempt == 3 {
-			ln, lerr := e.nw.Listen(e.key)
-			if lerr != nil {
-				t.Error(lerr)
-				return
-			}
-			e.start(t, ln, envConfig{})
+			e.Restart(t)
 			close(restarted)
 		}
 	}

@@ -29,7 +29,7 @@ func TestSessionCalls(t *testing.T) {
 		Use(middleware.Logging(middleware.LogOptions{Logger: srvLogs.logger()})).
 		Handle("add", handler.On(func(t *tally) handler.Def { return handler.Unary(t.add) }), handler.Idempotent())
 	e := newEnv(t, envConfig{})
-	if err := e.srv.Register(tallies); err != nil {
+	if err := e.Server.Register(tallies); err != nil {
 		t.Fatal(err)
 	}
 	c := fetched(t, e.client(t,

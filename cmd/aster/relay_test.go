@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aster-go/aster/internal/testutil"
 )
 
 // relayProc is an "aster relay" process.
@@ -21,23 +22,8 @@ type relayProc struct {
 	stop                     func() (stderr string)
 }
 
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer collects a process's output, read while it runs.
+type lockedBuffer = testutil.SyncBuffer
 
 // startRelayProc runs "aster relay args..." (prefixed by wrap, e.g.
 // "ip netns exec NS") and waits for it to print its URL.

@@ -4,7 +4,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -15,13 +14,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/internal/testutil"
 )
 
 // TestBrowser is the real-browser test of the WebTransport transport (run
@@ -45,7 +44,7 @@ func TestBrowser(t *testing.T) {
 	}
 	srv := exec.CommandContext(ctx, bin)
 	srv.Env = append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0", "ASTER_WEBTRANSPORT_ADDR=127.0.0.1:0")
-	var srvLog syncBuffer
+	var srvLog testutil.SyncBuffer
 	srv.Stderr = &srvLog
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
@@ -132,7 +131,7 @@ type pageResult struct {
 // returns what the page reports.
 func runPage(t *testing.T, ctx context.Context, chromium, base, addr string, results <-chan pageResult) pageResult {
 	page := base + "/index.html?report=1&addr=" + url.QueryEscape(addr)
-	var browserLog syncBuffer
+	var browserLog testutil.SyncBuffer
 	browser := exec.CommandContext(ctx, chromium,
 		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -169,22 +168,4 @@ func findChromium(t *testing.T) string {
 	}
 	t.Fatal("no Chromium found (install Debian's chromium, or set ASTER_CHROMIUM)")
 	return ""
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

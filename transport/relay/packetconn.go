@@ -232,10 +232,14 @@ func (c *PacketConn) register(ctx context.Context, raw net.Conn) (net.Conn, *buf
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: reading CHALLENGE: %w", err)
 	}
-	if typ == frameClose {
-		return nil, nil, parseClose(body)
+	f, err := parseFrame(typ, body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: reading CHALLENGE: %w", err)
 	}
-	if typ != frameChallenge || len(body) != 1+nonceLen || body[0] != Version {
+	if typ == frameClose {
+		return nil, nil, f.close
+	}
+	if typ != frameChallenge {
 		return nil, nil, fmt.Errorf("%w: expected a version 1 CHALLENGE, got frame type %#x of %d bytes", ErrProtocol, typ, len(body))
 	}
 	cs := conn.ConnectionState()
@@ -243,10 +247,13 @@ func (c *PacketConn) register(ctx context.Context, raw net.Conn) (net.Conn, *buf
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: TLS exporter: %w", err)
 	}
-	if _, err := conn.Write(registerFrame(c.key, body[1:], exporter)); err != nil {
+	if _, err := conn.Write(registerFrame(c.key, f.nonce, exporter)); err != nil {
 		return nil, nil, fmt.Errorf("relay: sending REGISTER: %w", err)
 	}
 	typ, body, err = readFrame(br, buf)
+	if err == nil {
+		f, err = parseFrame(typ, body)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: reading the registration result: %w", err)
 	}
@@ -254,7 +261,7 @@ func (c *PacketConn) register(ctx context.Context, raw net.Conn) (net.Conn, *buf
 	case frameAccepted:
 		return conn, br, nil
 	case frameClose:
-		return nil, nil, parseClose(body)
+		return nil, nil, f.close
 	}
 	return nil, nil, fmt.Errorf("%w: expected ACCEPTED or CLOSE, got frame type %#x", ErrProtocol, typ)
 }
@@ -341,13 +348,13 @@ func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
 		if err != nil {
 			return err
 		}
+		f, err := parseFrame(typ, body)
+		if err != nil {
+			return err
+		}
 		switch {
 		case typ == frameRecv:
-			if len(body) <= idLen {
-				return fmt.Errorf("%w: RECV frame without a datagram", ErrProtocol)
-			}
-			d := datagram{data: append(getBuf(), body[idLen:]...)}
-			copy(d.src[:], body[:idLen])
+			d := datagram{src: f.id, data: append(getBuf(), f.data...)}
 			select {
 			case c.recv <- d:
 			default:
@@ -356,15 +363,15 @@ func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
 			}
 		case typ == framePing:
 			select {
-			case c.send <- appendFrame(nil, framePong, body):
+			case c.send <- appendFrame(nil, framePong, f.data):
 			default:
 			}
 		case typ == framePong:
 		case typ == frameClose:
-			return parseClose(body)
+			return f.close
 		case typ >= frameOptional:
 		default:
-			return fmt.Errorf("%w: unexpected frame type %#x", ErrProtocol, typ)
+			return fmt.Errorf("%w: unexpected %s frame", ErrProtocol, frameName(typ))
 		}
 	}
 }

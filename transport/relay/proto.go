@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aster-go/aster/trust"
 )
@@ -173,10 +174,15 @@ func verifyRegister(body, nonce, exporter []byte) (trust.EndpointID, bool) {
 	return id, ed25519.Verify(ed25519.PublicKey(id[:]), registerMessage(nonce, exporter, id), body[1+idLen:])
 }
 
-// closeFrame encodes CLOSE; the reason is cut to MaxReasonLen bytes.
+// closeFrame encodes CLOSE; the reason is cut to MaxReasonLen bytes, at a
+// UTF-8 character boundary.
 func closeFrame(code CloseCode, reason string) []byte {
 	if len(reason) > MaxReasonLen {
-		reason = reason[:MaxReasonLen]
+		i := MaxReasonLen
+		for i > 0 && !utf8.RuneStart(reason[i]) {
+			i--
+		}
+		reason = reason[:i]
 	}
 	return appendFrame(nil, frameClose, []byte{byte(code)}, []byte(reason))
 }
@@ -229,12 +235,115 @@ func readFrame(r *bufio.Reader, buf []byte) (byte, []byte, error) {
 	return h[0], buf[:n], nil
 }
 
-// parseClose decodes a CLOSE body.
+// parseClose decodes a CLOSE body. An empty body, which carries no code,
+// reads as a protocol-error close; a reason that is not UTF-8 has its bad
+// bytes replaced by "?".
 func parseClose(body []byte) *CloseError {
 	if len(body) == 0 {
 		return &CloseError{Code: CloseProtocol, Reason: "empty CLOSE frame", Remote: true}
 	}
 	return &CloseError{Code: CloseCode(body[0]), Reason: strings.ToValidUTF8(string(body[1:]), "?"), Remote: true}
+}
+
+// frame is one decoded relay frame. Its byte slices alias the body it was
+// parsed from.
+type frame struct {
+	typ   byte
+	nonce []byte           // CHALLENGE
+	id    trust.EndpointID // REGISTER: the claimed id; SEND: destination; RECV: source
+	sig   []byte           // REGISTER: the signature, not yet verified
+	data  []byte           // SEND, RECV: the datagram; PING, PONG: the 8 bytes; types >= 0x80: the body
+	close *CloseError      // CLOSE
+}
+
+// pingLen is the length of a PING or PONG body.
+const pingLen = 8
+
+// parseFrame checks a frame body against the layout of its type (the table
+// in PROTOCOL.md §19.2) and decodes it. Whether the type may arrive in the
+// receiver's state (direction, order) is the caller's to check. Errors wrap
+// ErrProtocol. It allocates only for CLOSE.
+func parseFrame(typ byte, body []byte) (frame, error) {
+	f := frame{typ: typ}
+	bad := func(want string) (frame, error) {
+		return frame{}, fmt.Errorf("%w: %s frame of %d bytes, want %s", ErrProtocol, frameName(typ), len(body), want)
+	}
+	switch {
+	case typ == frameChallenge:
+		if len(body) != 1+nonceLen || body[0] != Version {
+			return bad("version 1 and a 32-byte nonce")
+		}
+		f.nonce = body[1:]
+	case typ == frameRegister:
+		if len(body) != 1+idLen+ed25519.SignatureSize || body[0] != Version {
+			return bad("version 1, a 32-byte id and a 64-byte signature")
+		}
+		copy(f.id[:], body[1:1+idLen])
+		f.sig = body[1+idLen:]
+	case typ == frameAccepted:
+		if len(body) != 0 {
+			return bad("an empty body")
+		}
+	case typ == frameClose:
+		f.close = parseClose(body)
+	case typ == frameSend || typ == frameRecv:
+		if len(body) <= idLen || len(body)-idLen > MaxDatagramSize {
+			return bad("a 32-byte id and a datagram of 1 to 1500 bytes")
+		}
+		copy(f.id[:], body[:idLen])
+		f.data = body[idLen:]
+	case typ == framePing || typ == framePong:
+		if len(body) != pingLen {
+			return bad("8 bytes")
+		}
+		f.data = body
+	case typ >= frameOptional:
+		f.data = body
+	default:
+		return frame{}, fmt.Errorf("%w: unknown frame type %#x", ErrProtocol, typ)
+	}
+	return f, nil
+}
+
+// appendTo appends the encoding of f to b; for a frame parseFrame accepted
+// it gives back the bytes parsed, except that a CLOSE reason that was not
+// UTF-8 comes back repaired, and an empty CLOSE body comes back as a CLOSE
+// with code CloseProtocol.
+func (f *frame) appendTo(b []byte) []byte {
+	switch {
+	case f.typ == frameChallenge:
+		return appendFrame(b, f.typ, []byte{Version}, f.nonce)
+	case f.typ == frameRegister:
+		return appendFrame(b, f.typ, []byte{Version}, f.id[:], f.sig)
+	case f.typ == frameClose:
+		return append(b, closeFrame(f.close.Code, f.close.Reason)...)
+	case f.typ == frameSend || f.typ == frameRecv:
+		return appendFrame(b, f.typ, f.id[:], f.data)
+	}
+	return appendFrame(b, f.typ, f.data)
+}
+
+// frameName names a frame type for errors.
+func frameName(typ byte) string {
+	switch typ {
+	case frameChallenge:
+		return "CHALLENGE"
+	case frameRegister:
+		return "REGISTER"
+	case frameAccepted:
+		return "ACCEPTED"
+	case frameClose:
+		return "CLOSE"
+	case frameSend:
+		return "SEND"
+	case frameRecv:
+		return "RECV"
+	case framePing:
+		return "PING"
+	case framePong:
+		return "PONG"
+	}
+	return fmt.Sprintf("type %#x", typ)
 }
 
 // URL is a parsed relay URL: "https://host[:port][#sha256=<hex>]". The

@@ -3,7 +3,6 @@ package relay
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -165,6 +164,17 @@ type Server struct {
 	// routes, when set (tests only, under mu), redirect datagrams for one
 	// id to another endpoint, as a malicious relay could.
 	routes map[trust.EndpointID]trust.EndpointID
+	// statsHook, when set (tests only), is called after each change of
+	// the connections, registrations, forwarded and dropped datagrams that
+	// Stats reports, so tests wait for the change instead of polling.
+	statsHook atomic.Pointer[func()]
+}
+
+// statsChanged calls the stats hook, if any.
+func (s *Server) statsChanged() {
+	if f := s.statsHook.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // NewServer returns a relay server. It fails if cfg has no certificate.
@@ -225,7 +235,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		s.accepted.Add(1)
-		if !s.track(c) {
+		tracked := s.track(c)
+		s.statsChanged()
+		if !tracked {
 			continue
 		}
 		go s.handle(c)
@@ -262,6 +274,7 @@ func (s *Server) untrack(c net.Conn) {
 		delete(s.perIP, ip)
 	}
 	s.mu.Unlock()
+	s.statsChanged()
 	s.wg.Done()
 }
 
@@ -355,6 +368,7 @@ func (s *Server) handle(raw net.Conn) {
 		old.close(CloseReplaced, "replaced by a newer registration of the same endpoint id")
 	}
 	s.registrations.Add(1)
+	s.statsChanged()
 	_ = conn.SetDeadline(time.Time{})
 	s.log.Info("relay: endpoint connected", "endpoint", id.String(), "remote", raw.RemoteAddr().String())
 
@@ -376,6 +390,7 @@ func (s *Server) handle(raw net.Conn) {
 		delete(s.endpoints, id)
 	}
 	s.mu.Unlock()
+	s.statsChanged()
 	s.log.Info("relay: endpoint disconnected", "endpoint", id.String(), "remote", raw.RemoteAddr().String(),
 		"duration", time.Since(se.start).Round(time.Millisecond).String(),
 		"sent_packets", se.sentPkts.Load(), "sent_bytes", se.sentBytes.Load(),
@@ -420,7 +435,8 @@ func (s *Server) register(conn *tls.Conn) (trust.EndpointID, *bufio.Reader, bool
 		}
 		return trust.EndpointID{}, nil, false
 	}
-	if typ != frameRegister || len(body) != 1+idLen+ed25519.SignatureSize || body[0] != Version {
+	f, err := parseFrame(typ, body)
+	if err != nil || typ != frameRegister {
 		s.refuse(conn, CloseProtocol, "expected a version 1 REGISTER frame of 97 bytes")
 		return trust.EndpointID{}, nil, false
 	}
@@ -432,9 +448,7 @@ func (s *Server) register(conn *tls.Conn) (trust.EndpointID, *bufio.Reader, bool
 	}
 	id, ok := verifyRegister(body, nonce[:], exporter)
 	if !ok {
-		var claimed trust.EndpointID
-		copy(claimed[:], body[1:1+idLen])
-		s.refuse(conn, CloseBadProof, "the signature does not prove the endpoint key "+claimed.Short())
+		s.refuse(conn, CloseBadProof, "the signature does not prove the endpoint key "+f.id.Short())
 		return trust.EndpointID{}, nil, false
 	}
 	return id, br, true
@@ -454,28 +468,21 @@ func (se *session) readLoop(br *bufio.Reader) error {
 		if err != nil {
 			return err
 		}
+		f, err := parseFrame(typ, body)
+		if err != nil {
+			return err
+		}
 		switch {
 		case typ == frameSend:
-			if len(body) <= idLen {
-				return fmt.Errorf("%w: SEND frame without a datagram", ErrProtocol)
-			}
-			if len(body)-idLen > MaxDatagramSize {
-				return fmt.Errorf("%w: datagram of %d bytes", ErrProtocol, len(body)-idLen)
-			}
-			var dst trust.EndpointID
-			copy(dst[:], body[:idLen])
-			s.forward(se, dst, body[idLen:])
+			s.forward(se, f.id, f.data)
 		case typ == framePing:
-			if len(body) != 8 {
-				return fmt.Errorf("%w: PING of %d bytes", ErrProtocol, len(body))
-			}
-			se.enqueue(appendFrame(nil, framePong, body))
+			se.enqueue(appendFrame(nil, framePong, f.data))
 		case typ == framePong:
 		case typ == frameClose:
-			return parseClose(body)
+			return f.close
 		case typ >= frameOptional:
 		default:
-			return fmt.Errorf("%w: unexpected frame type %#x", ErrProtocol, typ)
+			return fmt.Errorf("%w: unexpected %s frame", ErrProtocol, frameName(typ))
 		}
 	}
 }
@@ -540,11 +547,13 @@ func (s *Server) forward(src *session, dst trust.EndpointID, pkt []byte) {
 	d.recvBytes.Add(uint64(len(pkt)))
 	s.forwarded.Add(1)
 	s.forwardedBytes.Add(uint64(len(pkt)))
+	s.statsChanged()
 }
 
 func (s *Server) drop(src *session, reason int) {
 	src.drops.Add(1)
 	s.dropped[reason].Add(1)
+	s.statsChanged()
 }
 
 // writeLoop writes queued frames, flushing when the queue is empty, until

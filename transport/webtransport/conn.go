@@ -4,27 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	quicgo "github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	wt "github.com/quic-go/webtransport-go"
 
-	"github.com/aster-go/aster/internal/resetstate"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/internal/quicwrap"
 	"github.com/aster-go/aster/trust"
 )
-
-// maxReasonLen caps the close reason sent to the peer (WebTransport allows
-// 1024 bytes; aster's QUIC transport sends at most 512).
-const maxReasonLen = 512
 
 // closeLinger is how long a connection closed locally keeps its QUIC
 // connection open so the session-close capsule reaches the peer, which
@@ -73,116 +66,43 @@ func connError(err error) *transport.ConnError {
 	return nil
 }
 
-// streamError maps a webtransport-go stream error to the errors
-// transport.Stream documents.
-func streamError(err error) error {
-	if err == nil || err == io.EOF {
-		return err
-	}
+// wtErrors is what transport/webtransport adds to the shared stream
+// wrapper.
+type wtErrors struct{}
+
+func (wtErrors) Prefix() string { return "webtransport" }
+
+// MaxCode is the largest code WebTransport carries: codes are 32-bit.
+func (wtErrors) MaxCode() uint64 { return math.MaxUint32 }
+
+func (wtErrors) Stream(err error) (*transport.StreamError, bool) {
 	var se *wt.StreamError
 	if errors.As(err, &se) {
-		return &transport.StreamError{Code: transport.StreamErrorCode(se.ErrorCode), Remote: se.Remote}
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return os.ErrDeadlineExceeded
+		return &transport.StreamError{Code: transport.StreamErrorCode(se.ErrorCode), Remote: se.Remote}, true
 	}
 	var qse *quicgo.StreamError
 	if errors.As(err, &qse) {
 		// A reset whose code is outside the WebTransport range (a broken
 		// or foreign peer).
-		return &transport.StreamError{Code: transport.CodeProtocol, Remote: qse.Remote}
+		return &transport.StreamError{Code: transport.CodeProtocol, Remote: qse.Remote}, true
 	}
-	if ce := connError(err); ce != nil {
-		return ce
-	}
-	return errors.New("webtransport: " + err.Error())
+	return nil, false
 }
 
-// opError maps an error from OpenStream or AcceptStream.
-func opError(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("webtransport: %s: %w", op, err)
-	}
-	if ce := connError(err); ce != nil {
-		return ce
-	}
-	return fmt.Errorf("webtransport: %s: %s", op, err.Error())
-}
+func (wtErrors) Conn(err error) *transport.ConnError { return connError(err) }
 
-// streamCode converts a reset code; WebTransport carries 32-bit codes, so
-// larger ones are sent as CodeInternal.
-func streamCode(code transport.StreamErrorCode) wt.StreamErrorCode {
-	if uint64(code) > math.MaxUint32 {
-		code = transport.CodeInternal
-	}
-	return wt.StreamErrorCode(code)
-}
+// CloseWrite: webtransport-go's Close error is the reset itself.
+func (wtErrors) CloseWrite(context.Context, error) error { return nil }
 
 // stream wraps a WebTransport stream as a transport.Stream.
-type stream struct {
-	ws *wt.Stream
-	rs resetstate.State // local resets: Read after Reset fails, Close sends no FIN
-}
+type stream = quicwrap.Stream[*wt.Stream, wt.StreamErrorCode, wtErrors]
+
+var (
+	newStream = quicwrap.NewStream[*wt.Stream, wt.StreamErrorCode, wtErrors]
+	opError   = quicwrap.OpError[wtErrors]
+)
 
 var _ transport.Stream = (*stream)(nil)
-
-// Read reads from the stream; see transport.Stream.
-func (s *stream) Read(b []byte) (int, error) {
-	n, err := s.ws.Read(b)
-	switch {
-	case err == nil:
-	case err == io.EOF:
-		err = s.rs.EOF()
-	default:
-		err = streamError(err)
-	}
-	return n, err
-}
-
-// Write writes to the stream; see transport.Stream.
-func (s *stream) Write(b []byte) (int, error) {
-	n, err := s.ws.Write(b)
-	return n, streamError(err)
-}
-
-// CloseWrite sends FIN after the data written so far. If the write
-// direction was reset (locally or because the peer stopped reading) it
-// returns that reset's *transport.StreamError.
-func (s *stream) CloseWrite() error {
-	if err := s.ws.Close(); err != nil {
-		return streamError(err)
-	}
-	return nil
-}
-
-// Reset aborts both directions with code; codes above 2^32-1 are sent as
-// CodeInternal.
-func (s *stream) Reset(code transport.StreamErrorCode) {
-	c := streamCode(code)
-	s.rs.Reset(transport.StreamErrorCode(c))
-	s.ws.CancelWrite(c)
-	s.ws.CancelRead(c)
-}
-
-// Close closes the write direction (unless Reset was called) and stops
-// reading with CodeNoError.
-func (s *stream) Close() error {
-	var err error
-	if !s.rs.WasReset() {
-		err = s.CloseWrite()
-	}
-	s.ws.CancelRead(wt.StreamErrorCode(transport.CodeNoError))
-	return err
-}
-
-// Context is done when the write direction is finished.
-func (s *stream) Context() context.Context { return s.ws.Context() }
-
-// SetReadDeadline sets the read deadline.
-func (s *stream) SetReadDeadline(t time.Time) error { return s.ws.SetReadDeadline(t) }
-
-// SetWriteDeadline sets the write deadline.
-func (s *stream) SetWriteDeadline(t time.Time) error { return s.ws.SetWriteDeadline(t) }
 
 // conn is one WebTransport session (on its own QUIC connection) as a
 // transport.Conn.
@@ -229,7 +149,7 @@ func (c *conn) OpenStream(ctx context.Context) (transport.Stream, error) {
 	if err != nil {
 		return nil, opError("open stream", err)
 	}
-	return &stream{ws: ws}, nil
+	return newStream(ws), nil
 }
 
 // AcceptStream waits for the next stream the peer opened.
@@ -241,7 +161,7 @@ func (c *conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 	if err != nil {
 		return nil, opError("accept stream", err)
 	}
-	return &stream{ws: ws}, nil
+	return newStream(ws), nil
 }
 
 // LocalID is this side's endpoint id.
@@ -262,7 +182,7 @@ func (c *conn) Close(code transport.ConnErrorCode, reason string) error {
 	}
 	c.closeOnce.Do(func() {
 		c.localClosed.Store(true)
-		_ = c.sess.CloseWithError(wt.SessionErrorCode(code), truncateReason(reason))
+		_ = c.sess.CloseWithError(wt.SessionErrorCode(code), quicwrap.TruncateReason(reason))
 	})
 	return nil
 }
@@ -275,14 +195,3 @@ func (c *conn) forceClose(code transport.ConnErrorCode, reason string) {
 
 // Done is closed when the session ends.
 func (c *conn) Done() <-chan struct{} { return c.sess.Context().Done() }
-
-func truncateReason(s string) string {
-	if len(s) <= maxReasonLen {
-		return s
-	}
-	i := maxReasonLen
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i]
-}

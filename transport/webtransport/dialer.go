@@ -19,6 +19,7 @@ import (
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/internal/quicwrap"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -186,7 +187,7 @@ func (d *Dialer) identify(ctx context.Context, c *conn, want trust.EndpointID, c
 	if err != nil {
 		return trust.EndpointID{}, fmt.Errorf("waiting for the identity challenge: %w", identityErr(err))
 	}
-	st := &stream{ws: ws}
+	st := newStream(ws)
 	defer st.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = ws.SetDeadline(dl)
@@ -239,7 +240,7 @@ func identityErr(err error) error {
 	if ce := connError(err); ce != nil {
 		return ce
 	}
-	return streamError(err)
+	return quicwrap.StreamError[wtErrors](err)
 }
 
 // Close closes the dialer's connections (with transport.ConnNoError) and

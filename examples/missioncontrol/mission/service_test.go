@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aster-go/aster"
@@ -60,7 +61,12 @@ func TestGetStatus(t *testing.T) {
 
 // TestTailFanOut: two tails with the same filter each see every matching
 // entry, and filtering by agent and minimum level works as the guide says.
-func TestTailFanOut(t *testing.T) {
+// It runs in a synctest bubble so that it can wait until the server has
+// taken the three subscriptions (every goroutine blocked) instead of
+// polling for them.
+func TestTailFanOut(t *testing.T) { synctest.Test(t, testTailFanOut) }
+
+func testTailFanOut(t *testing.T) {
 	f := setup(t)
 	c := ctx(t)
 	tail := func(req *mission.TailRequest) *aster.ServerStreamCall[mission.LogEntry] {
@@ -74,12 +80,9 @@ func TestTailFanOut(t *testing.T) {
 	a := tail(&mission.TailRequest{AgentID: "edge-node-7", Level: "warn"})
 	b := tail(&mission.TailRequest{AgentID: "edge-node-7", Level: "warn"})
 	all := tail(&mission.TailRequest{Level: "debug"})
-	deadline := time.Now().Add(10 * time.Second)
-	for f.mc.Subscribers() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("tails did not subscribe")
-		}
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if n := f.mc.Subscribers(); n != 3 {
+		t.Fatalf("%d tails subscribed, want 3", n)
 	}
 	levels := []string{"info", "warn", "error", "debug", "fatal"}
 	agents := []string{"edge-node-7", "other"}
