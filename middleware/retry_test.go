@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
-	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 )
@@ -309,9 +308,7 @@ func (c countingDescriber) DescribeMethod(ctx context.Context, call *middleware.
 func TestRetryWithIdempotentOption(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, envConfig{})
-	k := testutil.Key(t, 99)
-	c := aster.NewClient(e.addr, e.opt(k), aster.WithIdempotent("T.put"), aster.WithClientMiddleware(middleware.Retry(fastRetry())))
-	t.Cleanup(func() { c.Close() })
+	c := e.Client(t, aster.WithIdempotent("T.put"), aster.WithClientMiddleware(middleware.Retry(fastRetry())))
 	if _, err := unary(ctx, c, "put", &Msg{Key: t.Name(), Fail: 1, Code: uint32(status.Unavailable)}); err != nil {
 		t.Fatal(err)
 	}
