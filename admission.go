@@ -16,7 +16,7 @@ import (
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
-	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // The admission exchange (PROTOCOL.md, "Admission"): the first stream a
@@ -29,7 +29,7 @@ import (
 type admitHello struct {
 	// Role the client asks to be admitted as; "" means consumer.
 	Role string `cbor:"role,omitempty" json:"role,omitempty"`
-	// Credential is the CBOR-encoded enrollment credential (trust.Credential.Encode),
+	// Credential is the CBOR-encoded enrollment credential (enroll.Credential.Encode),
 	// absent when the client has none.
 	Credential []byte `cbor:"credential,omitempty" json:"credential,omitempty"`
 }
@@ -61,7 +61,7 @@ const (
 // e.g. browsers), and refused otherwise; one that does not complete
 // admission within 5 s is refused. Default: no gate (every peer is admitted
 // unrestricted).
-func WithGate(g *trust.Gate) ServerOption {
+func WithGate(g *enroll.Gate) ServerOption {
 	return func(o *serverOptions) {
 		o.admit = func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error) {
 			return gateAdmit(ctx, o, g, c)
@@ -73,7 +73,7 @@ func WithGate(g *trust.Gate) ServerOption {
 // the peer and the connection to accept calls from: c, or, when the first
 // stream was an ordinary call admitted through an open gate, a wrapper that
 // hands that stream back first.
-func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport.Conn) (handler.Peer, transport.Conn, error) {
+func gateAdmit(ctx context.Context, o *serverOptions, g *enroll.Gate, c transport.Conn) (handler.Peer, transport.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
 	defer cancel()
 	go func() { // the exchange also ends when the connection does
@@ -101,7 +101,7 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 	}
 	if hdr.Service != wire.ControlService || hdr.Method != wire.MethodAdmit {
 		// A client that does not speak admission: an anonymous consumer.
-		if grant, aerr := g.Admit(c.RemoteID(), trust.RoleConsumer, nil); aerr == nil && stop() {
+		if grant, aerr := g.Admit(c.RemoteID(), enroll.RoleConsumer, nil); aerr == nil && stop() {
 			first := &replayStream{Stream: st, r: io.MultiReader(bytes.NewReader(rec.buf), st)}
 			return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Unrestricted: grant.Unrestricted}, &pendingConn{Conn: c, first: first}, nil
 		}
@@ -115,18 +115,18 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 		refuse(ctx, c, st, status.FromError(err), jsonMeta)
 		return handler.Peer{}, nil, err
 	}
-	var cred *trust.Credential
+	var cred *enroll.Credential
 	var decodeErr error
 	if len(hello.Credential) > 0 {
-		cred, decodeErr = trust.DecodeCredential(hello.Credential)
+		cred, decodeErr = enroll.Decode(hello.Credential)
 	}
-	grant, err := g.Admit(c.RemoteID(), trust.Role(hello.Role), cred)
+	grant, err := g.Admit(c.RemoteID(), enroll.Role(hello.Role), cred)
 	if err != nil {
-		var rf *trust.Refusal
+		var rf *enroll.Refusal
 		if errors.As(err, &rf) && decodeErr != nil {
-			rf.Message, rf.Reason = trust.MsgCredentialRejected, decodeErr
+			rf.Message, rf.Reason = enroll.MsgCredentialRejected, decodeErr
 		}
-		se := status.New(status.Unauthenticated, trust.MsgCredentialRejected)
+		se := status.New(status.Unauthenticated, enroll.MsgCredentialRejected)
 		if rf != nil {
 			se = rf.Status()
 		}
@@ -284,7 +284,7 @@ func (c *serverCall) admitOpen() error {
 	}
 	role := h.Role
 	if role == "" {
-		role = string(trust.RoleConsumer)
+		role = string(enroll.RoleConsumer)
 	}
 	return c.Send(&admitVerdict{Role: role, Capabilities: []string{}, Unrestricted: true})
 }
@@ -352,51 +352,11 @@ func admitError(err error) error {
 
 // WithCredential makes the client present cred when it connects. The
 // credential is bound to an endpoint: use it with the matching key
-// (WithClientKey), or use WithIdentity, which sets both. Default: no
-// credential (accepted only by servers with an open consumer gate).
-func WithCredential(cred *trust.Credential) ClientOption {
+// (WithClientKey). An .aster-identity file holds both: load it with
+// trust/identity and pass its Key and Credential. Default: no credential
+// (accepted only by servers with an open consumer gate).
+func WithCredential(cred *enroll.Credential) ClientOption {
 	return func(o *clientOptions) { o.cred = cred }
-}
-
-// WithIdentity makes the client use id's node key and present its
-// credential named peer ("" for the first consumer credential, or else the
-// first credential).
-func WithIdentity(id *trust.Identity, peer string) ClientOption {
-	return func(o *clientOptions) {
-		if id.Key == nil {
-			o.err = errors.New("identity has no [node] secret_key")
-			return
-		}
-		cred := id.Peer(peer, "")
-		if peer == "" {
-			if c := id.Peer("", trust.RoleConsumer); c != nil {
-				cred = c
-			}
-		}
-		if cred == nil {
-			o.err = fmt.Errorf("identity has no peer entry %q", peer)
-			return
-		}
-		o.key, o.cred = id.Key, cred
-	}
-}
-
-// WithCredentialFile loads an .aster-identity file (as "aster enroll node"
-// writes it; "~" is expanded) and uses its key and first consumer credential,
-// like WithIdentity. A file that cannot be loaded fails Dial (and every
-// call of a NewClient client) with INVALID_ARGUMENT.
-func WithCredentialFile(path string) ClientOption {
-	return func(o *clientOptions) {
-		id, err := trust.LoadIdentity(path)
-		if err != nil {
-			o.err = err
-			return
-		}
-		WithIdentity(id, "")(o)
-		if o.err != nil {
-			o.err = fmt.Errorf("%s: %w", path, o.err)
-		}
-	}
 }
 
 // connDialer hands out one established connection (WithConn), so that it

@@ -22,6 +22,7 @@ import (
 	"github.com/aster-go/aster/transport/relay"
 	"github.com/aster-go/aster/transport/webtransport"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // Caller starts calls; Client and Session implement it, and client
@@ -94,10 +95,10 @@ type clientOptions struct {
 	codec    codec.Codec
 	maxFrame uint32
 	quic     *quic.Config
-	noRelay  bool              // WithClientRelay(false)
-	noIP     bool              // WithClientIPTransports(false)
-	cred     *trust.Credential // presented at admission (admission.go)
-	err      error             // an option that failed (e.g. an unreadable credential file)
+	noRelay  bool               // WithClientRelay(false)
+	noIP     bool               // WithClientIPTransports(false)
+	cred     *enroll.Credential // presented at admission (admission.go)
+	err      error              // an option that failed (e.g. an unreadable credential file)
 }
 
 // ClientOption configures a Client.

@@ -854,7 +854,7 @@ func isUnset(f *field, v any) bool {
 //   - logging.* → WithLogger(c.NewLogger(os.Stderr))
 //   - identity.identity_file → WithSecretKey of its [node] key, when
 //     network.secret_key is not set
-//   - trust.* → WithGate(trust.NewGate(c.TrustPolicy())): admission, in dev
+//   - trust.* → WithGate(enroll.NewGate(c.TrustPolicy())): admission, in dev
 //     mode (ephemeral root, consumers admitted, a warning) when no root key
 //     is set
 //
@@ -928,8 +928,8 @@ func (c *Config) HealthAddr() string {
 // network.secret_key → WithClientKey (unset: a fresh key);
 // network.relay_mode "disabled" or clear_relay_transports →
 // WithClientRelay(false); clear_ip_transports → WithClientIPTransports(false);
-// trust.enrollment_credential_file → WithIdentity of that .aster-identity
-// file (its key and credential); else identity.identity_file → its key and
+// trust.enrollment_credential_file → WithClientKey and WithCredential of
+// that .aster-identity file (its key and credential); else identity.identity_file → its key and
 // credential, when network.secret_key is not set.
 func (c *Config) ClientOptions() ([]ClientOption, error) {
 	if err := c.Validate(); err != nil {

@@ -7,13 +7,15 @@ import (
 	"path/filepath"
 
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // TrustPolicy returns the admission policy of c's [trust] fields:
 // root_pubkey (or root_pubkey_file; none means dev mode), allow_all_consumers
 // and allow_all_producers.
-func (c *Config) TrustPolicy() (trust.Policy, error) {
-	p := trust.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
+func (c *Config) TrustPolicy() (enroll.Policy, error) {
+	p := enroll.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
 	if c.StoragePath != "" {
 		if err := os.MkdirAll(c.StoragePath, 0o700); err != nil {
 			return p, fmt.Errorf("config: storage.path: %w", err)
@@ -45,7 +47,7 @@ const OTTNonceFile = "ott-nonces"
 func (c *Config) trustServerOptions(logger *slog.Logger) ([]ServerOption, error) {
 	var opts []ServerOption
 	if c.SecretKey == nil && c.IdentityFile != "" {
-		id, err := trust.LoadIdentity(c.IdentityFile)
+		id, err := identity.Load(c.IdentityFile)
 		if err != nil {
 			return nil, fmt.Errorf("config: identity.identity_file: %w", err)
 		}
@@ -61,7 +63,7 @@ func (c *Config) trustServerOptions(logger *slog.Logger) ([]ServerOption, error)
 	if err != nil {
 		return nil, err
 	}
-	gate, err := trust.NewGate(p, logger)
+	gate, err := enroll.NewGate(p, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -79,16 +81,20 @@ func (c *Config) trustServerOptions(logger *slog.Logger) ([]ServerOption, error)
 func (c *Config) trustClientOptions() ([]ClientOption, error) {
 	switch {
 	case c.EnrollmentCredentialFile != "":
-		id, err := trust.LoadIdentity(c.EnrollmentCredentialFile)
+		id, err := identity.Load(c.EnrollmentCredentialFile)
 		if err != nil {
 			return nil, fmt.Errorf("config: trust.enrollment_credential_file: %w", err)
 		}
 		if id.Key == nil || len(id.Peers) == 0 {
 			return nil, fmt.Errorf("config: trust.enrollment_credential_file %s needs a [node] secret_key and a [[peers]] credential", c.EnrollmentCredentialFile)
 		}
-		return []ClientOption{WithIdentity(id, "")}, nil
+		cred, err := id.Credential("")
+		if err != nil {
+			return nil, fmt.Errorf("config: trust.enrollment_credential_file: %w", err)
+		}
+		return []ClientOption{WithClientKey(id.Key), WithCredential(cred)}, nil
 	case c.SecretKey == nil && c.IdentityFile != "":
-		id, err := trust.LoadIdentity(c.IdentityFile)
+		id, err := identity.Load(c.IdentityFile)
 		if err != nil {
 			return nil, fmt.Errorf("config: identity.identity_file: %w", err)
 		}
@@ -98,7 +104,11 @@ func (c *Config) trustClientOptions() ([]ClientOption, error) {
 		if len(id.Peers) == 0 {
 			return []ClientOption{WithClientKey(id.Key)}, nil
 		}
-		return []ClientOption{WithIdentity(id, "")}, nil
+		cred, err := id.Credential("")
+		if err != nil {
+			return nil, fmt.Errorf("config: identity.identity_file: %w", err)
+		}
+		return []ClientOption{WithClientKey(id.Key), WithCredential(cred)}, nil
 	}
 	return nil, nil
 }
