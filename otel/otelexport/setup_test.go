@@ -11,6 +11,7 @@ import (
 
 	gotel "go.opentelemetry.io/otel"
 
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/otel/otelexport"
 )
 
@@ -165,3 +166,5 @@ func TestSetupExportsOTLPHTTP(t *testing.T) {
 		t.Errorf("exports lack the span or the metric: %q", got)
 	}
 }
+
+func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }

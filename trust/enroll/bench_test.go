@@ -18,7 +18,7 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-func BenchmarkDecode(b *testing.B) {
+func BenchmarkDecodeCredential(b *testing.B) {
 	c, _, _ := vectorCredential(b)
 	enc, _ := c.Encode()
 	b.ReportAllocs()

@@ -201,7 +201,7 @@ func TestSignRejectsInvalid(t *testing.T) {
 	}
 }
 
-func FuzzDecode(f *testing.F) {
+func FuzzDecodeCredential(f *testing.F) {
 	c, _, _ := vectorCredential(f)
 	enc, _ := c.Encode()
 	f.Add(enc)
