@@ -13,7 +13,7 @@ import (
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
-	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // The admission exchange (PROTOCOL.md, "Admission"): the first stream a
@@ -26,7 +26,7 @@ import (
 type admitHello struct {
 	// Role the client asks to be admitted as; "" means consumer.
 	Role string `cbor:"role,omitempty" json:"role,omitempty"`
-	// Credential is the CBOR-encoded enrollment credential (trust.Credential.Encode),
+	// Credential is the CBOR-encoded enrollment credential (enroll.Credential.Encode),
 	// absent when the client has none.
 	Credential []byte `cbor:"credential,omitempty" json:"credential,omitempty"`
 }
@@ -54,7 +54,7 @@ const (
 // the peer and the connection to accept calls from: c, or, when the first
 // stream was an ordinary call admitted through an open gate, a wrapper that
 // hands that stream back first.
-func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport.Conn) (handler.Peer, transport.Conn, error) {
+func gateAdmit(ctx context.Context, o *serverOptions, g *enroll.Gate, c transport.Conn) (handler.Peer, transport.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
 	defer cancel()
 	go func() { // the exchange also ends when the connection does
@@ -82,7 +82,7 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 	}
 	if hdr.Service != wire.ControlService || hdr.Method != wire.MethodAdmit {
 		// A client that does not speak admission: an anonymous consumer.
-		if grant, aerr := g.Admit(c.RemoteID(), trust.RoleConsumer, nil); aerr == nil && stop() {
+		if grant, aerr := g.Admit(c.RemoteID(), enroll.RoleConsumer, nil); aerr == nil && stop() {
 			first := &replayStream{Stream: st, r: io.MultiReader(bytes.NewReader(rec.buf), st)}
 			return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Unrestricted: grant.Unrestricted}, &pendingConn{Conn: c, first: first}, nil
 		}
@@ -96,18 +96,18 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *trust.Gate, c transport
 		refuse(ctx, c, st, status.FromError(err), jsonMeta)
 		return handler.Peer{}, nil, err
 	}
-	var cred *trust.Credential
+	var cred *enroll.Credential
 	var decodeErr error
 	if len(hello.Credential) > 0 {
-		cred, decodeErr = trust.DecodeCredential(hello.Credential)
+		cred, decodeErr = enroll.Decode(hello.Credential)
 	}
-	grant, err := g.Admit(c.RemoteID(), trust.Role(hello.Role), cred)
+	grant, err := g.Admit(c.RemoteID(), enroll.Role(hello.Role), cred)
 	if err != nil {
-		var rf *trust.Refusal
+		var rf *enroll.Refusal
 		if errors.As(err, &rf) && decodeErr != nil {
-			rf.Message, rf.Reason = trust.MsgCredentialRejected, decodeErr
+			rf.Message, rf.Reason = enroll.MsgCredentialRejected, decodeErr
 		}
-		se := status.New(status.Unauthenticated, trust.MsgCredentialRejected)
+		se := status.New(status.Unauthenticated, enroll.MsgCredentialRejected)
 		if rf != nil {
 			se = rf.Status()
 		}
@@ -262,7 +262,7 @@ func (c *serverCall) admitOpen() error {
 	}
 	role := h.Role
 	if role == "" {
-		role = string(trust.RoleConsumer)
+		role = string(enroll.RoleConsumer)
 	}
 	return c.Send(&admitVerdict{Role: role, Capabilities: []string{}, Unrestricted: true})
 }

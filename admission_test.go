@@ -8,7 +8,6 @@ import (
 	"io"
 	"iter"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,6 +23,8 @@ import (
 	"github.com/aster-go/aster/transport/mem"
 	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -91,7 +92,7 @@ type gated struct {
 	logs *syncBuffer
 }
 
-func newGated(t *testing.T, p trust.Policy) *gated {
+func newGated(t *testing.T, p enroll.Policy) *gated {
 	t.Helper()
 	g := &gated{root: trust.GenerateKey(), logs: &syncBuffer{}}
 	if p.RootPubKey == nil {
@@ -99,7 +100,7 @@ func newGated(t *testing.T, p trust.Policy) *gated {
 		p.RootPubKey = &pub
 	}
 	logger := slog.New(slog.NewTextHandler(g.logs, nil))
-	gate, err := trust.NewGate(p, logger)
+	gate, err := enroll.NewGate(p, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,15 +123,26 @@ func newGated(t *testing.T, p trust.Policy) *gated {
 }
 
 // enroll issues a credential for a fresh node key.
-func (g *gated) enroll(t *testing.T, name string, caps ...string) *trust.Identity {
+func (g *gated) enroll(t *testing.T, name string, caps ...string) *identity.Identity {
 	t.Helper()
 	key := trust.GenerateKey()
-	c := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: name, EndpointID: trust.IDOf(key),
+	c := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: name, EndpointID: trust.IDOf(key),
 		Capabilities: caps, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-	if err := trust.Sign(g.root, c); err != nil {
+	if err := enroll.Sign(g.root, c); err != nil {
 		t.Fatal(err)
 	}
-	return &trust.Identity{Key: key, Peers: []*trust.Credential{c}}
+	return &identity.Identity{Key: key, Peers: []*enroll.Credential{c}}
+}
+
+// withIdentity is the client option for id's node key and its credential
+// named name ("" for the first consumer credential).
+func withIdentity(t testing.TB, id *identity.Identity, name string) aster.ClientOption {
+	t.Helper()
+	cred, err := id.Credential(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aster.WithClientOptions(aster.WithSecretKey(id.Key), aster.WithCredential(cred))
 }
 
 func (g *gated) dial(t *testing.T, opts ...aster.ClientOption) (*aster.Client, error) {
@@ -188,7 +200,7 @@ func callsAllowed(t *testing.T, c *aster.Client) map[string]bool {
 }
 
 func TestAdmissionCapabilitiesPerMethod(t *testing.T) {
-	g := newGated(t, trust.Policy{AllowAllProducers: true})
+	g := newGated(t, enroll.Policy{AllowAllProducers: true})
 	for _, tc := range []struct {
 		name string
 		caps []string
@@ -201,7 +213,7 @@ func TestAdmissionCapabilitiesPerMethod(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := g.enroll(t, tc.name, tc.caps...)
-			c, err := g.dial(t, aster.WithIdentity(id, ""))
+			c, err := g.dial(t, withIdentity(t, id, ""))
 			if err != nil {
 				t.Fatalf("enrolled peer refused: %v\n%s", err, g.logs)
 			}
@@ -219,14 +231,14 @@ func TestAdmissionCapabilitiesPerMethod(t *testing.T) {
 }
 
 func TestAdmissionRefusals(t *testing.T) {
-	g := newGated(t, trust.Policy{AllowAllProducers: true})
+	g := newGated(t, enroll.Policy{AllowAllProducers: true})
 	edge := g.enroll(t, "edge-node-7", "ops.status")
 	expired := g.enroll(t, "old", "ops.status")
 	expired.Peers[0].IssuedAt = time.Now().Add(-48 * time.Hour)
 	expired.Peers[0].ExpiresAt = time.Now().Add(-24 * time.Hour)
-	trust.Sign(g.root, expired.Peers[0])
+	enroll.Sign(g.root, expired.Peers[0])
 	foreign := g.enroll(t, "foreign", "ops.status")
-	trust.Sign(trust.GenerateKey(), foreign.Peers[0])
+	enroll.Sign(trust.GenerateKey(), foreign.Peers[0])
 	tampered := g.enroll(t, "tampered", "ops.status")
 	tampered.Peers[0].Capabilities = []string{"ops.admin"}
 
@@ -236,11 +248,11 @@ func TestAdmissionRefusals(t *testing.T) {
 		msg    string
 		reason string // in the server log
 	}{
-		{"no credential", nil, trust.MsgCredentialRequired, "no credential presented"},
-		{"stolen credential", []aster.ClientOption{aster.WithSecretKey(trust.GenerateKey()), aster.WithCredential(edge.Peers[0])}, trust.MsgCredentialRejected, "belongs to another endpoint"},
-		{"expired", []aster.ClientOption{aster.WithIdentity(expired, "")}, trust.MsgCredentialRejected, "expired"},
-		{"other root", []aster.ClientOption{aster.WithIdentity(foreign, "")}, trust.MsgCredentialRejected, "signed by another root"},
-		{"tampered", []aster.ClientOption{aster.WithIdentity(tampered, "")}, trust.MsgCredentialRejected, "signature does not verify"},
+		{"no credential", nil, enroll.MsgCredentialRequired, "no credential presented"},
+		{"stolen credential", []aster.ClientOption{aster.WithSecretKey(trust.GenerateKey()), aster.WithCredential(edge.Peers[0])}, enroll.MsgCredentialRejected, "belongs to another endpoint"},
+		{"expired", []aster.ClientOption{withIdentity(t, expired, "")}, enroll.MsgCredentialRejected, "expired"},
+		{"other root", []aster.ClientOption{withIdentity(t, foreign, "")}, enroll.MsgCredentialRejected, "signed by another root"},
+		{"tampered", []aster.ClientOption{withIdentity(t, tampered, "")}, enroll.MsgCredentialRejected, "signature does not verify"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := g.dial(t, tc.opts...)
@@ -252,14 +264,14 @@ func TestAdmissionRefusals(t *testing.T) {
 		})
 	}
 	// The edge node itself gets in.
-	if _, err := g.dial(t, aster.WithIdentity(edge, "")); err != nil {
+	if _, err := g.dial(t, withIdentity(t, edge, "")); err != nil {
 		t.Fatalf("edge-node-7: %v", err)
 	}
 }
 
 func TestAdmissionOpenGate(t *testing.T) {
 	// A gate open to consumers admits anyone, unrestricted.
-	g := newGated(t, trust.Policy{AllowAllConsumers: true, AllowAllProducers: true})
+	g := newGated(t, enroll.Policy{AllowAllConsumers: true, AllowAllProducers: true})
 	c, err := g.dial(t)
 	if err != nil {
 		t.Fatal(err)
@@ -269,19 +281,23 @@ func TestAdmissionOpenGate(t *testing.T) {
 	}
 	// Dev mode: no root key.
 	logs := &syncBuffer{}
-	gate, err := trust.NewGate(trust.Policy{}, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil || !gate.DevMode() || !strings.Contains(logs.String(), trust.DevModeWarning) {
+	gate, err := enroll.NewGate(enroll.Policy{}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil || !gate.DevMode() || !strings.Contains(logs.String(), enroll.DevModeWarning) {
 		t.Fatalf("dev gate: %v, log %q", err, logs)
 	}
 }
 
 func TestAdmissionCredentialFile(t *testing.T) {
-	g := newGated(t, trust.Policy{})
+	g := newGated(t, enroll.Policy{})
 	path := filepath.Join(t.TempDir(), "edge-node-7.cred")
-	if err := trust.SaveIdentity(path, g.enroll(t, "edge-node-7", "ops.status")); err != nil {
+	if err := identity.Save(path, g.enroll(t, "edge-node-7", "ops.status")); err != nil {
 		t.Fatal(err)
 	}
-	c, err := aster.Dial(ctxT(t), g.addr.String(), aster.WithCredentialFile(path))
+	id, err := identity.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := aster.Dial(ctxT(t), g.addr.String(), withIdentity(t, id, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,14 +305,12 @@ func TestAdmissionCredentialFile(t *testing.T) {
 	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = aster.Dial(ctxT(t), g.addr.String(), aster.WithCredentialFile(filepath.Join(t.TempDir(), "missing.cred")))
-	wantCode(t, err, status.InvalidArgument)
 }
 
 // A peer that skips admission and opens an RPC stream straight away is
 // refused, and its call is never served.
 func TestAdmissionSkippedIsRefused(t *testing.T) {
-	g := newGated(t, trust.Policy{AllowAllProducers: true})
+	g := newGated(t, enroll.Policy{AllowAllProducers: true})
 	d := quic.NewDialer(trust.GenerateKey(), nil)
 	defer d.Close()
 	conn, err := d.Dial(ctxT(t), g.addr)
@@ -349,7 +363,7 @@ func TestAdmissionWithoutGate(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	defer func() { srv.Close(); <-done }()
-	c, err := aster.DialAddress(ctxT(t), ln.Addr(), aster.WithIdentity((&gated{root: trust.GenerateKey()}).enroll(t, "x"), ""))
+	c, err := aster.DialAddress(ctxT(t), ln.Addr(), withIdentity(t, (&gated{root: trust.GenerateKey()}).enroll(t, "x"), ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,15 +414,15 @@ func TestAdmissionWireExample(t *testing.T) {
 	request := hexBytes(t, `26000000 04
 		a3 66 63616c6c4964 01 66 6d6574686f64 65 61646d6974 67 73657276696365 66 5f6173746572
 		02000000 00 a0`)
-	open := newGated(t, trust.Policy{AllowAllConsumers: true, AllowAllProducers: true})
+	open := newGated(t, enroll.Policy{AllowAllConsumers: true, AllowAllProducers: true})
 	want := hexBytes(t, `2c000000 00
 		a3 64 726f6c65 68 636f6e73756d6572 6c 6361706162696c6974696573 80 6c 756e72657374726963746564 f5
 		08000000 02 a1 64 636f6465 00`)
 	if got := rawExchange(t, open.addr, trust.GenerateKey(), request); !bytes.Equal(got, want) {
 		t.Errorf("open gate answered\n%x\nwant\n%x", got, want)
 	}
-	closed := newGated(t, trust.Policy{AllowAllProducers: true})
-	want = append(hexBytes(t, `52000000 02 a2 64 636f6465 10 67 6d657373616765 78 40`), trust.MsgCredentialRequired...)
+	closed := newGated(t, enroll.Policy{AllowAllProducers: true})
+	want = append(hexBytes(t, `52000000 02 a2 64 636f6465 10 67 6d657373616765 78 40`), enroll.MsgCredentialRequired...)
 	if got := rawExchange(t, closed.addr, trust.GenerateKey(), request); !bytes.Equal(got, want) {
 		t.Errorf("closed gate answered\n%x\nwant\n%x", got, want)
 	}
@@ -419,11 +433,11 @@ func TestAdmissionWireExample(t *testing.T) {
 	root := seed("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 	ep := seed("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
 	rootPub := trust.IDOf(root)
-	vec := newGated(t, trust.Policy{RootPubKey: &rootPub, Now: func() time.Time { return time.Unix(1767225600+3600, 0) }})
-	cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "edge-node-7", EndpointID: trust.IDOf(ep),
+	vec := newGated(t, enroll.Policy{RootPubKey: &rootPub, Now: func() time.Time { return time.Unix(1767225600+3600, 0) }})
+	cred := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: "edge-node-7", EndpointID: trust.IDOf(ep),
 		Capabilities: []string{"ops.status", "ops.ingest"}, Attributes: map[string]string{"site": "eu-west"},
 		IssuedAt: time.Unix(1767225600, 0), ExpiresAt: time.Unix(1769817600, 0)}
-	if err := trust.Sign(root, cred); err != nil {
+	if err := enroll.Sign(root, cred); err != nil {
 		t.Fatal(err)
 	}
 	enc, _ := cred.Encode()
@@ -437,29 +451,29 @@ func TestAdmissionWireExample(t *testing.T) {
 }
 
 func TestAdmissionOneTimeToken(t *testing.T) {
-	g := newGated(t, trust.Policy{NonceFile: filepath.Join(t.TempDir(), "ott-nonces")})
+	g := newGated(t, enroll.Policy{NonceFile: filepath.Join(t.TempDir(), "ott-nonces")})
 	id := g.enroll(t, "once", "ops.status")
 	c := id.Peers[0]
-	c.Type, c.Nonce = trust.TypeOTT, trust.NewNonce()
-	if err := trust.Sign(g.root, c); err != nil {
+	c.Type, c.Nonce = enroll.TypeOTT, enroll.NewNonce()
+	if err := enroll.Sign(g.root, c); err != nil {
 		t.Fatal(err)
 	}
-	first, err := g.dial(t, aster.WithIdentity(id, ""))
+	first, err := g.dial(t, withIdentity(t, id, ""))
 	if err != nil {
 		t.Fatalf("first use: %v", err)
 	}
 	if _, err := aster.CallUnary[Msg](ctxT(t), first, "Ops.status", &Msg{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = g.dial(t, aster.WithIdentity(id, ""))
+	_, err = g.dial(t, withIdentity(t, id, ""))
 	wantCode(t, err, status.Unauthenticated)
 	waitFor(t, func() bool { return strings.Contains(g.logs.String(), "already used") }, "replay logged")
 }
 
 // The admission call works in JSON too (the credential as base64).
 func TestAdmissionJSON(t *testing.T) {
-	g := newGated(t, trust.Policy{})
-	c, err := g.dial(t, aster.WithIdentity(g.enroll(t, "j", "ops.status"), ""), aster.WithCodec(json.Codec{}))
+	g := newGated(t, enroll.Policy{})
+	c, err := g.dial(t, withIdentity(t, g.enroll(t, "j", "ops.status"), ""), aster.WithCodec(json.Codec{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,22 +482,6 @@ func TestAdmissionJSON(t *testing.T) {
 	}
 	_, err = aster.CallUnary[Msg](ctxT(t), c, "Ops.tail", &Msg{})
 	wantCode(t, err, status.PermissionDenied)
-}
-
-func TestCredentialFileErrors(t *testing.T) {
-	dir := t.TempDir()
-	garbage := filepath.Join(dir, "garbage.cred")
-	os.WriteFile(garbage, []byte("\x00\xffnot toml"), 0o600)
-	noNode := filepath.Join(dir, "nonode.cred")
-	g := newGated(t, trust.Policy{})
-	id := g.enroll(t, "x")
-	trust.SaveIdentity(noNode, &trust.Identity{Peers: id.Peers})
-	for _, p := range []string{garbage, noNode, filepath.Join(dir, "missing")} {
-		_, err := aster.DialAddress(ctxT(t), g.addr, aster.WithCredentialFile(p))
-		wantCode(t, err, status.InvalidArgument)
-	}
-	_, err := aster.DialAddress(ctxT(t), g.addr, aster.WithIdentity(id, "nobody"))
-	wantCode(t, err, status.InvalidArgument)
 }
 
 // BenchmarkDialAdmission measures connecting over QUIC on loopback: the
@@ -499,7 +497,7 @@ func BenchmarkDialAdmission(b *testing.B) {
 			rootPub := trust.IDOf(root)
 			opts := []aster.ServerOption{aster.WithLogger(quietLogger())}
 			if gated {
-				gate, _ := trust.NewGate(trust.Policy{RootPubKey: &rootPub}, quietLogger())
+				gate, _ := enroll.NewGate(enroll.Policy{RootPubKey: &rootPub}, quietLogger())
 				opts = append(opts, aster.WithGate(gate))
 			}
 			srv := aster.NewServer(opts...)
@@ -511,15 +509,15 @@ func BenchmarkDialAdmission(b *testing.B) {
 			go srv.Serve(ln)
 			defer srv.Close()
 			key := trust.GenerateKey()
-			cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "bench", EndpointID: trust.IDOf(key),
+			cred := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: "bench", EndpointID: trust.IDOf(key),
 				Capabilities: []string{"ops.status"}, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-			trust.Sign(root, cred)
-			id := &trust.Identity{Key: key, Peers: []*trust.Credential{cred}}
+			enroll.Sign(root, cred)
+			id := &identity.Identity{Key: key, Peers: []*enroll.Credential{cred}}
 			d := quic.NewDialer(key, nil)
 			defer d.Close()
 			b.ReportAllocs()
 			for b.Loop() {
-				c, err := aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(d), aster.WithIdentity(id, ""))
+				c, err := aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(d), withIdentity(b, id, ""))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -599,7 +597,7 @@ func TestAdmissionOlderServer(t *testing.T) {
 // it, e.g. a browser) is served as an anonymous consumer by an open gate —
 // its first call included.
 func TestAdmissionSkippedOpenGate(t *testing.T) {
-	g := newGated(t, trust.Policy{AllowAllConsumers: true, AllowAllProducers: true})
+	g := newGated(t, enroll.Policy{AllowAllConsumers: true, AllowAllProducers: true})
 	d := quic.NewDialer(trust.GenerateKey(), nil)
 	defer d.Close()
 	conn, err := d.Dial(ctxT(t), g.addr)

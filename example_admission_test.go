@@ -10,6 +10,7 @@ import (
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/transport/mem"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // Admission: the server trusts a root key; a node enrolled by that root
@@ -17,7 +18,7 @@ import (
 func ExampleWithGate() {
 	root := trust.GenerateKey() // "aster trust keygen"
 	rootPub := trust.IDOf(root)
-	gate, err := trust.NewGate(trust.Policy{RootPubKey: &rootPub, AllowAllProducers: true}, quietLogger())
+	gate, err := enroll.NewGate(enroll.Policy{RootPubKey: &rootPub, AllowAllProducers: true}, quietLogger())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -37,14 +38,14 @@ func ExampleWithGate() {
 
 	// "aster enroll node --name edge-node-7 --capabilities ops.status"
 	node := trust.GenerateKey()
-	cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "edge-node-7",
+	cred := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: "edge-node-7",
 		EndpointID: trust.IDOf(node), Capabilities: []string{"ops.status"},
 		IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-	trust.Sign(root, cred)
-	id := &trust.Identity{Key: node, Peers: []*trust.Credential{cred}}
+	enroll.Sign(root, cred)
 
 	ctx := context.Background()
-	c, err := aster.DialAddress(ctx, ln.Addr(), aster.WithDialerFor(nw.Dialer), aster.WithIdentity(id, ""))
+	c, err := aster.DialAddress(ctx, ln.Addr(), aster.WithDialerFor(nw.Dialer),
+		aster.WithSecretKey(node), aster.WithCredential(cred))
 	if err != nil {
 		log.Fatal(err)
 	}

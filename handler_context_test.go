@@ -23,6 +23,7 @@ import (
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/relay"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // relayTransport runs the server behind an in-process relay (relay.Server
@@ -381,7 +382,7 @@ func TestResponseHeaderLimits(t *testing.T) {
 // The peer a handler reads from ctx carries the admitted credential's
 // capabilities and attributes.
 func TestPeerCredentialAttributes(t *testing.T) {
-	g := newGated(t, trust.Policy{})
+	g := newGated(t, enroll.Policy{})
 	who := handler.NewService("Who", 1).Handle("am", handler.Unary(func(ctx context.Context, _ *Msg) (*Msg, error) {
 		p, _ := handler.PeerFromContext(ctx)
 		return &Msg{Text: fmt.Sprintf("%s %v %v %v", p.ID.Short(), p.Capabilities, p.Attributes, p.Unrestricted)}, nil
@@ -391,10 +392,10 @@ func TestPeerCredentialAttributes(t *testing.T) {
 	}
 	id := g.enroll(t, "edge-7", "ops.status")
 	id.Peers[0].Attributes = map[string]string{"site": "eu-west"}
-	if err := trust.Sign(g.root, id.Peers[0]); err != nil {
+	if err := enroll.Sign(g.root, id.Peers[0]); err != nil {
 		t.Fatal(err)
 	}
-	c, err := g.dial(t, aster.WithIdentity(id, ""))
+	c, err := g.dial(t, withIdentity(t, id, ""))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package aster
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // Options: one vocabulary for both sides.
@@ -238,7 +237,7 @@ func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer,
 // e.g. browsers), and refused otherwise; one that does not complete
 // admission within 5 s is refused. A nil gate is rejected. Default: no gate
 // (every peer is admitted unrestricted).
-func WithGate(g *trust.Gate) ServerOption {
+func WithGate(g *enroll.Gate) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) {
 		if g == nil {
 			keep(&o.err, optionError("WithGate", "nil gate"))
@@ -315,7 +314,7 @@ type clientOptions struct {
 	logger     *slog.Logger
 	noRelay    bool                // WithRelayFallback(false)
 	noIP       bool                // WithIPTransports(false)
-	cred       *trust.Credential   // presented at admission
+	cred       *enroll.Credential  // presented at admission
 	idempotent map[methodName]bool // WithIdempotent
 	err        error               // the first bad option, returned by Dial and every call
 }
@@ -420,54 +419,19 @@ func WithIdempotent(methods ...string) ClientOption {
 // credential is bound to an endpoint: use it with the matching key
 // (WithSecretKey), or use WithIdentity, which sets both. Default: no
 // credential (accepted only by servers with an open consumer gate).
-func WithCredential(cred *trust.Credential) ClientOption {
+func WithCredential(cred *enroll.Credential) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) { o.cred = cred })
 }
 
-// WithIdentity makes the client use id's node key and present its
-// credential named peer ("" for the first consumer credential, or else the
-// first credential). An identity without a key or without that credential
-// is rejected. Default: none.
-func WithIdentity(id *trust.Identity, peer string) ClientOption {
+// WithClientOptions bundles several client options into one, for helpers
+// that return what a client needs as a single option (for example a key
+// and the credential that goes with it).
+func WithClientOptions(opts ...ClientOption) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) {
-		if err := useIdentity(o, id, peer); err != nil {
-			keep(&o.err, optionError("WithIdentity", "%w", err))
-		}
-	})
-}
-
-func useIdentity(o *clientOptions, id *trust.Identity, peer string) error {
-	if id == nil {
-		return errors.New("nil identity")
-	}
-	if id.Key == nil {
-		return errors.New("identity has no [node] secret_key")
-	}
-	cred := id.Peer(peer, "")
-	if peer == "" {
-		if c := id.Peer("", trust.RoleConsumer); c != nil {
-			cred = c
-		}
-	}
-	if cred == nil {
-		return fmt.Errorf("identity has no peer entry %q", peer)
-	}
-	o.key, o.cred = id.Key, cred
-	return nil
-}
-
-// WithCredentialFile loads an .aster-identity file (as "aster enroll node"
-// writes it; "~" is expanded) and uses its key and first consumer credential,
-// like WithIdentity. A file that cannot be loaded fails Dial (and every
-// call of a NewClient client) with INVALID_ARGUMENT. Default: none.
-func WithCredentialFile(path string) ClientOption {
-	return clientOptionFunc(func(o *clientOptions) {
-		id, err := trust.LoadIdentity(path)
-		if err == nil {
-			err = useIdentity(o, id, "")
-		}
-		if err != nil {
-			keep(&o.err, optionError("WithCredentialFile", "%s: %w", path, err))
+		for _, opt := range opts {
+			if opt != nil {
+				opt.applyClient(o)
+			}
 		}
 	})
 }

@@ -4,7 +4,7 @@ import (
 	"strings"
 
 	"github.com/aster-go/aster"
-	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // ClientOptions validates c and returns the client options it implies,
@@ -51,7 +51,7 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 	case c.EnrollmentCredentialFile != "":
 		f := fieldByKey["trust.enrollment_credential_file"]
 		src, raw := c.origin(f)
-		id, err := trust.LoadIdentity(c.EnrollmentCredentialFile)
+		id, err := identity.Load(c.EnrollmentCredentialFile)
 		if err != nil {
 			// The path is sensitive: the error names the field instead.
 			msg := strings.ReplaceAll(err.Error(), c.EnrollmentCredentialFile, "<the file>")
@@ -60,21 +60,26 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 		if id.Key == nil || len(id.Peers) == 0 {
 			return nil, fieldErr(f, src, raw, "needs a [node] secret_key and a [[peers]] credential", nil)
 		}
-		return []aster.ClientOption{aster.WithIdentity(id, "")}, nil
+		cred, err := id.Credential("")
+		if err != nil {
+			return nil, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
+		}
+		return []aster.ClientOption{aster.WithSecretKey(id.Key), aster.WithCredential(cred)}, nil
 	case c.SecretKey == nil && c.IdentityFile != "":
 		f := fieldByKey["identity.identity_file"]
 		src, raw := c.origin(f)
-		id, err := trust.LoadIdentity(c.IdentityFile)
+		id, err := identity.Load(c.IdentityFile)
 		if err != nil {
 			return nil, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
 		}
 		if id.Key == nil {
 			return nil, fieldErr(f, src, raw, "has no [node] secret_key", nil)
 		}
-		if len(id.Peers) == 0 {
+		cred, err := id.Credential("")
+		if len(id.Peers) == 0 || err != nil {
 			return []aster.ClientOption{aster.WithSecretKey(id.Key)}, nil
 		}
-		return []aster.ClientOption{aster.WithIdentity(id, "")}, nil
+		return []aster.ClientOption{aster.WithSecretKey(id.Key), aster.WithCredential(cred)}, nil
 	}
 	return nil, nil
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/health"
 	"github.com/aster-go/aster/transport"
-	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // Server is an aster server built from a Config by NewServer, with the
@@ -39,8 +39,8 @@ type Server struct {
 //     key is configured).
 //  2. Create the logger: NewLogger(os.Stderr), from logging.*.
 //  3. Create storage.path (0700) and open the nonce store in it.
-//  4. Build the admission gate (trust.NewGate; without a root key it runs
-//     in dev mode and logs trust.DevModeWarning).
+//  4. Build the admission gate (enroll.NewGate; without a root key it runs
+//     in dev mode and logs enroll.DevModeWarning).
 //
 // The server gets these options, then opts (which override them):
 //
@@ -85,7 +85,7 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 			return nil, fieldErr(f, src, raw, "cannot be created: "+err.Error(), err)
 		}
 	}
-	gate, err := trust.NewGate(ts.policy, logger)
+	gate, err := enroll.NewGate(ts.policy, logger)
 	if err != nil {
 		f := fieldByKey["storage.path"]
 		src, raw := c.origin(f)

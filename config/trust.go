@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // OTTNonceFile is the file in storage.path that records used one-time-token
@@ -25,15 +27,15 @@ const noRootHint = "no root key is set to verify credentials with (trust.root_pu
 // allow_all_producers, and the nonce file in storage.path. It has no side
 // effects (NewServer creates the storage directory).
 //
-// Without a root key the policy is dev mode (trust.NewGate then opens the
+// Without a root key the policy is dev mode (enroll.NewGate then opens the
 // consumer gate on an ephemeral root), but only if nothing asks for
 // admission: it fails with an *Error naming the setting when
 // allow_all_consumers or allow_all_producers is set to false in the file
 // or the environment, or when an unknown variable or file key looks like a
 // misspelt trust.* setting (e.g. ASTER_ROOT_PUBKEY_FLE), because each
 // shows that admission was wanted.
-func (c *Config) TrustPolicy() (trust.Policy, error) {
-	p := trust.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
+func (c *Config) TrustPolicy() (enroll.Policy, error) {
+	p := enroll.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
 	if c.StoragePath != "" {
 		p.NonceFile = filepath.Join(c.StoragePath, OTTNonceFile)
 	}
@@ -110,7 +112,7 @@ func nameLike(u unknownSetting, f *field) string {
 type trustServer struct {
 	key      trust.SecretKey
 	warnings []string
-	policy   trust.Policy
+	policy   enroll.Policy
 }
 
 // trustServerSettings reads the identity file (when secret_key is not set)
@@ -120,7 +122,7 @@ func (c *Config) trustServerSettings() (trustServer, error) {
 	if c.SecretKey == nil && c.IdentityFile != "" {
 		f := fieldByKey["identity.identity_file"]
 		src, raw := c.origin(f)
-		id, err := trust.LoadIdentity(c.IdentityFile)
+		id, err := identity.Load(c.IdentityFile)
 		if err != nil {
 			return ts, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
 		}

@@ -10,6 +10,8 @@ import (
 	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // Config's [trust] and [identity] fields drive admission on both sides.
@@ -17,17 +19,17 @@ func TestConfigTrust(t *testing.T) {
 	dir := t.TempDir()
 	root := trust.GenerateKey()
 	serverID := filepath.Join(dir, "server.aster-identity")
-	if _, _, err := trust.LoadOrCreateIdentity(serverID); err != nil {
+	if _, _, err := identity.LoadOrCreate(serverID); err != nil {
 		t.Fatal(err)
 	}
 	node := trust.GenerateKey()
-	cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "edge-node-7", EndpointID: trust.IDOf(node),
+	cred := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: "edge-node-7", EndpointID: trust.IDOf(node),
 		Capabilities: []string{"ops.status"}, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-	if err := trust.Sign(root, cred); err != nil {
+	if err := enroll.Sign(root, cred); err != nil {
 		t.Fatal(err)
 	}
 	credFile := filepath.Join(dir, "edge-node-7.cred")
-	if err := trust.SaveIdentity(credFile, &trust.Identity{Key: node, Peers: []*trust.Credential{cred}}); err != nil {
+	if err := identity.Save(credFile, &identity.Identity{Key: node, Peers: []*enroll.Credential{cred}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -41,7 +43,7 @@ func TestConfigTrust(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.MustRegister(opsService(nil, nil))
-	id, _ := trust.LoadIdentity(serverID)
+	id, _ := identity.Load(serverID)
 	if srv.ID() != id.ID() {
 		t.Fatalf("server id %s, identity file %s", srv.ID().Short(), id.ID().Short())
 	}
@@ -71,7 +73,7 @@ func TestConfigTrust(t *testing.T) {
 
 	// An identity file without a key cannot serve.
 	bad := filepath.Join(dir, "peers-only.cred")
-	trust.SaveIdentity(bad, &trust.Identity{Peers: []*trust.Credential{cred}})
+	identity.Save(bad, &identity.Identity{Peers: []*enroll.Credential{cred}})
 	_, err = (&config.Config{IdentityFile: bad}).NewServer()
 	checkConfigErr(t, err, nil, "identity.identity_file", "Config", "no [node] secret_key")
 	// Dev mode: no root key.

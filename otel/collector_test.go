@@ -44,6 +44,34 @@ type sink struct {
 	mu      sync.Mutex
 	spans   []sinkSpan
 	metrics map[string]map[string]bool // service.name → metric names
+	// changed receives a value (without blocking; capacity 1) after each
+	// export is stored, so that a waiter looks again only when there is
+	// something new.
+	changed chan struct{}
+}
+
+func newSink() *sink {
+	return &sink{metrics: map[string]map[string]bool{}, changed: make(chan struct{}, 1)}
+}
+
+func (s *sink) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default: // a notification is already pending
+	}
+}
+
+// waitChange blocks until the sink stores something new or deadline
+// passes; it reports false on the deadline.
+func (s *sink) waitChange(deadline time.Time) bool {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-s.changed:
+		return true
+	case <-timer.C:
+		return false
+	}
 }
 
 type sinkSpan struct {
@@ -84,6 +112,7 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.mu.Unlock()
+		s.notify()
 		resp = &colltrace.ExportTraceServiceResponse{}
 	case "/v1/metrics":
 		var req collmetrics.ExportMetricsServiceRequest
@@ -104,6 +133,7 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.mu.Unlock()
+		s.notify()
 		resp = &collmetrics.ExportMetricsServiceResponse{}
 	default:
 		w.WriteHeader(http.StatusOK) // logs: not used
@@ -229,6 +259,10 @@ func stopProcess(t *testing.T, name string, cmd *exec.Cmd) {
 	}
 }
 
+// waitTCP waits until the collector, a separate process, accepts TCP
+// connections on addr. Nothing in this process learns when another process
+// starts listening, so this polls with a deadline; it does not stand in for
+// synchronisation with this process's own goroutines.
 func waitTCP(t *testing.T, addr string, logs *lockedBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -288,7 +322,7 @@ func TestCollector(t *testing.T) {
 	goBuild(t, root, filepath.Join(bin, "missioncontrol"), "./examples/missioncontrol")
 	goBuild(t, root, filepath.Join(bin, "aster"), "./cmd/aster")
 
-	sk := &sink{metrics: map[string]map[string]bool{}}
+	sk := newSink()
 	hs := httptest.NewServer(sk)
 	defer hs.Close()
 
@@ -369,11 +403,11 @@ func TestCollector(t *testing.T) {
 		if clientSpan != nil && serverSpan != nil && rootSpan != nil && haveMetrics {
 			break
 		}
-		if time.Now().After(deadline) {
+		// The sink, in this process, says when the collector delivered more.
+		if !sk.waitChange(deadline) {
 			t.Fatalf("collector did not deliver everything for trace %s: root %v client %v server %v; metrics %v\n%d spans seen\ncollector log:\n%s\nserver log:\n%s",
 				traceID, rootSpan != nil, clientSpan != nil, serverSpan != nil, metrics, len(spans), colLogs, srvLogs)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	if !bytes.Equal(clientSpan.ParentSpanId, rootSpan.SpanId) {
 		t.Errorf("client span's parent %x, want the CLI root span %x", clientSpan.ParentSpanId, rootSpan.SpanId)
@@ -452,10 +486,9 @@ func TestCollector(t *testing.T) {
 		if missing == 0 {
 			break
 		}
-		if time.Now().After(deadline) {
+		if !sk.waitChange(deadline) {
 			t.Fatalf("demo spans: linked client/server pairs %v, want all of %v", linked, want)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -15,9 +15,11 @@
 //	client := aster.NewClient(addr, aster.WithClientMiddleware(otel.Client()))
 //
 // By default the middleware uses the global tracer and meter providers, and
-// W3C trace context plus baggage for propagation. Setup installs providers
-// that export over OTLP (gRPC or HTTP) as configured by the standard
-// OTEL_* environment variables, and does nothing when none is set.
+// W3C trace context plus baggage for propagation. This package links only
+// the OpenTelemetry API, no SDK and no exporter: the sub-package otelexport
+// installs providers that export (OTLP over gRPC or HTTP, console,
+// Prometheus) as configured by the standard OTEL_* environment variables,
+// and does nothing when none is set.
 //
 // # Traces
 //

@@ -15,7 +15,7 @@ import (
 )
 
 // Example wires tracing into a server and a client. Real programs call
-// otel.Setup once at start (it reads the OTEL_* variables) and use the
+// otelexport.Setup once at start (it reads the OTEL_* variables) and use the
 // global providers; here a span recorder shows what is produced.
 func Example() {
 	sr := tracetest.NewSpanRecorder()
@@ -46,24 +46,4 @@ func Example() {
 	// Output:
 	// server Echo/say true
 	// client Echo/say false
-}
-
-// ExampleSetup is the start of a program that exports when the OTEL_*
-// variables are set, e.g.
-//
-//	OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_SERVICE_NAME=fleet ./server
-func ExampleSetup() {
-	ctx := context.Background()
-	shutdown, err := asterotel.Setup(ctx, asterotel.Config{ServiceName: "fleet"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer shutdown(ctx) // flushes spans and metrics
-
-	opts := []aster.ServerOption{}
-	if asterotel.Configured() {
-		opts = append(opts, aster.WithMiddleware(asterotel.Server()), aster.WithConnHook(asterotel.ConnHook()))
-	}
-	srv := aster.NewServer(opts...)
-	_ = srv // register services and serve
 }

@@ -119,13 +119,17 @@ type rig struct {
 	a, b   *aster.Server
 	idA    trust.EndpointID
 	idB    trust.EndpointID
+	// connEnded receives a value each time a server connection's ConnHook
+	// end function has run (so active_connections is already decremented).
+	connEnded chan struct{}
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{sr: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader(), nw: mem.NewNetwork()}
+	r := &rig{sr: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader(), nw: mem.NewNetwork(),
+		connEnded: make(chan struct{}, 16)}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(r.sr))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r.reader))
 	t.Cleanup(func() { tp.Shutdown(context.Background()); mp.Shutdown(context.Background()) })
@@ -151,7 +155,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) serve(t *testing.T, key trust.SecretKey, svcs ...*handler.Service) *aster.Server {
 	t.Helper()
 	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quiet()),
-		aster.WithMiddleware(asterotel.Server(r.opts...)), aster.WithConnHook(asterotel.ConnHook(r.opts...)),
+		aster.WithMiddleware(asterotel.Server(r.opts...)), aster.WithConnHook(r.connHook()),
 		aster.WithShutdownLinger(time.Millisecond))
 	srv.MustRegister(svcs...)
 	ln, err := r.nw.Listen(key)
@@ -167,6 +171,22 @@ func (r *rig) serve(t *testing.T, key trust.SecretKey, svcs ...*handler.Service)
 		}
 	})
 	return srv
+}
+
+// connHook is otel.ConnHook, reporting on r.connEnded when a connection's
+// end has been counted.
+func (r *rig) connHook() func(handler.Peer) func() {
+	hook := asterotel.ConnHook(r.opts...)
+	return func(p handler.Peer) func() {
+		end := hook(p)
+		return func() {
+			end()
+			select {
+			case r.connEnded <- struct{}{}:
+			default: // nobody waits for this one
+			}
+		}
+	}
 }
 
 func (r *rig) client(t *testing.T, id trust.EndpointID, keyN int) *aster.Client {
@@ -633,16 +653,12 @@ func TestMetrics(t *testing.T) {
 
 	// Closing the client ends the connection; the gauge returns to 0.
 	c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if got, _ := sum(collect(t, r.reader), "aster.rpc.active_connections", conns); got == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("active_connections did not return to 0 after the client closed")
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-r.connEnded:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not end the connection after the client closed")
 	}
+	wantSum(t, collect(t, r.reader), "aster.rpc.active_connections", conns, 0)
 }
 
 func collect(t *testing.T, r *sdkmetric.ManualReader) metricdata.ResourceMetrics {

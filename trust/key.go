@@ -1,11 +1,17 @@
-// Package trust holds aster's identities and trust material: endpoint keys and
-// ids, root keys, enrollment credentials, admission and capability
-// expressions.
+// Package trust holds what every aster endpoint needs to know about trust:
+// endpoint keys and ids, root key files, and the capability requirements
+// attached to methods (Cap, AnyOf, AllOf). It imports only the standard
+// library, so that handlers and transports can name an endpoint or a
+// requirement without linking any encoding library.
 //
 // Every aster endpoint has an ed25519 secret key. Its public key is the
 // endpoint id, which replaces host names and certificate authorities: a client
 // dials an endpoint id and the transport proves that the peer holds the
 // matching secret key.
+//
+// Enrollment credentials and the admission gate are in trust/enroll; the
+// .aster-identity file that stores a node key with its credentials is in
+// trust/identity.
 package trust
 
 import (
@@ -69,6 +75,11 @@ func EndpointIDFromPublicKey(pub ed25519.PublicKey) (EndpointID, error) {
 	copy(id[:], pub)
 	return id, nil
 }
+
+// PublicKey is an ed25519 public key, such as a root public key. It has the
+// same form as an EndpointID (an endpoint id is its key's public key): 32
+// bytes, written as 64 lowercase hex characters.
+type PublicKey = EndpointID
 
 // SecretKey is an endpoint's ed25519 private key.
 type SecretKey = ed25519.PrivateKey

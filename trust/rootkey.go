@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-)
 
-// maxKeyFile bounds what the key and identity readers read.
-const maxKeyFile = 1 << 20
+	"github.com/aster-go/aster/trust/internal/secretfile"
+)
 
 // ExpandHome replaces a leading "~" or "~/" in path with the user's home
 // directory. Other paths are returned unchanged.
@@ -51,7 +49,7 @@ func WriteRootKey(keyPath string, key SecretKey, force bool) (string, error) {
 		return "", fmt.Errorf("trust: %w", err)
 	}
 	b, _ := json.MarshalIndent(rootKeyJSON{PrivateKey: hex.EncodeToString(key.Seed()), PublicKey: IDOf(key).String()}, "", "  ")
-	if err := writeSecretFile(keyPath, append(b, '\n'), force); err != nil {
+	if err := secretfile.Write(keyPath, append(b, '\n'), force); err != nil {
 		return "", err
 	}
 	if err := os.WriteFile(pubPath, []byte(IDOf(key).String()+"\n"), 0o644); err != nil {
@@ -60,74 +58,10 @@ func WriteRootKey(keyPath string, key SecretKey, force bool) (string, error) {
 	return pubPath, nil
 }
 
-// writeSecretFile writes b to path with mode 0600. Without force it fails if
-// path exists; with force it replaces it atomically.
-func writeSecretFile(path string, b []byte, force bool) error {
-	if !force {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("trust: %s already exists (use --force to overwrite)", path)
-			}
-			return fmt.Errorf("trust: %w", err)
-		}
-		if _, err := f.Write(b); err != nil {
-			f.Close()
-			os.Remove(path)
-			return fmt.Errorf("trust: writing %s: %w", path, err)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("trust: writing %s: %w", path, err)
-		}
-		return nil
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("trust: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("trust: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("trust: writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("trust: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("trust: %w", err)
-	}
-	return nil
-}
-
-func readSmallFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("trust: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("trust: %w", err)
-	}
-	if st.Size() > maxKeyFile {
-		return nil, fmt.Errorf("trust: %s is %d bytes; a key or identity file is at most %d", path, st.Size(), maxKeyFile)
-	}
-	b := make([]byte, st.Size())
-	n, err := f.Read(b)
-	if err != nil && n != len(b) {
-		return nil, fmt.Errorf("trust: reading %s: %w", path, err)
-	}
-	return b[:n], nil
-}
-
 // ReadRootKey reads a root private key file written by WriteRootKey (JSON),
 // or a file holding just the 64-hex-character seed.
 func ReadRootKey(path string) (SecretKey, error) {
-	b, err := readSmallFile(path)
+	b, err := secretfile.Read(path)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +145,7 @@ func ReadRootPublicKey(path string) (PublicKey, error) {
 	if err != nil {
 		return PublicKey{}, err
 	}
-	b, err := readSmallFile(p)
+	b, err := secretfile.Read(p)
 	if err != nil {
 		return PublicKey{}, err
 	}

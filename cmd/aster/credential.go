@@ -2,7 +2,7 @@ package main
 
 import (
 	"github.com/aster-go/aster"
-	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // credentialOptions turns the --rcan flag into client options that present
@@ -15,8 +15,13 @@ func credentialOptions(file string) ([]aster.ClientOption, error) {
 	if file == "" {
 		return nil, nil
 	}
-	if _, err := trust.LoadIdentity(file); err != nil {
+	id, err := identity.Load(file)
+	if err != nil {
 		return nil, usageErrorf("--rcan %s: %w", file, err)
 	}
-	return []aster.ClientOption{aster.WithCredentialFile(file)}, nil
+	cred, err := id.Credential("")
+	if err != nil {
+		return nil, usageErrorf("--rcan %s: %w", file, err)
+	}
+	return []aster.ClientOption{aster.WithSecretKey(id.Key), aster.WithCredential(cred)}, nil
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 func newEnrollCmd() *cobra.Command {
@@ -22,7 +24,7 @@ func newEnrollCmd() *cobra.Command {
 
 func newEnrollNodeCmd() *cobra.Command {
 	var f credFlags
-	var identity string
+	var identityFile string
 	cmd := &cobra.Command{
 		Use:   "node --name NAME [flags]",
 		Short: "Create a node identity with a signed enrollment credential",
@@ -38,20 +40,20 @@ An existing --out file is only replaced with --force.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := f.out
-			id := &trust.Identity{}
-			if identity != "" {
+			id := &identity.Identity{}
+			if identityFile != "" {
 				var err error
-				if id, err = trust.LoadIdentity(identity); err != nil {
+				if id, err = identity.Load(identityFile); err != nil {
 					return usageErrorf("--identity: %v", err)
 				}
 				if id.Key == nil {
-					return usageErrorf("--identity %s has no [node] secret_key", identity)
+					return usageErrorf("--identity %s has no [node] secret_key", identityFile)
 				}
 				for _, wn := range id.Warnings {
 					fmt.Fprintln(cmd.ErrOrStderr(), "warning:", wn)
 				}
 				if out == "" {
-					out = identity
+					out = identityFile
 				}
 			} else {
 				id.Key = trust.GenerateKey()
@@ -66,7 +68,7 @@ An existing --out file is only replaced with --force.`,
 			if err != nil {
 				return err
 			}
-			if _, err := os.Stat(path); err == nil && !f.force && !samePath(out, identity) {
+			if _, err := os.Stat(path); err == nil && !f.force && !samePath(out, identityFile) {
 				return usageErrorf("%s already exists; pass --identity %s to add a credential to it, or --force to replace it", out, out)
 			}
 			c, err := f.credential(id.ID(), time.Now())
@@ -74,13 +76,13 @@ An existing --out file is only replaced with --force.`,
 				return err
 			}
 			id.SetPeer(c)
-			if err := trust.SaveIdentity(path, id); err != nil {
+			if err := identity.Save(path, id); err != nil {
 				return err
 			}
 			abs, _ := filepath.Abs(path)
 			w := cmd.OutOrStdout()
 			if f.quiet {
-				fmt.Fprintf(w, "%s %s %s\n", abs, c.EndpointID, trust.FormatTime(c.ExpiresAt))
+				fmt.Fprintf(w, "%s %s %s\n", abs, c.EndpointID, enroll.FormatTime(c.ExpiresAt))
 				return nil
 			}
 			base := filepath.Base(out)
@@ -88,7 +90,7 @@ An existing --out file is only replaced with --force.`,
 			fmt.Fprintf(w, "File: %s\n", abs)
 			fmt.Fprintf(w, "Format: TOML (.aster-identity) with [node] + [[peers]] sections\n\n")
 			printCredSummary(w, c)
-			if c.Role == trust.RoleProducer {
+			if c.Role == enroll.RoleProducer {
 				fmt.Fprintf(w, "\nThis file lets a producer join your trusted-mode deployment.\n")
 			} else {
 				fmt.Fprintf(w, "\nThis file lets a consumer connect to your trusted-mode servers.\n")
@@ -105,7 +107,7 @@ An existing --out file is only replaced with --force.`,
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&f.out, "out", "", "identity file to write (default: <name>.cred, or the --identity file)")
-	cmd.Flags().StringVar(&identity, "identity", "", "reuse the node key of this .aster-identity file and add the credential to it")
+	cmd.Flags().StringVar(&identityFile, "identity", "", "reuse the node key of this .aster-identity file and add the credential to it")
 	return cmd
 }
 

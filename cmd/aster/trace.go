@@ -13,6 +13,7 @@ import (
 
 	"github.com/aster-go/aster"
 	asterotel "github.com/aster-go/aster/otel"
+	"github.com/aster-go/aster/otel/otelexport"
 )
 
 // traceFlagUsage is the help text of --trace.
@@ -33,7 +34,7 @@ func addTraceFlag(cmd *cobra.Command, on *bool) {
 // seconds). When on is false it returns ctx unchanged, no options and a
 // no-op end: no cost.
 //
-// With the OTEL_* environment configured it exports through otel.Setup
+// With the OTEL_* environment configured it exports through otelexport.Setup
 // (service name "aster-cli" unless OTEL_SERVICE_NAME says otherwise);
 // without, the spans are recorded but not exported, which still sends a
 // sampled trace context to the server, whose own spans then carry the
@@ -43,9 +44,9 @@ func startTrace(ctx context.Context, on bool, name string, stderr io.Writer) (co
 		return ctx, nil, func() {}, nil
 	}
 	var shutdown func(context.Context) error
-	if asterotel.Configured() {
+	if otelexport.Configured() {
 		var err error
-		shutdown, err = asterotel.Setup(ctx, asterotel.Config{ServiceName: "aster-cli", Sampler: sdktrace.AlwaysSample()})
+		shutdown, err = otelexport.Setup(ctx, otelexport.Config{ServiceName: "aster-cli", Sampler: sdktrace.AlwaysSample()})
 		if err != nil {
 			return ctx, nil, nil, err
 		}

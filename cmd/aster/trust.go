@@ -15,6 +15,8 @@ import (
 
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 func init() {
@@ -115,18 +117,18 @@ func (f *credFlags) register(cmd *cobra.Command) {
 
 // credential builds and signs the credential the flags describe for the
 // endpoint ep.
-func (f *credFlags) credential(ep trust.EndpointID, now time.Time) (*trust.Credential, error) {
+func (f *credFlags) credential(ep trust.EndpointID, now time.Time) (*enroll.Credential, error) {
 	if f.name == "" {
 		return nil, usageErrorf("--name is required")
 	}
-	if err := trust.ValidName(f.name); err != nil {
+	if err := enroll.ValidName(f.name); err != nil {
 		return nil, usageErrorf("--name: %v", err)
 	}
-	role, err := trust.ParseRole(f.role)
+	role, err := enroll.ParseRole(f.role)
 	if err != nil {
 		return nil, usageErrorf("--role: %v", err)
 	}
-	typ, err := trust.ParseCredentialType(f.typ)
+	typ, err := enroll.ParseCredentialType(f.typ)
 	if err != nil {
 		return nil, usageErrorf("--type: %v", err)
 	}
@@ -147,7 +149,7 @@ func (f *credFlags) credential(ep trust.EndpointID, now time.Time) (*trust.Crede
 		if !ok {
 			return nil, usageErrorf("--attr %q: want key=value", a)
 		}
-		if err := trust.ValidAttribute(k, v); err != nil {
+		if err := enroll.ValidAttribute(k, v); err != nil {
 			return nil, usageErrorf("--attr: %v", err)
 		}
 		if attrs == nil {
@@ -170,14 +172,14 @@ func (f *credFlags) credential(ep trust.EndpointID, now time.Time) (*trust.Crede
 		}
 		return nil, usageErrorf("--root-key: %v", err)
 	}
-	c := &trust.Credential{
+	c := &enroll.Credential{
 		Type: typ, Role: role, Name: f.name, EndpointID: ep,
 		Capabilities: caps, Attributes: attrs, IssuedAt: now, ExpiresAt: exp,
 	}
-	if typ == trust.TypeOTT {
-		c.Nonce = trust.NewNonce()
+	if typ == enroll.TypeOTT {
+		c.Nonce = enroll.NewNonce()
 	}
-	if err := trust.Sign(root, c); err != nil {
+	if err := enroll.Sign(root, c); err != nil {
 		return nil, usageErrorf("%v", err)
 	}
 	return c, nil
@@ -198,7 +200,7 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 		t = now.Add(d)
 	}
 	if !t.After(now) {
-		return time.Time{}, fmt.Errorf("%s is not in the future", trust.FormatTime(t))
+		return time.Time{}, fmt.Errorf("%s is not in the future", enroll.FormatTime(t))
 	}
 	return t, nil
 }
@@ -251,7 +253,7 @@ without it, the TOML is printed on stdout.`,
 			}
 			w := cmd.OutOrStdout()
 			if f.out == "" {
-				b, err := (&trust.Identity{Peers: []*trust.Credential{c}}).Marshal()
+				b, err := (&identity.Identity{Peers: []*enroll.Credential{c}}).Marshal()
 				if err != nil {
 					return err
 				}
@@ -262,9 +264,9 @@ without it, the TOML is printed on stdout.`,
 			if err != nil {
 				return err
 			}
-			id := &trust.Identity{}
+			id := &identity.Identity{}
 			if _, err := os.Stat(path); err == nil {
-				if id, err = trust.LoadIdentity(path); err != nil {
+				if id, err = identity.Load(path); err != nil {
 					return usageErrorf("--out: %v", err)
 				}
 				if id.Key != nil && id.ID() != ep {
@@ -272,12 +274,12 @@ without it, the TOML is printed on stdout.`,
 				}
 			}
 			id.SetPeer(c)
-			if err := trust.SaveIdentity(path, id); err != nil {
+			if err := identity.Save(path, id); err != nil {
 				return err
 			}
 			abs, _ := filepath.Abs(path)
 			if f.quiet {
-				fmt.Fprintf(w, "%s %s %s\n", abs, ep, trust.FormatTime(c.ExpiresAt))
+				fmt.Fprintf(w, "%s %s %s\n", abs, ep, enroll.FormatTime(c.ExpiresAt))
 				return nil
 			}
 			fmt.Fprintf(w, "✓ Credential signed\n\nFile: %s\n\n", abs)
@@ -291,13 +293,13 @@ without it, the TOML is printed on stdout.`,
 	return cmd
 }
 
-func printCredSummary(w io.Writer, c *trust.Credential) {
+func printCredSummary(w io.Writer, c *enroll.Credential) {
 	fmt.Fprintf(w, "Peer: %s\n", c.Name)
 	fmt.Fprintf(w, "Role: %s (%s)\n", c.Role, c.Type)
 	fmt.Fprintf(w, "Capabilities: %s\n", strings.Join(c.Capabilities, ","))
 	fmt.Fprintf(w, "Endpoint ID: %s...\n", c.EndpointID.Short())
 	fmt.Fprintf(w, "Trust root: %s...\n", c.RootPubKey.Short())
-	fmt.Fprintf(w, "Expires: %s\n", trust.FormatTime(c.ExpiresAt))
+	fmt.Fprintf(w, "Expires: %s\n", enroll.FormatTime(c.ExpiresAt))
 }
 
 func newInspectCmd() *cobra.Command {
@@ -312,7 +314,7 @@ signed by that root. Exits with status 1 if a credential does not verify.`,
 		Example: "  aster trust inspect edge-node-7.cred --root ~/.aster/root.pub",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := trust.LoadIdentity(args[0])
+			id, err := identity.Load(args[0])
 			if err != nil {
 				return usageErrorf("%v", err)
 			}
@@ -358,7 +360,7 @@ type inspectReport struct {
 	Warnings []string      `json:"warnings,omitempty"`
 }
 
-func inspect(w, errw io.Writer, file string, id *trust.Identity, root *trust.PublicKey, only string, asJSON bool, now time.Time) error {
+func inspect(w, errw io.Writer, file string, id *identity.Identity, root *trust.PublicKey, only string, asJSON bool, now time.Time) error {
 	abs, _ := filepath.Abs(file)
 	rep := inspectReport{File: abs, Warnings: id.Warnings, Peers: []inspectPeer{}}
 	if id.Key != nil {
@@ -375,7 +377,7 @@ func inspect(w, errw io.Writer, file string, id *trust.Identity, root *trust.Pub
 		p := inspectPeer{
 			Name: c.Name, Role: string(c.Role), Type: string(c.Type), Capabilities: c.Capabilities,
 			Attributes: c.Attributes, EndpointID: c.EndpointID.String(), RootPubKey: c.RootPubKey.String(),
-			IssuedAt: trust.FormatTime(c.IssuedAt), ExpiresAt: trust.FormatTime(c.ExpiresAt),
+			IssuedAt: enroll.FormatTime(c.IssuedAt), ExpiresAt: enroll.FormatTime(c.ExpiresAt),
 		}
 		if p.Capabilities == nil {
 			p.Capabilities = []string{}

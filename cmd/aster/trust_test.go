@@ -18,6 +18,8 @@ import (
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // runCLI runs the CLI in-process.
@@ -101,7 +103,7 @@ func TestChapter5(t *testing.T) {
 	if m == nil {
 		t.Fatalf("enroll output does not match the guide:\n%s", out)
 	}
-	edge, err := trust.LoadIdentity(filepath.Join(work, "edge-node-7.cred"))
+	edge, err := identity.Load(filepath.Join(work, "edge-node-7.cred"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +118,11 @@ func TestChapter5(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("enroll ops-team: exit %d: %s", code, errOut)
 	}
-	ops, err := trust.LoadIdentity(filepath.Join(work, "ops-team.cred"))
+	ops, err := identity.Load(filepath.Join(work, "ops-team.cred"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := strings.Fields(out); len(f) != 3 || f[0] != filepath.Join(work, "ops-team.cred") || f[1] != ops.ID().String() || f[2] != trust.FormatTime(ops.Peers[0].ExpiresAt) || strings.Count(out, "\n") != 1 {
+	if f := strings.Fields(out); len(f) != 3 || f[0] != filepath.Join(work, "ops-team.cred") || f[1] != ops.ID().String() || f[2] != enroll.FormatTime(ops.Peers[0].ExpiresAt) || strings.Count(out, "\n") != 1 {
 		t.Errorf("quiet output %q", out)
 	}
 
@@ -142,7 +144,7 @@ func TestChapter5(t *testing.T) {
 	defer cancel()
 
 	// Step 5: connect with credentials.
-	c, err := aster.Dial(ctx, addr, aster.WithCredentialFile(filepath.Join(work, "edge-node-7.cred")))
+	c, err := aster.Dial(ctx, addr, credentialFileOptions(t, filepath.Join(work, "edge-node-7.cred"))...)
 	if err != nil {
 		t.Fatalf("edge-node-7 refused: %v", err)
 	}
@@ -166,7 +168,7 @@ func TestChapter5(t *testing.T) {
 	}
 	c.Close()
 
-	c, err = aster.Dial(ctx, addr, aster.WithCredentialFile(filepath.Join(work, "ops-team.cred")))
+	c, err = aster.Dial(ctx, addr, credentialFileOptions(t, filepath.Join(work, "ops-team.cred"))...)
 	if err != nil {
 		t.Fatalf("ops-team refused: %v", err)
 	}
@@ -180,8 +182,7 @@ func TestChapter5(t *testing.T) {
 		t.Errorf("no credential: %v, want UNAUTHENTICATED", err)
 	}
 	// The edge node's credential on another key (a copied credential).
-	stolen := &trust.Identity{Key: trust.GenerateKey(), Peers: edge.Peers}
-	_, err = aster.Dial(ctx, addr, aster.WithIdentity(stolen, ""))
+	_, err = aster.Dial(ctx, addr, aster.WithSecretKey(trust.GenerateKey()), aster.WithCredential(edge.Peers[0]))
 	if status.CodeOf(err) != status.Unauthenticated {
 		t.Errorf("stolen credential: %v, want UNAUTHENTICATED", err)
 	}
@@ -241,7 +242,7 @@ func TestChapter5(t *testing.T) {
 	if err1 != nil || err2 != nil || a1.ID != a2.ID {
 		t.Errorf("endpoint id changed across restarts: %s -> %s (%v %v)", a1.ID.Short(), a2.ID.Short(), err1, err2)
 	}
-	c, err = aster.Dial(ctx, addr2, aster.WithCredentialFile(filepath.Join(work, "edge-node-7.cred")))
+	c, err = aster.Dial(ctx, addr2, credentialFileOptions(t, filepath.Join(work, "edge-node-7.cred"))...)
 	if err != nil {
 		t.Fatalf("edge-node-7 after restart: %v", err)
 	}
@@ -326,7 +327,7 @@ func TestEnrollIdentityAndSign(t *testing.T) {
 	if code, _, errOut := runCLI(t, "enroll", "node", "--name", "b", "--root-key", root, "--out", cred); code != ExitUsage || !strings.Contains(errOut, "--identity") {
 		t.Errorf("overwrite without --identity: %d %s", code, errOut)
 	}
-	first, _ := trust.LoadIdentity(cred)
+	first, _ := identity.Load(cred)
 	// --identity adds a producer entry with the same node key; re-enrolling "a" replaces it.
 	if code, _, errOut := runCLI(t, "enroll", "node", "--identity", cred, "--name", "b", "--role", "producer", "--type", "ott", "--root-key", root); code != 0 {
 		t.Fatal(errOut)
@@ -334,7 +335,7 @@ func TestEnrollIdentityAndSign(t *testing.T) {
 	if code, _, errOut := runCLI(t, "enroll", "node", "--identity", cred, "--name", "a", "--capabilities", "y,z", "--root-key", root); code != 0 {
 		t.Fatal(errOut)
 	}
-	id, err := trust.LoadIdentity(cred)
+	id, err := identity.Load(cred)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +345,7 @@ func TestEnrollIdentityAndSign(t *testing.T) {
 	if a := id.Peer("a", ""); a == nil || strings.Join(a.Capabilities, ",") != "y,z" || a.Attributes != nil {
 		t.Errorf("entry a not replaced: %+v", a)
 	}
-	if b := id.Peer("b", ""); b == nil || b.Role != trust.RoleProducer || b.Type != trust.TypeOTT || len(b.Nonce) != trust.NonceSize {
+	if b := id.Peer("b", ""); b == nil || b.Role != enroll.RoleProducer || b.Type != enroll.TypeOTT || len(b.Nonce) != enroll.NonceSize {
 		t.Errorf("entry b: %+v", b)
 	}
 
@@ -354,7 +355,7 @@ func TestEnrollIdentityAndSign(t *testing.T) {
 	if code != 0 {
 		t.Fatal(errOut)
 	}
-	printed, err := trust.ParseIdentity([]byte(out))
+	printed, err := identity.Parse([]byte(out))
 	if err != nil || printed.Key != nil || len(printed.Peers) != 1 || printed.Peers[0].EndpointID != ep {
 		t.Fatalf("printed credential: %v\n%s", err, out)
 	}
@@ -374,9 +375,9 @@ func TestEnrollIdentityAndSign(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Peers) != 1 || !rep.Peers[0].Valid || rep.Peers[0].Name != "billing" {
 		t.Errorf("inspect --json: %d %s", code, out)
 	}
-	mixed := &trust.Identity{Key: trust.GenerateKey(), Peers: printed.Peers}
+	mixed := &identity.Identity{Key: trust.GenerateKey(), Peers: printed.Peers}
 	mixedPath := filepath.Join(dir, "mixed.cred")
-	trust.SaveIdentity(mixedPath, mixed)
+	identity.Save(mixedPath, mixed)
 	if code, out, _ := runCLI(t, "trust", "inspect", mixedPath); code != ExitFailure || !strings.Contains(out, "another endpoint") {
 		t.Errorf("inspect of a mismatched file: %d %s", code, out)
 	}
@@ -406,4 +407,14 @@ func TestParseExpiry(t *testing.T) {
 			t.Errorf("parseExpiry(%q) succeeded", in)
 		}
 	}
+}
+
+// credentialFileOptions returns the client options of "--rcan path".
+func credentialFileOptions(t *testing.T, path string) []aster.ClientOption {
+	t.Helper()
+	opts, err := credentialOptions(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opts
 }

@@ -44,7 +44,7 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
-	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 func main() {
@@ -61,7 +61,7 @@ func serve(demo bool) error {
 	// start, so that the address and the credentials issued to it survive
 	// restarts.
 	if path := os.Getenv("ASTER_IDENTITY_FILE"); path != "" {
-		if _, _, err := trust.LoadOrCreateIdentity(path); err != nil {
+		if _, _, err := identity.LoadOrCreate(path); err != nil {
 			return err
 		}
 	}
@@ -129,7 +129,15 @@ func serve(demo bool) error {
 		// Retry → CircuitBreaker.
 		copts := append(append([]aster.ClientOption{}, tel.client...), clientHardening(logger))
 		if cfg.EnrollmentCredentialFile != "" {
-			copts = append(copts, aster.WithCredentialFile(cfg.EnrollmentCredentialFile))
+			id, err := identity.Load(cfg.EnrollmentCredentialFile)
+			if err != nil {
+				return err
+			}
+			cred, err := id.Credential("")
+			if err != nil {
+				return fmt.Errorf("%s: %w", cfg.EnrollmentCredentialFile, err)
+			}
+			copts = append(copts, aster.WithSecretKey(id.Key), aster.WithCredential(cred))
 		}
 		err := runDemo(ctx, addr.String(), os.Stdout, copts...)
 		shutdown(srv)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/aster-go/aster"
 	asterotel "github.com/aster-go/aster/otel"
+	"github.com/aster-go/aster/otel/otelexport"
 )
 
 // telemetry is what OpenTelemetry adds to the example: server options
@@ -25,21 +26,21 @@ type telemetry struct {
 // setupTelemetry turns on OpenTelemetry when the standard OTEL_* variables
 // ask for export (e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317
 // OTEL_EXPORTER_OTLP_PROTOCOL=grpc): it installs the OTLP exporters
-// (otel.Setup) and returns the options that add the middleware. With no
+// (otelexport.Setup) and returns the options that add the middleware. With no
 // OTEL_* variables set it returns no options and a no-op flush. A telemetry
 // setup error is logged and the example runs without telemetry:
 // observability must not take the service down.
 func setupTelemetry(logger *slog.Logger) telemetry {
 	off := telemetry{flush: func() {}}
-	if !asterotel.Configured() {
+	if !otelexport.Configured() {
 		return off
 	}
-	shutdown, err := asterotel.Setup(context.Background(), asterotel.Config{ServiceName: "missioncontrol"})
+	shutdown, err := otelexport.Setup(context.Background(), otelexport.Config{ServiceName: "missioncontrol"})
 	if err != nil {
 		logger.Error("telemetry disabled", "err", err)
 		return off
 	}
-	logger.Info("telemetry on: exporting traces and metrics over OTLP")
+	logger.Info("telemetry on: exporting traces and metrics as the OTEL_* variables say")
 	return telemetry{
 		server: []aster.ServerOption{aster.WithMiddleware(asterotel.Server()), aster.WithConnHook(asterotel.ConnHook())},
 		client: []aster.ClientOption{aster.WithClientMiddleware(asterotel.Client())},

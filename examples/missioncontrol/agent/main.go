@@ -19,6 +19,8 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 func main() {
@@ -40,7 +42,17 @@ func main() {
 	defer stop()
 	var opts []aster.ClientOption
 	if *rcan != "" {
-		opts = append(opts, aster.WithCredentialFile(*rcan))
+		id, err := identity.Load(*rcan)
+		if err == nil {
+			var cred *enroll.Credential
+			if cred, err = id.Credential(""); err == nil {
+				opts = append(opts, aster.WithSecretKey(id.Key), aster.WithCredential(cred))
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "agent: --rcan:", err)
+			os.Exit(2)
+		}
 	}
 	if err := run(ctx, flag.Arg(0), *agentID, *metrics, *count, *interval, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)

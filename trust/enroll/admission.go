@@ -1,4 +1,4 @@
-package trust
+package enroll
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
 )
 
 // Policy is a server's admission policy, in plain values so that any
@@ -23,7 +24,7 @@ type Policy struct {
 	// RootPubKey is the deployment's trust anchor. Nil means dev mode: an
 	// ephemeral root is generated and consumers are admitted without a
 	// credential (AllowAllConsumers is forced on, with a warning).
-	RootPubKey *PublicKey
+	RootPubKey *trust.PublicKey
 	// AllowAllConsumers admits every consumer without a credential (open
 	// gate); capability requirements are then not enforced. Default false.
 	AllowAllConsumers bool
@@ -92,7 +93,7 @@ const DevModeWarning = "Dev mode: allow_all_consumers=True (ephemeral root key)"
 // Gate decides who is admitted. It is safe for concurrent use.
 type Gate struct {
 	p      Policy
-	root   PublicKey
+	root   trust.PublicKey
 	dev    bool
 	nonces *NonceStore
 }
@@ -112,7 +113,7 @@ func NewGate(p Policy, logger *slog.Logger) (*Gate, error) {
 	}
 	g := &Gate{p: p}
 	if p.RootPubKey == nil || p.RootPubKey.IsZero() {
-		g.root = IDOf(GenerateKey())
+		g.root = trust.IDOf(trust.GenerateKey())
 		g.dev = true
 		g.p.AllowAllConsumers = true
 		logger.Warn(DevModeWarning)
@@ -127,7 +128,7 @@ func NewGate(p Policy, logger *slog.Logger) (*Gate, error) {
 }
 
 // Root returns the root public key credentials must be signed by.
-func (g *Gate) Root() PublicKey { return g.root }
+func (g *Gate) Root() trust.PublicKey { return g.root }
 
 // DevMode reports whether the gate runs on an ephemeral root.
 func (g *Gate) DevMode() bool { return g.dev }
@@ -145,7 +146,7 @@ func (g *Gate) Policy() Policy { return g.p }
 // consumer gate is open. A peer without a valid credential is admitted,
 // unrestricted, only through an open consumer gate, and if it declares
 // itself a producer, only if the producer gate is open too.
-func (g *Gate) Admit(peer EndpointID, role Role, cred *Credential) (Grant, error) {
+func (g *Gate) Admit(peer trust.EndpointID, role Role, cred *Credential) (Grant, error) {
 	if role == "" {
 		role = RoleConsumer
 	}
@@ -197,7 +198,7 @@ func NewNonceStore(path string) (*NonceStore, error) {
 	if path == "" {
 		return s, nil
 	}
-	p, err := ExpandHome(path)
+	p, err := trust.ExpandHome(path)
 	if err != nil {
 		return nil, err
 	}

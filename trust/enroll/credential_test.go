@@ -1,4 +1,4 @@
-package trust
+package enroll
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aster-go/aster/trust"
 )
 
 // The test vector of PROTOCOL.md ("Credential signing bytes"): RFC 8032
@@ -19,10 +21,10 @@ const (
 	vecCBOR     = "aa646e616d656b656467652d6e6f64652d3764726f6c6568636f6e73756d6572647479706566706f6c696379696973737565645f61741a6955b900697369676e617475726558408f3ef213eb074355db4192630d804375bd048c4bf4f02b4fde470f59cd2e63c8ced3cb118c78190c914f496153e9deb4671eb5ebc37fe1e88d6eca925af9a3016a61747472696275746573a164736974656765752d776573746a657870697265735f61741a697d46006b656e64706f696e745f696458203d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c6b726f6f745f7075626b65795820d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a6c6361706162696c6974696573826a6f70732e7374617475736a6f70732e696e67657374"
 )
 
-func seedKey(t testing.TB, h string) SecretKey {
+func seedKey(t testing.TB, h string) trust.SecretKey {
 	t.Helper()
 	b, _ := hex.DecodeString(h)
-	k, err := KeyFromSeed(b)
+	k, err := trust.KeyFromSeed(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,9 +36,9 @@ var (
 	t1 = time.Unix(1769817600, 0).UTC() // 2026-01-31
 )
 
-func vectorCredential(t testing.TB) (*Credential, SecretKey, SecretKey) {
+func vectorCredential(t testing.TB) (*Credential, trust.SecretKey, trust.SecretKey) {
 	root, ep := seedKey(t, vecRootSeed), seedKey(t, vecEPSeed)
-	c := &Credential{Type: TypePolicy, Role: RoleConsumer, Name: "edge-node-7", EndpointID: IDOf(ep),
+	c := &Credential{Type: TypePolicy, Role: RoleConsumer, Name: "edge-node-7", EndpointID: trust.IDOf(ep),
 		Capabilities: []string{"ops.status", "ops.ingest"}, Attributes: map[string]string{"site": "eu-west"},
 		IssuedAt: t0, ExpiresAt: t1}
 	if err := Sign(root, c); err != nil {
@@ -64,11 +66,11 @@ func TestCredentialVector(t *testing.T) {
 	if got := hex.EncodeToString(enc); got != vecCBOR {
 		t.Errorf("CBOR\n got %s\nwant %s", got, vecCBOR)
 	}
-	if err := c.Verify(IDOf(root), IDOf(ep), t0.Add(time.Hour), DefaultClockSkew); err != nil {
+	if err := c.Verify(trust.IDOf(root), trust.IDOf(ep), t0.Add(time.Hour), DefaultClockSkew); err != nil {
 		t.Errorf("vector does not verify: %v", err)
 	}
 	raw, _ := hex.DecodeString(vecCBOR)
-	d, err := DecodeCredential(raw)
+	d, err := Decode(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,47 +82,47 @@ func TestCredentialVector(t *testing.T) {
 func TestVerifyFailures(t *testing.T) {
 	c, root, ep := vectorCredential(t)
 	now := t0.Add(time.Hour)
-	other := GenerateKey()
+	other := trust.GenerateKey()
 	cases := []struct {
 		name string
 		mod  func(c *Credential)
-		root PublicKey
-		peer EndpointID
+		root trust.PublicKey
+		peer trust.EndpointID
 		now  time.Time
 		want error
 	}{
-		{"ok", nil, IDOf(root), IDOf(ep), now, nil},
-		{"within skew after expiry", nil, IDOf(root), IDOf(ep), t1.Add(30 * time.Second), nil},
-		{"within skew before issue", nil, IDOf(root), IDOf(ep), t0.Add(-30 * time.Second), nil},
-		{"expired", nil, IDOf(root), IDOf(ep), t1.Add(2 * time.Minute), ErrExpired},
-		{"not yet valid", nil, IDOf(root), IDOf(ep), t0.Add(-2 * time.Minute), ErrNotYetValid},
-		{"other trusted root", nil, IDOf(other), IDOf(ep), now, ErrWrongRoot},
-		{"stolen: other endpoint", nil, IDOf(root), IDOf(other), now, ErrEndpointMismatch},
-		{"forged signature", func(c *Credential) { c.Signature = bytes.Repeat([]byte{7}, 64) }, IDOf(root), IDOf(ep), now, ErrBadSignature},
+		{"ok", nil, trust.IDOf(root), trust.IDOf(ep), now, nil},
+		{"within skew after expiry", nil, trust.IDOf(root), trust.IDOf(ep), t1.Add(30 * time.Second), nil},
+		{"within skew before issue", nil, trust.IDOf(root), trust.IDOf(ep), t0.Add(-30 * time.Second), nil},
+		{"expired", nil, trust.IDOf(root), trust.IDOf(ep), t1.Add(2 * time.Minute), ErrExpired},
+		{"not yet valid", nil, trust.IDOf(root), trust.IDOf(ep), t0.Add(-2 * time.Minute), ErrNotYetValid},
+		{"other trusted root", nil, trust.IDOf(other), trust.IDOf(ep), now, ErrWrongRoot},
+		{"stolen: other endpoint", nil, trust.IDOf(root), trust.IDOf(other), now, ErrEndpointMismatch},
+		{"forged signature", func(c *Credential) { c.Signature = bytes.Repeat([]byte{7}, 64) }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
 		{"re-signed by other root claiming ours", func(c *Credential) {
 			Sign(other, c)
-			c.RootPubKey = IDOf(root)
-		}, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"signed by other root", func(c *Credential) { Sign(other, c) }, IDOf(root), IDOf(ep), now, ErrWrongRoot},
-		{"no signature", func(c *Credential) { c.Signature = nil }, IDOf(root), IDOf(ep), now, ErrMalformed},
-		{"short signature", func(c *Credential) { c.Signature = c.Signature[:63] }, IDOf(root), IDOf(ep), now, ErrMalformed},
+			c.RootPubKey = trust.IDOf(root)
+		}, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"signed by other root", func(c *Credential) { Sign(other, c) }, trust.IDOf(root), trust.IDOf(ep), now, ErrWrongRoot},
+		{"no signature", func(c *Credential) { c.Signature = nil }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
+		{"short signature", func(c *Credential) { c.Signature = c.Signature[:63] }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
 		// Tampering with any signed field breaks the signature.
-		{"tampered name", func(c *Credential) { c.Name = "edge-node-8" }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"tampered role", func(c *Credential) { c.Role = RoleProducer }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"tampered type", func(c *Credential) { c.Type = TypeOTT; c.Nonce = make([]byte, NonceSize) }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"added capability", func(c *Credential) { c.Capabilities = append(c.Capabilities, "ops.admin") }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"reordered capabilities", func(c *Credential) { c.Capabilities = []string{"ops.ingest", "ops.status"} }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"changed capability", func(c *Credential) { c.Capabilities = []string{"ops.status", "ops.admin"} }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"tampered attribute", func(c *Credential) { c.Attributes = map[string]string{"site": "us-east"} }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"extended expiry", func(c *Credential) { c.ExpiresAt = c.ExpiresAt.Add(time.Hour) }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"earlier issue", func(c *Credential) { c.IssuedAt = c.IssuedAt.Add(-time.Hour) }, IDOf(root), IDOf(ep), now, ErrBadSignature},
-		{"endpoint swapped to thief", func(c *Credential) { c.EndpointID = IDOf(other) }, IDOf(root), IDOf(other), now, ErrBadSignature},
-		{"bad capability chars", func(c *Credential) { c.Capabilities = []string{"ops status"} }, IDOf(root), IDOf(ep), now, ErrMalformed},
-		{"duplicate capability", func(c *Credential) { c.Capabilities = []string{"a", "a"} }, IDOf(root), IDOf(ep), now, ErrMalformed},
-		{"control char in name", func(c *Credential) { c.Name = "edge\x00" }, IDOf(root), IDOf(ep), now, ErrMalformed},
-		{"bad role", func(c *Credential) { c.Role = "admin" }, IDOf(root), IDOf(ep), now, ErrMalformed},
-		{"expiry before issue", func(c *Credential) { c.ExpiresAt = c.IssuedAt }, IDOf(root), IDOf(ep), now, ErrMalformed},
-		{"ott without nonce", func(c *Credential) { c.Type = TypeOTT }, IDOf(root), IDOf(ep), now, ErrMalformed},
+		{"tampered name", func(c *Credential) { c.Name = "edge-node-8" }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"tampered role", func(c *Credential) { c.Role = RoleProducer }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"tampered type", func(c *Credential) { c.Type = TypeOTT; c.Nonce = make([]byte, NonceSize) }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"added capability", func(c *Credential) { c.Capabilities = append(c.Capabilities, "ops.admin") }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"reordered capabilities", func(c *Credential) { c.Capabilities = []string{"ops.ingest", "ops.status"} }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"changed capability", func(c *Credential) { c.Capabilities = []string{"ops.status", "ops.admin"} }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"tampered attribute", func(c *Credential) { c.Attributes = map[string]string{"site": "us-east"} }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"extended expiry", func(c *Credential) { c.ExpiresAt = c.ExpiresAt.Add(time.Hour) }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"earlier issue", func(c *Credential) { c.IssuedAt = c.IssuedAt.Add(-time.Hour) }, trust.IDOf(root), trust.IDOf(ep), now, ErrBadSignature},
+		{"endpoint swapped to thief", func(c *Credential) { c.EndpointID = trust.IDOf(other) }, trust.IDOf(root), trust.IDOf(other), now, ErrBadSignature},
+		{"bad capability chars", func(c *Credential) { c.Capabilities = []string{"ops status"} }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
+		{"duplicate capability", func(c *Credential) { c.Capabilities = []string{"a", "a"} }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
+		{"control char in name", func(c *Credential) { c.Name = "edge\x00" }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
+		{"bad role", func(c *Credential) { c.Role = "admin" }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
+		{"expiry before issue", func(c *Credential) { c.ExpiresAt = c.IssuedAt }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
+		{"ott without nonce", func(c *Credential) { c.Type = TypeOTT }, trust.IDOf(root), trust.IDOf(ep), now, ErrMalformed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -153,11 +155,11 @@ func TestTamperedEncodingEveryBit(t *testing.T) {
 		for bit := range 8 {
 			b := append([]byte(nil), enc...)
 			b[i] ^= 1 << bit
-			d, err := DecodeCredential(b)
+			d, err := Decode(b)
 			if err != nil {
 				continue
 			}
-			if err := d.Verify(IDOf(root), IDOf(ep), t0.Add(time.Hour), DefaultClockSkew); err == nil {
+			if err := d.Verify(trust.IDOf(root), trust.IDOf(ep), t0.Add(time.Hour), DefaultClockSkew); err == nil {
 				t.Fatalf("flipping bit %d of byte %d still verifies", bit, i)
 			}
 		}
@@ -176,20 +178,20 @@ func TestDecodeCredentialMalformed(t *testing.T) {
 		"array":     {0x80},
 		"int":       {0x01},
 	} {
-		if _, err := DecodeCredential(b); !errors.Is(err, ErrMalformed) {
-			t.Errorf("%s: DecodeCredential = %v, want ErrMalformed", name, err)
+		if _, err := Decode(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Decode = %v, want ErrMalformed", name, err)
 		}
 	}
 }
 
 func TestSignRejectsInvalid(t *testing.T) {
-	root := GenerateKey()
-	c := &Credential{Type: TypePolicy, Role: RoleConsumer, Name: "x", EndpointID: IDOf(GenerateKey()),
+	root := trust.GenerateKey()
+	c := &Credential{Type: TypePolicy, Role: RoleConsumer, Name: "x", EndpointID: trust.IDOf(trust.GenerateKey()),
 		Capabilities: []string{"ok", "bad cap"}, IssuedAt: t0, ExpiresAt: t1}
 	if err := Sign(root, c); err == nil || !strings.Contains(err.Error(), "bad cap") {
 		t.Errorf("Sign with a bad capability = %v", err)
 	}
-	if err := Sign(SecretKey{1, 2}, c); err == nil {
+	if err := Sign(trust.SecretKey{1, 2}, c); err == nil {
 		t.Error("Sign with a short key succeeded")
 	}
 	c.Attributes = map[string]string{"k y": "v"}
@@ -206,7 +208,7 @@ func FuzzDecodeCredential(f *testing.F) {
 	f.Add([]byte{0xa0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := DecodeCredential(b)
+		d, err := Decode(b)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error does not wrap ErrMalformed: %v", err)
@@ -218,7 +220,7 @@ func FuzzDecodeCredential(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decoded credential does not encode: %v", err)
 		}
-		if _, err := DecodeCredential(again); err != nil {
+		if _, err := Decode(again); err != nil {
 			t.Fatalf("re-encoded credential does not decode: %v", err)
 		}
 	})

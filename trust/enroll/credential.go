@@ -1,4 +1,13 @@
-package trust
+// Package enroll holds enrollment credentials and admission: a root key's
+// signed statement that an endpoint may join a deployment as a consumer or a
+// producer with some capabilities (Credential, Sign, Decode), and the Gate a
+// server runs to admit or refuse a peer by its credential (Policy, Grant,
+// Refusal, NonceStore for one-time tokens).
+//
+// Credentials travel in CBOR on the admission exchange (PROTOCOL.md,
+// "Admission"); the canonical bytes a root signs are described there and on
+// Credential.SigningBytes.
+package enroll
 
 import (
 	"bytes"
@@ -13,12 +22,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
-)
 
-// PublicKey is an ed25519 public key, such as a root public key. It has the
-// same form as an EndpointID (an endpoint id is its key's public key): 32
-// bytes, written as 64 lowercase hex characters.
-type PublicKey = EndpointID
+	"github.com/aster-go/aster/trust"
+)
 
 // Role is what an enrolled peer is admitted as.
 type Role string
@@ -84,9 +90,9 @@ type Credential struct {
 	// Name names the enrolled peer ("edge-node-7"), for people and logs.
 	Name string
 	// RootPubKey is the public key of the root that signed the credential.
-	RootPubKey PublicKey
+	RootPubKey trust.PublicKey
 	// EndpointID is the endpoint the credential is issued to.
-	EndpointID EndpointID
+	EndpointID trust.EndpointID
 	// Capabilities are granted to the peer on admission, in the order issued.
 	Capabilities []string
 	// Attributes are free key/value pairs the root attests (may be nil).
@@ -146,7 +152,7 @@ func ValidAttribute(k, v string) error {
 	if k == "" || len(k) > MaxAttrKeyLen {
 		return fmt.Errorf("trust: attribute key %q must be 1-%d characters", k, MaxAttrKeyLen)
 	}
-	if err := ValidCapability(k); err != nil {
+	if err := trust.ValidCapability(k); err != nil {
 		return fmt.Errorf("trust: attribute key %q has invalid characters (allowed: A-Z a-z 0-9 . _ : / -)", k)
 	}
 	if len(v) > MaxAttrValueLen {
@@ -178,7 +184,7 @@ func (c *Credential) Validate() error {
 		return bad(fmt.Errorf("at most %d capabilities, got %d", MaxCapabilities, len(c.Capabilities)))
 	}
 	for i, cp := range c.Capabilities {
-		if err := ValidCapability(cp); err != nil {
+		if err := trust.ValidCapability(cp); err != nil {
 			return bad(err)
 		}
 		if slices.Contains(c.Capabilities[:i], cp) {
@@ -268,11 +274,11 @@ func NewNonce() []byte {
 
 // Sign fills in c.RootPubKey and c.Signature with root's signature. Times are
 // truncated to the second (the precision that is signed).
-func Sign(root SecretKey, c *Credential) error {
+func Sign(root trust.SecretKey, c *Credential) error {
 	if len(root) != ed25519.PrivateKeySize {
 		return fmt.Errorf("trust: root key must be %d bytes, got %d", ed25519.PrivateKeySize, len(root))
 	}
-	c.RootPubKey = IDOf(root)
+	c.RootPubKey = trust.IDOf(root)
 	c.IssuedAt = time.Unix(c.IssuedAt.Unix(), 0).UTC()
 	c.ExpiresAt = time.Unix(c.ExpiresAt.Unix(), 0).UTC()
 	c.Signature = nil
@@ -311,7 +317,7 @@ const DefaultClockSkew = 60 * time.Second
 // handshake — is the endpoint it was issued to. The error wraps one of
 // ErrMalformed, ErrWrongRoot, ErrBadSignature, ErrNotYetValid, ErrExpired,
 // ErrEndpointMismatch. One-time nonces are checked by Gate.
-func (c *Credential) Verify(root PublicKey, peer EndpointID, now time.Time, skew time.Duration) error {
+func (c *Credential) Verify(root trust.PublicKey, peer trust.EndpointID, now time.Time, skew time.Duration) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -398,10 +404,10 @@ func (c *Credential) Encode() ([]byte, error) {
 	return credEnc.Marshal(w)
 }
 
-// DecodeCredential decodes and validates a CBOR credential (the inverse of
-// Encode). It never panics; input over MaxCredentialLen is refused before
+// Decode decodes and validates a CBOR credential (the inverse of
+// Credential.Encode). It never panics; input over MaxCredentialLen is refused before
 // decoding. Errors wrap ErrMalformed.
-func DecodeCredential(b []byte) (*Credential, error) {
+func Decode(b []byte) (*Credential, error) {
 	if len(b) > MaxCredentialLen {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(b), MaxCredentialLen)
 	}

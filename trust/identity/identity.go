@@ -1,4 +1,15 @@
-package trust
+// Package identity reads and writes .aster-identity files: a node's secret
+// key ([node]) and the enrollment credentials issued to it ([[peers]]), in
+// TOML, as "aster enroll node" and "aster trust sign" write them.
+//
+// A client presents one of the credentials with its key:
+//
+//	id, err := identity.Load("~/.aster-identity")
+//	...
+//	cred, err := id.Credential("") // the first consumer credential
+//	...
+//	c, err := aster.Dial(ctx, addr, aster.WithSecretKey(id.Key), aster.WithCredential(cred))
+package identity
 
 import (
 	"bytes"
@@ -10,6 +21,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/internal/secretfile"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -35,25 +49,25 @@ import (
 type Identity struct {
 	// Key is the node's secret key; nil for a file with only [[peers]]
 	// (as "aster trust sign" writes).
-	Key SecretKey
+	Key trust.SecretKey
 	// Peers are the credentials, in file order.
-	Peers []*Credential
+	Peers []*enroll.Credential
 	// Warnings are problems worth telling the user that do not stop the
 	// file from being used (e.g. a secret key readable by others).
 	Warnings []string
 }
 
 // ID returns the node's endpoint id (zero without a key).
-func (id *Identity) ID() EndpointID {
+func (id *Identity) ID() trust.EndpointID {
 	if id.Key == nil {
-		return EndpointID{}
+		return trust.EndpointID{}
 	}
-	return IDOf(id.Key)
+	return trust.IDOf(id.Key)
 }
 
 // Peer returns the credential named name, or, when name is "", the first
 // one with role (any role if role is ""). It returns nil if none matches.
-func (id *Identity) Peer(name string, role Role) *Credential {
+func (id *Identity) Peer(name string, role enroll.Role) *enroll.Credential {
 	for _, c := range id.Peers {
 		if (name == "" || c.Name == name) && (role == "" || c.Role == role) {
 			return c
@@ -62,8 +76,31 @@ func (id *Identity) Peer(name string, role Role) *Credential {
 	return nil
 }
 
+// Credential returns the credential a client presents with Key: the one
+// named name, or, when name is "", the first consumer credential (or else the
+// first credential). It fails if the identity has no [node] secret key (the
+// credential is bound to that key) or no matching entry.
+func (id *Identity) Credential(name string) (*enroll.Credential, error) {
+	if id.Key == nil {
+		return nil, errors.New("trust: identity has no [node] secret_key")
+	}
+	c := id.Peer(name, "")
+	if name == "" {
+		if cc := id.Peer("", enroll.RoleConsumer); cc != nil {
+			c = cc
+		}
+	}
+	if c == nil {
+		if name == "" {
+			return nil, errors.New("trust: identity has no [[peers]] credential")
+		}
+		return nil, fmt.Errorf("trust: identity has no peer entry %q", name)
+	}
+	return c, nil
+}
+
 // SetPeer adds c, replacing an entry with the same name.
-func (id *Identity) SetPeer(c *Credential) {
+func (id *Identity) SetPeer(c *enroll.Credential) {
 	for i, p := range id.Peers {
 		if p.Name == c.Name {
 			id.Peers[i] = c
@@ -97,10 +134,10 @@ type peerTOML struct {
 	Signature    *string           `toml:"signature"`
 }
 
-// ParseIdentity parses .aster-identity TOML. A missing or malformed field is
+// Parse parses .aster-identity TOML. A missing or malformed field is
 // an error naming it ("peers[1] (edge-node-7): missing field signature").
 // Credentials are checked for form, not verified.
-func ParseIdentity(data []byte) (*Identity, error) {
+func Parse(data []byte) (*Identity, error) {
 	var f identityTOML
 	if err := toml.Unmarshal(data, &f); err != nil {
 		var de *toml.DecodeError
@@ -115,17 +152,17 @@ func ParseIdentity(data []byte) (*Identity, error) {
 		if f.Node.SecretKey == nil {
 			return nil, errors.New("trust: identity file: [node]: missing field secret_key")
 		}
-		key, err := ParseSecretKeyBase64(*f.Node.SecretKey)
+		key, err := trust.ParseSecretKeyBase64(*f.Node.SecretKey)
 		if err != nil {
 			return nil, fmt.Errorf("trust: identity file: [node] secret_key: %w", err)
 		}
 		if f.Node.EndpointID != nil {
-			eid, err := ParseEndpointID(*f.Node.EndpointID)
+			eid, err := trust.ParseEndpointID(*f.Node.EndpointID)
 			if err != nil {
 				return nil, fmt.Errorf("trust: identity file: [node] endpoint_id: %w", err)
 			}
-			if eid != IDOf(key) {
-				return nil, fmt.Errorf("trust: identity file: [node] endpoint_id %s does not match secret_key (whose id is %s)", eid.Short(), IDOf(key).Short())
+			if eid != trust.IDOf(key) {
+				return nil, fmt.Errorf("trust: identity file: [node] endpoint_id %s does not match secret_key (whose id is %s)", eid.Short(), trust.IDOf(key).Short())
 			}
 		}
 		id.Key = key
@@ -147,7 +184,7 @@ func ParseIdentity(data []byte) (*Identity, error) {
 	return id, nil
 }
 
-func (p *peerTOML) credential(id *Identity) (*Credential, error) {
+func (p *peerTOML) credential(id *Identity) (*enroll.Credential, error) {
 	missing := func(f string) error { return fmt.Errorf("missing field %s", f) }
 	switch {
 	case p.Name == nil:
@@ -169,8 +206,8 @@ func (p *peerTOML) credential(id *Identity) (*Credential, error) {
 	if p.IssuedAt != nil {
 		issued = *p.IssuedAt
 	}
-	c := &Credential{
-		Name: *p.Name, Role: Role(*p.Role), Type: CredentialType(*p.Type),
+	c := &enroll.Credential{
+		Name: *p.Name, Role: enroll.Role(*p.Role), Type: enroll.CredentialType(*p.Type),
 		Capabilities: p.Capabilities, Attributes: p.Attributes,
 		IssuedAt: time.Unix(issued, 0).UTC(), ExpiresAt: time.Unix(*p.ExpiresAt, 0).UTC(),
 	}
@@ -181,11 +218,11 @@ func (p *peerTOML) credential(id *Identity) (*Credential, error) {
 		c.Capabilities = nil
 	}
 	var err error
-	if c.RootPubKey, err = ParseEndpointID(*p.RootPubKey); err != nil {
+	if c.RootPubKey, err = trust.ParseEndpointID(*p.RootPubKey); err != nil {
 		return nil, fmt.Errorf("root_pubkey: %w", err)
 	}
 	if p.EndpointID != nil {
-		if c.EndpointID, err = ParseEndpointID(*p.EndpointID); err != nil {
+		if c.EndpointID, err = trust.ParseEndpointID(*p.EndpointID); err != nil {
 			return nil, fmt.Errorf("endpoint_id: %w", err)
 		}
 	} else {
@@ -209,7 +246,7 @@ func (p *peerTOML) credential(id *Identity) (*Credential, error) {
 func (id *Identity) Marshal() ([]byte, error) {
 	var f identityTOML
 	if id.Key != nil {
-		sk, eid := EncodeSecretKeyBase64(id.Key), id.ID().String()
+		sk, eid := trust.EncodeSecretKeyBase64(id.Key), id.ID().String()
 		f.Node = &nodeTOML{SecretKey: &sk, EndpointID: &eid}
 	}
 	for _, c := range id.Peers {
@@ -246,19 +283,19 @@ func (id *Identity) Marshal() ([]byte, error) {
 
 func ptr[T any](v T) *T { return &v }
 
-// LoadIdentity reads an .aster-identity file ("~" is expanded). A file that
+// Load reads an .aster-identity file ("~" is expanded). A file that
 // holds a secret key and is readable by group or others loads, with a
 // warning in Warnings.
-func LoadIdentity(path string) (*Identity, error) {
-	p, err := ExpandHome(path)
+func Load(path string) (*Identity, error) {
+	p, err := trust.ExpandHome(path)
 	if err != nil {
 		return nil, err
 	}
-	b, err := readSmallFile(p)
+	b, err := secretfile.Read(p)
 	if err != nil {
 		return nil, err
 	}
-	id, err := ParseIdentity(b)
+	id, err := Parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -270,10 +307,10 @@ func LoadIdentity(path string) (*Identity, error) {
 	return id, nil
 }
 
-// SaveIdentity writes id to path with mode 0600 ("~" is expanded),
+// Save writes id to path with mode 0600 ("~" is expanded),
 // replacing the file atomically.
-func SaveIdentity(path string, id *Identity) error {
-	p, err := ExpandHome(path)
+func Save(path string, id *Identity) error {
+	p, err := trust.ExpandHome(path)
 	if err != nil {
 		return err
 	}
@@ -286,25 +323,25 @@ func SaveIdentity(path string, id *Identity) error {
 			return fmt.Errorf("trust: %w", err)
 		}
 	}
-	return writeSecretFile(p, b, true)
+	return secretfile.Write(p, b, true)
 }
 
-// LoadOrCreateIdentity loads the identity at path, or, if the file does not
+// LoadOrCreate loads the identity at path, or, if the file does not
 // exist, creates it with a fresh secret key (so that the endpoint id stays
 // the same across restarts). created reports which happened.
-func LoadOrCreateIdentity(path string) (id *Identity, created bool, err error) {
-	p, err := ExpandHome(path)
+func LoadOrCreate(path string) (id *Identity, created bool, err error) {
+	p, err := trust.ExpandHome(path)
 	if err != nil {
 		return nil, false, err
 	}
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-		id := &Identity{Key: GenerateKey()}
-		if err := SaveIdentity(p, id); err != nil {
+		id := &Identity{Key: trust.GenerateKey()}
+		if err := Save(p, id); err != nil {
 			return nil, false, err
 		}
 		return id, true, nil
 	}
-	id, err = LoadIdentity(path)
+	id, err = Load(path)
 	if err != nil {
 		return nil, false, err
 	}

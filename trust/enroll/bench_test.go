@@ -1,8 +1,10 @@
-package trust
+package enroll
 
 import (
 	"testing"
 	"time"
+
+	"github.com/aster-go/aster/trust"
 )
 
 func BenchmarkVerify(b *testing.B) {
@@ -10,7 +12,7 @@ func BenchmarkVerify(b *testing.B) {
 	now := t0.Add(time.Hour)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := c.Verify(IDOf(root), IDOf(ep), now, DefaultClockSkew); err != nil {
+		if err := c.Verify(trust.IDOf(root), trust.IDOf(ep), now, DefaultClockSkew); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -21,7 +23,7 @@ func BenchmarkDecodeCredential(b *testing.B) {
 	enc, _ := c.Encode()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := DecodeCredential(enc); err != nil {
+		if _, err := Decode(enc); err != nil {
 			b.Fatal(err)
 		}
 	}

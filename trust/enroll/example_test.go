@@ -1,4 +1,4 @@
-package trust_test
+package enroll_test
 
 import (
 	"errors"
@@ -8,26 +8,27 @@ import (
 	"time"
 
 	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
 )
 
 // Issue a credential with the root key and check it the way a server does.
 func ExampleSign() {
 	root := trust.GenerateKey() // kept offline; "aster trust keygen" writes one
 	node := trust.GenerateKey() // the enrolled node's identity
-	cred := &trust.Credential{
-		Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "edge-node-7",
+	cred := &enroll.Credential{
+		Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: "edge-node-7",
 		EndpointID:   trust.IDOf(node),
 		Capabilities: []string{"ops.status", "ops.ingest"},
 		IssuedAt:     time.Now(), ExpiresAt: time.Now().Add(30 * 24 * time.Hour),
 	}
-	if err := trust.Sign(root, cred); err != nil {
+	if err := enroll.Sign(root, cred); err != nil {
 		panic(err)
 	}
 	// The server knows the root's public key and the peer's proven id.
-	fmt.Println(cred.Verify(trust.IDOf(root), trust.IDOf(node), time.Now(), trust.DefaultClockSkew))
+	fmt.Println(cred.Verify(trust.IDOf(root), trust.IDOf(node), time.Now(), enroll.DefaultClockSkew))
 	// The same credential presented over another key is refused.
-	err := cred.Verify(trust.IDOf(root), trust.IDOf(trust.GenerateKey()), time.Now(), trust.DefaultClockSkew)
-	fmt.Println(errors.Is(err, trust.ErrEndpointMismatch))
+	err := cred.Verify(trust.IDOf(root), trust.IDOf(trust.GenerateKey()), time.Now(), enroll.DefaultClockSkew)
+	fmt.Println(errors.Is(err, enroll.ErrEndpointMismatch))
 	// Output:
 	// <nil>
 	// true
@@ -38,21 +39,21 @@ func ExampleSign() {
 func ExampleGate_Admit() {
 	root := trust.GenerateKey()
 	rootPub := trust.IDOf(root)
-	gate, err := trust.NewGate(trust.Policy{RootPubKey: &rootPub, AllowAllProducers: true}, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	gate, err := enroll.NewGate(enroll.Policy{RootPubKey: &rootPub, AllowAllProducers: true}, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		panic(err)
 	}
 	node := trust.GenerateKey()
-	cred := &trust.Credential{Type: trust.TypePolicy, Role: trust.RoleConsumer, Name: "ops-team",
+	cred := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: "ops-team",
 		EndpointID: trust.IDOf(node), Capabilities: []string{"ops.admin"},
 		IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-	trust.Sign(root, cred)
+	enroll.Sign(root, cred)
 
-	grant, err := gate.Admit(trust.IDOf(node), trust.RoleConsumer, cred)
+	grant, err := gate.Admit(trust.IDOf(node), enroll.RoleConsumer, cred)
 	fmt.Println(grant.Capabilities, grant.Unrestricted, err)
 
-	_, err = gate.Admit(trust.IDOf(trust.GenerateKey()), trust.RoleConsumer, nil)
-	var refusal *trust.Refusal
+	_, err = gate.Admit(trust.IDOf(trust.GenerateKey()), enroll.RoleConsumer, nil)
+	var refusal *enroll.Refusal
 	if errors.As(err, &refusal) {
 		fmt.Println(refusal.Status())
 	}
