@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/codec/json"
 	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
@@ -26,19 +26,6 @@ import (
 	"github.com/aster-go/aster/trust/enroll"
 	"github.com/aster-go/aster/trust/identity"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // opsService declares the capabilities of chapter 5 on all four patterns.
 func opsService() *handler.Service {
@@ -89,12 +76,12 @@ type gated struct {
 	srv  *aster.Server
 	addr aster.Address
 	root trust.SecretKey
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 }
 
 func newGated(t *testing.T, p enroll.Policy) *gated {
 	t.Helper()
-	g := &gated{root: trust.GenerateKey(), logs: &syncBuffer{}}
+	g := &gated{root: trust.GenerateKey(), logs: &testutil.SyncBuffer{}}
 	if p.RootPubKey == nil {
 		pub := trust.IDOf(g.root)
 		p.RootPubKey = &pub
@@ -280,7 +267,7 @@ func TestAdmissionOpenGate(t *testing.T) {
 		t.Errorf("open gate allowed only %v", allowed)
 	}
 	// Dev mode: no root key.
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	gate, err := enroll.NewGate(enroll.Policy{}, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil || !gate.DevMode() || !strings.Contains(logs.String(), enroll.DevModeWarning) {
 		t.Fatalf("dev gate: %v, log %q", err, logs)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aster-go/aster/internal/testutil"
 	collmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	colltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -208,29 +209,11 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// lockedBuffer collects a process's output for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startProcess starts cmd and arranges for it to be interrupted and
 // reaped at the end of the test.
-func startProcess(t *testing.T, name string, cmd *exec.Cmd) *lockedBuffer {
+func startProcess(t *testing.T, name string, cmd *exec.Cmd) *testutil.SyncBuffer {
 	t.Helper()
-	logs := new(lockedBuffer)
+	logs := new(testutil.SyncBuffer)
 	if cmd.Stderr == nil {
 		cmd.Stderr = logs
 	}
@@ -263,7 +246,7 @@ func stopProcess(t *testing.T, name string, cmd *exec.Cmd) {
 // connections on addr. Nothing in this process learns when another process
 // starts listening, so this polls with a deadline; it does not stand in for
 // synchronisation with this process's own goroutines.
-func waitTCP(t *testing.T, addr string, logs *lockedBuffer) {
+func waitTCP(t *testing.T, addr string, logs *testutil.SyncBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

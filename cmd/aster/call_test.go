@@ -19,6 +19,7 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
 )
@@ -69,13 +70,13 @@ func startServer(t *testing.T, env ...string) string {
 // prints first. It returns the address, the process's stderr so far and
 // from then on, and a stop function (SIGTERM, then SIGKILL after 15s; safe
 // to call again) that also runs at the test's cleanup.
-func launchServer(t *testing.T, cmd *exec.Cmd) (string, *lockedBuffer, func()) {
+func launchServer(t *testing.T, cmd *exec.Cmd) (string, *testutil.SyncBuffer, func()) {
 	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &lockedBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/aster-go/aster/internal/testutil"
 )
 
 // netnsSetup creates the namespaces and returns their names: router (the
@@ -67,7 +69,7 @@ func inNS(ns string) []string { return []string{"ip", "netns", "exec", ns} }
 
 // startServerIn runs Mission Control in ns with env and returns its address
 // and its stderr.
-func startServerIn(t *testing.T, ns string, env ...string) (string, *lockedBuffer) {
+func startServerIn(t *testing.T, ns string, env ...string) (string, *testutil.SyncBuffer) {
 	t.Helper()
 	_, serverBin := binaries(t)
 	cmd := exec.Command("ip", "netns", "exec", ns, serverBin)

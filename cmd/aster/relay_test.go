@@ -22,9 +22,6 @@ type relayProc struct {
 	stop                     func() (stderr string)
 }
 
-// lockedBuffer collects a process's output, read while it runs.
-type lockedBuffer = testutil.SyncBuffer
-
 // startRelayProc runs "aster relay args..." (prefixed by wrap, e.g.
 // "ip netns exec NS") and waits for it to print its URL.
 func startRelayProc(t *testing.T, wrap []string, args ...string) *relayProc {
@@ -36,7 +33,7 @@ func startRelayProc(t *testing.T, wrap []string, args ...string) *relayProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &lockedBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
