@@ -348,8 +348,7 @@ func WithDialer(d transport.Dialer) ClientOption {
 }
 
 // WithDialerFor sets the transport from a constructor that the client
-// calls with its own key (WithSecretKey, WithIdentity or
-// WithCredentialFile), so that the key is given once:
+// calls with its own key (WithSecretKey), so that the key is given once:
 //
 //	aster.WithDialerFor(nw.Dialer) // transport/mem
 //	aster.WithDialerFor(func(k trust.SecretKey) transport.Dialer {
@@ -417,7 +416,8 @@ func WithIdempotent(methods ...string) ClientOption {
 
 // WithCredential makes the client present cred when it connects. The
 // credential is bound to an endpoint: use it with the matching key
-// (WithSecretKey), or use WithIdentity, which sets both. Default: no
+// (WithSecretKey); an .aster-identity file holds both (package
+// trust/identity: identity.Load, then Identity.Credential). Default: no
 // credential (accepted only by servers with an open consumer gate).
 func WithCredential(cred *enroll.Credential) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) { o.cred = cred })

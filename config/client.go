@@ -10,12 +10,12 @@ import (
 // ClientOptions validates c and returns the client options it implies,
 // without side effects (it reads the identity files it names):
 //
-//   - network.secret_key → aster.WithClientKey (unset: a fresh key)
+//   - network.secret_key → aster.WithSecretKey (unset: a fresh key)
 //   - network.relay_mode "disabled" or clear_relay_transports →
 //     aster.WithRelayFallback(false)
 //   - network.clear_ip_transports → aster.WithIPTransports(false)
-//   - trust.enrollment_credential_file → aster.WithIdentity of that
-//     .aster-identity file (its key and credential); else
+//   - trust.enrollment_credential_file → aster.WithSecretKey and
+//     aster.WithCredential from that .aster-identity file; else
 //     identity.identity_file → its key and credential, when
 //     network.secret_key is not set
 //
