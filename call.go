@@ -130,19 +130,10 @@ func unaryExchange[Resp any](cs middleware.ClientStream, req any) (*Resp, error)
 }
 
 // recvOne reads the one response of a unary or client-streaming call and
-// the end of the call: one message, then a successful end.
+// the end of the call (handler.RecvOne's rule for responses).
 func recvOne[Resp any](cs middleware.ClientStream) (*Resp, error) {
 	resp := new(Resp)
-	if err := cs.Recv(resp); err != nil {
-		if err == io.EOF {
-			return nil, status.New(status.Internal, "server sent no response")
-		}
-		return nil, err
-	}
-	if err := cs.Recv(nil); err != io.EOF {
-		if err == nil {
-			err = status.New(status.Internal, "server sent more than one response")
-		}
+	if err := handler.RecvOne(cs, resp, handler.Responses); err != nil {
 		return nil, err
 	}
 	return resp, nil

@@ -117,24 +117,15 @@ func (cs *clientStream) send(msg any) error {
 	if cs.sendClosed {
 		return status.New(status.FailedPrecondition, "send after CloseSend")
 	}
-	err := cs.w.Append(func(b []byte) ([]byte, error) {
-		b, off := wire.BeginFrame(b, 0)
-		b, err := cs.codec.AppendMarshal(b, msg)
-		if err != nil {
-			return b, status.Errorf(status.InvalidArgument, "request does not encode: %v", err)
-		}
-		n := len(b) - off - 4
-		if n > int(cs.maxFrame) {
-			return b, wire.FrameTooLarge(uint64(n), uint64(cs.maxFrame))
-		}
-		wire.EndFrame(b, off)
-		cs.sentMsgs.Add(1)
-		cs.sentBytes.Add(int64(n - 1))
-		return b, nil
-	})
+	n, err := cs.w.WriteMessage(cs.codec, msg, cs.maxFrame)
+	if e, ok := err.(*wire.EncodeError); ok {
+		err = status.Errorf(status.InvalidArgument, "request does not encode: %v", e.Err)
+	}
 	if err != nil {
 		return cs.sendError(err)
 	}
+	cs.sentMsgs.Add(1)
+	cs.sentBytes.Add(int64(n))
 	return nil
 }
 

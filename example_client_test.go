@@ -72,7 +72,10 @@ func ExampleSession() {
 // Trailer methods.
 func ExampleResponseTrailer() {
 	svc := handler.NewService("Quota", 1).
-		Handle("spend", handler.Unary(func(_ context.Context, r *GreetRequest) (*GreetResponse, error) {
+		Handle("spend", handler.Unary(func(ctx context.Context, r *GreetRequest) (*GreetResponse, error) {
+			if err := handler.SetHeader(ctx, "quota-pool", "eu-1"); err != nil {
+				return nil, err
+			}
 			return nil, status.New(status.ResourceExhausted, "quota spent").WithMetadata("retry-after-ms", "1500")
 		}))
 	key := trust.GenerateKey()
@@ -95,7 +98,7 @@ func ExampleResponseTrailer() {
 	fmt.Println("retry after", trailer["retry-after-ms"], "ms; header:", header)
 	// Output:
 	// RESOURCE_EXHAUSTED
-	// retry after 1500 ms; header: map[]
+	// retry after 1500 ms; header: map[quota-pool:eu-1]
 }
 
 // With the server's contract fetched, a call of the wrong pattern or with

@@ -407,3 +407,88 @@ func TestPeerCredentialAttributes(t *testing.T) {
 		t.Fatalf("handler saw peer %q, want %q", r.Text, want)
 	}
 }
+
+// The Go client reads what handlers set through the context API — response
+// metadata and trailers — on every call pattern and every transport, with
+// the call options and with the stream types' Header and Trailer.
+func TestResponseMetadataEndToEnd(t *testing.T) {
+	forAllTransports(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		var hdr, tr handler.Metadata
+		resp, err := aster.CallUnary[Msg](ctx, e.client, "Ctx.whoami", &Msg{N: 1},
+			aster.WithHeader("x-req", "r1"), aster.ResponseHeader(&hdr), aster.ResponseTrailer(&tr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr["x-served-by"] != "srv:r1" || hdr["x-method"] != "Ctx.whoami" || tr["x-trailer"] != "t:r1" {
+			t.Fatalf("unary: header %v trailer %v", hdr, tr)
+		}
+		if !strings.HasSuffix(resp.Text, " Ctx.whoami r1") {
+			t.Fatalf("unary: %q", resp.Text)
+		}
+
+		// No SetHeader: no response metadata, the trailer still arrives.
+		hdr, tr = nil, nil
+		if _, err := aster.CallUnary[Msg](ctx, e.client, "Ctx.whoami", &Msg{},
+			aster.WithHeader("x-req", "r2"), aster.ResponseHeader(&hdr), aster.ResponseTrailer(&tr)); err != nil {
+			t.Fatal(err)
+		}
+		if len(hdr) != 0 || tr["x-trailer"] != "t:r2" {
+			t.Fatalf("unary without header: header %v trailer %v", hdr, tr)
+		}
+
+		ss, err := aster.CallServerStream[Msg](ctx, e.client, "Ctx.count", &Msg{N: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, err := range ss.All() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		if n != 3 || ss.Header()["x-count"] != "3" || ss.Trailer()["late-header"] != "FAILED_PRECONDITION" {
+			t.Fatalf("server stream: %d messages, header %v trailer %v", n, ss.Header(), ss.Trailer())
+		}
+
+		hdr = nil
+		cs, err := aster.CallClientStream[Msg, Msg](ctx, e.client, "Ctx.sum", aster.ResponseHeader(&hdr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 4; i++ {
+			if err := cs.Send(&Msg{N: i}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sum, err := cs.CloseAndRecv()
+		if err != nil || sum.N != 10 || hdr["x-total"] != "10" {
+			t.Fatalf("client stream: %+v, %v, header %v", sum, err, hdr)
+		}
+
+		bs, err := aster.CallBidiStream[Msg, Msg](ctx, e.client, "Ctx.chat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bs.Send(&Msg{Text: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := bs.Recv()
+		if err != nil || m.Text != "re:hi" || bs.Header()["x-chat"] != "open" {
+			t.Fatalf("bidi: %+v, %v, header %v", m, err, bs.Header())
+		}
+		bs.CloseSend()
+		if _, err := bs.Recv(); err != io.EOF {
+			t.Fatalf("bidi end: %v", err)
+		}
+
+		// A failed call: its response metadata still reaches the caller.
+		hdr = nil
+		_, err = aster.CallUnary[Msg](ctx, e.client, "Ctx.refuse", &Msg{}, aster.ResponseHeader(&hdr))
+		wantCode(t, err, status.ResourceExhausted)
+		if hdr["x-why"] != "quota" {
+			t.Fatalf("failed call: header %v", hdr)
+		}
+	})
+}
