@@ -210,7 +210,7 @@ func TestCloseWhileRecv(t *testing.T) {
 // With the contract fetched, a call of the wrong pattern or with the wrong
 // message types fails before anything is sent.
 func TestContractChecks(t *testing.T) {
-	for _, tk := range transports[:2] { // mem and QUIC
+	for _, tk := range append(transports[:len(transports):len(transports)], relayTransport) { // mem, QUIC, WebTransport, relay
 		t.Run(tk.name, func(t *testing.T) {
 			e := newEnv(t, tk)
 			ctx := ctxT(t)
