@@ -74,7 +74,15 @@ func (sc *serverConn) serve() {
 		p, conn, err := admit(sc.ctx, sc.conn)
 		if err != nil {
 			sc.srv.opts.logger.Info("aster: admission refused", "peer", sc.conn.RemoteID().Short(), "err", err)
+			// A connection that was lost during admission was not refused.
+			var ce *transport.ConnError
+			var se *transport.StreamError
+			lost := errors.As(err, &ce) || errors.As(err, &se)
 			sc.conn.Close(transport.ConnRefused, "admission refused")
+			if !lost {
+				sc.peer.Unrestricted = false
+				sc.reportRefusal(err)
+			}
 			return
 		}
 		sc.peer, streams = p, conn
@@ -173,13 +181,19 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	c.w.Reset(st)
 	c.peer = &sc.peer
 
-	flags, payload, err := c.r.ReadFrame()
+	// The HEADER must arrive within the header timeout; a stream that
+	// stalls before it is reset (abort) so it holds nothing for long. The
+	// frame reader bounds it by MaxHeaderSize from its prefix on.
+	timeout := s.opts.limits.headerTimeout
+	if timeout > 0 {
+		_ = st.SetReadDeadline(time.Now().Add(timeout))
+	}
+	_, payload, err := c.r.ReadHeaderFrame()
+	if timeout > 0 {
+		_ = st.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		c.abort(err)
-		return
-	}
-	if flags&wire.FlagHeader == 0 {
-		c.finish(status.New(status.InvalidArgument, "first frame of a call must be a header"))
 		return
 	}
 	c.jsonMeta = wire.IsJSON(payload)
@@ -209,7 +223,7 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	}
 	c.info = me.info
 	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !req.Satisfied(sc.peer.Capabilities) {
-		c.finish(status.New(status.PermissionDenied, "permission denied"))
+		c.finish(c.deny(me, req))
 		return
 	}
 	if me.info.Pattern.ServerStreams() {
@@ -359,11 +373,15 @@ func (c *serverCall) finish(err error) {
 func (c *serverCall) abort(err error) {
 	var se *transport.StreamError
 	var ce *transport.ConnError
-	if errors.Is(err, io.EOF) || errors.As(err, &se) || errors.As(err, &ce) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The header timeout: the peer stalled before completing it.
+		c.st.Reset(transport.CodeDeadline)
+	case errors.Is(err, io.EOF) || errors.As(err, &se) || errors.As(err, &ce):
 		c.st.Reset(transport.CodeNoError)
-		return
+	default:
+		c.finish(err) // a framing error: report it with its status code
 	}
-	c.finish(err) // a framing error: report it with its status code
 }
 
 // control serves the reserved _aster methods.

@@ -1,0 +1,178 @@
+package aster
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
+)
+
+// Default limits (see the options below and PROTOCOL.md 3.3 and 8.1).
+const (
+	// DefaultHeaderTimeout is how long a stream may take to deliver its
+	// complete HEADER frame before the server resets it.
+	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultMaxConns caps the connections a server serves at once.
+	DefaultMaxConns = 10_000
+	// DefaultMaxConnsPerPeer caps the connections one endpoint id may hold
+	// open to a server at once.
+	DefaultMaxConnsPerPeer = 100
+)
+
+// serverLimits holds the server's resource limits.
+type serverLimits struct {
+	headerTimeout   time.Duration
+	maxConns        int
+	maxConnsPerPeer int
+}
+
+func defaultLimits() serverLimits {
+	return serverLimits{
+		headerTimeout:   DefaultHeaderTimeout,
+		maxConns:        DefaultMaxConns,
+		maxConnsPerPeer: DefaultMaxConnsPerPeer,
+	}
+}
+
+// WithHeaderTimeout sets how long a new stream may take to deliver its
+// complete HEADER frame (the first frame of a call). A stream that has not
+// done so in time is reset with code 0x4 (DEADLINE) and the resources it
+// held are released, so a peer that opens streams and stalls cannot pin
+// goroutines and buffers. The caller's own deadline is not affected: it
+// starts once the header has arrived. Default DefaultHeaderTimeout (10 s);
+// d <= 0 disables the timeout.
+func WithHeaderTimeout(d time.Duration) ServerOption {
+	return func(o *serverOptions) { o.limits.headerTimeout = d }
+}
+
+// WithMaxConns caps the connections the server serves at once. A
+// connection beyond the cap is closed at once with close code 0x3
+// (SHUTDOWN, reason "too many connections"), which clients report as
+// UNAVAILABLE, while the connections already served keep working. Default
+// DefaultMaxConns (10,000); n <= 0 removes the cap.
+func WithMaxConns(n int) ServerOption {
+	return func(o *serverOptions) { o.limits.maxConns = n }
+}
+
+// WithMaxConnsPerPeer caps the connections one peer (endpoint id) may hold
+// open at once. A connection beyond the cap is closed at once with close
+// code 0x3 (SHUTDOWN, reason "too many connections from this peer"), which
+// clients report as UNAVAILABLE; the peer's other connections and other
+// peers are unaffected. Anyone can make new keys, so this stops one client
+// from taking every slot by accident or bug; WithMaxConns is what bounds
+// the total. Default DefaultMaxConnsPerPeer (100); n <= 0 removes the cap.
+func WithMaxConnsPerPeer(n int) ServerOption {
+	return func(o *serverOptions) { o.limits.maxConnsPerPeer = n }
+}
+
+// Close reasons for connections the server does not serve (close code
+// 0x3, SHUTDOWN).
+const (
+	reasonShutdown    = "server shutting down"
+	reasonTooMany     = "too many connections"
+	reasonTooManyPeer = "too many connections from this peer"
+)
+
+// connCounts counts the connections being served, by peer. It is guarded
+// by Server.mu.
+type connCounts struct {
+	byPeer map[trust.EndpointID]int
+}
+
+// admit reports why a new connection from id may not be served ("" if it
+// may), counting it if it may. total is the number served now.
+func (cc *connCounts) admit(l *serverLimits, id trust.EndpointID, total int) string {
+	if l.maxConns > 0 && total >= l.maxConns {
+		return reasonTooMany
+	}
+	if cc.byPeer == nil {
+		cc.byPeer = map[trust.EndpointID]int{}
+	}
+	if l.maxConnsPerPeer > 0 && cc.byPeer[id] >= l.maxConnsPerPeer {
+		return reasonTooManyPeer
+	}
+	cc.byPeer[id]++
+	return ""
+}
+
+// release uncounts a connection from id.
+func (cc *connCounts) release(id trust.EndpointID) {
+	if cc.byPeer[id] <= 1 {
+		delete(cc.byPeer, id)
+		return
+	}
+	cc.byPeer[id]--
+}
+
+// errPermissionDenied is what a caller without a method's capabilities is
+// told: the same message for every method (PROTOCOL.md 17.2.4).
+var errPermissionDenied = status.New(status.PermissionDenied, "permission denied")
+
+// deny ends a call whose peer lacks the capabilities me requires. The
+// call still goes through the server's middleware chain, with a handler
+// that refuses without running the method's, so that logging, audit and
+// metrics middleware see the attempt; the error they see names the peer
+// and the requirement, while the caller is told only "permission denied".
+func (c *serverCall) deny(me *methodEntry, req trust.Requirement) error {
+	p := c.sc.peer
+	refuse := handler.HandlerFunc(func(context.Context, handler.Stream) error {
+		return status.Errorf(status.PermissionDenied, "permission denied: peer %s lacks %s for %s", p.ID.Short(), req, me.info.FullName())
+	})
+	err := c.run(handler.NewContext(c.st.Context(), c), me.wrap(refuse))
+	if status.CodeOf(err) == status.PermissionDenied {
+		return errPermissionDenied
+	}
+	return err
+}
+
+// admitInfo describes the admission exchange to middleware that sees a
+// refused one.
+var admitInfo = &handler.MethodInfo{Service: wire.ControlService, Name: wire.MethodAdmit, Pattern: handler.PatternUnary}
+
+// reportRefusal shows a refused admission to the server-wide middleware
+// (logging and audit record it with the peer and the reason) and counts
+// it in the metrics by its code, as a call to _aster.admit that never
+// reaches a handler. An error without a status code is UNAUTHENTICATED.
+func (sc *serverConn) reportRefusal(err error) {
+	se := status.FromError(err)
+	var rf *trust.Refusal
+	if errors.As(err, &rf) {
+		// The refusal's code, with its private reason for the records.
+		se = status.New(rf.Code, rf.Error())
+	}
+	if se.Code() == status.Unknown || se.Code() == status.OK {
+		se = status.Wrap(status.Unauthenticated, err)
+	}
+	sc.srv.stats.record(uint32(se.Code()))
+	mw := sc.srv.opts.mw
+	if len(mw) == 0 {
+		return
+	}
+	refused := handler.HandlerFunc(func(context.Context, handler.Stream) error { return se })
+	defer func() {
+		if r := recover(); r != nil {
+			sc.srv.opts.logger.Error("aster: middleware panic on a refused admission", "panic", r)
+		}
+	}()
+	_ = middleware.ChainServer(mw...)(refused).ServeRPC(sc.ctx, &refusedAttempt{peer: sc.peer})
+}
+
+// refusedAttempt is the handler.Stream of a refused admission: it carries
+// the peer and nothing to receive or send.
+type refusedAttempt struct{ peer handler.Peer }
+
+var errRefusedAttempt = status.New(status.FailedPrecondition, "aster: admission was refused")
+
+func (a *refusedAttempt) Method() *handler.MethodInfo { return admitInfo }
+func (a *refusedAttempt) Peer() handler.Peer          { return a.peer }
+func (a *refusedAttempt) Header() handler.Metadata    { return nil }
+func (a *refusedAttempt) SetHeader(_, _ string) error { return errRefusedAttempt }
+func (a *refusedAttempt) SetTrailer(_, _ string)      {}
+func (a *refusedAttempt) Recv(any) error              { return io.EOF }
+func (a *refusedAttempt) Send(any) error              { return errRefusedAttempt }
