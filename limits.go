@@ -23,20 +23,25 @@ const (
 	// DefaultMaxConnsPerPeer caps the connections one endpoint id may hold
 	// open to a server at once.
 	DefaultMaxConnsPerPeer = 100
+	// DefaultMaxStreamsAwaitingHeader caps the streams of one connection
+	// whose HEADER the server is still waiting for.
+	DefaultMaxStreamsAwaitingHeader = 1000
 )
 
 // serverLimits holds the server's resource limits.
 type serverLimits struct {
-	headerTimeout   time.Duration
-	maxConns        int
-	maxConnsPerPeer int
+	headerTimeout     time.Duration
+	maxConns          int
+	maxConnsPerPeer   int
+	maxAwaitingHeader int
 }
 
 func defaultLimits() serverLimits {
 	return serverLimits{
-		headerTimeout:   DefaultHeaderTimeout,
-		maxConns:        DefaultMaxConns,
-		maxConnsPerPeer: DefaultMaxConnsPerPeer,
+		headerTimeout:     DefaultHeaderTimeout,
+		maxConns:          DefaultMaxConns,
+		maxConnsPerPeer:   DefaultMaxConnsPerPeer,
+		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
 	}
 }
 
@@ -49,6 +54,22 @@ func defaultLimits() serverLimits {
 // d <= 0 disables the timeout.
 func WithHeaderTimeout(d time.Duration) ServerOption {
 	return func(o *serverOptions) { o.limits.headerTimeout = d }
+}
+
+// WithMaxStreamsAwaitingHeader caps the streams of one connection whose
+// HEADER frame has not yet fully arrived. While n streams are waiting for
+// theirs, the server accepts no further stream on that connection: new
+// calls on it wait in the transport (their header timeout starts when they
+// are accepted) until one of the n completes its HEADER or is reset by the
+// header timeout; other connections are not affected. Each waiting stream
+// holds about 21 KiB (a goroutine and a read buffer), so the cap bounds
+// what a peer that opens streams and stalls can make one connection hold:
+// about 21 MiB at the default, for at most the header timeout. Headers of
+// well-behaved clients arrive with their stream, so the cap is not reached
+// in normal use. Default DefaultMaxStreamsAwaitingHeader (1,000); n <= 0
+// removes the cap (the transport's stream limit, 10,000 on QUIC, remains).
+func WithMaxStreamsAwaitingHeader(n int) ServerOption {
+	return func(o *serverOptions) { o.limits.maxAwaitingHeader = n }
 }
 
 // WithMaxConns caps the connections the server serves at once. A

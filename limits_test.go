@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -398,4 +399,61 @@ func TestRefusedAdmissionReachesMiddleware(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return srv.Metrics().Calls["UNAUTHENTICATED"] == 1 }, "Metrics to count the refusal")
+}
+
+// While WithMaxStreamsAwaitingHeader streams of a connection stall before
+// their HEADER, that connection's next call waits (until the header timeout
+// frees a slot) while other connections are served at once; without
+// stalled streams the cap does not limit concurrent calls.
+func TestMaxStreamsAwaitingHeader(t *testing.T) {
+	tk := transports[1]
+	const timeout = 500 * time.Millisecond
+	e := newEnv(t, tk, aster.WithMaxStreamsAwaitingHeader(2), aster.WithHeaderTimeout(timeout))
+
+	// Many concurrent calls on one connection, none stalled: all served.
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Go(func() {
+			_, err := aster.CallUnary[Msg](ctxT(t), e.client, "Test.sleep", &Msg{N: 20})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent call under the cap: %v", err)
+		}
+	}
+
+	c := rawConn(t, tk, e)
+	start := time.Now()
+	for range 2 {
+		st, err := c.OpenStream(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if _, err := st.Write([]byte{0x07}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The transport hands the server streams in order, so the two stalled
+	// ones take the slots before any later stream of this connection.
+	// Another connection is served at once.
+	if _, err := aster.CallUnary[Msg](ctxT(t), e.client, "Test.echo", &Msg{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= timeout {
+		t.Fatalf("the other connection's call took until %v, the header timeout is %v", d, timeout)
+	}
+	// The stalling connection's next call waits for a slot, then is served.
+	err, frames := exchange(t, c, append(header(t, wire.Header{Service: "Test", Method: "echo"}), data(t, Msg{Text: "ok"})...), true)
+	if err != nil || len(frames) != 1 {
+		t.Fatalf("call after the stalled streams: %v, %d frames", err, len(frames))
+	}
+	if d := time.Since(start); d < timeout*8/10 {
+		t.Fatalf("call on the stalling connection served after %v, before a slot was freed (header timeout %v)", d, timeout)
+	}
 }

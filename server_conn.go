@@ -47,6 +47,9 @@ type serverConn struct {
 	connEnd func()
 
 	streams sync.WaitGroup
+	// awaiting holds a slot for each stream whose HEADER is being read
+	// (WithMaxStreamsAwaitingHeader); nil means no cap.
+	awaiting chan struct{}
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -57,8 +60,12 @@ type serverConn struct {
 
 func newServerConn(s *Server, c transport.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(context.Background())
+	var awaiting chan struct{}
+	if n := s.opts.limits.maxAwaitingHeader; n > 0 {
+		awaiting = make(chan struct{}, n)
+	}
 	return &serverConn{
-		srv: s, conn: c, ctx: ctx, cancel: cancel,
+		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting,
 		sessions: map[uint64]*session{},
 		ended:    map[uint64]struct{}{},
 	}
@@ -98,6 +105,15 @@ func (sc *serverConn) serve() {
 		}
 	}()
 	for {
+		// Take no more streams than there are slots for streams whose
+		// HEADER has not arrived: further ones wait in the transport.
+		if sc.awaiting != nil {
+			select {
+			case sc.awaiting <- struct{}{}:
+			case <-sc.ctx.Done():
+				return
+			}
+		}
 		st, err := streams.AcceptStream(sc.ctx)
 		if err != nil {
 			return
@@ -191,6 +207,9 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	_, payload, err := c.r.ReadHeaderFrame()
 	if timeout > 0 {
 		_ = st.SetReadDeadline(time.Time{})
+	}
+	if sc.awaiting != nil {
+		<-sc.awaiting
 	}
 	if err != nil {
 		c.abort(err)
