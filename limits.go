@@ -26,6 +26,10 @@ const (
 	// DefaultMaxStreamsAwaitingHeader caps the streams of one connection
 	// whose HEADER the server is still waiting for.
 	DefaultMaxStreamsAwaitingHeader = 1000
+	// DefaultMaxConcurrentStreams caps the streams (calls) of one
+	// connection the server serves at once; it matches the QUIC
+	// transport's limit on concurrent streams.
+	DefaultMaxConcurrentStreams = 10_000
 )
 
 // serverLimits holds the server's resource limits.
@@ -34,6 +38,7 @@ type serverLimits struct {
 	maxConns          int
 	maxConnsPerPeer   int
 	maxAwaitingHeader int
+	maxStreams        int
 }
 
 func defaultLimits() serverLimits {
@@ -42,6 +47,7 @@ func defaultLimits() serverLimits {
 		maxConns:          DefaultMaxConns,
 		maxConnsPerPeer:   DefaultMaxConnsPerPeer,
 		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
+		maxStreams:        DefaultMaxConcurrentStreams,
 	}
 }
 
@@ -70,6 +76,19 @@ func WithHeaderTimeout(d time.Duration) ServerOption {
 // removes the cap (the transport's stream limit, 10,000 on QUIC, remains).
 func WithMaxStreamsAwaitingHeader(n int) ServerOption {
 	return func(o *serverOptions) { o.limits.maxAwaitingHeader = n }
+}
+
+// WithMaxConcurrentStreams caps the streams (calls) of one connection that
+// the server serves at once, whatever the transport (QUIC also limits the
+// streams a peer may open to 10,000; other transports may not). While n
+// are being served the server accepts no further stream on that
+// connection: new calls wait in the transport, as for a transport stream
+// limit, and end with their caller's deadline if no slot frees in time;
+// other connections are not affected. Each stream being served holds about
+// 21 KiB plus its messages. Default DefaultMaxConcurrentStreams (10,000);
+// n <= 0 removes the cap.
+func WithMaxConcurrentStreams(n int) ServerOption {
+	return func(o *serverOptions) { o.limits.maxStreams = n }
 }
 
 // WithMaxConns caps the connections the server serves at once. A

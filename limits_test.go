@@ -457,3 +457,45 @@ func TestMaxStreamsAwaitingHeader(t *testing.T) {
 		t.Fatalf("call on the stalling connection served after %v, before a slot was freed (header timeout %v)", d, timeout)
 	}
 }
+
+// Calls beyond WithMaxConcurrentStreams on one connection wait for a slot
+// (and end with their deadline if none frees); other connections are
+// served, and the waiting call runs once a slot frees.
+func TestMaxConcurrentStreams(t *testing.T) {
+	forEachTransportOpts(t, []aster.ServerOption{aster.WithMaxConcurrentStreams(2)}, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		held := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := aster.CallUnary[Msg](ctx, e.client, "Test.hold", &Msg{})
+				held <- err
+			}()
+			waitEvent(t, e.svc.holding, "a held call")
+		}
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := aster.CallUnary[Msg](short, e.client, "Test.echo", &Msg{})
+		cancel()
+		wantCode(t, err, status.DeadlineExceeded)
+		if e.svc.calls.Load() != 0 {
+			t.Fatal("a call beyond the cap reached its handler")
+		}
+		other := e.dial(t)
+		if _, err := aster.CallUnary[Msg](ctx, other, "Test.echo", &Msg{}); err != nil {
+			t.Fatalf("another connection: %v", err)
+		}
+		waiting := make(chan error, 1)
+		go func() {
+			_, err := aster.CallUnary[Msg](ctx, e.client, "Test.echo", &Msg{})
+			waiting <- err
+		}()
+		close(e.svc.release)
+		for range 2 {
+			if err := waitEvent(t, held, "a held call to end"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := waitEvent(t, waiting, "the waiting call"); err != nil {
+			t.Fatalf("call after slots were freed: %v", err)
+		}
+	})
+}

@@ -50,6 +50,9 @@ type serverConn struct {
 	// awaiting holds a slot for each stream whose HEADER is being read
 	// (WithMaxStreamsAwaitingHeader); nil means no cap.
 	awaiting chan struct{}
+	// active holds a slot for each stream being served
+	// (WithMaxConcurrentStreams); nil means no cap.
+	active chan struct{}
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -60,12 +63,15 @@ type serverConn struct {
 
 func newServerConn(s *Server, c transport.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(context.Background())
-	var awaiting chan struct{}
+	var awaiting, active chan struct{}
 	if n := s.opts.limits.maxAwaitingHeader; n > 0 {
 		awaiting = make(chan struct{}, n)
 	}
+	if n := s.opts.limits.maxStreams; n > 0 {
+		active = make(chan struct{}, n)
+	}
 	return &serverConn{
-		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting,
+		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting, active: active,
 		sessions: map[uint64]*session{},
 		ended:    map[uint64]struct{}{},
 	}
@@ -105,8 +111,16 @@ func (sc *serverConn) serve() {
 		}
 	}()
 	for {
-		// Take no more streams than there are slots for streams whose
-		// HEADER has not arrived: further ones wait in the transport.
+		// Take no more streams than there are slots for streams being
+		// served and for streams whose HEADER has not arrived: further
+		// ones wait in the transport.
+		if sc.active != nil {
+			select {
+			case sc.active <- struct{}{}:
+			case <-sc.ctx.Done():
+				return
+			}
+		}
 		if sc.awaiting != nil {
 			select {
 			case sc.awaiting <- struct{}{}:
@@ -189,6 +203,9 @@ func (s *Server) worker(w workItem) {
 // the caller may call it, and runs the handler; finish always ends the call.
 func (sc *serverConn) serveStream(st transport.Stream) {
 	defer sc.streams.Done()
+	if sc.active != nil {
+		defer func() { <-sc.active }()
+	}
 	s := sc.srv
 	c := getServerCall()
 	defer putServerCall(c)
