@@ -123,6 +123,25 @@ const (
 // by Server.mu.
 type connCounts struct {
 	byPeer map[trust.EndpointID]int
+	// Refusals are logged at most once per refusalLogEvery, with the
+	// number left out, so that a flood of connections cannot flood the log.
+	lastLog    time.Time
+	suppressed int
+}
+
+// refusalLogEvery is the least time between two log records of refused
+// connections.
+const refusalLogEvery = time.Second
+
+// logRefusal logs a connection refused for reason, rate-limited.
+func (cc *connCounts) logRefusal(s *Server, id trust.EndpointID, reason string) {
+	now := time.Now()
+	if now.Sub(cc.lastLog) < refusalLogEvery {
+		cc.suppressed++
+		return
+	}
+	s.opts.logger.Warn("aster: connection refused", "peer", id.Short(), "reason", reason, "refusals_not_logged", cc.suppressed)
+	cc.lastLog, cc.suppressed = now, 0
 }
 
 // admit reports why a new connection from id may not be served ("" if it

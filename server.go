@@ -551,7 +551,7 @@ func (s *Server) trackConn(c transport.Conn) string {
 	}
 	id := c.RemoteID()
 	if reason := s.counts.admit(&s.opts.limits, id, len(s.conns)); reason != "" {
-		s.opts.logger.Warn("aster: connection refused", "peer", id.Short(), "reason", reason)
+		s.counts.logRefusal(s, id, reason)
 		return reason
 	}
 	sc := newServerConn(s, c)
