@@ -568,10 +568,13 @@ func (s *Server) trackConn(c transport.Conn) string {
 	return ""
 }
 
-// Shutdown stops the server gracefully: it closes the listeners, refuses new
-// calls with UNAVAILABLE, waits for in-flight calls to finish (or ctx to be
-// done), then closes every connection. It returns ctx's error if the wait
-// was cut short. Ready reports false from the moment Shutdown begins.
+// Shutdown stops the server gracefully: it refuses new calls with
+// UNAVAILABLE and new connections with close code SHUTDOWN (which clients
+// report as UNAVAILABLE at once, so retries go elsewhere), waits for
+// in-flight calls to finish (or ctx to be done), then closes the listeners
+// and every connection. It returns ctx's error if the wait was cut short.
+// Serve returns ErrServerClosed as soon as Shutdown begins. Ready reports
+// false from the moment Shutdown begins.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.beginClose(true) {
 		return nil
