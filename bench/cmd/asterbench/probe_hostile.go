@@ -368,6 +368,44 @@ func probeUnread(ctx context.Context, e *probeEnv, system string) error {
 	e.report("hostile-unread", system, figure, unit,
 		fmt.Sprintf("unary call on the same connection as %d unread server streams (64 KiB messages): %s; a call on another connection: %s; server heap +%s MiB (%s MiB per unread stream), %d streams still sending",
 			unread, note, otherNote, mib(delta(held.HeapInuse, base.HeapInuse)), mib(delta(held.HeapInuse, base.HeapInuse)/unread), held.Streams))
+	return probeUnreadMany(ctx, e, system, p)
+}
+
+// probeUnreadMany: one more client opens K unread server streams (64 KiB
+// messages) on one connection: the server heap they make it hold, which
+// the per-connection send budget bounds.
+func probeUnreadMany(ctx context.Context, e *probeEnv, system string, p *probeProc) error {
+	k := e.n(200, 20)
+	c, err := dialAster(ctx, p.addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := aster.CallUnary[probeMsg](ctx, c, "Probe.echo", &probeMsg{ID: 1}); err != nil {
+		return err
+	}
+	base, err := p.stats()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range k {
+		s, err := aster.CallServerStream[probeMsg](sctx, c, "Probe.stream", &probeStreamReq{Size: 64 << 10})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+	}
+	time.Sleep(3 * time.Second)
+	held, err := p.stats()
+	if err != nil {
+		return err
+	}
+	d := delta(held.HeapInuse, base.HeapInuse)
+	e.report("hostile-unread", system, mib(d), "MiB",
+		fmt.Sprintf("%d unread server streams (64 KiB messages) on one connection: server heap +%s MiB (%s KiB per stream), RSS %s -> %s MiB",
+			k, mib(d), kibOf(d/float64(k)), mib(float64(base.RSSKB)*1024), mib(float64(held.RSSKB)*1024)))
 	return nil
 }
 
