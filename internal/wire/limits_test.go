@@ -93,3 +93,84 @@ func TestReadHeaderFrame(t *testing.T) {
 		t.Fatalf("oversized header: %v", err)
 	}
 }
+
+// chunkReader returns at most n bytes per Read.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
+}
+
+type frameResult struct {
+	flags   byte
+	payload string
+	err     string
+}
+
+func readFrames(r *Reader, first bool) (out []frameResult, maxPayload int) {
+	for range 100 {
+		var (
+			f   byte
+			p   []byte
+			err error
+		)
+		if first {
+			f, p, err = r.ReadHeaderFrame()
+			first = false
+		} else {
+			f, p, err = r.ReadFrame()
+		}
+		if err != nil {
+			return append(out, frameResult{err: err.Error()}), maxPayload
+		}
+		maxPayload = max(maxPayload, len(p))
+		out = append(out, frameResult{flags: f, payload: string(p)})
+	}
+	return out, maxPayload
+}
+
+// FuzzReadFrameChunked reads the same bytes, led by a frame larger than the
+// read buffer, whole and in chunks of every size: the frames and errors
+// must not depend on how the bytes arrive, and the frame buffer must stay
+// within twice the largest payload received (or growChunk).
+func FuzzReadFrameChunked(f *testing.F) {
+	f.Add([]byte("hello"), uint16(0), uint8(0), false)
+	f.Add(AppendFrame(AppendFrame(nil, FlagHeader, []byte{0xa0}), 0, []byte("x")), uint16(9000), uint8(200), true)
+	f.Add([]byte{0x00, 0x00, 0x00, 0x01, 0x00}, uint16(100), uint8(3), false)
+	f.Fuzz(func(t *testing.T, tail []byte, big uint16, chunk uint8, header bool) {
+		seed := append([]byte{1}, tail...)
+		payload := bytes.Repeat(seed, (readerBufSize+int(big)*4)/len(seed)+1)
+		flags := byte(0)
+		if header {
+			flags = FlagHeader
+			payload = payload[:min(len(payload), MaxHeaderSize)]
+		}
+		in := append(AppendFrame(nil, flags, payload), tail...)
+		for _, first := range []bool{false, true} {
+			whole := NewReader(bytes.NewReader(in), 0)
+			want, _ := readFrames(whole, first)
+			whole.Release()
+			r := NewReader(&chunkReader{r: bytes.NewReader(in), n: int(chunk) + 1}, 0)
+			got, maxPayload := readFrames(r, first)
+			if limit := max(growChunk, 2*maxPayload); cap(r.buf) > limit {
+				t.Fatalf("frame buffer of %d bytes for payloads of at most %d", cap(r.buf), maxPayload)
+			}
+			r.Release()
+			if len(got) != len(want) {
+				t.Fatalf("first=%v: %d results in chunks of %d, %d whole", first, len(got), int(chunk)+1, len(want))
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("first=%v: result %d differs in chunks of %d: %x %q vs %x %q", first, i, int(chunk)+1,
+						got[i].flags, got[i].err, want[i].flags, want[i].err)
+				}
+			}
+		}
+	})
+}
