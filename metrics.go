@@ -16,7 +16,9 @@ type Metrics struct {
 	ActiveCalls int `json:"active_calls"`
 	// Calls counts finished calls by status code name ("OK", "NOT_FOUND",
 	// ...; "APPLICATION" for codes 100 and above). Codes never seen are
-	// left out.
+	// left out. Calls refused for a missing capability count as
+	// PERMISSION_DENIED, and refused admissions as calls to _aster.admit
+	// with their refusal code (UNAUTHENTICATED).
 	Calls map[string]uint64 `json:"calls"`
 }
 

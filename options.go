@@ -187,6 +187,8 @@ type serverOptions struct {
 	noIP     bool   // no direct QUIC (WithIPTransports(false))
 	manifest string // WithContractManifest path
 	err      error  // the first bad option, returned by Serve
+
+	limits serverLimits // limits.go
 }
 
 // failed returns the error Serve and ListenAndServe return before doing

@@ -45,6 +45,16 @@ type Server struct {
 	listeners map[transport.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	closed    bool
+	counts    connCounts // connections by peer (limits.go)
+
+	// During Shutdown the listeners keep accepting so that new
+	// connections are refused at once with SHUTDOWN rather than left to
+	// time out: acceptStop ends Serve's Accept, refusing holds the
+	// listeners handed to refuse goroutines, closed at the end.
+	acceptCtx  context.Context
+	acceptStop context.CancelFunc
+	refusing   map[transport.Listener]struct{}
+	refusers   sync.WaitGroup
 
 	// Stream workers: a goroutine serves a call and then waits a while for
 	// the next one, so its stack (grown by decoding) is reused.
@@ -125,6 +135,7 @@ func NewServer(opts ...ServerOption) *Server {
 		maxSessions: 1024,
 		linger:      250 * time.Millisecond,
 		logger:      slog.Default(),
+		limits:      defaultLimits(),
 	}
 	for _, opt := range opts {
 		opt.applyServer(&o)
@@ -132,12 +143,16 @@ func NewServer(opts ...ServerOption) *Server {
 	if o.key == nil {
 		o.key = trust.GenerateKey()
 	}
+	acceptCtx, acceptStop := context.WithCancel(context.Background())
 	return &Server{
 		opts: o, key: o.key, id: trust.IDOf(o.key),
-		listeners: map[transport.Listener]struct{}{},
-		conns:     map[*serverConn]struct{}{},
-		work:      make(chan workItem),
-		quit:      make(chan struct{}),
+		listeners:  map[transport.Listener]struct{}{},
+		conns:      map[*serverConn]struct{}{},
+		refusing:   map[transport.Listener]struct{}{},
+		acceptCtx:  acceptCtx,
+		acceptStop: acceptStop,
+		work:       make(chan workItem),
+		quit:       make(chan struct{}),
 	}
 }
 
@@ -351,7 +366,11 @@ func (s *Server) Address() Address {
 }
 
 // Serve accepts connections on ln and serves them until Shutdown or Close,
-// then returns ErrServerClosed. Serve takes ownership of ln and closes it.
+// then returns ErrServerClosed. Serve takes ownership of ln and closes it;
+// after Shutdown began, ln keeps refusing new connections with close code
+// SHUTDOWN (PROTOCOL.md 3.3) until Shutdown returns, so that clients learn
+// at once to go elsewhere. A connection beyond WithMaxConns or
+// WithMaxConnsPerPeer is closed with the same code.
 func (s *Server) Serve(ln transport.Listener) error {
 	if err := s.checkManifest(); err != nil {
 		ln.Close()
@@ -370,25 +389,52 @@ func (s *Server) Serve(ln transport.Listener) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
+	handedOff := false
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
 		s.mu.Unlock()
-		ln.Close()
+		if !handedOff {
+			ln.Close()
+		}
 	}()
 	for {
-		c, err := ln.Accept(context.Background())
+		c, err := ln.Accept(s.acceptCtx)
 		if err != nil {
 			if s.isClosed() || errors.Is(err, transport.ErrListenerClosed) {
+				handedOff = !errors.Is(err, transport.ErrListenerClosed) && s.handOff(ln)
 				return ErrServerClosed
 			}
 			return fmt.Errorf("aster: accept: %w", err)
 		}
-		if !s.trackConn(c) {
-			c.Close(transport.ConnShutdown, "server shutting down")
-			return ErrServerClosed
+		if reason := s.trackConn(c); reason != "" {
+			c.Close(transport.ConnShutdown, reason)
 		}
 	}
+}
+
+// handOff gives ln to a goroutine that refuses its connections until
+// Shutdown ends. It reports false (the caller closes ln) when the server
+// is already closing its listeners.
+func (s *Server) handOff(ln transport.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refusing == nil {
+		return false
+	}
+	s.refusing[ln] = struct{}{}
+	s.refusers.Add(1)
+	go func() {
+		defer s.refusers.Done()
+		for {
+			c, err := ln.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			c.Close(transport.ConnShutdown, reasonShutdown)
+		}
+	}()
+	return true
 }
 
 func (s *Server) isClosed() bool {
@@ -397,11 +443,17 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) trackConn(c transport.Conn) bool {
+// trackConn starts serving c, or returns why it may not (the close reason).
+func (s *Server) trackConn(c transport.Conn) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return reasonShutdown
+	}
+	id := c.RemoteID()
+	if reason := s.counts.admit(&s.opts.limits, id, len(s.conns)); reason != "" {
+		s.counts.logRefusal(s, id, reason)
+		return reason
 	}
 	sc := newServerConn(s, c)
 	s.conns[sc] = struct{}{}
@@ -411,17 +463,21 @@ func (s *Server) trackConn(c transport.Conn) bool {
 		sc.serve()
 		s.mu.Lock()
 		delete(s.conns, sc)
+		s.counts.release(id)
 		s.mu.Unlock()
 	}()
-	return true
+	return ""
 }
 
-// Shutdown stops the server gracefully: it closes the listeners, refuses new
-// calls with UNAVAILABLE, waits for in-flight calls to finish (or ctx to be
-// done), then closes every connection. It returns ctx's error if the wait
-// was cut short. Ready reports false from the moment Shutdown begins.
+// Shutdown stops the server gracefully: it refuses new calls with
+// UNAVAILABLE and new connections with close code SHUTDOWN (which clients
+// report as UNAVAILABLE at once, so retries go elsewhere), waits for
+// in-flight calls to finish (or ctx to be done), then closes the listeners
+// and every connection. It returns ctx's error if the wait was cut short.
+// Serve returns ErrServerClosed as soon as Shutdown begins. Ready reports
+// false from the moment Shutdown begins.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.beginClose() {
+	if !s.beginClose(true) {
 		return nil
 	}
 	done := s.calls.wait()
@@ -452,7 +508,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and all connections immediately; in-flight
 // calls fail with UNAVAILABLE. It waits for handlers to return.
 func (s *Server) Close() error {
-	s.beginClose()
+	s.beginClose(false)
 	s.closeConns()
 	s.connWG.Wait()
 	<-s.calls.wait()
@@ -460,7 +516,10 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) beginClose() bool {
+// beginClose marks the server closed. Close (graceful false) closes the
+// listeners at once; Shutdown stops Serve's accept loops, whose listeners
+// then refuse new connections until closeConns.
+func (s *Server) beginClose(graceful bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -469,13 +528,31 @@ func (s *Server) beginClose() bool {
 	s.closed = true
 	s.draining.Store(true)
 	close(s.quit)
-	for ln := range s.listeners {
-		ln.Close()
+	if !graceful {
+		s.refusing = nil // Serve closes its listener itself
+		for ln := range s.listeners {
+			ln.Close()
+		}
 	}
+	s.acceptStop()
 	return true
 }
 
+// closeListeners closes the listeners that were refusing connections
+// during Shutdown and waits for their goroutines.
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	refusing := s.refusing
+	s.refusing = nil
+	s.mu.Unlock()
+	for ln := range refusing {
+		ln.Close()
+	}
+	s.refusers.Wait()
+}
+
 func (s *Server) closeConns() {
+	s.closeListeners()
 	s.mu.Lock()
 	conns := make([]*serverConn, 0, len(s.conns))
 	for c := range s.conns {

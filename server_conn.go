@@ -47,6 +47,12 @@ type serverConn struct {
 	connEnd func()
 
 	streams sync.WaitGroup
+	// awaiting holds a slot for each stream whose HEADER is being read
+	// (WithMaxStreamsAwaitingHeader); nil means no cap.
+	awaiting chan struct{}
+	// active holds a slot for each stream being served
+	// (WithMaxConcurrentStreams); nil means no cap.
+	active chan struct{}
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -57,8 +63,15 @@ type serverConn struct {
 
 func newServerConn(s *Server, c transport.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(context.Background())
+	var awaiting, active chan struct{}
+	if n := s.opts.limits.maxAwaitingHeader; n > 0 {
+		awaiting = make(chan struct{}, n)
+	}
+	if n := s.opts.limits.maxStreams; n > 0 {
+		active = make(chan struct{}, n)
+	}
 	return &serverConn{
-		srv: s, conn: c, ctx: ctx, cancel: cancel,
+		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting, active: active,
 		sessions: map[uint64]*session{},
 		ended:    map[uint64]struct{}{},
 	}
@@ -74,7 +87,15 @@ func (sc *serverConn) serve() {
 		p, conn, err := admit(sc.ctx, sc.conn)
 		if err != nil {
 			sc.srv.opts.logger.Info("aster: admission refused", "peer", sc.conn.RemoteID().Short(), "err", err)
+			// A connection that was lost during admission was not refused.
+			var ce *transport.ConnError
+			var se *transport.StreamError
+			lost := errors.As(err, &ce) || errors.As(err, &se)
 			sc.conn.Close(transport.ConnRefused, "admission refused")
+			if !lost {
+				sc.peer.Unrestricted = false
+				sc.reportRefusal(err)
+			}
 			return
 		}
 		sc.peer, streams = p, conn
@@ -90,6 +111,23 @@ func (sc *serverConn) serve() {
 		}
 	}()
 	for {
+		// Take no more streams than there are slots for streams being
+		// served and for streams whose HEADER has not arrived: further
+		// ones wait in the transport.
+		if sc.active != nil {
+			select {
+			case sc.active <- struct{}{}:
+			case <-sc.ctx.Done():
+				return
+			}
+		}
+		if sc.awaiting != nil {
+			select {
+			case sc.awaiting <- struct{}{}:
+			case <-sc.ctx.Done():
+				return
+			}
+		}
 		st, err := streams.AcceptStream(sc.ctx)
 		if err != nil {
 			return
@@ -165,6 +203,9 @@ func (s *Server) worker(w workItem) {
 // the caller may call it, and runs the handler; finish always ends the call.
 func (sc *serverConn) serveStream(st transport.Stream) {
 	defer sc.streams.Done()
+	if sc.active != nil {
+		defer func() { <-sc.active }()
+	}
 	s := sc.srv
 	c := getServerCall()
 	defer putServerCall(c)
@@ -173,13 +214,22 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	c.w.Reset(st)
 	c.peer = &sc.peer
 
-	flags, payload, err := c.r.ReadFrame()
+	// The HEADER must arrive within the header timeout; a stream that
+	// stalls before it is reset (abort) so it holds nothing for long. The
+	// frame reader bounds it by MaxHeaderSize from its prefix on.
+	timeout := s.opts.limits.headerTimeout
+	if timeout > 0 {
+		_ = st.SetReadDeadline(time.Now().Add(timeout))
+	}
+	_, payload, err := c.r.ReadHeaderFrame()
+	if timeout > 0 {
+		_ = st.SetReadDeadline(time.Time{})
+	}
+	if sc.awaiting != nil {
+		<-sc.awaiting
+	}
 	if err != nil {
 		c.abort(err)
-		return
-	}
-	if flags&wire.FlagHeader == 0 {
-		c.finish(status.New(status.InvalidArgument, "first frame of a call must be a header"))
 		return
 	}
 	c.jsonMeta = wire.IsJSON(payload)
@@ -209,7 +259,7 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	}
 	c.info = me.info
 	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !req.Satisfied(sc.peer.Capabilities) {
-		c.finish(status.New(status.PermissionDenied, "permission denied"))
+		c.finish(c.deny(me, req))
 		return
 	}
 	if me.info.Pattern.ServerStreams() {
@@ -359,11 +409,15 @@ func (c *serverCall) finish(err error) {
 func (c *serverCall) abort(err error) {
 	var se *transport.StreamError
 	var ce *transport.ConnError
-	if errors.Is(err, io.EOF) || errors.As(err, &se) || errors.As(err, &ce) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The header timeout: the peer stalled before completing it.
+		c.st.Reset(transport.CodeDeadline)
+	case errors.Is(err, io.EOF) || errors.As(err, &se) || errors.As(err, &ce):
 		c.st.Reset(transport.CodeNoError)
-		return
+	default:
+		c.finish(err) // a framing error: report it with its status code
 	}
-	c.finish(err) // a framing error: report it with its status code
 }
 
 // control serves the reserved _aster methods.

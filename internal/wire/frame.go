@@ -61,7 +61,10 @@ func FrameTooLarge(n, max uint64) error {
 type Reader struct {
 	br  *bufio.Reader
 	max uint32
-	buf []byte // scratch for frames larger than the bufio buffer
+	// buf holds a frame larger than the bufio buffer; it grows with the
+	// bytes received, in pooled size classes (bufp is its pool slot).
+	buf  []byte
+	bufp *[]byte
 }
 
 // readerBufSize is the bufio buffer size: frames up to this size are returned
@@ -101,13 +104,19 @@ func (r *Reader) Release() {
 		readerPool.Put(r.br)
 		r.br = nil
 	}
+	r.putBuf()
+}
+
+// putBuf returns the frame buffer to its pool.
+func (r *Reader) putBuf() {
+	if r.bufp != nil {
+		*r.bufp = r.buf[:0]
+		bufClasses[classOf(cap(r.buf))].Put(r.bufp)
+		r.bufp = nil
+	}
 	r.buf = nil
 }
 
-// ReadFrame reads the next frame. The payload is only valid until the next
-// call. At a clean end of stream (no partial frame) it returns io.EOF; a
-// partial frame is ErrTruncated. Limits are checked before any allocation.
-// Transport errors are returned unchanged.
 // WaitEOF waits until the source has more bytes or ends, and reports
 // whether it ended cleanly (io.EOF with nothing left). A client calls it
 // after the trailer, the last frame, so the transport sees the stream's
@@ -117,7 +126,38 @@ func (r *Reader) WaitEOF() bool {
 	return len(b) == 0 && err == io.EOF
 }
 
+// ReadFrame reads the next frame. The payload is only valid until the next
+// call. At a clean end of stream (no partial frame) it returns io.EOF; a
+// partial frame is ErrTruncated. Limits are checked before any allocation,
+// and the memory a frame takes grows with the bytes that arrived, never
+// with the length its prefix claims (see growChunk). Transport errors are
+// returned unchanged.
 func (r *Reader) ReadFrame() (flags byte, payload []byte, err error) {
+	return r.readFrame(false)
+}
+
+// ReadHeaderFrame reads the first frame of a call, which must be a HEADER
+// frame: a frame prefix without the HEADER flag is ErrNotHeader, returned
+// before any of its payload is read, so the first frame of a stream can
+// never make the reader hold more than MaxHeaderSize bytes. It is
+// otherwise ReadFrame.
+func (r *Reader) ReadHeaderFrame() (flags byte, payload []byte, err error) {
+	return r.readFrame(true)
+}
+
+// ErrNotHeader is ReadHeaderFrame's error for a first frame that is not a
+// HEADER frame (PROTOCOL.md 8.1, step 2).
+var ErrNotHeader = status.New(status.InvalidArgument, "first frame of a call must be a header")
+
+// growChunk is the least a frame buffer grows by. A frame longer than the
+// bufio buffer is read into a buffer that starts at growChunk bytes (or
+// the frame's length, if less) once its first payload byte has arrived
+// and doubles each time it fills, so it is never more than about twice
+// the bytes received (plus growChunk): a prefix that claims 16 MiB and
+// then stalls holds nothing beyond the bufio buffer.
+const growChunk = 32 << 10
+
+func (r *Reader) readFrame(first bool) (flags byte, payload []byte, err error) {
 	hdr, err := r.br.Peek(prefixLen)
 	if err != nil {
 		if err == io.EOF {
@@ -145,6 +185,9 @@ func (r *Reader) ReadFrame() (flags byte, payload []byte, err error) {
 	if flags&(FlagHeader|FlagTrailer) != 0 && n-1 > MaxHeaderSize {
 		return 0, nil, FrameTooLarge(uint64(n-1), MaxHeaderSize)
 	}
+	if first && flags&FlagHeader == 0 {
+		return 0, nil, ErrNotHeader
+	}
 	plen := int(n - 1)
 	if prefixLen+plen <= r.br.Size() {
 		b, err := r.br.Peek(prefixLen + plen)
@@ -157,14 +200,68 @@ func (r *Reader) ReadFrame() (flags byte, payload []byte, err error) {
 		return flags, payload, nil
 	}
 	_, _ = r.br.Discard(prefixLen)
-	if cap(r.buf) < plen {
-		r.buf = make([]byte, plen)
+	buf := r.buf[:0]
+	for len(buf) < plen {
+		if len(buf) == cap(buf) {
+			// Make room only for bytes that are here: wait for at least
+			// one before growing.
+			if _, err := r.br.Peek(1); err != nil {
+				r.buf = buf[:0]
+				return 0, nil, truncated(err)
+			}
+			buf = r.grow(buf, plen)
+		}
+		m, err := r.br.Read(buf[len(buf):min(cap(buf), plen)])
+		buf = buf[:len(buf)+m]
+		if err != nil && len(buf) < plen {
+			r.buf = buf[:0]
+			return 0, nil, truncated(err)
+		}
 	}
-	r.buf = r.buf[:plen]
-	if _, err := io.ReadFull(r.br, r.buf); err != nil {
-		return 0, nil, truncated(err)
+	r.buf = buf
+	return flags, buf, nil
+}
+
+// grow returns buf (the Reader's frame buffer) moved to the next size
+// class, at least growChunk and twice its capacity, stopping at the class
+// that holds limit bytes. The old buffer goes back to its pool.
+func (r *Reader) grow(buf []byte, limit int) []byte {
+	k := 0
+	if cap(buf) > 0 {
+		k = classOf(cap(buf)) + 1
 	}
-	return flags, r.buf, nil
+	for k < len(bufClasses)-1 && growChunk<<k < limit {
+		if growChunk<<k >= 2*cap(buf) {
+			break
+		}
+		k++
+	}
+	p := bufClasses[k].Get().(*[]byte)
+	nb := append((*p)[:0], buf...)
+	r.buf = buf
+	r.putBuf()
+	r.bufp = p
+	return nb
+}
+
+// bufClasses pools frame buffers of growChunk << k bytes, up to the
+// largest frame (DefaultMaxFrameSize).
+var bufClasses [10]sync.Pool
+
+func init() {
+	for k := range bufClasses {
+		size := growChunk << k
+		bufClasses[k].New = func() any { b := make([]byte, 0, size); return &b }
+	}
+}
+
+// classOf returns the size class of a pooled buffer's capacity.
+func classOf(c int) int {
+	k := 0
+	for growChunk<<k < c {
+		k++
+	}
+	return k
 }
 
 func truncated(err error) error {

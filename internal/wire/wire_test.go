@@ -480,7 +480,7 @@ func TestReaderWaitEOF(t *testing.T) {
 func TestWriterKeepsLargeBufferDuringCall(t *testing.T) {
 	var w Writer
 	w.Reset(io.Discard)
-	big := make([]byte, 600<<10)
+	big := make([]byte, (maxKeep+maxKeepCall)/2)
 	if err := w.Append(func(b []byte) ([]byte, error) { return AppendFrame(b, 0, big), nil }); err != nil {
 		t.Fatal(err)
 	}

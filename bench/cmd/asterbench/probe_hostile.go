@@ -130,11 +130,34 @@ func p99max(l []time.Duration) string {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
-// probeClaimed: K streams on one connection each send only a frame prefix
-// claiming 16 MiB (00 00 00 01 00) and stall. The server's heap and RSS
-// growth per stream, and the latency of a legitimate unary caller on
+// claims are the inputs of probeClaimed: each stream sends these bytes
+// and stalls.
+var claims = []struct {
+	name, what string
+	bytes      func() []byte
+}{
+	{"first-data", "a first frame's prefix claiming 16 MiB (00 00 00 01 00)", func() []byte { return []byte{0x00, 0x00, 0x00, 0x01, 0x00} }},
+	{"first-header", "a HEADER prefix claiming 64 KiB (01 00 01 00 04)", func() []byte { return []byte{0x01, 0x00, 0x01, 0x00, 0x04} }},
+	{"after-header", "a valid echo HEADER, then a DATA prefix claiming 16 MiB", func() []byte { return append(echoHeader(), 0x00, 0x00, 0x00, 0x01, 0x00) }},
+	{"after-header-64k", "a valid echo HEADER, then a DATA prefix claiming 16 MiB and 64 KiB of its payload", func() []byte {
+		return append(append(echoHeader(), 0x00, 0x00, 0x00, 0x01, 0x00), make([]byte, 64<<10)...)
+	}},
+}
+
+// probeClaimed: K streams on one connection each send a frame prefix that
+// claims more than it sends (see claims) and stall. The server's heap and
+// RSS growth per stream, and the latency of a legitimate unary caller on
 // another connection before and during.
 func probeClaimed(ctx context.Context, e *probeEnv, system string) error {
+	for _, c := range claims {
+		if err := probeClaim(ctx, e, system, c.name, c.what, c.bytes()); err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+func probeClaim(ctx context.Context, e *probeEnv, system, name, what string, claim []byte) error {
 	k := e.n(100, 8)
 	p, err := startProbeServer(system)
 	if err != nil {
@@ -161,7 +184,6 @@ func probeClaimed(ctx context.Context, e *probeEnv, system string) error {
 	var duringFailed int
 	var wg sync.WaitGroup
 	wg.Go(func() { during, duringFailed = latencies(ctx, legit, 0, stop) })
-	claim := []byte{0x00, 0x00, 0x00, 0x01, 0x00}
 	var streams []transport.Stream
 	for range k {
 		st, err := conn.OpenStream(ctx)
@@ -183,6 +205,13 @@ func probeClaimed(ctx context.Context, e *probeEnv, system string) error {
 	close(stop)
 	wg.Wait()
 	held, err := p.stats()
+	// Did the server end the first stream (with a trailer or a reset)?
+	open := "still open"
+	if code, msg, err := readTrailer(streams[0], 200*time.Millisecond); err == nil {
+		open = fmt.Sprintf("answered %s %q", code, msg)
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+		open = "ended: " + err.Error()
+	}
 	if err != nil {
 		closeConn()
 		return err
@@ -194,9 +223,9 @@ func probeClaimed(ctx context.Context, e *probeEnv, system string) error {
 		return err
 	}
 	perStream := delta(held.HeapInuse, base.HeapInuse) / float64(k)
-	e.report("hostile-claimed", system, mib(perStream), "MiB/stream",
-		fmt.Sprintf("%d streams x 5 bytes (%d bytes sent, unauthenticated): server heap %s -> %s MiB (+%s MiB), RSS %s -> %s MiB; legit unary on another connection before: %s; during: %s, %d failed; after the connection closed heap %s MiB",
-			k, 5*k, mib(float64(base.HeapInuse)), mib(float64(held.HeapInuse)), mib(delta(held.HeapInuse, base.HeapInuse)),
+	e.report("hostile-claimed", system, kibOf(perStream), "KiB/stream",
+		fmt.Sprintf("%s: %d streams, each %s (%d bytes sent, unauthenticated): first stream after 2 s %s; server heap %s -> %s MiB (+%s MiB), RSS %s -> %s MiB; legit unary on another connection before: %s; during: %s, %d failed; after the connection closed heap %s MiB",
+			name, k, what, len(claim)*k, open, mib(float64(base.HeapInuse)), mib(float64(held.HeapInuse)), mib(delta(held.HeapInuse, base.HeapInuse)),
 			mib(float64(base.RSSKB)*1024), mib(float64(held.RSSKB)*1024), p99max(before), p99max(during), duringFailed,
 			mib(float64(after.HeapInuse))))
 	return nil
@@ -204,10 +233,16 @@ func probeClaimed(ctx context.Context, e *probeEnv, system string) error {
 
 // probeStalled: K streams on one connection each send one byte and stop.
 // After the settle time: goroutines and heap held per stream, and whether
-// the server has given up on them.
+// the server has given up on them; then the same once the server's
+// default header timeout (10 s) has passed.
 func probeStalled(ctx context.Context, e *probeEnv, system string) error {
-	k := e.n(1000, 100)
-	settle := time.Duration(e.n(10, 2)) * time.Second
+	k := e.n(2000, 100) // twice the server's default cap on streams awaiting a header
+	settle := time.Duration(e.n(2, 1)) * time.Second
+	// The server takes 1,000 of the streams at a time (its default cap on
+	// streams awaiting a header), and resets each 10 s (the default
+	// header timeout) after taking it: both halves are gone after 20 s,
+	// and the idle stream workers after 2 s more. 0: not in quick mode.
+	late := time.Duration(e.n(25, 0)) * time.Second
 	p, err := startProbeServer(system)
 	if err != nil {
 		return err
@@ -233,28 +268,34 @@ func probeStalled(ctx context.Context, e *probeEnv, system string) error {
 		}
 		streams = append(streams, st)
 	}
-	time.Sleep(settle)
-	held, err := p.stats()
-	if err != nil {
-		return err
-	}
-	// Has the server ended the first stream? A read that times out means
-	// it is still open.
-	open := "still open"
-	_ = streams[0].SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if _, err := streams[0].Read(make([]byte, 64)); err != nil {
-		var ne net.Error
-		if !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, os.ErrDeadlineExceeded) {
-			open = "ended by the server: " + err.Error()
+	start := time.Now()
+	for i, wait := range []time.Duration{settle, late} {
+		if i > 0 && wait == 0 {
+			break
 		}
-	} else {
-		open = "server answered"
+		time.Sleep(time.Until(start.Add(wait)))
+		held, err := p.stats()
+		if err != nil {
+			return err
+		}
+		// Has the server ended stream i? A read that times out means it
+		// is still open.
+		open := "still open"
+		_ = streams[i].SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := streams[i].Read(make([]byte, 64)); err != nil {
+			var ne net.Error
+			if !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				open = "ended by the server: " + err.Error()
+			}
+		} else {
+			open = "server answered"
+		}
+		perStream := delta(held.HeapInuse, base.HeapInuse) / float64(k)
+		e.report("hostile-stalled", system, kibOf(perStream), "KiB/stream",
+			fmt.Sprintf("%d streams x 1 byte on one connection, after %s: %.2f goroutines/stream (%d -> %d), heap +%s MiB, RSS %s -> %s MiB; a stream %s",
+				k, wait, float64(held.Goroutines-base.Goroutines)/float64(k), base.Goroutines, held.Goroutines,
+				mib(delta(held.HeapInuse, base.HeapInuse)), mib(float64(base.RSSKB)*1024), mib(float64(held.RSSKB)*1024), open))
 	}
-	perStream := delta(held.HeapInuse, base.HeapInuse) / float64(k)
-	e.report("hostile-stalled", system, kibOf(perStream), "KiB/stream",
-		fmt.Sprintf("%d streams x 1 byte on one connection, after %s: %.2f goroutines/stream (%d -> %d), heap +%s MiB, RSS %s -> %s MiB; first stream %s",
-			k, settle, float64(held.Goroutines-base.Goroutines)/float64(k), base.Goroutines, held.Goroutines,
-			mib(delta(held.HeapInuse, base.HeapInuse)), mib(float64(base.RSSKB)*1024), mib(float64(held.RSSKB)*1024), open))
 	return nil
 }
 
@@ -327,6 +368,44 @@ func probeUnread(ctx context.Context, e *probeEnv, system string) error {
 	e.report("hostile-unread", system, figure, unit,
 		fmt.Sprintf("unary call on the same connection as %d unread server streams (64 KiB messages): %s; a call on another connection: %s; server heap +%s MiB (%s MiB per unread stream), %d streams still sending",
 			unread, note, otherNote, mib(delta(held.HeapInuse, base.HeapInuse)), mib(delta(held.HeapInuse, base.HeapInuse)/unread), held.Streams))
+	return probeUnreadMany(ctx, e, system, p)
+}
+
+// probeUnreadMany: one more client opens K unread server streams (64 KiB
+// messages) on one connection: the server heap they make it hold, which
+// the per-connection send budget bounds.
+func probeUnreadMany(ctx context.Context, e *probeEnv, system string, p *probeProc) error {
+	k := e.n(200, 20)
+	c, err := dialAster(ctx, p.addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := aster.CallUnary[probeMsg](ctx, c, "Probe.echo", &probeMsg{ID: 1}); err != nil {
+		return err
+	}
+	base, err := p.stats()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range k {
+		s, err := aster.CallServerStream[probeMsg](sctx, c, "Probe.stream", &probeStreamReq{Size: 64 << 10})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+	}
+	time.Sleep(3 * time.Second)
+	held, err := p.stats()
+	if err != nil {
+		return err
+	}
+	d := delta(held.HeapInuse, base.HeapInuse)
+	e.report("hostile-unread", system, mib(d), "MiB",
+		fmt.Sprintf("%d unread server streams (64 KiB messages) on one connection: server heap +%s MiB (%s KiB per stream), RSS %s -> %s MiB",
+			k, mib(d), kibOf(d/float64(k)), mib(float64(base.RSSKB)*1024), mib(float64(held.RSSKB)*1024)))
 	return nil
 }
 

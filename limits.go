@@ -1,0 +1,238 @@
+package aster
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+)
+
+// Default limits (see the options below and PROTOCOL.md 3.3 and 8.1).
+const (
+	// DefaultHeaderTimeout is how long a stream may take to deliver its
+	// complete HEADER frame before the server resets it.
+	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultMaxConns caps the connections a server serves at once.
+	DefaultMaxConns = 10_000
+	// DefaultMaxConnsPerPeer caps the connections one endpoint id may hold
+	// open to a server at once.
+	DefaultMaxConnsPerPeer = 100
+	// DefaultMaxStreamsAwaitingHeader caps the streams of one connection
+	// whose HEADER the server is still waiting for.
+	DefaultMaxStreamsAwaitingHeader = 1000
+	// DefaultMaxConcurrentStreams caps the streams (calls) of one
+	// connection the server serves at once; it matches the QUIC
+	// transport's limit on concurrent streams.
+	DefaultMaxConcurrentStreams = 10_000
+)
+
+// serverLimits holds the server's resource limits.
+type serverLimits struct {
+	headerTimeout     time.Duration
+	maxConns          int
+	maxConnsPerPeer   int
+	maxAwaitingHeader int
+	maxStreams        int
+}
+
+func defaultLimits() serverLimits {
+	return serverLimits{
+		headerTimeout:     DefaultHeaderTimeout,
+		maxConns:          DefaultMaxConns,
+		maxConnsPerPeer:   DefaultMaxConnsPerPeer,
+		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
+		maxStreams:        DefaultMaxConcurrentStreams,
+	}
+}
+
+// WithHeaderTimeout sets how long a new stream may take to deliver its
+// complete HEADER frame (the first frame of a call). A stream that has not
+// done so in time is reset with code 0x4 (DEADLINE) and the resources it
+// held are released, so a peer that opens streams and stalls cannot pin
+// goroutines and buffers. The caller's own deadline is not affected: it
+// starts once the header has arrived. Default DefaultHeaderTimeout (10 s);
+// d <= 0 disables the timeout.
+func WithHeaderTimeout(d time.Duration) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.headerTimeout = d })
+}
+
+// WithMaxStreamsAwaitingHeader caps the streams of one connection whose
+// HEADER frame has not yet fully arrived. While n streams are waiting for
+// theirs, the server accepts no further stream on that connection: new
+// calls on it wait in the transport (their header timeout starts when they
+// are accepted) until one of the n completes its HEADER or is reset by the
+// header timeout; other connections are not affected. Each waiting stream
+// holds about 21 KiB (a goroutine and a read buffer), so the cap bounds
+// what a peer that opens streams and stalls can make one connection hold:
+// about 21 MiB at the default, for at most the header timeout. Headers of
+// well-behaved clients arrive with their stream, so the cap is not reached
+// in normal use. Default DefaultMaxStreamsAwaitingHeader (1,000); n <= 0
+// removes the cap (the transport's stream limit, 10,000 on QUIC, remains).
+func WithMaxStreamsAwaitingHeader(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.maxAwaitingHeader = n })
+}
+
+// WithMaxConcurrentStreams caps the streams (calls) of one connection that
+// the server serves at once, whatever the transport (QUIC also limits the
+// streams a peer may open to 10,000; other transports may not). While n
+// are being served the server accepts no further stream on that
+// connection: new calls wait in the transport, as for a transport stream
+// limit, and end with their caller's deadline if no slot frees in time;
+// other connections are not affected. Each stream being served holds about
+// 21 KiB plus its messages. Default DefaultMaxConcurrentStreams (10,000);
+// n <= 0 removes the cap.
+func WithMaxConcurrentStreams(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.maxStreams = n })
+}
+
+// WithMaxConns caps the connections the server serves at once. A
+// connection beyond the cap is closed at once with close code 0x3
+// (SHUTDOWN, reason "too many connections"), which clients report as
+// UNAVAILABLE, while the connections already served keep working. Default
+// DefaultMaxConns (10,000); n <= 0 removes the cap.
+func WithMaxConns(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.maxConns = n })
+}
+
+// WithMaxConnsPerPeer caps the connections one peer (endpoint id) may hold
+// open at once. A connection beyond the cap is closed at once with close
+// code 0x3 (SHUTDOWN, reason "too many connections from this peer"), which
+// clients report as UNAVAILABLE; the peer's other connections and other
+// peers are unaffected. Anyone can make new keys, so this stops one client
+// from taking every slot by accident or bug; WithMaxConns is what bounds
+// the total. Default DefaultMaxConnsPerPeer (100); n <= 0 removes the cap.
+func WithMaxConnsPerPeer(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.maxConnsPerPeer = n })
+}
+
+// Close reasons for connections the server does not serve (close code
+// 0x3, SHUTDOWN).
+const (
+	reasonShutdown    = "server shutting down"
+	reasonTooMany     = "too many connections"
+	reasonTooManyPeer = "too many connections from this peer"
+)
+
+// connCounts counts the connections being served, by peer. It is guarded
+// by Server.mu.
+type connCounts struct {
+	byPeer map[trust.EndpointID]int
+	// Refusals are logged at most once per refusalLogEvery, with the
+	// number left out, so that a flood of connections cannot flood the log.
+	lastLog    time.Time
+	suppressed int
+}
+
+// refusalLogEvery is the least time between two log records of refused
+// connections.
+const refusalLogEvery = time.Second
+
+// logRefusal logs a connection refused for reason, rate-limited.
+func (cc *connCounts) logRefusal(s *Server, id trust.EndpointID, reason string) {
+	now := time.Now()
+	if now.Sub(cc.lastLog) < refusalLogEvery {
+		cc.suppressed++
+		return
+	}
+	s.opts.logger.Warn("aster: connection refused", "peer", id.Short(), "reason", reason, "refusals_not_logged", cc.suppressed)
+	cc.lastLog, cc.suppressed = now, 0
+}
+
+// admit reports why a new connection from id may not be served ("" if it
+// may), counting it if it may. total is the number served now.
+func (cc *connCounts) admit(l *serverLimits, id trust.EndpointID, total int) string {
+	if l.maxConns > 0 && total >= l.maxConns {
+		return reasonTooMany
+	}
+	if cc.byPeer == nil {
+		cc.byPeer = map[trust.EndpointID]int{}
+	}
+	if l.maxConnsPerPeer > 0 && cc.byPeer[id] >= l.maxConnsPerPeer {
+		return reasonTooManyPeer
+	}
+	cc.byPeer[id]++
+	return ""
+}
+
+// release uncounts a connection from id.
+func (cc *connCounts) release(id trust.EndpointID) {
+	if cc.byPeer[id] <= 1 {
+		delete(cc.byPeer, id)
+		return
+	}
+	cc.byPeer[id]--
+}
+
+// errPermissionDenied is what a caller without a method's capabilities is
+// told: the same message for every method (PROTOCOL.md 17.2.4).
+var errPermissionDenied = status.New(status.PermissionDenied, "permission denied")
+
+// deny ends a call whose peer lacks the capabilities me requires. The
+// call still goes through the server's middleware chain, with a handler
+// that refuses without running the method's, so that logging, audit and
+// metrics middleware see the attempt; the error they see names the peer
+// and the requirement, while the caller is told only "permission denied".
+func (c *serverCall) deny(me *methodEntry, req trust.Requirement) error {
+	p := c.sc.peer
+	refuse := handler.HandlerFunc(func(context.Context, handler.Stream) error {
+		return status.Errorf(status.PermissionDenied, "permission denied: peer %s lacks %s for %s", p.ID.Short(), req, me.info.FullName())
+	})
+	err := c.run(handler.NewContext(c.st.Context(), c), me.wrap(refuse))
+	if status.CodeOf(err) == status.PermissionDenied {
+		return errPermissionDenied
+	}
+	return err
+}
+
+// admitInfo describes the admission exchange to middleware that sees a
+// refused one.
+var admitInfo = &handler.MethodInfo{Service: wire.ControlService, Name: wire.MethodAdmit, Pattern: handler.PatternUnary}
+
+// reportRefusal shows a refused admission to the server-wide middleware
+// (logging and audit record it with the peer and the reason) and counts
+// it in the metrics by its code, as a call to _aster.admit that never
+// reaches a handler. An error without a status code is UNAUTHENTICATED.
+func (sc *serverConn) reportRefusal(err error) {
+	se := status.FromError(err)
+	var rf *enroll.Refusal
+	if errors.As(err, &rf) {
+		// The refusal's code, with its private reason for the records.
+		se = status.New(rf.Code, rf.Error())
+	}
+	if se.Code() == status.Unknown || se.Code() == status.OK {
+		se = status.Wrap(status.Unauthenticated, err)
+	}
+	sc.srv.stats.record(uint32(se.Code()))
+	mw := sc.srv.opts.mw
+	if len(mw) == 0 {
+		return
+	}
+	refused := handler.HandlerFunc(func(context.Context, handler.Stream) error { return se })
+	defer func() {
+		if r := recover(); r != nil {
+			sc.srv.opts.logger.Error("aster: middleware panic on a refused admission", "panic", r)
+		}
+	}()
+	_ = middleware.ChainServer(mw...)(refused).ServeRPC(sc.ctx, &refusedAttempt{peer: sc.peer})
+}
+
+// refusedAttempt is the handler.Stream of a refused admission: it carries
+// the peer and nothing to receive or send.
+type refusedAttempt struct{ peer handler.Peer }
+
+var errRefusedAttempt = status.New(status.FailedPrecondition, "aster: admission was refused")
+
+func (a *refusedAttempt) Method() *handler.MethodInfo { return admitInfo }
+func (a *refusedAttempt) Peer() handler.Peer          { return a.peer }
+func (a *refusedAttempt) Header() handler.Metadata    { return nil }
+func (a *refusedAttempt) SetHeader(_, _ string) error { return errRefusedAttempt }
+func (a *refusedAttempt) SetTrailer(_, _ string)      {}
+func (a *refusedAttempt) Recv(any) error              { return io.EOF }
+func (a *refusedAttempt) Send(any) error              { return errRefusedAttempt }
