@@ -264,7 +264,7 @@ func (c *caller) call(cc aster.Caller, method string, src requestSource) error {
 				}
 			default:
 			}
-			return c.callErr(err, p.ServerStreams())
+			return c.callErr(deniedWithRequirement(dc.Method(), err), p.ServerStreams())
 		}
 		if err := c.out.Write(v); err != nil {
 			return err
@@ -294,6 +294,22 @@ func (c *caller) callErr(err error, streamed bool) error {
 		return callError(status.New(status.Canceled, "interrupted"))
 	}
 	return callError(err)
+}
+
+// deniedWithRequirement adds to a PERMISSION_DENIED error the capability
+// the contract says m requires (the server tells the caller only that it
+// was denied), as "(getStatus requires ops.status)". Other errors pass
+// through.
+func deniedWithRequirement(m *contract.Method, err error) error {
+	st := status.FromError(err)
+	if m == nil || st.Code() != status.PermissionDenied {
+		return err
+	}
+	r := requiresString(m.Requires)
+	if r == "" {
+		return err
+	}
+	return status.New(st.Code(), st.Message()+" ("+m.Name+" requires "+r+")")
 }
 
 // sendOne sends the single request of a unary or server-streaming call.

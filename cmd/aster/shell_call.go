@@ -320,13 +320,8 @@ func (sh *shell) callFailed(m *contract.Method, err error, interrupted bool, sta
 		sh.printErr(status.New(status.Canceled, msg))
 		return
 	}
-	st := status.FromError(err)
+	st := status.FromError(deniedWithRequirement(m, err))
 	msg := st.Message()
-	if st.Code() == status.PermissionDenied {
-		if r := requiresString(m.Requires); r != "" {
-			msg += " (" + m.Name + " requires " + r + ")"
-		}
-	}
 	if !sh.asJSON {
 		msg += " (" + elapsed(time.Since(start)) + ")"
 	}

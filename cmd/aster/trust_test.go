@@ -209,7 +209,8 @@ func TestChapter5(t *testing.T) {
 	if code, out, errOut := callAs("edge-node-7.cred", "MissionControl.getStatus", `{"agent_id":"test"}`); code != 0 || !strings.Contains(out, `"status":"running"`) {
 		t.Errorf("aster call with edge-node-7.cred: exit %d %s %s", code, out, errOut)
 	}
-	if code, _, errOut := callAs("edge-node-7.cred", "MissionControl.tailLogs", `{"level":"warn"}`); code != ExitCodeFor(status.PermissionDenied) || !strings.Contains(errOut, "PERMISSION_DENIED") {
+	if code, _, errOut := callAs("edge-node-7.cred", "MissionControl.tailLogs", `{"level":"warn"}`); code != ExitCodeFor(status.PermissionDenied) ||
+		!strings.Contains(errOut, "PERMISSION_DENIED: permission denied (tailLogs requires any_of(ops.logs, ops.admin))") {
 		t.Errorf("aster call tailLogs with edge-node-7.cred: exit %d %s", code, errOut)
 	}
 	if code, out, errOut := callAs("", "--rcan", "edge-node-7.cred", "MissionControl.getStatus", `{"agent_id":"test"}`); code != 0 || !strings.Contains(out, `"status":"running"`) {
