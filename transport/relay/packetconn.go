@@ -30,6 +30,10 @@ const (
 	DefaultPingInterval = 15 * time.Second
 	// MaxReconnectDelay is the longest wait between reconnection attempts.
 	MaxReconnectDelay = 5 * time.Second
+	// CloseFlushTimeout bounds how long PacketConn.Close waits for the
+	// datagrams already queued (such as a QUIC CONNECTION_CLOSE) to be
+	// written to the relay.
+	CloseFlushTimeout = time.Second
 )
 
 // Config configures the endpoint side of the relay transport. A nil
@@ -120,10 +124,20 @@ type PacketConn struct {
 	send   chan []byte   // SEND frames
 	recv   chan datagram // received datagrams
 	closed chan struct{}
-	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
-	once   sync.Once
-	wg     sync.WaitGroup
+
+	flush     chan struct{} // closed by Close: write what is queued, then CLOSE
+	flushed   chan struct{} // closed once the queue and CLOSE were written
+	flushOnce sync.Once
+	closeMu   sync.Mutex // serializes drain
+	closeSent bool       // under mu: the writer sent CLOSE
+
+	// beforeWrite, if set (by tests), runs before each queued frame is
+	// written to the relay.
+	beforeWrite atomic.Pointer[func()]
+	ctx         context.Context // cancelled by Close
+	cancel      context.CancelFunc
+	once        sync.Once
+	wg          sync.WaitGroup
 
 	mu       sync.Mutex
 	conn     net.Conn      // the current relay connection
@@ -162,6 +176,8 @@ func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, c
 		send:     make(chan []byte, c.QueueLen),
 		recv:     make(chan datagram, c.QueueLen),
 		closed:   make(chan struct{}),
+		flush:    make(chan struct{}),
+		flushed:  make(chan struct{}),
 		deadline: make(chan struct{}),
 		changed:  make(chan struct{}),
 	}
@@ -387,11 +403,15 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
+		case <-c.flush:
+			c.writeQueued(conn, bw)
+			return
 		case <-ping.C:
 			var p [8]byte
 			_, _ = rand.Read(p[:])
 			f = appendFrame(nil, framePing, p[:])
 		case f = <-c.send:
+			c.hookWrite()
 		}
 		if now := time.Now(); now.Sub(pushed) > deadlineEvery {
 			_ = conn.SetWriteDeadline(now.Add(3 * c.cfg.PingInterval))
@@ -406,6 +426,7 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 		for more := true; more; {
 			select {
 			case f := <-c.send:
+				c.hookWrite()
 				_, err := bw.Write(f)
 				putBuf(f)
 				if err != nil {
@@ -420,6 +441,64 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 			fail()
 			return
 		}
+	}
+}
+
+func (c *PacketConn) hookWrite() {
+	if f := c.beforeWrite.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// writeQueued writes the frames queued when Close was called, and a CLOSE
+// after them, within CloseFlushTimeout; then it reports to Close.
+func (c *PacketConn) writeQueued(conn net.Conn, bw *bufio.Writer) {
+	defer c.flushOnce.Do(func() { close(c.flushed) })
+	_ = conn.SetWriteDeadline(time.Now().Add(CloseFlushTimeout))
+	for more := true; more; {
+		select {
+		case f := <-c.send:
+			c.hookWrite()
+			_, err := bw.Write(f)
+			putBuf(f)
+			if err != nil {
+				return
+			}
+		default:
+			more = false
+		}
+	}
+	if _, err := bw.Write(closeFrame(CloseNormal, "")); err != nil {
+		return
+	}
+	if bw.Flush() == nil {
+		c.mu.Lock()
+		c.closeSent = true
+		c.mu.Unlock()
+	}
+}
+
+// drain asks the writer of the live relay connection to write what is
+// queued and waits for it, at most CloseFlushTimeout.
+func (c *PacketConn) drain() {
+	c.mu.Lock()
+	live := c.conn != nil && !c.isClosed()
+	c.mu.Unlock()
+	select {
+	case <-c.flush:
+		return // an earlier Close asked already
+	default:
+	}
+	close(c.flush)
+	if !live {
+		return
+	}
+	t := time.NewTimer(CloseFlushTimeout)
+	defer t.Stop()
+	select {
+	case <-c.flushed:
+	case <-c.closed:
+	case <-t.C:
 	}
 }
 
@@ -447,9 +526,11 @@ func (c *PacketConn) shut() {
 		c.cancel()
 		c.mu.Lock()
 		if c.conn != nil {
-			// Best effort: tell the relay before going.
-			_ = c.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			_, _ = c.conn.Write(closeFrame(CloseNormal, ""))
+			if !c.closeSent {
+				// Best effort: tell the relay before going.
+				_ = c.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				_, _ = c.conn.Write(closeFrame(CloseNormal, ""))
+			}
 			c.conn.Close()
 		}
 		c.mu.Unlock()
@@ -510,10 +591,15 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return len(p), nil
 }
 
-// Close closes the relay connection and stops reconnecting. Pending and
-// later ReadFrom and WriteTo calls fail. Close is safe to call more than
-// once.
+// Close closes the relay connection and stops reconnecting. It first
+// writes the datagrams already queued (a QUIC CONNECTION_CLOSE sent just
+// before Close among them) to the relay, waiting at most
+// CloseFlushTimeout. Pending and later ReadFrom and WriteTo calls fail.
+// Close is safe to call more than once and concurrently.
 func (c *PacketConn) Close() error {
+	c.closeMu.Lock()
+	c.drain()
+	c.closeMu.Unlock()
 	c.shut()
 	c.wg.Wait()
 	c.mu.Lock()
