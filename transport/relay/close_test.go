@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -67,4 +68,53 @@ func TestCloseFlushesQueuedDatagrams(t *testing.T) {
 			t.Fatalf("b read %q, %v; want %q (a datagram queued before Close was lost)", got, err, want)
 		}
 	}
+}
+
+// With ConnectInBackground a relay that is down does not fail
+// DialPacketConn: the connection is made once the relay is up.
+func TestConnectInBackground(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cert, err := SelfSignedCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := PinnedURL(addr, cert.Certificate[0])
+
+	if _, err := DialPacketConn(ctxT(t), url, testutil.Key(t, 1), clientCfg()); err == nil {
+		t.Fatal("DialPacketConn to a relay that is down succeeded without ConnectInBackground")
+	}
+	cfg := clientCfg()
+	cfg.ConnectInBackground = true
+	a, err := DialPacketConn(ctxT(t), url, testutil.Key(t, 1), cfg)
+	if err != nil {
+		t.Fatalf("DialPacketConn with ConnectInBackground: %v", err)
+	}
+	defer a.Close()
+
+	r := startRelayOn(t, ServerConfig{Certificate: cert, Logger: quietLog}, addr)
+	b, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), clientCfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// a reconnects within MaxReconnectDelay; until then its datagrams are
+	// lost, so keep sending.
+	deadline := time.Now().Add(4 * MaxReconnectDelay)
+	for time.Now().Before(deadline) {
+		if _, err := a.WriteTo([]byte("hello"), &Addr{ID: testutil.ID(t, 2), Relay: r.url}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := recvWithin(t, b, 200*time.Millisecond); err == nil {
+			if string(got) != "hello" {
+				t.Fatalf("b read %q", got)
+			}
+			return
+		}
+	}
+	t.Fatal("the packet connection never reached the relay once it was up")
 }

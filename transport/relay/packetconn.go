@@ -59,6 +59,16 @@ type Config struct {
 	// Logger logs lost and restored relay connections (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// ConnectInBackground makes DialPacketConn (and Listen) return a
+	// packet connection even when the first connection to the relay fails
+	// for a reason retrying can change (the relay is down or unreachable,
+	// not a certificate that fails verification or a refused registration):
+	// it logs a warning and keeps connecting in the background, as after
+	// a lost connection; datagrams written meanwhile are dropped. A server
+	// that is also reachable directly sets it, so that a relay outage does
+	// not keep it from starting. Default false: the first connection must
+	// succeed.
+	ConnectInBackground bool
 }
 
 func (c *Config) withDefaults() Config {
@@ -157,7 +167,9 @@ var _ net.PacketConn = (*PacketConn)(nil)
 // must succeed within ctx and Config.ConnectTimeout; later ones are retried
 // in the background until Close. A registration the relay refuses (bad
 // proof, replaced by another registration of the same id) is permanent:
-// ReadFrom and WriteTo then fail with an error wrapping *CloseError.
+// ReadFrom and WriteTo then fail with an error wrapping *CloseError. With
+// Config.ConnectInBackground a failed first connection is retried in the
+// background instead.
 func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, cfg *Config) (*PacketConn, error) {
 	u, err := ParseURL(relayURL)
 	if err != nil {
@@ -184,8 +196,12 @@ func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, c
 	pc.ctx, pc.cancel = context.WithCancel(context.Background())
 	conn, br, err := pc.connect(ctx)
 	if err != nil {
-		pc.cancel()
-		return nil, err
+		if !c.ConnectInBackground || permanent(err) || certError(err) || ctx.Err() != nil {
+			pc.cancel()
+			return nil, err
+		}
+		c.Logger.Warn("relay: cannot reach the relay; connecting in the background", "relay", u.HostPort(), "err", err)
+		conn, br = nil, nil
 	}
 	pc.wg.Add(1)
 	go pc.run(conn, br)
@@ -208,7 +224,7 @@ func clientTLSConfig(u *URL, roots *x509.CertPool) *tls.Config {
 				return errors.New("relay: no certificate")
 			}
 			if h := sha256.Sum256(cs.PeerCertificates[0].Raw); !bytes.Equal(h[:], pin[:]) {
-				return fmt.Errorf("relay: certificate SHA-256 %x does not match the pinned %x", h, pin)
+				return fmt.Errorf("relay: certificate SHA-256 %x does not match the pinned %x: %w", h, pin, errPinMismatch)
 			}
 			return nil
 		}
@@ -282,25 +298,40 @@ func (c *PacketConn) register(ctx context.Context, raw net.Conn) (net.Conn, *buf
 	return nil, nil, fmt.Errorf("%w: expected ACCEPTED or CLOSE, got frame type %#x", ErrProtocol, typ)
 }
 
+// errPinMismatch is wrapped by the error of a relay whose certificate is
+// not the one its URL pins.
+var errPinMismatch = errors.New("wrong relay certificate")
+
+// certError reports whether err is a relay certificate that failed
+// verification: a configuration error that waiting does not fix.
+func certError(err error) bool {
+	var ve *tls.CertificateVerificationError
+	return errors.Is(err, errPinMismatch) || errors.As(err, &ve)
+}
+
 // permanent reports whether a relay's refusal will not change by retrying.
 func permanent(err error) bool {
 	var ce *CloseError
 	return errors.As(err, &ce) && (ce.Code == CloseBadProof || ce.Code == CloseReplaced)
 }
 
-// run serves relay connections until Close, reconnecting when one drops.
+// run serves relay connections until Close, reconnecting when one drops;
+// a nil conn starts by connecting.
 func (c *PacketConn) run(conn net.Conn, br *bufio.Reader) {
 	defer c.wg.Done()
 	for {
-		err := c.serve(conn, br)
-		if c.isClosed() {
-			return
+		var err error
+		if conn != nil {
+			err = c.serve(conn, br)
+			if c.isClosed() {
+				return
+			}
+			if permanent(err) {
+				c.fail(err)
+				return
+			}
+			c.cfg.Logger.Warn("relay: connection lost, reconnecting", "relay", c.url.HostPort(), "err", err)
 		}
-		if permanent(err) {
-			c.fail(err)
-			return
-		}
-		c.cfg.Logger.Warn("relay: connection lost, reconnecting", "relay", c.url.HostPort(), "err", err)
 		delay := 50 * time.Millisecond
 		for {
 			t := time.NewTimer(delay)
