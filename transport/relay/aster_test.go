@@ -516,9 +516,9 @@ func TestListenAndServeErrors(t *testing.T) {
 		opts []aster.ServerOption
 		want string
 	}{
-		"no transport":  {[]aster.ServerOption{aster.WithIPTransports(false)}, "nothing to listen on"},
-		"bad URL":       {[]aster.ServerOption{aster.WithHomeRelay("relay.example:3340")}, "scheme must be https"},
-		"wrong pin":     {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(r.addr, other.Certificate[0]))}, "does not match the pinned"},
+		"no transport":              {[]aster.ServerOption{aster.WithIPTransports(false)}, "nothing to listen on"},
+		"bad URL":                   {[]aster.ServerOption{aster.WithHomeRelay("relay.example:3340")}, "scheme must be https"},
+		"wrong pin":                 {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(r.addr, other.Certificate[0]))}, "does not match the pinned"},
 		"relay is down, relay only": {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(deadAddr, other.Certificate[0])), aster.WithIPTransports(false)}, "connect to " + deadAddr},
 	} {
 		t.Run(name, func(t *testing.T) {
