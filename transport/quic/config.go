@@ -11,11 +11,11 @@ const (
 	// DefaultMaxIncomingStreams is the default of Config.MaxIncomingStreams.
 	DefaultMaxIncomingStreams = 10000
 	// DefaultKeepAlivePeriod is the default of Config.KeepAlivePeriod.
-	DefaultKeepAlivePeriod = 1500 * time.Millisecond
+	DefaultKeepAlivePeriod = time.Second
 	// DefaultMaxIdleTimeout is the default of Config.MaxIdleTimeout: a
 	// peer that was killed, or whose network vanished, is noticed within
 	// it.
-	DefaultMaxIdleTimeout = 4 * time.Second
+	DefaultMaxIdleTimeout = 3 * time.Second
 	// DefaultHandshakeTimeout is the default of Config.HandshakeTimeout: a
 	// dial to an address where nothing answers fails after it.
 	DefaultHandshakeTimeout = 2500 * time.Millisecond
@@ -41,13 +41,14 @@ const (
 // keep-alives, so idle connections die after 30s).
 //
 // Liveness: with the defaults a peer that was killed (or whose network
-// vanished without a CONNECTION_CLOSE) is noticed within MaxIdleTimeout
-// (4s): calls in flight on the connection fail with UNAVAILABLE, new calls
-// redial, and a server cancels the handlers of the dead client. The price
-// is keep-alive traffic: an idle connection exchanges one PING and its ACK
-// (about 100 bytes in all) every KeepAlivePeriod (1.5s) in each direction
-// that hears nothing, i.e. under 100 bytes/s per idle connection; a busy
-// connection sends no extra packets. A 1.5s keep-alive also holds NAT and
+// vanished without a CONNECTION_CLOSE) is noticed within KeepAlivePeriod +
+// MaxIdleTimeout (1s + 3s: the idle timer restarts when the first PING
+// after the peer's last packet is sent): calls in flight on the connection
+// fail with UNAVAILABLE, new calls redial, and a server cancels the
+// handlers of the dead client. The price is keep-alive traffic: an idle
+// connection exchanges a PING and its ACK once a KeepAlivePeriod (1s),
+// about 150 bytes/s with UDP/IP headers per idle connection; a busy
+// connection sends no extra packets. A 1s keep-alive also holds NAT and
 // firewall UDP bindings, whose timeouts are typically 30s or more. On
 // networks that lose whole seconds of packets (mobile hand-over), raise
 // MaxIdleTimeout (and KeepAlivePeriod with it) to trade detection time for
@@ -63,7 +64,7 @@ type Config struct {
 	// KeepAlivePeriod is how long a connection that received nothing waits
 	// before it sends a PING, which the peer acknowledges (quic-go sends
 	// one at most every effective MaxIdleTimeout/2). Zero selects
-	// DefaultKeepAlivePeriod (1.5s); a negative value disables keep-alives,
+	// DefaultKeepAlivePeriod (1s); a negative value disables keep-alives,
 	// and idle connections then close after MaxIdleTimeout.
 	KeepAlivePeriod time.Duration
 
@@ -71,7 +72,7 @@ type Config struct {
 	// long (not even an acknowledgement of its keep-alive), which is how a
 	// dead peer is noticed. The effective value is the smaller of both
 	// sides' (and at least three probe timeouts, so a slow path is not
-	// cut). Zero or negative selects DefaultMaxIdleTimeout (4s).
+	// cut). Zero or negative selects DefaultMaxIdleTimeout (3s).
 	MaxIdleTimeout time.Duration
 
 	// HandshakeTimeout bounds the TLS/QUIC handshake at one address: an

@@ -13,11 +13,11 @@ const (
 	// DefaultMaxIncomingStreams is the default of Config.MaxIncomingStreams.
 	DefaultMaxIncomingStreams = 10000
 	// DefaultKeepAlivePeriod is the default of Config.KeepAlivePeriod.
-	DefaultKeepAlivePeriod = 1500 * time.Millisecond
+	DefaultKeepAlivePeriod = time.Second
 	// DefaultMaxIdleTimeout is the default of Config.MaxIdleTimeout: a
 	// peer that was killed, or whose network vanished, is noticed within
 	// it.
-	DefaultMaxIdleTimeout = 4 * time.Second
+	DefaultMaxIdleTimeout = 3 * time.Second
 	// DefaultHandshakeTimeout is the default of Config.HandshakeTimeout.
 	DefaultHandshakeTimeout = 2500 * time.Millisecond
 	// DefaultCertLifetime is the default of Config.CertLifetime.
@@ -47,8 +47,8 @@ type Config struct {
 	MaxIncomingStreams int64
 	// KeepAlivePeriod is how long a connection that received nothing
 	// waits before it sends a PING (at most every effective
-	// MaxIdleTimeout/2). Zero selects DefaultKeepAlivePeriod (1.5s);
-	// negative disables it. Keep-alives cost under 100 bytes/s per idle
+	// MaxIdleTimeout/2). Zero selects DefaultKeepAlivePeriod (1s);
+	// negative disables it. Keep-alives cost about 150 bytes/s per idle
 	// connection and also hold NAT bindings (typically 30s or more).
 	KeepAlivePeriod time.Duration
 	// MaxIdleTimeout closes a connection that received nothing for this
@@ -56,7 +56,8 @@ type Config struct {
 	// is noticed within it, and the session's calls fail with UNAVAILABLE.
 	// The effective value is the smaller of both sides'. Raise it on
 	// networks that lose whole seconds of packets. Zero or negative
-	// selects DefaultMaxIdleTimeout (4s).
+	// selects DefaultMaxIdleTimeout (3s). A killed peer is noticed within
+	// KeepAlivePeriod + MaxIdleTimeout (4s by default).
 	MaxIdleTimeout time.Duration
 	// HandshakeTimeout bounds connection set-up: the QUIC handshake, the
 	// HTTP/3 CONNECT request and the identity exchange together; a dial to
