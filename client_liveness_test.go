@@ -3,9 +3,11 @@ package aster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -321,4 +323,63 @@ func TestKilledClientNoticed(t *testing.T) {
 		t.Fatalf("the handler of a killed client still runs after %v", killBound)
 	}
 	waitCall(t, res, killBound, "call of the killed client")
+}
+
+// timeoutDialer fails every dial the way a transport's own timer would,
+// with an error wrapping context.DeadlineExceeded.
+type timeoutDialer struct{}
+
+func (timeoutDialer) Dial(context.Context, discovery.EndpointAddr) (transport.Conn, error) {
+	return nil, fmt.Errorf("handshake: %w", context.DeadlineExceeded)
+}
+
+// A dial that fails by a timer of the transport's while the caller's
+// context is live is UNAVAILABLE, whatever error the transport wraps
+// (PROTOCOL.md 14.2).
+func TestDialTransportTimeoutUnavailable(t *testing.T) {
+	c := aster.NewClient(aster.Address{ID: trust.IDOf(testutil.Key(t, 9))}, aster.WithDialer(timeoutDialer{}))
+	defer c.Close()
+	_, err := aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{})
+	wantCode(t, err, status.Unavailable)
+}
+
+// silentListener accepts connections and their streams but never answers.
+func silentListener(t *testing.T, ln transport.Listener) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close(transport.ConnNoError, "")
+				for {
+					if _, err := c.AcceptStream(ctx); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
+}
+
+// A server that never answers the admission exchange makes the call fail
+// with UNAVAILABLE once the exchange's own bound passes, not with
+// DEADLINE_EXCEEDED while the caller's deadline is far away.
+func TestAdmissionTimeoutUnavailable(t *testing.T) {
+	ln, dialer := transports[0].setup(t, testutil.Key(t, 1))
+	silentListener(t, ln)
+	c := aster.NewClient(ln.Addr(), aster.WithDialer(dialer(testutil.Key(t, 2))))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := waitCall(t, goCall(func() error {
+		_, err := aster.CallUnary[Msg](ctx, c, "Test.echo", &Msg{})
+		return err
+	}), 30*time.Second, "call to a server that never admits")
+	wantCode(t, r.err, status.Unavailable)
 }
