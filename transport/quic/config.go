@@ -32,7 +32,7 @@ const (
 	// Config.MaxConnectionReceiveWindow.
 	DefaultMaxConnectionReceiveWindow = 32 << 20
 	// DefaultLoopbackDialTimeout is the default of Config.LoopbackDialTimeout.
-	DefaultLoopbackDialTimeout = time.Second
+	DefaultLoopbackDialTimeout = 500 * time.Millisecond
 )
 
 // Config tunes the QUIC transport. A nil *Config and zero fields select the
@@ -106,7 +106,8 @@ type Config struct {
 	// local peers can always reach them; for a remote peer that address
 	// leads nowhere and UDP reports no error, so without this bound each
 	// remote Dial would wait a full HandshakeTimeout. Zero or negative
-	// selects DefaultLoopbackDialTimeout (1s).
+	// selects DefaultLoopbackDialTimeout (500ms), so that a dead server
+	// with a loopback and one other address fails a Dial within 3s.
 	LoopbackDialTimeout time.Duration
 }
 
