@@ -268,7 +268,7 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		}
 		if err != nil {
 			c.mu.Unlock()
-			err = dialError(c.addr, err)
+			err = dialError(ctx, c.addr, err)
 			c.opts.logger.Debug("aster: dial failed", "peer", c.addr.ID.Short(), "err", err)
 			return nil, err
 		}
@@ -284,13 +284,17 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 	}
 }
 
-func dialError(a Address, err error) error {
+// dialError maps a failed dial (PROTOCOL.md 14.2). DEADLINE_EXCEEDED and
+// CANCELED are reported only when the caller's own ctx ended; a transport
+// that gave up by its own bound (transport.ErrHandshakeTimeout: nothing
+// answered) is UNAVAILABLE, so that Retry and callers move on.
+func dialError(ctx context.Context, a Address, err error) error {
 	switch {
 	case errors.Is(err, transport.ErrPeerMismatch):
 		return status.Errorf(status.Unauthenticated, "dial %s: %w", a.ID.Short(), err)
-	case errors.Is(err, context.DeadlineExceeded):
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Errorf(status.DeadlineExceeded, "dial %s: %w", a.ID.Short(), err)
-	case errors.Is(err, context.Canceled):
+	case ctx.Err() != nil:
 		return status.Errorf(status.Canceled, "dial %s: %w", a.ID.Short(), err)
 	}
 	return status.Errorf(status.Unavailable, "dial %s: %w", a.ID.Short(), err)
@@ -310,6 +314,19 @@ func isDone(ch <-chan struct{}) bool {
 // none) and returns nil once the server admitted it, or the refusal
 // (UNAUTHENTICATED, with the server's message).
 func (c *Client) admit(ctx context.Context, conn transport.Conn) error {
+	err := c.admitExchange(ctx, conn)
+	if err != nil && ctx.Err() == nil {
+		if code := status.CodeOf(err); code == status.DeadlineExceeded || code == status.Canceled {
+			// The exchange's own bound ran out, not the caller's: the
+			// server did not answer, which is UNAVAILABLE (PROTOCOL.md 14.2).
+			return status.Errorf(status.Unavailable, "admission: no answer within %v", admissionTimeout)
+		}
+	}
+	return err
+}
+
+// admitExchange is admit without the mapping of its own timeout.
+func (c *Client) admitExchange(ctx context.Context, conn transport.Conn) error {
 	hello := admitHello{}
 	if cr := c.opts.cred; cr != nil {
 		b, err := cr.Encode()
@@ -634,6 +651,9 @@ func (t transportCaller) DescribeMethod(ctx context.Context, call *middleware.Ca
 	return t.c.DescribeMethod(ctx, call)
 }
 
+// headerBufs holds scratch buffers for encoding call headers.
+var headerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
 // openStream opens a stream on conn and queues the call header.
 func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *middleware.Call) (*clientStream, error) {
 	h := wire.Header{
@@ -653,6 +673,15 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	if err := h.Validate(); err != nil {
 		return nil, err
 	}
+	// Encode the header before a stream exists: one over the 64 KiB limit
+	// (PROTOCOL.md 4.3) is RESOURCE_EXHAUSTED and costs the server nothing.
+	hb := headerBufs.Get().(*[]byte)
+	defer headerBufs.Put(hb)
+	enc, err := wire.AppendHeader((*hb)[:0], &h, false)
+	*hb = enc[:0]
+	if err != nil {
+		return nil, status.Wrap(status.ResourceExhausted, err)
+	}
 	st, err := conn.OpenStream(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -667,7 +696,7 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	if call.Pattern.ClientStreams() {
 		cs.w.SetStreaming()
 	}
-	if err := cs.w.Append(func(b []byte) ([]byte, error) { return wire.AppendHeader(b, &h, false) }); err != nil {
+	if err := cs.w.Append(func(b []byte) ([]byte, error) { return append(b, enc...), nil }); err != nil {
 		st.Reset(transport.CodeInternal)
 		return nil, status.Wrap(status.Internal, err)
 	}

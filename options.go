@@ -270,8 +270,12 @@ func WithShutdownLinger(d time.Duration) ServerOption {
 // self-signed relay certificate; see transport/relay), keeps that
 // connection (reconnecting when it drops), serves the connections peers
 // dial through it, and the server's Address carries the URL so that clients
-// that cannot reach it directly go through the relay. The first
-// registration must succeed, or ListenAndServe fails. Default: no relay.
+// that cannot reach it directly go through the relay. When the server also
+// listens with direct QUIC, a relay that is down or unreachable at start is
+// logged as a warning and retried in the background, and the server starts
+// on its direct addresses; a server reachable only through its relay
+// (WithIPTransports(false)) fails to start instead. A relay that refuses
+// the registration fails the start either way. Default: no relay.
 func WithHomeRelay(url string) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.relayURL = url })
 }

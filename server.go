@@ -290,13 +290,15 @@ func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
 	}
 	if s.opts.relayURL != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), relay.DefaultConnectTimeout)
-		ln, err := relay.Listen(ctx, s.opts.relayURL, s.key, &relay.Config{QUIC: s.opts.quic, Logger: s.opts.logger})
+		// A server that also listens directly starts without its relay
+		// when the relay is down, and keeps connecting in the background.
+		ln, err := relay.Listen(ctx, s.opts.relayURL, s.key, &relay.Config{QUIC: s.opts.quic, Logger: s.opts.logger, ConnectInBackground: len(lns) > 0})
 		cancel()
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("aster: home relay: %w", err)
 		}
-		s.opts.logger.Info("registered at the home relay", "relay", s.opts.relayURL, "endpoint", s.id.String())
+		s.opts.logger.Info("home relay", "relay", s.opts.relayURL, "endpoint", s.id.String())
 		lns = append(lns, ln)
 		a.Relay = ln.Addr().Relay
 	}

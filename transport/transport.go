@@ -96,6 +96,13 @@ func (e *ConnError) Error() string {
 // not match the endpoint id that was dialled.
 var ErrPeerMismatch = errors.New("transport: peer key does not match the dialled endpoint id")
 
+// ErrHandshakeTimeout is wrapped by Dial errors when the transport's own
+// handshake bound ran out while the caller's context was still live: the
+// address did not answer (nothing listens there, or it is unreachable).
+// It is not a context error, so clients report it as UNAVAILABLE (PROTOCOL.md
+// 14.2) and retry elsewhere, not as DEADLINE_EXCEEDED.
+var ErrHandshakeTimeout = errors.New("transport: handshake timed out")
+
 // ErrListenerClosed is returned by Accept after the listener was closed.
 var ErrListenerClosed = errors.New("transport: listener closed")
 

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +75,16 @@ SIGINT or SIGTERM shut the relay down gracefully.`,
 	return cmd
 }
 
+// selfSigned reports whether the DER certificate is signed by its own key
+// (so no system root vouches for it and clients must pin it).
+func selfSigned(der []byte) bool {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return false
+	}
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
 func runRelay(cmd *cobra.Command, f relayFlags) error {
 	ctx := cmd.Context()
 	var level slog.Level
@@ -141,11 +153,22 @@ func runRelay(cmd *cobra.Command, f relayFlags) error {
 	if p, err := strconv.Atoi(port); err == nil && p == 0 {
 		_, port, _ = net.SplitHostPort(ln.Addr().String())
 	}
+	// Bind everything before printing anything: a supervisor that waits
+	// for the URL must not see one from a relay about to exit.
+	var hl net.Listener
+	if f.httpListen != "" {
+		if hl, err = net.Listen("tcp", f.httpListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("relay: listen for HTTP: %w", err)
+		}
+	}
 	der := cert.tls.Certificate[0]
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "aster relay listening on %s\n", ln.Addr())
 	fmt.Fprintf(out, "certificate sha256: %s\n", relay.Fingerprint(der))
-	if cert.created {
+	if cert.created || selfSigned(der) {
+		// Only the pinned URL works with a self-signed certificate, also
+		// when it was loaded from --tls-cert on a restart.
 		fmt.Fprintf(out, "relay URL: %s\n", relay.PinnedURL(net.JoinHostPort(hostname, port), der))
 	} else {
 		fmt.Fprintf(out, "relay URL: https://%s (or %s to pin the certificate)\n",
@@ -154,12 +177,7 @@ func runRelay(cmd *cobra.Command, f relayFlags) error {
 
 	var hs *http.Server
 	httpDone := make(chan struct{})
-	if f.httpListen != "" {
-		hl, err := net.Listen("tcp", f.httpListen)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("relay: listen for HTTP: %w", err)
-		}
+	if hl != nil {
 		fmt.Fprintf(out, "health and metrics on http://%s/healthz and /metrics\n", hl.Addr())
 		hs = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {

@@ -11,11 +11,14 @@ const (
 	// DefaultMaxIncomingStreams is the default of Config.MaxIncomingStreams.
 	DefaultMaxIncomingStreams = 10000
 	// DefaultKeepAlivePeriod is the default of Config.KeepAlivePeriod.
-	DefaultKeepAlivePeriod = 15 * time.Second
-	// DefaultMaxIdleTimeout is the default of Config.MaxIdleTimeout.
-	DefaultMaxIdleTimeout = 60 * time.Second
-	// DefaultHandshakeTimeout is the default of Config.HandshakeTimeout.
-	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultKeepAlivePeriod = time.Second
+	// DefaultMaxIdleTimeout is the default of Config.MaxIdleTimeout: a
+	// peer that was killed, or whose network vanished, is noticed within
+	// it.
+	DefaultMaxIdleTimeout = 3 * time.Second
+	// DefaultHandshakeTimeout is the default of Config.HandshakeTimeout: a
+	// dial to an address where nothing answers fails after it.
+	DefaultHandshakeTimeout = 2500 * time.Millisecond
 	// DefaultInitialStreamReceiveWindow is the default of
 	// Config.InitialStreamReceiveWindow.
 	DefaultInitialStreamReceiveWindow = 512 << 10
@@ -29,13 +32,27 @@ const (
 	// Config.MaxConnectionReceiveWindow.
 	DefaultMaxConnectionReceiveWindow = 32 << 20
 	// DefaultLoopbackDialTimeout is the default of Config.LoopbackDialTimeout.
-	DefaultLoopbackDialTimeout = time.Second
+	DefaultLoopbackDialTimeout = 500 * time.Millisecond
 )
 
 // Config tunes the QUIC transport. A nil *Config and zero fields select the
 // documented defaults, which differ from quic-go's where those do not suit
 // an RPC system (quic-go allows only 100 concurrent streams and disables
 // keep-alives, so idle connections die after 30s).
+//
+// Liveness: with the defaults a peer that was killed (or whose network
+// vanished without a CONNECTION_CLOSE) is noticed within KeepAlivePeriod +
+// MaxIdleTimeout (1s + 3s: the idle timer restarts when the first PING
+// after the peer's last packet is sent): calls in flight on the connection
+// fail with UNAVAILABLE, new calls redial, and a server cancels the
+// handlers of the dead client. The price is keep-alive traffic: an idle
+// connection exchanges a PING and its ACK once a KeepAlivePeriod (1s),
+// about 150 bytes/s with UDP/IP headers per idle connection; a busy
+// connection sends no extra packets. A 1s keep-alive also holds NAT and
+// firewall UDP bindings, whose timeouts are typically 30s or more. On
+// networks that lose whole seconds of packets (mobile hand-over), raise
+// MaxIdleTimeout (and KeepAlivePeriod with it) to trade detection time for
+// tolerance; the effective idle timeout is the smaller of both sides'.
 type Config struct {
 	// MaxIncomingStreams is how many bidirectional streams the peer may have
 	// open at once on one connection; the peer's OpenStream blocks beyond
@@ -44,20 +61,26 @@ type Config struct {
 	// Zero or negative selects DefaultMaxIncomingStreams (10000).
 	MaxIncomingStreams int64
 
-	// KeepAlivePeriod is how often a PING is sent on an otherwise idle
-	// connection (at most every MaxIdleTimeout/2). Zero selects
-	// DefaultKeepAlivePeriod (15s); a negative value disables keep-alives.
+	// KeepAlivePeriod is how long a connection that received nothing waits
+	// before it sends a PING, which the peer acknowledges (quic-go sends
+	// one at most every effective MaxIdleTimeout/2). Zero selects
+	// DefaultKeepAlivePeriod (1s); a negative value disables keep-alives,
+	// and idle connections then close after MaxIdleTimeout.
 	KeepAlivePeriod time.Duration
 
 	// MaxIdleTimeout closes a connection that received nothing for this
-	// long. The effective value is the smaller of both sides'. Zero or
-	// negative selects DefaultMaxIdleTimeout (60s).
+	// long (not even an acknowledgement of its keep-alive), which is how a
+	// dead peer is noticed. The effective value is the smaller of both
+	// sides' (and at least three probe timeouts, so a slow path is not
+	// cut). Zero or negative selects DefaultMaxIdleTimeout (3s).
 	MaxIdleTimeout time.Duration
 
-	// HandshakeTimeout bounds the TLS/QUIC handshake. A Dial attempt at one
-	// address fails after it; on the listening side quic-go aborts a
-	// handshake that saw no packet for this long, or ran for twice as long.
-	// Zero or negative selects DefaultHandshakeTimeout (10s).
+	// HandshakeTimeout bounds the TLS/QUIC handshake at one address: an
+	// attempt that hears nothing from the peer for this long fails (so a
+	// dial to an address where nothing listens fails after it), and one
+	// that keeps hearing from a slow peer fails after twice as long. The
+	// listening side applies the same bounds. Zero or negative selects
+	// DefaultHandshakeTimeout (2.5s).
 	HandshakeTimeout time.Duration
 
 	// InitialStreamReceiveWindow is the initial per-stream flow-control
@@ -83,7 +106,8 @@ type Config struct {
 	// local peers can always reach them; for a remote peer that address
 	// leads nowhere and UDP reports no error, so without this bound each
 	// remote Dial would wait a full HandshakeTimeout. Zero or negative
-	// selects DefaultLoopbackDialTimeout (1s).
+	// selects DefaultLoopbackDialTimeout (500ms), so that a dead server
+	// with a loopback and one other address fails a Dial within 3s.
 	LoopbackDialTimeout time.Duration
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -101,9 +100,10 @@ func (d *Dialer) transport() (*quicgo.Transport, *tls.Config, error) {
 }
 
 // Dial connects to the endpoint addr.ID at its direct addresses, tried in
-// order until one succeeds (addr.Relay is ignored). Each attempt is bounded
-// by Config.HandshakeTimeout, or Config.LoopbackDialTimeout for a loopback
-// address that is not the last one. A peer that proves a key other than
+// order until one succeeds (addr.Relay is ignored). An attempt fails when
+// the peer stays silent for Config.HandshakeTimeout (or twice that in all),
+// or after Config.LoopbackDialTimeout for a loopback address that is not
+// the last one; such failures wrap transport.ErrHandshakeTimeout. A peer that proves a key other than
 // addr.ID is rejected with an error wrapping transport.ErrPeerMismatch; if
 // all attempts fail, the error joins every attempt's error.
 func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transport.Conn, error) {
@@ -126,14 +126,16 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 			errs = append(errs, fmt.Errorf("%v: %w", ap, ErrNoAddress))
 			continue
 		}
-		timeout := d.cfg.HandshakeTimeout
+		// quic-go fails a handshake that hears nothing for HandshakeTimeout
+		// and bounds a slow one at twice that; the context is a backstop.
+		timeout := 2 * d.cfg.HandshakeTimeout
 		if ap.Addr().Unmap().IsLoopback() && i < len(addr.Direct)-1 {
 			timeout = min(timeout, d.cfg.LoopbackDialTimeout)
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		c, err := d.dialOne(actx, tr, base, addr.ID, net.UDPAddrFromAddrPort(ap))
 		if err != nil && ctx.Err() == nil && actx.Err() != nil {
-			err = fmt.Errorf("no handshake within %v: %w", timeout, err)
+			err = fmt.Errorf("no handshake within %v: %w", timeout, transport.ErrHandshakeTimeout)
 		}
 		cancel()
 		if err == nil {
@@ -149,7 +151,7 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 
 // DialAddr connects to the endpoint want at the packet connection address
 // remote (for a relay transport, an address naming the peer on the relay),
-// bounded by Config.HandshakeTimeout. A peer that proves another key is
+// bounded like one attempt of Dial. A peer that proves another key is
 // rejected with an error wrapping transport.ErrPeerMismatch.
 func (d *Dialer) DialAddr(ctx context.Context, want trust.EndpointID, remote net.Addr) (transport.Conn, error) {
 	if d.keyErr != nil {
@@ -159,12 +161,12 @@ func (d *Dialer) DialAddr(ctx context.Context, want trust.EndpointID, remote net
 	if err != nil {
 		return nil, fmt.Errorf("quic: dial %s: %w", want.Short(), err)
 	}
-	actx, cancel := context.WithTimeout(ctx, d.cfg.HandshakeTimeout)
+	actx, cancel := context.WithTimeout(ctx, 2*d.cfg.HandshakeTimeout)
 	defer cancel()
 	c, err := d.dialOne(actx, tr, base, want, remote)
 	if err != nil {
 		if ctx.Err() == nil && actx.Err() != nil {
-			err = fmt.Errorf("no handshake within %v: %w", d.cfg.HandshakeTimeout, err)
+			err = fmt.Errorf("no handshake within %v: %w", 2*d.cfg.HandshakeTimeout, transport.ErrHandshakeTimeout)
 		}
 		return nil, fmt.Errorf("quic: dial %s at %v: %w", want.Short(), remote, err)
 	}
@@ -216,7 +218,7 @@ func dialError(ctx context.Context, err error) error {
 	var hsErr *quicgo.HandshakeTimeoutError
 	var idleErr *quicgo.IdleTimeoutError
 	if errors.As(err, &hsErr) || errors.As(err, &idleErr) {
-		return fmt.Errorf("handshake timed out: %w", os.ErrDeadlineExceeded)
+		return fmt.Errorf("peer silent: %w", transport.ErrHandshakeTimeout)
 	}
 	if ce := connError(err); ce != nil {
 		return ce

@@ -456,6 +456,50 @@ func TestServerConfigRelay(t *testing.T) {
 // TestListenAndServeErrors: a server without any transport, or whose home
 // relay cannot be reached or does not present the pinned certificate,
 // fails to start with a clear error.
+// A server that also listens directly starts when its home relay is down:
+// its address carries the relay, it serves direct calls, and it registers
+// once the relay comes up.
+func TestListenAndServeRelayDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := l.Addr().String()
+	l.Close()
+	cert, err := relay.SelfSignedCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := relay.PinnedURL(deadAddr, cert.Certificate[0])
+	addr := startServer(t, aster.WithHomeRelay(url))
+	if addr.Relay != url || len(addr.Direct) == 0 {
+		t.Fatalf("address %+v, want the direct addresses and the relay", addr)
+	}
+	c, err := aster.DialAddress(ctxT(t), addr, aster.WithRelayFallback(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	allPatterns(t, c, "direct while the relay is down")
+	c.Close()
+
+	// The relay comes up: the server registers, and the relay alone
+	// reaches it.
+	r := startRelay(t, deadAddr, relay.ServerConfig{Certificate: cert})
+	deadline := time.Now().Add(4 * relay.MaxReconnectDelay)
+	for r.srv.Stats().Endpoints == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never registered at its relay once it was up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c, err = aster.DialAddress(ctxT(t), addr, aster.WithIPTransports(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	allPatterns(t, c, "relay after it came up")
+}
+
 func TestListenAndServeErrors(t *testing.T) {
 	r := startRelay(t, "127.0.0.1:0", relay.ServerConfig{})
 	other, err := relay.SelfSignedCertificate()
@@ -472,10 +516,10 @@ func TestListenAndServeErrors(t *testing.T) {
 		opts []aster.ServerOption
 		want string
 	}{
-		"no transport":  {[]aster.ServerOption{aster.WithIPTransports(false)}, "nothing to listen on"},
-		"bad URL":       {[]aster.ServerOption{aster.WithHomeRelay("relay.example:3340")}, "scheme must be https"},
-		"wrong pin":     {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(r.addr, other.Certificate[0]))}, "does not match the pinned"},
-		"relay is down": {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(deadAddr, other.Certificate[0]))}, "connect to " + deadAddr},
+		"no transport":              {[]aster.ServerOption{aster.WithIPTransports(false)}, "nothing to listen on"},
+		"bad URL":                   {[]aster.ServerOption{aster.WithHomeRelay("relay.example:3340")}, "scheme must be https"},
+		"wrong pin":                 {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(r.addr, other.Certificate[0]))}, "does not match the pinned"},
+		"relay is down, relay only": {[]aster.ServerOption{aster.WithHomeRelay(relay.PinnedURL(deadAddr, other.Certificate[0])), aster.WithIPTransports(false)}, "connect to " + deadAddr},
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := aster.NewServer(append([]aster.ServerOption{aster.WithLogger(quiet)}, tc.opts...)...)

@@ -9,3 +9,7 @@ func SetTamper(s *Server, fn func(src, dst trust.EndpointID, pkt []byte) []byte)
 	s.tamper = fn
 	s.mu.Unlock()
 }
+
+// SetBeforeWrite installs fn to run before each queued frame pc writes to
+// its relay, so that tests can hold the writer.
+func SetBeforeWrite(pc *PacketConn, fn func()) { pc.beforeWrite.Store(&fn) }

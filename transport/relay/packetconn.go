@@ -30,6 +30,10 @@ const (
 	DefaultPingInterval = 15 * time.Second
 	// MaxReconnectDelay is the longest wait between reconnection attempts.
 	MaxReconnectDelay = 5 * time.Second
+	// CloseFlushTimeout bounds how long PacketConn.Close waits for the
+	// datagrams already queued (such as a QUIC CONNECTION_CLOSE) to be
+	// written to the relay.
+	CloseFlushTimeout = time.Second
 )
 
 // Config configures the endpoint side of the relay transport. A nil
@@ -55,6 +59,16 @@ type Config struct {
 	// Logger logs lost and restored relay connections (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// ConnectInBackground makes DialPacketConn (and Listen) return a
+	// packet connection even when the first connection to the relay fails
+	// for a reason retrying can change (the relay is down or unreachable,
+	// not a certificate that fails verification or a refused registration):
+	// it logs a warning and keeps connecting in the background, as after
+	// a lost connection; datagrams written meanwhile are dropped. A server
+	// that is also reachable directly sets it, so that a relay outage does
+	// not keep it from starting. Default false: the first connection must
+	// succeed.
+	ConnectInBackground bool
 }
 
 func (c *Config) withDefaults() Config {
@@ -120,10 +134,20 @@ type PacketConn struct {
 	send   chan []byte   // SEND frames
 	recv   chan datagram // received datagrams
 	closed chan struct{}
-	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
-	once   sync.Once
-	wg     sync.WaitGroup
+
+	flush     chan struct{} // closed by Close: write what is queued, then CLOSE
+	flushed   chan struct{} // closed once the queue and CLOSE were written
+	flushOnce sync.Once
+	closeMu   sync.Mutex // serializes drain
+	closeSent bool       // under mu: the writer sent CLOSE
+
+	// beforeWrite, if set (by tests), runs before each queued frame is
+	// written to the relay.
+	beforeWrite atomic.Pointer[func()]
+	ctx         context.Context // cancelled by Close
+	cancel      context.CancelFunc
+	once        sync.Once
+	wg          sync.WaitGroup
 
 	mu       sync.Mutex
 	conn     net.Conn      // the current relay connection
@@ -143,7 +167,9 @@ var _ net.PacketConn = (*PacketConn)(nil)
 // must succeed within ctx and Config.ConnectTimeout; later ones are retried
 // in the background until Close. A registration the relay refuses (bad
 // proof, replaced by another registration of the same id) is permanent:
-// ReadFrom and WriteTo then fail with an error wrapping *CloseError.
+// ReadFrom and WriteTo then fail with an error wrapping *CloseError. With
+// Config.ConnectInBackground a failed first connection is retried in the
+// background instead.
 func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, cfg *Config) (*PacketConn, error) {
 	u, err := ParseURL(relayURL)
 	if err != nil {
@@ -162,14 +188,20 @@ func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, c
 		send:     make(chan []byte, c.QueueLen),
 		recv:     make(chan datagram, c.QueueLen),
 		closed:   make(chan struct{}),
+		flush:    make(chan struct{}),
+		flushed:  make(chan struct{}),
 		deadline: make(chan struct{}),
 		changed:  make(chan struct{}),
 	}
 	pc.ctx, pc.cancel = context.WithCancel(context.Background())
 	conn, br, err := pc.connect(ctx)
 	if err != nil {
-		pc.cancel()
-		return nil, err
+		if !c.ConnectInBackground || permanent(err) || certError(err) || ctx.Err() != nil {
+			pc.cancel()
+			return nil, err
+		}
+		c.Logger.Warn("relay: cannot reach the relay; connecting in the background", "relay", u.HostPort(), "err", err)
+		conn, br = nil, nil
 	}
 	pc.wg.Add(1)
 	go pc.run(conn, br)
@@ -192,7 +224,7 @@ func clientTLSConfig(u *URL, roots *x509.CertPool) *tls.Config {
 				return errors.New("relay: no certificate")
 			}
 			if h := sha256.Sum256(cs.PeerCertificates[0].Raw); !bytes.Equal(h[:], pin[:]) {
-				return fmt.Errorf("relay: certificate SHA-256 %x does not match the pinned %x", h, pin)
+				return fmt.Errorf("relay: certificate SHA-256 %x does not match the pinned %x: %w", h, pin, errPinMismatch)
 			}
 			return nil
 		}
@@ -266,25 +298,40 @@ func (c *PacketConn) register(ctx context.Context, raw net.Conn) (net.Conn, *buf
 	return nil, nil, fmt.Errorf("%w: expected ACCEPTED or CLOSE, got frame type %#x", ErrProtocol, typ)
 }
 
+// errPinMismatch is wrapped by the error of a relay whose certificate is
+// not the one its URL pins.
+var errPinMismatch = errors.New("wrong relay certificate")
+
+// certError reports whether err is a relay certificate that failed
+// verification: a configuration error that waiting does not fix.
+func certError(err error) bool {
+	var ve *tls.CertificateVerificationError
+	return errors.Is(err, errPinMismatch) || errors.As(err, &ve)
+}
+
 // permanent reports whether a relay's refusal will not change by retrying.
 func permanent(err error) bool {
 	var ce *CloseError
 	return errors.As(err, &ce) && (ce.Code == CloseBadProof || ce.Code == CloseReplaced)
 }
 
-// run serves relay connections until Close, reconnecting when one drops.
+// run serves relay connections until Close, reconnecting when one drops;
+// a nil conn starts by connecting.
 func (c *PacketConn) run(conn net.Conn, br *bufio.Reader) {
 	defer c.wg.Done()
 	for {
-		err := c.serve(conn, br)
-		if c.isClosed() {
-			return
+		var err error
+		if conn != nil {
+			err = c.serve(conn, br)
+			if c.isClosed() {
+				return
+			}
+			if permanent(err) {
+				c.fail(err)
+				return
+			}
+			c.cfg.Logger.Warn("relay: connection lost, reconnecting", "relay", c.url.HostPort(), "err", err)
 		}
-		if permanent(err) {
-			c.fail(err)
-			return
-		}
-		c.cfg.Logger.Warn("relay: connection lost, reconnecting", "relay", c.url.HostPort(), "err", err)
 		delay := 50 * time.Millisecond
 		for {
 			t := time.NewTimer(delay)
@@ -387,11 +434,15 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
+		case <-c.flush:
+			c.writeQueued(conn, bw)
+			return
 		case <-ping.C:
 			var p [8]byte
 			_, _ = rand.Read(p[:])
 			f = appendFrame(nil, framePing, p[:])
 		case f = <-c.send:
+			c.hookWrite()
 		}
 		if now := time.Now(); now.Sub(pushed) > deadlineEvery {
 			_ = conn.SetWriteDeadline(now.Add(3 * c.cfg.PingInterval))
@@ -406,6 +457,7 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 		for more := true; more; {
 			select {
 			case f := <-c.send:
+				c.hookWrite()
 				_, err := bw.Write(f)
 				putBuf(f)
 				if err != nil {
@@ -420,6 +472,64 @@ func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
 			fail()
 			return
 		}
+	}
+}
+
+func (c *PacketConn) hookWrite() {
+	if f := c.beforeWrite.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// writeQueued writes the frames queued when Close was called, and a CLOSE
+// after them, within CloseFlushTimeout; then it reports to Close.
+func (c *PacketConn) writeQueued(conn net.Conn, bw *bufio.Writer) {
+	defer c.flushOnce.Do(func() { close(c.flushed) })
+	_ = conn.SetWriteDeadline(time.Now().Add(CloseFlushTimeout))
+	for more := true; more; {
+		select {
+		case f := <-c.send:
+			c.hookWrite()
+			_, err := bw.Write(f)
+			putBuf(f)
+			if err != nil {
+				return
+			}
+		default:
+			more = false
+		}
+	}
+	if _, err := bw.Write(closeFrame(CloseNormal, "")); err != nil {
+		return
+	}
+	if bw.Flush() == nil {
+		c.mu.Lock()
+		c.closeSent = true
+		c.mu.Unlock()
+	}
+}
+
+// drain asks the writer of the live relay connection to write what is
+// queued and waits for it, at most CloseFlushTimeout.
+func (c *PacketConn) drain() {
+	c.mu.Lock()
+	live := c.conn != nil && !c.isClosed()
+	c.mu.Unlock()
+	select {
+	case <-c.flush:
+		return // an earlier Close asked already
+	default:
+	}
+	close(c.flush)
+	if !live {
+		return
+	}
+	t := time.NewTimer(CloseFlushTimeout)
+	defer t.Stop()
+	select {
+	case <-c.flushed:
+	case <-c.closed:
+	case <-t.C:
 	}
 }
 
@@ -447,9 +557,11 @@ func (c *PacketConn) shut() {
 		c.cancel()
 		c.mu.Lock()
 		if c.conn != nil {
-			// Best effort: tell the relay before going.
-			_ = c.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			_, _ = c.conn.Write(closeFrame(CloseNormal, ""))
+			if !c.closeSent {
+				// Best effort: tell the relay before going.
+				_ = c.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				_, _ = c.conn.Write(closeFrame(CloseNormal, ""))
+			}
 			c.conn.Close()
 		}
 		c.mu.Unlock()
@@ -510,10 +622,15 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return len(p), nil
 }
 
-// Close closes the relay connection and stops reconnecting. Pending and
-// later ReadFrom and WriteTo calls fail. Close is safe to call more than
-// once.
+// Close closes the relay connection and stops reconnecting. It first
+// writes the datagrams already queued (a QUIC CONNECTION_CLOSE sent just
+// before Close among them) to the relay, waiting at most
+// CloseFlushTimeout. Pending and later ReadFrom and WriteTo calls fail.
+// Close is safe to call more than once and concurrently.
 func (c *PacketConn) Close() error {
+	c.closeMu.Lock()
+	c.drain()
+	c.closeMu.Unlock()
 	c.shut()
 	c.wg.Wait()
 	c.mu.Lock()

@@ -13,11 +13,13 @@ const (
 	// DefaultMaxIncomingStreams is the default of Config.MaxIncomingStreams.
 	DefaultMaxIncomingStreams = 10000
 	// DefaultKeepAlivePeriod is the default of Config.KeepAlivePeriod.
-	DefaultKeepAlivePeriod = 15 * time.Second
-	// DefaultMaxIdleTimeout is the default of Config.MaxIdleTimeout.
-	DefaultMaxIdleTimeout = 60 * time.Second
+	DefaultKeepAlivePeriod = time.Second
+	// DefaultMaxIdleTimeout is the default of Config.MaxIdleTimeout: a
+	// peer that was killed, or whose network vanished, is noticed within
+	// it.
+	DefaultMaxIdleTimeout = 3 * time.Second
 	// DefaultHandshakeTimeout is the default of Config.HandshakeTimeout.
-	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultHandshakeTimeout = 2500 * time.Millisecond
 	// DefaultCertLifetime is the default of Config.CertLifetime.
 	DefaultCertLifetime = 13 * 24 * time.Hour
 	// MaxCertLifetime is the longest certificate validity browsers accept
@@ -43,15 +45,24 @@ type Config struct {
 	// blocks beyond it. Zero or negative selects DefaultMaxIncomingStreams
 	// (10000).
 	MaxIncomingStreams int64
-	// KeepAlivePeriod is how often a PING is sent on an idle connection.
-	// Zero selects DefaultKeepAlivePeriod (15s); negative disables it.
+	// KeepAlivePeriod is how long a connection that received nothing
+	// waits before it sends a PING (at most every effective
+	// MaxIdleTimeout/2). Zero selects DefaultKeepAlivePeriod (1s);
+	// negative disables it. Keep-alives cost about 150 bytes/s per idle
+	// connection and also hold NAT bindings (typically 30s or more).
 	KeepAlivePeriod time.Duration
 	// MaxIdleTimeout closes a connection that received nothing for this
-	// long. Zero or negative selects DefaultMaxIdleTimeout (60s).
+	// long (not even the acknowledgement of a keep-alive): a killed peer
+	// is noticed within it, and the session's calls fail with UNAVAILABLE.
+	// The effective value is the smaller of both sides'. Raise it on
+	// networks that lose whole seconds of packets. Zero or negative
+	// selects DefaultMaxIdleTimeout (3s). A killed peer is noticed within
+	// KeepAlivePeriod + MaxIdleTimeout (4s by default).
 	MaxIdleTimeout time.Duration
 	// HandshakeTimeout bounds connection set-up: the QUIC handshake, the
-	// HTTP/3 CONNECT request and the identity exchange together. Zero or
-	// negative selects DefaultHandshakeTimeout (10s).
+	// HTTP/3 CONNECT request and the identity exchange together; a dial to
+	// an address where nothing answers fails after it. Zero or negative
+	// selects DefaultHandshakeTimeout (2.5s).
 	HandshakeTimeout time.Duration
 	// CertLifetime is the validity period of the listener's TLS
 	// certificates. A certificate is served for half of it, then replaced.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"sync"
 	"time"
 
@@ -79,7 +78,8 @@ func (d *Dialer) transport() (*quicgo.Transport, *wt.Transport, error) {
 // Dial opens a session at addr.WebTransport and verifies that the server
 // proves the key addr.ID (otherwise the error wraps
 // transport.ErrPeerMismatch). The whole set-up is bounded by
-// Config.HandshakeTimeout.
+// Config.HandshakeTimeout; running out of it (e.g. nothing listens at the
+// address) is an error wrapping transport.ErrHandshakeTimeout.
 func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transport.Conn, error) {
 	if d.keyErr != nil {
 		return nil, fmt.Errorf("webtransport: dial %s: %w", addr.ID.Short(), d.keyErr)
@@ -103,7 +103,7 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 	c, err := d.dial(hctx, tr, wtr, u, addr.ID)
 	if err != nil {
 		if ctx.Err() == nil && hctx.Err() != nil {
-			err = fmt.Errorf("no handshake within %v: %w", d.cfg.HandshakeTimeout, os.ErrDeadlineExceeded)
+			err = fmt.Errorf("no handshake within %v: %w", d.cfg.HandshakeTimeout, transport.ErrHandshakeTimeout)
 		}
 		return nil, fmt.Errorf("webtransport: dial %s at %s: %w", addr.ID.Short(), addr.WebTransport, err)
 	}
@@ -125,6 +125,11 @@ func (d *Dialer) dial(ctx context.Context, tr *quicgo.Transport, wtr *wt.Transpo
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("handshake: %w", context.Cause(ctx))
+		}
+		var hsErr *quicgo.HandshakeTimeoutError
+		var idleErr *quicgo.IdleTimeoutError
+		if errors.As(err, &hsErr) || errors.As(err, &idleErr) {
+			return nil, fmt.Errorf("peer silent: %w", transport.ErrHandshakeTimeout)
 		}
 		if ce := connError(err); ce != nil {
 			return nil, ce
