@@ -337,8 +337,14 @@ func TestCollector(t *testing.T) {
 		t.Fatalf("reading the server's address: %v\n%s", err, srvLogs)
 	}
 	addr := strings.TrimSpace(line)
-	if !strings.Contains(srvLogs.String(), "telemetry on") {
-		t.Errorf("server did not turn telemetry on; log:\n%s", srvLogs)
+	// The log (stderr) and the address (stdout) travel on different pipes:
+	// the line may be read before the log that preceded it has arrived, so
+	// wait for it a bounded time (an external process: no event to wait on).
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(srvLogs.String(), "telemetry on"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("server did not turn telemetry on; log:\n%s", srvLogs)
+			break
+		}
 	}
 
 	// The CLI exports over OTLP HTTP.
