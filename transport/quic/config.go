@@ -26,8 +26,14 @@ const (
 	// Config.MaxStreamReceiveWindow.
 	DefaultMaxStreamReceiveWindow = 16 << 20
 	// DefaultInitialConnectionReceiveWindow is the default of
-	// Config.InitialConnectionReceiveWindow.
+	// Config.InitialConnectionReceiveWindow on the listening side.
 	DefaultInitialConnectionReceiveWindow = 1 << 20
+	// DefaultDialInitialConnectionReceiveWindow is the default of
+	// Config.InitialConnectionReceiveWindow for connections a Dialer makes:
+	// 32 streams' initial windows, so that a few response streams the
+	// application stops reading cannot use up the credit that every other
+	// call on the connection needs.
+	DefaultDialInitialConnectionReceiveWindow = 16 << 20
 	// DefaultMaxConnectionReceiveWindow is the default of
 	// Config.MaxConnectionReceiveWindow.
 	DefaultMaxConnectionReceiveWindow = 32 << 20
@@ -93,8 +99,13 @@ type Config struct {
 	// window are raised to it.
 	MaxStreamReceiveWindow uint64
 	// InitialConnectionReceiveWindow is the initial window for all streams
-	// of a connection together. Zero selects
-	// DefaultInitialConnectionReceiveWindow (1 MiB).
+	// of a connection together: how much the peer may send that this side
+	// has not read yet. Zero selects DefaultInitialConnectionReceiveWindow
+	// (1 MiB) for a Listener — what a peer can make the server buffer — and
+	// DefaultDialInitialConnectionReceiveWindow (16 MiB) for a Dialer, whose
+	// window only its own application's unread responses can fill: at
+	// 1 MiB, two response streams left unread (512 KiB each) would stall
+	// every other call on the connection.
 	InitialConnectionReceiveWindow uint64
 	// MaxConnectionReceiveWindow caps the connection window. Zero selects
 	// DefaultMaxConnectionReceiveWindow (32 MiB); values below the initial

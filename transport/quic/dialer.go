@@ -50,6 +50,10 @@ var _ transport.Dialer = (*Dialer)(nil)
 func NewDialer(key trust.SecretKey, cfg *Config) *Dialer {
 	id, err := checkKey(key)
 	c := cfg.withDefaults()
+	if cfg == nil || cfg.InitialConnectionReceiveWindow == 0 {
+		c.InitialConnectionReceiveWindow = DefaultDialInitialConnectionReceiveWindow
+		c.MaxConnectionReceiveWindow = max(c.MaxConnectionReceiveWindow, c.InitialConnectionReceiveWindow)
+	}
 	return &Dialer{
 		id:     id,
 		key:    key,

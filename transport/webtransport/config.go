@@ -81,6 +81,10 @@ type Config struct {
 	// Now is the clock used for certificate validity and rotation. Zero
 	// selects time.Now; tests set it to move time.
 	Now func() time.Time
+
+	// dial is set on a Dialer's copy: the connection receive window is
+	// then the client's (connWindow).
+	dial bool
 }
 
 func (c *Config) withDefaults() Config {
@@ -119,6 +123,16 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
+// connWindow is the initial connection receive window: as transport/quic's,
+// 1 MiB where the server listens and 16 MiB where a client dials, so that a
+// client's unread response streams cannot stall its other calls.
+func (c *Config) connWindow() uint64 {
+	if c.dial {
+		return 16 << 20
+	}
+	return 1 << 20
+}
+
 // quicConfig returns quic-go's configuration; WebTransport needs datagrams
 // and partial-delivery resets enabled.
 func (c *Config) quicConfig() *quicgo.Config {
@@ -128,7 +142,7 @@ func (c *Config) quicConfig() *quicgo.Config {
 		KeepAlivePeriod:                  max(c.KeepAlivePeriod, 0),
 		InitialStreamReceiveWindow:       512 << 10,
 		MaxStreamReceiveWindow:           16 << 20,
-		InitialConnectionReceiveWindow:   1 << 20,
+		InitialConnectionReceiveWindow:   c.connWindow(),
 		MaxConnectionReceiveWindow:       32 << 20,
 		MaxIncomingStreams:               c.MaxIncomingStreams,
 		MaxIncomingUniStreams:            100, // HTTP/3 control and QPACK streams

@@ -53,7 +53,9 @@ var _ transport.Dialer = (*Dialer)(nil)
 // makes every Dial fail with an error wrapping ErrInvalidKey.
 func NewDialer(key trust.SecretKey, cfg *Config) *Dialer {
 	id, err := checkKey(key)
-	return &Dialer{id: id, key: key, keyErr: err, cfg: cfg.withDefaults(), conns: map[*conn]struct{}{}}
+	c := cfg.withDefaults()
+	c.dial = true
+	return &Dialer{id: id, key: key, keyErr: err, cfg: c, conns: map[*conn]struct{}{}}
 }
 
 func (d *Dialer) transport() (*quicgo.Transport, *wt.Transport, error) {
