@@ -31,6 +31,9 @@ const (
 	// connection the server serves at once; it matches the QUIC
 	// transport's limit on concurrent streams.
 	DefaultMaxConcurrentStreams = 10_000
+	// DefaultConnSendBudget caps the bytes the server holds for the
+	// responses of one connection: 4 MiB.
+	DefaultConnSendBudget = 4 << 20
 )
 
 // serverLimits holds the server's resource limits.
@@ -40,6 +43,7 @@ type serverLimits struct {
 	maxConnsPerPeer   int
 	maxAwaitingHeader int
 	maxStreams        int
+	sendBudget        int
 }
 
 func defaultLimits() serverLimits {
@@ -49,6 +53,7 @@ func defaultLimits() serverLimits {
 		maxConnsPerPeer:   DefaultMaxConnsPerPeer,
 		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
 		maxStreams:        DefaultMaxConcurrentStreams,
+		sendBudget:        DefaultConnSendBudget,
 	}
 }
 
@@ -90,6 +95,28 @@ func WithMaxStreamsAwaitingHeader(n int) ServerOption {
 // n <= 0 removes the cap.
 func WithMaxConcurrentStreams(n int) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.maxStreams = n })
+}
+
+// WithConnSendBudget caps the bytes the server holds for the responses of
+// one connection: the frames its calls have encoded and not yet handed to
+// the transport, and the batches the transport's Write has not yet
+// returned from (a client that stops reading makes Write block). A call
+// reserves budget before it encodes a response message, as much as its
+// previous message took (for its first, the connection's previous one; at
+// least one byte); while the connection's budget
+// is used up, Send waits, and ends with the call's cancellation or
+// deadline (CANCELLED, DEADLINE_EXCEEDED) if no room frees in time.
+// Bytes are returned when the Write that carries them returns, or when
+// the call ends. A message larger than the whole budget is still sent,
+// once the connection holds nothing else. Response headers and trailers
+// are charged without waiting. So streams that nobody reads hold at most
+// about n bytes of encoded responses together (plus the growth of
+// messages encoded at the moment the budget filled), whatever their
+// number and message size; the message a handler passes to Send is the
+// application's own memory. Default DefaultConnSendBudget (4 MiB); n <= 0
+// removes the budget.
+func WithConnSendBudget(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.sendBudget = n })
 }
 
 // WithMaxConns caps the connections the server serves at once. A
