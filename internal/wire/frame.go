@@ -82,6 +82,8 @@ type Reader struct {
 	// prefix was read and whose payload has not fully arrived.
 	pending      int
 	pendingFlags byte
+	// peek receives the bytes that show a full buffer must grow.
+	peek [64]byte
 }
 
 // minBuf is the size of the smallest buffer: the HEADER and the message
@@ -169,11 +171,22 @@ func (r *Reader) ensure(n int) error {
 				r.r = 0
 			}
 			if 2*r.w >= len(r.buf) {
+				// Grow only for bytes that are here: with the buffer
+				// full, read some into peek first.
+				var m int
+				if r.w == len(r.buf) {
+					var err error
+					if m, err = r.readPeek(); m == 0 {
+						return err
+					}
+				}
 				size := 2 * len(r.buf)
 				if r.last >= n {
 					size = n
 				}
-				r.grow(max(min(size, n), len(r.buf)+1))
+				r.grow(max(min(size, n), len(r.buf)+m))
+				r.w += copy(r.buf[r.w:], r.peek[:m])
+				continue
 			}
 		}
 		end := 0
@@ -185,6 +198,26 @@ func (r *Reader) ensure(n int) error {
 		}
 	}
 	return nil
+}
+
+// readPeek reads up to len(peek) bytes into peek, for a full buffer.
+func (r *Reader) readPeek() (int, error) {
+	if r.err != nil {
+		err := r.err
+		r.err = nil
+		return 0, err
+	}
+	for range 100 {
+		n, err := r.src.Read(r.peek[:])
+		if n > 0 {
+			r.err = err
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return 0, io.ErrNoProgress
 }
 
 // grow moves the buffered bytes (all at the front) to a buffer of the

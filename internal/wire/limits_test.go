@@ -21,7 +21,7 @@ func stalled(b []byte) io.Reader {
 // A length prefix alone must not make the reader allocate what it claims:
 // only bytes that arrived take memory.
 func TestClaimedLengthReservesNothing(t *testing.T) {
-	for _, sent := range []int{0, 1, 100 << 10} {
+	for _, sent := range []int{0, 1, 64 << 10, 100 << 10} {
 		in := []byte{0x00, 0x00, 0x00, 0x01, 0x00} // a 16 MiB DATA frame
 		in = append(in, bytes.Repeat([]byte{7}, sent)...)
 		r := NewReader(stalled(in), 0)
@@ -31,6 +31,11 @@ func TestClaimedLengthReservesNothing(t *testing.T) {
 		}
 		if limit := max(minBuf, 2*(sent+prefixLen)); cap(r.buf) > limit {
 			t.Errorf("sent %d payload bytes of a claimed 16 MiB: buffer holds %d bytes, want at most %d", sent, cap(r.buf), limit)
+		}
+		// A buffer that the bytes received fill exactly does not grow
+		// until more arrive.
+		if sent == 64<<10 && cap(r.buf) != sent {
+			t.Errorf("64 KiB received fill a %d-byte buffer, want 64 KiB", cap(r.buf))
 		}
 		r.Release()
 	}
