@@ -218,6 +218,7 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	defer putServerCall(c)
 	c.sc, c.st = sc, st
 	c.r.Reset(st, s.opts.maxFrame)
+	c.r.TrimWhenIdle() // a waiting call holds at most a 4 KiB buffer
 	c.w.Reset(st)
 	c.w.SetBudget(st.Context(), sc.budget)
 	c.peer = &sc.peer

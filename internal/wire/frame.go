@@ -62,9 +62,10 @@ func FrameTooLarge(n, max uint64) error {
 // claims: it starts at minBuf bytes, taken when the first read is made,
 // and only a buffer filled with received bytes grows, to the next pooled
 // size class (twice its size, or at once to the frame's size if the
-// previous frame of the stream was at least as large). Between frames, a
-// buffer larger than keepBuf with nothing left in it goes back to its
-// pool, so a call waiting for its next frame holds at most keepBuf bytes.
+// previous frame of the stream was at least as large). With TrimWhenIdle,
+// between frames a buffer larger than keepBuf with nothing left in it goes
+// back to its pool, so a call waiting for its next frame holds at most
+// keepBuf bytes.
 type Reader struct {
 	src io.Reader
 	max uint32
@@ -84,6 +85,8 @@ type Reader struct {
 	pendingFlags byte
 	// peek receives the bytes that show a full buffer must grow.
 	peek [64]byte
+	// trim is set by TrimWhenIdle.
+	trim bool
 }
 
 // minBuf is the size of the smallest buffer: the HEADER and the message
@@ -107,8 +110,16 @@ func (r *Reader) Reset(src io.Reader, max uint32) {
 		max = DefaultMaxFrameSize
 	}
 	r.src, r.max = src, max
-	r.r, r.w, r.err, r.last, r.pending = 0, 0, nil, 0, 0
+	r.r, r.w, r.err, r.last, r.pending, r.trim = 0, 0, nil, 0, 0, false
 }
+
+// TrimWhenIdle makes the Reader, until the next Reset, return a buffer
+// larger than keepBuf (4 KiB) to its pool whenever a frame is to be read
+// and nothing is left in it, so that waiting for a frame holds at most
+// keepBuf bytes of buffer. A server uses it for its calls, which a peer
+// may open by the thousand and leave waiting; it costs a pool round trip
+// per frame larger than keepBuf that arrives after a pause.
+func (r *Reader) TrimWhenIdle() { r.trim = true }
 
 // Release returns the Reader's buffer to the pool. The Reader must not be
 // used afterwards unless Reset.
@@ -276,7 +287,7 @@ var ErrNotHeader = status.New(status.InvalidArgument, "first frame of a call mus
 func (r *Reader) readFrame(first bool) (flags byte, payload []byte, err error) {
 	if r.r == r.w {
 		r.r, r.w = 0, 0
-		if len(r.buf) > keepBuf {
+		if r.trim && len(r.buf) > keepBuf {
 			r.putBuf()
 		}
 	}

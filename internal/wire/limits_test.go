@@ -195,13 +195,15 @@ func (s *stepReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// A reader waiting for its next frame holds at most keepBuf bytes, after a
+// A reader that trims (as servers do) and waits for its next frame holds
+// at most keepBuf bytes, after a
 // small HEADER and after a large frame alike; the wait can fail (a read
 // deadline) and be tried again without losing bytes; a frame as large as
 // the previous one does not regrow step by step.
 func TestWaitingReaderHoldsLittle(t *testing.T) {
 	src := &stepReader{}
 	r := NewReader(src, 0)
+	r.TrimWhenIdle()
 	defer r.Release()
 	hdr := AppendFrame(nil, FlagHeader, bytes.Repeat([]byte{0xa0}, 100))
 	src.chunks = append(src.chunks, hdr)
