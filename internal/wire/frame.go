@@ -84,7 +84,7 @@ type Reader struct {
 	pending      int
 	pendingFlags byte
 	// peek receives the bytes that show a full buffer must grow.
-	peek [64]byte
+	peek [8]byte
 	// trim is set by TrimWhenIdle.
 	trim bool
 }
