@@ -28,9 +28,12 @@ const (
 	// whose HEADER the server is still waiting for.
 	DefaultMaxStreamsAwaitingHeader = 1000
 	// DefaultMaxConcurrentStreams caps the streams (calls) of one
-	// connection the server serves at once; it matches the QUIC
-	// transport's limit on concurrent streams.
-	DefaultMaxConcurrentStreams = 10_000
+	// connection the server serves at once. Calls beyond it wait in the
+	// transport rather than being refused.
+	DefaultMaxConcurrentStreams = 1000
+	// DefaultConnSendBudget caps the bytes the server holds for the
+	// responses of one connection: 4 MiB.
+	DefaultConnSendBudget = 4 << 20
 )
 
 // serverLimits holds the server's resource limits.
@@ -40,6 +43,7 @@ type serverLimits struct {
 	maxConnsPerPeer   int
 	maxAwaitingHeader int
 	maxStreams        int
+	sendBudget        int
 }
 
 func defaultLimits() serverLimits {
@@ -49,6 +53,7 @@ func defaultLimits() serverLimits {
 		maxConnsPerPeer:   DefaultMaxConnsPerPeer,
 		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
 		maxStreams:        DefaultMaxConcurrentStreams,
+		sendBudget:        DefaultConnSendBudget,
 	}
 }
 
@@ -69,12 +74,14 @@ func WithHeaderTimeout(d time.Duration) ServerOption {
 // calls on it wait in the transport (their header timeout starts when they
 // are accepted) until one of the n completes its HEADER or is reset by the
 // header timeout; other connections are not affected. Each waiting stream
-// holds about 21 KiB (a goroutine and a read buffer), so the cap bounds
-// what a peer that opens streams and stalls can make one connection hold:
-// about 21 MiB at the default, for at most the header timeout. Headers of
+// holds about 9 KiB (a goroutine and a read buffer that grows with the
+// bytes received), so the cap bounds what a peer that opens streams and
+// stalls can make one connection hold: about 9 MiB at the default, for at
+// most the header timeout. Headers of
 // well-behaved clients arrive with their stream, so the cap is not reached
 // in normal use. Default DefaultMaxStreamsAwaitingHeader (1,000); n <= 0
-// removes the cap (the transport's stream limit, 10,000 on QUIC, remains).
+// removes the cap (WithMaxConcurrentStreams, and the transport's stream
+// limit, 10,000 on QUIC, remain).
 func WithMaxStreamsAwaitingHeader(n int) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.maxAwaitingHeader = n })
 }
@@ -84,12 +91,39 @@ func WithMaxStreamsAwaitingHeader(n int) ServerOption {
 // streams a peer may open to 10,000; other transports may not). While n
 // are being served the server accepts no further stream on that
 // connection: new calls wait in the transport, as for a transport stream
-// limit, and end with their caller's deadline if no slot frees in time;
-// other connections are not affected. Each stream being served holds about
-// 21 KiB plus its messages. Default DefaultMaxConcurrentStreams (10,000);
-// n <= 0 removes the cap.
+// limit (they are not refused), and end with their caller's deadline if no
+// slot frees in time; other connections are not affected. Each stream
+// being served holds a goroutine and its read buffer, about 7–11 KiB while
+// it waits for its next frame (measured; see RELIABILITY.md), plus the
+// bytes of a message it is receiving and its responses, so the cap bounds
+// what one connection of stalled calls holds: about 11 MiB at the
+// default, besides the send budget (WithConnSendBudget). Raise it
+// for a client that needs more calls in flight on one connection. Default
+// DefaultMaxConcurrentStreams (1,000); n <= 0 removes the cap.
 func WithMaxConcurrentStreams(n int) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.maxStreams = n })
+}
+
+// WithConnSendBudget caps the bytes the server holds for the responses of
+// one connection: the frames its calls have encoded and not yet handed to
+// the transport, and the batches the transport's Write has not yet
+// returned from (a client that stops reading makes Write block). A call
+// reserves budget before it encodes a response message, as much as its
+// previous message took (for its first, the connection's previous one; at
+// least one byte); while the connection's budget
+// is used up, Send waits, and ends with the call's cancellation or
+// deadline (CANCELLED, DEADLINE_EXCEEDED) if no room frees in time.
+// Bytes are returned when the Write that carries them returns, or when
+// the call ends. A message larger than the whole budget is still sent,
+// once the connection holds nothing else. Response headers and trailers
+// are charged without waiting. So streams that nobody reads hold at most
+// about n bytes of encoded responses together (plus the growth of
+// messages encoded at the moment the budget filled), whatever their
+// number and message size; the message a handler passes to Send is the
+// application's own memory. Default DefaultConnSendBudget (4 MiB); n <= 0
+// removes the budget.
+func WithConnSendBudget(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.sendBudget = n })
 }
 
 // WithMaxConns caps the connections the server serves at once. A

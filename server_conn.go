@@ -53,6 +53,9 @@ type serverConn struct {
 	// active holds a slot for each stream being served
 	// (WithMaxConcurrentStreams); nil means no cap.
 	active chan struct{}
+	// budget bounds the bytes held for the connection's responses
+	// (WithConnSendBudget); nil means no budget.
+	budget *wire.Budget
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -70,8 +73,12 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 	if n := s.opts.limits.maxStreams; n > 0 {
 		active = make(chan struct{}, n)
 	}
+	var budget *wire.Budget
+	if n := s.opts.limits.sendBudget; n > 0 {
+		budget = wire.NewBudget(int64(n))
+	}
 	return &serverConn{
-		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting, active: active,
+		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting, active: active, budget: budget,
 		sessions: map[uint64]*session{},
 		ended:    map[uint64]struct{}{},
 	}
@@ -211,7 +218,9 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	defer putServerCall(c)
 	c.sc, c.st = sc, st
 	c.r.Reset(st, s.opts.maxFrame)
+	c.r.TrimWhenIdle() // a waiting call holds at most a 4 KiB buffer
 	c.w.Reset(st)
+	c.w.SetBudget(st.Context(), sc.budget)
 	c.peer = &sc.peer
 
 	// The HEADER must arrive within the header timeout; a stream that
@@ -277,6 +286,10 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
 		defer cancel()
+	}
+	if sc.budget != nil {
+		// Waits for send budget end with the call.
+		c.w.SetBudget(ctx, sc.budget)
 	}
 
 	hd := me.h
@@ -445,7 +458,7 @@ func (c *serverCall) control(h *wire.Header) error {
 
 // sendRaw sends pre-encoded CBOR as one data frame.
 func (c *serverCall) sendRaw(b []byte) error {
-	return c.w.Append(func(buf []byte) ([]byte, error) { return wire.AppendFrame(buf, 0, b), nil })
+	return c.w.AppendMessage(func(buf []byte) ([]byte, error) { return wire.AppendFrame(buf, 0, b), nil })
 }
 
 // errReturned is the error of a Stream used after its handler returned.

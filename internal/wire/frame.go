@@ -11,7 +11,6 @@
 package wire
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -58,30 +57,51 @@ func FrameTooLarge(n, max uint64) error {
 
 // Reader reads frames from a stream through a buffer. It is not safe for
 // concurrent use.
+//
+// The buffer grows with the bytes received, never with the length a frame
+// claims: it starts at minBuf bytes, taken when the first read is made,
+// and only a buffer filled with received bytes grows, to the next pooled
+// size class (twice its size, or at once to the frame's size if the
+// previous frame of the stream was at least as large). With TrimWhenIdle,
+// between frames a buffer larger than keepBuf with nothing left in it goes
+// back to its pool, so a call waiting for its next frame holds at most
+// keepBuf bytes.
 type Reader struct {
-	br  *bufio.Reader
+	src io.Reader
 	max uint32
-	// buf holds a frame larger than the bufio buffer; it grows with the
-	// bytes received, in pooled size classes (bufp is its pool slot).
+	// buf[r:w] are the bytes received and not yet returned; bufp is the
+	// buffer's pool slot (nil if it is not pooled).
 	buf  []byte
 	bufp *[]byte
+	r, w int
+	// err is a read error that came with bytes, returned once they are
+	// used.
+	err error
+	// last is the payload length of the previous frame.
+	last int
+	// pending is the payload length (plus one) and flags of a frame whose
+	// prefix was read and whose payload has not fully arrived.
+	pending      int
+	pendingFlags byte
+	// peek receives the bytes that show a full buffer must grow.
+	peek [8]byte
+	// trim is set by TrimWhenIdle.
+	trim bool
 }
 
-// readerBufSize is the bufio buffer size: frames up to this size are returned
-// without copying.
-const readerBufSize = 16 << 10
+// minBuf is the size of the smallest buffer: the HEADER and the message
+// of a small call fit in one read.
+const minBuf = 1 << 10
 
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerBufSize) }}
+// keepBuf is the largest buffer kept while waiting for a frame.
+const keepBuf = 4 << 10
 
 // NewReader returns a Reader over r that rejects frames whose length exceeds
 // max (DefaultMaxFrameSize if max is 0). Release returns its buffer to a pool.
 func NewReader(r io.Reader, max uint32) *Reader {
-	if max == 0 {
-		max = DefaultMaxFrameSize
-	}
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(r)
-	return &Reader{br: br, max: max}
+	rd := new(Reader)
+	rd.Reset(r, max)
+	return rd
 }
 
 // Reset reuses the Reader for a new source.
@@ -89,25 +109,27 @@ func (r *Reader) Reset(src io.Reader, max uint32) {
 	if max == 0 {
 		max = DefaultMaxFrameSize
 	}
-	if r.br == nil {
-		r.br = readerPool.Get().(*bufio.Reader)
-	}
-	r.br.Reset(src)
-	r.max = max
+	r.src, r.max = src, max
+	r.r, r.w, r.err, r.last, r.pending, r.trim = 0, 0, nil, 0, 0, false
 }
+
+// TrimWhenIdle makes the Reader, until the next Reset, return a buffer
+// larger than keepBuf (4 KiB) to its pool whenever a frame is to be read
+// and nothing is left in it, so that waiting for a frame holds at most
+// keepBuf bytes of buffer. A server uses it for its calls, which a peer
+// may open by the thousand and leave waiting; it costs a pool round trip
+// per frame larger than keepBuf that arrives after a pause.
+func (r *Reader) TrimWhenIdle() { r.trim = true }
 
 // Release returns the Reader's buffer to the pool. The Reader must not be
 // used afterwards unless Reset.
 func (r *Reader) Release() {
-	if r.br != nil {
-		r.br.Reset(nil)
-		readerPool.Put(r.br)
-		r.br = nil
-	}
 	r.putBuf()
+	r.src = nil
+	r.r, r.w, r.err, r.pending = 0, 0, nil, 0
 }
 
-// putBuf returns the frame buffer to its pool.
+// putBuf returns the buffer to its pool.
 func (r *Reader) putBuf() {
 	if r.bufp != nil {
 		*r.bufp = r.buf[:0]
@@ -117,21 +139,134 @@ func (r *Reader) putBuf() {
 	r.buf = nil
 }
 
+// fill reads once from the source into the free end of the buffer (up to
+// end, if end > 0), taking the smallest buffer if there is none. The
+// caller makes room.
+func (r *Reader) fill(end int) error {
+	if r.err != nil {
+		err := r.err
+		r.err = nil
+		return err
+	}
+	if r.buf == nil {
+		p := bufClasses[0].Get().(*[]byte)
+		r.buf, r.bufp = (*p)[:cap(*p)], p
+	}
+	dst := r.buf[r.w:]
+	if end > r.w && end < len(r.buf) {
+		dst = r.buf[r.w:end]
+	}
+	for range 100 {
+		n, err := r.src.Read(dst)
+		r.w += n
+		if n > 0 {
+			r.err = err
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
+}
+
+// ensure reads until n bytes are buffered (n <= the frame limit). Room is made by moving the buffered bytes to the front and,
+// when at least half the buffer holds received bytes, by growing it (see
+// Reader). Bytes beyond the n are read ahead only while n is small, so
+// that a large frame does not leave part of the next one to be moved.
+func (r *Reader) ensure(n int) error {
+	for r.w-r.r < n {
+		if r.w == len(r.buf) && r.buf != nil {
+			if r.r > 0 {
+				r.w = copy(r.buf, r.buf[r.r:r.w])
+				r.r = 0
+			}
+			if 2*r.w >= len(r.buf) {
+				// Grow only for bytes that are here: with the buffer
+				// full, read some into peek first.
+				var m int
+				if r.w == len(r.buf) {
+					var err error
+					if m, err = r.readPeek(); m == 0 {
+						return err
+					}
+				}
+				size := 2 * len(r.buf)
+				if r.last >= n {
+					size = n
+				}
+				r.grow(max(min(size, n), len(r.buf)+m))
+				r.w += copy(r.buf[r.w:], r.peek[:m])
+				continue
+			}
+		}
+		end := 0
+		if n > keepBuf {
+			end = r.r + n
+		}
+		if err := r.fill(end); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readPeek reads up to len(peek) bytes into peek, for a full buffer.
+func (r *Reader) readPeek() (int, error) {
+	if r.err != nil {
+		err := r.err
+		r.err = nil
+		return 0, err
+	}
+	for range 100 {
+		n, err := r.src.Read(r.peek[:])
+		if n > 0 {
+			r.err = err
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return 0, io.ErrNoProgress
+}
+
+// grow moves the buffered bytes (all at the front) to a buffer of the
+// class that holds size bytes.
+func (r *Reader) grow(size int) {
+	k := classFor(size)
+	var nb []byte
+	var np *[]byte
+	if k < len(bufClasses) {
+		np = bufClasses[k].Get().(*[]byte)
+		nb = (*np)[:cap(*np)]
+	} else {
+		nb = make([]byte, size)
+	}
+	w := copy(nb, r.buf[:r.w])
+	r.putBuf()
+	r.buf, r.bufp, r.r, r.w = nb, np, 0, w
+}
+
 // WaitEOF waits until the source has more bytes or ends, and reports
 // whether it ended cleanly (io.EOF with nothing left). A client calls it
 // after the trailer, the last frame, so the transport sees the stream's
 // end read rather than abandoned.
 func (r *Reader) WaitEOF() bool {
-	b, err := r.br.Peek(1)
-	return len(b) == 0 && err == io.EOF
+	if r.w > r.r {
+		return false
+	}
+	r.r, r.w = 0, 0
+	err := r.fill(0)
+	return r.w == 0 && err == io.EOF
 }
 
 // ReadFrame reads the next frame. The payload is only valid until the next
 // call. At a clean end of stream (no partial frame) it returns io.EOF; a
 // partial frame is ErrTruncated. Limits are checked before any allocation,
 // and the memory a frame takes grows with the bytes that arrived, never
-// with the length its prefix claims (see growChunk). Transport errors are
-// returned unchanged.
+// with the length its prefix claims (see Reader). Transport errors are
+// returned unchanged; a read may be tried again after one (a deadline).
 func (r *Reader) ReadFrame() (flags byte, payload []byte, err error) {
 	return r.readFrame(false)
 }
@@ -149,120 +284,93 @@ func (r *Reader) ReadHeaderFrame() (flags byte, payload []byte, err error) {
 // HEADER frame (PROTOCOL.md 8.1, step 2).
 var ErrNotHeader = status.New(status.InvalidArgument, "first frame of a call must be a header")
 
-// growChunk is the least a frame buffer grows by. A frame longer than the
-// bufio buffer is read into a buffer that starts at growChunk bytes (or
-// the frame's length, if less) once its first payload byte has arrived
-// and doubles each time it fills, so it is never more than about twice
-// the bytes received (plus growChunk): a prefix that claims 16 MiB and
-// then stalls holds nothing beyond the bufio buffer.
-const growChunk = 32 << 10
-
 func (r *Reader) readFrame(first bool) (flags byte, payload []byte, err error) {
-	hdr, err := r.br.Peek(prefixLen)
-	if err != nil {
-		if err == io.EOF {
-			if len(hdr) == 0 {
-				return 0, nil, io.EOF
-			}
-			return 0, nil, ErrTruncated
+	if r.r == r.w {
+		r.r, r.w = 0, 0
+		if r.trim && len(r.buf) > keepBuf {
+			r.putBuf()
 		}
-		return 0, nil, err
 	}
+	if r.pending == 0 {
+		if flags, err = r.readPrefix(first); err != nil {
+			return 0, nil, err
+		}
+	}
+	plen := r.pending - 1
+	if err := r.ensure(plen); err != nil {
+		return 0, nil, truncated(err)
+	}
+	flags = r.pendingFlags
+	payload = r.buf[r.r : r.r+plen : r.r+plen]
+	r.r += plen
+	r.last, r.pending = plen, 0
+	return flags, payload, nil
+}
+
+// readPrefix reads and checks a frame prefix, and consumes it: the
+// payload is then pending (a read error while it arrives leaves it so,
+// and the next read resumes it).
+func (r *Reader) readPrefix(first bool) (flags byte, err error) {
+	if err := r.ensure(prefixLen); err != nil {
+		if err == io.EOF {
+			if r.w == r.r {
+				return 0, io.EOF
+			}
+			return 0, ErrTruncated
+		}
+		return 0, err
+	}
+	hdr := r.buf[r.r : r.r+prefixLen]
 	n := binary.LittleEndian.Uint32(hdr)
 	flags = hdr[4]
 	if n == 0 {
-		return 0, nil, ErrZeroLength
+		return 0, ErrZeroLength
 	}
 	if n > r.max {
-		return 0, nil, FrameTooLarge(uint64(n), uint64(r.max))
+		return 0, FrameTooLarge(uint64(n), uint64(r.max))
 	}
 	if flags&^knownFlags != 0 {
-		return 0, nil, ErrUnknownFlags
+		return 0, ErrUnknownFlags
 	}
 	if flags&(FlagHeader|FlagTrailer) == FlagHeader|FlagTrailer {
-		return 0, nil, ErrBadFlags
+		return 0, ErrBadFlags
 	}
 	if flags&(FlagHeader|FlagTrailer) != 0 && n-1 > MaxHeaderSize {
-		return 0, nil, FrameTooLarge(uint64(n-1), MaxHeaderSize)
+		return 0, FrameTooLarge(uint64(n-1), MaxHeaderSize)
 	}
 	if first && flags&FlagHeader == 0 {
-		return 0, nil, ErrNotHeader
+		return 0, ErrNotHeader
 	}
-	plen := int(n - 1)
-	if prefixLen+plen <= r.br.Size() {
-		b, err := r.br.Peek(prefixLen + plen)
-		if err != nil {
-			return 0, nil, truncated(err)
-		}
-		payload = b[prefixLen:]
-		// Discard cannot fail after a successful Peek of the same length.
-		_, _ = r.br.Discard(prefixLen + plen)
-		return flags, payload, nil
-	}
-	_, _ = r.br.Discard(prefixLen)
-	buf := r.buf[:0]
-	for len(buf) < plen {
-		if len(buf) == cap(buf) {
-			// Make room only for bytes that are here: wait for at least
-			// one before growing.
-			if _, err := r.br.Peek(1); err != nil {
-				r.buf = buf[:0]
-				return 0, nil, truncated(err)
-			}
-			buf = r.grow(buf, plen)
-		}
-		m, err := r.br.Read(buf[len(buf):min(cap(buf), plen)])
-		buf = buf[:len(buf)+m]
-		if err != nil && len(buf) < plen {
-			r.buf = buf[:0]
-			return 0, nil, truncated(err)
-		}
-	}
-	r.buf = buf
-	return flags, buf, nil
+	r.r += prefixLen
+	r.pending, r.pendingFlags = int(n), flags
+	return flags, nil
 }
 
-// grow returns buf (the Reader's frame buffer) moved to the next size
-// class, at least growChunk and twice its capacity, stopping at the class
-// that holds limit bytes. The old buffer goes back to its pool.
-func (r *Reader) grow(buf []byte, limit int) []byte {
-	k := 0
-	if cap(buf) > 0 {
-		k = classOf(cap(buf)) + 1
-	}
-	for k < len(bufClasses)-1 && growChunk<<k < limit {
-		if growChunk<<k >= 2*cap(buf) {
-			break
-		}
-		k++
-	}
-	p := bufClasses[k].Get().(*[]byte)
-	nb := append((*p)[:0], buf...)
-	r.buf = buf
-	r.putBuf()
-	r.bufp = p
-	return nb
-}
+// bufClasses pools read buffers of minBuf << k bytes, up to the largest
+// payload (DefaultMaxFrameSize).
+var bufClasses [15]sync.Pool
 
-// bufClasses pools frame buffers of growChunk << k bytes, up to the
-// largest frame (DefaultMaxFrameSize).
-var bufClasses [10]sync.Pool
+func classSize(k int) int { return minBuf << k }
 
 func init() {
 	for k := range bufClasses {
-		size := growChunk << k
-		bufClasses[k].New = func() any { b := make([]byte, 0, size); return &b }
+		size := classSize(k)
+		bufClasses[k].New = func() any { b := make([]byte, size); return &b }
 	}
 }
 
-// classOf returns the size class of a pooled buffer's capacity.
-func classOf(c int) int {
+// classFor returns the smallest class that holds n bytes (len(bufClasses)
+// if none does).
+func classFor(n int) int {
 	k := 0
-	for growChunk<<k < c {
+	for k < len(bufClasses) && classSize(k) < n {
 		k++
 	}
 	return k
 }
+
+// classOf returns the size class of a pooled buffer's capacity.
+func classOf(c int) int { return classFor(c) }
 
 func truncated(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

@@ -21,7 +21,7 @@ func stalled(b []byte) io.Reader {
 // A length prefix alone must not make the reader allocate what it claims:
 // only bytes that arrived take memory.
 func TestClaimedLengthReservesNothing(t *testing.T) {
-	for _, sent := range []int{0, 1, 100 << 10} {
+	for _, sent := range []int{0, 1, 64 << 10, 100 << 10} {
 		in := []byte{0x00, 0x00, 0x00, 0x01, 0x00} // a 16 MiB DATA frame
 		in = append(in, bytes.Repeat([]byte{7}, sent)...)
 		r := NewReader(stalled(in), 0)
@@ -29,14 +29,19 @@ func TestClaimedLengthReservesNothing(t *testing.T) {
 		if !errors.Is(err, errStall) {
 			t.Fatalf("sent %d: err %v, want the source's error", sent, err)
 		}
-		if limit := 2*sent + growChunk; cap(r.buf) > limit {
+		if limit := max(minBuf, 2*(sent+prefixLen)); cap(r.buf) > limit {
 			t.Errorf("sent %d payload bytes of a claimed 16 MiB: buffer holds %d bytes, want at most %d", sent, cap(r.buf), limit)
+		}
+		// A buffer that the bytes received fill exactly does not grow
+		// until more arrive.
+		if sent == 64<<10 && cap(r.buf) != sent {
+			t.Errorf("64 KiB received fill a %d-byte buffer, want 64 KiB", cap(r.buf))
 		}
 		r.Release()
 	}
 }
 
-// Frames larger than the bufio buffer arrive intact however the source cuts
+// Frames larger than the smallest buffer arrive intact however the source cuts
 // them, and the buffer is reused for the next frame.
 func TestLargeFrameGrows(t *testing.T) {
 	big := make([]byte, 3<<20+17)
@@ -138,14 +143,14 @@ func readFrames(r *Reader, first bool) (out []frameResult, maxPayload int) {
 // FuzzReadFrameChunked reads the same bytes, led by a frame larger than the
 // read buffer, whole and in chunks of every size: the frames and errors
 // must not depend on how the bytes arrive, and the frame buffer must stay
-// within twice the largest payload received (or growChunk).
+// within twice the largest frame received (or minBuf).
 func FuzzReadFrameChunked(f *testing.F) {
 	f.Add([]byte("hello"), uint16(0), uint8(0), false)
 	f.Add(AppendFrame(AppendFrame(nil, FlagHeader, []byte{0xa0}), 0, []byte("x")), uint16(9000), uint8(200), true)
 	f.Add([]byte{0x00, 0x00, 0x00, 0x01, 0x00}, uint16(100), uint8(3), false)
 	f.Fuzz(func(t *testing.T, tail []byte, big uint16, chunk uint8, header bool) {
 		seed := append([]byte{1}, tail...)
-		payload := bytes.Repeat(seed, (readerBufSize+int(big)*4)/len(seed)+1)
+		payload := bytes.Repeat(seed, (16<<10+int(big)*4)/len(seed)+1)
 		flags := byte(0)
 		if header {
 			flags = FlagHeader
@@ -158,7 +163,7 @@ func FuzzReadFrameChunked(f *testing.F) {
 			whole.Release()
 			r := NewReader(&chunkReader{r: bytes.NewReader(in), n: int(chunk) + 1}, 0)
 			got, maxPayload := readFrames(r, first)
-			if limit := max(growChunk, 2*maxPayload); cap(r.buf) > limit {
+			if limit := max(minBuf, 2*(max(maxPayload, len(tail))+prefixLen)); cap(r.buf) > limit {
 				t.Fatalf("frame buffer of %d bytes for payloads of at most %d", cap(r.buf), maxPayload)
 			}
 			r.Release()
@@ -173,4 +178,66 @@ func FuzzReadFrameChunked(f *testing.F) {
 			}
 		}
 	})
+}
+
+// stepReader returns its chunks one Read at a time, then errStall for
+// every Read until more chunks are added.
+type stepReader struct{ chunks [][]byte }
+
+func (s *stepReader) Read(p []byte) (int, error) {
+	if len(s.chunks) == 0 {
+		return 0, errStall
+	}
+	n := copy(p, s.chunks[0])
+	if s.chunks[0] = s.chunks[0][n:]; len(s.chunks[0]) == 0 {
+		s.chunks = s.chunks[1:]
+	}
+	return n, nil
+}
+
+// A reader that trims (as servers do) and waits for its next frame holds
+// at most keepBuf bytes, after a
+// small HEADER and after a large frame alike; the wait can fail (a read
+// deadline) and be tried again without losing bytes; a frame as large as
+// the previous one does not regrow step by step.
+func TestWaitingReaderHoldsLittle(t *testing.T) {
+	src := &stepReader{}
+	r := NewReader(src, 0)
+	r.TrimWhenIdle()
+	defer r.Release()
+	hdr := AppendFrame(nil, FlagHeader, bytes.Repeat([]byte{0xa0}, 100))
+	src.chunks = append(src.chunks, hdr)
+	if _, _, err := r.ReadHeaderFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.ReadFrame(); !errors.Is(err, errStall) {
+		t.Fatalf("waiting for a frame: %v", err)
+	}
+	if cap(r.buf) > minBuf {
+		t.Fatalf("after a %d-byte HEADER, waiting holds a %d-byte buffer", len(hdr), cap(r.buf))
+	}
+	big := AppendFrame(nil, 0, bytes.Repeat([]byte{1}, 300<<10))
+	src.chunks = append(src.chunks, big[:1000])
+	if _, _, err := r.ReadFrame(); !errors.Is(err, errStall) {
+		t.Fatalf("partial frame: %v", err)
+	}
+	src.chunks = append(src.chunks, big[1000:])
+	if _, p, err := r.ReadFrame(); err != nil || len(p) != 300<<10 {
+		t.Fatalf("frame after a failed read: %d bytes, %v", len(p), err)
+	}
+	if _, _, err := r.ReadFrame(); !errors.Is(err, errStall) {
+		t.Fatalf("waiting for a frame: %v", err)
+	}
+	if cap(r.buf) > keepBuf {
+		t.Fatalf("after a %d-byte frame, waiting holds a %d-byte buffer", len(big), cap(r.buf))
+	}
+	// The next frame of the same size: the first read takes the smallest
+	// buffer, then the buffer grows once, to the frame's class.
+	src.chunks = append(src.chunks, big[:minBuf], big[minBuf:])
+	if _, p, err := r.ReadFrame(); err != nil || len(p) != 300<<10 {
+		t.Fatalf("second large frame: %d bytes, %v", len(p), err)
+	}
+	if want := classSize(classFor(len(big))); cap(r.buf) != want {
+		t.Fatalf("buffer of %d bytes for a %d-byte frame, want its class, %d", cap(r.buf), len(big), want)
+	}
 }

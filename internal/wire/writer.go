@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"context"
 	"io"
 	"sync"
 
@@ -26,6 +27,14 @@ type Writer struct {
 	flushing  bool
 	streaming bool
 	err       error
+	// budget, if set, is charged for every byte appended until the write
+	// that carries it returns; held is what this Writer holds of it now,
+	// last the size of its last message (the reservation for the next),
+	// and bctx ends waits for budget.
+	budget *Budget
+	bctx   context.Context
+	held   int64
+	last   int64
 }
 
 // HighWater is the buffered byte count above which appends wait for the
@@ -63,6 +72,20 @@ func (w *Writer) Reset(dst io.Writer) {
 	w.buf = w.buf[:0]
 	w.spare = w.spare[:0]
 	w.flushing, w.streaming, w.err = false, false, nil
+	w.budget, w.bctx, w.held, w.last = nil, nil, 0, 0
+}
+
+// SetBudget makes the Writer charge b for the bytes it holds, from the
+// next append on: bytes count from when they are appended until the write
+// that carries them returns (or Release). Messages (WriteMessage,
+// AppendMessage) wait for budget before they are encoded, until ctx ends;
+// other frames (headers, trailers) are charged without waiting. Call it
+// after Reset, before anything is appended; it may be called again with
+// another ctx. A nil b means no budget.
+func (w *Writer) SetBudget(ctx context.Context, b *Budget) {
+	w.mu.Lock()
+	w.budget, w.bctx = b, ctx
+	w.mu.Unlock()
 }
 
 // SetStreaming switches to streaming mode (see Writer).
@@ -72,21 +95,77 @@ func (w *Writer) SetStreaming() { w.mu.Lock(); w.streaming = true; w.mu.Unlock()
 // must return the extended buffer; if it fails, the buffer is restored and
 // its error returned. Append returns an earlier write error, if any.
 func (w *Writer) Append(fn func([]byte) ([]byte, error)) error {
+	return w.append(fn, 0)
+}
+
+// AppendMessage is Append for frames that carry a message: with a budget
+// (SetBudget) it first waits until the connection's budget has room for
+// a message as large as this Writer's previous one (or, for its first,
+// the connection's previous one; at least one byte,
+// and at most what the budget holds beyond this Writer's own bytes, so a
+// message larger than the whole budget is still sent once this Writer
+// holds nothing else and the budget is empty). The bytes actually
+// appended are then charged, so the budget is exceeded by at most the
+// growth of messages encoded while it filled. If ctx ends first, the
+// status of its error is returned and nothing is appended.
+func (w *Writer) AppendMessage(fn func([]byte) ([]byte, error)) error {
+	w.mu.Lock()
+	b, ctx := w.budget, w.bctx
+	if b == nil {
+		w.mu.Unlock()
+		return w.append(fn, 0)
+	}
+	est := w.last
+	if est == 0 {
+		est = b.last.Load()
+	}
+	r := min(max(est, 1), b.limit-w.held)
+	w.mu.Unlock()
+	if r <= 0 {
+		return w.append(fn, 0)
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := b.acquire(ctx, r); err != nil {
+		return err
+	}
+	return w.append(fn, r)
+}
+
+// append runs fn under the lock; reserved is budget already acquired for
+// it, which the bytes fn appends replace.
+func (w *Writer) append(fn func([]byte) ([]byte, error), reserved int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.streaming && w.flushing && len(w.buf) > HighWater && w.err == nil {
 		w.cond.Wait()
 	}
 	if w.err != nil {
+		if reserved > 0 {
+			w.budget.charge(-reserved)
+		}
 		return w.err
 	}
 	n := len(w.buf)
 	b, err := fn(w.buf)
 	if err != nil {
 		w.buf = b[:n]
+		if reserved > 0 {
+			w.budget.charge(-reserved)
+		}
 		return err
 	}
 	w.buf = b
+	if w.budget != nil {
+		m := int64(len(b) - n)
+		w.budget.charge(m - reserved)
+		w.held += m
+		if reserved > 0 {
+			w.last = m
+			w.budget.last.Store(m)
+		}
+	}
 	if w.streaming && !w.flushing {
 		w.flushing = true
 		go w.flushLoop()
@@ -102,6 +181,11 @@ func (w *Writer) flushLoop() {
 		w.mu.Unlock()
 		_, err := w.w.Write(b)
 		w.mu.Lock()
+		if w.budget != nil {
+			// The batch is no longer held once Write returned.
+			w.budget.charge(-int64(len(b)))
+			w.held -= int64(len(b))
+		}
 		if cap(b) <= maxKeepCall {
 			w.spare = b[:0]
 		} else {
@@ -150,6 +234,12 @@ func (w *Writer) Wait() {
 // flush the buffer that was written sits in spare and buf may be empty;
 // returning buf alone would hand the pool an empty slice every time.)
 func (w *Writer) Release() {
+	w.mu.Lock()
+	if w.budget != nil && w.held != 0 {
+		w.budget.charge(-w.held)
+	}
+	w.budget, w.bctx, w.held = nil, nil, 0
+	w.mu.Unlock()
 	if w.pooled != nil {
 		keep, other := w.buf, w.spare
 		if cap(other) > cap(keep) {
@@ -192,7 +282,7 @@ func (e *EncodeError) Unwrap() error { return e.Err }
 // earlier write error (see Append).
 func (w *Writer) WriteMessage(c codec.Codec, msg any, max uint32) (int, error) {
 	var size int
-	err := w.Append(func(b []byte) ([]byte, error) {
+	err := w.AppendMessage(func(b []byte) ([]byte, error) {
 		b, off := BeginFrame(b, 0)
 		b, err := c.AppendMarshal(b, msg)
 		if err != nil {

@@ -372,10 +372,21 @@ func probeUnread(ctx context.Context, e *probeEnv, system string) error {
 }
 
 // probeUnreadMany: one more client opens K unread server streams (64 KiB
-// messages) on one connection: the server heap they make it hold, which
-// the per-connection send budget bounds.
+// messages) on one connection, for two values of K: the server heap they
+// make it hold, which the per-connection send budget bounds whatever K.
+// Each handler's own 64 KiB message (allocated by the probe's handler) is
+// counted apart: it is the application's memory, not the framework's.
 func probeUnreadMany(ctx context.Context, e *probeEnv, system string, p *probeProc) error {
-	k := e.n(200, 20)
+	for _, k := range []int{e.n(200, 20), e.n(1000, 100)} {
+		if err := probeUnreadK(ctx, e, system, p, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func probeUnreadK(ctx context.Context, e *probeEnv, system string, p *probeProc, k int) error {
+	const size = 64 << 10
 	c, err := dialAster(ctx, p.addr)
 	if err != nil {
 		return err
@@ -391,7 +402,7 @@ func probeUnreadMany(ctx context.Context, e *probeEnv, system string, p *probePr
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for range k {
-		s, err := aster.CallServerStream[probeMsg](sctx, c, "Probe.stream", &probeStreamReq{Size: 64 << 10})
+		s, err := aster.CallServerStream[probeMsg](sctx, c, "Probe.stream", &probeStreamReq{Size: size})
 		if err != nil {
 			return err
 		}
@@ -403,9 +414,10 @@ func probeUnreadMany(ctx context.Context, e *probeEnv, system string, p *probePr
 		return err
 	}
 	d := delta(held.HeapInuse, base.HeapInuse)
+	app := float64(k * size)
 	e.report("hostile-unread", system, mib(d), "MiB",
-		fmt.Sprintf("%d unread server streams (64 KiB messages) on one connection: server heap +%s MiB (%s KiB per stream), RSS %s -> %s MiB",
-			k, mib(d), kibOf(d/float64(k)), mib(float64(base.RSSKB)*1024), mib(float64(held.RSSKB)*1024)))
+		fmt.Sprintf("%d unread server streams (64 KiB messages) on one connection: server heap +%s MiB (%s KiB per stream), of which the handlers' own messages %s MiB and the rest %s MiB (%s KiB per stream); %d streams open; RSS %s -> %s MiB",
+			k, mib(d), kibOf(d/float64(k)), mib(app), mib(d-app), kibOf((d-app)/float64(k)), held.Streams, mib(float64(base.RSSKB)*1024), mib(float64(held.RSSKB)*1024)))
 	return nil
 }
 

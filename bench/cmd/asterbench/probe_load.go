@@ -107,14 +107,18 @@ func probeLoad(ctx context.Context, e *probeEnv, system string) error {
 	return nil
 }
 
-// probeStreams: N concurrent server streams on one connection; each sends
+// probeStreams: N concurrent server streams on one connection (served with
+// WithMaxConcurrentStreams(N)); each sends
 // its first message and waits until all N are open, then sends the rest
 // (21 messages of 1 KiB in all); the server's heap per open stream is
 // measured while all are open, and every stream must complete in order.
 func probeStreams(ctx context.Context, e *probeEnv, system string) error {
 	n := e.n(10_000, 500)
 	const msgs, size = 21, 1024
-	p, err := startProbeServer(system)
+	// All n streams must be open at once, beyond the server's default cap
+	// on concurrent streams per connection (calls over it wait in the
+	// transport): the server is told to serve n.
+	p, err := startProbeServer(system, "-max-streams", strconv.Itoa(n))
 	if err != nil {
 		return err
 	}

@@ -221,11 +221,12 @@ func probeServe(args []string) error {
 	relayURL := fs.String("relay", "", "aster: serve only through this home relay (no direct QUIC)")
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (UDP for aster, TCP for grpc)")
 	seed := fs.String("seed", "", "aster: hex ed25519 seed of the server's key (default a new key)")
+	maxStreams := fs.Int("max-streams", 0, "aster: WithMaxConcurrentStreams (default: the server's default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *system != "aster" && (*relayURL != "" || *seed != "") {
-		return fmt.Errorf("-relay and -seed apply to aster only")
+	if *system != "aster" && (*relayURL != "" || *seed != "" || *maxStreams != 0) {
+		return fmt.Errorf("-relay, -seed and -max-streams apply to aster only")
 	}
 	ps := newProbeState()
 	var shutdown func()
@@ -237,6 +238,9 @@ func probeServe(args []string) error {
 				ps.conns.Add(1)
 				return func() { ps.conns.Add(-1) }
 			}),
+		}
+		if *maxStreams != 0 {
+			opts = append(opts, aster.WithMaxConcurrentStreams(*maxStreams))
 		}
 		if *relayURL != "" {
 			opts = append(opts, aster.WithHomeRelay(*relayURL), aster.WithIPTransports(false))
