@@ -90,7 +90,10 @@ func TestDeadlineServerUnit(t *testing.T) {
 	}
 
 	// A handler that ignores its budget and reports success still fails.
-	mw = middleware.Deadline(middleware.DeadlineOptions{Default: time.Millisecond})
+	// The budget is long enough that it cannot run out before the handler
+	// starts on a loaded machine (1 ms did, under -race), short enough to
+	// keep the test quick.
+	mw = middleware.Deadline(middleware.DeadlineOptions{Default: 100 * time.Millisecond})
 	h = mw(handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error { <-ctx.Done(); return nil }))
 	wantCode(t, h.ServeRPC(context.Background(), newFakeStream("S", "m")), status.DeadlineExceeded)
 	// A handler returning the context's error gets DEADLINE_EXCEEDED.
