@@ -635,23 +635,20 @@ func expandHome(p string) (string, error) {
 
 // closestEnv returns the known variable name closest to name if it is near
 // enough to be a typo, else "".
-func closestEnv(name string) string {
-	best, bestD := "", 3 // at most 2 edits
-	for _, f := range fields {
-		if d := editDistance(name, f.env); d < bestD {
-			best, bestD = f.env, d
-		}
-	}
-	return best
-}
+func closestEnv(name string) string { return closest(name, func(f *field) string { return f.env }) }
 
 // closestKey returns the key of the field whose TOML key is nearest to key
 // if it is near enough to be a typo, else "".
-func closestKey(key string) string {
+func closestKey(key string) string { return closest(key, func(f *field) string { return f.key }) }
+
+// closest returns the name (of each field) nearest to s, within 2 edits,
+// else "".
+func closest(s string, name func(*field) string) string {
 	best, bestD := "", 3 // at most 2 edits
-	for _, f := range fields {
-		if d := editDistance(key, f.key); d < bestD {
-			best, bestD = f.key, d
+	for i := range fields {
+		n := name(&fields[i])
+		if d := editDistance(s, n); d < bestD {
+			best, bestD = n, d
 		}
 	}
 	return best
