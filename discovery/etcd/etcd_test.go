@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -653,5 +654,55 @@ func TestCompactedWhileAway(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("the log does not say %q:\n%s", want, text)
 		}
+	}
+}
+
+// TestCloseRacesRegisterAndWatch closes a registry while Register and
+// Watch calls are under way: each either fails with ErrClosed or is
+// stopped by Close; nothing hangs or leaks (TestMain checks goroutines).
+func TestCloseRacesRegisterAndWatch(t *testing.T) {
+	ep, _ := etcdtest.Start(t)
+	r := openRegistry(t, ep, Config{})
+	var wg sync.WaitGroup
+	results := make(chan error, 40)
+	for i := range 20 {
+		wg.Go(func() {
+			_, err := r.Register(t.Context(), testName, producer(t, i+1, false))
+			results <- err
+		})
+		wg.Go(func() {
+			w, err := r.Watch(t.Context(), testName)
+			if err == nil {
+				_, err = w.Next(t.Context()) // the first set
+				if err == nil {
+					_, err = w.Next(t.Context()) // blocks until Close, or a change
+					for err == nil {
+						_, err = w.Next(t.Context())
+					}
+				}
+			}
+			results <- err
+		})
+	}
+	time.Sleep(50 * time.Millisecond) // let some calls get under way; any timing is valid
+	start := time.Now()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Close took %v", time.Since(start))
+	wg.Wait()
+	t.Logf("every call returned %v after Close began", time.Since(start))
+	close(results)
+	for err := range results {
+		if err != nil && !errors.Is(err, discovery.ErrClosed) {
+			t.Errorf("a call racing Close: %v, want success or ErrClosed", err)
+		}
+	}
+	resp, err := rawClient(t, ep).Get(t.Context(), DefaultPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Errorf("%d entries left after Close", resp.Count)
 	}
 }

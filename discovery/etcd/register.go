@@ -40,23 +40,38 @@ func (r *Registry) Register(ctx context.Context, name string, p discovery.Produc
 		val:  string(val),
 		done: make(chan struct{}),
 	}
+	end, err := r.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	lease, err := reg.put(ctx)
+	if err != nil {
+		if r.isClosed() { // Close began during the request
+			return nil, errRegistryClosed()
+		}
+		return nil, status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: registering %s: %w", reg.key, err))
+	}
+	reg.lease = lease
+	var loopCtx context.Context
+	loopCtx, reg.cancel = context.WithCancel(context.Background())
+
+	// Start keeping it alive only if the registry is still open, so that
+	// Close stops every registration it did not refuse.
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		reg.cancel()
+		rctx, cancel := context.WithTimeout(context.Background(), r.cfg.DialTimeout)
+		defer cancel()
+		rctx, cancelReq := r.requestCtx(rctx)
+		defer cancelReq()
+		r.client.Revoke(rctx, lease)
 		return nil, errRegistryClosed()
 	}
 	r.regs[reg] = struct{}{}
-	r.mu.Unlock()
-
-	lease, err := reg.put(ctx)
-	if err != nil {
-		r.forget(reg)
-		return nil, status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: registering %s: %w", reg.key, err))
-	}
-	var loopCtx context.Context
-	loopCtx, reg.cancel = context.WithCancel(context.Background())
-	reg.lease = lease
 	go reg.keepAlive(loopCtx, lease)
+	r.mu.Unlock()
 	return reg, nil
 }
 
@@ -87,13 +102,17 @@ type registration struct {
 // lease it granted (best effort).
 func (reg *registration) put(ctx context.Context) (clientv3.LeaseID, error) {
 	c := reg.r.client
+	ctx, cancelReq := reg.r.opCtx(ctx)
+	defer cancelReq()
 	g, err := c.Grant(ctx, reg.r.cfg.ttlSeconds())
 	if err != nil {
 		return 0, fmt.Errorf("granting a lease: %w", err)
 	}
 	if _, err := c.Put(ctx, reg.key, reg.val, clientv3.WithLease(g.ID)); err != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), reg.r.cfg.DialTimeout)
+		rctx, cancelReq := reg.r.requestCtx(rctx)
 		c.Revoke(rctx, g.ID)
+		cancelReq()
 		cancel()
 		return 0, fmt.Errorf("putting the entry: %w", err)
 	}
@@ -180,6 +199,8 @@ func (reg *registration) Deregister(ctx context.Context) error {
 	// Delete the entry only while it is still ours: another registration
 	// (a new instance with the same identity) may have put it since.
 	c := reg.r.client
+	ctx, cancelReq := reg.r.requestCtx(ctx)
+	defer cancelReq()
 	_, err := c.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(reg.key), "=", int64(reg.lease))).
 		Then(clientv3.OpDelete(reg.key)).

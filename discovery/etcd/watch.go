@@ -45,28 +45,34 @@ func (r *Registry) Watch(ctx context.Context, name string) (discovery.Watch, err
 		set:     map[string]discovery.Producer{},
 		bad:     map[string]int64{},
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	end, err := r.begin()
+	if err != nil {
 		cancel()
-		return nil, errRegistryClosed()
+		return nil, err
 	}
-	r.watches[w] = struct{}{}
-	r.mu.Unlock()
-
+	defer end()
 	gctx, gcancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
 	rev, err := w.load(gctx)
 	gcancel()
 	if err != nil {
-		r.mu.Lock()
-		delete(r.watches, w)
-		r.mu.Unlock()
 		cancel()
+		if r.isClosed() { // Close began during the request
+			return nil, errRegistryClosed()
+		}
 		if ctx.Err() != nil {
 			return nil, status.FromError(fmt.Errorf("discovery/etcd: watching %s: %w", name, ctx.Err()))
 		}
 		return nil, r.unreachable(err)
 	}
+	// Start following only if the registry is still open, so that Close
+	// stops every watch it did not refuse.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		cancel()
+		return nil, errRegistryClosed()
+	}
+	r.watches[w] = struct{}{}
 	go w.run(loopCtx, rev)
 	return w, nil
 }
@@ -98,6 +104,8 @@ type watch struct {
 // load reads every entry under the prefix, replaces the set with them and
 // returns the revision they were read at.
 func (w *watch) load(ctx context.Context) (int64, error) {
+	ctx, cancel := w.r.opCtx(ctx)
+	defer cancel()
 	resp, err := w.r.client.Get(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithLimit(MaxEntries))
 	if err != nil {
 		return 0, err
