@@ -23,8 +23,11 @@ import (
 // again, retrying with backoff, and logs it. If this process dies the entry
 // goes when the lease expires, about TTL later.
 //
-// Registering the same endpoint under the same name twice makes two
-// registrations of one key; deregistering either removes the entry.
+// An endpoint has one entry per name: registering it again (a second
+// instance with the same identity, say) replaces the entry, and
+// deregistering the earlier registration then leaves the later one's entry
+// in place. An entry deleted by someone else (an operator evicting the
+// producer) is not put back while the lease lives.
 func (r *Registry) Register(ctx context.Context, name string, p discovery.Producer) (discovery.Registration, error) {
 	prefix, err := r.nameKey(name)
 	if err != nil {
@@ -171,7 +174,8 @@ func (reg *registration) keepAlive(ctx context.Context, lease clientv3.LeaseID) 
 	}
 }
 
-// Deregister stops keeping the entry alive, deletes it and revokes its
+// Deregister stops keeping the entry alive, deletes it (unless a later
+// registration of the same endpoint has replaced it) and revokes its
 // lease, so watchers drop the producer at once. Calling it again after it
 // succeeded does nothing; after a failure (etcd unreachable) it tries the
 // delete again. If it cannot reach etcd the entry still goes when its
