@@ -165,13 +165,13 @@
 //
 // # Consul
 //
-// Consul DNS answers "_mc._udp.service.consul" (or "mc.service.consul") SRV
-// queries with the healthy instances, targets "<node>.node.<dc>.consul"
-// with A records in the answer's additional section (asked again here), and
-// with enable_additional_node_meta_txt it answers TXT queries at the node
-// name with the node's metadata as "key=value" records. So node metadata
-// id=<endpoint id> (and cred=…, within Consul's 512-character metadata
-// values) makes each node one producer in the id= form. A service whose
-// address differs from its node's gets an "<hex ip>.addr.<dc>.consul"
-// target without TXT records, and is ignored.
+// Consul DNS answers SRV queries for "_mc._udp.service.consul" (RFC 2782
+// form) or "mc.service.consul" with the healthy instances, whose targets
+// are "<node>.node.<dc>.consul", and answers TXT queries at a node name
+// with the node's metadata as "key=value" records. So node metadata
+// id=<endpoint id> (and cred=…, within Consul's limit on metadata values)
+// makes each node one producer in the id= form, at its A records and the
+// service port. An instance whose service address differs from its node's
+// gets an "<hex address>.addr.<dc>.consul" target, which has no TXT
+// records, and is ignored (and logged).
 package dns
