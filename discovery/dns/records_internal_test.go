@@ -11,9 +11,9 @@ import (
 
 func TestCheckName(t *testing.T) {
 	for name, want := range map[string]string{
-		"_mc._udp.Example.Internal":  "_mc._udp.example.internal.",
-		"_mc._udp.example.internal.": "_mc._udp.example.internal.",
-		"mc.service.consul":          "mc.service.consul.",
+		"_mc._udp.Example.Internal":     "_mc._udp.example.internal.",
+		"_mc._udp.example.internal.":    "_mc._udp.example.internal.",
+		"mc.service.consul":             "mc.service.consul.",
 		strings.Repeat("a.", 126) + "b": strings.Repeat("a.", 126) + "b.",
 	} {
 		got, err := checkName(name)
