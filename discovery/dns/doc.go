@@ -1,6 +1,7 @@
 // Package dns is the DNS backend of discovery: a discovery.Source that
-// follows the producers of a service through SRV and TXT records, as
-// Kubernetes (CoreDNS, ExternalDNS) and Consul publish them.
+// follows the producers of a service through SRV and TXT records, such as
+// ExternalDNS publishes for a Kubernetes headless Service, or Consul DNS
+// answers.
 //
 //	r, err := dns.New(dns.Config{})              // the nameserver of /etc/resolv.conf
 //	w, err := r.Watch(ctx, "_mc._udp.example.internal")
@@ -15,9 +16,9 @@
 // Each of its SRV records names one producer: a target host and a port
 // (RFC 2782). At each target name, TXT records say who the producer is.
 // Each TXT record is one "key=value" string; a record longer than 255 bytes
-// is split into several character-strings of that one record, which are
-// concatenated (standard zone-file tools and DNS providers do this
-// splitting for long values). The keys:
+// is split into several character-strings of that one record (in a zone
+// file: several quoted strings on one line), which are concatenated. The
+// keys:
 //
 //	addr=aster1…   the producer's full address (discovery.ParseAddress);
 //	               the SRV target and port are then only a hint and are
@@ -60,14 +61,16 @@
 // Consul healthy instances only, and with the id= form a target whose A
 // records are withdrawn drops out on its own. Weights are ignored: the
 // client balances by load. Targets "." (service not available) and port 0
-// are skipped; one endpoint id at several targets is kept once. At most
+// are skipped; one endpoint id at several targets is kept once (the first
+// target in name, port order). At most
 // MaxProducers SRV records are used, the first in (priority, target, port)
 // order.
 //
 // # Re-resolution
 //
 // A watch asks again when the smallest TTL of the records it used runs out
-// (SRV, TXT, A, AAAA, or the negative TTL of an empty answer), clamped to
+// (SRV, TXT, A, AAAA, or the negative TTL of an empty answer: the SOA
+// record's, 0 without one), clamped to
 // [Config.MinInterval, Config.MaxInterval]; ResolveNow asks at once, but
 // never sooner than MinInterval after the previous resolution. Next reports
 // a set only when it changed. After the first success a failed resolution
@@ -100,7 +103,9 @@
 //	  name: mc
 //	  namespace: prod
 //	  annotations:
-//	    # ExternalDNS publishes mc-0.mc.example.internal A <pod IP> for each ready pod.
+//	    # ExternalDNS publishes mc-0.mc.example.internal A <pod IP> for each
+//	    # pod in the Service's endpoints (ready pods): StatefulSet pods have
+//	    # spec.hostname set.
 //	    external-dns.alpha.kubernetes.io/hostname: mc.example.internal
 //	    external-dns.alpha.kubernetes.io/ttl: "30"
 //	spec:
@@ -157,11 +162,11 @@
 //
 // ExternalDNS then runs with --source=service --source=crd
 // --managed-record-types=A --managed-record-types=AAAA
-// --managed-record-types=SRV --managed-record-types=TXT, and with a
-// --txt-prefix (or the default "a-"/"srv-" prefixed ownership records of
-// recent versions), so that its own ownership TXT records do not share the
-// producers' names; if they do, they are skipped as unknown keys. Clients
-// use the target "dns:///_mc._udp.example.internal".
+// --managed-record-types=SRV --managed-record-types=TXT. Its own ownership
+// TXT records ("heritage=external-dns,…"), where they share a producer's
+// name, are skipped as an unknown key; --txt-prefix keeps them off those
+// names altogether. Clients use the target
+// "dns:///_mc._udp.example.internal".
 //
 // # Consul
 //

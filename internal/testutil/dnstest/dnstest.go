@@ -70,6 +70,7 @@ type Server struct {
 
 	mu          sync.Mutex
 	records     []dns.RR
+	byName      map[string][]dns.RR // records by canonical owner name
 	failure     Failure
 	nameFailure map[string]Failure
 	negativeTTL uint32
@@ -164,6 +165,16 @@ func (s *Server) Set(rrs ...dns.RR) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.records = cp
+	s.indexLocked()
+}
+
+// indexLocked rebuilds byName from records.
+func (s *Server) indexLocked() {
+	s.byName = make(map[string][]dns.RR, len(s.records))
+	for _, rr := range s.records {
+		n := dns.CanonicalName(rr.Header().Name)
+		s.byName[n] = append(s.byName[n], rr)
+	}
 }
 
 // Add adds rrs to the served records.
@@ -173,6 +184,7 @@ func (s *Server) Add(rrs ...dns.RR) {
 	for _, rr := range rrs {
 		s.records = append(s.records, dns.Copy(rr))
 	}
+	s.indexLocked()
 }
 
 // Remove removes the records of type rrtype at name (every type for
@@ -191,6 +203,7 @@ func (s *Server) Remove(name string, rrtype uint16) {
 	}
 	clear(s.records[len(kept):])
 	s.records = kept
+	s.indexLocked()
 }
 
 // SetZone replaces all the served records with those of zone, in zone-file
@@ -347,11 +360,8 @@ func (s *Server) answerLocked(req *dns.Msg) *dns.Msg {
 	for hop := 0; hop < 8; hop++ {
 		var cname *dns.CNAME
 		found := false
-		for _, rr := range s.records {
+		for _, rr := range s.byName[name] {
 			h := rr.Header()
-			if dns.CanonicalName(h.Name) != name {
-				continue
-			}
 			switch {
 			case h.Rrtype == q.Qtype || q.Qtype == dns.TypeANY:
 				resp.Answer = append(resp.Answer, dns.Copy(rr))
@@ -381,8 +391,7 @@ func (s *Server) answerLocked(req *dns.Msg) *dns.Msg {
 
 // existsLocked reports whether name owns records or has names below it.
 func (s *Server) existsLocked(name string) bool {
-	for _, rr := range s.records {
-		n := dns.CanonicalName(rr.Header().Name)
+	for n := range s.byName {
 		if n == name || strings.HasSuffix(n, "."+name) {
 			return true
 		}
