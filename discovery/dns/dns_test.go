@@ -731,3 +731,30 @@ p2.example.internal. 30 IN TXT "addr=%[3]s"
 		}
 	})
 }
+
+// Long failure runs with long intervals: the backoff stays at MaxInterval
+// (no overflow into a busy loop).
+func TestLongFailureBackoff(t *testing.T) {
+	s := dnstest.Start(t)
+	s.SetZone(t, fmt.Sprintf(`
+%[1]s 1 IN SRV 0 0 7000 p1.example.internal.
+p1.example.internal. 1 IN TXT "addr=%[2]s"
+`, svc, addrOf(t, 1, "127.0.0.1:1")))
+	synctest.Test(t, func(t *testing.T) {
+		r, _ := newResolver(t, s, dns.Config{MinInterval: time.Hour, MaxInterval: 24 * time.Hour})
+		w, err := r.Watch(t.Context(), svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		s.SetNameFailure(svc, dnstest.ServFail)
+		defer s.SetNameFailure(svc, dnstest.Answer)
+		time.Sleep(60 * 24 * time.Hour)
+		synctest.Wait()
+		// Failures at 1h (the TTL, clamped), then 1, 2, 4, 8, 16h later
+		// (at 2, 4, 8, 16, 32h), then every 24h: 6 + (1440-32)/24 = 64.
+		if n := s.Count(svc, mdns.TypeSRV) - 1; n != 64 {
+			t.Fatalf("%d SRV queries in 60 days of failures, want 64", n)
+		}
+	})
+}
