@@ -40,22 +40,31 @@
 // "heritage=…") and other users of the name do not get in the way. When
 // both addr= and id= are given they must name the same endpoint.
 //
-// Zone-file example:
+// Zone-file example (mc-0 in the id= form with a credential split in two
+// strings, mc-1 in the addr= form, mc-dr a backup):
 //
-//	_mc._udp.example.internal. 30 IN SRV 0 0 7000 mc-0.mc.example.internal.
-//	_mc._udp.example.internal. 30 IN SRV 0 0 7000 mc-1.mc.example.internal.
-//	_mc._udp.example.internal. 30 IN SRV 10 0 7000 mc-dr.example.internal.
-//	mc-0.mc.example.internal.  30 IN A   10.1.0.17
-//	mc-0.mc.example.internal.  30 IN TXT "id=3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
-//	mc-0.mc.example.internal.  30 IN TXT "cred=o2FyaHByb2R1Y2Vy…" "…continued in a second string…"
-//	mc-1.mc.example.internal.  30 IN TXT "addr=aster1…"
-//	mc-dr.example.internal.    30 IN TXT "addr=aster1…"
+//	$ORIGIN example.internal.
+//	$TTL 30
+//	_mc._udp  IN SRV  0 0 7000 mc-0.mc
+//	_mc._udp  IN SRV  0 0 7000 mc-1.mc
+//	_mc._udp  IN SRV 10 0 7000 mc-dr
+//	mc-0.mc   IN A    10.1.0.17
+//	mc-0.mc   IN AAAA fd00::17
+//	mc-0.mc   IN TXT  "id=e2dce754a9e70f00d848b19b524760c38e466bca2d2cdab9f344aa0b8689ca08"
+//	mc-0.mc   IN TXT  "cred=AAECAwQFBgcI" "CQoLDA0ODw=="
+//	mc-1.mc   IN TXT  "addr=aster12myK31Y2a8SMWNNTBE6spY7nThBRV1qVYxDavK9BMLq2MAAnUeNcszGQXW1RJ"
+//	mc-dr     IN A    10.2.0.5
+//	mc-dr     IN TXT  "id=53a7e2842cb1f23232ce0b7e786be2b475c515135190242569c71fe3ee42b204"
+//
+// Watching "_mc._udp.example.internal" gives two producers: e2dc… at
+// 10.1.0.17:7000 and [fd00::17]:7000 with the 16-byte credential 00 01 …
+// 0f, and 3cb3… at the address of its addr= record (10.1.0.18:7000).
 //
 // # Priorities and weights
 //
 // Only the lowest-numbered SRV priority group that yields at least one
 // usable producer is used; higher-numbered groups are backups, used when
-// every target of the lower groups is ignored (RFC 2782 semantics; here
+// every target of the lower groups is ignored (RFC 2782 semantics; above,
 // mc-dr is used only when neither mc-0 nor mc-1 is usable). Health is the
 // publisher's business: CoreDNS and ExternalDNS publish ready pods only,
 // Consul healthy instances only, and with the id= form a target whose A
