@@ -339,7 +339,7 @@ type producer struct {
 	ctx          context.Context // done when the producer leaves the set or the fleet closes
 	cancel       context.CancelFunc
 	removed      atomic.Bool
-	hadEjections atomic.Bool // ejections > 0, for a lock-free check
+	hadEjections atomic.Bool                    // ejections > 0, for a lock-free check
 	live         atomic.Pointer[transport.Conn] // conn, for the call path
 	idleOnce     sync.Once
 	idle         chan struct{} // closed when removed and no call is outstanding
