@@ -145,7 +145,7 @@ func startProducer(t *testing.T, key trust.SecretKey, opts ...aster.ServerOption
 		key = trust.GenerateKey()
 	}
 	p := &testProducer{key: key, serveErr: make(chan error, 1)}
-	p.srv = aster.NewServer(append([]aster.ServerOption{aster.WithSecretKey(key), aster.WithLogger(quietLogger()), aster.WithShutdownLinger(0)}, opts...)...)
+	p.srv = aster.NewServer(append([]aster.ServerOption{aster.WithSecretKey(key), aster.WithLogger(quietLogger())}, opts...)...)
 	p.srv.MustRegister(fleetService(p), fleetTallyService(p.id().Short()))
 	ln, err := quic.Listen("127.0.0.1:0", key, nil)
 	if err != nil {
