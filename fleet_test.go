@@ -877,3 +877,78 @@ func TestFleetDrainsShuttingDownProducer(t *testing.T) {
 		return back.served.Load() > 0
 	})
 }
+
+// A producer that leaves the set takes no new calls at once; the call in
+// flight on it finishes, and then its connection is closed.
+func TestFleetRemovedProducerFinishesItsCalls(t *testing.T) {
+	ps, src, f := startFleet(t, 2)
+	ctx := ctxT(t)
+	held := make(chan error, 1)
+	var peer trust.EndpointID
+	rec := middleware.CallerFunc(func(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+		cs, err := f.NewStream(ctx, call)
+		peer = call.Peer
+		return cs, err
+	})
+	go func() {
+		_, err := aster.CallUnary[FleetReply](ctx, rec, "Fleet.put", &FleetReq{N: 700})
+		held <- err
+	}()
+	fleetWait(t, "the held call", func() bool { return ps[0].inPut.Load()+ps[1].inPut.Load() == 1 })
+	gone, stays := ps[0], ps[1]
+	if ps[1].inPut.Load() == 1 {
+		gone, stays = ps[1], ps[0]
+	}
+	src.Set(fleetName, stays.entry())
+	fleetWait(t, "the set applied", func() bool { return len(f.Producers()) == 1 })
+	for range 20 {
+		r, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{})
+		if err != nil || r.Server != stays.id().Short() {
+			t.Fatalf("call after the producer left: %+v, %v", r, err)
+		}
+	}
+	if err := <-held; err != nil || peer != gone.id() {
+		t.Fatalf("the call in flight on the producer that left: %v (peer %s)", err, peer.Short())
+	}
+	gone.ln.mu.Lock()
+	conns := append([]transport.Conn(nil), gone.ln.conns...)
+	gone.ln.mu.Unlock()
+	fleetWait(t, "the connection to the producer that left closed", func() bool {
+		for _, c := range conns {
+			select {
+			case <-c.Done():
+			default:
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A hostile or careless registry listing the same producer many times, or
+// entries that cannot be reached, does not stop the fleet from calling the
+// good one.
+func TestFleetHostileEntries(t *testing.T) {
+	good := startProducer(t, nil)
+	entries := []discovery.Producer{good.entry(), good.entry(), good.entry()}
+	// An entry naming another key at the good producer's address (an
+	// impostor's record): the transport refuses it.
+	impostor := good.entry()
+	impostor.Addr.ID = trust.IDOf(trust.GenerateKey())
+	entries = append(entries, impostor, discovery.Producer{Addr: discovery.EndpointAddr{ID: trust.IDOf(trust.GenerateKey())}})
+	src := discovery.NewStaticSource(fleetName, entries...)
+	f := dialFleet(t, src)
+	if n := len(f.Producers()); n != 3 {
+		t.Fatalf("%d producers, want 3 (duplicates merged)", n)
+	}
+	ctx := ctxT(t)
+	for range 20 {
+		if r, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{}); err != nil || r.Server != good.id().Short() {
+			t.Fatalf("call: %+v, %v", r, err)
+		}
+	}
+	fleetWait(t, "the impostor and the unreachable entry ejected", func() bool {
+		st, _ := producerState(f, impostor.Addr.ID)
+		return st.State == aster.ProducerEjected && strings.Contains(st.LastError, "UNAUTHENTICATED")
+	})
+}
