@@ -952,3 +952,79 @@ func TestFleetHostileEntries(t *testing.T) {
 		return st.State == aster.ProducerEjected && strings.Contains(st.LastError, "UNAUTHENTICATED")
 	})
 }
+
+type refusingRegistry struct{}
+
+func (refusingRegistry) Register(context.Context, string, discovery.Producer) (discovery.Registration, error) {
+	return nil, errors.New("registry refuses")
+}
+
+func TestFleetOptionsAndRegistryErrors(t *testing.T) {
+	ctx := ctxT(t)
+	src := discovery.NewStaticSource(fleetName)
+	for name, opt := range map[string]aster.ClientOption{
+		"WithBalancer":         aster.WithBalancer(aster.Balancer(7)),
+		"WithOutlierDetection": aster.WithOutlierDetection(aster.OutlierDetection{BaseEjection: -time.Second}),
+		"WithProducerRoot":     aster.WithProducerRoot(trust.PublicKey{}),
+	} {
+		_, err := aster.DialFleet(ctx, src, fleetName, opt)
+		if status.CodeOf(err) != status.InvalidArgument || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s with a bad value: %v, want INVALID_ARGUMENT naming it", name, err)
+		}
+		f := aster.NewFleet(src, fleetName, opt)
+		if _, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{}); status.CodeOf(err) != status.InvalidArgument {
+			t.Errorf("%s: call on NewFleet: %v, want INVALID_ARGUMENT", name, err)
+		}
+		f.Close()
+	}
+	if _, err := aster.DialFleet(ctx, nil, fleetName); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("nil source: %v", err)
+	}
+	if _, err := aster.DialFleet(ctx, src, " "); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("empty name: %v", err)
+	}
+
+	// A server whose registry refuses does not serve.
+	srv := aster.NewServer(aster.WithLogger(quietLogger()), aster.WithRegistry(refusingRegistry{}, "fleet"))
+	srv.MustRegister(fleetService(&testProducer{key: trust.GenerateKey()}))
+	ln, err := quic.Listen("127.0.0.1:0", trust.GenerateKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(ln); status.CodeOf(err) != status.Unavailable || !strings.Contains(err.Error(), "registry refuses") {
+		t.Fatalf("Serve with a refusing registry: %v, want UNAVAILABLE with the cause", err)
+	}
+	srv.Close()
+	bad := aster.NewServer(aster.WithLogger(quietLogger()), aster.WithRegistry(nil, "fleet"))
+	ln2, err := quic.Listen("127.0.0.1:0", trust.GenerateKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Serve(ln2); status.CodeOf(err) != status.InvalidArgument {
+		t.Fatalf("Serve with WithRegistry(nil): %v, want INVALID_ARGUMENT", err)
+	}
+	bad.Close()
+}
+
+func TestFleetContractAndDescribe(t *testing.T) {
+	_, _, f := startFleet(t, 2)
+	ctx := ctxT(t)
+	ct, id, err := f.Contract(ctx)
+	if err != nil || id == "" {
+		t.Fatalf("Contract: %v", err)
+	}
+	found := false
+	for _, s := range ct.Services {
+		found = found || s.Name == "Fleet"
+	}
+	if !found {
+		t.Fatalf("contract lacks the Fleet service: %+v", ct.Services)
+	}
+	spec, err := f.DescribeMethod(ctx, &middleware.Call{Service: "Fleet", Method: "get"})
+	if err != nil || !spec.Idempotent {
+		t.Fatalf("DescribeMethod(Fleet.get): %+v, %v; want idempotent", spec, err)
+	}
+	if _, err := f.DescribeMethod(ctx, &middleware.Call{Service: "Fleet", Method: "nope"}); status.CodeOf(err) != status.NotFound {
+		t.Fatalf("DescribeMethod of a missing method: %v, want NOT_FOUND", err)
+	}
+}
