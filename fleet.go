@@ -269,7 +269,7 @@ type ProducerStatus struct {
 // to the dial timeout. Producers that fail are ejected (OutlierDetection);
 // one that refuses with "server shutting down" is drained at once; one
 // that leaves the set takes no new calls and its connection is closed
-// once its calls end (within 30 s).
+// once its calls end (within 30 s), which ends the sessions it held.
 //
 // The middleware of WithClientMiddleware runs once per call around the
 // balancer, with the default Retry (WithFleetRetry) innermost, so Retry's
