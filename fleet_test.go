@@ -378,16 +378,17 @@ func TestFleetSpreadsEvenly(t *testing.T) {
 
 func TestFleetP2CAvoidsSlowProducer(t *testing.T) {
 	ps, _, f := startFleet(t, 3)
-	// Delays well above the cost of a call (also under -race on a busy
-	// machine), so that the slow one really is 10x slower.
+	// Delays far above the cost of a call (also under -race on a busy
+	// machine, where the caller's own scheduling adds tens of
+	// milliseconds), so that the slow one really is 10x slower.
 	for i, p := range ps {
-		d := 40 * time.Millisecond
+		d := 100 * time.Millisecond
 		if i == 0 {
 			d *= 10
 		}
 		p.delay.Store(int64(d))
 	}
-	const total = 2000
+	const total = 1000
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	ctx := ctxT(t)
