@@ -47,6 +47,7 @@ const (
 	ExitConnect     = 3
 	ExitRPCBase     = 10
 	ExitApplication = 30
+	ExitTerminated  = 143 // 128 + SIGTERM
 )
 
 // exitCodeTable is the table above for help texts.
