@@ -329,7 +329,7 @@ func (c *caller) callOnce(cc aster.Caller, method string, src requestSource, opt
 	}
 	dc, err := aster.CallDynamic(ctx, cc, c.ct, method, opts...)
 	if err != nil {
-		return c.callErr(err, false)
+		return c.callErr(err, serverStreams(c.ct, method, c.flags.version))
 	}
 	defer dc.Close()
 	p, _ := handler.ParsePattern(dc.Method().Pattern)
@@ -398,6 +398,25 @@ func (c *caller) callErr(err error, streamed bool) error {
 		return callError(status.New(status.Canceled, "interrupted"))
 	}
 	return callError(err)
+}
+
+// serverStreams reports whether method (Service.method) answers with a
+// stream, by the contract.
+func serverStreams(ct *contract.Contract, method string, version uint32) bool {
+	i := strings.LastIndexByte(method, '.')
+	if i < 0 {
+		return false
+	}
+	svc := ct.Service(method[:i], version)
+	if svc == nil {
+		return false
+	}
+	m := svc.Method(method[i+1:])
+	if m == nil {
+		return false
+	}
+	p, _ := handler.ParsePattern(m.Pattern)
+	return p.ServerStreams()
 }
 
 // deniedWithRequirement adds to a PERMISSION_DENIED error the capability

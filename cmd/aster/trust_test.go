@@ -56,7 +56,7 @@ Expires: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)
 This file lets a consumer connect to your trusted-mode servers\.
 It contains a node identity \(secret key\) AND a signed enrollment
 credential\. The server validates the credential and grants the
-capabilities listed below\.
+capabilities listed above\.
 
 Use it:
 aster shell <peer-addr> --rcan edge-node-7\.cred

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
+)
+
+// These tests cover the operator's commands of issue 17 (list, describe,
+// call -v/-d/--format, exit codes, client-only configuration, completion)
+// with the CLI as a subprocess against a real server.
+
+// runIn runs the CLI in dir with extra environment variables.
+func runIn(t *testing.T, dir string, env []string, stdin string, args ...string) result {
+	t.Helper()
+	asterBin, _ := binaries(t)
+	cmd := exec.Command(asterBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	return runCmd(t, cmd, stdin)
+}
+
+func TestListAndDescribe(t *testing.T) {
+	addr := startServer(t)
+	r := runAster(t, "", "list", addr)
+	r.want(t, 0)
+	wantIn(t, "list", r.stdout, "AgentSession", "v1", "session", "2 methods", "MissionControl", "v1", "shared", "4 methods")
+
+	r = runAster(t, "", "list", addr, "MissionControl")
+	r.want(t, 0)
+	wantIn(t, "list MissionControl", r.stdout,
+		"getStatus", "unary", "mission/StatusRequest → mission/StatusResponse", "[requires ops.status, idempotent]",
+		"tailLogs", "server_stream", "[requires any_of(ops.logs, ops.admin)]")
+
+	r = runAster(t, "", "list", "--json", addr)
+	r.want(t, 0)
+	var services []struct {
+		Name    string
+		Version int
+		Scope   string
+		Methods []string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &services); err != nil || len(services) != 2 ||
+		services[1].Name != "MissionControl" || services[1].Scope != "shared" || len(services[1].Methods) != 4 || services[1].Methods[0] != "getStatus" {
+		t.Fatalf("list --json: %v\n%s", err, r.stdout)
+	}
+
+	r = runAster(t, "", "describe", addr, "MissionControl.tailLogs")
+	r.want(t, 0)
+	wantIn(t, "describe", r.stdout, "MissionControl.tailLogs  (server_stream, service v1, shared-scoped)",
+		"requires:  any_of(ops.logs, ops.admin)", "request:   mission/TailRequest", "agent_id", "level",
+		"response:  mission/LogEntry  (a stream of them)", "timestamp  float")
+	r = runAster(t, "", "describe", addr, "AgentSession")
+	r.want(t, 0)
+	wantIn(t, "describe AgentSession", r.stdout, "service AgentSession v1 (session-scoped, 2 methods)",
+		"AgentSession.register", "AgentSession.runCommand  (bidi_stream")
+
+	r = runAster(t, "", "describe", "--json", addr, "MissionControl.getStatus")
+	r.want(t, 0)
+	var d struct {
+		Service struct{ Name, Scope string }
+		Methods []struct {
+			Name, Pattern, Request, Response string
+			Idempotent                       bool
+			Requires                         map[string]any
+		}
+		Types []struct {
+			Name   string
+			Fields []struct{ Name string }
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || d.Service.Name != "MissionControl" || len(d.Methods) != 1 ||
+		!d.Methods[0].Idempotent || d.Methods[0].Requires["cap"] != "ops.status" || len(d.Types) != 2 ||
+		d.Types[0].Name != "mission/StatusRequest" || d.Types[0].Fields[0].Name != "agent_id" {
+		t.Fatalf("describe --json: %v\n%s", err, r.stdout)
+	}
+
+	// Unknown names are NOT_FOUND (15), listing what there is.
+	r = runAster(t, "", "describe", addr, "MissionControl.nope")
+	r.want(t, ExitCodeFor(status.NotFound))
+	wantIn(t, "stderr", r.stderr, "no method nope in MissionControl (methods: getStatus")
+	r = runAster(t, "", "list", addr, "Nope")
+	r.want(t, ExitCodeFor(status.NotFound))
+	runAster(t, "", "describe", addr).want(t, ExitUsage)
+}
+
+// echoServer runs an aster server in the test process: Echo.meta answers
+// with a response header and a trailer that repeat the request metadata,
+// Echo.fail ends with an application code, Echo.size reports the size of
+// its request.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	type req struct {
+		Data string `cbor:"data" json:"data"`
+	}
+	type resp struct {
+		N int `cbor:"n" json:"n"`
+	}
+	svc := handler.NewService("Echo", 1).
+		Handle("meta", handler.Unary(func(ctx context.Context, r *req) (*resp, error) {
+			handler.SetHeader(ctx, "x-served-by", "echo")
+			for k, v := range handler.IncomingMetadata(ctx) {
+				handler.SetTrailer(ctx, "echo-"+k, v)
+			}
+			return &resp{N: len(r.Data)}, nil
+		})).
+		Handle("fail", handler.Unary(func(ctx context.Context, r *req) (*resp, error) {
+			return nil, status.New(status.Code(107), "the application said no")
+		}))
+	srv := aster.NewServer(aster.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	srv.MustRegister(svc)
+	return serveInProcess(t, srv).String()
+}
+
+// serveInProcess serves srv on loopback until the test ends.
+func serveInProcess(t *testing.T, srv *aster.Server) aster.Address {
+	t.Helper()
+	ready := make(chan aster.Address, 1)
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe("127.0.0.1:0", func(a aster.Address) { ready <- a }) }()
+	var addr aster.Address
+	select {
+	case addr = <-ready:
+	case err := <-served:
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	})
+	return addr
+}
+
+// -v prints the request metadata, the response header and trailer and the
+// status on stderr; stdout has only the response.
+func TestCallVerbose(t *testing.T) {
+	addr := echoServer(t)
+	r := runAster(t, "", "call", "-v", "-H", "x-request-id=42", addr, "Echo.meta", `{"data":"abc"}`)
+	r.want(t, 0)
+	if r.stdout != `{"n":3}`+"\n" {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	wantIn(t, "stderr", r.stderr, "* connected to ", "> Echo.meta\n", "> x-request-id: 42\n",
+		"< header x-served-by: echo\n", "< trailer echo-x-request-id: 42\n", "< status OK (")
+
+	// An application code (>= 100) exits 30; -v shows it as the status.
+	r = runAster(t, "", "call", "-v", addr, "Echo.fail")
+	r.want(t, ExitApplication)
+	wantIn(t, "stderr", r.stderr, "< status APP_107: the application said no")
+}
+
+// Request data from -d @file, -d @-, piped stdin and a JSON array.
+func TestCallRequestData(t *testing.T) {
+	addr := startServer(t)
+	dir := t.TempDir()
+	req := filepath.Join(dir, "req.json")
+	os.WriteFile(req, []byte(`{"agent_id":"from-file"}`), 0o600)
+	r := runAster(t, "", "call", addr, "MissionControl.getStatus", "-d", "@"+req)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"from-file"`)
+	r = runAster(t, `{"agent_id":"at-dash"}`, "call", addr, "MissionControl.getStatus", "-d", "@-")
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"at-dash"`)
+	r = runAster(t, "", "call", addr, "MissionControl.getStatus", "-d", `{"agent_id":"inline"}`)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"inline"`)
+	// A unary call reads a request piped on stdin without "-".
+	r = runAster(t, `{"agent_id":"piped"}`, "call", addr, "MissionControl.getStatus")
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"piped"`)
+	// Nothing piped (empty stdin, or /dev/null): {}.
+	asterBin, _ := binaries(t)
+	cmd := exec.Command(asterBin, "call", addr, "MissionControl.getStatus") // stdin is /dev/null
+	out, err := cmd.Output()
+	if err != nil || string(out) != `{"agent_id":"","status":"running","uptime_secs":3600}`+"\n" {
+		t.Fatalf("stdin /dev/null: %v %q", err, out)
+	}
+	runAster(t, "", "call", addr, "MissionControl.getStatus").want(t, 0)
+
+	// A client stream from an NDJSON file, and from a JSON array argument.
+	metrics := filepath.Join(dir, "metrics.ndjson")
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, `{"name":"cpu","value":%d}`+"\n", i)
+	}
+	os.WriteFile(metrics, []byte(b.String()), 0o600)
+	r = runAster(t, "", "call", addr, "MissionControl.ingestMetrics", "-d", "@"+metrics)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `{"accepted":1000,"dropped":0}`)
+	r = runAster(t, "", "call", addr, "MissionControl.ingestMetrics", `[{"name":"a","value":1},{"name":"b","value":2}]`)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `{"accepted":2,"dropped":0}`)
+	r = runAster(t, `[{"name":"a","value":1}]`+"\n"+`{"name":"b","value":2}`, "call", addr, "MissionControl.ingestMetrics")
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `{"accepted":2,"dropped":0}`)
+
+	// Usage errors: a missing file, both an argument and -d, an empty -d @file.
+	r = runAster(t, "", "call", addr, "MissionControl.getStatus", "-d", "@"+filepath.Join(dir, "missing.json"))
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "missing.json", "no such file")
+	runAster(t, "", "call", addr, "MissionControl.getStatus", "{}", "-d", "{}").want(t, ExitUsage)
+	empty := filepath.Join(dir, "empty.json")
+	os.WriteFile(empty, nil, 0o600)
+	r = runAster(t, "", "call", addr, "MissionControl.getStatus", "-d", "@"+empty)
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "no request on")
+
+	// A request larger than the frame limit (16 MiB) fails clearly with
+	// RESOURCE_EXHAUSTED before anything reaches the server.
+	big := filepath.Join(dir, "big.json")
+	os.WriteFile(big, []byte(`{"agent_id":"`+strings.Repeat("x", 17<<20)+`"}`), 0o600)
+	r = runAster(t, "", "call", addr, "MissionControl.getStatus", "-d", "@"+big)
+	r.want(t, ExitCodeFor(status.ResourceExhausted))
+	wantIn(t, "stderr", r.stderr, "RESOURCE_EXHAUSTED: the request is too large to send", "exceeds limit of 16777216")
+}
+
+func TestCallFormat(t *testing.T) {
+	addr := startServer(t)
+	r := runAster(t, "", "call", "--format", "json", addr, "MissionControl.getStatus", `{"agent_id":"a"}`)
+	r.want(t, 0)
+	if want := "{\n  \"agent_id\": \"a\",\n  \"status\": \"running\",\n  \"uptime_secs\": 3600\n}\n"; r.stdout != want {
+		t.Fatalf("--format json: %q, want %q", r.stdout, want)
+	}
+	r = runIn(t, "", []string{"NO_COLOR="}, "", "call", "--format", "pretty", addr, "MissionControl.getStatus", `{"agent_id":"a"}`)
+	r.want(t, 0)
+	wantIn(t, "pretty", r.stdout, ansiKey+`"agent_id"`+ansiReset+": "+ansiString+`"a"`+ansiReset, ansiNumber+"3600"+ansiReset)
+	r = runIn(t, "", []string{"NO_COLOR=1"}, "", "call", "--format", "pretty", addr, "MissionControl.getStatus", `{"agent_id":"a"}`)
+	r.want(t, 0)
+	if strings.Contains(r.stdout, "\x1b[") || !strings.Contains(r.stdout, "\n  \"agent_id\": \"a\",\n") {
+		t.Fatalf("pretty with NO_COLOR: %q", r.stdout)
+	}
+	// Not a terminal: NDJSON.
+	r = runAster(t, "", "call", addr, "MissionControl.getStatus", `{"agent_id":"a"}`)
+	if r.stdout != `{"agent_id":"a","status":"running","uptime_secs":3600}`+"\n" {
+		t.Fatalf("default format on a pipe: %q", r.stdout)
+	}
+	runAster(t, "", "call", "--format", "yaml", addr, "MissionControl.getStatus").want(t, ExitUsage)
+}
+
+// admissionRig is a Mission Control server that admits only consumers
+// enrolled by root, and a directory of credentials.
+type admissionRig struct {
+	addr string
+	root trust.SecretKey
+	dir  string
+}
+
+func newAdmissionRig(t *testing.T) *admissionRig {
+	t.Helper()
+	root := trust.GenerateKey()
+	addr := startServer(t, "ASTER_ROOT_PUBKEY="+trust.IDOf(root).String(), "ASTER_ALLOW_ALL_CONSUMERS=false")
+	return &admissionRig{addr: addr, root: root, dir: t.TempDir()}
+}
+
+// credFile writes an .aster-identity file with a credential for key
+// signed by root (nil: the rig's) that expires at exp, and returns its path.
+func (a *admissionRig) credFile(t *testing.T, name string, key trust.SecretKey, boundTo trust.EndpointID, root trust.SecretKey, exp time.Time) string {
+	t.Helper()
+	if root == nil {
+		root = a.root
+	}
+	c := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: name,
+		RootPubKey: trust.IDOf(root), EndpointID: boundTo, Capabilities: []string{"ops.status"},
+		IssuedAt: exp.Add(-48 * time.Hour).Truncate(time.Second), ExpiresAt: exp.Truncate(time.Second)}
+	if err := enroll.Sign(root, c); err != nil {
+		t.Fatal(err)
+	}
+	id := &identity.Identity{Key: key}
+	id.SetPeer(c)
+	path := filepath.Join(a.dir, name+".cred")
+	if err := identity.Save(path, id); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Every row of the exit status table, with the CLI as a subprocess.
+func TestExitCodeTable(t *testing.T) {
+	addr := startServer(t)
+	rig := newAdmissionRig(t)
+	key := trust.GenerateKey()
+	good := rig.credFile(t, "good", key, trust.IDOf(key), nil, time.Now().Add(time.Hour))
+	expired := rig.credFile(t, "expired", key, trust.IDOf(key), nil, time.Now().Add(-time.Hour))
+	other := trust.GenerateKey()
+	otherRoot := rig.credFile(t, "other-root", key, trust.IDOf(key), other, time.Now().Add(time.Hour))
+	stolen := rig.credFile(t, "stolen", trust.GenerateKey(), trust.IDOf(key), nil, time.Now().Add(time.Hour))
+	// Nothing listens here: an address of a key nobody serves, at a port
+	// just closed.
+	down := startServerThenStop(t)
+
+	readOnly, err := os.Open(os.DevNull) // writing to it fails: output cannot be written
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readOnly.Close()
+	asterBin, _ := binaries(t)
+	failedWrite := func() result {
+		cmd := exec.Command(asterBin, "call", addr, "MissionControl.getStatus", "{}")
+		cmd.Stdout = readOnly
+		var errb strings.Builder
+		cmd.Stderr = &errb
+		err := cmd.Run()
+		r := result{stderr: errb.String()}
+		if ee, ok := err.(*exec.ExitError); ok {
+			r.exit = ee.ExitCode()
+		}
+		return r
+	}
+
+	for _, tc := range []struct {
+		name   string
+		run    func() result
+		exit   int
+		stderr string
+	}{
+		{"ok", func() result { return runAster(t, "", "call", addr, "MissionControl.getStatus", "{}") }, 0, ""},
+		{"stream stopped by --max", func() result {
+			pushLogs(t, addr, "warn")
+			return runAster(t, "", "call", "--max", "1", addr, "MissionControl.tailLogs", `{"level":"warn"}`)
+		}, 0, ""},
+		{"output cannot be written", failedWrite, ExitFailure, "writing output"},
+		{"usage: bad flag", func() result { return runAster(t, "", "call", "--nope", addr) }, ExitUsage, "unknown flag"},
+		{"usage: bad address", func() result { return runAster(t, "", "call", "aster1nope", "A.b") }, ExitUsage, "bad address"},
+		{"usage: JSON does not fit", func() result {
+			return runAster(t, "", "call", addr, "MissionControl.getStatus", `{"agent_id":7}`)
+		}, ExitUsage, "does not fit"},
+		{"usage: bad configuration", func() result {
+			return runIn(t, "", []string{"ASTER_SECRET_KEY=nope"}, "", "call", addr, "MissionControl.getStatus")
+		}, ExitUsage, "ASTER_SECRET_KEY"},
+		{"cannot connect", func() result {
+			return runAster(t, "", "call", "--connect-timeout", "20s", down, "MissionControl.getStatus")
+		}, ExitConnect, "UNAVAILABLE: cannot connect"},
+		{"NOT_FOUND", func() result { return runAster(t, "", "call", addr, "MissionControl.nope") }, ExitCodeFor(status.NotFound), "NOT_FOUND"},
+		{"DEADLINE_EXCEEDED", func() result {
+			return runAster(t, "", "call", "--timeout", "300ms", addr, "MissionControl.tailLogs", `{"level":"none"}`)
+		}, ExitCodeFor(status.DeadlineExceeded), "DEADLINE_EXCEEDED"},
+		{"admission: no credential", func() result { return runAster(t, "", "call", rig.addr, "MissionControl.getStatus") },
+			26, "UNAUTHENTICATED: admission refused: this server requires an enrollment credential: no credential was presented"},
+		{"admission: expired", func() result { return runAster(t, "", "call", "--rcan", expired, rig.addr, "MissionControl.getStatus") },
+			26, "UNAUTHENTICATED: admission refused: credential not accepted: the credential from --rcan " + expired + " expired at"},
+		{"admission: wrong root", func() result {
+			return runAster(t, "", "call", "--rcan", otherRoot, rig.addr, "MissionControl.getStatus")
+		}, 26, "signed by root " + trust.IDOf(other).Short() + ", which is not the root it trusts"},
+		{"admission: not bound to this key", func() result {
+			return runAster(t, "", "call", "--rcan", stolen, rig.addr, "MissionControl.getStatus")
+		}, 26, "is bound to endpoint " + trust.IDOf(key).Short() + ", not to this node's key"},
+		{"admitted", func() result { return runAster(t, "", "call", "--rcan", good, rig.addr, "MissionControl.getStatus") }, 0, ""},
+		{"PERMISSION_DENIED", func() result {
+			return runAster(t, "", "call", "--rcan", good, rig.addr, "MissionControl.tailLogs")
+		}, ExitCodeFor(status.PermissionDenied), "PERMISSION_DENIED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.run()
+			r.want(t, tc.exit)
+			if !strings.Contains(r.stderr, tc.stderr) {
+				t.Fatalf("stderr %q lacks %q", r.stderr, tc.stderr)
+			}
+		})
+	}
+	// The other commands that connect take --rcan and report a refusal
+	// the same way.
+	for _, args := range [][]string{
+		{"list", rig.addr}, {"describe", rig.addr, "MissionControl"}, {"contract", "show", rig.addr}, {"shell", rig.addr},
+	} {
+		runAster(t, "", args...).want(t, 26)
+		runAster(t, "", append([]string{"--rcan", good}, args...)...).want(t, 0)
+	}
+}
+
+// startServerThenStop returns the address of a server that is gone.
+func startServerThenStop(t *testing.T) string {
+	t.Helper()
+	_, serverBin := binaries(t)
+	cmd := exec.Command(serverBin)
+	cmd.Env = append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0")
+	addr, _, stop := launchServer(t, cmd)
+	stop()
+	return addr
+}
+
+// SIGTERM ends a call cleanly with exit 143; SIGINT ends a stream with 0.
+func TestCallSignals(t *testing.T) {
+	addr := startServer(t)
+	asterBin, _ := binaries(t)
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		exit int
+	}{{syscall.SIGTERM, ExitTerminated}, {syscall.SIGINT, 0}} {
+		cmd := exec.Command(asterBin, "call", "-v", addr, "MissionControl.tailLogs", `{"level":"never"}`)
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() && !strings.HasPrefix(sc.Text(), "> MissionControl.tailLogs") {
+		}
+		cmd.Process.Signal(tc.sig) // connected; the call is starting or under way
+		var rest strings.Builder
+		for sc.Scan() {
+			rest.WriteString(sc.Text() + "\n")
+		}
+		err = cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.exit {
+			t.Errorf("%v: exit %d, want %d; stderr:\n%s", tc.sig, code, tc.exit, rest.String())
+		}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Errorf("%v killed the process instead of a clean cancel", tc.sig)
+		}
+	}
+}
