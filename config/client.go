@@ -1,12 +1,16 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/trust"
 	"github.com/aster-go/aster/trust/identity"
 )
 
@@ -91,7 +95,7 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 	case c.EnrollmentCredentialFile != "":
 		f := fieldByKey["trust.enrollment_credential_file"]
 		src, raw := c.origin(f)
-		id, err := identity.Load(c.EnrollmentCredentialFile)
+		id, err := loadIdentity(c.EnrollmentCredentialFile)
 		if err != nil {
 			// The path is sensitive: the error names the field instead.
 			msg := strings.ReplaceAll(err.Error(), c.EnrollmentCredentialFile, "<the file>")
@@ -108,7 +112,7 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 	case c.SecretKey == nil && c.IdentityFile != "":
 		f := fieldByKey["identity.identity_file"]
 		src, raw := c.origin(f)
-		id, err := identity.Load(c.IdentityFile)
+		id, err := loadIdentity(c.IdentityFile)
 		if err == nil && id.Key == nil {
 			err = errors.New("has no [node] secret_key")
 		}
@@ -128,4 +132,42 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 		return []aster.ClientOption{aster.WithSecretKey(id.Key), aster.WithCredential(cred)}, nil
 	}
 	return nil, nil
+}
+
+// loadIdentity is identity.Load, except that a file holding binary data
+// (a NUL byte or invalid UTF-8 in its first KiB) is refused with a short
+// error instead of the parser's, which would quote the bytes.
+func loadIdentity(path string) (*identity.Identity, error) {
+	if err := CheckTextFile(path); err != nil {
+		return nil, err
+	}
+	return identity.Load(path)
+}
+
+// CheckTextFile returns an error when the file at path ("~" expanded)
+// starts with binary data (a NUL byte or invalid UTF-8 in its first KiB),
+// so that callers can refuse it without printing its bytes. A file that
+// cannot be read is left to the caller's own reading.
+func CheckTextFile(path string) error {
+	p, err := trust.ExpandHome(path)
+	if err != nil {
+		return nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	buf := make([]byte, 1024)
+	n, _ := io.ReadFull(f, buf)
+	buf = buf[:n]
+	if n == len(buf) { // the last rune may be cut
+		for i := 0; i < utf8.UTFMax && len(buf) > 0 && !utf8.Valid(buf); i++ {
+			buf = buf[:len(buf)-1]
+		}
+	}
+	if bytes.IndexByte(buf, 0) >= 0 || !utf8.Valid(buf) {
+		return errors.New("is not a text file (it holds binary data, not an .aster-identity TOML file)")
+	}
+	return nil
 }

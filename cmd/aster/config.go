@@ -130,7 +130,11 @@ func checkIdentityFiles(cfg *config.Config) error {
 		if f.path == "" {
 			continue
 		}
-		id, err := identity.Load(f.path)
+		err := config.CheckTextFile(f.path)
+		var id *identity.Identity
+		if err == nil {
+			id, err = identity.Load(f.path)
+		}
 		if err == nil && id.Key == nil && f.key == "identity.identity_file" {
 			err = errors.New("has no [node] secret_key")
 		}

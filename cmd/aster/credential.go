@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/trust/identity"
 )
 
@@ -12,6 +13,9 @@ import (
 // that cannot be read or parsed is a usage error (exit 2), reported before
 // anything is dialled.
 func credentialOptions(file string) ([]aster.ClientOption, *credInfo, error) {
+	if err := config.CheckTextFile(file); err != nil {
+		return nil, nil, usageErrorf("--rcan %s %w", file, err)
+	}
 	id, err := identity.Load(file)
 	if err != nil {
 		return nil, nil, usageErrorf("--rcan %s: %w", file, err)

@@ -434,3 +434,175 @@ func TestCallSignals(t *testing.T) {
 		}
 	}
 }
+
+// Client commands read only client settings.
+func TestClientIgnoresServerSettings(t *testing.T) {
+	addr := startServer(t)
+	dir := t.TempDir()
+	// A corrupt .aster-identity in the working directory is a warning.
+	os.WriteFile(filepath.Join(dir, ".aster-identity"), []byte("[node]\nsecret_key = 'broken'\n"), 0o600)
+	r := runIn(t, dir, nil, "", "call", addr, "MissionControl.getStatus", `{"agent_id":"a"}`)
+	r.want(t, 0)
+	wantIn(t, "stderr", r.stderr, "warning: ignoring .aster-identity in the working directory")
+	for _, args := range [][]string{{"list", addr}, {"describe", addr, "MissionControl"}, {"contract", "show", addr}, {"shell", addr}} {
+		runIn(t, dir, nil, "", args...).want(t, 0)
+	}
+	// ... unless it is asked for.
+	r = runIn(t, dir, []string{"ASTER_IDENTITY_FILE=.aster-identity"}, "", "call", addr, "MissionControl.getStatus")
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "identity.identity_file")
+	// config print shows the configuration, then reports the file (exit 2).
+	r = runIn(t, dir, nil, "", "config", "print")
+	r.want(t, ExitUsage)
+	wantIn(t, "stdout", r.stdout, "[identity]", ".aster-identity")
+	wantIn(t, "stderr", r.stderr, "identity.identity_file (.aster-identity, found in the working directory) cannot be used")
+
+	// Server settings a server would refuse do not stop a client.
+	r = runIn(t, t.TempDir(), []string{"ASTER_ENABLE_MONITORING=true", "ASTER_ENABLE_HOOKS=1"}, "", "call", addr, "MissionControl.getStatus")
+	r.want(t, 0)
+	r = runIn(t, t.TempDir(), []string{"ASTER_ENABLE_MONITORING=true"}, "", "config", "print")
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "enable_monitoring")
+
+	// ASTER_ENDPOINT_ADDR is the default target.
+	env := []string{"ASTER_ENDPOINT_ADDR=" + addr}
+	r = runIn(t, dir, env, "", "call", "MissionControl.getStatus", `{"agent_id":"env"}`)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"env"`)
+	r = runIn(t, dir, env, `{"agent_id":"env-stdin"}`, "call", "MissionControl.getStatus")
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"env-stdin"`)
+	r = runIn(t, dir, env, "", "list")
+	r.want(t, 0)
+	wantIn(t, "list", r.stdout, "AgentSession", "MissionControl")
+	r = runIn(t, dir, env, "", "describe", "MissionControl.getStatus")
+	r.want(t, 0)
+	wantIn(t, "describe", r.stdout, "MissionControl.getStatus  (unary")
+	runIn(t, dir, env, "", "list", "MissionControl").want(t, 0)
+	runIn(t, dir, env, "", "contract", "show").want(t, 0)
+	runIn(t, dir, env, "", "shell").want(t, 0)
+	// An explicit address still wins.
+	runIn(t, dir, []string{"ASTER_ENDPOINT_ADDR=" + startServerThenStop(t)}, "", "call", addr, "MissionControl.getStatus").want(t, 0)
+	// Without either: a usage error naming both.
+	r = runIn(t, dir, nil, "", "list")
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "no target", "ASTER_ENDPOINT_ADDR")
+}
+
+// A binary file given as a credential is a clean usage error: no raw
+// bytes reach the terminal.
+func TestRcanGarbage(t *testing.T) {
+	addr := startServer(t)
+	garbage := filepath.Join(t.TempDir(), "garbage.cred")
+	b := make([]byte, 512)
+	for i := range b {
+		b[i] = byte(i * 37)
+	}
+	os.WriteFile(garbage, b, 0o600)
+	for _, args := range [][]string{
+		{"call", "--rcan", garbage, addr, "MissionControl.getStatus"},
+		{"shell", "--rcan", garbage, addr},
+		{"--json-errors", "list", "--rcan", garbage, addr},
+	} {
+		r := runAster(t, "", args...)
+		r.want(t, ExitUsage)
+		for _, c := range r.stderr {
+			if c == '\uFFFD' || (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f {
+				t.Fatalf("%v: stderr has a raw byte %q:\n%q", args, c, r.stderr)
+			}
+		}
+		wantIn(t, "stderr", r.stderr, "garbage.cred", "is not a text file")
+	}
+	r := runIn(t, t.TempDir(), []string{"ASTER_ENROLLMENT_CREDENTIAL=" + garbage}, "", "call", addr, "MissionControl.getStatus")
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "is not a text file", "trust.enrollment_credential_file")
+}
+
+func TestSanitize(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text\tand tab\n": "plain text\tand tab\n",
+		"bell\a esc\x1b[31m":    `bell\a esc\x1b[31m`,
+		"bad \xff\xfe utf8":     `bad \xff\xfe utf8`,
+		"ünïcode ok":            "ünïcode ok",
+	} {
+		if got := sanitize(in); got != want {
+			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A script's exit status is that of its first failing command;
+// --fail-fast stops there.
+func TestShellScriptExitStatus(t *testing.T) {
+	addr := startServer(t)
+	script := "cd services/MissionControl\n./getStatus agent_id=a\n./nope\n./getStatus agent_id=7x uptime\n./getStatus agent_id=after\n"
+	r := runAster(t, script, "shell", "--json", addr)
+	r.want(t, ExitCodeFor(status.NotFound))
+	wantIn(t, "stdout", r.stdout, `"agent_id":"a"`, `"agent_id":"after"`)
+	wantIn(t, "stderr", r.stderr, "NOT_FOUND: no method nope", "2 of the script's commands failed; the first with NOT_FOUND (exit 15)")
+
+	r = runAster(t, script, "shell", "--json", "--fail-fast", addr)
+	r.want(t, ExitCodeFor(status.NotFound))
+	if strings.Contains(r.stdout, "after") || strings.Contains(r.stderr, "INVALID_ARGUMENT") {
+		t.Fatalf("--fail-fast went on after the failure:\n%s\n%s", r.stdout, r.stderr)
+	}
+	runAster(t, "cd services/MissionControl\n./getStatus agent_id=a\n", "shell", "--json", addr).want(t, 0)
+}
+
+// Completion scripts complete service and method names from the contract
+// cache, without connecting.
+func TestCompletionScripts(t *testing.T) {
+	addr := startServer(t)
+	cache := t.TempDir()
+	env := []string{"ASTER_CACHE_DIR=" + cache}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		r := runIn(t, "", env, "", "completion", sh)
+		r.want(t, 0)
+		wantIn(t, sh, r.stdout, "__complete")
+	}
+	// Nothing cached yet: no names.
+	r := runIn(t, "", env, "", "__complete", "call", addr, "Mi")
+	r.want(t, 0)
+	if strings.Contains(r.stdout, "MissionControl") {
+		t.Fatalf("completed from nothing: %s", r.stdout)
+	}
+	runIn(t, "", env, "", "list", addr).want(t, 0) // caches the contract
+	r = runIn(t, "", env, "", "__complete", "call", addr, "Mi")
+	r.want(t, 0)
+	wantIn(t, "services", r.stdout, "MissionControl.\n", ":6\n") // no space, no files
+	r = runIn(t, "", env, "", "__complete", "call", "-v", addr, "MissionControl.t")
+	wantIn(t, "methods", r.stdout, "MissionControl.tailLogs\n", ":4\n")
+	if strings.Contains(r.stdout, "getStatus") {
+		t.Fatalf("completed a method that does not match: %s", r.stdout)
+	}
+	r = runIn(t, "", env, "", "__complete", "list", addr, "")
+	wantIn(t, "list", r.stdout, "AgentSession\n", "MissionControl\n")
+	r = runIn(t, "", append(env, "ASTER_ENDPOINT_ADDR="+addr), "", "__complete", "describe", "AgentSession.r")
+	wantIn(t, "describe with ASTER_ENDPOINT_ADDR", r.stdout, "AgentSession.register\n", "AgentSession.runCommand\n")
+}
+
+// The cache keeps at most maxCachedContracts files.
+func TestContractCacheBounded(t *testing.T) {
+	t.Setenv("ASTER_CACHE_DIR", t.TempDir())
+	dir := cacheDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	for i := range maxCachedContracts + 8 {
+		p := filepath.Join(dir, fmt.Sprintf("%064x.json", i))
+		os.WriteFile(p, []byte("{}"), 0o600)
+		os.Chtimes(p, old.Add(time.Duration(i)*time.Second), old.Add(time.Duration(i)*time.Second))
+	}
+	pruneCache(dir)
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != maxCachedContracts {
+		t.Fatalf("%d files after pruning, want %d", len(entries), maxCachedContracts)
+	}
+	if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%064x.json", 0))); err == nil {
+		t.Fatal("the oldest file was kept")
+	}
+	if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%064x.json", maxCachedContracts+7))); err != nil {
+		t.Fatal("the newest file was dropped")
+	}
+}
