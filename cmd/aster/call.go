@@ -505,7 +505,7 @@ func where(n int) string {
 	if n > 0 {
 		return fmt.Sprintf("request %d", n)
 	}
-	return "the request"
+	return "request"
 }
 
 // maxStdinDoc bounds a single request read from stdin.

@@ -230,7 +230,7 @@ func TestCallRequestData(t *testing.T) {
 	os.WriteFile(big, []byte(`{"agent_id":"`+strings.Repeat("x", 17<<20)+`"}`), 0o600)
 	r = runAster(t, "", "call", addr, "MissionControl.getStatus", "-d", "@"+big)
 	r.want(t, ExitCodeFor(status.ResourceExhausted))
-	wantIn(t, "stderr", r.stderr, "RESOURCE_EXHAUSTED: the request is too large to send", "exceeds limit of 16777216")
+	wantIn(t, "stderr", r.stderr, "RESOURCE_EXHAUSTED: request is too large to send", "exceeds limit of 16777216")
 }
 
 func TestCallFormat(t *testing.T) {
