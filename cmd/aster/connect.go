@@ -202,13 +202,14 @@ func isAdmissionRefusal(err error) bool {
 // found by checking the presented credential here.
 func admissionError(err error, cred *credInfo, now time.Time) error {
 	msg := status.FromError(err).Message()
+	msg = strings.Replace(msg, "admission refused: admission refused", "admission refused", 1)
 	return &cliError{exit: ExitCodeFor(status.Unauthenticated), code: status.Unauthenticated, msg: msg + ": " + refusalReason(cred, now), err: err}
 }
 
 // refusalReason explains why a server likely refused cred.
 func refusalReason(ci *credInfo, now time.Time) string {
 	if ci == nil {
-		return "no credential was presented; this server admits only enrolled peers (use --rcan FILE, ASTER_ENROLLMENT_CREDENTIAL or ASTER_IDENTITY_FILE)"
+		return "no credential was presented (a server that admits only enrolled peers needs one: --rcan FILE, ASTER_ENROLLMENT_CREDENTIAL or ASTER_IDENTITY_FILE)"
 	}
 	c := ci.cred
 	switch {

@@ -18,6 +18,7 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
 	"github.com/aster-go/aster/trust/enroll"
 	"github.com/aster-go/aster/trust/identity"
@@ -354,7 +355,7 @@ func TestExitCodeTable(t *testing.T) {
 			return runAster(t, "", "call", "--timeout", "300ms", addr, "MissionControl.tailLogs", `{"level":"none"}`)
 		}, ExitCodeFor(status.DeadlineExceeded), "DEADLINE_EXCEEDED"},
 		{"admission: no credential", func() result { return runAster(t, "", "call", rig.addr, "MissionControl.getStatus") },
-			26, "UNAUTHENTICATED: admission refused: this server requires an enrollment credential: no credential was presented"},
+			26, "UNAUTHENTICATED: admission refused: this server requires an enrollment credential: no credential was presented (a server"},
 		{"admission: expired", func() result { return runAster(t, "", "call", "--rcan", expired, rig.addr, "MissionControl.getStatus") },
 			26, "UNAUTHENTICATED: admission refused: credential not accepted: the credential from --rcan " + expired + " expired at"},
 		{"admission: wrong root", func() result {
@@ -605,4 +606,20 @@ func TestContractCacheBounded(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%064x.json", maxCachedContracts+7))); err != nil {
 		t.Fatal("the newest file was dropped")
 	}
+}
+
+// A server's own admission rule (aster.WithAdmission) that refuses: the
+// core reports it as UNAUTHENTICATED, so it exits 26 too, not 3.
+func TestAdmissionCustomRule(t *testing.T) {
+	srv := aster.NewServer(
+		aster.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		aster.WithAdmission(func(_ context.Context, c transport.Conn) (handler.Peer, error) {
+			return handler.Peer{}, status.New(status.PermissionDenied, "not on the guest list")
+		}),
+	)
+	srv.MustRegister(handler.NewService("Echo", 1).Handle("meta", handler.Unary(func(ctx context.Context, r *struct{}) (*struct{}, error) { return r, nil })))
+	addr := serveInProcess(t, srv).String()
+	r := runAster(t, "", "call", addr, "Echo.meta")
+	r.want(t, 26)
+	wantIn(t, "stderr", r.stderr, "UNAUTHENTICATED: admission refused: no credential was presented (a server that admits only enrolled peers needs one")
 }
