@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,7 +18,7 @@ import (
 // <cache>/contracts/<endpoint id>.json (the manifest form), where <cache>
 // is os.UserCacheDir()/aster ($XDG_CACHE_HOME/aster or ~/.cache/aster on
 // Linux, ~/Library/Caches/aster on macOS) or $ASTER_CACHE_DIR. It keeps at
-// most maxCachedContracts files, dropping the least recently written, and
+// most maxCachedContracts files, dropping the least recently changed, and
 // reads none larger than maxCachedContract. Deleting it is always safe.
 // Failing to write it is never an error.
 const (
@@ -50,6 +52,9 @@ func saveCachedContract(addr aster.Address, ct *contract.Contract, id string) {
 		return
 	}
 	final := filepath.Join(dir, addr.ID.String()+".json")
+	if old, err := readCapped(final); err == nil && bytes.Equal(old, b) {
+		return // unchanged: scripts calling in a loop do not rewrite it
+	}
 	tmp, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return
@@ -99,13 +104,8 @@ func cachedContract(rawAddr string) *contract.Contract {
 	if dir == "" || err != nil {
 		return nil
 	}
-	f, err := os.Open(filepath.Join(dir, addr.ID.String()+".json"))
+	b, err := readCapped(filepath.Join(dir, addr.ID.String()+".json"))
 	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxCachedContract+1))
-	if err != nil || len(b) > maxCachedContract {
 		return nil
 	}
 	m, err := contract.ParseManifest(b)
@@ -113,4 +113,21 @@ func cachedContract(rawAddr string) *contract.Contract {
 		return nil
 	}
 	return m.Contract
+}
+
+// readCapped reads a cache file of at most maxCachedContract bytes.
+func readCapped(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxCachedContract+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxCachedContract {
+		return nil, errors.New("cached contract too large")
+	}
+	return b, nil
 }

@@ -66,8 +66,9 @@ arrived, --timeout passes (DEADLINE_EXCEEDED), SIGINT (a clean cancel, exit
 0) or SIGTERM (a clean cancel, exit 143).
 
 -v prints on stderr what was sent and received besides the messages: the
-request metadata ("> key: value"), the response header and trailer
-metadata ("< header key: value", "< trailer key: value") and the status.
+request metadata ("> key: value"), the response header metadata ("< header
+key: value", with the first response), the trailer metadata ("< trailer
+key: value") and the status ("< status OK (1.2ms)"), when the call ends.
 
 Sessions: with --session <Service> the arguments are just [addr], and stdin
 holds the calls of one session, one per line:
@@ -223,6 +224,8 @@ type caller struct {
 	out     printer
 	verbose io.Writer        // -v: where metadata and status go; nil: off
 	reqMD   handler.Metadata // -v: the request metadata sent
+
+	headerShown bool // -v: the current call's header was printed
 }
 
 // requestSource says where a call's requests come from.
@@ -261,15 +264,15 @@ func callSource(cmd *cobra.Command, f *callFlags, rest []string) (requestSource,
 		return requestSource{kind: srcNone}, nil
 	case arg == "@-":
 		return requestSource{kind: srcStdin}, nil
-	case strings.HasPrefix(arg, "@") && len(rest) == 0:
+	case strings.HasPrefix(arg, "@"): // no JSON document starts with "@"
 		name := arg[1:]
 		fh, err := os.Open(name)
 		if err != nil {
-			return requestSource{}, usageErrorf("-d @%s: %w", name, errors.Unwrap(err))
+			return requestSource{}, usageErrorf("@%s: %w", name, errors.Unwrap(err))
 		}
 		if st, err := fh.Stat(); err != nil || !st.Mode().IsRegular() && st.Mode()&os.ModeNamedPipe == 0 {
 			fh.Close()
-			return requestSource{}, usageErrorf("-d @%s: not a regular file or pipe", name)
+			return requestSource{}, usageErrorf("@%s: not a regular file or pipe", name)
 		}
 		return requestSource{kind: srcFile, file: fh}, nil
 	}
@@ -299,8 +302,11 @@ func (c *caller) call(cc aster.Caller, method string, src requestSource) error {
 	fmt.Fprintf(w, "> %s\n", method)
 	printMetadata(w, "> ", c.reqMD)
 	start := time.Now()
+	c.headerShown = false
 	err := c.callOnce(cc, method, src, opts)
-	printMetadata(w, "< header ", header)
+	if !c.headerShown {
+		printMetadata(w, "< header ", header)
+	}
 	printMetadata(w, "< trailer ", trailer)
 	var ce *cliError
 	switch {
@@ -369,6 +375,12 @@ func (c *caller) callOnce(cc aster.Caller, method string, src requestSource, opt
 			default:
 			}
 			return c.callErr(deniedWithRequirement(dc.Method(), err), p.ServerStreams())
+		}
+		if n == 0 && c.verbose != nil {
+			// The header came before the first response: show it now,
+			// not only when a long stream ends.
+			printMetadata(c.verbose, "< header ", dc.Header())
+			c.headerShown = true
 		}
 		if err := c.out.Write(v); err != nil {
 			return err

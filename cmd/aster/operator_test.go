@@ -124,6 +124,14 @@ func echoServer(t *testing.T) string {
 		})).
 		Handle("fail", handler.Unary(func(ctx context.Context, r *req) (*resp, error) {
 			return nil, status.New(status.Code(107), "the application said no")
+		})).
+		Handle("watch", handler.ServerStream(func(ctx context.Context, r *req, send func(*resp) error) error {
+			handler.SetHeader(ctx, "x-stream", "yes")
+			if err := send(&resp{N: 1}); err != nil {
+				return err
+			}
+			<-ctx.Done() // an endless stream
+			return ctx.Err()
 		}))
 	srv := aster.NewServer(aster.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	srv.MustRegister(svc)
@@ -163,6 +171,31 @@ func TestCallVerbose(t *testing.T) {
 	wantIn(t, "stderr", r.stderr, "* connected to ", "> Echo.meta\n", "> x-request-id: 42\n",
 		"< header x-served-by: echo\n", "< trailer echo-x-request-id: 42\n", "< status OK (")
 
+	// A stream's header shows with its first response, not at its end.
+	asterBin, _ := binaries(t)
+	cmd := exec.Command(asterBin, "call", "-v", addr, "Echo.watch")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer killer.Stop()
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && sc.Text() != "< header x-stream: yes" {
+	}
+	cmd.Process.Signal(syscall.SIGINT) // the stream is still running
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "< header") {
+			t.Errorf("header printed twice: %q", sc.Text())
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("a stream stopped by SIGINT: %v, want exit 0", err)
+	}
+
 	// An application code (>= 100) exits 30; -v shows it as the status.
 	r = runAster(t, "", "call", "-v", addr, "Echo.fail")
 	r.want(t, ExitApplication)
@@ -176,6 +209,9 @@ func TestCallRequestData(t *testing.T) {
 	req := filepath.Join(dir, "req.json")
 	os.WriteFile(req, []byte(`{"agent_id":"from-file"}`), 0o600)
 	r := runAster(t, "", "call", addr, "MissionControl.getStatus", "-d", "@"+req)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"from-file"`)
+	r = runAster(t, "", "call", addr, "MissionControl.getStatus", "@"+req)
 	r.want(t, 0)
 	wantIn(t, "stdout", r.stdout, `"agent_id":"from-file"`)
 	r = runAster(t, `{"agent_id":"at-dash"}`, "call", addr, "MissionControl.getStatus", "-d", "@-")
@@ -568,6 +604,16 @@ func TestCompletionScripts(t *testing.T) {
 		t.Fatalf("completed from nothing: %s", r.stdout)
 	}
 	runIn(t, "", env, "", "list", addr).want(t, 0) // caches the contract
+	a, _ := aster.ParseAddress(addr)
+	cached := filepath.Join(cache, "contracts", a.ID.String()+".json")
+	long := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(cached, long, long); err != nil {
+		t.Fatalf("the contract was not cached: %v", err)
+	}
+	runIn(t, "", env, "", "describe", addr, "MissionControl").want(t, 0)
+	if st, err := os.Stat(cached); err != nil || !st.ModTime().Equal(long) {
+		t.Fatalf("an unchanged contract was rewritten: %v", err)
+	}
 	r = runIn(t, "", env, "", "__complete", "call", addr, "Mi")
 	r.want(t, 0)
 	wantIn(t, "services", r.stdout, "MissionControl.\n", ":6\n") // no space, no files
