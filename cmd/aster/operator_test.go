@@ -39,6 +39,7 @@ func runIn(t *testing.T, dir string, env []string, stdin string, args ...string)
 }
 
 func TestListAndDescribe(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	r := runAster(t, "", "list", addr)
 	r.want(t, 0)
@@ -162,6 +163,7 @@ func serveInProcess(t *testing.T, srv *aster.Server) aster.Address {
 // -v prints the request metadata, the response header and trailer and the
 // status on stderr; stdout has only the response.
 func TestCallVerbose(t *testing.T) {
+	t.Parallel()
 	addr := echoServer(t)
 	r := runAster(t, "", "call", "-v", "-H", "x-request-id=42", addr, "Echo.meta", `{"data":"abc"}`)
 	r.want(t, 0)
@@ -204,6 +206,7 @@ func TestCallVerbose(t *testing.T) {
 
 // Request data from -d @file, -d @-, piped stdin and a JSON array.
 func TestCallRequestData(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	dir := t.TempDir()
 	req := filepath.Join(dir, "req.json")
@@ -271,6 +274,7 @@ func TestCallRequestData(t *testing.T) {
 }
 
 func TestCallFormat(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	r := runAster(t, "", "call", "--format", "json", addr, "MissionControl.getStatus", `{"agent_id":"a"}`)
 	r.want(t, 0)
@@ -332,6 +336,7 @@ func (a *admissionRig) credFile(t *testing.T, name string, key trust.SecretKey, 
 
 // Every row of the exit status table, with the CLI as a subprocess.
 func TestExitCodeTable(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	rig := newAdmissionRig(t)
 	key := trust.GenerateKey()
@@ -436,6 +441,7 @@ func startServerThenStop(t *testing.T) string {
 
 // SIGTERM ends a call cleanly with exit 143; SIGINT ends a stream with 0.
 func TestCallSignals(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	asterBin, _ := binaries(t)
 	for _, tc := range []struct {
@@ -474,6 +480,7 @@ func TestCallSignals(t *testing.T) {
 
 // Client commands read only client settings.
 func TestClientIgnoresServerSettings(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	dir := t.TempDir()
 	// A corrupt .aster-identity in the working directory is a warning.
@@ -529,6 +536,7 @@ func TestClientIgnoresServerSettings(t *testing.T) {
 // A binary file given as a credential is a clean usage error: no raw
 // bytes reach the terminal.
 func TestRcanGarbage(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	garbage := filepath.Join(t.TempDir(), "garbage.cred")
 	b := make([]byte, 512)
@@ -571,6 +579,7 @@ func TestSanitize(t *testing.T) {
 // A script's exit status is that of its first failing command;
 // --fail-fast stops there.
 func TestShellScriptExitStatus(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	script := "cd services/MissionControl\n./getStatus agent_id=a\n./nope\n./getStatus agent_id=7x uptime\n./getStatus agent_id=after\n"
 	r := runAster(t, script, "shell", "--json", addr)
@@ -589,6 +598,7 @@ func TestShellScriptExitStatus(t *testing.T) {
 // Completion scripts complete service and method names from the contract
 // cache, without connecting.
 func TestCompletionScripts(t *testing.T) {
+	t.Parallel()
 	addr := startServer(t)
 	cache := t.TempDir()
 	env := []string{"ASTER_CACHE_DIR=" + cache}
@@ -657,6 +667,7 @@ func TestContractCacheBounded(t *testing.T) {
 // A server's own admission rule (aster.WithAdmission) that refuses: the
 // core reports it as UNAUTHENTICATED, so it exits 26 too, not 3.
 func TestAdmissionCustomRule(t *testing.T) {
+	t.Parallel()
 	srv := aster.NewServer(
 		aster.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		aster.WithAdmission(func(_ context.Context, c transport.Conn) (handler.Peer, error) {

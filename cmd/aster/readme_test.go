@@ -79,6 +79,7 @@ func outputPattern(want string) *regexp.Regexp {
 }
 
 func TestREADMECLIChapter(t *testing.T) {
+	t.Parallel()
 	blocks := readmeBlocks(t)
 	if len(blocks) < 7 {
 		t.Fatalf("found %d sh blocks in the README's CLI chapter; the markers are misplaced", len(blocks))
