@@ -126,6 +126,10 @@ func echoServer(t *testing.T) string {
 		Handle("fail", handler.Unary(func(ctx context.Context, r *req) (*resp, error) {
 			return nil, status.New(status.Code(107), "the application said no")
 		})).
+		Handle("hang", handler.Unary(func(ctx context.Context, r *req) (*resp, error) {
+			<-ctx.Done() // answers only when canceled
+			return nil, ctx.Err()
+		})).
 		Handle("watch", handler.ServerStream(func(ctx context.Context, r *req, send func(*resp) error) error {
 			handler.SetHeader(ctx, "x-stream", "yes")
 			if err := send(&resp{N: 1}); err != nil {
@@ -439,16 +443,24 @@ func startServerThenStop(t *testing.T) string {
 	return addr
 }
 
-// SIGTERM ends a call cleanly with exit 143; SIGINT ends a stream with 0.
+// SIGTERM ends a call cleanly with exit 143; SIGINT ends a stream with 0
+// and a unary call with CANCELED (11).
 func TestCallSignals(t *testing.T) {
 	t.Parallel()
 	addr := startServer(t)
+	echo := echoServer(t)
 	asterBin, _ := binaries(t)
 	for _, tc := range []struct {
-		sig  syscall.Signal
-		exit int
-	}{{syscall.SIGTERM, ExitTerminated}, {syscall.SIGINT, 0}} {
-		cmd := exec.Command(asterBin, "call", "-v", addr, "MissionControl.tailLogs", `{"level":"never"}`)
+		sig          syscall.Signal
+		addr, method string
+		exit         int
+	}{
+		{syscall.SIGTERM, addr, "MissionControl.tailLogs", ExitTerminated},
+		{syscall.SIGTERM, echo, "Echo.hang", ExitTerminated},
+		{syscall.SIGINT, addr, "MissionControl.tailLogs", 0},
+		{syscall.SIGINT, echo, "Echo.hang", ExitCodeFor(status.Canceled)},
+	} {
+		cmd := exec.Command(asterBin, "call", "-v", tc.addr, tc.method, `{}`)
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -457,7 +469,7 @@ func TestCallSignals(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := bufio.NewScanner(stderr)
-		for sc.Scan() && !strings.HasPrefix(sc.Text(), "> MissionControl.tailLogs") {
+		for sc.Scan() && !strings.HasPrefix(sc.Text(), "> "+tc.method) {
 		}
 		cmd.Process.Signal(tc.sig) // connected; the call is starting or under way
 		var rest strings.Builder
@@ -470,7 +482,7 @@ func TestCallSignals(t *testing.T) {
 			code = ee.ExitCode()
 		}
 		if code != tc.exit {
-			t.Errorf("%v: exit %d, want %d; stderr:\n%s", tc.sig, code, tc.exit, rest.String())
+			t.Errorf("%v during %s: exit %d, want %d; stderr:\n%s", tc.sig, tc.method, code, tc.exit, rest.String())
 		}
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			t.Errorf("%v killed the process instead of a clean cancel", tc.sig)
