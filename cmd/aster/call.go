@@ -121,11 +121,11 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 	if err != nil {
 		return err
 	}
-	min := 1
+	need := 1 // arguments besides the target
 	if f.session != "" {
-		min = 0
+		need = 0
 	}
-	rawAddr, args, err := splitTarget(&cfg, args, min)
+	rawAddr, args, err := splitTarget(&cfg, args, need)
 	if err != nil {
 		return err
 	}

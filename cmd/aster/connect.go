@@ -55,10 +55,10 @@ func loadClientConfig(c *cobra.Command) (config.Config, error) {
 // is the target unless connect.endpoint_addr (ASTER_ENDPOINT_ADDR) is
 // configured and it does not look like one (an aster1... address, a hex
 // endpoint id or a scheme:// name); then the configured address is the
-// target. min is the number of arguments the command needs besides the
+// target. need is the number of arguments the command needs besides the
 // target.
-func splitTarget(cfg *config.Config, args []string, min int) (target string, rest []string, err error) {
-	if cfg.EndpointAddr != "" && (len(args) == min || (len(args) > 0 && !looksLikeTarget(args[0]))) {
+func splitTarget(cfg *config.Config, args []string, need int) (target string, rest []string, err error) {
+	if cfg.EndpointAddr != "" && (len(args) == need || (len(args) > 0 && !looksLikeTarget(args[0]))) {
 		return cfg.EndpointAddr, args, nil
 	}
 	if len(args) == 0 {

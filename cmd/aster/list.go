@@ -21,12 +21,12 @@ func init() {
 
 // fetchContract connects to the target in args (or ASTER_ENDPOINT_ADDR)
 // and returns its contract and the arguments after the target.
-func fetchContract(c *cobra.Command, f *connectFlags, args []string, min int) (*contract.Contract, []string, error) {
+func fetchContract(c *cobra.Command, f *connectFlags, args []string, need int) (*contract.Contract, []string, error) {
 	cfg, err := loadClientConfig(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	rawAddr, rest, err := splitTarget(&cfg, args, min)
+	rawAddr, rest, err := splitTarget(&cfg, args, need)
 	if err != nil {
 		return nil, nil, err
 	}
