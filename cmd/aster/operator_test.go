@@ -692,3 +692,16 @@ func TestAdmissionCustomRule(t *testing.T) {
 	r.want(t, 26)
 	wantIn(t, "stderr", r.stderr, "UNAUTHENTICATED: admission refused: no credential was presented (a server that admits only enrolled peers needs one")
 }
+
+// Names from a hostile server's contract never reach a shell's completion
+// when they could do harm there.
+func TestCompletable(t *testing.T) {
+	for name, want := range map[string]bool{
+		"MissionControl": true, "MissionControl@2": true, "getStatus": true, "x_y-z.1": true,
+		"": false, "a b": false, "a\x1b[31m": false, "a\nb": false, "$(rm -rf ~)": false, "a;b": false, "a`b`": false, `a"b`: false,
+	} {
+		if got := completable(name); got != want {
+			t.Errorf("completable(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
