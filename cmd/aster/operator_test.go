@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/handler"
@@ -704,4 +707,27 @@ func TestCompletable(t *testing.T) {
 			t.Errorf("completable(%q) = %v, want %v", name, got, want)
 		}
 	}
+}
+
+// On a terminal the default format is pretty: indented and coloured.
+func TestCallPrettyOnTerminal(t *testing.T) {
+	t.Parallel()
+	addr := startServer(t)
+	asterBin, _ := binaries(t)
+	cmd := exec.Command(asterBin, "call", addr, "MissionControl.getStatus", `{"agent_id":"tty"}`)
+	cmd.Env = append(os.Environ(), "NO_COLOR=", "TERM=xterm")
+	f, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	killer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer killer.Stop()
+	var out bytes.Buffer
+	io.Copy(&out, f) // until EIO: the program has exited
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, out.String())
+	}
+	got := strings.ReplaceAll(out.String(), "\r\n", "\n")
+	wantIn(t, "terminal output", got, "{\n  "+ansiKey+`"agent_id"`+ansiReset+": "+ansiString+`"tty"`+ansiReset+",\n")
 }
