@@ -118,7 +118,7 @@ service as its contract entry {"name","version","scope","methods":[{"name",
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (see above)")
-	return cmd
+	return exitsOnSIGTERM(cmd)
 }
 
 func newDescribeCmd() *cobra.Command {
@@ -193,7 +193,7 @@ methods described and every type they use.`,
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (see above)")
-	return cmd
+	return exitsOnSIGTERM(cmd)
 }
 
 // lookupMethod resolves "Service", "Service@v", "Service.method" or
