@@ -412,6 +412,11 @@ func TestExitCodeTable(t *testing.T) {
 		{"admission: not bound to this key", func() result {
 			return runAster(t, "", "call", "--rcan", stolen, rig.addr, "MissionControl.getStatus")
 		}, 26, "is bound to endpoint " + trust.IDOf(key).Short() + ", not to this node's key"},
+		{"admission: the identity file here is broken", func() result {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, ".aster-identity"), []byte("[node]\nsecret_key = 'broken'\n"), 0o600)
+			return runIn(t, dir, nil, "", "call", rig.addr, "MissionControl.getStatus")
+		}, 26, "no credential was presented (a server that admits only enrolled peers needs one: --rcan FILE, ASTER_ENROLLMENT_CREDENTIAL or ASTER_IDENTITY_FILE) (ignoring .aster-identity in the working directory: "},
 		{"admitted", func() result { return runAster(t, "", "call", "--rcan", good, rig.addr, "MissionControl.getStatus") }, 0, ""},
 		{"PERMISSION_DENIED", func() result {
 			return runAster(t, "", "call", "--rcan", good, rig.addr, "MissionControl.tailLogs")
