@@ -19,6 +19,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
@@ -735,4 +736,37 @@ func TestCallPrettyOnTerminal(t *testing.T) {
 	}
 	got := strings.ReplaceAll(out.String(), "\r\n", "\n")
 	wantIn(t, "terminal output", got, "{\n  "+ansiKey+`"agent_id"`+ansiReset+": "+ansiString+`"tty"`+ansiReset+",\n")
+}
+
+// splitTarget takes the address off the front, or uses
+// connect.endpoint_addr when the first argument is not one.
+func TestSplitTarget(t *testing.T) {
+	addr := aster.Address{ID: trust.IDOf(trust.GenerateKey())}.String()
+	hexID := trust.IDOf(trust.GenerateKey()).String()
+	env := &config.Config{EndpointAddr: addr}
+	none := &config.Config{}
+	for _, tc := range []struct {
+		cfg        *config.Config
+		args       []string
+		need       int
+		target     string
+		rest       []string
+		usageError bool
+	}{
+		{none, []string{addr, "A.b"}, 1, addr, []string{"A.b"}, false},
+		{none, []string{hexID, "A.b"}, 1, hexID, []string{"A.b"}, false},
+		{none, []string{"A.b"}, 1, "A.b", nil, false}, // then "bad address"
+		{none, nil, 0, "", nil, true},
+		{env, []string{"A.b", "{}"}, 1, addr, []string{"A.b", "{}"}, false},
+		{env, []string{"A.b"}, 1, addr, []string{"A.b"}, false},
+		{env, []string{hexID, "A.b"}, 1, hexID, []string{"A.b"}, false},
+		{env, nil, 0, addr, nil, false},
+		{env, []string{"MissionControl"}, 0, addr, []string{"MissionControl"}, false},
+		{env, []string{"dns:///mission.example", "A.b"}, 1, "dns:///mission.example", []string{"A.b"}, false},
+	} {
+		target, rest, err := splitTarget(tc.cfg, tc.args, tc.need)
+		if (err != nil) != tc.usageError || target != tc.target || strings.Join(rest, " ") != strings.Join(tc.rest, " ") {
+			t.Errorf("splitTarget(%v, %d) with endpoint_addr %q = %q, %q, %v", tc.args, tc.need, tc.cfg.EndpointAddr, target, rest, err)
+		}
+	}
 }
