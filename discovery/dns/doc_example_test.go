@@ -6,6 +6,7 @@ import (
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/discovery/dns"
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/internal/testutil/dnstest"
 	mdns "github.com/miekg/dns"
 )
@@ -28,6 +29,9 @@ mc-dr     IN TXT  "id=53a7e2842cb1f23232ce0b7e786be2b475c515135190242569c71fe3ee
 `
 
 func TestDocZoneExample(t *testing.T) {
+	if doc := testutil.ProtocolExample(t, "dns-zone") + "\n"; doc != docZone {
+		t.Errorf("PROTOCOL.md's dns-zone example differs from the package's:\n%s", doc)
+	}
 	s := dnstest.Start(t)
 	s.SetZone(t, docZone)
 	r, _ := newResolver(t, s, dns.Config{})

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -35,6 +36,13 @@ func vectorProducer() discovery.Producer {
 }
 
 func TestEntryVector(t *testing.T) {
+	// PROTOCOL.md (22.2) documents the same key and value.
+	if doc := testutil.ProtocolExample(t, "etcd-entry-key"); doc != vectorKey {
+		t.Errorf("PROTOCOL.md's etcd-entry-key\n%s\nwant\n%s", doc, vectorKey)
+	}
+	if doc := testutil.ProtocolExample(t, "etcd-entry-value"); doc != vectorValue {
+		t.Errorf("PROTOCOL.md's etcd-entry-value\n%s\nwant\n%s", doc, vectorValue)
+	}
 	p := vectorProducer()
 	v, err := encodeValue(p)
 	if err != nil {

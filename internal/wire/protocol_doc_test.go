@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	stdjson "encoding/json"
 	"errors"
 	"io"
 	"math/big"
@@ -658,6 +659,58 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 			t.Fatalf("parsing the documented address: %v", err)
 		}
 		sameValue(t, "address", got, a)
+	},
+	// Discovery records (22.2, 22.3): discovery/etcd and discovery/dns
+	// check these blocks against their encoders and decoders; here, what
+	// the wire package can check without linking them: the records name the
+	// test vector's endpoint and addresses.
+	"etcd-entry-key": func(t checkT, ex map[string]docBlock) {
+		key := textOf(t, ex["etcd-entry-key"])
+		if want := "/aster/fleet/MissionControl/" + vectorAddr().ID.String(); key != want {
+			t.Errorf("documented key %s, want %s", key, want)
+		}
+	},
+	"etcd-entry-value": func(t checkT, ex map[string]docBlock) {
+		var v struct {
+			Addr       string `json:"addr"`
+			Credential []byte `json:"credential"`
+		}
+		if err := stdjson.Unmarshal([]byte(textOf(t, ex["etcd-entry-value"])), &v); err != nil {
+			t.Fatalf("documented value: %v", err)
+		}
+		a, err := discovery.ParseAddress(v.Addr)
+		if err != nil {
+			t.Fatalf("documented addr: %v", err)
+		}
+		sameValue(t, "addr", a, vectorAddr())
+		sameBytes(t, "credential", v.Credential, []byte("cred"))
+	},
+	"dns-zone": func(t checkT, ex map[string]docBlock) {
+		b := ex["dns-zone"]
+		if b.lang != "text" {
+			t.Fatalf("PROTOCOL.md:%d: example dns-zone must be a text block", b.line)
+		}
+		var addrs, ids int
+		for _, l := range b.body {
+			if _, rest, ok := strings.Cut(l, `"addr=`); ok {
+				a, err := discovery.ParseAddress(strings.TrimSuffix(rest, `"`))
+				if err != nil {
+					t.Errorf("zone line %q: %v", l, err)
+				} else if want := netip.MustParseAddrPort("10.1.0.18:7000"); len(a.Direct) != 1 || a.Direct[0] != want {
+					t.Errorf("zone line %q: direct addresses %v, want [%v] as the text says", l, a.Direct, want)
+				}
+				addrs++
+			}
+			if _, rest, ok := strings.Cut(l, `"id=`); ok {
+				if _, err := trust.ParseEndpointID(strings.TrimSuffix(rest, `"`)); err != nil {
+					t.Errorf("zone line %q: %v", l, err)
+				}
+				ids++
+			}
+		}
+		if addrs != 1 || ids != 2 {
+			t.Errorf("the zone has %d addr= and %d id= records; the text describes 1 and 2", addrs, ids)
+		}
 	},
 	"bad-zero-length": func(t checkT, ex map[string]docBlock) {
 		wantCode(t, frameErr(hexOf(t, ex["bad-zero-length"])), status.InvalidArgument)
