@@ -97,13 +97,38 @@ type Addr struct {
 	ID trust.EndpointID
 	// Relay is the relay's URL.
 	Relay string
+
+	// str caches String for strID and strRelay (set by newAddr): quic-go
+	// compares the addresses of non-UDP packets by their String, twice per
+	// packet.
+	str      string
+	strID    trust.EndpointID
+	strRelay string
 }
+
+// newAddr returns the *Addr of id at relay with its String precomputed.
+func newAddr(id trust.EndpointID, relay string) *Addr {
+	a := &Addr{ID: id, Relay: relay}
+	a.str, a.strID, a.strRelay = addrString(id, relay), id, relay
+	return a
+}
+
+func addrString(id trust.EndpointID, relay string) string { return id.String() + "@" + relay }
 
 // Network returns "aster-relay".
 func (a *Addr) Network() string { return "aster-relay" }
 
 // String returns "<endpoint id>@<relay URL>".
-func (a *Addr) String() string { return a.ID.String() + "@" + a.Relay }
+func (a *Addr) String() string {
+	if a.str != "" && a.strID == a.ID && a.strRelay == a.Relay {
+		return a.str
+	}
+	return addrString(a.ID, a.Relay)
+}
+
+// maxAddrCache bounds PacketConn's cache of source addresses; it is
+// emptied when full (a relay can send datagrams from any number of ids).
+const maxAddrCache = 1024
 
 // EndpointAddr returns the aster address of the endpoint: its id and relay.
 func (a *Addr) EndpointAddr() discovery.EndpointAddr {
@@ -111,7 +136,7 @@ func (a *Addr) EndpointAddr() discovery.EndpointAddr {
 }
 
 type datagram struct {
-	src  trust.EndpointID
+	from *Addr
 	data []byte
 }
 
@@ -156,6 +181,10 @@ type PacketConn struct {
 	changed  chan struct{} // closed when the read deadline is replaced
 	timer    *time.Timer
 
+	// addrs caches the *Addr of each source, so that a datagram's
+	// address costs no allocation; only the reading goroutine uses it.
+	addrs map[trust.EndpointID]*Addr
+
 	dropped    atomic.Uint64
 	reconnects atomic.Uint64
 }
@@ -182,7 +211,7 @@ func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, c
 	pc := &PacketConn{
 		url:      u,
 		key:      key,
-		local:    &Addr{ID: trust.IDOf(key), Relay: u.String()},
+		local:    newAddr(trust.IDOf(key), u.String()),
 		cfg:      c,
 		tls:      clientTLSConfig(u, c.RootCAs),
 		send:     make(chan []byte, c.QueueLen),
@@ -192,6 +221,7 @@ func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, c
 		flushed:  make(chan struct{}),
 		deadline: make(chan struct{}),
 		changed:  make(chan struct{}),
+		addrs:    make(map[trust.EndpointID]*Addr),
 	}
 	pc.ctx, pc.cancel = context.WithCancel(context.Background())
 	conn, br, err := pc.connect(ctx)
@@ -401,7 +431,7 @@ func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
 		}
 		switch {
 		case typ == frameRecv:
-			d := datagram{src: f.id, data: append(getBuf(), f.data...)}
+			d := datagram{from: c.addrOf(f.id), data: append(getBuf(), f.data...)}
 			select {
 			case c.recv <- d:
 			default:
@@ -421,6 +451,20 @@ func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
 			return fmt.Errorf("%w: unexpected %s frame", ErrProtocol, frameName(typ))
 		}
 	}
+}
+
+// addrOf returns the cached *Addr of the source id; only the reading
+// goroutine calls it.
+func (c *PacketConn) addrOf(id trust.EndpointID) *Addr {
+	if a, ok := c.addrs[id]; ok {
+		return a
+	}
+	if len(c.addrs) >= maxAddrCache {
+		clear(c.addrs)
+	}
+	a := newAddr(id, c.local.Relay)
+	c.addrs[id] = a
+	return a
 }
 
 func (c *PacketConn) writeLoop(conn net.Conn, stop <-chan struct{}) {
@@ -588,7 +632,7 @@ func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		case d := <-c.recv:
 			n := copy(p, d.data)
 			putBuf(d.data)
-			return n, &Addr{ID: d.src, Relay: c.local.Relay}, nil
+			return n, d.from, nil
 		case <-c.closed:
 			return 0, nil, &net.OpError{Op: "read", Net: "aster-relay", Addr: c.local, Err: c.closedErr()}
 		case <-dl:
