@@ -92,7 +92,9 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-// Addr is the net.Addr of an endpoint reached through a relay.
+// Addr is the net.Addr of an endpoint reached through a relay. Compare
+// two addresses by ID and Relay (or by String), not with ==: an Addr that
+// PacketConn returns also carries a cache of its String.
 type Addr struct {
 	// ID is the endpoint's id.
 	ID trust.EndpointID
