@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -39,6 +40,21 @@ func BenchmarkRelay(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+			})
+			// 32 concurrent callers on the one connection, as the bench
+			// module's 32-caller unary figure.
+			b.Run("unary32", func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := aster.CallUnary[Msg](ctx, c, "T.echo", &Msg{Text: "x"}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 			})
 			b.Run("stream16KiB", func(b *testing.B) {

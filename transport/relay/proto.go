@@ -187,22 +187,22 @@ func closeFrame(code CloseCode, reason string) []byte {
 	return appendFrame(nil, frameClose, []byte{byte(code)}, []byte(reason))
 }
 
+// frameBuf is the storage of one pooled frame buffer: it holds any frame.
+type frameBuf = [frameHeaderLen + MaxFrameBody]byte
+
 // framePool recycles the buffers of datagram frames, which are created and
-// written at the packet rate.
-var framePool = sync.Pool{New: func() any {
-	b := make([]byte, 0, frameHeaderLen+MaxFrameBody)
-	return &b
-}}
+// written at the packet rate. It holds *frameBuf, so that putting a buffer
+// back allocates nothing (a slice header would have to be boxed).
+var framePool = sync.Pool{New: func() any { return new(frameBuf) }}
 
 // getBuf returns an empty pooled buffer that holds any frame.
-func getBuf() []byte { return (*framePool.Get().(*[]byte))[:0] }
+func getBuf() []byte { return framePool.Get().(*frameBuf)[:0] }
 
 // putBuf returns a buffer from getBuf (or datagramFrame) to the pool once
 // it is no longer used; other buffers are left to the garbage collector.
 func putBuf(b []byte) {
-	if cap(b) == frameHeaderLen+MaxFrameBody {
-		b = b[:0]
-		framePool.Put(&b)
+	if cap(b) == len(frameBuf{}) {
+		framePool.Put((*frameBuf)(b[:cap(b)]))
 	}
 }
 
@@ -218,13 +218,14 @@ const deadlineEvery = time.Second
 // readFrame reads one frame into buf (which must hold MaxFrameBody bytes)
 // and returns its type and body, a slice of buf.
 func readFrame(r *bufio.Reader, buf []byte) (byte, []byte, error) {
-	var h [frameHeaderLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	// The header is read into buf (a local array would escape through
+	// io.ReadFull and cost an allocation per frame), then the body over it.
+	if _, err := io.ReadFull(r, buf[:frameHeaderLen]); err != nil {
 		return 0, nil, err
 	}
-	n := int(binary.BigEndian.Uint16(h[1:]))
+	typ, n := buf[0], int(binary.BigEndian.Uint16(buf[1:frameHeaderLen]))
 	if n > MaxFrameBody {
-		return 0, nil, fmt.Errorf("%w: frame type %#x of %d bytes, at most %d allowed", ErrProtocol, h[0], n, MaxFrameBody)
+		return 0, nil, fmt.Errorf("%w: frame type %#x of %d bytes, at most %d allowed", ErrProtocol, typ, n, MaxFrameBody)
 	}
 	if _, err := io.ReadFull(r, buf[:n]); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -232,7 +233,7 @@ func readFrame(r *bufio.Reader, buf []byte) (byte, []byte, error) {
 		}
 		return 0, nil, err
 	}
-	return h[0], buf[:n], nil
+	return typ, buf[:n], nil
 }
 
 // parseClose decodes a CLOSE body. An empty body, which carries no code,

@@ -146,7 +146,7 @@ type Server struct {
 	tlsConf *tls.Config
 	log     *slog.Logger
 
-	mu        sync.Mutex
+	mu        sync.RWMutex // read-locked per forwarded datagram
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
@@ -523,13 +523,13 @@ func (s *Server) forward(src *session, dst trust.EndpointID, pkt []byte) {
 			return
 		}
 	}
-	s.mu.Lock()
+	s.mu.RLock()
 	d := s.endpoints[dst]
 	if to, ok := s.routes[dst]; ok {
 		d = s.endpoints[to]
 	}
 	tamper := s.tamper
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if d == nil {
 		s.drop(src, 0)
 		return

@@ -76,7 +76,7 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 	if err != nil {
 		return nil, fmt.Errorf("relay: dial %s: %w", addr.ID.Short(), err)
 	}
-	c, err := qd.DialAddr(ctx, addr.ID, &Addr{ID: addr.ID, Relay: addr.Relay})
+	c, err := qd.DialAddr(ctx, addr.ID, newAddr(addr.ID, addr.Relay))
 	if err != nil && pc.isClosed() {
 		d.forget(addr.Relay, qd)
 	}
