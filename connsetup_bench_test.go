@@ -1,0 +1,92 @@
+package aster_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/transport/quic"
+	"github.com/aster-go/aster/trust"
+)
+
+// BenchmarkConnSetupPhases splits connection set-up (dial to first call
+// answered, as the bench module's BenchmarkConnSetup measures it: a new key
+// and a new dialer per connection) into cumulative phases, so that the
+// difference between two sub-benchmarks is the cost of one phase:
+//
+//	handshake   a new dialer (UDP socket, certificate) and the QUIC/TLS handshake
+//	admitted    handshake + the admission exchange (aster.DialAddress)
+//	first-call  admitted + one unary call answered
+//	contract    first-call + the contract fetch (aster.Client.Contract)
+//
+// Run:
+//
+//	go test -run=NONE -bench='^BenchmarkConnSetupPhases$' -benchmem -count=6 .
+func BenchmarkConnSetupPhases(b *testing.B) {
+	srvKey := testutil.Key(b, 1)
+	srv := aster.NewServer(aster.WithSecretKey(srvKey), aster.WithLogger(quietLogger()))
+	srv.MustRegister(mission.NewMissionControl().Service())
+	ln, err := quic.Listen("127.0.0.1:0", srvKey, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	b.Cleanup(func() { srv.Close(); <-done })
+	addr := ln.Addr()
+	ctx := context.Background()
+	req := &mission.StatusRequest{AgentID: "edge-node-7"}
+
+	b.Run("phase=handshake", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := quic.NewDialer(trust.GenerateKey(), nil)
+			conn, err := d.Dial(ctx, addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conn.Close(0, "")
+			d.Close()
+		}
+	})
+	dial := func(b *testing.B) *aster.Client {
+		c, err := aster.DialAddress(ctx, addr) // a new key and dialer, as in the bench module
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	b.Run("phase=admitted", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			dial(b).Close()
+		}
+	})
+	b.Run("phase=first-call", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c := dial(b)
+			_, err := aster.CallUnary[mission.StatusResponse](ctx, c, "MissionControl.getStatus", req)
+			c.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("phase=contract", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c := dial(b)
+			_, err := aster.CallUnary[mission.StatusResponse](ctx, c, "MissionControl.getStatus", req)
+			if err == nil {
+				_, _, err = c.Contract(ctx)
+			}
+			c.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
