@@ -19,6 +19,7 @@ import (
 //	handshake   a new dialer (UDP socket, certificate) and the QUIC/TLS handshake
 //	admitted    handshake + the admission exchange (aster.DialAddress)
 //	first-call  admitted + one unary call answered
+//	lazy-first-call  the same from aster.NewClient: the call is sent with the admission request
 //	contract    first-call + the contract fetch (aster.Client.Contract)
 //
 // Run:
@@ -68,6 +69,20 @@ func BenchmarkConnSetupPhases(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			c := dial(b)
+			_, err := aster.CallUnary[mission.StatusResponse](ctx, c, "MissionControl.getStatus", req)
+			c.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// As first-call, with a client from NewClient, which dials for its
+	// first call (grpc.NewClient's way): over QUIC the call goes out
+	// with the admission request.
+	b.Run("phase=lazy-first-call", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c := aster.NewClient(addr)
 			_, err := aster.CallUnary[mission.StatusResponse](ctx, c, "MissionControl.getStatus", req)
 			c.Close()
 			if err != nil {
