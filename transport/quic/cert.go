@@ -19,14 +19,15 @@ import (
 // An endpoint's certificate (PROTOCOL.md 2.2) is built here rather than by
 // x509.CreateCertificate, which costs about 120 µs for an ed25519 key: it
 // checks the signature it just made (an ed25519 verification, twice the
-// cost of signing), goes through its general template machinery, and the
-// result was parsed again. Here it is a fixed layout filled in and one
-// signature (about 25 µs). A
-// Dialer makes one per key, and a client typically makes one Dialer per
-// connection, so this was a sixth of connection set-up. The certificate is
-// the one x509.CreateCertificate would make for the same template, byte for
-// byte (TestCertificateMatchesX509 checks it); the check of the key pair is
-// checkKey's, which runs before.
+// cost of signing) and goes through its general template machinery, and
+// the result was parsed again. Here it is a fixed layout filled in and one
+// signature (about 25 µs). A Dialer makes one per key and a client
+// typically makes one Dialer, often with a fresh key, so this was a
+// sixth of connection set-up. The certificate is the one
+// x509.CreateCertificate makes for the same template, byte for byte
+// (TestCertificateMatchesX509 checks it); the check of the key pair is
+// checkKey's, which runs before. A program using one key for many Dialers
+// or Listeners builds it once (certs).
 
 var (
 	oidEd25519          = asn1.ObjectIdentifier{1, 3, 101, 112}
@@ -215,22 +216,21 @@ func buildCertificate(key trust.SecretKey, id trust.EndpointID) ([]byte, error) 
 // id (checked by checkKey) is id. Only its public key matters: peers
 // identify an endpoint by it, not by names, validity or issuer, so it is
 // valid until the end of year 9999 and has no CA. Certificates are cached
-// by key (see certCache).
+// by key (see certs).
 func newCertificate(key trust.SecretKey, id trust.EndpointID) (tls.Certificate, error) {
 	ck := certCacheKey(key)
-	if c, ok := certs.get(ck); ok {
-		return c, nil
-	}
-	der, err := buildCertificate(key, id)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("quic: create certificate: %w", err)
+	der, ok := certs.get(ck)
+	if !ok {
+		var err error
+		if der, err = buildCertificate(key, id); err != nil {
+			return tls.Certificate{}, fmt.Errorf("quic: create certificate: %w", err)
+		}
+		certs.put(ck, der)
 	}
 	// No Leaf: crypto/tls parses it only to choose among several
 	// certificates or to match a server name or CA list, which never
 	// happens here.
-	c := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ed25519.PrivateKey(key)}
-	certs.put(ck, c)
-	return c, nil
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ed25519.PrivateKey(key)}, nil
 }
 
 // certCacheSize bounds the certificate cache: a process typically uses one
@@ -239,11 +239,11 @@ const certCacheSize = 32
 
 // certs caches the certificates of the keys used most recently, so that a
 // program making many Dialers or Listeners with one key (a Client per
-// endpoint of a fleet, a CLI dialling again) builds its certificate once.
+// endpoint, a CLI dialling again) builds its certificate once. It holds
+// certificates only, which are public; never the keys.
 var certs = &certCache{m: make(map[[sha256.Size]byte]*certEntry)}
 
-// certCache is a small LRU of certificates by certCacheKey. Its entries
-// hold the private key, as the Dialers and Listeners using it do.
+// certCache is a small LRU of certificates (DER) by certCacheKey.
 type certCache struct {
 	mu   sync.Mutex
 	tick uint64
@@ -251,33 +251,33 @@ type certCache struct {
 }
 
 type certEntry struct {
-	cert tls.Certificate
+	der  []byte // shared by every tls.Certificate made from it: read only
 	used uint64
 }
 
-// certCacheKey names key in the cache: a hash, so the map's keys are not
-// the secret itself. It covers the public half too, so a key whose halves
-// do not match (which checkKey rejects before) cannot hit a good entry.
+// certCacheKey names key in the cache: a hash of the whole key, so a key
+// whose halves do not match (which checkKey rejects before) cannot hit
+// another key's entry, and the map holds nothing secret.
 func certCacheKey(key trust.SecretKey) [sha256.Size]byte {
 	return sha256.Sum256(append([]byte("aster/1 certificate cache "), key...))
 }
 
-func (c *certCache) get(k [sha256.Size]byte) (tls.Certificate, bool) {
+func (c *certCache) get(k [sha256.Size]byte) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]
 	if !ok {
-		return tls.Certificate{}, false
+		return nil, false
 	}
 	c.tick++
 	e.used = c.tick
-	return e.cert, true
+	return e.der, true
 }
 
-func (c *certCache) put(k [sha256.Size]byte, cert tls.Certificate) {
+func (c *certCache) put(k [sha256.Size]byte, der []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= certCacheSize {
+	if _, ok := c.m[k]; !ok && len(c.m) >= certCacheSize {
 		var oldest [sha256.Size]byte
 		least := ^uint64(0)
 		for k, e := range c.m {
@@ -288,5 +288,5 @@ func (c *certCache) put(k [sha256.Size]byte, cert tls.Certificate) {
 		delete(c.m, oldest)
 	}
 	c.tick++
-	c.m[k] = &certEntry{cert: cert, used: c.tick}
+	c.m[k] = &certEntry{der: der, used: c.tick}
 }
