@@ -1,7 +1,8 @@
 package aster
 
 // The client's path, top to bottom: NewClient picks the dialer; the first
-// call dials (getConn), runs the admission exchange (admit) and, when
+// call dials (getConn), starts the admission exchange (admit: over QUIC the
+// call goes out right behind it, PROTOCOL.md 17.6) and, when
 // something needs it, fetches the contract (Contract); NewStream checks the
 // call against the contract and runs the middleware; the innermost Caller
 // (transportCaller) opens the stream (openStream) whose life is in
@@ -215,8 +216,8 @@ func (c *Client) Close() error {
 
 // getAdmittedConn returns the live connection, dialling if there is none,
 // once the server has admitted it (PROTOCOL.md 17.2): a refusal is its
-// error. DialAddress, sessions and a Fleet's producers use it, so that a
-// refused connection is a failed dial.
+// error. DialAddress and a Fleet's producers use it, so that a refused
+// connection is a failed dial.
 func (c *Client) getAdmittedConn(ctx context.Context) (transport.Conn, error) {
 	for {
 		conn, err := c.getConn(ctx)
@@ -241,7 +242,7 @@ func (c *Client) getAdmittedConn(ctx context.Context) (transport.Conn, error) {
 // transport whose streams reach the server in the order they were opened
 // (QUIC: see admissionPipelines), it returns as soon as the admission
 // request is sent, so that the first call travels with it instead of a
-// round trip later (PROTOCOL.md, "Connection set-up"); the server serves
+// round trip later (PROTOCOL.md 17.6); the server serves
 // no call before its verdict, and a call started before a refusal fails
 // with the refusal. Elsewhere it returns once admitted.
 func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {

@@ -19,7 +19,7 @@ import (
 	"github.com/aster-go/aster/trust/enroll"
 )
 
-// Connection set-up (PROTOCOL.md, "Connection set-up"): over QUIC a client
+// Connection set-up (PROTOCOL.md 17.6): over QUIC a client
 // that dials for a call sends the call right behind its admission request
 // instead of waiting for the verdict. These tests hold the security side of
 // it: the server dispatches no call before admission succeeded, and a

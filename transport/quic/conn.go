@@ -130,8 +130,8 @@ func (c *conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 // side's streams in the order OpenStream opened them: QUIC numbers streams
 // as they are opened and quic-go hands them to AcceptStream by number,
 // whatever order their first bytes arrive in. aster's client relies on it
-// to send its first call right behind the admission request (PROTOCOL.md,
-// "Connection set-up").
+// to send its first call right behind the admission request (PROTOCOL.md
+// 17.6). Only the aster server's order matters, and it uses quic-go too.
 func (c *conn) StreamsAcceptedInOrder() bool { return true }
 
 // LocalID is this side's endpoint id.
