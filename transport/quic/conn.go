@@ -131,7 +131,7 @@ func (c *conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 // as they are opened and quic-go hands them to AcceptStream by number,
 // whatever order their first bytes arrive in. aster's client relies on it
 // to send its first call right behind the admission request (PROTOCOL.md
-// 17.6). Only the aster server's order matters, and it uses quic-go too.
+// 17.6), which requires any server to take stream 0 as the admission.
 func (c *conn) StreamsAcceptedInOrder() bool { return true }
 
 // LocalID is this side's endpoint id.
