@@ -1,7 +1,8 @@
 package aster
 
 // The client's path, top to bottom: NewClient picks the dialer; the first
-// call dials (getConn), runs the admission exchange (admit) and, when
+// call dials (getConn), starts the admission exchange (admit: over QUIC the
+// call goes out right behind it, PROTOCOL.md 17.6) and, when
 // something needs it, fetches the contract (Contract); NewStream checks the
 // call against the contract and runs the middleware; the innermost Caller
 // (transportCaller) opens the stream (openStream) whose life is in
@@ -46,6 +47,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	conn     transport.Conn
+	adm      *admission    // of conn
 	dialing  chan struct{} // non-nil while a dial is in progress
 	closed   bool
 	contract *fetchedContract // of conn; nil until fetched
@@ -122,7 +124,7 @@ func Dial(ctx context.Context, addr string, opts ...ClientOption) (*Client, erro
 // DialAddress is Dial with a parsed Address.
 func DialAddress(ctx context.Context, addr Address, opts ...ClientOption) (*Client, error) {
 	c := NewClient(addr, opts...)
-	if _, err := c.getConn(ctx); err != nil {
+	if _, err := c.getAdmittedConn(ctx); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -136,13 +138,15 @@ func NewClient(addr Address, opts ...ClientOption) *Client {
 	for _, opt := range opts {
 		opt.applyClient(&o)
 	}
-	if o.key == nil {
-		o.key = trust.GenerateKey()
-	}
 	c := &Client{addr: addr, opts: o}
+	if c.opts.key == nil && (o.dialerFor != nil || (o.dialer == nil && o.conn == nil)) {
+		// Only a dialer the client builds uses its key: with WithDialer or
+		// WithConn, generating one would be wasted (16 µs of set-up).
+		c.opts.key = trust.GenerateKey()
+	}
 	switch {
 	case o.dialerFor != nil:
-		c.opts.dialer = o.dialerFor(o.key)
+		c.opts.dialer = o.dialerFor(c.opts.key)
 		c.ownsDial = true
 	case o.dialer != nil:
 	case o.conn != nil:
@@ -210,8 +214,37 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// getConn returns the live connection, dialling (and admitting) if there
-// is none.
+// getAdmittedConn returns the live connection, dialling if there is none,
+// once the server has admitted it (PROTOCOL.md 17.2): a refusal is its
+// error. DialAddress and a Fleet's producers use it, so that a refused
+// connection is a failed dial.
+func (c *Client) getAdmittedConn(ctx context.Context) (transport.Conn, error) {
+	for {
+		conn, err := c.getConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		adm := c.adm
+		current := c.conn == conn
+		c.mu.Unlock()
+		if !current || adm == nil {
+			continue // lost meanwhile (e.g. refused): dial again
+		}
+		if err := adm.wait(ctx); err != nil {
+			return nil, err
+		}
+		return conn, nil
+	}
+}
+
+// getConn returns the live connection, dialling if there is none. On a
+// transport whose streams reach the server in the order they were opened
+// (QUIC: see admissionPipelines), it returns as soon as the admission
+// request is sent, so that the first call travels with it instead of a
+// round trip later (PROTOCOL.md 17.6); the server serves
+// no call before its verdict, and a call started before a refusal fails
+// with the refusal. Elsewhere it returns once admitted.
 func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 	for {
 		c.mu.Lock()
@@ -253,10 +286,13 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		}
 
 		conn, err := c.opts.dialer.Dial(ctx, c.addr)
+		var adm *admission
 		var admitErr error
 		if err == nil {
-			if admitErr = c.admit(ctx, conn); admitErr != nil {
+			if adm, admitErr = c.admit(ctx, conn); admitErr != nil {
 				conn.Close(transport.ConnRefused, "admission failed")
+			} else if !isDone(adm.done) {
+				conn = &admittingConn{Conn: conn, adm: adm}
 			}
 		}
 		c.mu.Lock()
@@ -277,7 +313,7 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 			c.opts.logger.Debug("aster: admission failed", "peer", c.addr.ID.Short(), "err", admitErr)
 			return nil, admitErr
 		}
-		c.conn = conn
+		c.conn, c.adm = conn, adm
 		c.mu.Unlock()
 		c.opts.logger.Debug("aster: connected", "peer", c.addr.ID.Short())
 		return conn, nil
@@ -309,50 +345,142 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
-// admit runs the client side of the admission exchange (PROTOCOL.md,
-// "Admission") on a new connection: it presents the client's credential (or
-// none) and returns nil once the server admitted it, or the refusal
-// (UNAUTHENTICATED, with the server's message).
-func (c *Client) admit(ctx context.Context, conn transport.Conn) error {
-	err := c.admitExchange(ctx, conn)
+// admission is the client's side of one connection's admission exchange
+// (PROTOCOL.md 17.2).
+type admission struct {
+	done    chan struct{} // closed once the outcome is known
+	err     error         // the refusal or failure, set before done closes
+	verdict admitVerdict  // the server's verdict, once done with err nil
+}
+
+// wait returns the outcome, or ctx's error if it ends first.
+func (a *admission) wait(ctx context.Context) error {
+	select {
+	case <-a.done:
+		return a.err
+	case <-ctx.Done():
+		select {
+		case <-a.done:
+			return a.err
+		default:
+		}
+		return status.FromError(ctx.Err())
+	}
+}
+
+// explain returns, for an error of a stream opened before the verdict,
+// the refusal if admission failed. A lost connection waits for the
+// outcome, which the closed connection settles at once.
+func (a *admission) explain(err error) error {
+	var ce *transport.ConnError
+	if errors.As(err, &ce) {
+		<-a.done
+	} else if !isDone(a.done) {
+		return err
+	}
+	if a.err != nil {
+		return a.err
+	}
+	return err
+}
+
+// admissionPipelines reports whether the client may send calls on conn
+// before the admission verdict: only when the server is certain to take
+// the admission stream first, because streams reach its AcceptStream in
+// the order they were opened. transport/quic's connections (direct and
+// relayed) say so; for others (WebTransport, wrappers) the client waits.
+func admissionPipelines(conn transport.Conn) bool {
+	o, ok := conn.(interface{ StreamsAcceptedInOrder() bool })
+	return ok && o.StreamsAcceptedInOrder()
+}
+
+// admit starts the admission exchange on a new connection: it presents the
+// client's credential (or none). Where admission pipelines it returns once
+// the request is sent, with the outcome to come in the admission (which
+// then closes conn with ConnRefused if it fails); elsewhere it returns the
+// outcome: nil and a settled admission once the server admitted the
+// client, or the refusal (UNAUTHENTICATED, with the server's message).
+func (c *Client) admit(ctx context.Context, conn transport.Conn) (*admission, error) {
+	adm := &admission{done: make(chan struct{})}
+	if !admissionPipelines(conn) {
+		xctx, cancel := context.WithTimeout(ctx, admissionTimeout)
+		defer cancel()
+		cs, err := c.sendHello(xctx, conn)
+		if err == nil {
+			err = c.readVerdict(cs, &adm.verdict)
+		}
+		if err = admitTimeout(ctx, err); err != nil {
+			return nil, err
+		}
+		close(adm.done)
+		return adm, nil
+	}
+	// The exchange is the connection's, no longer the first caller's: it
+	// ends with its own bound or when the connection closes.
+	xctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admissionTimeout)
+	cs, err := c.sendHello(xctx, conn)
+	if err != nil {
+		cancel()
+		return nil, admitTimeout(ctx, err)
+	}
+	go func() {
+		defer cancel()
+		err := admitTimeout(context.Background(), c.readVerdict(cs, &adm.verdict))
+		adm.err = err
+		close(adm.done)
+		if err != nil {
+			c.opts.logger.Debug("aster: admission failed", "peer", c.addr.ID.Short(), "err", err)
+			conn.Close(transport.ConnRefused, "admission failed")
+		}
+	}()
+	return adm, nil
+}
+
+// admitTimeout maps the admission exchange's own bound running out (while
+// ctx, the caller's, is live) to UNAVAILABLE: the server did not answer
+// (PROTOCOL.md 14.2).
+func admitTimeout(ctx context.Context, err error) error {
 	if err != nil && ctx.Err() == nil {
 		if code := status.CodeOf(err); code == status.DeadlineExceeded || code == status.Canceled {
-			// The exchange's own bound ran out, not the caller's: the
-			// server did not answer, which is UNAVAILABLE (PROTOCOL.md 14.2).
 			return status.Errorf(status.Unavailable, "admission: no answer within %v", admissionTimeout)
 		}
 	}
 	return err
 }
 
-// admitExchange is admit without the mapping of its own timeout.
-func (c *Client) admitExchange(ctx context.Context, conn transport.Conn) error {
+// sendHello opens the admission stream on conn and sends the request.
+func (c *Client) sendHello(ctx context.Context, conn transport.Conn) (*clientStream, error) {
 	hello := admitHello{}
 	if cr := c.opts.cred; cr != nil {
 		b, err := cr.Encode()
 		if err != nil {
-			return status.Wrap(status.InvalidArgument, err)
+			return nil, status.Wrap(status.InvalidArgument, err)
 		}
 		hello.Credential = b
 		hello.Role = string(cr.Role)
 	}
-	ctx, cancel := context.WithTimeout(ctx, admissionTimeout)
-	defer cancel()
 	cs, err := c.openStream(ctx, conn, &middleware.Call{Service: wire.ControlService, Method: wire.MethodAdmit, Pattern: handler.PatternUnary})
 	if err != nil {
-		return admitError(err)
+		return nil, admitError(err)
 	}
-	defer cs.Close()
 	// Send and CloseSend report a broken stream as io.EOF: the outcome
 	// (e.g. a refusal already sent) is then read by Recv.
 	if err := sendOne(cs, &hello); err != nil {
-		return admitError(err)
+		cs.Close()
+		return nil, admitError(err)
 	}
-	var v admitVerdict
-	if err := cs.Recv(&v); err != nil {
+	return cs, nil
+}
+
+// readVerdict reads the server's answer to the admission request into v
+// and closes cs: nil means admitted.
+func (c *Client) readVerdict(cs *clientStream, v *admitVerdict) error {
+	defer cs.Close()
+	if err := cs.Recv(v); err != nil {
 		if c := status.CodeOf(err); c == status.NotFound || c == status.Unimplemented {
 			// A server of the protocol revision without admission: it has
 			// no gate, so there is nothing to pass.
+			*v = admitVerdict{Unrestricted: true}
 			return nil
 		}
 		return admitError(err)
@@ -364,6 +492,48 @@ func (c *Client) admitExchange(ctx context.Context, conn transport.Conn) error {
 		return admitError(err)
 	}
 	return nil
+}
+
+// admittingConn is a connection whose admission runs alongside its first
+// calls. A stream opened before the verdict reports a refusal as the
+// refusal rather than as the loss of the connection it causes; once
+// admitted, streams are the transport's own.
+type admittingConn struct {
+	transport.Conn
+	adm *admission
+}
+
+func (c *admittingConn) OpenStream(ctx context.Context) (transport.Stream, error) {
+	st, err := c.Conn.OpenStream(ctx)
+	if err != nil {
+		return nil, c.adm.explain(err)
+	}
+	if isDone(c.adm.done) && c.adm.err == nil {
+		return st, nil
+	}
+	return &admittingStream{Stream: st, adm: c.adm}, nil
+}
+
+// admittingStream is a stream opened before the admission verdict.
+type admittingStream struct {
+	transport.Stream
+	adm *admission
+}
+
+func (s *admittingStream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	if err != nil && err != io.EOF {
+		err = s.adm.explain(err)
+	}
+	return n, err
+}
+
+func (s *admittingStream) Write(p []byte) (int, error) {
+	n, err := s.Stream.Write(p)
+	if err != nil {
+		err = s.adm.explain(err)
+	}
+	return n, err
 }
 
 // admitError maps a failed admission exchange. A connection the server

@@ -912,7 +912,7 @@ func (p *producer) keep() {
 		f.mu.Unlock()
 
 		dctx, cancel := context.WithTimeout(p.ctx, f.od.DialTimeout)
-		conn, err := p.client.getConn(dctx)
+		conn, err := p.client.getAdmittedConn(dctx) // a refused producer is a failed dial
 		cancel()
 		if p.removed.Load() || f.ctx.Err() != nil {
 			return

@@ -126,6 +126,14 @@ func (c *conn) AcceptStream(ctx context.Context) (transport.Stream, error) {
 	return newStream(qs), nil
 }
 
+// StreamsAcceptedInOrder reports that the peer's AcceptStream returns this
+// side's streams in the order OpenStream opened them: QUIC numbers streams
+// as they are opened and quic-go hands them to AcceptStream by number,
+// whatever order their first bytes arrive in. aster's client relies on it
+// to send its first call right behind the admission request (PROTOCOL.md
+// 17.6), which requires any server to take stream 0 as the admission.
+func (c *conn) StreamsAcceptedInOrder() bool { return true }
+
 // LocalID is this side's endpoint id.
 func (c *conn) LocalID() trust.EndpointID { return c.local }
 

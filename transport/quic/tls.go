@@ -3,15 +3,10 @@ package quic
 import (
 	"crypto/ed25519"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
-	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 
@@ -38,34 +33,6 @@ func checkKey(key trust.SecretKey) (trust.EndpointID, error) {
 		return trust.EndpointID{}, fmt.Errorf("%w: public half does not match the seed", ErrInvalidKey)
 	}
 	return trust.IDOf(key), nil
-}
-
-// newCertificate returns a self-signed certificate for key. Only its public
-// key matters: peers identify an endpoint by it, not by names, validity or
-// issuer, so it is valid until the end of year 9999 and has no CA.
-func newCertificate(key trust.SecretKey, id trust.EndpointID) (tls.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("quic: certificate serial: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: id.String()},
-		NotBefore:             time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
-		NotAfter:              time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("quic: create certificate: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("quic: parse own certificate: %w", err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // peerID returns the endpoint id proven in a TLS handshake: the ed25519 key
