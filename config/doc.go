@@ -2,8 +2,8 @@
 // builds servers and clients from it.
 //
 // Values come, in order, from built-in defaults, a TOML file (LoadFile;
-// its sections are trust, connect, network, storage, health, identity and
-// logging) and ASTER_* environment variables, which always win (Load reads
+// its sections are trust, connect, network, storage, health, identity,
+// logging and discovery) and ASTER_* environment variables, which always win (Load reads
 // only defaults and the environment). A loaded Config remembers
 // where every value came from (Source) and prints itself with sources and
 // secrets masked (Print, as "aster config print" does). NewLogger gives the

@@ -1,0 +1,249 @@
+package config
+
+// The [discovery] section: where clients find the producers of a service
+// name (etcd, DNS SRV/TXT records, or a static list) and where servers
+// register the services they host.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Defaults of the [discovery] section.
+const (
+	// DefaultDiscoveryTTL is the lease of a server's etcd registration.
+	DefaultDiscoveryTTL = 5 * time.Second
+	// DefaultDNSMinInterval is the floor of DNS re-resolution: neither a
+	// short record TTL nor a failing producer makes a client ask more
+	// often.
+	DefaultDNSMinInterval = time.Second
+	// DefaultDNSMaxInterval is the ceiling of DNS re-resolution: a client
+	// looks again at least this often, whatever the record TTL says.
+	DefaultDNSMaxInterval = 30 * time.Second
+	// MaxDiscoveryEndpoints caps discovery.endpoints.
+	MaxDiscoveryEndpoints = 64
+)
+
+// Limits checked by Validate.
+const (
+	maxDiscoveryTTL      = time.Hour
+	maxDNSInterval       = time.Hour
+	maxDiscoveryPrefix   = 256
+	maxDiscoveryEndpoint = 512 // bytes of one endpoint
+)
+
+// The discovery backends discovery.backend accepts.
+const (
+	BackendEtcd   = "etcd"
+	BackendDNS    = "dns"
+	BackendStatic = "static"
+)
+
+func durField(key, env string, def time.Duration, p func(*Config) *time.Duration) field {
+	return field{key: key, env: env, kind: kDuration, def: def,
+		get: func(c *Config) any { return *p(c) }, set: func(c *Config, v any) { *p(c) = v.(time.Duration) }}
+}
+
+// decodeDuration reads a Go duration ("5s", "500ms") from the environment
+// or a TOML string.
+func decodeDuration(raw any) (any, error) {
+	if d, ok := raw.(time.Duration); ok { // the built-in default
+		return d, nil
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return nil, errors.New(`is not a duration (write it as a string with a unit, such as "5s")`)
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return nil, errors.New(`is not a duration (such as "500ms", "5s" or "1m")`)
+	}
+	return d, nil
+}
+
+// discoveryBackend returns discovery.backend in lower case.
+func (c *Config) discoveryBackend() string { return strings.ToLower(strings.TrimSpace(c.Discovery)) }
+
+// DiscoveryEndpointList returns discovery.endpoints split at commas, each
+// trimmed, empty entries dropped.
+func (c *Config) DiscoveryEndpointList() []string {
+	var out []string
+	for e := range strings.SplitSeq(c.DiscoveryEndpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// RegistryPrefix returns discovery.prefix without leading and trailing
+// slashes: a server registers service S as RegistryPrefix()+"/"+S. It is
+// "" when the server does not register.
+func (c *Config) RegistryPrefix() string {
+	return strings.Trim(strings.TrimSpace(c.DiscoveryPrefix), "/")
+}
+
+// discoveryTTL, dnsMinInterval and dnsMaxInterval return the settings with
+// zero meaning the default (a literal Config).
+func (c *Config) discoveryTTL() time.Duration { return orDefault(c.DiscoveryTTL, DefaultDiscoveryTTL) }
+func (c *Config) dnsMinInterval() time.Duration {
+	return orDefault(c.DiscoveryDNSMinInterval, DefaultDNSMinInterval)
+}
+func (c *Config) dnsMaxInterval() time.Duration {
+	return orDefault(c.DiscoveryDNSMaxInterval, DefaultDNSMaxInterval)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// validateDiscovery checks the [discovery] settings.
+func (c *Config) validateDiscovery() error {
+	bad := func(key string, reason string) error {
+		f := fieldByKey[key]
+		src, raw := c.origin(f)
+		return fieldErr(f, src, raw, reason, nil)
+	}
+	backend := c.discoveryBackend()
+	switch backend {
+	case "", BackendEtcd, BackendDNS, BackendStatic:
+	default:
+		return bad("discovery.backend", `is not "etcd", "dns" or "static" (or unset: none)`)
+	}
+	eps := c.DiscoveryEndpointList()
+	if len(eps) > MaxDiscoveryEndpoints {
+		return bad("discovery.endpoints", fmt.Sprintf("lists %d endpoints, more than %d", len(eps), MaxDiscoveryEndpoints))
+	}
+	for _, e := range eps {
+		if len(e) > maxDiscoveryEndpoint {
+			return bad("discovery.endpoints", fmt.Sprintf("has an endpoint longer than %d bytes", maxDiscoveryEndpoint))
+		}
+		var err error
+		switch backend {
+		case BackendDNS:
+			err = checkHostPort(e)
+			if err == nil && len(eps) > 1 {
+				return bad("discovery.endpoints", "lists more than one DNS server; give one host:port")
+			}
+		case BackendStatic:
+			return bad("discovery.endpoints", "is not used by the static backend: a static target carries its addresses (static:///aster1…,aster1…)")
+		default: // etcd, or unset (a target's scheme picks the backend)
+			err = checkEtcdEndpoint(e)
+		}
+		if err != nil {
+			return bad("discovery.endpoints", fmt.Sprintf("has a bad endpoint %q: %v", e, err))
+		}
+	}
+	if backend == BackendEtcd && len(eps) == 0 {
+		return bad("discovery.endpoints", "is not set: the etcd backend needs its servers (host:port,… or http(s)://host:port,…)")
+	}
+	if c.DiscoveryPrefix != "" {
+		if backend != BackendEtcd {
+			what := "no backend is set"
+			if backend != "" {
+				what = "the " + backend + " backend has no registry (its records are published by the operator)"
+			}
+			return bad("discovery.prefix", "makes the server register, but "+what+"; set discovery.backend to etcd (ASTER_DISCOVERY=etcd)")
+		}
+		if err := checkPrefix(c.DiscoveryPrefix); err != nil {
+			return bad("discovery.prefix", err.Error())
+		}
+	}
+	if ttl := c.discoveryTTL(); ttl < time.Second || ttl > maxDiscoveryTTL || ttl%time.Second != 0 {
+		return bad("discovery.ttl", fmt.Sprintf("must be whole seconds from 1s to %v (etcd leases count seconds)", maxDiscoveryTTL))
+	}
+	lo, hi := c.dnsMinInterval(), c.dnsMaxInterval()
+	if lo < 0 || lo > maxDNSInterval {
+		return bad("discovery.dns_min_interval", fmt.Sprintf("must be from 0 to %v", maxDNSInterval))
+	}
+	if hi <= 0 || hi > maxDNSInterval {
+		return bad("discovery.dns_max_interval", fmt.Sprintf("must be above 0 and at most %v", maxDNSInterval))
+	}
+	if lo > hi {
+		return bad("discovery.dns_min_interval", fmt.Sprintf("is above discovery.dns_max_interval (%v)", hi))
+	}
+	if c.DiscoveryUsername != "" || c.DiscoveryPassword != "" {
+		if backend != BackendEtcd && backend != "" {
+			return bad("discovery.username", "is for etcd, but discovery.backend is "+backend)
+		}
+		if c.DiscoveryUsername == "" {
+			return bad("discovery.username", "is not set, but discovery.password is: etcd needs both")
+		}
+		if c.DiscoveryPassword == "" {
+			return bad("discovery.password", "is not set, but discovery.username is: etcd needs both")
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks "host:port" with a port from 1 to 65535.
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if host == "" {
+		return errors.New("no host")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return errors.New("bad port")
+	}
+	return nil
+}
+
+// checkEtcdEndpoint checks an etcd endpoint: "host:port" or
+// "http(s)://host:port".
+func checkEtcdEndpoint(s string) error {
+	if !strings.Contains(s, "://") {
+		return checkHostPort(s)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("want host:port or http(s)://host:port")
+	}
+	if u.User != nil {
+		return errors.New("credentials in the URL; use discovery.username and discovery.password")
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("want no path, query or fragment")
+	}
+	return checkHostPort(u.Host)
+}
+
+// checkPrefix checks a registration prefix: slash-separated names without
+// empty, "." or ".." segments, spaces or control characters.
+func checkPrefix(p string) error {
+	if len(p) > maxDiscoveryPrefix {
+		return fmt.Errorf("is longer than %d bytes", maxDiscoveryPrefix)
+	}
+	t := strings.Trim(strings.TrimSpace(p), "/")
+	if t == "" {
+		return errors.New(`names no path (write it as "fleet" or "prod/eu")`)
+	}
+	for _, r := range t {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return errors.New("has a space or control character")
+		}
+	}
+	for seg := range strings.SplitSeq(t, "/") {
+		switch seg {
+		case "":
+			return errors.New(`has an empty segment ("//")`)
+		case ".", "..":
+			return fmt.Errorf("has a %q segment", seg)
+		}
+	}
+	return nil
+}
