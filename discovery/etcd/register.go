@@ -1,0 +1,192 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/status"
+)
+
+// Register announces p as a producer of name: it grants a lease of
+// Config.TTL, puts the entry "<Prefix><name>/<id hex>" with it and keeps
+// the lease alive until the Registration is deregistered or the Registry
+// closed. If the lease is lost (etcd restarted without it, or could not be
+// reached for longer than the TTL) it grants a new one and puts the entry
+// again, retrying with backoff, and logs it. If this process dies the entry
+// goes when the lease expires, about TTL later.
+//
+// Registering the same endpoint under the same name twice makes two
+// registrations of one key; deregistering either removes the entry.
+func (r *Registry) Register(ctx context.Context, name string, p discovery.Producer) (discovery.Registration, error) {
+	prefix, err := r.nameKey(name)
+	if err != nil {
+		return nil, err
+	}
+	val, err := encodeValue(p)
+	if err != nil {
+		return nil, err
+	}
+	reg := &registration{
+		r:    r,
+		key:  prefix + p.Addr.ID.String(),
+		val:  string(val),
+		done: make(chan struct{}),
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errRegistryClosed()
+	}
+	r.regs[reg] = struct{}{}
+	r.mu.Unlock()
+
+	lease, err := reg.put(ctx)
+	if err != nil {
+		r.forget(reg)
+		return nil, status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: registering %s: %w", reg.key, err))
+	}
+	var loopCtx context.Context
+	loopCtx, reg.cancel = context.WithCancel(context.Background())
+	reg.lease = lease
+	go reg.keepAlive(loopCtx, lease)
+	return reg, nil
+}
+
+// forget drops reg from the registry's set.
+func (r *Registry) forget(reg *registration) {
+	r.mu.Lock()
+	delete(r.regs, reg)
+	r.mu.Unlock()
+}
+
+// registration is one entry kept alive by a goroutine (keepAlive) that
+// Deregister stops.
+type registration struct {
+	r   *Registry
+	key string
+	val string
+
+	cancel context.CancelFunc // stops keepAlive
+	done   chan struct{}      // closed when keepAlive returns
+
+	mu      sync.Mutex
+	lease   clientv3.LeaseID // current lease; written by keepAlive
+	stopped bool             // keepAlive stopped
+	removed bool             // entry deleted and lease revoked
+}
+
+// put grants a lease and puts the entry with it. On failure it revokes the
+// lease it granted (best effort).
+func (reg *registration) put(ctx context.Context) (clientv3.LeaseID, error) {
+	c := reg.r.client
+	g, err := c.Grant(ctx, reg.r.cfg.ttlSeconds())
+	if err != nil {
+		return 0, fmt.Errorf("granting a lease: %w", err)
+	}
+	if _, err := c.Put(ctx, reg.key, reg.val, clientv3.WithLease(g.ID)); err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), reg.r.cfg.DialTimeout)
+		c.Revoke(rctx, g.ID)
+		cancel()
+		return 0, fmt.Errorf("putting the entry: %w", err)
+	}
+	return g.ID, nil
+}
+
+// keepAlive keeps lease alive; when it is lost, it registers again with
+// backoff. It returns when ctx ends or the client is closed.
+func (reg *registration) keepAlive(ctx context.Context, lease clientv3.LeaseID) {
+	defer close(reg.done)
+	log := reg.r.log.With("key", reg.key)
+	c := reg.r.client
+	for {
+		ch, err := c.KeepAlive(ctx, lease)
+		if err == nil {
+			for range ch {
+				// Each response is one renewal; the channel closes when the
+				// lease is gone or could not be renewed within its TTL.
+			}
+		}
+		if ctx.Err() != nil || c.Ctx().Err() != nil {
+			return
+		}
+		log.Warn("etcd lease lost; registering again", "lease", fmt.Sprintf("%x", int64(lease)), "err", err)
+		backoff := 100 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			actx, cancel := context.WithTimeout(ctx, reg.r.cfg.DialTimeout)
+			lease, err = reg.put(actx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || c.Ctx().Err() != nil {
+				return
+			}
+			if attempt == 1 || attempt%10 == 0 {
+				log.Warn("registering again failed; retrying", "attempt", attempt, "err", err)
+			}
+			t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			backoff = min(2*backoff, reg.r.cfg.TTL)
+		}
+		reg.mu.Lock()
+		reg.lease = lease
+		reg.mu.Unlock()
+		log.Info("registered again", "lease", fmt.Sprintf("%x", int64(lease)))
+	}
+}
+
+// Deregister stops keeping the entry alive, deletes it and revokes its
+// lease, so watchers drop the producer at once. Calling it again after it
+// succeeded does nothing; after a failure (etcd unreachable) it tries the
+// delete again. If it cannot reach etcd the entry still goes when its
+// lease expires.
+func (reg *registration) Deregister(ctx context.Context) error {
+	reg.mu.Lock()
+	if reg.removed {
+		reg.mu.Unlock()
+		return nil
+	}
+	stop := !reg.stopped
+	reg.stopped = true
+	reg.mu.Unlock()
+	if stop {
+		reg.cancel()
+		<-reg.done
+		reg.r.forget(reg)
+	}
+
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if reg.removed {
+		return nil
+	}
+	// Delete the entry only while it is still ours: another registration
+	// (a new instance with the same identity) may have put it since.
+	c := reg.r.client
+	_, err := c.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(reg.key), "=", int64(reg.lease))).
+		Then(clientv3.OpDelete(reg.key)).
+		Commit()
+	if err != nil {
+		return status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: deregistering %s: %w", reg.key, err))
+	}
+	if _, err := c.Revoke(ctx, reg.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The entry is gone; the lease expires on its own.
+		reg.r.log.Debug("revoking the lease failed", "key", reg.key, "err", err)
+	}
+	reg.removed = true
+	return nil
+}
