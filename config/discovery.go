@@ -5,14 +5,21 @@ package config
 // register the services they host.
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
+
+	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/discovery/dns"
+	"github.com/aster-go/aster/discovery/etcd"
+	"github.com/aster-go/aster/status"
 )
 
 // Defaults of the [discovery] section.
@@ -34,7 +41,6 @@ const (
 const (
 	maxDiscoveryTTL      = time.Hour
 	maxDNSInterval       = time.Hour
-	maxDiscoveryPrefix   = 256
 	maxDiscoveryEndpoint = 512 // bytes of one endpoint
 )
 
@@ -130,7 +136,7 @@ func (c *Config) validateDiscovery() error {
 		var err error
 		switch backend {
 		case BackendDNS:
-			err = checkHostPort(e)
+			err = checkDNSServer(e)
 			if err == nil && len(eps) > 1 {
 				return bad("discovery.endpoints", "lists more than one DNS server; give one host:port")
 			}
@@ -200,6 +206,14 @@ func checkHostPort(s string) error {
 	return nil
 }
 
+// checkDNSServer checks a DNS server: "host:port", or a host (port 53).
+func checkDNSServer(s string) error {
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return checkHostPort(net.JoinHostPort(strings.Trim(s, "[]"), "53"))
+	}
+	return checkHostPort(s)
+}
+
 // checkEtcdEndpoint checks an etcd endpoint: "host:port" or
 // "http(s)://host:port".
 func checkEtcdEndpoint(s string) error {
@@ -222,28 +236,161 @@ func checkEtcdEndpoint(s string) error {
 	return checkHostPort(u.Host)
 }
 
-// checkPrefix checks a registration prefix: slash-separated names without
-// empty, "." or ".." segments, spaces or control characters.
+// checkPrefix checks a registration prefix: after trimming slashes, a
+// name the etcd backend accepts (etcd.ValidateName).
 func checkPrefix(p string) error {
-	if len(p) > maxDiscoveryPrefix {
-		return fmt.Errorf("is longer than %d bytes", maxDiscoveryPrefix)
-	}
 	t := strings.Trim(strings.TrimSpace(p), "/")
 	if t == "" {
 		return errors.New(`names no path (write it as "fleet" or "prod/eu")`)
 	}
-	for _, r := range t {
-		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return errors.New("has a space or control character")
-		}
-	}
-	for seg := range strings.SplitSeq(t, "/") {
-		switch seg {
-		case "":
-			return errors.New(`has an empty segment ("//")`)
-		case ".", "..":
-			return fmt.Errorf("has a %q segment", seg)
-		}
+	if err := etcd.ValidateName(t); err != nil {
+		return errors.New("is not a usable name: " + strings.TrimPrefix(status.FromError(err).Message(), "discovery/etcd: "))
 	}
 	return nil
+}
+
+// Discovery is what a service target resolves through: the Source that
+// follows its producers and the name to watch. Close it when done: it
+// closes the etcd connection or DNS resolver DiscoverySource made.
+type Discovery struct {
+	// Target is the parsed target.
+	Target discovery.Target
+	// Source follows the producers; give it Name.
+	Source discovery.Source
+	// Name is the name to watch: Target.Name.
+	Name string
+
+	close func() error
+}
+
+// Close releases what the Source holds. It is safe to call more than once.
+func (d *Discovery) Close() error {
+	if d == nil || d.close == nil {
+		return nil
+	}
+	f := d.close
+	d.close = nil
+	return f()
+}
+
+// DiscoverySource returns the Source for a service target
+// ("etcd:///fleet/MissionControl", "dns:///_mc._udp.example.internal",
+// "dns://127.0.0.1:5353/_mc._udp.example.internal", "static:///aster1…,aster1…").
+// The target's scheme picks the backend, whatever discovery.backend says;
+// the backend's servers come from discovery.endpoints when discovery.backend
+// is that scheme or unset:
+//
+//   - etcd: discovery.endpoints (required), discovery.username and
+//     password; it fails with status Unavailable if etcd does not answer
+//     (within ctx's deadline, at most 3 s).
+//   - dns: the target's authority if it has one, else discovery.endpoints,
+//     else the system's resolver; discovery.dns_min_interval and
+//     dns_max_interval bound re-resolution.
+//   - static: the addresses in the target.
+//
+// logger receives the backend's warnings (entries ignored, etcd lost);
+// nil means the Config's logger on stderr. A bad target is an error with
+// status InvalidArgument; a setting that does not fit it an *Error.
+func (c *Config) DiscoverySource(ctx context.Context, target string, logger *slog.Logger) (*Discovery, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, status.Wrap(status.Canceled, err)
+	}
+	t, err := discovery.ParseTarget(target)
+	if err != nil {
+		return nil, status.Wrap(status.InvalidArgument, err)
+	}
+	if logger == nil {
+		logger = c.NewLogger(os.Stderr)
+	}
+	d := &Discovery{Target: t, Name: t.Name}
+	backend := c.discoveryBackend()
+	eps := c.DiscoveryEndpointList()
+	if backend != "" && backend != t.Scheme {
+		eps = nil // they are the other backend's servers
+	}
+	switch t.Scheme {
+	case BackendStatic:
+		if t.Authority != "" {
+			return nil, status.Errorf(status.InvalidArgument, "target %s: a static target has no authority (static:///aster1…,aster1…)", t)
+		}
+		s, err := discovery.StaticTarget(t)
+		if err != nil {
+			return nil, status.Wrap(status.InvalidArgument, err)
+		}
+		d.Source = s
+	case BackendEtcd:
+		if t.Authority != "" {
+			return nil, status.Errorf(status.InvalidArgument, "target %s: etcd targets take their servers from discovery.endpoints, not the authority (write etcd:///%s)", t, t.Name)
+		}
+		if err := etcd.ValidateName(t.Name); err != nil {
+			return nil, err
+		}
+		if len(eps) == 0 {
+			f := fieldByKey["discovery.endpoints"]
+			src, raw := c.origin(f)
+			reason := "is not set: " + t.String() + " needs the etcd servers (ASTER_DISCOVERY_ENDPOINTS=host:port,…)"
+			if backend != "" && backend != BackendEtcd {
+				reason = "lists the " + backend + " backend's servers (discovery.backend), not etcd's: " + t.String() + " needs the etcd servers"
+			}
+			return nil, fieldErr(f, src, raw, reason, nil)
+		}
+		reg, err := c.newEtcd(ctx, eps, logger)
+		if err != nil {
+			return nil, err
+		}
+		d.Source, d.close = reg, reg.Close
+	case BackendDNS:
+		server := t.Authority
+		if server == "" && len(eps) > 0 {
+			server = eps[0]
+		}
+		if server != "" {
+			if err := checkDNSServer(server); err != nil {
+				return nil, status.Errorf(status.InvalidArgument, "target %s: DNS server %q: %v", t, server, err)
+			}
+		}
+		r, err := c.newDNS(server, logger)
+		if err != nil {
+			return nil, err
+		}
+		d.Source = r // a Resolver holds nothing; each watch closes its own
+	}
+	return d, nil
+}
+
+// newEtcd connects to the etcd servers eps with the [discovery] settings.
+func (c *Config) newEtcd(ctx context.Context, eps []string, logger *slog.Logger) (*etcd.Registry, error) {
+	timeout := etcd.DefaultDialTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(min(timeout, time.Until(dl)), time.Millisecond)
+	}
+	reg, err := etcd.New(etcd.Config{
+		Endpoints:   eps,
+		TTL:         c.discoveryTTL(),
+		DialTimeout: timeout,
+		Username:    c.DiscoveryUsername,
+		Password:    c.DiscoveryPassword,
+		Logger:      logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config: discovery: %w", err)
+	}
+	return reg, nil
+}
+
+// newDNS returns a resolver asking server ("" for the system's resolver).
+func (c *Config) newDNS(server string, logger *slog.Logger) (*dns.Resolver, error) {
+	r, err := dns.New(dns.Config{
+		Server:      server,
+		MinInterval: c.dnsMinInterval(),
+		MaxInterval: c.dnsMaxInterval(),
+		Logger:      logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config: discovery: %w", err)
+	}
+	return r, nil
 }
