@@ -321,6 +321,11 @@ func (s *BidiStreamCall[Req, Resp]) All() iter.Seq2[*Resp, error] { return allTy
 type Session struct {
 	c  *Client
 	id uint64
+	// A Fleet's session: place picks the producer (c, id, via) at the
+	// first call, and via starts the calls (the fleet's middleware around
+	// that producer's client).
+	place func(ctx context.Context) (*Client, Caller, error)
+	via   Caller
 
 	mu     sync.Mutex
 	conn   transport.Conn // the connection the session lives on, set by the first call
@@ -332,20 +337,37 @@ func (c *Client) NewSession() *Session {
 	return &Session{c: c, id: c.sessID.Add(1)}
 }
 
-// ID returns the session id.
-func (s *Session) ID() uint64 { return s.id }
+// ID returns the session id (for a Fleet's session, 0 until its first
+// call placed it on a producer).
+func (s *Session) ID() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.id
+}
 
 // NewStream implements Caller: it starts a call within the session, pinned
 // to the session's connection.
 func (s *Session) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	s.mu.Lock()
-	closed, conn := s.closed, s.conn
+	closed, conn, cl, via, id := s.closed, s.conn, s.c, s.via, s.id
 	s.mu.Unlock()
 	if closed {
 		return nil, status.New(status.FailedPrecondition, "session closed")
 	}
+	if cl == nil { // a Fleet's session, not yet on a producer
+		pc, pv, err := s.place(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.c == nil {
+			s.c, s.via, s.id = pc, pv, pc.sessID.Add(1)
+		}
+		cl, via, id = s.c, s.via, s.id
+		s.mu.Unlock()
+	}
 	if conn == nil {
-		c, err := s.c.getConn(ctx)
+		c, err := cl.getConn(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -356,9 +378,12 @@ func (s *Session) NewStream(ctx context.Context, call *middleware.Call) (middlew
 		conn = s.conn
 		s.mu.Unlock()
 	}
-	call.SessionID = s.id
+	call.SessionID = id
 	call.Conn = conn
-	return s.c.NewStream(ctx, call)
+	if via != nil {
+		return via.NewStream(ctx, call)
+	}
+	return cl.NewStream(ctx, call)
 }
 
 // Close ends the session on the server, which closes the instances. A
@@ -371,13 +396,13 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	conn := s.conn
+	conn, cl, id := s.conn, s.c, s.id
 	s.mu.Unlock()
 	if conn == nil || isDone(conn.Done()) {
 		return nil // never started, or gone with its connection
 	}
-	cs, err := s.c.openStream(ctx, conn, &middleware.Call{
-		Service: wire.ControlService, Method: wire.MethodEndSession, Pattern: handler.PatternUnary, SessionID: s.id,
+	cs, err := cl.openStream(ctx, conn, &middleware.Call{
+		Service: wire.ControlService, Method: wire.MethodEndSession, Pattern: handler.PatternUnary, SessionID: id,
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aster-go/aster/codec"
+	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
@@ -189,6 +190,10 @@ type serverOptions struct {
 	err      error  // the first bad option, returned by Serve
 
 	limits serverLimits // limits.go
+
+	cred      *enroll.Credential // WithCredential: published in registry entries
+	registry  discovery.Registry // WithRegistry
+	regPrefix string
 }
 
 // failed returns the error Serve and ListenAndServe return before doing
@@ -323,6 +328,8 @@ type clientOptions struct {
 	cred       *enroll.Credential  // presented at admission
 	idempotent map[methodName]bool // WithIdempotent
 	err        error               // the first bad option, returned by Dial and every call
+
+	fleet fleetOptions // fleet.go: options only a Fleet reads
 }
 
 // methodName is a "Service.method" pair, split.
@@ -420,13 +427,19 @@ func WithIdempotent(methods ...string) ClientOption {
 	})
 }
 
-// WithCredential makes the client present cred when it connects. The
-// credential is bound to an endpoint: use it with the matching key
+// WithCredential sets the endpoint's enrollment credential. A client
+// presents it when it connects (admission). A server publishes it, encoded,
+// in the registry entries WithRegistry makes, as its producer credential:
+// clients that only accept enrolled producers (WithProducerRoot) dial it
+// only if the credential is a producer's, signed by their root, issued to
+// the server's key and names the service in its "aster.services" attribute.
+// The credential is bound to an endpoint: use it with the matching key
 // (WithSecretKey); an .aster-identity file holds both (package
 // trust/identity: identity.Load, then Identity.Credential). Default: no
-// credential (accepted only by servers with an open consumer gate).
-func WithCredential(cred *enroll.Credential) ClientOption {
-	return clientOptionFunc(func(o *clientOptions) { o.cred = cred })
+// credential (a client is then accepted only by servers with an open
+// consumer gate; a server's registry entries carry none).
+func WithCredential(cred *enroll.Credential) Option {
+	return both(noCheck, func(o *serverOptions) { o.cred = cred }, func(o *clientOptions) { o.cred = cred })
 }
 
 // WithClientOptions bundles several client options into one, for helpers

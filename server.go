@@ -67,6 +67,8 @@ type Server struct {
 	connWG   sync.WaitGroup // connection goroutines
 
 	stats callStats // finished calls by status code (metrics.go)
+
+	registry registrations // WithRegistry (server_register.go)
 }
 
 // callTracker counts in-flight calls and lets Shutdown wait for zero. The
@@ -400,6 +402,12 @@ func (s *Server) Serve(ln transport.Listener) error {
 			ln.Close()
 		}
 	}()
+	if err := s.announce(); err != nil {
+		if s.isClosed() {
+			return ErrServerClosed
+		}
+		return err
+	}
 	for {
 		c, err := ln.Accept(s.acceptCtx)
 		if err != nil {
@@ -477,8 +485,13 @@ func (s *Server) trackConn(c transport.Conn) string {
 // in-flight calls to finish (or ctx to be done), then closes the listeners
 // and every connection. It returns ctx's error if the wait was cut short.
 // Serve returns ErrServerClosed as soon as Shutdown begins. Ready reports
-// false from the moment Shutdown begins.
+// false from the moment Shutdown begins. With WithRegistry, Shutdown first
+// deregisters the server's services (within ctx), before it refuses
+// anything.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// Leave the registry first (WithRegistry), so that clients stop
+	// sending new calls while this server still serves them.
+	s.withdraw(ctx, 0)
 	if !s.beginClose(true) {
 		return nil
 	}
@@ -508,8 +521,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close closes the listeners and all connections immediately; in-flight
-// calls fail with UNAVAILABLE. It waits for handlers to return.
+// calls fail with UNAVAILABLE. It waits for handlers to return. With
+// WithRegistry, it first deregisters the server's services, best-effort
+// within 1 s.
 func (s *Server) Close() error {
+	s.withdraw(context.Background(), closeDeregisterTimeout)
 	s.beginClose(false)
 	s.closeConns()
 	s.connWG.Wait()

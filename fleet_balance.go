@@ -1,0 +1,172 @@
+package aster
+
+// The balancer: the innermost Caller of a Fleet. Per call (per attempt
+// under Retry) it picks a producer (pick), starts the call on that
+// producer's Client and wraps the stream to count the call's outcome
+// (fleetStream).
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
+)
+
+// balancer is the Caller the fleet's middleware wraps.
+type balancer struct{ f *Fleet }
+
+// NewStream picks a producer and starts the call there. A retry attempt
+// (middleware.Attempt > 1) avoids call.Peer, the producer of the previous
+// attempt, when another is available.
+func (b balancer) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+	var avoid trust.EndpointID
+	if middleware.Attempt(ctx) > 1 {
+		avoid = call.Peer
+	}
+	p, err := b.f.pick(ctx, avoid)
+	if err != nil {
+		return nil, err
+	}
+	return p.start(ctx, call)
+}
+
+// DescribeMethod implements middleware.MethodDescriber through a ready
+// producer's Client (which fetches the contract once per connection).
+func (b balancer) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
+	p, err := b.f.pick(ctx, trust.EndpointID{})
+	if err != nil {
+		return middleware.MethodSpec{}, err
+	}
+	return p.client.DescribeMethod(ctx, call)
+}
+
+// start starts call on p, counting it. call.Peer is set to p.
+func (p *producer) start(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+	call.Peer = p.entry.Addr.ID
+	p.outstanding.Add(1)
+	p.calls.Add(1)
+	cs, err := p.client.NewStream(ctx, call)
+	if err != nil {
+		p.outstanding.Add(-1)
+		if p.removed.Load() && p.outstanding.Load() == 0 {
+			p.idleOnce.Do(func() { close(p.idle) })
+		}
+		if status.CodeOf(err) == status.Unavailable {
+			p.failure(err)
+		}
+		return nil, err
+	}
+	return &fleetStream{ClientStream: cs, p: p}, nil
+}
+
+// sessionCaller starts the calls of a session placed on p (they carry
+// p's connection); the fleet's middleware wraps it.
+type sessionCaller struct{ p *producer }
+
+func (s sessionCaller) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+	return s.p.start(ctx, call)
+}
+
+// DescribeMethod implements middleware.MethodDescriber.
+func (s sessionCaller) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
+	return s.p.client.DescribeMethod(ctx, call)
+}
+
+// pick returns a producer for a call: among the ready ones (P2C or round
+// robin), avoiding avoid when another is available; if none is ready,
+// among the ejected ones still connected; if producers are connecting (or
+// no set arrived yet), it waits for one, up to the dial timeout; otherwise
+// it fails at once with UNAVAILABLE naming the service.
+func (f *Fleet) pick(ctx context.Context, avoid trust.EndpointID) (*producer, error) {
+	var deadline <-chan time.Time
+	for {
+		s := f.snap.Load()
+		cands := s.ready
+		if len(cands) == 0 {
+			cands = s.fallback
+		}
+		if len(cands) > 0 {
+			return f.choose(cands, avoid), nil
+		}
+		if !s.waiting {
+			return nil, s.none
+		}
+		if deadline == nil {
+			t := time.NewTimer(f.od.DialTimeout)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-s.changed:
+		case <-deadline:
+			return nil, status.Errorf(status.Unavailable, "aster: no producer of %s connected within %v", f.name, f.od.DialTimeout)
+		case <-ctx.Done():
+			return nil, status.FromError(ctx.Err())
+		}
+	}
+}
+
+// choose picks among cands (not empty).
+func (f *Fleet) choose(cands []*producer, avoid trust.EndpointID) *producer {
+	n := len(cands)
+	if n == 1 {
+		return cands[0]
+	}
+	avoided := func(p *producer) bool { return !avoid.IsZero() && p.entry.Addr.ID == avoid }
+	if f.bal == RoundRobin {
+		i := int(f.rr.Add(1) % uint64(n))
+		if avoided(cands[i]) {
+			i = (i + 1) % n
+		}
+		return cands[i]
+	}
+	i := rand.IntN(n)
+	j := rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	a, b := cands[i], cands[j]
+	switch {
+	case avoided(a):
+		return b
+	case avoided(b):
+		return a
+	case b.outstanding.Load() < a.outstanding.Load():
+		return b
+	}
+	return a
+}
+
+// fleetStream counts one call's outcome for its producer: exactly once, at
+// the first Recv error (io.EOF included) or at Close.
+type fleetStream struct {
+	middleware.ClientStream
+	p     *producer
+	ended atomic.Bool // Recv and Close may race
+}
+
+func (s *fleetStream) Recv(msg any) error {
+	err := s.ClientStream.Recv(msg)
+	if err != nil {
+		s.finish(err)
+	}
+	return err
+}
+
+func (s *fleetStream) Close() {
+	s.ClientStream.Close()
+	s.finish(nil)
+}
+
+func (s *fleetStream) finish(err error) {
+	if s.ended.CompareAndSwap(false, true) {
+		s.p.answered(err)
+	}
+}
+
+// Unwrap returns the producer's stream (for middleware.StatsReporter).
+func (s *fleetStream) Unwrap() middleware.ClientStream { return s.ClientStream }
