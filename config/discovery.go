@@ -16,10 +16,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/discovery/dns"
 	"github.com/aster-go/aster/discovery/etcd"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // Defaults of the [discovery] section.
@@ -393,4 +397,137 @@ func (c *Config) newDNS(server string, logger *slog.Logger) (*dns.Resolver, erro
 		return nil, fmt.Errorf("config: discovery: %w", err)
 	}
 	return r, nil
+}
+
+// Registers reports whether a server built from c registers its services:
+// discovery.backend is etcd and discovery.prefix is set.
+func (c *Config) Registers() bool {
+	return c.discoveryBackend() == BackendEtcd && c.RegistryPrefix() != ""
+}
+
+// serverRegistry returns the server options of the [discovery] settings
+// when the server registers (Registers): aster.WithRegistry with an etcd
+// registry under discovery.prefix, and aster.WithCredential with the
+// producer credential issued to key, if the identity files hold one. The
+// registry must be closed after the server shut down. It connects to etcd:
+// an unreachable etcd fails with status Unavailable.
+func (c *Config) serverRegistry(key trust.SecretKey, logger *slog.Logger) ([]aster.ServerOption, *etcd.Registry, error) {
+	if !c.Registers() {
+		return nil, nil, nil
+	}
+	var opts []aster.ServerOption
+	if key != nil {
+		cred, err := c.producerCredential(trust.IDOf(key))
+		if err != nil {
+			return nil, nil, err
+		}
+		if cred != nil {
+			opts = append(opts, aster.WithCredential(cred))
+		}
+	}
+	reg, err := c.newEtcd(context.Background(), c.DiscoveryEndpointList(), logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(opts, aster.WithRegistry(reg, c.RegistryPrefix())), reg, nil
+}
+
+// producerCredential returns the first producer credential issued to id in
+// trust.enrollment_credential_file or identity.identity_file, or nil.
+func (c *Config) producerCredential(id trust.EndpointID) (*enroll.Credential, error) {
+	for _, key := range []string{"trust.enrollment_credential_file", "identity.identity_file"} {
+		path := fieldByKey[key].get(c).(string)
+		if path == "" {
+			continue
+		}
+		ident, err := identity.Load(path)
+		if err != nil {
+			f := fieldByKey[key]
+			src, raw := c.origin(f)
+			msg := strings.ReplaceAll(err.Error(), path, "<the file>")
+			return nil, fieldErr(f, src, raw, "cannot be used: "+msg, err)
+		}
+		for _, cr := range ident.Peers {
+			if cr.Role == enroll.RoleProducer && cr.EndpointID == id {
+				return cr, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+// FleetOptions returns the client options a Fleet needs beyond
+// ClientOptions: with trust.allow_all_producers false,
+// aster.WithProducerRoot with the configured root key, so that only
+// producers whose registry entry carries a producer credential signed by
+// that root are dialled. Without a root key that setting fails closed: an
+// *Error naming trust.allow_all_producers.
+func (c *Config) FleetOptions() ([]aster.ClientOption, error) {
+	if c.AllowAllProducers {
+		return nil, nil
+	}
+	f := fieldByKey["trust.allow_all_producers"]
+	src, raw := c.origin(f)
+	root, err := c.RootPublicKey()
+	if err != nil {
+		rf := fieldByKey["trust.root_pubkey_file"]
+		rsrc, rraw := c.origin(rf)
+		return nil, fieldErr(rf, rsrc, rraw, "cannot be used: "+err.Error(), err)
+	}
+	if root == nil {
+		return nil, fieldErr(f, src, raw, "asks clients to check producer credentials, but no root key is set to check them with "+
+			"(trust.root_pubkey/ASTER_ROOT_PUBKEY or trust.root_pubkey_file/ASTER_ROOT_PUBKEY_FILE)", nil)
+	}
+	pk, err := trust.EndpointIDFromPublicKey(root)
+	if err != nil {
+		rf := fieldByKey["trust.root_pubkey"]
+		rsrc, rraw := c.origin(rf)
+		return nil, fieldErr(rf, rsrc, rraw, err.Error(), err)
+	}
+	return []aster.ClientOption{aster.WithProducerRoot(pk)}, nil
+}
+
+// Fleet is an *aster.Fleet built by Config.DialFleet, with the discovery
+// backend it follows; Close closes both.
+type Fleet struct {
+	*aster.Fleet
+	// Discovery is the Source the fleet follows.
+	Discovery *Discovery
+}
+
+// Close closes the fleet, then its discovery backend.
+func (f *Fleet) Close() error {
+	err := f.Fleet.Close()
+	if derr := f.Discovery.Close(); err == nil {
+		err = derr
+	}
+	return err
+}
+
+// DialFleet dials the fleet of producers a target names
+// ("etcd:///fleet/MissionControl", "dns:///_mc._udp.example.internal",
+// "static:///aster1…,aster1…"): DiscoverySource, then aster.DialFleet with
+// ClientOptions, FleetOptions and opts (which override them). It waits as
+// aster.DialFleet does: for the first producer set and, if it lists any,
+// for one to connect. The backend logs to the Config's logger on stderr.
+func (c *Config) DialFleet(ctx context.Context, target string, opts ...aster.ClientOption) (*Fleet, error) {
+	copts, err := c.ClientOptions()
+	if err != nil {
+		return nil, err
+	}
+	fopts, err := c.FleetOptions()
+	if err != nil {
+		return nil, err
+	}
+	d, err := c.DiscoverySource(ctx, target, nil)
+	if err != nil {
+		return nil, err
+	}
+	all := append(append(copts, fopts...), opts...)
+	f, err := aster.DialFleet(ctx, d.Source, d.Name, all...)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return &Fleet{Fleet: f, Discovery: d}, nil
 }

@@ -41,6 +41,10 @@ func newCallCmd() *cobra.Command {
 contract and calls <Service.method>, converting JSON to the method's wire types
 and the responses back to JSON. No generated code is needed.
 
+<addr> may also be a service target, such as etcd:///fleet/MissionControl,
+dns:///_mc._udp.example.internal or static:///aster1...,aster1...: the call goes
+to one of the producers the [discovery] settings find (see 'aster discover').
+
 Requests:
   unary, server stream   the JSON argument; "-" reads one document from stdin;
                          absent means {} (all fields zero)
@@ -98,9 +102,8 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 	if f.timeout < 0 || f.connectTimeout < 0 {
 		return usageErrorf("timeouts must not be negative")
 	}
-	addr, err := aster.ParseAddress(args[0])
-	if err != nil {
-		return usageErrorf("bad address: %w", err)
+	if err := checkTarget(args[0]); err != nil {
+		return err
 	}
 	opts := []aster.CallOption{aster.Version(f.version)}
 	for _, h := range f.headers {
@@ -142,9 +145,9 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 		dialCtx, cancel = context.WithTimeout(ctx, f.connectTimeout)
 		defer cancel()
 	}
-	client, err := aster.DialAddress(dialCtx, addr, withTransport(addr, clientOpts)...)
+	client, err := dialTarget(dialCtx, &cfg, args[0], clientOpts, cmd.ErrOrStderr())
 	if err != nil {
-		return connectError(err)
+		return err
 	}
 	defer client.Close()
 	ct, _, err := client.Contract(dialCtx)
@@ -436,7 +439,7 @@ type sessionStep struct {
 }
 
 // runSession runs the NDJSON calls on stdin in one session.
-func (c *caller) runSession(client *aster.Client) error {
+func (c *caller) runSession(client conn) error {
 	svc := c.flags.session
 	cs := c.ct.Service(svc, c.flags.version)
 	if cs == nil {

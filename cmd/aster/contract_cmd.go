@@ -11,9 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/contract"
 	"github.com/aster-go/aster/contract/gen"
+	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/status"
 )
 
@@ -52,7 +52,7 @@ func loadContract(cmd *cobra.Command, src string, connectTimeout time.Duration) 
 		}
 		return m.Contract, m.ContractID, nil
 	}
-	if !strings.HasPrefix(src, "aster1") {
+	if !strings.HasPrefix(src, "aster1") && !discovery.IsTarget(src) {
 		return nil, "", usageErrorf("%s is neither a manifest file nor an aster1... address", src)
 	}
 	return fetchLive(cmd, src, connectTimeout)
@@ -60,9 +60,8 @@ func loadContract(cmd *cobra.Command, src string, connectTimeout time.Duration) 
 
 // fetchLive connects to addr and fetches its contract.
 func fetchLive(cmd *cobra.Command, rawAddr string, connectTimeout time.Duration) (*contract.Contract, string, error) {
-	addr, err := aster.ParseAddress(rawAddr)
-	if err != nil {
-		return nil, "", usageErrorf("bad address: %w", err)
+	if err := checkTarget(rawAddr); err != nil {
+		return nil, "", err
 	}
 	cfg, err := loadCLIConfig(cmd, "")
 	if err != nil {
@@ -78,9 +77,9 @@ func fetchLive(cmd *cobra.Command, rawAddr string, connectTimeout time.Duration)
 		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
 		defer cancel()
 	}
-	client, err := aster.DialAddress(ctx, addr, withTransport(addr, opts)...)
+	client, err := dialTarget(ctx, &cfg, rawAddr, opts, cmd.ErrOrStderr())
 	if err != nil {
-		return nil, "", connectError(err)
+		return nil, "", err
 	}
 	defer client.Close()
 	ct, id, err := client.Contract(ctx)

@@ -38,8 +38,10 @@ func newShellCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "shell <addr>",
 		Short: "Explore and call a server's services interactively",
-		Long: `shell connects to the server at <addr> (an aster1... address), fetches its
-contract and presents it as a tree you can browse and call:
+		Long: `shell connects to the server at <addr> (an aster1... address, or a service
+target such as etcd:///fleet/MissionControl: each call then goes to one of its
+producers, a session stays on one), fetches its contract and presents it as a
+tree you can browse and call:
 
   /services/<Service>/<method>
 
@@ -119,7 +121,7 @@ func (r *scriptReader) Prompt(string) (string, error) {
 // shell is one interactive session with a server.
 type shell struct {
 	ctx         context.Context // never canceled by SIGINT
-	client      *aster.Client
+	client      conn
 	ct          *contract.Contract
 	ctID        string
 	cwd         string // canonical directory path
@@ -152,9 +154,8 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 	if f.timeout < 0 || f.connectTimeout < 0 {
 		return usageErrorf("timeouts must not be negative")
 	}
-	addr, err := aster.ParseAddress(rawAddr)
-	if err != nil {
-		return usageErrorf("bad address: %w", err)
+	if err := checkTarget(rawAddr); err != nil {
+		return err
 	}
 	credOpts, err := credentialOptions(f.rcan)
 	if err != nil {
@@ -192,7 +193,7 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 		case <-stopDialOnSignal:
 		}
 	}()
-	client, err := aster.DialAddress(dialCtx, addr, withTransport(addr, clientOpts)...)
+	client, err := dialTarget(dialCtx, &cfg, rawAddr, clientOpts, cmd.ErrOrStderr())
 	if err == nil {
 		defer client.Close()
 	}
@@ -261,7 +262,7 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 
 	if sh.interactive && !sh.asJSON {
 		fmt.Fprintf(sh.out, "connected to %s (contract %s, %d services); 'help' lists commands\n",
-			addr.ID.Short(), shortID(id), len(ct.Services))
+			client.Label(), shortID(id), len(ct.Services))
 	}
 	sh.loop(ln)
 	return nil

@@ -1,0 +1,126 @@
+package main
+
+// Service targets: "aster call", "aster shell" and "aster contract" take an
+// aster1… address (one server) or a service target naming a fleet of
+// producers ("etcd:///fleet/MissionControl", "dns:///_mc._udp.example.internal",
+// "static:///aster1…,aster1…"). dialTarget is the one place that tells them
+// apart.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
+	"github.com/aster-go/aster/contract"
+	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/middleware"
+	"github.com/aster-go/aster/status"
+)
+
+// conn is what the commands use of a connection: one server's client, or a
+// fleet that picks a producer per call (and per session).
+type conn interface {
+	aster.Caller
+	middleware.MethodDescriber
+	// Contract returns the contract (cached) and its id.
+	Contract(ctx context.Context) (*contract.Contract, string, error)
+	// RefreshContract fetches the contract again.
+	RefreshContract(ctx context.Context) (*contract.Contract, string, error)
+	// NewSession starts a session (on one producer, for a fleet).
+	NewSession() *aster.Session
+	// Label names the peer for people: a short endpoint id, or the target.
+	Label() string
+	Close() error
+}
+
+// clientConn is one server.
+type clientConn struct {
+	*aster.Client
+	addr aster.Address
+}
+
+func (c clientConn) Label() string { return c.addr.ID.Short() }
+
+// fleetConn is a fleet of producers.
+type fleetConn struct {
+	*config.Fleet
+	target string
+}
+
+func (f fleetConn) Label() string { return f.target }
+
+// RefreshContract fetches the contract from a producer picked afresh.
+func (f fleetConn) RefreshContract(ctx context.Context) (*contract.Contract, string, error) {
+	return f.Fleet.Contract(ctx)
+}
+
+// checkTarget checks raw, an aster1… address (or endpoint id) or a service
+// target, before anything is dialled: a bad one is a usage error.
+func checkTarget(raw string) error {
+	if discovery.IsTarget(raw) {
+		if _, err := discovery.ParseTarget(raw); err != nil {
+			return usageErrorf("bad service target: %w", err)
+		}
+		return nil
+	}
+	if _, err := aster.ParseAddress(raw); err != nil {
+		return usageErrorf("bad address: %w (want aster1…, or a service target such as etcd:///fleet/Service)", err)
+	}
+	return nil
+}
+
+// dialTarget connects to raw: an aster1… address, or a service target whose
+// producers the [discovery] settings of cfg find. opts are the client's
+// options (cfg.ClientOptions and credentials). The errors are the
+// commands' own: usage (a bad address or target), config (settings that
+// cannot serve the target, exit 2) or connect (exit 3). Warnings of the
+// discovery backend (entries ignored, registry lost) go to stderr.
+func dialTarget(ctx context.Context, cfg *config.Config, raw string, opts []aster.ClientOption, stderr io.Writer) (conn, error) {
+	if err := checkTarget(raw); err != nil {
+		return nil, err
+	}
+	if !discovery.IsTarget(raw) {
+		addr, _ := aster.ParseAddress(raw)
+		c, err := aster.DialAddress(ctx, addr, withTransport(addr, opts)...)
+		if err != nil {
+			return nil, connectError(err)
+		}
+		return clientConn{Client: c, addr: addr}, nil
+	}
+	f, err := dialFleet(ctx, cfg, raw, opts, stderr)
+	if err != nil {
+		return nil, err
+	}
+	return fleetConn{Fleet: f, target: raw}, nil
+}
+
+// dialFleet dials the fleet a service target names, with the errors of
+// dialTarget.
+func dialFleet(ctx context.Context, cfg *config.Config, raw string, opts []aster.ClientOption, stderr io.Writer) (*config.Fleet, error) {
+	fopts, err := cfg.FleetOptions()
+	if err != nil {
+		return nil, configError(err)
+	}
+	logger := cfg.NewLogger(stderr)
+	d, err := cfg.DiscoverySource(ctx, raw, logger)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return nil, configError(err)
+		}
+		if status.CodeOf(err) == status.InvalidArgument {
+			return nil, usageErrorf("service target %s: %w", raw, err)
+		}
+		return nil, connectError(fmt.Errorf("discovery: %w", err))
+	}
+	all := append(append(append([]aster.ClientOption{}, opts...), fopts...), aster.WithLogger(logger))
+	f, err := aster.DialFleet(ctx, d.Source, d.Name, all...)
+	if err != nil {
+		d.Close()
+		return nil, connectError(err)
+	}
+	return &config.Fleet{Fleet: f, Discovery: d}, nil
+}
