@@ -100,27 +100,38 @@ func dialTarget(ctx context.Context, cfg *config.Config, raw string, opts []aste
 // dialFleet dials the fleet a service target names, with the errors of
 // dialTarget.
 func dialFleet(ctx context.Context, cfg *config.Config, raw string, opts []aster.ClientOption, stderr io.Writer) (*config.Fleet, error) {
-	fopts, err := cfg.FleetOptions()
+	d, all, err := fleetSource(ctx, cfg, raw, opts, stderr)
 	if err != nil {
-		return nil, configError(err)
+		return nil, err
 	}
-	logger := cfg.NewLogger(stderr)
-	d, err := cfg.DiscoverySource(ctx, raw, logger)
-	if err != nil {
-		var ce *config.Error
-		if errors.As(err, &ce) {
-			return nil, configError(err)
-		}
-		if status.CodeOf(err) == status.InvalidArgument {
-			return nil, usageErrorf("service target %s: %w", raw, err)
-		}
-		return nil, connectError(fmt.Errorf("discovery: %w", err))
-	}
-	all := append(append(append([]aster.ClientOption{}, opts...), fopts...), aster.WithLogger(logger))
 	f, err := aster.DialFleet(ctx, d.Source, d.Name, all...)
 	if err != nil {
 		d.Close()
 		return nil, connectError(err)
 	}
 	return &config.Fleet{Fleet: f, Discovery: d}, nil
+}
+
+// fleetSource returns the discovery backend of a service target and the
+// fleet's client options (opts, then cfg.FleetOptions and a logger on
+// stderr), with the errors of dialTarget.
+func fleetSource(ctx context.Context, cfg *config.Config, raw string, opts []aster.ClientOption, stderr io.Writer) (*config.Discovery, []aster.ClientOption, error) {
+	fopts, err := cfg.FleetOptions()
+	if err != nil {
+		return nil, nil, configError(err)
+	}
+	logger := cfg.NewLogger(stderr)
+	d, err := cfg.DiscoverySource(ctx, raw, logger)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return nil, nil, configError(err)
+		}
+		if status.CodeOf(err) == status.InvalidArgument {
+			return nil, nil, usageErrorf("service target %s: %w", raw, err)
+		}
+		return nil, nil, connectError(fmt.Errorf("discovery: %w", err))
+	}
+	all := append(append(append([]aster.ClientOption{}, opts...), fopts...), aster.WithLogger(logger))
+	return d, all, nil
 }
