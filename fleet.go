@@ -339,9 +339,10 @@ type producer struct {
 	ctx          context.Context // done when the producer leaves the set or the fleet closes
 	cancel       context.CancelFunc
 	removed      atomic.Bool
-	hadEjections atomic.Bool // ejections > 0, for a lock-free check
-	idleOnce sync.Once
-	idle     chan struct{} // closed when removed and no call is outstanding
+	hadEjections atomic.Bool                    // ejections > 0, for a lock-free check
+	live         atomic.Pointer[transport.Conn] // conn, for the call path
+	idleOnce     sync.Once
+	idle         chan struct{} // closed when removed and no call is outstanding
 
 	// guarded by f.mu
 	state        ProducerState
@@ -903,6 +904,7 @@ func (p *producer) keep() {
 				p.ejectedUntil = time.Now().Add(f.od.ejection(p.ejections))
 			}
 			p.conn = nil
+			p.live.Store(nil)
 			p.setLocked(time.Now())
 			f.mu.Unlock()
 			f.logger.Debug("aster: fleet: producer dial failed", "name", f.name, "producer", p.entry.Addr.ID.Short(), "err", err)
@@ -912,6 +914,7 @@ func (p *producer) keep() {
 		redials = 0
 		f.mu.Lock()
 		p.conn, p.draining = conn, false
+		p.live.Store(&conn)
 		p.setLocked(time.Now())
 		f.mu.Unlock()
 
@@ -947,6 +950,7 @@ func (p *producer) keep() {
 			f.mu.Lock()
 			if lost {
 				p.conn = nil
+				p.live.Store(nil)
 				if isShutdownErr(connCloseError(conn)) {
 					p.draining = true
 				}
@@ -978,6 +982,7 @@ func (p *producer) expire() {
 	f := p.f
 	f.mu.Lock()
 	p.rejected, p.cred, p.conn = true, "producer credential expired", nil
+	p.live.Store(nil)
 	p.setLocked(time.Now())
 	f.mu.Unlock()
 	f.logger.Warn("aster: fleet: producer credential expired", "name", f.name, "producer", p.entry.Addr.ID.Short())

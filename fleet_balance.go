@@ -22,17 +22,33 @@ type balancer struct{ f *Fleet }
 // NewStream picks a producer and starts the call there. A retry attempt
 // (middleware.Attempt > 1) avoids call.Peer, the producer of the previous
 // attempt, when another is available.
+//
+// A call whose stream could not even be opened on the picked producer
+// (UNAVAILABLE from NewStream: its connection was lost or could not be
+// made, so nothing was sent) is started on another producer, up to
+// maxRepicks times, whether or not it is idempotent: the server never saw
+// it. Failures after that are for Retry to judge.
 func (b balancer) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	var avoid trust.EndpointID
 	if middleware.Attempt(ctx) > 1 {
 		avoid = call.Peer
 	}
-	p, err := b.f.pick(ctx, avoid)
-	if err != nil {
-		return nil, err
+	for i := 0; ; i++ {
+		p, err := b.f.pick(ctx, avoid)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := p.start(ctx, call)
+		if err == nil || i == maxRepicks || status.CodeOf(err) != status.Unavailable || ctx.Err() != nil {
+			return cs, err
+		}
+		avoid = p.entry.Addr.ID
 	}
-	return p.start(ctx, call)
 }
+
+// maxRepicks is how many other producers a call that could not be started
+// tries before it fails.
+const maxRepicks = 2
 
 // DescribeMethod implements middleware.MethodDescriber through a ready
 // producer's Client (which fetches the contract once per connection).
@@ -47,6 +63,13 @@ func (b balancer) DescribeMethod(ctx context.Context, call *middleware.Call) (mi
 // start starts call on p, counting it. call.Peer is set to p.
 func (p *producer) start(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	call.Peer = p.entry.Addr.ID
+	if call.Conn == nil {
+		// Never dial inside a call: the keeper does. A connection lost
+		// since the pick fails the start, and the balancer picks again.
+		if c := p.live.Load(); c == nil || isDone((*c).Done()) {
+			return nil, status.Errorf(status.Unavailable, "aster: producer %s of %s is not connected", p.entry.Addr.ID.Short(), p.f.name)
+		}
+	}
 	p.outstanding.Add(1)
 	p.calls.Add(1)
 	cs, err := p.client.NewStream(ctx, call)

@@ -1,0 +1,7 @@
+//go:build unix && !linux
+
+package etcdtest
+
+import "syscall"
+
+func setDeathSignal(*syscall.SysProcAttr) {}
