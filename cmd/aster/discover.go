@@ -124,9 +124,12 @@ func runDiscover(ctx context.Context, cmd *cobra.Command, f *discoverFlags, raw 
 	if err != nil {
 		return connectError(fmt.Errorf("discovery: %w", err))
 	}
-	fleet := aster.NewFleet(d.Source, d.Name, fopts...)
-	defer fleet.Close()
-	ps := settle(ctx, len(listed), fleet.Producers)
+	var ps []aster.ProducerStatus
+	if len(listed) > 0 {
+		fleet := aster.NewFleet(d.Source, d.Name, fopts...)
+		defer fleet.Close()
+		ps = settle(ctx, len(listed), fleet.Producers)
+	}
 
 	out := discovered{Target: raw, Name: d.Name, Producers: []discoveredProducer{}}
 	for _, p := range ps {
