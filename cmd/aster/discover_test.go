@@ -1,0 +1,197 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/internal/testutil/etcdtest"
+)
+
+// asterWith runs the aster binary with env added to the environment.
+func asterWith(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
+	asterBin, _ := binaries(t)
+	cmd := exec.Command(asterBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	return runCmd(t, cmd, stdin)
+}
+
+// startFleetServer runs the example server registered in etcd at ep under
+// prefix "fleet", and returns its address and stop function (SIGTERM).
+func startFleetServer(t *testing.T, ep string) (aster.Address, func()) {
+	t.Helper()
+	_, serverBin := binaries(t)
+	cmd := exec.Command(serverBin)
+	cmd.Env = append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0", "ASTER_LOG_LEVEL=warn",
+		"ASTER_DISCOVERY=etcd", "ASTER_DISCOVERY_ENDPOINTS="+ep, "ASTER_DISCOVERY_PREFIX=fleet")
+	raw, _, stop := launchServer(t, cmd)
+	a, err := aster.ParseAddress(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, stop
+}
+
+// discoverJSON runs "aster discover --json" and decodes its output.
+func discoverJSON(t *testing.T, env []string, target string, exit int) discovered {
+	t.Helper()
+	r := asterWith(t, env, "", "discover", "--json", target)
+	r.want(t, exit)
+	var d discovered
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		t.Fatalf("discover --json output: %v\n%s", err, r.stdout)
+	}
+	return d
+}
+
+// TestDiscoverEtcd runs two example servers registered in a real etcd and
+// checks what an operator sees: aster discover, and call, contract and
+// shell by service name, then a producer's SIGTERM taking it out of the
+// listing at once.
+func TestDiscoverEtcd(t *testing.T) {
+	t0 := time.Now()
+	ep, _ := etcdtest.Start(t)
+	t.Logf("etcd up in %v", time.Since(t0))
+	a1, stop1 := startFleetServer(t, ep)
+	a2, _ := startFleetServer(t, ep)
+	t.Logf("servers up in %v", time.Since(t0))
+	env := []string{"ASTER_DISCOVERY_ENDPOINTS=" + ep}
+	const target = "etcd:///fleet/MissionControl"
+
+	d := discoverJSON(t, env, target, 0)
+	if d.Name != "fleet/MissionControl" || d.Target != target || d.Ready != 2 || len(d.Producers) != 2 {
+		t.Fatalf("discover: %+v", d)
+	}
+	want := map[string]string{a1.ID.String(): a1.String(), a2.ID.String(): a2.String()}
+	for _, p := range d.Producers {
+		if want[p.ID] != p.Addr || p.State != "ready" || p.Credential != "none" || p.LastError != "" {
+			t.Errorf("producer %+v; want one of %v, ready, credential none", p, want)
+		}
+	}
+	r := asterWith(t, env, "", "discover", target)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, "fleet/MissionControl: 2 producers, 2 ready", "STATE", "OUTSTANDING", "CREDENTIAL", "LAST ERROR")
+	for _, a := range []aster.Address{a1, a2} {
+		if !strings.Contains(r.stdout, a.ID.String()[:10]+"  ready") {
+			t.Errorf("discover does not list %s ready:\n%s", a.ID.Short(), r.stdout)
+		}
+	}
+
+	// The service name works wherever an address does.
+	r = asterWith(t, env, "", "call", target, "MissionControl.getStatus", `{"agent_id":"by-name"}`)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"by-name"`)
+	r = asterWith(t, env, "", "contract", "show", target)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, "MissionControl", "getStatus")
+	r = asterWith(t, env, "cd services/MissionControl\n./getStatus agent_id=shell\n", "shell", target)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id": "shell"`)
+	r = asterWith(t, env, "", "call", "--session", "AgentSession", "etcd:///fleet/AgentSession")
+	r.want(t, 0) // an empty session: the target resolves, a producer answers
+
+	// SIGTERM: the server deregisters before it drains, so the listing
+	// drops it without waiting for its lease.
+	stop1()
+	d = discoverJSON(t, env, target, 0)
+	if len(d.Producers) != 1 || d.Producers[0].ID != a2.ID.String() {
+		t.Errorf("after SIGTERM of %s: %+v", a1.ID.Short(), d.Producers)
+	}
+
+	// A name nobody serves: UNAVAILABLE (24), with the empty listing.
+	d = discoverJSON(t, env, "etcd:///fleet/Nobody", ExitRPCBase+14)
+	if len(d.Producers) != 0 {
+		t.Errorf("fleet/Nobody: %+v", d)
+	}
+	r = asterWith(t, env, "", "call", "etcd:///fleet/Nobody", "Nobody.x")
+	if r.exit != ExitConnect || !strings.Contains(r.stderr, "UNAVAILABLE") {
+		t.Errorf("call of an empty fleet: exit %d, stderr %s; want %d and UNAVAILABLE", r.exit, r.stderr, ExitConnect)
+	}
+}
+
+// TestDiscoverErrors checks the operator's mistakes: a target the settings
+// cannot serve, a bad target, an unreachable registry, and a static target
+// with a producer that does not answer.
+func TestDiscoverErrors(t *testing.T) {
+	// No etcd endpoints configured: a config error (exit 2) naming the
+	// variable.
+	r := asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS="}, "", "discover", "etcd:///fleet/MissionControl")
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "ASTER_DISCOVERY_ENDPOINTS", "discovery.endpoints")
+	r = asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS="}, "", "call", "etcd:///fleet/MissionControl", "MissionControl.getStatus")
+	r.want(t, ExitUsage)
+
+	// Not a target, or a bad one: usage errors.
+	for _, args := range [][]string{
+		{"discover", "aster1abc"},
+		{"discover", "consul:///x"},
+		{"discover", "etcd:///a/../b"},
+		{"call", "etcd:///", "S.m"},
+		{"call", "etcd://host:1/fleet/MissionControl", "S.m"},
+	} {
+		r := asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS=127.0.0.1:1"}, "", args...)
+		if r.exit != ExitUsage {
+			t.Errorf("%v: exit %d, want %d; stderr %s", args, r.exit, ExitUsage, r.stderr)
+		}
+	}
+
+	// etcd that does not answer: a connection failure (exit 3).
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	r = asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS=" + dead}, "", "discover", "--connect-timeout", "1s", "etcd:///fleet/MissionControl")
+	r.want(t, ExitConnect)
+	wantIn(t, "stderr", r.stderr, "UNAVAILABLE", dead)
+
+	// A static target whose producer does not answer: listed, not ready,
+	// with the reason; UNAVAILABLE (24).
+	addr := startServer(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	silent := aster.Address{ID: testutil.ID(t, 77), Direct: []netip.AddrPort{pc.LocalAddr().(*net.UDPAddr).AddrPort()}}
+	r = asterWith(t, nil, "", "discover", "--json", "--connect-timeout", "2s", "static:///"+addr+","+silent.String())
+	r.want(t, 0) // one producer is ready
+	var d discovered
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Ready != 1 || len(d.Producers) != 2 {
+		t.Fatalf("static listing: %+v", d)
+	}
+	for _, p := range d.Producers {
+		if p.ID == silent.ID.String() && p.State == "ready" {
+			t.Errorf("the silent producer is ready: %+v", p)
+		}
+	}
+	// Only the silent one: not ready, UNAVAILABLE (24).
+	r = asterWith(t, nil, "", "discover", "--connect-timeout", "1s", "static:///"+silent.String())
+	r.want(t, ExitRPCBase+14)
+	wantIn(t, "stdout", r.stdout, "1 producers, 0 ready")
+}
+
+// TestConfigPrintDiscovery checks that "aster config print" shows the
+// [discovery] settings with their sources and hides the password.
+func TestConfigPrintDiscovery(t *testing.T) {
+	r := asterWith(t, []string{"ASTER_DISCOVERY=etcd", "ASTER_DISCOVERY_ENDPOINTS=127.0.0.1:2379", "ASTER_DISCOVERY_PREFIX=fleet",
+		"ASTER_DISCOVERY_USERNAME=mc", "ASTER_DISCOVERY_PASSWORD=correct-horse-battery"}, "", "config", "print")
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, "[discovery]", "backend", "etcd (ASTER_DISCOVERY)", "127.0.0.1:2379 (ASTER_DISCOVERY_ENDPOINTS)",
+		"fleet (ASTER_DISCOVERY_PREFIX)", "5s (default)", "**** (ASTER_DISCOVERY_PASSWORD)")
+	if strings.Contains(r.stdout, "correct-horse") {
+		t.Errorf("config print shows the password:\n%s", r.stdout)
+	}
+}
