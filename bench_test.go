@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
 	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/transport/quic"
 )
 
 // Benchmarks of the four figures the Core issue sets targets for. Run:
@@ -110,4 +112,59 @@ func BenchmarkClientStream(b *testing.B) {
 			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
+}
+
+// BenchmarkFleetUnary compares unary calls at 32 callers to one producer
+// through a direct Client and through a Fleet of that one producer: the
+// cost of the balancer (pick, outstanding count, stream wrapper) and, in
+// "fleet", of the Fleet's default Retry; "fleet-noretry" turns it off
+// (WithFleetRetry(nil)). Run the sub-benchmarks in one process, on a quiet
+// machine:
+//
+//	go test -run=NONE -bench=FleetUnary -benchmem -count=6 .
+func BenchmarkFleetUnary(b *testing.B) {
+	key := testutil.Key(b, 1)
+	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()))
+	srv.MustRegister(mission.NewMissionControl().Service())
+	ln, err := quic.Listen("127.0.0.1:0", key, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	b.Cleanup(func() { srv.Close(); <-done })
+	addr := ln.Addr()
+	ctx := context.Background()
+	req := &mission.StatusRequest{AgentID: "edge-node-7"}
+	run := func(b *testing.B, cc aster.Caller) {
+		b.ReportAllocs()
+		b.SetParallelism(16) // 16 × GOMAXPROCS(2) = 32 callers
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := aster.CallUnary[mission.StatusResponse](ctx, cc, "MissionControl.getStatus", req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.Run("client", func(b *testing.B) {
+		c, err := aster.DialAddress(ctx, addr, aster.WithSecretKey(testutil.Key(b, 2)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		run(b, c)
+	})
+	fleet := func(b *testing.B, opts ...aster.ClientOption) {
+		src := discovery.NewStaticSource("bench/MissionControl", discovery.Producer{Addr: addr})
+		f, err := aster.DialFleet(ctx, src, "bench/MissionControl", append([]aster.ClientOption{aster.WithSecretKey(testutil.Key(b, 3))}, opts...)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		run(b, f)
+	}
+	b.Run("fleet", func(b *testing.B) { fleet(b) })
+	b.Run("fleet-noretry", func(b *testing.B) { fleet(b, aster.WithFleetRetry(nil)) })
 }

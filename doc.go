@@ -63,6 +63,27 @@
 // connection is gone the session's calls fail with UNAVAILABLE and nothing
 // redials.
 //
+// # Fleets
+//
+// A [Fleet] calls a service, not an endpoint: it follows the producers a
+// [discovery.Source] lists under a name (etcd, DNS SRV/TXT, or a static
+// list), keeps a connection per producer warm, and sends each call to a
+// ready producer picked by power of two choices on outstanding calls
+// ([WithBalancer] for round robin). Producers that fail are ejected and
+// probed back ([WithOutlierDetection]); one that answers "server shutting
+// down" takes no new calls at once. Idempotent calls that fail with
+// UNAVAILABLE are retried on another producer by the Fleet's default
+// [middleware.Retry] ([WithFleetRetry]); session calls stay on the producer
+// that holds the session ([Fleet.NewSession]). A server announces itself
+// with [WithRegistry], deregistering before it drains on Shutdown, and
+// publishes its producer credential ([WithCredential]); a client that
+// trusts only enrolled producers says so with [WithProducerRoot]. The
+// registry says where to look; the key in each entry says whom to trust,
+// and the transport verifies it on every connection.
+//
+//	f, err := aster.DialFleet(ctx, src, "fleet/MissionControl", aster.WithProducerRoot(root))
+//	st, err := aster.CallUnary[StatusResponse](ctx, f, "MissionControl.getStatus", req)
+//
 // # Options
 //
 // [NewServer] and [NewClient] take options. Options that mean the same on

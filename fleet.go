@@ -296,9 +296,10 @@ type Fleet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the watch goroutine, keepers and closers
 
-	watch atomic.Pointer[watchHolder]
-	snap  atomic.Pointer[pickSet]
-	rr    atomic.Uint64
+	methods sync.Map // methodKey → middleware.MethodSpec, cleared when producers join
+	watch   atomic.Pointer[watchHolder]
+	snap    atomic.Pointer[pickSet]
+	rr      atomic.Uint64
 
 	mu        sync.Mutex
 	producers map[string]*producer // by entry key
@@ -675,6 +676,9 @@ func (f *Fleet) apply(ps []discovery.Producer) {
 	f.order = order
 	f.notifyLocked()
 	f.rebuildLocked()
+	if len(started) > 0 {
+		f.methods.Clear() // a new producer may serve another contract
+	}
 	for _, p := range started {
 		f.wg.Add(1)
 		go p.keep()
@@ -912,6 +916,7 @@ func (p *producer) keep() {
 			continue
 		}
 		redials = 0
+		connectedAt := time.Now()
 		f.mu.Lock()
 		p.conn, p.draining = conn, false
 		p.live.Store(&conn)
@@ -951,8 +956,19 @@ func (p *producer) keep() {
 			if lost {
 				p.conn = nil
 				p.live.Store(nil)
-				if isShutdownErr(connCloseError(conn)) {
+				cerr := connCloseError(conn)
+				switch {
+				case isShutdownErr(cerr):
 					p.draining = true
+				case time.Since(connectedAt) < f.od.BaseEjection:
+					// A producer whose connections do not last
+					// (flapping) is ejected, so that redials back off.
+					p.ejections++
+					p.hadEjections.Store(true)
+					p.ejectedUntil = time.Now().Add(f.od.ejection(p.ejections))
+					if cerr != nil {
+						p.lastErr = cerr.Error()
+					}
 				}
 			}
 			p.setLocked(time.Now())

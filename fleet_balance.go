@@ -50,14 +50,46 @@ func (b balancer) NewStream(ctx context.Context, call *middleware.Call) (middlew
 // tries before it fails.
 const maxRepicks = 2
 
-// DescribeMethod implements middleware.MethodDescriber through a ready
-// producer's Client (which fetches the contract once per connection).
+// DescribeMethod implements middleware.MethodDescriber: what the
+// producers' contract says of call's method. Answers are cached for the
+// fleet until the producer set changes, so that Retry's question costs a
+// map lookup; a miss asks a connected producer (its Client fetches the
+// contract once per connection), and one that fails with UNAVAILABLE (it
+// is shutting down, its connection broke) is counted and another asked.
 func (b balancer) DescribeMethod(ctx context.Context, call *middleware.Call) (middleware.MethodSpec, error) {
-	p, err := b.f.pick(ctx, trust.EndpointID{})
-	if err != nil {
-		return middleware.MethodSpec{}, err
+	f := b.f
+	k := methodKey{call.Service, call.Method, call.Version}
+	if v, ok := f.methods.Load(k); ok {
+		return v.(middleware.MethodSpec), nil
 	}
-	return p.client.DescribeMethod(ctx, call)
+	var avoid trust.EndpointID
+	for i := 0; ; i++ {
+		p, err := f.pick(ctx, avoid)
+		if err != nil {
+			return middleware.MethodSpec{}, err
+		}
+		if !p.connected() {
+			err = status.Errorf(status.Unavailable, "aster: producer %s of %s is not connected", p.entry.Addr.ID.Short(), f.name)
+		} else if spec, err2 := p.client.DescribeMethod(ctx, call); err2 == nil {
+			f.methods.Store(k, spec)
+			return spec, nil
+		} else {
+			err = err2
+			if status.CodeOf(err) == status.Unavailable && ctx.Err() == nil {
+				p.failure(err)
+			}
+		}
+		if i == maxRepicks || status.CodeOf(err) != status.Unavailable || ctx.Err() != nil {
+			return middleware.MethodSpec{}, err
+		}
+		avoid = p.entry.Addr.ID
+	}
+}
+
+// connected reports whether p has a live connection.
+func (p *producer) connected() bool {
+	c := p.live.Load()
+	return c != nil && !isDone((*c).Done())
 }
 
 // start starts call on p, counting it. call.Peer is set to p.
@@ -66,7 +98,7 @@ func (p *producer) start(ctx context.Context, call *middleware.Call) (middleware
 	if call.Conn == nil {
 		// Never dial inside a call: the keeper does. A connection lost
 		// since the pick fails the start, and the balancer picks again.
-		if c := p.live.Load(); c == nil || isDone((*c).Done()) {
+		if !p.connected() {
 			return nil, status.Errorf(status.Unavailable, "aster: producer %s of %s is not connected", p.entry.Addr.ID.Short(), p.f.name)
 		}
 	}

@@ -80,6 +80,7 @@ type testProducer struct {
 	served   atomic.Int64 // get and put calls answered
 	inPut    atomic.Int64 // put calls in their handler
 	delay    atomic.Int64 // ns each get sleeps
+	failGet  atomic.Bool  // get answers UNAVAILABLE
 	serveErr chan error
 	stopped  atomic.Bool
 }
@@ -98,6 +99,9 @@ func fleetService(p *testProducer) *handler.Service {
 				case <-ctx.Done():
 					return nil, ctx.Err()
 				}
+			}
+			if p.failGet.Load() {
+				return nil, status.New(status.Unavailable, "failing on purpose")
 			}
 			p.served.Add(1)
 			return &FleetReply{Server: name, N: r.N}, nil
@@ -141,7 +145,7 @@ func startProducer(t *testing.T, key trust.SecretKey, opts ...aster.ServerOption
 		key = trust.GenerateKey()
 	}
 	p := &testProducer{key: key, serveErr: make(chan error, 1)}
-	p.srv = aster.NewServer(append([]aster.ServerOption{aster.WithSecretKey(key), aster.WithLogger(quietLogger()), aster.WithShutdownLinger(0)}, opts...)...)
+	p.srv = aster.NewServer(append([]aster.ServerOption{aster.WithSecretKey(key), aster.WithLogger(quietLogger())}, opts...)...)
 	p.srv.MustRegister(fleetService(p), fleetTallyService(p.id().Short()))
 	ln, err := quic.Listen("127.0.0.1:0", key, nil)
 	if err != nil {
@@ -374,14 +378,16 @@ func TestFleetSpreadsEvenly(t *testing.T) {
 
 func TestFleetP2CAvoidsSlowProducer(t *testing.T) {
 	ps, _, f := startFleet(t, 3)
+	// Delays well above the cost of a call (also under -race on a busy
+	// machine), so that the slow one really is 10x slower.
 	for i, p := range ps {
-		d := 10 * time.Millisecond
+		d := 40 * time.Millisecond
 		if i == 0 {
 			d *= 10
 		}
 		p.delay.Store(int64(d))
 	}
-	const total = 3000
+	const total = 2000
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	ctx := ctxT(t)
@@ -749,4 +755,125 @@ func TestDialFleetErrors(t *testing.T) {
 	if _, err := aster.DialFleet(ctx, src, fleetName, aster.WithConn(nil)); status.CodeOf(err) != status.InvalidArgument {
 		t.Fatalf("DialFleet with a bad option: %v, want INVALID_ARGUMENT", err)
 	}
+}
+
+// A retry attempt avoids the producer of the previous attempt: with one of
+// two producers always answering UNAVAILABLE (and ejection out of the
+// way), two attempts are always enough.
+func TestFleetRetryAvoidsPreviousProducer(t *testing.T) {
+	ps, _, f := startFleet(t, 2,
+		aster.WithOutlierDetection(aster.OutlierDetection{ConsecutiveFailures: 1 << 30, DialTimeout: time.Second}),
+		aster.WithFleetRetry(&middleware.RetryOptions{MaxAttempts: 2, InitialBackoff: time.Millisecond, Budget: middleware.NewRetryBudget(1, 1000)}))
+	ps[0].failGet.Store(true)
+	ctx := ctxT(t)
+	for i := range 100 {
+		r, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{N: i})
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if r.Server != ps[1].id().Short() {
+			t.Fatalf("call %d answered by %s", i, r.Server)
+		}
+	}
+	st, _ := producerState(f, ps[0].id())
+	if st.Failures == 0 || st.LastError == "" || st.State != aster.ProducerReady {
+		t.Fatalf("failing producer: %+v; want failures counted, not ejected", st)
+	}
+}
+
+// A producer that answers UNAVAILABLE ConsecutiveFailures times in a row is
+// ejected, then probed back once the ejection ends.
+func TestFleetEjectsAndProbesBack(t *testing.T) {
+	ps, _, f := startFleet(t, 2, aster.WithFleetRetry(nil),
+		aster.WithOutlierDetection(aster.OutlierDetection{ConsecutiveFailures: 3, BaseEjection: 300 * time.Millisecond, DialTimeout: time.Second}))
+	ps[0].failGet.Store(true)
+	ctx := ctxT(t)
+	fleetWait(t, "the failing producer ejected", func() bool {
+		aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{})
+		st, _ := producerState(f, ps[0].id())
+		return st.State == aster.ProducerEjected
+	})
+	// Ejected: every call goes to the other producer.
+	for range 20 {
+		if r, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{}); err != nil || r.Server != ps[1].id().Short() {
+			st, _ := producerState(f, ps[0].id())
+			if st.State == aster.ProducerEjected {
+				t.Fatalf("call while the other producer is ejected: %+v, %v", r, err)
+			}
+			break // the ejection ended meanwhile
+		}
+	}
+	ps[0].failGet.Store(false)
+	fleetWait(t, "the healed producer back in use", func() bool {
+		aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{})
+		return ps[0].served.Load() > 0
+	})
+	st, _ := producerState(f, ps[0].id())
+	if st.State != aster.ProducerReady {
+		t.Fatalf("healed producer is %v, want ready", st.State)
+	}
+}
+
+// A producer shutting down is drained at once: its refusals mark it
+// draining and calls go elsewhere (none fails); it comes back when a
+// server with its key answers at its address again.
+func TestFleetDrainsShuttingDownProducer(t *testing.T) {
+	ps, _, f := startFleet(t, 2)
+	victim := ps[0]
+	ctx := ctxT(t)
+	// Hold a call on the victim so that its Shutdown lasts.
+	held := make(chan error, 1)
+	direct := aster.NewClient(victim.ln.Addr(), aster.WithLogger(quietLogger()))
+	defer direct.Close()
+	go func() {
+		_, err := aster.CallUnary[FleetReply](ctx, direct, "Fleet.put", &FleetReq{N: 1500})
+		held <- err
+	}()
+	fleetWait(t, "the held call", func() bool { return victim.inPut.Load() == 1 })
+	shut := make(chan struct{})
+	go func() { victim.shutdown(t); close(shut) }()
+	for i := 0; ; i++ {
+		if _, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{}); err != nil {
+			t.Fatalf("call %d during the shutdown: %v", i, err)
+		}
+		st, _ := producerState(f, victim.id())
+		if st.State == aster.ProducerDraining {
+			break
+		}
+		if i > 1000 {
+			t.Fatalf("producer still %v after %d calls during its shutdown", st.State, i)
+		}
+	}
+	for range 50 {
+		r, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{})
+		if err != nil || r.Server != ps[1].id().Short() {
+			t.Fatalf("call while one producer drains: %+v, %v", r, err)
+		}
+	}
+	if err := <-held; err != nil {
+		t.Fatalf("the call in flight during Shutdown: %v", err)
+	}
+	<-shut
+	// The same key at the same address again: the fleet redials it.
+	direct.Close()
+	var ln *quic.Listener
+	fleetWait(t, "the old address free", func() bool {
+		var err error
+		ln, err = quic.Listen(victim.ln.Addr().Direct[0].String(), victim.key, nil)
+		return err == nil
+	})
+	back := &testProducer{key: victim.key, serveErr: make(chan error, 1)}
+	back.srv = aster.NewServer(aster.WithSecretKey(victim.key), aster.WithLogger(quietLogger()))
+	back.srv.MustRegister(fleetService(back))
+	back.ln = &countingListener{Listener: ln}
+	go func() { back.serveErr <- back.srv.Serve(back.ln) }()
+	t.Cleanup(back.stop)
+	fleetWait(t, "the restarted producer ready", func() bool {
+		st, _ := producerState(f, victim.id())
+		return st.State == aster.ProducerReady
+	})
+	fleetWait(t, "calls on the restarted producer", func() bool {
+		aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{})
+		return back.served.Load() > 0
+	})
 }

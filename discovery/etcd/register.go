@@ -117,7 +117,11 @@ func (reg *registration) keepAlive(ctx context.Context, lease clientv3.LeaseID) 
 		if ctx.Err() != nil || c.Ctx().Err() != nil {
 			return
 		}
-		log.Warn("etcd lease lost; registering again", "lease", fmt.Sprintf("%x", int64(lease)), "err", err)
+		if err != nil {
+			log.Warn("keeping the etcd lease alive failed; registering again", "lease", fmt.Sprintf("%x", int64(lease)), "err", err)
+		} else {
+			log.Warn("etcd lease lost (expired, or not renewed within its TTL); registering again", "lease", fmt.Sprintf("%x", int64(lease)))
+		}
 		backoff := 100 * time.Millisecond
 		for attempt := 1; ; attempt++ {
 			actx, cancel := context.WithTimeout(ctx, reg.r.cfg.DialTimeout)

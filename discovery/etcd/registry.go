@@ -13,6 +13,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/status"
@@ -118,6 +121,9 @@ type Registry struct {
 	owned  bool // Close closes client
 	log    *slog.Logger
 
+	stopMonitor context.CancelFunc
+	monitorDone chan struct{}
+
 	mu      sync.Mutex
 	closed  bool
 	regs    map[*registration]struct{}
@@ -153,6 +159,17 @@ func New(cfg Config) (*Registry, error) {
 		// Bound what one read may bring back: a full watch of MaxEntries
 		// values at the size limit, plus slack.
 		MaxCallRecvMsgSize: MaxEntries*(MaxValueSize+MaxNameLen+128) + 1<<20,
+		// Reconnect within a couple of seconds of etcd coming back, rather
+		// than after gRPC's default backoff (up to 2 minutes).
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   2 * time.Second,
+			},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, status.Wrap(status.InvalidArgument, fmt.Errorf("discovery/etcd: %w", err))
@@ -180,13 +197,41 @@ func NewFromClient(c *clientv3.Client, cfg Config) (*Registry, error) {
 }
 
 func newRegistry(c *clientv3.Client, cfg Config, owned bool) *Registry {
-	return &Registry{
-		cfg:     cfg,
-		client:  c,
-		owned:   owned,
-		log:     cfg.Logger.With("component", "discovery/etcd"),
-		regs:    map[*registration]struct{}{},
-		watches: map[*watch]struct{}{},
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Registry{
+		cfg:         cfg,
+		client:      c,
+		owned:       owned,
+		log:         cfg.Logger.With("component", "discovery/etcd"),
+		regs:        map[*registration]struct{}{},
+		watches:     map[*watch]struct{}{},
+		stopMonitor: cancel,
+		monitorDone: make(chan struct{}),
+	}
+	go r.monitor(ctx)
+	return r
+}
+
+// monitor logs when the connection to etcd is lost and when it is back,
+// since the client reconnects (and watches resume) without a word.
+func (r *Registry) monitor(ctx context.Context) {
+	defer close(r.monitorDone)
+	conn := r.client.ActiveConnection()
+	state := conn.GetState()
+	down := false
+	for conn.WaitForStateChange(ctx, state) {
+		state = conn.GetState()
+		switch {
+		case state == connectivity.TransientFailure && !down:
+			down = true
+			r.log.Warn("etcd unreachable; watches keep their last sets, registrations retry",
+				"endpoints", r.client.Endpoints())
+		case state == connectivity.Ready && down:
+			down = false
+			r.log.Info("etcd reachable again", "endpoints", r.client.Endpoints())
+		case state == connectivity.Shutdown:
+			return
+		}
 	}
 }
 
@@ -242,6 +287,8 @@ func (r *Registry) Close() error {
 		})
 	}
 	wg.Wait()
+	r.stopMonitor()
+	<-r.monitorDone
 	if r.owned {
 		if err := r.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			return fmt.Errorf("discovery/etcd: closing the etcd client: %w", err)
