@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aster-go/aster/discovery"
@@ -288,14 +289,14 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (answer
 		return answer{}, r.queryError(ctx, qs, err)
 	}
 	if len(resp.Question) != 1 || resp.Question[0].Qtype != qtype || !strings.EqualFold(resp.Question[0].Name, name) {
-		return answer{}, status.Errorf(status.Unavailable, "discovery/dns: %s: the response from %s does not match the question", qs, r.server)
+		return answer{}, status.Errorf(status.Unavailable, "%s: the response from %s does not match the question", qs, r.server)
 	}
 	switch resp.Rcode {
 	case mdns.RcodeSuccess:
 	case mdns.RcodeNameError:
 		return answer{nxdomain: true, ttl: negativeTTL(resp)}, nil
 	default:
-		return answer{}, status.Errorf(status.Unavailable, "discovery/dns: %s: %s answered %s", qs, r.server, mdns.RcodeToString[resp.Rcode])
+		return answer{}, status.Errorf(status.Unavailable, "%s: %s answered %s", qs, r.server, mdns.RcodeToString[resp.Rcode])
 	}
 	a := answer{ttl: ^uint32(0)}
 	cur := name
@@ -319,7 +320,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (answer
 			break
 		}
 		if hop == maxCNAMEHops {
-			return answer{}, status.Errorf(status.Unavailable, "discovery/dns: %s: more than %d CNAMEs", qs, maxCNAMEHops)
+			return answer{}, status.Errorf(status.Unavailable, "%s: more than %d CNAMEs", qs, maxCNAMEHops)
 		}
 		cur = cname
 	}
@@ -345,13 +346,16 @@ func negativeTTL(resp *mdns.Msg) uint32 {
 // happened (or the context's error if the caller gave up).
 func (r *Resolver) queryError(ctx context.Context, qs string, err error) error {
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("discovery/dns: %s: %w", qs, ctx.Err())
+		return fmt.Errorf("%s: %w", qs, ctx.Err())
 	}
 	var ne net.Error
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return status.Errorf(status.Unavailable, "discovery/dns: %s: no answer from %s within %v: %w", qs, r.server, r.timeout, err)
+		return status.Errorf(status.Unavailable, "%s: no answer from %s within %v: %w", qs, r.server, r.timeout, err)
 	}
-	return status.Errorf(status.Unavailable, "discovery/dns: %s: asking %s: %w", qs, r.server, err)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return status.Errorf(status.Unavailable, "%s: server %s refused the connection (is a DNS server listening there?): %w", qs, r.server, err)
+	}
+	return status.Errorf(status.Unavailable, "%s: asking %s: %w", qs, r.server, err)
 }
 
 // aLongTimeAgo is a deadline in the past, to interrupt a blocked read.
