@@ -26,6 +26,7 @@ import (
 	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
 	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/internal/testutil/dnstest"
 	"github.com/aster-go/aster/internal/testutil/etcdtest"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
@@ -466,4 +467,84 @@ func TestFleetFailover(t *testing.T) {
 			t.Errorf("%d getStatus calls failed: %v", n, l.idemErrs)
 		}
 	})
+}
+
+// TestFleetDNS runs producers published in DNS (SRV records naming each,
+// TXT records with its aster1 address, as ExternalDNS would publish them)
+// on a real DNS server on loopback, and checks that a fourth producer
+// added to the records receives calls within the record TTL plus one
+// re-resolution interval, and that a SIGKILLed producer still listed costs
+// no idempotent call.
+func TestFleetDNS(t *testing.T) {
+	exampleBinary(t)
+	srv := dnstest.Start(t)
+	const name = "_mc._udp.example.internal"
+	const ttl = 1 // seconds, the records' TTL: the client re-resolves every max(TTL, 1s floor)
+	publish := func(i int, p *proc) {
+		host := fmt.Sprintf("mc-%d.example.internal.", i)
+		srv.Add(
+			dnstest.RR(fmt.Sprintf("%s. %d IN SRV 0 0 %d %s", name, ttl, p.addr.Direct[0].Port(), host)),
+			dnstest.RR(fmt.Sprintf(`%s %d IN TXT "addr=%s"`, host, ttl, p.addr)),
+		)
+	}
+	var ps []*proc
+	for i := range 3 {
+		p := startProducer(t, testutil.Key(t, 200+i))
+		publish(i, p)
+		ps = append(ps, p)
+	}
+	cfg := config.Default()
+	cfg.LogLevel = "error"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	target := "dns://" + srv.Addr() + "/" + name
+	f, err := cfg.DialFleet(ctx, target, aster.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range ps {
+		waitFor(t, "producer "+p.id().Short()+" ready", func() bool { return readyWith(f, p.id(), p.addr) })
+	}
+	post, err := cfg.DialFleet(ctx, target, aster.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer post.Close()
+
+	l := startLoad(f, post)
+	defer l.end()
+	waitFor(t, "calls flowing", func() bool { return l.idemOK.Load() > 500 })
+
+	p4 := startProducer(t, testutil.Key(t, 203))
+	published := time.Now()
+	publish(3, p4)
+	first := waitFor(t, "calls on the fourth producer", func() bool {
+		p, ok := producerStatus(f, p4.id())
+		return ok && p.Calls > 0
+	})
+	bound := ttl*time.Second + cfg.DiscoveryDNSMinInterval
+	t.Logf("DNS: the fourth producer's first call came %v after its records were published (bound: TTL %ds + one re-resolution interval %v = %v)",
+		first.Sub(published).Round(time.Millisecond), ttl, cfg.DiscoveryDNSMinInterval, bound)
+
+	// SIGKILL one; its records stay (DNS does not know): the fleet ejects
+	// it and the idempotent calls go on without a failure.
+	ps[1].kill()
+	okAtKill := l.idemOK.Load()
+	waitFor(t, "the killed producer ejected", func() bool {
+		p, ok := producerStatus(f, ps[1].id())
+		return !ok || p.State != aster.ProducerReady
+	})
+	waitFor(t, "calls after the ejection", func() bool { return l.idemOK.Load() > okAtKill+1000 })
+	l.end()
+	t.Logf("DNS SIGKILL: %d getStatus calls ok, %d failed; %d submitLog ok, %d failed",
+		l.idemOK.Load(), l.idemErr.Load(), l.postOK.Load(), len(l.postErrs))
+	if n := l.idemErr.Load(); n != 0 {
+		t.Errorf("%d getStatus calls failed, want 0: %v", n, l.idemErrs)
+	}
+	for _, e := range l.postErrs {
+		if status.CodeOf(e.err) != status.Unavailable {
+			t.Errorf("submitLog failed with %v, want UNAVAILABLE", e.err)
+		}
+	}
 }
