@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,7 +42,8 @@ var (
 	buildErr  error
 )
 
-// exampleBinary builds this example once per test run.
+// exampleBinary builds this example and its agent once per test run, and
+// returns the example's path (the agent is beside it).
 func exampleBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -51,7 +53,7 @@ func exampleBinary(t *testing.T) string {
 			return
 		}
 		buildBin = filepath.Join(dir, "missioncontrol")
-		if out, err := exec.Command("go", "build", "-o", buildBin, ".").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-o", dir+"/", ".", "./agent").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
@@ -465,6 +467,17 @@ func TestFleetFailover(t *testing.T) {
 			first.Sub(reg).Round(time.Millisecond), first.Sub(printed).Round(time.Millisecond), first.Sub(started).Round(time.Millisecond))
 		if n := l.idemErr.Load(); n != 0 {
 			t.Errorf("%d getStatus calls failed: %v", n, l.idemErrs)
+		}
+	})
+
+	// The agent calls the fleet by name.
+	t.Run("agent", func(t *testing.T) {
+		bin := filepath.Join(filepath.Dir(exampleBinary(t)), "agent")
+		cmd := exec.Command(bin, "--count", "20", "--interval", "1ms", "etcd:///"+fleetName)
+		cmd.Env = append(os.Environ(), "ASTER_DISCOVERY_ENDPOINTS="+ep, "ASTER_IDENTITY_FILE=", "ASTER_LOG_LEVEL=error")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "submitted log #20") {
+			t.Fatalf("agent by name: %v\n%s", err, out)
 		}
 	})
 }
