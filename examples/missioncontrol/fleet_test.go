@@ -67,6 +67,7 @@ func exampleBinary(t *testing.T) string {
 type proc struct {
 	t      *testing.T
 	key    trust.SecretKey
+	wrap   []string // a command prefix, e.g. "ip netns exec NS"
 	env    []string
 	addr   aster.Address
 	cmd    *exec.Cmd
@@ -78,7 +79,13 @@ type proc struct {
 // [discovery] settings, among others) and waits for the address it prints.
 func startProducer(t *testing.T, key trust.SecretKey, env ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, key: key, env: env}
+	return startProducerIn(t, nil, key, env...)
+}
+
+// startProducerIn is startProducer with the command prefixed by wrap.
+func startProducerIn(t *testing.T, wrap []string, key trust.SecretKey, env ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, key: key, wrap: wrap, env: env}
 	p.start()
 	t.Cleanup(p.kill)
 	return p
@@ -86,7 +93,8 @@ func startProducer(t *testing.T, key trust.SecretKey, env ...string) *proc {
 
 func (p *proc) start() {
 	p.t.Helper()
-	cmd := exec.Command(exampleBinary(p.t), "-rate", "0")
+	args := append(append(append([]string{}, p.wrap...), exampleBinary(p.t)), "-rate", "0")
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(),
 		"ASTER_SECRET_KEY="+base64.StdEncoding.EncodeToString(p.key.Seed()),
 		"ASTER_BIND_ADDR=127.0.0.1:0", "ASTER_LOG_LEVEL=error", "ASTER_IDENTITY_FILE=", "ASTER_HEALTH_PORT=")
