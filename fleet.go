@@ -28,6 +28,7 @@ import (
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
 	"github.com/aster-go/aster/trust/enroll"
 )
@@ -268,7 +269,7 @@ type ProducerStatus struct {
 // to the dial timeout. Producers that fail are ejected (OutlierDetection);
 // one that refuses with "server shutting down" is drained at once; one
 // that leaves the set takes no new calls and its connection is closed
-// once its calls end (within 30 s).
+// once its calls end (within 30 s), which ends the sessions it held.
 //
 // The middleware of WithClientMiddleware runs once per call around the
 // balancer, with the default Retry (WithFleetRetry) innermost, so Retry's
@@ -290,7 +291,7 @@ type Fleet struct {
 	chain   middleware.Client // the fleet's middleware, around the balancer
 	caller  Caller
 	logger  *slog.Logger
-	selfID  trust.EndpointID
+	shared  transport.Dialer // one QUIC socket for the producers reached directly (nil with a dialer option)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -395,10 +396,13 @@ func NewFleet(src discovery.Source, name string, opts ...ClientOption) *Fleet {
 	f := &Fleet{
 		name: name, service: path.Base(strings.Trim(name, "/")), src: src,
 		opts: po, od: od, bal: o.fleet.balancer, root: o.fleet.root,
-		chain: middleware.ChainClient(mw...), logger: o.logger, selfID: trust.IDOf(o.key),
+		chain: middleware.ChainClient(mw...), logger: o.logger,
 		ctx: ctx, cancel: cancel,
 		producers: map[string]*producer{},
 		changed:   make(chan struct{}),
+	}
+	if o.dialer == nil && o.dialerFor == nil && o.conn == nil && !o.noIP {
+		f.shared = quic.NewDialer(o.key, o.quic)
 	}
 	f.caller = f.chain(balancer{f})
 	f.mu.Lock()
@@ -560,6 +564,9 @@ func (f *Fleet) Close() error {
 			p.client.Close()
 		}
 	}
+	if c, ok := f.shared.(io.Closer); ok {
+		c.Close()
+	}
 	return nil
 }
 
@@ -651,7 +658,12 @@ func (f *Fleet) apply(ps []discovery.Producer) {
 	seen := make(map[string]bool, len(ps))
 	order := make([]*producer, 0, len(ps))
 	var started, gone []*producer
-	for _, e := range ps {
+	for i, e := range ps {
+		if len(order) == MaxFleetProducers {
+			f.logger.Warn("aster: fleet: the set lists too many producers; the rest are ignored",
+				"name", f.name, "listed", len(ps), "used", MaxFleetProducers, "first_ignored", i)
+			break
+		}
 		k := entryKey(e)
 		if seen[k] {
 			continue
@@ -711,7 +723,13 @@ func (f *Fleet) newProducer(key string, e discovery.Producer) *producer {
 	default:
 		p.cred = "unchecked"
 	}
-	p.client = NewClient(e.Addr, clientOptionFunc(func(o *clientOptions) { *o = f.opts }))
+	direct := len(e.Addr.Direct) > 0 && (e.Addr.Relay == "" || f.opts.noRelay)
+	p.client = NewClient(e.Addr, clientOptionFunc(func(o *clientOptions) {
+		*o = f.opts
+		if f.shared != nil && direct {
+			o.dialer = f.shared
+		}
+	}))
 	return p
 }
 
@@ -843,6 +861,11 @@ func (p *producer) remove() {
 		p.idleOnce.Do(func() { close(p.idle) })
 	}
 }
+
+// MaxFleetProducers is the most producers a Fleet follows: entries of a
+// set beyond it are ignored (and logged), so that a registry listing
+// absurdly many cannot make the client dial them all.
+const MaxFleetProducers = 1024
 
 // drainBound is how long a producer that left the set keeps its
 // connection for calls in flight.

@@ -378,16 +378,17 @@ func TestFleetSpreadsEvenly(t *testing.T) {
 
 func TestFleetP2CAvoidsSlowProducer(t *testing.T) {
 	ps, _, f := startFleet(t, 3)
-	// Delays well above the cost of a call (also under -race on a busy
-	// machine), so that the slow one really is 10x slower.
+	// Delays far above the cost of a call (also under -race on a busy
+	// machine, where the caller's own scheduling adds tens of
+	// milliseconds), so that the slow one really is 10x slower.
 	for i, p := range ps {
-		d := 40 * time.Millisecond
+		d := 100 * time.Millisecond
 		if i == 0 {
 			d *= 10
 		}
 		p.delay.Store(int64(d))
 	}
-	const total = 2000
+	const total = 1000
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	ctx := ctxT(t)
@@ -876,4 +877,155 @@ func TestFleetDrainsShuttingDownProducer(t *testing.T) {
 		aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{})
 		return back.served.Load() > 0
 	})
+}
+
+// A producer that leaves the set takes no new calls at once; the call in
+// flight on it finishes, and then its connection is closed.
+func TestFleetRemovedProducerFinishesItsCalls(t *testing.T) {
+	ps, src, f := startFleet(t, 2)
+	ctx := ctxT(t)
+	held := make(chan error, 1)
+	var peer trust.EndpointID
+	rec := middleware.CallerFunc(func(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+		cs, err := f.NewStream(ctx, call)
+		peer = call.Peer
+		return cs, err
+	})
+	go func() {
+		_, err := aster.CallUnary[FleetReply](ctx, rec, "Fleet.put", &FleetReq{N: 700})
+		held <- err
+	}()
+	fleetWait(t, "the held call", func() bool { return ps[0].inPut.Load()+ps[1].inPut.Load() == 1 })
+	gone, stays := ps[0], ps[1]
+	if ps[1].inPut.Load() == 1 {
+		gone, stays = ps[1], ps[0]
+	}
+	src.Set(fleetName, stays.entry())
+	fleetWait(t, "the set applied", func() bool { return len(f.Producers()) == 1 })
+	for range 20 {
+		r, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{})
+		if err != nil || r.Server != stays.id().Short() {
+			t.Fatalf("call after the producer left: %+v, %v", r, err)
+		}
+	}
+	if err := <-held; err != nil || peer != gone.id() {
+		t.Fatalf("the call in flight on the producer that left: %v (peer %s)", err, peer.Short())
+	}
+	gone.ln.mu.Lock()
+	conns := append([]transport.Conn(nil), gone.ln.conns...)
+	gone.ln.mu.Unlock()
+	fleetWait(t, "the connection to the producer that left closed", func() bool {
+		for _, c := range conns {
+			select {
+			case <-c.Done():
+			default:
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A hostile or careless registry listing the same producer many times, or
+// entries that cannot be reached, does not stop the fleet from calling the
+// good one.
+func TestFleetHostileEntries(t *testing.T) {
+	good := startProducer(t, nil)
+	entries := []discovery.Producer{good.entry(), good.entry(), good.entry()}
+	// An entry naming another key at the good producer's address (an
+	// impostor's record): the transport refuses it.
+	impostor := good.entry()
+	impostor.Addr.ID = trust.IDOf(trust.GenerateKey())
+	entries = append(entries, impostor, discovery.Producer{Addr: discovery.EndpointAddr{ID: trust.IDOf(trust.GenerateKey())}})
+	src := discovery.NewStaticSource(fleetName, entries...)
+	f := dialFleet(t, src)
+	if n := len(f.Producers()); n != 3 {
+		t.Fatalf("%d producers, want 3 (duplicates merged)", n)
+	}
+	ctx := ctxT(t)
+	for range 20 {
+		if r, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{}); err != nil || r.Server != good.id().Short() {
+			t.Fatalf("call: %+v, %v", r, err)
+		}
+	}
+	fleetWait(t, "the impostor and the unreachable entry ejected", func() bool {
+		st, _ := producerState(f, impostor.Addr.ID)
+		return st.State == aster.ProducerEjected && strings.Contains(st.LastError, "UNAUTHENTICATED")
+	})
+}
+
+type refusingRegistry struct{}
+
+func (refusingRegistry) Register(context.Context, string, discovery.Producer) (discovery.Registration, error) {
+	return nil, errors.New("registry refuses")
+}
+
+func TestFleetOptionsAndRegistryErrors(t *testing.T) {
+	ctx := ctxT(t)
+	src := discovery.NewStaticSource(fleetName)
+	for name, opt := range map[string]aster.ClientOption{
+		"WithBalancer":         aster.WithBalancer(aster.Balancer(7)),
+		"WithOutlierDetection": aster.WithOutlierDetection(aster.OutlierDetection{BaseEjection: -time.Second}),
+		"WithProducerRoot":     aster.WithProducerRoot(trust.PublicKey{}),
+	} {
+		_, err := aster.DialFleet(ctx, src, fleetName, opt)
+		if status.CodeOf(err) != status.InvalidArgument || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s with a bad value: %v, want INVALID_ARGUMENT naming it", name, err)
+		}
+		f := aster.NewFleet(src, fleetName, opt)
+		if _, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{}); status.CodeOf(err) != status.InvalidArgument {
+			t.Errorf("%s: call on NewFleet: %v, want INVALID_ARGUMENT", name, err)
+		}
+		f.Close()
+	}
+	if _, err := aster.DialFleet(ctx, nil, fleetName); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("nil source: %v", err)
+	}
+	if _, err := aster.DialFleet(ctx, src, " "); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("empty name: %v", err)
+	}
+
+	// A server whose registry refuses does not serve.
+	srv := aster.NewServer(aster.WithLogger(quietLogger()), aster.WithRegistry(refusingRegistry{}, "fleet"))
+	srv.MustRegister(fleetService(&testProducer{key: trust.GenerateKey()}))
+	ln, err := quic.Listen("127.0.0.1:0", trust.GenerateKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(ln); status.CodeOf(err) != status.Unavailable || !strings.Contains(err.Error(), "registry refuses") {
+		t.Fatalf("Serve with a refusing registry: %v, want UNAVAILABLE with the cause", err)
+	}
+	srv.Close()
+	bad := aster.NewServer(aster.WithLogger(quietLogger()), aster.WithRegistry(nil, "fleet"))
+	ln2, err := quic.Listen("127.0.0.1:0", trust.GenerateKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Serve(ln2); status.CodeOf(err) != status.InvalidArgument {
+		t.Fatalf("Serve with WithRegistry(nil): %v, want INVALID_ARGUMENT", err)
+	}
+	bad.Close()
+}
+
+func TestFleetContractAndDescribe(t *testing.T) {
+	_, _, f := startFleet(t, 2)
+	ctx := ctxT(t)
+	ct, id, err := f.Contract(ctx)
+	if err != nil || id == "" {
+		t.Fatalf("Contract: %v", err)
+	}
+	found := false
+	for _, s := range ct.Services {
+		found = found || s.Name == "Fleet"
+	}
+	if !found {
+		t.Fatalf("contract lacks the Fleet service: %+v", ct.Services)
+	}
+	spec, err := f.DescribeMethod(ctx, &middleware.Call{Service: "Fleet", Method: "get"})
+	if err != nil || !spec.Idempotent {
+		t.Fatalf("DescribeMethod(Fleet.get): %+v, %v; want idempotent", spec, err)
+	}
+	if _, err := f.DescribeMethod(ctx, &middleware.Call{Service: "Fleet", Method: "nope"}); status.CodeOf(err) != status.NotFound {
+		t.Fatalf("DescribeMethod of a missing method: %v, want NOT_FOUND", err)
+	}
 }

@@ -625,3 +625,136 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// A name that exists without SRV records is an empty set, not an error.
+func TestNoDataAtStart(t *testing.T) {
+	s := dnstest.Start(t)
+	s.SetZone(t, svc+" 30 IN TXT \"something else\"")
+	r, _ := newResolver(t, s, dns.Config{})
+	w := watch(t, r, svc)
+	ps, err := next(t, w, 5*time.Second)
+	if err != nil || len(ps) != 0 {
+		t.Fatalf("Next: %v, %v; want an empty set", ids(ps), err)
+	}
+}
+
+// The id= form keeps at most MaxDirectAddrs addresses; one id at two
+// targets is one producer; names are matched case-insensitively and through
+// a CNAME.
+func TestIDFormBounds(t *testing.T) {
+	s := dnstest.Start(t)
+	var zone strings.Builder
+	fmt.Fprintf(&zone, "%s 30 IN SRV 0 0 7000 MANY.example.internal.\n", svc)
+	fmt.Fprintf(&zone, "%s 30 IN SRV 0 0 7001 zdup.example.internal.\n", svc)
+	fmt.Fprintf(&zone, "%s 30 IN SRV 0 0 7002 alias.example.internal.\n", svc)
+	fmt.Fprintf(&zone, "many.example.internal. 30 IN TXT \"id=%s\"\n", hexID(t, 1))
+	for i := range 40 {
+		fmt.Fprintf(&zone, "many.example.internal. 30 IN A 10.0.0.%d\n", 100-i)
+	}
+	fmt.Fprintf(&zone, "many.example.internal. 30 IN A 0.0.0.0\n")
+	fmt.Fprintf(&zone, "many.example.internal. 30 IN AAAA ff02::1\n")
+	fmt.Fprintf(&zone, "zdup.example.internal. 30 IN TXT \"id=%s\"\n", hexID(t, 1))
+	fmt.Fprintf(&zone, "zdup.example.internal. 30 IN A 10.9.9.9\n")
+	fmt.Fprintf(&zone, "alias.example.internal. 30 IN CNAME real.example.internal.\n")
+	fmt.Fprintf(&zone, "real.example.internal. 30 IN TXT \"id=%s\"\n", hexID(t, 2))
+	fmt.Fprintf(&zone, "real.example.internal. 30 IN A 10.8.8.8\n")
+	s.SetZone(t, zone.String())
+	r, logs := newResolver(t, s, dns.Config{})
+	w := watch(t, r, svc)
+	ps, err := next(t, w, 5*time.Second)
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("Next: %v, %v; want 2 producers", ids(ps), err)
+	}
+	for _, p := range ps {
+		switch p.Addr.ID {
+		case idOf(t, 1):
+			if len(p.Addr.Direct) != discovery.MaxDirectAddrs || p.Addr.Direct[0] != netip.MustParseAddrPort("10.0.0.61:7000") {
+				t.Errorf("key 1: %v; want the %d lowest addresses with port 7000", p.Addr.Direct, discovery.MaxDirectAddrs)
+			}
+			if err := p.Addr.Validate(); err != nil {
+				t.Error(err)
+			}
+		case idOf(t, 2):
+			if len(p.Addr.Direct) != 1 || p.Addr.Direct[0] != netip.MustParseAddrPort("10.8.8.8:7002") {
+				t.Errorf("key 2 (through a CNAME): %v", p.Addr.Direct)
+			}
+		default:
+			t.Errorf("unexpected producer %v", p.Addr.ID.Short())
+		}
+	}
+	if !strings.Contains(logs.String(), "is also at another target") {
+		t.Errorf("the duplicate id is not logged:\n%s", logs)
+	}
+}
+
+// A target whose own queries fail keeps its last producer, and the name is
+// asked again after MinInterval rather than after the TTL.
+func TestTargetFailureKeepsItsProducer(t *testing.T) {
+	s := dnstest.Start(t)
+	s.SetZone(t, fmt.Sprintf(`
+%[1]s 30 IN SRV 0 0 7000 p1.example.internal.
+%[1]s 30 IN SRV 0 0 7000 p2.example.internal.
+p1.example.internal. 30 IN TXT "addr=%[2]s"
+p2.example.internal. 30 IN TXT "addr=%[3]s"
+`, svc, addrOf(t, 1, "127.0.0.1:1"), addrOf(t, 2, "127.0.0.1:2")))
+	synctest.Test(t, func(t *testing.T) {
+		r, logs := newResolver(t, s, dns.Config{MinInterval: time.Second})
+		w, err := r.Watch(t.Context(), svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		first, _ := w.Next(t.Context())
+		if len(first) != 2 {
+			t.Fatalf("first set %v", ids(first))
+		}
+		s.SetNameFailure("p2.example.internal.", dnstest.ServFail)
+		defer s.SetNameFailure("p2.example.internal.", dnstest.Answer)
+		n := s.Count(svc, mdns.TypeSRV)
+		time.Sleep(30 * time.Second) // the TTL: one re-resolution, which fails for p2
+		synctest.Wait()
+		if got := s.Count(svc, mdns.TypeSRV) - n; got != 1 {
+			t.Fatalf("%d SRV queries at the TTL, want 1", got)
+		}
+		time.Sleep(time.Second) // then again after MinInterval
+		synctest.Wait()
+		if got := s.Count(svc, mdns.TypeSRV) - n; got != 2 {
+			t.Fatalf("%d SRV queries 1s after a failed target, want 2", got)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		if ps, err := w.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the set changed while p2's lookups failed: %v, %v", ids(ps), err)
+		}
+		if !strings.Contains(logs.String(), "keeping its last producer") {
+			t.Errorf("the kept producer is not logged:\n%s", logs)
+		}
+	})
+}
+
+// Long failure runs with long intervals: the backoff stays at MaxInterval
+// (no overflow into a busy loop).
+func TestLongFailureBackoff(t *testing.T) {
+	s := dnstest.Start(t)
+	s.SetZone(t, fmt.Sprintf(`
+%[1]s 1 IN SRV 0 0 7000 p1.example.internal.
+p1.example.internal. 1 IN TXT "addr=%[2]s"
+`, svc, addrOf(t, 1, "127.0.0.1:1")))
+	synctest.Test(t, func(t *testing.T) {
+		r, _ := newResolver(t, s, dns.Config{MinInterval: time.Hour, MaxInterval: 24 * time.Hour})
+		w, err := r.Watch(t.Context(), svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		s.SetNameFailure(svc, dnstest.ServFail)
+		defer s.SetNameFailure(svc, dnstest.Answer)
+		time.Sleep(60 * 24 * time.Hour)
+		synctest.Wait()
+		// Failures at 1h (the TTL, clamped), then 1, 2, 4, 8, 16h later
+		// (at 2, 4, 8, 16, 32h), then every 24h: 6 + (1440-32)/24 = 64.
+		if n := s.Count(svc, mdns.TypeSRV) - 1; n != 64 {
+			t.Fatalf("%d SRV queries in 60 days of failures, want 64", n)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 // Package dns is the DNS backend of discovery: a discovery.Source that
-// follows the producers of a service through SRV and TXT records, as
-// Kubernetes (CoreDNS, ExternalDNS) and Consul publish them.
+// follows the producers of a service through SRV and TXT records, such as
+// ExternalDNS publishes for a Kubernetes headless Service, or Consul DNS
+// answers.
 //
 //	r, err := dns.New(dns.Config{})              // the nameserver of /etc/resolv.conf
 //	w, err := r.Watch(ctx, "_mc._udp.example.internal")
@@ -15,9 +16,9 @@
 // Each of its SRV records names one producer: a target host and a port
 // (RFC 2782). At each target name, TXT records say who the producer is.
 // Each TXT record is one "key=value" string; a record longer than 255 bytes
-// is split into several character-strings of that one record, which are
-// concatenated (standard zone-file tools and DNS providers do this
-// splitting for long values). The keys:
+// is split into several character-strings of that one record (in a zone
+// file: several quoted strings on one line), which are concatenated. The
+// keys:
 //
 //	addr=aster1…   the producer's full address (discovery.ParseAddress);
 //	               the SRV target and port are then only a hint and are
@@ -39,35 +40,46 @@
 // "heritage=…") and other users of the name do not get in the way. When
 // both addr= and id= are given they must name the same endpoint.
 //
-// Zone-file example:
+// Zone-file example (mc-0 in the id= form with a credential split in two
+// strings, mc-1 in the addr= form, mc-dr a backup):
 //
-//	_mc._udp.example.internal. 30 IN SRV 0 0 7000 mc-0.mc.example.internal.
-//	_mc._udp.example.internal. 30 IN SRV 0 0 7000 mc-1.mc.example.internal.
-//	_mc._udp.example.internal. 30 IN SRV 10 0 7000 mc-dr.example.internal.
-//	mc-0.mc.example.internal.  30 IN A   10.1.0.17
-//	mc-0.mc.example.internal.  30 IN TXT "id=3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
-//	mc-0.mc.example.internal.  30 IN TXT "cred=o2FyaHByb2R1Y2Vy…" "…continued in a second string…"
-//	mc-1.mc.example.internal.  30 IN TXT "addr=aster1…"
-//	mc-dr.example.internal.    30 IN TXT "addr=aster1…"
+//	$ORIGIN example.internal.
+//	$TTL 30
+//	_mc._udp  IN SRV  0 0 7000 mc-0.mc
+//	_mc._udp  IN SRV  0 0 7000 mc-1.mc
+//	_mc._udp  IN SRV 10 0 7000 mc-dr
+//	mc-0.mc   IN A    10.1.0.17
+//	mc-0.mc   IN AAAA fd00::17
+//	mc-0.mc   IN TXT  "id=e2dce754a9e70f00d848b19b524760c38e466bca2d2cdab9f344aa0b8689ca08"
+//	mc-0.mc   IN TXT  "cred=AAECAwQFBgcI" "CQoLDA0ODw=="
+//	mc-1.mc   IN TXT  "addr=aster12myK31Y2a8SMWNNTBE6spY7nThBRV1qVYxDavK9BMLq2MAAnUeNcszGQXW1RJ"
+//	mc-dr     IN A    10.2.0.5
+//	mc-dr     IN TXT  "id=53a7e2842cb1f23232ce0b7e786be2b475c515135190242569c71fe3ee42b204"
+//
+// Watching "_mc._udp.example.internal" gives two producers: e2dc… at
+// 10.1.0.17:7000 and [fd00::17]:7000 with the 16-byte credential 00 01 …
+// 0f, and 3cb3… at the address of its addr= record (10.1.0.18:7000).
 //
 // # Priorities and weights
 //
 // Only the lowest-numbered SRV priority group that yields at least one
 // usable producer is used; higher-numbered groups are backups, used when
-// every target of the lower groups is ignored (RFC 2782 semantics; here
+// every target of the lower groups is ignored (RFC 2782 semantics; above,
 // mc-dr is used only when neither mc-0 nor mc-1 is usable). Health is the
 // publisher's business: CoreDNS and ExternalDNS publish ready pods only,
 // Consul healthy instances only, and with the id= form a target whose A
 // records are withdrawn drops out on its own. Weights are ignored: the
 // client balances by load. Targets "." (service not available) and port 0
-// are skipped; one endpoint id at several targets is kept once. At most
+// are skipped; one endpoint id at several targets is kept once (the first
+// target in name, port order). At most
 // MaxProducers SRV records are used, the first in (priority, target, port)
 // order.
 //
 // # Re-resolution
 //
 // A watch asks again when the smallest TTL of the records it used runs out
-// (SRV, TXT, A, AAAA, or the negative TTL of an empty answer), clamped to
+// (SRV, TXT, A, AAAA, or the negative TTL of an empty answer: the SOA
+// record's, 0 without one), clamped to
 // [Config.MinInterval, Config.MaxInterval]; ResolveNow asks at once, but
 // never sooner than MinInterval after the previous resolution. Next reports
 // a set only when it changed. After the first success a failed resolution
@@ -100,7 +112,9 @@
 //	  name: mc
 //	  namespace: prod
 //	  annotations:
-//	    # ExternalDNS publishes mc-0.mc.example.internal A <pod IP> for each ready pod.
+//	    # ExternalDNS publishes mc-0.mc.example.internal A <pod IP> for each
+//	    # pod in the Service's endpoints (ready pods): StatefulSet pods have
+//	    # spec.hostname set.
 //	    external-dns.alpha.kubernetes.io/hostname: mc.example.internal
 //	    external-dns.alpha.kubernetes.io/ttl: "30"
 //	spec:
@@ -157,21 +171,21 @@
 //
 // ExternalDNS then runs with --source=service --source=crd
 // --managed-record-types=A --managed-record-types=AAAA
-// --managed-record-types=SRV --managed-record-types=TXT, and with a
-// --txt-prefix (or the default "a-"/"srv-" prefixed ownership records of
-// recent versions), so that its own ownership TXT records do not share the
-// producers' names; if they do, they are skipped as unknown keys. Clients
-// use the target "dns:///_mc._udp.example.internal".
+// --managed-record-types=SRV --managed-record-types=TXT. Its own ownership
+// TXT records ("heritage=external-dns,…"), where they share a producer's
+// name, are skipped as an unknown key; --txt-prefix keeps them off those
+// names altogether. Clients use the target
+// "dns:///_mc._udp.example.internal".
 //
 // # Consul
 //
-// Consul DNS answers "_mc._udp.service.consul" (or "mc.service.consul") SRV
-// queries with the healthy instances, targets "<node>.node.<dc>.consul"
-// with A records in the answer's additional section (asked again here), and
-// with enable_additional_node_meta_txt it answers TXT queries at the node
-// name with the node's metadata as "key=value" records. So node metadata
-// id=<endpoint id> (and cred=…, within Consul's 512-character metadata
-// values) makes each node one producer in the id= form. A service whose
-// address differs from its node's gets an "<hex ip>.addr.<dc>.consul"
-// target without TXT records, and is ignored.
+// Consul DNS answers SRV queries for "_mc._udp.service.consul" (RFC 2782
+// form) or "mc.service.consul" with the healthy instances, whose targets
+// are "<node>.node.<dc>.consul", and answers TXT queries at a node name
+// with the node's metadata as "key=value" records. So node metadata
+// id=<endpoint id> (and cred=…, within Consul's limit on metadata values)
+// makes each node one producer in the id= form, at its A records and the
+// service port. An instance whose service address differs from its node's
+// gets an "<hex address>.addr.<dc>.consul" target, which has no TXT
+// records, and is ignored (and logged).
 package dns

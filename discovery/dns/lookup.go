@@ -373,7 +373,7 @@ func (r *Resolver) exchange(ctx context.Context, m *mdns.Msg, network string) (*
 	if err != nil {
 		return nil, err
 	}
-	co := &mdns.Conn{Conn: nc, UDPSize: mdns.MaxMsgSize}
+	co := &mdns.Conn{Conn: nc, UDPSize: udpReadSize}
 	defer co.Close()
 	dl, _ := ctx.Deadline()
 	if err := nc.SetDeadline(dl); err != nil {

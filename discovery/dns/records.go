@@ -109,9 +109,9 @@ func parseTXT(rrs []*mdns.TXT) (txtFields, error) {
 	return f, nil
 }
 
-// producer builds the producer a target's TXT fields describe. direct is
-// used for the id= form; it is nil for the addr= form. It reports an error
-// saying why the target is ignored.
+// endpoint returns the address a target's TXT fields describe: the whole
+// address for the addr= form, only the id for the id= form (the caller adds
+// the direct addresses). An error says why the target is ignored.
 func (f txtFields) endpoint() (discovery.EndpointAddr, error) {
 	var ea discovery.EndpointAddr
 	switch {

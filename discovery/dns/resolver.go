@@ -41,13 +41,17 @@ const (
 	// without the final dot, as RFC 1035 allows.
 	MaxNameLen = 253
 
-	// maxInterval bounds the configurable intervals and timeout, so that a
-	// typo (30h for 30s) is caught.
+	// maxConfigDuration bounds the configurable intervals and timeout, so
+	// that a typo (30h for 30s) is caught.
 	maxConfigDuration = 24 * time.Hour
 	// udpSize is the EDNS0 buffer size advertised: the DNS flag day 2020
 	// value, which avoids IP fragmentation; larger answers come back
 	// truncated and are asked again over TCP.
 	udpSize = 1232
+	// udpReadSize is the UDP read buffer: room for servers that send more
+	// than was advertised, up to the common 4096-byte EDNS0 default,
+	// without a 64 KiB buffer per query.
+	udpReadSize = 4096
 	// maxCNAMEHops bounds the CNAME chain followed inside one answer.
 	maxCNAMEHops = 8
 	// parallelism is the number of per-target queries in flight at once

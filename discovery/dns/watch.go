@@ -102,10 +102,11 @@ func (w *watch) run(ctx context.Context, last *result, lastAt time.Time) {
 		}
 		if err != nil {
 			failures++
-			backoff := r.maxInterval
-			if failures < 32 {
-				backoff = min(r.minInterval<<(failures-1), r.maxInterval)
+			backoff := r.minInterval // doubled per failure, without overflow
+			for i := 1; i < failures && backoff < r.maxInterval; i++ {
+				backoff *= 2
 			}
+			backoff = min(backoff, r.maxInterval)
 			r.log.Warn("discovery/dns: re-resolution failed, keeping the last set",
 				slog.String("name", w.name), slog.Int("producers", len(last.producers)),
 				slog.Int("failures", failures), slog.Duration("retry_in", backoff), slog.Any("error", err))

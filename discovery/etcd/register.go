@@ -23,8 +23,11 @@ import (
 // again, retrying with backoff, and logs it. If this process dies the entry
 // goes when the lease expires, about TTL later.
 //
-// Registering the same endpoint under the same name twice makes two
-// registrations of one key; deregistering either removes the entry.
+// An endpoint has one entry per name: registering it again (a second
+// instance with the same identity, say) replaces the entry, and
+// deregistering the earlier registration then leaves the later one's entry
+// in place. An entry deleted by someone else (an operator evicting the
+// producer) is not put back while the lease lives.
 func (r *Registry) Register(ctx context.Context, name string, p discovery.Producer) (discovery.Registration, error) {
 	prefix, err := r.nameKey(name)
 	if err != nil {
@@ -40,23 +43,38 @@ func (r *Registry) Register(ctx context.Context, name string, p discovery.Produc
 		val:  string(val),
 		done: make(chan struct{}),
 	}
+	end, err := r.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	lease, err := reg.put(ctx)
+	if err != nil {
+		if r.isClosed() { // Close began during the request
+			return nil, errRegistryClosed()
+		}
+		return nil, status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: registering %s: %w", reg.key, err))
+	}
+	reg.lease = lease
+	var loopCtx context.Context
+	loopCtx, reg.cancel = context.WithCancel(context.Background())
+
+	// Start keeping it alive only if the registry is still open, so that
+	// Close stops every registration it did not refuse.
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		reg.cancel()
+		rctx, cancel := context.WithTimeout(context.Background(), r.cfg.DialTimeout)
+		defer cancel()
+		rctx, cancelReq := r.requestCtx(rctx)
+		defer cancelReq()
+		r.client.Revoke(rctx, lease)
 		return nil, errRegistryClosed()
 	}
 	r.regs[reg] = struct{}{}
-	r.mu.Unlock()
-
-	lease, err := reg.put(ctx)
-	if err != nil {
-		r.forget(reg)
-		return nil, status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: registering %s: %w", reg.key, err))
-	}
-	var loopCtx context.Context
-	loopCtx, reg.cancel = context.WithCancel(context.Background())
-	reg.lease = lease
 	go reg.keepAlive(loopCtx, lease)
+	r.mu.Unlock()
 	return reg, nil
 }
 
@@ -87,13 +105,17 @@ type registration struct {
 // lease it granted (best effort).
 func (reg *registration) put(ctx context.Context) (clientv3.LeaseID, error) {
 	c := reg.r.client
+	ctx, cancelReq := reg.r.opCtx(ctx)
+	defer cancelReq()
 	g, err := c.Grant(ctx, reg.r.cfg.ttlSeconds())
 	if err != nil {
 		return 0, fmt.Errorf("granting a lease: %w", err)
 	}
 	if _, err := c.Put(ctx, reg.key, reg.val, clientv3.WithLease(g.ID)); err != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), reg.r.cfg.DialTimeout)
+		rctx, cancelReq := reg.r.requestCtx(rctx)
 		c.Revoke(rctx, g.ID)
+		cancelReq()
 		cancel()
 		return 0, fmt.Errorf("putting the entry: %w", err)
 	}
@@ -152,7 +174,8 @@ func (reg *registration) keepAlive(ctx context.Context, lease clientv3.LeaseID) 
 	}
 }
 
-// Deregister stops keeping the entry alive, deletes it and revokes its
+// Deregister stops keeping the entry alive, deletes it (unless a later
+// registration of the same endpoint has replaced it) and revokes its
 // lease, so watchers drop the producer at once. Calling it again after it
 // succeeded does nothing; after a failure (etcd unreachable) it tries the
 // delete again. If it cannot reach etcd the entry still goes when its
@@ -180,6 +203,8 @@ func (reg *registration) Deregister(ctx context.Context) error {
 	// Delete the entry only while it is still ours: another registration
 	// (a new instance with the same identity) may have put it since.
 	c := reg.r.client
+	ctx, cancelReq := reg.r.requestCtx(ctx)
+	defer cancelReq()
 	_, err := c.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(reg.key), "=", int64(reg.lease))).
 		Then(clientv3.OpDelete(reg.key)).

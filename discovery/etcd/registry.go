@@ -124,6 +124,10 @@ type Registry struct {
 	stopMonitor context.CancelFunc
 	monitorDone chan struct{}
 
+	closing       context.Context // canceled when Close begins
+	cancelClosing context.CancelFunc
+	inflight      sync.WaitGroup // Register and Watch calls under way
+
 	mu      sync.Mutex
 	closed  bool
 	regs    map[*registration]struct{}
@@ -198,15 +202,18 @@ func NewFromClient(c *clientv3.Client, cfg Config) (*Registry, error) {
 
 func newRegistry(c *clientv3.Client, cfg Config, owned bool) *Registry {
 	ctx, cancel := context.WithCancel(context.Background())
+	closing, cancelClosing := context.WithCancel(context.Background())
 	r := &Registry{
-		cfg:         cfg,
-		client:      c,
-		owned:       owned,
-		log:         cfg.Logger.With("component", "discovery/etcd"),
-		regs:        map[*registration]struct{}{},
-		watches:     map[*watch]struct{}{},
-		stopMonitor: cancel,
-		monitorDone: make(chan struct{}),
+		closing:       closing,
+		cancelClosing: cancelClosing,
+		cfg:           cfg,
+		client:        c,
+		owned:         owned,
+		log:           cfg.Logger.With("component", "discovery/etcd"),
+		regs:          map[*registration]struct{}{},
+		watches:       map[*watch]struct{}{},
+		stopMonitor:   cancel,
+		monitorDone:   make(chan struct{}),
 	}
 	go r.monitor(ctx)
 	return r
@@ -239,6 +246,8 @@ func (r *Registry) monitor(ctx context.Context) {
 func (r *Registry) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
 	defer cancel()
+	ctx, cancelReq := r.opCtx(ctx)
+	defer cancelReq()
 	_, err := r.client.Get(ctx, r.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
 	if err != nil {
 		return r.unreachable(err)
@@ -250,6 +259,47 @@ func (r *Registry) ping(ctx context.Context) error {
 func (r *Registry) unreachable(err error) error {
 	return status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: etcd %v did not answer within %v: %w",
 		r.client.Endpoints(), r.cfg.DialTimeout, err))
+}
+
+// requestCtx returns ctx, also canceled when the etcd client is closed: a
+// request on a closed client would otherwise retry until ctx's deadline.
+// Cleanups (revoking a lease) use it.
+func (r *Registry) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(r.client.Ctx(), func() { cancel(errClientClosed) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
+// opCtx is requestCtx also canceled when Close begins: what Register and
+// Watch do (reading, granting, putting) stops at once.
+func (r *Registry) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := r.requestCtx(ctx)
+	ctx, cancelClosing := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(r.closing, func() { cancelClosing(discovery.ErrClosed) })
+	return ctx, func() { stop(); cancelClosing(nil); cancel() }
+}
+
+// begin marks a Register or Watch call under way, so that Close waits for
+// it (and the cleanup it does when it finds the registry closed) before
+// closing the client. It fails after Close.
+func (r *Registry) begin() (end func(), err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errRegistryClosed()
+	}
+	r.inflight.Add(1)
+	return r.inflight.Done, nil
+}
+
+// errClientClosed is the cause of a request's end when the etcd client was
+// closed under it.
+var errClientClosed = errors.New("discovery/etcd: etcd client closed")
+
+func (r *Registry) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
 }
 
 // errRegistryClosed is returned by Watch and Register after Close.
@@ -268,6 +318,12 @@ func (r *Registry) Close() error {
 		return nil
 	}
 	r.closed = true
+	r.mu.Unlock()
+	// Stop the Register and Watch calls under way, and wait for them: a
+	// call that finds the registry closed undoes what it did.
+	r.cancelClosing()
+	r.inflight.Wait()
+	r.mu.Lock()
 	regs, watches := r.regs, r.watches
 	r.regs, r.watches = nil, nil
 	r.mu.Unlock()

@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,28 +46,34 @@ func (r *Registry) Watch(ctx context.Context, name string) (discovery.Watch, err
 		set:     map[string]discovery.Producer{},
 		bad:     map[string]int64{},
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	end, err := r.begin()
+	if err != nil {
 		cancel()
-		return nil, errRegistryClosed()
+		return nil, err
 	}
-	r.watches[w] = struct{}{}
-	r.mu.Unlock()
-
+	defer end()
 	gctx, gcancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
 	rev, err := w.load(gctx)
 	gcancel()
 	if err != nil {
-		r.mu.Lock()
-		delete(r.watches, w)
-		r.mu.Unlock()
 		cancel()
+		if r.isClosed() { // Close began during the request
+			return nil, errRegistryClosed()
+		}
 		if ctx.Err() != nil {
 			return nil, status.FromError(fmt.Errorf("discovery/etcd: watching %s: %w", name, ctx.Err()))
 		}
 		return nil, r.unreachable(err)
 	}
+	// Start following only if the registry is still open, so that Close
+	// stops every watch it did not refuse.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		cancel()
+		return nil, errRegistryClosed()
+	}
+	r.watches[w] = struct{}{}
 	go w.run(loopCtx, rev)
 	return w, nil
 }
@@ -89,15 +96,16 @@ type watch struct {
 	version uint64                        // bumped when set changes
 	changed chan struct{}                 // closed and replaced when set changes
 
-	// Owned by Next's caller.
-	started bool
-	seen    uint64
-	last    []discovery.Producer
+	started bool                 // Next has returned a set
+	seen    uint64               // version of the set Next last looked at
+	last    []discovery.Producer // the set Next last returned
 }
 
 // load reads every entry under the prefix, replaces the set with them and
 // returns the revision they were read at.
 func (w *watch) load(ctx context.Context) (int64, error) {
+	ctx, cancel := w.r.opCtx(ctx)
+	defer cancel()
 	resp, err := w.r.client.Get(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithLimit(MaxEntries))
 	if err != nil {
 		return 0, err
@@ -282,24 +290,16 @@ func (w *watch) Next(ctx context.Context) ([]discovery.Producer, error) {
 			return nil, fmt.Errorf("discovery/etcd: %w", discovery.ErrClosed)
 		default:
 		}
+		if ps, ok := w.poll(); ok {
+			return ps, nil
+		}
 		w.mu.Lock()
 		ch := w.changed
-		if !w.started || w.version != w.seen {
-			w.seen = w.version
-			ps := make([]discovery.Producer, 0, len(w.set))
-			for _, p := range w.set {
-				ps = append(ps, p)
-			}
-			w.mu.Unlock()
-			slices.SortFunc(ps, func(a, b discovery.Producer) int { return strings.Compare(string(a.Addr.ID[:]), string(b.Addr.ID[:])) })
-			if !w.started || !slices.EqualFunc(ps, w.last, discovery.Producer.Equal) {
-				w.started = true
-				w.last = ps
-				return slices.Clone(ps), nil
-			}
+		stale := w.version != w.seen
+		w.mu.Unlock()
+		if stale {
 			continue
 		}
-		w.mu.Unlock()
 		select {
 		case <-ch:
 		case <-w.closed:
@@ -308,6 +308,27 @@ func (w *watch) Next(ctx context.Context) ([]discovery.Producer, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// poll returns a copy of the set if Next has not returned it yet: on the
+// first call, or when it differs from the one last returned.
+func (w *watch) poll() ([]discovery.Producer, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started && w.version == w.seen {
+		return nil, false
+	}
+	w.seen = w.version
+	ps := make([]discovery.Producer, 0, len(w.set))
+	for _, p := range w.set {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b discovery.Producer) int { return bytes.Compare(a.Addr.ID[:], b.Addr.ID[:]) })
+	if w.started && slices.EqualFunc(ps, w.last, discovery.Producer.Equal) {
+		return nil, false // changed and changed back
+	}
+	w.started, w.last = true, ps
+	return slices.Clone(ps), true
 }
 
 // ResolveNow does nothing: etcd tells the watch of every change.

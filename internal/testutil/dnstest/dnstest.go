@@ -18,8 +18,8 @@
 // EDNS0 buffer (512 bytes without EDNS0) is truncated with the TC bit, as
 // real servers do, so the client must ask again over TCP; over TCP, names
 // are compressed and an answer over 64 KiB is truncated too. Queries counts
-// what was asked; SetFailure makes the server drop, SERVFAIL or REFUSE
-// queries; Close takes it off the network.
+// what was asked; SetFailure (or SetNameFailure, for one name) makes the
+// server drop, SERVFAIL or REFUSE queries; Close takes it off the network.
 //
 // With testing/synctest, start the server outside the bubble and use it
 // inside: its goroutines wait on sockets, which a bubble never sees as
@@ -70,7 +70,9 @@ type Server struct {
 
 	mu          sync.Mutex
 	records     []dns.RR
+	byName      map[string][]dns.RR // records by canonical owner name
 	failure     Failure
+	nameFailure map[string]Failure
 	negativeTTL uint32
 	queries     []Query
 	closed      bool
@@ -80,6 +82,17 @@ type Server struct {
 // and TCP) with no records; it is closed when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s, err := New()
+	if err != nil {
+		t.Fatalf("dnstest: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// New is Start for code without a testing.TB (examples); the caller must
+// Close the server.
+func New() (*Server, error) {
 	s := &Server{negativeTTL: 5}
 	var (
 		pc  net.PacketConn
@@ -89,7 +102,7 @@ func Start(t testing.TB) *Server {
 	for range 20 {
 		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatalf("dnstest: %v", err)
+			return nil, err
 		}
 		ln, err = net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
@@ -98,13 +111,13 @@ func Start(t testing.TB) *Server {
 		pc.Close()
 	}
 	if err != nil {
-		t.Fatalf("dnstest: no port free for both UDP and TCP: %v", err)
+		return nil, fmt.Errorf("no port free for both UDP and TCP: %w", err)
 	}
 	s.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(s.serve)
 	s.udp = &dns.Server{PacketConn: pc, Handler: h}
 	s.tcp = &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
-	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+	for i, srv := range []*dns.Server{s.udp, s.tcp} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
 		errc := make(chan error, 1)
@@ -112,11 +125,16 @@ func Start(t testing.TB) *Server {
 		select {
 		case <-started:
 		case err := <-errc:
-			t.Fatalf("dnstest: serving: %v", err)
+			if i == 1 {
+				s.Close()
+			} else {
+				pc.Close()
+				ln.Close()
+			}
+			return nil, fmt.Errorf("serving: %w", err)
 		}
 	}
-	t.Cleanup(s.Close)
-	return s
+	return s, nil
 }
 
 // Addr returns the server's "127.0.0.1:port", for UDP and TCP.
@@ -147,6 +165,16 @@ func (s *Server) Set(rrs ...dns.RR) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.records = cp
+	s.indexLocked()
+}
+
+// indexLocked rebuilds byName from records.
+func (s *Server) indexLocked() {
+	s.byName = make(map[string][]dns.RR, len(s.records))
+	for _, rr := range s.records {
+		n := dns.CanonicalName(rr.Header().Name)
+		s.byName[n] = append(s.byName[n], rr)
+	}
 }
 
 // Add adds rrs to the served records.
@@ -156,6 +184,7 @@ func (s *Server) Add(rrs ...dns.RR) {
 	for _, rr := range rrs {
 		s.records = append(s.records, dns.Copy(rr))
 	}
+	s.indexLocked()
 }
 
 // Remove removes the records of type rrtype at name (every type for
@@ -174,11 +203,13 @@ func (s *Server) Remove(name string, rrtype uint16) {
 	}
 	clear(s.records[len(kept):])
 	s.records = kept
+	s.indexLocked()
 }
 
 // SetZone replaces all the served records with those of zone, in zone-file
-// syntax (names fully qualified, or relative to a $ORIGIN line; the TTL
-// defaults to 5). It fails the test on a syntax error.
+// syntax (names fully qualified, or relative to a $ORIGIN line; a record
+// without a TTL takes the previous record's, or 5 for the first). It fails
+// the test on a syntax error.
 func (s *Server) SetZone(t testing.TB, zone string) {
 	t.Helper()
 	rrs, err := ParseZone(zone)
@@ -188,7 +219,7 @@ func (s *Server) SetZone(t testing.TB, zone string) {
 	s.Set(rrs...)
 }
 
-// ParseZone parses records in zone-file syntax.
+// ParseZone parses records in zone-file syntax, as SetZone does.
 func ParseZone(zone string) ([]dns.RR, error) {
 	zp := dns.NewZoneParser(strings.NewReader(zone), ".", "dnstest")
 	zp.SetDefaultTTL(5)
@@ -217,6 +248,17 @@ func (s *Server) SetFailure(f Failure) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failure = f
+}
+
+// SetNameFailure changes how the server answers queries for one name
+// (any type) from now on; SetFailure, when not Answer, takes precedence.
+func (s *Server) SetNameFailure(name string, f Failure) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nameFailure == nil {
+		s.nameFailure = map[string]Failure{}
+	}
+	s.nameFailure[dns.CanonicalName(name)] = f
 }
 
 // SetNegativeTTL sets the TTL and minimum of the SOA record sent with
@@ -265,7 +307,11 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	failure := s.failure
 	if len(req.Question) == 1 {
 		q := req.Question[0]
-		s.queries = append(s.queries, Query{Name: dns.CanonicalName(q.Name), Type: q.Qtype, Net: network, At: time.Now()})
+		name := dns.CanonicalName(q.Name)
+		s.queries = append(s.queries, Query{Name: name, Type: q.Qtype, Net: network, At: time.Now()})
+		if f, ok := s.nameFailure[name]; ok && failure == Answer {
+			failure = f
+		}
 	}
 	var resp *dns.Msg
 	switch {
@@ -314,11 +360,8 @@ func (s *Server) answerLocked(req *dns.Msg) *dns.Msg {
 	for hop := 0; hop < 8; hop++ {
 		var cname *dns.CNAME
 		found := false
-		for _, rr := range s.records {
+		for _, rr := range s.byName[name] {
 			h := rr.Header()
-			if dns.CanonicalName(h.Name) != name {
-				continue
-			}
 			switch {
 			case h.Rrtype == q.Qtype || q.Qtype == dns.TypeANY:
 				resp.Answer = append(resp.Answer, dns.Copy(rr))
@@ -348,8 +391,7 @@ func (s *Server) answerLocked(req *dns.Msg) *dns.Msg {
 
 // existsLocked reports whether name owns records or has names below it.
 func (s *Server) existsLocked(name string) bool {
-	for _, rr := range s.records {
-		n := dns.CanonicalName(rr.Header().Name)
+	for n := range s.byName {
 		if n == name || strings.HasSuffix(n, "."+name) {
 			return true
 		}
