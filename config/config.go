@@ -453,6 +453,18 @@ func LoadFileStrict(path string) (Config, error) {
 const maxConfigFile = 1 << 20
 
 func load(path string, environ []string, strict bool) (Config, error) {
+	c, err := resolve(path, environ, strict)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// resolve is load without the validation of the resolved values.
+func resolve(path string, environ []string, strict bool) (Config, error) {
 	var warnings []string
 	var unknownSettings []unknownSetting
 	defaults := map[string]any{}
@@ -550,9 +562,6 @@ func load(path string, environ []string, strict bool) (Config, error) {
 			c.IdentityFile = DefaultIdentityFile
 			c.sources["identity.identity_file"].raw = DefaultIdentityFile
 		}
-	}
-	if err := c.Validate(); err != nil {
-		return Config{}, err
 	}
 	return c, nil
 }

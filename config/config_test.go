@@ -499,8 +499,13 @@ func TestConfigNotSupported(t *testing.T) {
 	if _, err := c.NewServer(); !errors.Is(err, config.ErrNotSupported) || !strings.Contains(err.Error(), "not supported yet") {
 		t.Errorf("literal Config with EnableHooks: NewServer error = %v, want not supported yet", err)
 	}
-	if _, err := c.ClientOptions(); !errors.Is(err, config.ErrNotSupported) {
-		t.Errorf("literal Config with EnableHooks: ClientOptions error = %v, want not supported yet", err)
+	// Hooks are a server setting: a client is not stopped by it, but by
+	// a client setting that is not supported yet.
+	if _, err := c.ClientOptions(); err != nil {
+		t.Errorf("literal Config with EnableHooks: ClientOptions error = %v, want none (a server setting)", err)
+	}
+	if _, err := (&config.Config{ProxyURL: "http://proxy:3128"}).ClientOptions(); !errors.Is(err, config.ErrNotSupported) {
+		t.Errorf("literal Config with ProxyURL: ClientOptions error = %v, want not supported yet", err)
 	}
 }
 

@@ -247,7 +247,7 @@ func TestClientOptions(t *testing.T) {
 	if got := <-peers; got != trust.IDOf(key) {
 		t.Errorf("server saw client %s, want the configured key's %s", got.Short(), trust.IDOf(key).Short())
 	}
-	bad := config.Config{EnableHooks: true}
+	bad := config.Config{ProxyFromEnv: true}
 	if _, err := bad.ClientOptions(); !errors.Is(err, config.ErrNotSupported) {
 		t.Errorf("invalid config: %v, want the validation error", err)
 	}

@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,42 +25,52 @@ func init() { addCommand(newCallCmd) }
 
 // callFlags are the flags of "aster call".
 type callFlags struct {
-	timeout        time.Duration
-	connectTimeout time.Duration
-	max            int
-	headers        []string
-	version        uint32
-	session        string
-	rcan           string
-	trace          bool
+	connectFlags
+	timeout time.Duration
+	max     int
+	headers []string
+	version uint32
+	session string
+	trace   bool
+	data    string
+	verbose bool
+	format  string
 }
 
 func newCallCmd() *cobra.Command {
 	var f callFlags
 	cmd := &cobra.Command{
-		Use:   "call <addr> <Service.method> [json|-]",
+		Use:   "call [addr] <Service.method> [json|-]",
 		Short: "Call a method with JSON in and JSON out",
-		Long: `call connects to the server at <addr> (an aster1... address), fetches its
-contract and calls <Service.method>, converting JSON to the method's wire types
-and the responses back to JSON. No generated code is needed.
-
-<addr> may also be a service target, such as etcd:///fleet/MissionControl,
-dns:///_mc._udp.example.internal or static:///aster1...,aster1...: the call goes
-to one of the producers the [discovery] settings find (see 'aster discover').
+		Long: `call connects to the server at <addr> (an aster1... address; default:
+ASTER_ENDPOINT_ADDR), fetches its contract and calls <Service.method>,
+converting JSON to the method's wire types and the responses back to JSON.
+No generated code is needed.
 
 Requests:
-  unary, server stream   the JSON argument; "-" reads one document from stdin;
-                         absent means {} (all fields zero)
-  client stream, bidi    NDJSON on stdin (one request per line) when the
-                         argument is "-" or absent; else the JSON values in
-                         the argument
+  unary, server stream   the JSON argument or -d; "-" or -d @- reads one
+                         document from stdin; absent: a document piped on
+                         stdin, or {} (all fields zero) when stdin is a
+                         terminal, /dev/null or empty
+  client stream, bidi    the JSON values in the argument or -d (NDJSON, or
+                         one JSON array of requests); absent, "-" or -d @-:
+                         NDJSON on stdin (one request per line)
+  -d @file               reads the requests from file (streamed, not loaded
+                         whole, for client-stream and bidi methods)
 
-Responses are printed as they arrive, one JSON object per line (NDJSON).
+Responses are printed as they arrive: --format ndjson (one JSON object per
+line; the default when stdout is not a terminal), json (each response
+indented) or pretty (indented and coloured; the default on a terminal).
 A server stream or bidi call runs until the server ends it, --max responses
-arrived, --timeout passes (DEADLINE_EXCEEDED) or SIGINT (a clean cancel,
-exit 0).
+arrived, --timeout passes (DEADLINE_EXCEEDED), SIGINT (a clean cancel, exit
+0) or SIGTERM (a clean cancel, exit 143).
 
-Sessions: with --session <Service> the arguments are just <addr>, and stdin
+-v prints on stderr what was sent and received besides the messages: the
+request metadata ("> key: value"), the response header metadata ("< header
+key: value", with the first response), the trailer metadata ("< trailer
+key: value") and the status ("< status OK (1.2ms)"), when the call ends.
+
+Sessions: with --session <Service> the arguments are just [addr], and stdin
 holds the calls of one session, one per line:
   {"method":"register","args":{"agent_id":"edge-7"}}
   {"method":"runCommand","args":[{"command":"uptime"},{"command":"df -h"}]}
@@ -68,92 +81,103 @@ session of its own.
 
 ` + exitCodeTable,
 		Example: `  aster call aster1... MissionControl.getStatus '{"agent_id":"edge-node-7"}'
+  aster call -v -H x-request-id=42 aster1... MissionControl.getStatus -d @request.json
   aster call --max 5 aster1... MissionControl.tailLogs '{"level":"info"}'
   printf '{"name":"cpu","value":0.5}\n' | aster call aster1... MissionControl.ingestMetrics
+  aster call aster1... MissionControl.ingestMetrics '[{"name":"cpu","value":1},{"name":"cpu","value":2}]'
   aster call --session AgentSession aster1... < calls.ndjson`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCall(cmd.Context(), cmd, &f, args)
 		},
+		ValidArgsFunction: completeCallArgs,
 	}
 	fl := cmd.Flags()
+	f.connectFlags.register(cmd)
 	fl.DurationVar(&f.timeout, "timeout", 0, "deadline of each call, sent to the server (0: none)")
-	fl.DurationVar(&f.connectTimeout, "connect-timeout", 10*time.Second, "limit for connecting and fetching the contract")
 	fl.IntVar(&f.max, "max", 0, "stop a server stream or bidi call after this many responses, with exit 0 (0: no limit)")
 	fl.StringArrayVarP(&f.headers, "header", "H", nil, "request metadata `key=value` (repeatable)")
 	fl.Uint32Var(&f.version, "service-version", 0, "service version to call (0: the highest the server has)")
-	fl.StringVar(&f.rcan, "rcan", "", "present the enrollment credential in this .aster-identity `file` (default: ASTER_ENROLLMENT_CREDENTIAL or ASTER_IDENTITY_FILE from the config)")
 	fl.StringVar(&f.session, "session", "", "run the NDJSON calls on stdin in one session of this session-scoped `service`")
+	fl.StringVarP(&f.data, "data", "d", "", "the request(s): JSON, @file to read a file, @- to read stdin (instead of the json argument)")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "print request and response metadata, trailers and the status on stderr")
+	fl.StringVar(&f.format, "format", "", "output `format`: ndjson, json (indented) or pretty (indented, coloured); default pretty on a terminal, else ndjson")
 	addTraceFlag(cmd, &f.trace)
 	return cmd
 }
 
 // runCall implements "aster call".
 func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []string) error {
-	if f.session != "" {
-		if len(args) != 1 {
-			return usageErrorf("with --session, call takes only <addr> (the calls come from stdin); got %d arguments", len(args))
-		}
-	} else if len(args) < 2 || len(args) > 3 {
-		return usageErrorf("call takes <addr> <Service.method> [json|-]; got %d arguments (see 'aster call --help')", len(args))
-	}
 	if f.max < 0 {
 		return usageErrorf("--max must be >= 0, got %d", f.max)
 	}
 	if f.timeout < 0 || f.connectTimeout < 0 {
 		return usageErrorf("timeouts must not be negative")
 	}
-	if err := checkTarget(args[0]); err != nil {
+	out, err := newPrinter(cmd.OutOrStdout(), f.format)
+	if err != nil {
 		return err
 	}
+	cfg, err := loadClientConfig(cmd)
+	if err != nil {
+		return err
+	}
+	need := 1 // arguments besides the target
+	if f.session != "" {
+		need = 0
+	}
+	rawAddr, args, err := splitTarget(&cfg, args, need)
+	if err != nil {
+		return err
+	}
+	if f.session != "" {
+		if len(args) != 0 {
+			return usageErrorf("with --session, call takes only [addr] (the calls come from stdin); got %d more arguments", len(args))
+		}
+		if f.data != "" {
+			return usageErrorf("with --session the calls come from stdin; -d is not used")
+		}
+	} else if len(args) < 1 || len(args) > 2 {
+		return usageErrorf("call takes [addr] <Service.method> [json|-]; got %d arguments after the address (see 'aster call --help')", len(args))
+	}
 	opts := []aster.CallOption{aster.Version(f.version)}
+	reqMD := handler.Metadata{}
 	for _, h := range f.headers {
 		k, v, ok := strings.Cut(h, "=")
 		if !ok || k == "" {
 			return usageErrorf("--header %q: want key=value", h)
 		}
 		opts = append(opts, aster.WithHeader(k, v))
+		reqMD[k] = v
 	}
+	src := requestSource{kind: srcNone}
 	if f.session == "" {
-		if i := strings.LastIndexByte(args[1], '.'); i <= 0 || i == len(args[1])-1 {
-			return usageErrorf("method %q: want Service.method", args[1])
+		if i := strings.LastIndexByte(args[0], '.'); i <= 0 || i == len(args[0])-1 {
+			return usageErrorf("method %q: want Service.method", args[0])
+		}
+		if src, err = callSource(cmd, f, args[1:]); err != nil {
+			return err
+		}
+		if src.file != nil {
+			defer src.file.Close()
 		}
 	}
-
-	cfg, err := loadCLIConfig(cmd, "")
+	setup, err := setupClient(cmd, &cfg, f.rcan)
 	if err != nil {
 		return err
 	}
-	clientOpts, err := cfg.ClientOptions()
-	if err != nil {
-		return configError(err)
-	}
-	credOpts, err := credentialOptions(f.rcan)
-	if err != nil {
-		return err
-	}
-	clientOpts = append(clientOpts, credOpts...)
 	ctx, traceOpts, endTrace, err := startTrace(ctx, f.trace, "aster call", cmd.ErrOrStderr())
 	if err != nil {
 		return configError(err)
 	}
 	defer endTrace()
-	clientOpts = append(clientOpts, traceOpts...)
 
-	dialCtx := ctx
-	if f.connectTimeout > 0 {
-		var cancel context.CancelFunc
-		dialCtx, cancel = context.WithTimeout(ctx, f.connectTimeout)
-		defer cancel()
-	}
-	client, err := dialTarget(dialCtx, &cfg, args[0], clientOpts, cmd.ErrOrStderr())
+	start := time.Now()
+	tg, err := connect(ctx, cmd, rawAddr, &f.connectFlags, setup, traceOpts...)
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	ct, _, err := client.Contract(dialCtx)
-	if err != nil {
-		return connectError(fmt.Errorf("fetching the contract: %w", err))
-	}
+	defer tg.client.Close()
+	client, ct := tg.client, tg.ct
 
 	c := &caller{
 		ctx:   ctx,
@@ -161,28 +185,26 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 		opts:  opts,
 		ct:    ct,
 		in:    cmd.InOrStdin(),
-		out:   newJSONLines(cmd.OutOrStdout()),
+		out:   out,
+	}
+	if f.verbose {
+		c.verbose = cmd.ErrOrStderr()
+		c.reqMD = reqMD
+		fmt.Fprintf(c.verbose, "* connected to %s in %s (contract %s, %d services)\n", tg.client.Label(), elapsed(time.Since(start)), shortID(tg.id), len(ct.Services))
 	}
 	if f.session != "" {
 		return c.runSession(client)
 	}
-	src := requestSource{kind: srcNone}
-	if len(args) == 3 {
-		if args[2] == "-" {
-			src.kind = srcStdin
-		} else {
-			src = requestSource{kind: srcArg, arg: args[2]}
-		}
-	}
+	method := args[0]
 	// A session-scoped method called on its own runs in a session of its
 	// own, ended after the call.
-	i := strings.LastIndexByte(args[1], '.')
-	if svc := ct.Service(args[1][:i], f.version); svc != nil && svc.Scope == "session" {
+	i := strings.LastIndexByte(method, '.')
+	if svc := ct.Service(method[:i], f.version); svc != nil && svc.Scope == "session" {
 		sess := client.NewSession()
 		defer c.endSession(sess)
-		return c.call(sess, args[1], src)
+		return c.call(sess, method, src)
 	}
-	return c.call(client, args[1], src)
+	return c.call(client, method, src)
 }
 
 // endSession ends sess on the server, briefly even after SIGINT.
@@ -194,41 +216,126 @@ func (c *caller) endSession(sess *aster.Session) {
 
 // caller runs the calls of one "aster call" invocation.
 type caller struct {
-	ctx   context.Context // canceled by SIGINT
-	flags *callFlags
-	opts  []aster.CallOption
-	ct    *contract.Contract
-	in    io.Reader
-	out   *jsonLines
+	ctx     context.Context // canceled by SIGINT and SIGTERM
+	flags   *callFlags
+	opts    []aster.CallOption
+	ct      *contract.Contract
+	in      io.Reader
+	out     printer
+	verbose io.Writer        // -v: where metadata and status go; nil: off
+	reqMD   handler.Metadata // -v: the request metadata sent
+
+	headerShown bool // -v: the current call's header was printed
 }
 
 // requestSource says where a call's requests come from.
 type requestSource struct {
 	kind   sourceKind
-	arg    string // srcArg: the JSON argument
-	values []any  // srcValues: requests decoded already (session mode)
+	arg    string   // srcArg: the JSON argument
+	values []any    // srcValues: requests decoded already (session mode)
+	file   *os.File // srcFile: -d @file
 }
 
 type sourceKind int
 
 const (
-	srcNone   sourceKind = iota // no argument: {} for one request, NDJSON stdin for a stream
+	srcNone   sourceKind = iota // no argument: piped stdin or {} for one request, NDJSON stdin for a stream
 	srcArg                      // the JSON argument
 	srcStdin                    // "-": stdin
 	srcValues                   // values
+	srcFile                     // -d @file
 )
 
-// call makes one call of method on cc and prints its responses.
+// callSource decides where the requests come from: the JSON argument (or
+// "-") in rest, or -d.
+func callSource(cmd *cobra.Command, f *callFlags, rest []string) (requestSource, error) {
+	if f.data != "" && len(rest) > 0 {
+		return requestSource{}, usageErrorf("give the request either as an argument or with -d, not both")
+	}
+	arg := f.data
+	if len(rest) == 1 {
+		if rest[0] == "-" {
+			return requestSource{kind: srcStdin}, nil
+		}
+		arg = rest[0]
+	}
+	switch {
+	case arg == "":
+		return requestSource{kind: srcNone}, nil
+	case arg == "@-":
+		return requestSource{kind: srcStdin}, nil
+	case strings.HasPrefix(arg, "@"): // no JSON document starts with "@"
+		name := arg[1:]
+		fh, err := os.Open(name)
+		if err != nil {
+			return requestSource{}, usageErrorf("@%s: %w", name, errors.Unwrap(err))
+		}
+		if st, err := fh.Stat(); err != nil || !st.Mode().IsRegular() && st.Mode()&os.ModeNamedPipe == 0 {
+			fh.Close()
+			return requestSource{}, usageErrorf("@%s: not a regular file or pipe", name)
+		}
+		return requestSource{kind: srcFile, file: fh}, nil
+	}
+	return requestSource{kind: srcArg, arg: arg}, nil
+}
+
+// stdinPiped reports whether r is a pipe or a regular file (not a terminal
+// or /dev/null), so that a unary call reads its request from it.
+func stdinPiped(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return true // a reader given by a test or a wrapper: read it
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice == 0
+}
+
+// call makes one call of method on cc and prints its responses; with -v
+// also the metadata sent and received and the status.
 func (c *caller) call(cc aster.Caller, method string, src requestSource) error {
+	if c.verbose == nil {
+		return c.callOnce(cc, method, src, c.opts)
+	}
+	var header, trailer handler.Metadata
+	opts := append(slices.Clip(c.opts), aster.ResponseHeader(&header), aster.ResponseTrailer(&trailer))
+	w := c.verbose
+	fmt.Fprintf(w, "> %s\n", method)
+	printMetadata(w, "> ", c.reqMD)
+	start := time.Now()
+	c.headerShown = false
+	err := c.callOnce(cc, method, src, opts)
+	if !c.headerShown {
+		printMetadata(w, "< header ", header)
+	}
+	printMetadata(w, "< trailer ", trailer)
+	var ce *cliError
+	switch {
+	case err == nil:
+		fmt.Fprintf(w, "< status OK (%s)\n", elapsed(time.Since(start)))
+	case errors.As(err, &ce) && ce.exit != ExitUsage:
+		fmt.Fprintf(w, "< status %s (%s)\n", ce.Error(), elapsed(time.Since(start)))
+	}
+	return err
+}
+
+// printMetadata prints md sorted by key, one "prefix key: value" a line.
+func printMetadata(w io.Writer, prefix string, md handler.Metadata) {
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		fmt.Fprintf(w, "%s%s: %s\n", prefix, sanitize(k), sanitize(md[k]))
+	}
+}
+
+// callOnce is call without -v.
+func (c *caller) callOnce(cc aster.Caller, method string, src requestSource, opts []aster.CallOption) error {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	if c.flags.timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, c.flags.timeout)
 		defer cancel()
 	}
-	dc, err := aster.CallDynamic(ctx, cc, c.ct, method, c.opts...)
+	dc, err := aster.CallDynamic(ctx, cc, c.ct, method, opts...)
 	if err != nil {
-		return c.callErr(err, false)
+		return c.callErr(err, serverStreams(c.ct, method, c.flags.version))
 	}
 	defer dc.Close()
 	p, _ := handler.ParsePattern(dc.Method().Pattern)
@@ -269,6 +376,12 @@ func (c *caller) call(cc aster.Caller, method string, src requestSource) error {
 			}
 			return c.callErr(deniedWithRequirement(dc.Method(), err), p.ServerStreams())
 		}
+		if n == 0 && c.verbose != nil {
+			// The header came before the first response: show it now,
+			// not only when a long stream ends.
+			printMetadata(c.verbose, "< header ", dc.Header())
+			c.headerShown = true
+		}
 		if err := c.out.Write(v); err != nil {
 			return err
 		}
@@ -297,6 +410,25 @@ func (c *caller) callErr(err error, streamed bool) error {
 		return callError(status.New(status.Canceled, "interrupted"))
 	}
 	return callError(err)
+}
+
+// serverStreams reports whether method (Service.method) answers with a
+// stream, by the contract.
+func serverStreams(ct *contract.Contract, method string, version uint32) bool {
+	i := strings.LastIndexByte(method, '.')
+	if i < 0 {
+		return false
+	}
+	svc := ct.Service(method[:i], version)
+	if svc == nil {
+		return false
+	}
+	m := svc.Method(method[i+1:])
+	if m == nil {
+		return false
+	}
+	p, _ := handler.ParsePattern(m.Pattern)
+	return p.ServerStreams()
 }
 
 // deniedWithRequirement adds to a PERMISSION_DENIED error the capability
@@ -330,17 +462,32 @@ func (c *caller) sendOne(dc *aster.DynamicCall, src requestSource) error {
 		err = dc.SendValue(v)
 	case srcArg:
 		err = dc.SendJSON([]byte(src.arg))
-	case srcStdin:
-		b, rerr := io.ReadAll(io.LimitReader(c.in, maxStdinDoc+1))
-		if rerr != nil {
-			return fmt.Errorf("reading stdin: %w", rerr)
+	case srcStdin, srcFile, srcNone:
+		r, name := c.in, "stdin"
+		if src.kind == srcFile {
+			r, name = src.file, src.file.Name()
+			if st, serr := src.file.Stat(); serr == nil && st.Mode().IsRegular() && st.Size() > maxStdinDoc {
+				return usageErrorf("request in %s is %d bytes, over the %d-byte limit for one JSON request", name, st.Size(), maxStdinDoc)
+			}
 		}
-		if len(b) > maxStdinDoc {
-			return usageErrorf("request on stdin is larger than %d bytes", maxStdinDoc)
+		var b []byte
+		if src.kind != srcNone || stdinPiped(c.in) {
+			var rerr error
+			b, rerr = io.ReadAll(io.LimitReader(r, maxStdinDoc+1))
+			if rerr != nil {
+				return fmt.Errorf("reading %s: %w", name, rerr)
+			}
+			if len(b) > maxStdinDoc {
+				return usageErrorf("request on %s is larger than %d bytes", name, maxStdinDoc)
+			}
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			if src.kind != srcNone {
+				return usageErrorf("no request on %s (want one JSON document; {} for all fields zero)", name)
+			}
+			b = []byte("{}") // nothing piped: all fields zero
 		}
 		err = dc.SendJSON(b)
-	default:
-		err = dc.SendJSON([]byte("{}"))
 	}
 	if err != nil && err != io.EOF { // io.EOF: the server ended the call; Recv tells how
 		return c.requestErr(dc, 0, err)
@@ -354,16 +501,23 @@ func (c *caller) sendOne(dc *aster.DynamicCall, src requestSource) error {
 // requestErr reports a failed send: a request that does not fit the type is
 // a usage error naming the request (n > 0 counts requests of a stream).
 func (c *caller) requestErr(dc *aster.DynamicCall, n int, err error) error {
+	if status.CodeOf(err) == status.ResourceExhausted {
+		return callError(status.Errorf(status.ResourceExhausted, "%s is too large to send: %s", where(n), status.FromError(err).Message()))
+	}
 	if !aster.IsJSONError(err) {
 		return callError(err)
 	}
 	var je *contract.JSONError
 	errors.As(err, &je)
-	where := "request"
+	return usageErrorf("%s does not fit %s: %w", where(n), dc.Method().Request, je)
+}
+
+// where names request n of a stream (n > 0) or the single request.
+func where(n int) string {
 	if n > 0 {
-		where = fmt.Sprintf("request %d", n)
+		return fmt.Sprintf("request %d", n)
 	}
-	return usageErrorf("%s does not fit %s: %w", where, dc.Method().Request, je)
+	return "request"
 }
 
 // maxStdinDoc bounds a single request read from stdin.
@@ -385,25 +539,39 @@ func (c *caller) requests(src requestSource) func() (any, error) {
 		}
 	case srcArg:
 		return jsonValues(strings.NewReader(src.arg), "argument")
+	case srcFile:
+		return jsonValues(src.file, src.file.Name())
 	default:
 		return jsonValues(c.in, "stdin")
 	}
 }
 
 // jsonValues decodes a sequence of JSON values (NDJSON, or values separated
-// by any white space) from r.
+// by any white space) from r, as it is read. A JSON array holds requests:
+// its elements are sent one by one, as the shell and --session do.
 func jsonValues(r io.Reader, name string) func() (any, error) {
 	dec := json.NewDecoder(r)
 	dec.UseNumber()
 	n := 0
+	var pending []any // the rest of an array
 	return func() (any, error) {
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			if err == io.EOF {
-				return nil, io.EOF
+		for len(pending) == 0 {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				if err == io.EOF {
+					return nil, io.EOF
+				}
+				return nil, usageErrorf("request %d on %s is not JSON: %w", n+1, name, err)
 			}
-			return nil, usageErrorf("request %d on %s is not JSON: %w", n+1, name, err)
+			list, ok := v.([]any)
+			if !ok {
+				n++
+				return v, nil
+			}
+			pending = list
 		}
+		v := pending[0]
+		pending = pending[1:]
 		n++
 		return v, nil
 	}

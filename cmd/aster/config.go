@@ -9,6 +9,7 @@ import (
 
 	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 func init() { addCommand(newConfigCmd) }
@@ -79,9 +80,15 @@ of the key, the enrollment credential path and IID token their last 8
 characters. The root public key is shown in full. Unset values read
 <not set>, <default>, <any> (bind_addr) or <in-memory> (storage path).
 
-A bad value, an unknown key in the file, or a setting that is not supported
-yet fails with exit status 2 and a message naming the field, its source and
-the value. Warnings (an ASTER_* variable that looks misspelt) go to stderr.`,
+A bad value, or a setting that is not supported yet, fails with exit status
+2 and a message naming the field, its source and the value. An unknown key
+in the file is a warning on stderr (an error, exit 2, with --strict), as is
+an ASTER_* variable that looks misspelt. An identity or credential file that
+cannot be read or parsed (identity_file, enrollment_credential_file; also an
+.aster-identity found in the working directory) is reported after the
+configuration is printed, with exit status 2: a server refuses to start with
+it (a client command ignores a broken .aster-identity it was not asked to
+use, with a warning).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := loadCLIConfig(c, file)
@@ -91,7 +98,7 @@ the value. Warnings (an ASTER_* variable that looks misspelt) go to stderr.`,
 			if err := cfg.Print(c.OutOrStdout(), asJSON); err != nil {
 				return fmt.Errorf("writing output: %w", err)
 			}
-			return nil
+			return checkIdentityFiles(&cfg)
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "TOML configuration file (default: the global --config, else none: defaults and ASTER_* variables only)")
@@ -111,4 +118,34 @@ func configError(err error) error {
 		code = c // e.g. an OTEL_* setup error that carries a code
 	}
 	return &cliError{exit: ExitUsage, code: code, msg: "config: " + strings.TrimPrefix(err.Error(), "config: "), err: err}
+}
+
+// checkIdentityFiles reports an identity or credential file of cfg that
+// cannot be used, naming the field and its source (exit 2).
+func checkIdentityFiles(cfg *config.Config) error {
+	for _, f := range []struct{ key, path string }{
+		{"trust.enrollment_credential_file", cfg.EnrollmentCredentialFile},
+		{"identity.identity_file", cfg.IdentityFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		err := config.CheckTextFile(f.path)
+		var id *identity.Identity
+		if err == nil {
+			id, err = identity.Load(f.path)
+		}
+		if err == nil && id.Key == nil && f.key == "identity.identity_file" {
+			err = errors.New("has no [node] secret_key")
+		}
+		if err != nil {
+			src := cfg.Source(f.key)
+			if src == config.SourceDefault {
+				src = "found in the working directory"
+			}
+			return &cliError{exit: ExitUsage, code: status.InvalidArgument,
+				msg: fmt.Sprintf("config: %s (%s, %s) cannot be used: %v", f.key, f.path, src, err), err: err}
+		}
+	}
+	return nil
 }

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"go/token"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/aster-go/aster/contract"
 	"github.com/aster-go/aster/contract/gen"
-	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/status"
 )
 
@@ -23,28 +20,47 @@ func init() { addCommand(newContractCmd) }
 const defaultManifest = ".aster/manifest.json"
 
 func newContractCmd() *cobra.Command {
-	var connectTimeout time.Duration
+	var f connectFlags
 	cmd := &cobra.Command{
 		Use:   "contract",
 		Short: "Show, save, verify a server's contract and generate typed clients from it",
 		Long: `A server describes its services, methods, wire types and required
 capabilities in its contract; the SHA-256 of the contract's canonical CBOR is
-its id. These commands read it from a running server (an aster1... address)
-or from a saved manifest (.aster/manifest.json, written by 'contract gen').`,
+its id. These commands read it from a running server (an aster1... address;
+default: ASTER_ENDPOINT_ADDR) or from a saved manifest (.aster/manifest.json,
+written by 'contract gen').`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return usageErrorf("missing subcommand (see '%s --help')", c.CommandPath())
 		},
 	}
-	cmd.PersistentFlags().DurationVar(&connectTimeout, "connect-timeout", 10*time.Second, "limit for connecting and fetching the contract")
-	cmd.AddCommand(newContractShowCmd(&connectTimeout), newContractGenCmd(&connectTimeout),
-		newContractVerifyCmd(&connectTimeout), newContractGenClientCmd(&connectTimeout))
+	cmd.PersistentFlags().DurationVar(&f.connectTimeout, "connect-timeout", 10*time.Second, "limit for connecting and fetching the contract")
+	cmd.PersistentFlags().StringVar(&f.rcan, "rcan", "", rcanUsage)
+	cmd.AddCommand(newContractShowCmd(&f), newContractGenCmd(&f),
+		newContractVerifyCmd(&f), newContractGenClientCmd(&f))
 	return cmd
+}
+
+// contractSource returns the one argument of a contract command, or
+// ASTER_ENDPOINT_ADDR when there is none.
+func contractSource(c *cobra.Command, args []string) (string, error) {
+	if len(args) > 1 {
+		return "", usageErrorf("%s takes one <addr>; got %d arguments", c.CommandPath(), len(args))
+	}
+	if len(args) == 1 {
+		return args[0], nil
+	}
+	cfg, err := loadClientConfig(c)
+	if err != nil {
+		return "", err
+	}
+	t, _, err := splitTarget(&cfg, nil, 0)
+	return t, err
 }
 
 // loadContract reads the contract from src: a manifest file, or the server
 // at an aster1 address.
-func loadContract(cmd *cobra.Command, src string, connectTimeout time.Duration) (*contract.Contract, string, error) {
+func loadContract(cmd *cobra.Command, src string, f *connectFlags) (*contract.Contract, string, error) {
 	if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
 		m, err := contract.ReadManifest(src)
 		if err != nil {
@@ -52,44 +68,31 @@ func loadContract(cmd *cobra.Command, src string, connectTimeout time.Duration) 
 		}
 		return m.Contract, m.ContractID, nil
 	}
-	if !strings.HasPrefix(src, "aster1") && !discovery.IsTarget(src) {
+	if !looksLikeTarget(src) {
 		return nil, "", usageErrorf("%s is neither a manifest file nor an aster1... address", src)
 	}
-	return fetchLive(cmd, src, connectTimeout)
+	return fetchLive(cmd, src, f)
 }
 
 // fetchLive connects to addr and fetches its contract.
-func fetchLive(cmd *cobra.Command, rawAddr string, connectTimeout time.Duration) (*contract.Contract, string, error) {
-	if err := checkTarget(rawAddr); err != nil {
-		return nil, "", err
-	}
-	cfg, err := loadCLIConfig(cmd, "")
+func fetchLive(cmd *cobra.Command, rawAddr string, f *connectFlags) (*contract.Contract, string, error) {
+	cfg, err := loadClientConfig(cmd)
 	if err != nil {
 		return nil, "", err
 	}
-	opts, err := cfg.ClientOptions()
-	if err != nil {
-		return nil, "", configError(err)
-	}
-	ctx := cmd.Context()
-	if connectTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
-		defer cancel()
-	}
-	client, err := dialTarget(ctx, &cfg, rawAddr, opts, cmd.ErrOrStderr())
+	setup, err := setupClient(cmd, &cfg, f.rcan)
 	if err != nil {
 		return nil, "", err
 	}
-	defer client.Close()
-	ct, id, err := client.Contract(ctx)
+	tg, err := connect(cmd.Context(), cmd, rawAddr, f, setup)
 	if err != nil {
-		return nil, "", connectError(fmt.Errorf("fetching the contract: %w", err))
+		return nil, "", err
 	}
-	return ct, id, nil
+	tg.client.Close()
+	return tg.ct, tg.id, nil
 }
 
-func newContractShowCmd(connectTimeout *time.Duration) *cobra.Command {
+func newContractShowCmd(f *connectFlags) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "show <addr|manifest.json>",
@@ -97,9 +100,14 @@ func newContractShowCmd(connectTimeout *time.Duration) *cobra.Command {
 		Example: `  aster contract show aster1...
   aster contract show --json aster1... > contract.json
   aster contract show .aster/manifest.json`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			ct, id, err := loadContract(c, args[0], *connectTimeout)
+			src, err := contractSource(c, args)
+			if err != nil {
+				return err
+			}
+			args = []string{src}
+			ct, id, err := loadContract(c, args[0], f)
 			if err != nil {
 				return err
 			}
@@ -130,7 +138,7 @@ func newContractShowCmd(connectTimeout *time.Duration) *cobra.Command {
 	return cmd
 }
 
-func newContractGenCmd(connectTimeout *time.Duration) *cobra.Command {
+func newContractGenCmd(f *connectFlags) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "gen <addr>",
@@ -140,9 +148,14 @@ to --out (default .aster/manifest.json). Commit the file: a server started
 with aster.WithContractManifest refuses to serve when its live contract
 differs, and 'aster contract verify' checks a running server against it.`,
 		Example: `  aster contract gen aster1... --out .aster/manifest.json`,
-		Args:    cobra.ExactArgs(1),
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			ct, id, err := fetchLive(c, args[0], *connectTimeout)
+			src, err := contractSource(c, args)
+			if err != nil {
+				return err
+			}
+			args = []string{src}
+			ct, id, err := fetchLive(c, args[0], f)
 			if err != nil {
 				return err
 			}
@@ -161,7 +174,7 @@ differs, and 'aster contract verify' checks a running server against it.`,
 	return cmd
 }
 
-func newContractVerifyCmd(connectTimeout *time.Duration) *cobra.Command {
+func newContractVerifyCmd(f *connectFlags) *cobra.Command {
 	var manifest string
 	cmd := &cobra.Command{
 		Use:   "verify <addr>",
@@ -170,13 +183,18 @@ func newContractVerifyCmd(connectTimeout *time.Duration) *cobra.Command {
 the manifest's (--manifest, default .aster/manifest.json). Equal: exit 0.
 Different: the differences are printed ("+" added, "-" removed, "~" changed)
 and the exit status is 19 (FAILED_PRECONDITION).`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			src, err := contractSource(c, args)
+			if err != nil {
+				return err
+			}
+			args = []string{src}
 			m, err := contract.ReadManifest(manifest)
 			if err != nil {
 				return usageErrorf("%w", err)
 			}
-			ct, id, err := fetchLive(c, args[0], *connectTimeout)
+			ct, id, err := fetchLive(c, args[0], f)
 			if err != nil {
 				return err
 			}
@@ -197,7 +215,7 @@ and the exit status is 19 (FAILED_PRECONDITION).`,
 	return cmd
 }
 
-func newContractGenClientCmd(connectTimeout *time.Duration) *cobra.Command {
+func newContractGenClientCmd(f *connectFlags) *cobra.Command {
 	var lang, out, pkg string
 	cmd := &cobra.Command{
 		Use:   "gen-client <addr|manifest.json> --out DIR [--package NAME]",
@@ -209,8 +227,13 @@ a manifest; no source code of the server is needed. The package name
 defaults to DIR's base name.`,
 		Example: `  aster contract gen-client aster1... --lang go --out ./mcclient --package mcclient
   aster contract gen-client .aster/manifest.json --out ./internal/mc`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			src, err := contractSource(c, args)
+			if err != nil {
+				return err
+			}
+			args = []string{src}
 			if lang != "go" {
 				return usageErrorf("--lang %q: only go is supported", lang)
 			}
@@ -227,11 +250,11 @@ defaults to DIR's base name.`,
 			if !token.IsIdentifier(pkg) {
 				return usageErrorf("package name %q is not a Go identifier (use --package)", pkg)
 			}
-			ct, id, err := loadContract(c, args[0], *connectTimeout)
+			ct, id, err := loadContract(c, args[0], f)
 			if err != nil {
 				return err
 			}
-			src, err := gen.Go(ct, gen.GoOptions{Package: pkg, ContractID: id, Source: args[0]})
+			code, err := gen.Go(ct, gen.GoOptions{Package: pkg, ContractID: id, Source: args[0]})
 			if err != nil {
 				return err
 			}
@@ -239,7 +262,7 @@ defaults to DIR's base name.`,
 				return err
 			}
 			file := filepath.Join(out, gen.FileName)
-			if err := os.WriteFile(file, src, 0o644); err != nil {
+			if err := os.WriteFile(file, code, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.OutOrStdout(), "wrote %s (package %s, %d services, %d types, contract %s)\n", file, pkg, len(ct.Services), len(ct.Types), shortID(id))

@@ -97,19 +97,15 @@ func runDiscover(ctx context.Context, cmd *cobra.Command, f *discoverFlags, raw 
 	if err := checkTarget(raw); err != nil {
 		return err
 	}
-	cfg, err := loadCLIConfig(cmd, "")
+	cfg, err := loadClientConfig(cmd)
 	if err != nil {
 		return err
 	}
-	opts, err := cfg.ClientOptions()
-	if err != nil {
-		return configError(err)
-	}
-	credOpts, err := credentialOptions(f.rcan)
+	setup, err := setupClient(cmd, &cfg, f.rcan)
 	if err != nil {
 		return err
 	}
-	opts = append(opts, credOpts...)
+	opts := setup.opts
 
 	ctx, cancel := context.WithTimeout(ctx, f.connectTimeout)
 	defer cancel()

@@ -97,7 +97,7 @@ An existing --out file is only replaced with --force.`,
 			}
 			fmt.Fprintf(w, "It contains a node identity (secret key) AND a signed enrollment\n")
 			fmt.Fprintf(w, "credential. The server validates the credential and grants the\n")
-			fmt.Fprintf(w, "capabilities listed below.\n\n")
+			fmt.Fprintf(w, "capabilities listed above.\n\n")
 			fmt.Fprintf(w, "Use it:\n")
 			fmt.Fprintf(w, "aster shell <peer-addr> --rcan %s\n", base)
 			fmt.Fprintf(w, "aster call <peer-addr> Service.method '<json>' --rcan %s\n\n", base)

@@ -16,10 +16,11 @@ import (
 //	 0  OK; also a server stream or bidi call ended by --max or SIGINT
 //	 1  unexpected CLI failure (a bug, or output that cannot be written)
 //	 2  usage error: bad arguments or flags, a bad aster1 address, malformed
-//	    JSON input, or JSON that does not fit the method's request type
+//	    JSON input, JSON that does not fit the method's request type, a
+//	    credential file that cannot be read, a bad configuration
 //	 3  connection failure: the server could not be dialled, the handshake
-//	    failed, or its contract could not be fetched (not for errors after
-//	    connecting)
+//	    failed (also a server whose key is not the address's), or its
+//	    contract could not be fetched (not for errors after connecting)
 //	11–26  the call failed with RPC status code 1–16 (exit = 10 + code):
 //	    11 CANCELED           12 UNKNOWN            13 INVALID_ARGUMENT
 //	    14 DEADLINE_EXCEEDED  15 NOT_FOUND          16 ALREADY_EXISTS
@@ -28,7 +29,10 @@ import (
 //	    23 INTERNAL           24 UNAVAILABLE        25 DATA_LOSS
 //	    26 UNAUTHENTICATED
 //	    (unassigned codes 17–99 count as UNKNOWN: 12)
+//	26  also: the server refused to admit the client (no credential, an
+//	    expired one, one bound to another key or signed by another root)
 //	30  the call failed with an application code (100 and above)
+//	143 SIGTERM: the command was cancelled cleanly (128 + 15)
 //
 // An unknown service, version or method is NOT_FOUND (15), found in the
 // server's contract before any call is made. The error is printed on stderr
@@ -40,6 +44,8 @@ import (
 // with the code of the dial error (UNAVAILABLE, DEADLINE_EXCEEDED,
 // UNAUTHENTICATED, ...) and unexpected failures with UNKNOWN; the exit status
 // (the "exit" field) is what tells them apart from a server's answer.
+// "aster shell" reading a script exits with the status of the first
+// command that failed.
 const (
 	ExitOK          = 0
 	ExitFailure     = 1
@@ -47,14 +53,16 @@ const (
 	ExitConnect     = 3
 	ExitRPCBase     = 10
 	ExitApplication = 30
+	ExitTerminated  = 143 // 128 + SIGTERM
 )
 
 // exitCodeTable is the table above for help texts.
 const exitCodeTable = `Exit status:
    0  OK; also a server stream or bidi call ended by --max or SIGINT
-   1  unexpected CLI failure
+   1  unexpected CLI failure (a bug, or output that cannot be written)
    2  usage error: bad arguments or flags, bad aster1 address, malformed JSON,
-      JSON that does not fit the method's request type
+      JSON that does not fit the method's request type, a credential file
+      that cannot be read, bad configuration
    3  connection failure: cannot dial, handshake or fetch the contract
   11-26  the call failed with RPC status code 1-16 (exit = 10 + code):
       11 CANCELED           12 UNKNOWN            13 INVALID_ARGUMENT
@@ -63,7 +71,9 @@ const exitCodeTable = `Exit status:
       20 ABORTED            21 OUT_OF_RANGE       22 UNIMPLEMENTED
       23 INTERNAL           24 UNAVAILABLE        25 DATA_LOSS
       26 UNAUTHENTICATED    (unassigned codes 17-99 count as UNKNOWN: 12)
+  26  also: the server refused to admit this client (the reason follows)
   30  the call failed with an application code (100 and above)
+ 143  SIGTERM: cancelled cleanly
 
 Errors go to stderr as "CODE_NAME: message"; with --json-errors as one JSON
 object: {"code":"NOT_FOUND","code_num":5,"message":"...","exit":15}.`

@@ -3,14 +3,16 @@ package main
 // Service targets: "aster call", "aster shell" and "aster contract" take an
 // aster1… address (one server) or a service target naming a fleet of
 // producers ("etcd:///fleet/MissionControl", "dns:///_mc._udp.example.internal",
-// "static:///aster1…,aster1…"). dialTarget is the one place that tells them
-// apart.
+// "static:///aster1…,aster1…"). connect (connect.go) hands the targets to
+// connectFleet.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/spf13/cobra"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/config"
@@ -72,44 +74,33 @@ func checkTarget(raw string) error {
 	return nil
 }
 
-// dialTarget connects to raw: an aster1… address, or a service target whose
-// producers the [discovery] settings of cfg find. opts are the client's
-// options (cfg.ClientOptions and credentials). The errors are the
-// commands' own: usage (a bad address or target), config (settings that
-// cannot serve the target, exit 2) or connect (exit 3). Warnings of the
-// discovery backend (entries ignored, registry lost) go to stderr.
-func dialTarget(ctx context.Context, cfg *config.Config, raw string, opts []aster.ClientOption, stderr io.Writer) (conn, error) {
-	if err := checkTarget(raw); err != nil {
-		return nil, err
+// connectFleet is connect for a service target: it dials the fleet of
+// producers the [discovery] settings find and fetches the contract from one
+// of them, within f.connectTimeout.
+func connectFleet(ctx context.Context, c *cobra.Command, raw string, f *connectFlags, s *clientSetup, extra ...aster.ClientOption) (*target, error) {
+	dialCtx := ctx
+	if f.connectTimeout > 0 {
+		var cancel context.CancelFunc
+		dialCtx, cancel = context.WithTimeout(ctx, f.connectTimeout)
+		defer cancel()
 	}
-	if !discovery.IsTarget(raw) {
-		addr, _ := aster.ParseAddress(raw)
-		c, err := aster.DialAddress(ctx, addr, withTransport(addr, opts)...)
-		if err != nil {
-			return nil, connectError(err)
-		}
-		return clientConn{Client: c, addr: addr}, nil
-	}
-	f, err := dialFleet(ctx, cfg, raw, opts, stderr)
+	opts := append(append([]aster.ClientOption{}, s.opts...), extra...)
+	d, all, err := fleetSource(dialCtx, s.cfg, raw, opts, c.ErrOrStderr())
 	if err != nil {
 		return nil, err
 	}
-	return fleetConn{Fleet: f, target: raw}, nil
-}
-
-// dialFleet dials the fleet a service target names, with the errors of
-// dialTarget.
-func dialFleet(ctx context.Context, cfg *config.Config, raw string, opts []aster.ClientOption, stderr io.Writer) (*config.Fleet, error) {
-	d, all, err := fleetSource(ctx, cfg, raw, opts, stderr)
-	if err != nil {
-		return nil, err
-	}
-	f, err := aster.DialFleet(ctx, d.Source, d.Name, all...)
+	fl, err := aster.DialFleet(dialCtx, d.Source, d.Name, all...)
 	if err != nil {
 		d.Close()
-		return nil, connectError(err)
+		return nil, dialFailure(ctx, err, s.cred)
 	}
-	return &config.Fleet{Fleet: f, Discovery: d}, nil
+	cf := &config.Fleet{Fleet: fl, Discovery: d}
+	ct, id, err := cf.Contract(dialCtx)
+	if err != nil {
+		cf.Close()
+		return nil, dialFailure(ctx, fmt.Errorf("fetching the contract: %w", err), s.cred)
+	}
+	return &target{client: fleetConn{Fleet: cf, target: raw}, ct: ct, id: id}, nil
 }
 
 // fleetSource returns the discovery backend of a service target and the

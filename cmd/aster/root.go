@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/signal"
@@ -66,13 +67,31 @@ and reached by "aster1..." addresses.
 	return root
 }
 
+// errTerminated is the cancel cause of a command's context on SIGTERM.
+var errTerminated = errors.New("terminated (SIGTERM)")
+
 // Execute runs the CLI with the process's arguments and standard streams
 // and returns the exit status. SIGINT and SIGTERM cancel the command's
-// context (a second signal kills the process).
+// context (a second signal kills the process); after SIGTERM the command
+// ends cleanly and the exit status is ExitTerminated (143).
 func Execute() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	context.AfterFunc(ctx, stop) // restore default handling: a second ^C kills
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs) // restore default handling: a second signal kills
+			if s == syscall.SIGTERM {
+				cancel(errTerminated)
+			} else {
+				cancel(context.Canceled)
+			}
+		case <-ctx.Done():
+		}
+	}()
+	defer signal.Stop(sigs)
 	return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 }
 
@@ -84,6 +103,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if errors.Is(context.Cause(ctx), errTerminated) {
+		return ExitTerminated
+	}
 	if err == nil {
 		return ExitOK
 	}

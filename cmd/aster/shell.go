@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,22 +27,20 @@ func init() { addCommand(newShellCmd) }
 
 // shellFlags are the flags of "aster shell".
 type shellFlags struct {
-	json           bool
-	rcan           string
-	timeout        time.Duration
-	connectTimeout time.Duration
-	history        string
+	connectFlags
+	json     bool
+	timeout  time.Duration
+	history  string
+	failFast bool
 }
 
 func newShellCmd() *cobra.Command {
 	var f shellFlags
 	cmd := &cobra.Command{
-		Use:   "shell <addr>",
+		Use:   "shell [addr]",
 		Short: "Explore and call a server's services interactively",
-		Long: `shell connects to the server at <addr> (an aster1... address, or a service
-target such as etcd:///fleet/MissionControl: each call then goes to one of its
-producers, a session stays on one), fetches its contract and presents it as a
-tree you can browse and call:
+		Long: `shell connects to the server at <addr> (an aster1... address; default:
+ASTER_ENDPOINT_ADDR), fetches its contract and presents it as a tree you can browse and call:
 
   /services/<Service>/<method>
 
@@ -67,26 +66,30 @@ arrive. Ctrl-C cancels the running call; Ctrl-C twice quickly exits. With
 --json only the responses are printed, one JSON value per line.
 
 When stdin is not a terminal, shell reads its commands from stdin (one per
-line) without prompts, which makes scripted sessions possible. Tab completes
+line) without prompts, which makes scripted sessions possible. Every
+command runs even after one failed, and the exit status is that of the
+first failing command (10 + its status code, as 'aster call' exits: 15 for
+NOT_FOUND, 13 for a bad argument); 0 when all succeeded. --fail-fast stops
+at the first failure. Tab completes
 commands, paths, methods and field names; history is kept in
 ~/.aster/history.`,
 		Example: `  aster shell aster1...
   printf 'cd services/MissionControl\n./getStatus agent_id=edge-7\n' | aster shell --json aster1...`,
 		Args: func(c *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageErrorf("shell takes one <addr>; got %d arguments (see 'aster shell --help')", len(args))
+			if len(args) > 1 {
+				return usageErrorf("shell takes one [addr]; got %d arguments (see 'aster shell --help')", len(args))
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runShell(cmd, &f, args[0])
+			return runShell(cmd, &f, args)
 		},
 	}
 	fl := cmd.Flags()
 	fl.BoolVar(&f.json, "json", false, "print responses as raw JSON only, one value per line (for piping)")
-	fl.StringVar(&f.rcan, "rcan", "", "enrollment credential `FILE` to present to the server (.aster-identity TOML)")
+	f.connectFlags.register(cmd)
 	fl.DurationVar(&f.timeout, "timeout", 0, "deadline of each call, sent to the server (0: none)")
-	fl.DurationVar(&f.connectTimeout, "connect-timeout", 10*time.Second, "limit for connecting and fetching the contract")
+	fl.BoolVar(&f.failFast, "fail-fast", false, "stop at the first command that fails (script mode: stdin not a terminal)")
 	fl.StringVar(&f.history, "history", "", "history `file` (default ~/.aster/history; \"-\": none)")
 	return cmd
 }
@@ -129,10 +132,18 @@ type shell struct {
 	asJSON      bool
 	interactive bool // stdin is a terminal: prompts, field prompting, history
 	timeout     time.Duration
+	failFast    bool // stop at the first failing command
 	in          lineReader
 	out, errw   io.Writer
 	outMu       sync.Mutex // serializes output of concurrent stream printing
 	inputPrompt string     // guarded by outMu: the request prompt being shown, if any
+
+	// Guarded by outMu: the failed commands, and the status and exit
+	// status of the first, for the exit status of a script.
+	failures  int
+	firstCode status.Code
+	firstExit int
+	failedNow bool // the current command failed
 
 	mu         sync.Mutex
 	cancelCall context.CancelFunc // the running call, for Ctrl-C
@@ -150,26 +161,22 @@ type shellSession struct {
 const doubleInterrupt = time.Second
 
 // runShell implements "aster shell".
-func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
+func runShell(cmd *cobra.Command, f *shellFlags, args []string) error {
 	if f.timeout < 0 || f.connectTimeout < 0 {
 		return usageErrorf("timeouts must not be negative")
 	}
-	if err := checkTarget(rawAddr); err != nil {
-		return err
-	}
-	credOpts, err := credentialOptions(f.rcan)
+	cfg, err := loadClientConfig(cmd)
 	if err != nil {
 		return err
 	}
-	cfg, err := loadCLIConfig(cmd, "")
+	rawAddr, _, err := splitTarget(&cfg, args, 0)
 	if err != nil {
 		return err
 	}
-	clientOpts, err := cfg.ClientOptions()
+	setup, err := setupClient(cmd, &cfg, f.rcan)
 	if err != nil {
-		return configError(err)
+		return err
 	}
-	clientOpts = append(clientOpts, credOpts...)
 
 	// SIGINT must not end the shell: it cancels the running call. The
 	// root context is canceled by the first SIGINT, so the shell runs on a
@@ -181,10 +188,6 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 
 	dialCtx, cancelDial := context.WithCancel(base)
 	defer cancelDial()
-	if f.connectTimeout > 0 {
-		dialCtx, cancelDial = context.WithTimeout(base, f.connectTimeout)
-		defer cancelDial()
-	}
 	stopDialOnSignal := make(chan struct{})
 	go func() { // a Ctrl-C while connecting gives up
 		select {
@@ -193,26 +196,17 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 		case <-stopDialOnSignal:
 		}
 	}()
-	client, err := dialTarget(dialCtx, &cfg, rawAddr, clientOpts, cmd.ErrOrStderr())
-	if err == nil {
-		defer client.Close()
-	}
-	var ct *contract.Contract
-	var id string
-	if err == nil {
-		ct, id, err = client.Contract(dialCtx)
-		if err != nil {
-			err = fmt.Errorf("fetching the contract: %w", err)
-		}
-	}
+	tg, err := connect(dialCtx, cmd, rawAddr, &f.connectFlags, setup)
 	close(stopDialOnSignal)
 	if err != nil {
-		return connectError(err)
+		return err
 	}
+	client, ct, id := tg.client, tg.ct, tg.id
+	defer client.Close()
 
 	sh := &shell{
 		ctx: base, client: client, ct: ct, ctID: id, cwd: "/",
-		asJSON: f.json, timeout: f.timeout,
+		asJSON: f.json, timeout: f.timeout, failFast: f.failFast,
 		out: cmd.OutOrStdout(), errw: cmd.ErrOrStderr(),
 	}
 	var ln *liner.State
@@ -265,6 +259,10 @@ func runShell(cmd *cobra.Command, f *shellFlags, rawAddr string) error {
 			client.Label(), shortID(id), len(ct.Services))
 	}
 	sh.loop(ln)
+	if sh.failures > 0 && !sh.interactive {
+		return &cliError{exit: sh.firstExit, code: sh.firstCode,
+			msg: fmt.Sprintf("%s of the script's commands failed; the first with %s (exit %d)", strconv.Itoa(sh.failures), sh.firstCode, sh.firstExit)}
+	}
 	return nil
 }
 
@@ -377,7 +375,16 @@ func (sh *shell) loop(ln *liner.State) {
 		sh.mu.Lock()
 		sh.lastInt = time.Time{}
 		sh.mu.Unlock()
+		sh.outMu.Lock()
+		sh.failedNow = false
+		sh.outMu.Unlock()
 		if sh.exec(line) {
+			return
+		}
+		sh.outMu.Lock()
+		stop := sh.failedNow && sh.failFast
+		sh.outMu.Unlock()
+		if stop {
 			return
 		}
 	}
@@ -685,10 +692,31 @@ func (sh *shell) endSession(report bool) {
 }
 
 // printErr prints an error as "STATUS_NAME: message".
+// It counts as a failure of the current command.
 func (sh *shell) printErr(err error) {
 	sh.outMu.Lock()
 	defer sh.outMu.Unlock()
-	fmt.Fprintln(sh.errw, statusText(err))
+	fmt.Fprintln(sh.errw, sanitize(statusText(err)))
+	if !sh.failedNow {
+		sh.failedNow = true
+		if sh.failures == 0 {
+			sh.firstCode = statusCode(err)
+			if sh.firstCode == status.OK {
+				sh.firstCode = status.Unknown
+			}
+			sh.firstExit = ExitCodeFor(sh.firstCode)
+		}
+		sh.failures++
+	}
+}
+
+// statusCode is the code statusText prints.
+func statusCode(err error) status.Code {
+	var ae *argError
+	if errors.As(err, &ae) {
+		return status.InvalidArgument
+	}
+	return status.FromError(err).Code()
 }
 
 func statusText(err error) string {

@@ -10,6 +10,7 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
 	"github.com/aster-go/aster/handler"
+	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
 )
@@ -52,7 +53,8 @@ ls
 ./getStatus agent_id=allowed
 ./tailLogs level=warn
 `, "shell", addr.String())
-	r.want(t, 0)
+	r.want(t, ExitCodeFor(status.PermissionDenied)) // the script's first failure
+
 	wantIn(t, "stdout", r.stdout,
 		"requires:  any_of(ops.logs, ops.admin)",
 		"getStatus", "[requires ops.status]", "tailLogs", "[requires any_of(ops.logs, ops.admin)]",

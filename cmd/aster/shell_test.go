@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -104,7 +105,7 @@ end
 end
 `
 	r := runAster(t, script, "shell", "--timeout", "2s", addr)
-	r.want(t, 0)
+	r.want(t, ExitCodeFor(status.DeadlineExceeded)) // the tail, the only failure
 	wantIn(t, "stdout", r.stdout,
 		`→ MissionControl.tailLogs(agent_id="edge-7", level="warn")`,
 		`#0 {"agent_id":"edge-7","level":"warn","message":"line","timestamp":`,
@@ -189,7 +190,8 @@ MissionControl.nope
 pwd
 `
 	r := runAster(t, script, "shell", addr)
-	r.want(t, 0)
+	r.want(t, ExitCodeFor(status.NotFound)) // "cd /nope", the first failure
+	wantIn(t, "stderr", r.stderr, "of the script's commands failed; the first with NOT_FOUND (exit 15)")
 	wantIn(t, "stderr", r.stderr,
 		"NOT_FOUND: no such path /nope",
 		"NOT_FOUND: no service Nope (services: AgentSession, MissionControl)",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,7 @@ Expires: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)
 This file lets a consumer connect to your trusted-mode servers\.
 It contains a node identity \(secret key\) AND a signed enrollment
 credential\. The server validates the credential and grants the
-capabilities listed below\.
+capabilities listed above\.
 
 Use it:
 aster shell <peer-addr> --rcan edge-node-7\.cred
@@ -219,7 +220,8 @@ func TestChapter5(t *testing.T) {
 	if code, _, errOut := callAs("", "--rcan", "no-such.cred", "MissionControl.getStatus", `{}`); code != ExitUsage || !strings.Contains(errOut, "no-such.cred") {
 		t.Errorf("aster call --rcan no-such.cred: exit %d %s", code, errOut)
 	}
-	if code, _, errOut := callAs("", "MissionControl.getStatus", `{"agent_id":"test"}`); code != ExitConnect || !strings.Contains(errOut, "UNAUTHENTICATED") {
+	if code, _, errOut := callAs("", "MissionControl.getStatus", `{"agent_id":"test"}`); code != ExitCodeFor(status.Unauthenticated) ||
+		!strings.Contains(errOut, "UNAUTHENTICATED: admission refused") || !strings.Contains(errOut, "no credential was presented") {
 		t.Errorf("aster call without a credential: exit %d %s", code, errOut)
 	}
 
@@ -229,8 +231,10 @@ func TestChapter5(t *testing.T) {
 	shell.Dir = work
 	shell.Env = append(os.Environ(), "HOME="+home)
 	shell.Stdin = strings.NewReader("cd /services/MissionControl\ngetStatus agent_id=via-shell\ntailLogs level=warn\n")
-	if out, err := shell.CombinedOutput(); err != nil || !strings.Contains(string(out), `"agent_id": "via-shell"`) || !strings.Contains(string(out), "PERMISSION_DENIED") {
-		t.Errorf("aster shell --rcan edge-node-7.cred: %v\n%s", err, out)
+	shellOut, err := shell.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitCodeFor(status.PermissionDenied) || !strings.Contains(string(shellOut), `"agent_id": "via-shell"`) || !strings.Contains(string(shellOut), "PERMISSION_DENIED") {
+		t.Errorf("aster shell --rcan edge-node-7.cred: %v\n%s", err, shellOut)
 	}
 
 	// A stable identity: the restarted server has the same address, and the
@@ -413,7 +417,7 @@ func TestParseExpiry(t *testing.T) {
 // credentialFileOptions returns the client options of "--rcan path".
 func credentialFileOptions(t *testing.T, path string) []aster.ClientOption {
 	t.Helper()
-	opts, err := credentialOptions(path)
+	opts, _, err := credentialOptions(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,57 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/aster-go/aster/config"
+)
+
+// LoadClient checks only client settings: server-only settings that Load
+// refuses do not stop a client, client settings still do.
+func TestLoadClientIgnoresServerSettings(t *testing.T) {
+	isolate(t)
+	t.Setenv("ASTER_ENABLE_MONITORING", "true") // no health port
+	t.Setenv("ASTER_ENABLE_HOOKS", "1")
+	if _, err := config.Load(); err == nil {
+		t.Fatal("Load accepted monitoring without a health port and hooks")
+	}
+	cfg, err := config.LoadClient("", false)
+	if err != nil {
+		t.Fatalf("LoadClient: %v", err)
+	}
+	if _, err := cfg.ClientOptions(); err != nil {
+		t.Fatalf("ClientOptions: %v", err)
+	}
+	t.Setenv("ASTER_PROXY_URL", "http://proxy:3128")
+	if _, err := config.LoadClient("", false); !errors.Is(err, config.ErrNotSupported) {
+		t.Fatalf("LoadClient with a proxy: %v, want not supported", err)
+	}
+}
+
+// An .aster-identity found in the working directory that cannot be used
+// is skipped with a warning; one named explicitly is an error.
+func TestClientOptionsBrokenDefaultIdentity(t *testing.T) {
+	dir := isolate(t)
+	writeFile(t, dir, config.DefaultIdentityFile, "[node]\nsecret_key = 'not base64!'\n")
+	cfg, err := config.LoadClient("", false)
+	if err != nil {
+		t.Fatalf("LoadClient: %v", err)
+	}
+	if _, err := cfg.ClientOptions(); err != nil {
+		t.Fatalf("ClientOptions with a broken default identity: %v, want a warning", err)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "ignoring .aster-identity") {
+		t.Fatalf("warnings %q lack the broken identity", w)
+	}
+	t.Setenv("ASTER_IDENTITY_FILE", config.DefaultIdentityFile)
+	cfg, err = config.LoadClient("", false)
+	if err != nil {
+		t.Fatalf("LoadClient: %v", err)
+	}
+	var ce *config.Error
+	if _, err := cfg.ClientOptions(); !errors.As(err, &ce) || ce.Field != "identity.identity_file" {
+		t.Fatalf("ClientOptions with a broken named identity: %v, want an error naming identity.identity_file", err)
+	}
+}
