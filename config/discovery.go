@@ -296,7 +296,9 @@ func (d *Discovery) Close() error {
 // nil means the Config's logger on stderr. A bad target is an error with
 // status InvalidArgument; a setting that does not fit it an *Error.
 func (c *Config) DiscoverySource(ctx context.Context, target string, logger *slog.Logger) (*Discovery, error) {
-	if err := c.Validate(); err != nil {
+	// Only the [discovery] settings: a client's configuration may hold
+	// server settings it does not use.
+	if err := c.validateDiscovery(); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
