@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/internal/testutil/dnstest"
 	"github.com/aster-go/aster/internal/testutil/etcdtest"
 )
 
@@ -194,4 +196,38 @@ func TestConfigPrintDiscovery(t *testing.T) {
 	if strings.Contains(r.stdout, "correct-horse") {
 		t.Errorf("config print shows the password:\n%s", r.stdout)
 	}
+}
+
+// TestDiscoverDNS lists producers published in SRV/TXT records on a real
+// DNS server on loopback, asked through the target's authority, and calls
+// one by the service name.
+func TestDiscoverDNS(t *testing.T) {
+	srv := dnstest.Start(t)
+	addr := startServer(t)
+	a, err := aster.ParseAddress(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "_mc._udp.example.internal"
+	srv.SetZone(t, fmt.Sprintf(`
+%s. 5 IN SRV 0 0 %d mc-0.example.internal.
+mc-0.example.internal. 5 IN TXT "addr=%s"
+`, name, a.Direct[0].Port(), addr))
+	target := "dns://" + srv.Addr() + "/" + name
+	d := discoverJSON(t, nil, target, 0)
+	if d.Ready != 1 || len(d.Producers) != 1 || d.Producers[0].ID != a.ID.String() {
+		t.Fatalf("discover %s: %+v", target, d)
+	}
+	r := asterWith(t, nil, "", "call", target, "MissionControl.getStatus", `{"agent_id":"dns"}`)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"dns"`)
+	// The DNS server from the settings, when the target names none.
+	r = asterWith(t, []string{"ASTER_DISCOVERY=dns", "ASTER_DISCOVERY_ENDPOINTS=" + srv.Addr()}, "", "discover", "dns:///"+name)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, name+": 1 producers, 1 ready")
+	// A name that does not exist: the resolver's NOT_FOUND, as a failure to
+	// connect (exit 3).
+	r = asterWith(t, nil, "", "discover", "dns://"+srv.Addr()+"/_nope._udp.example.internal")
+	r.want(t, ExitConnect)
+	wantIn(t, "stderr", r.stderr, "NOT_FOUND")
 }
