@@ -463,7 +463,8 @@ func (c *Config) producerCredential(id trust.EndpointID) (*enroll.Credential, er
 // aster.WithProducerRoot with the configured root key, so that only
 // producers whose registry entry carries a producer credential signed by
 // that root are dialled. Without a root key that setting fails closed: an
-// *Error naming trust.allow_all_producers.
+// *Error naming trust.allow_all_producers. (A literal Config's zero
+// AllowAllProducers is false: build a literal from Default() to allow all.)
 func (c *Config) FleetOptions() ([]aster.ClientOption, error) {
 	if c.AllowAllProducers {
 		return nil, nil
