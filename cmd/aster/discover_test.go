@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -230,4 +231,62 @@ mc-0.example.internal. 5 IN TXT "addr=%s"
 	r = asterWith(t, nil, "", "discover", "dns://"+srv.Addr()+"/_nope._udp.example.internal")
 	r.want(t, ExitConnect)
 	wantIn(t, "stderr", r.stderr, "NOT_FOUND")
+}
+
+// TestDiscoverProducerCredentials is the README's flow for authorised
+// registration: a root key, a producer credential naming the services
+// ("aster enroll node --role producer --attr aster.services=..."), one
+// producer registered with it and one without; a client that does not
+// allow all producers lists the second as rejected and calls only the
+// first.
+func TestDiscoverProducerCredentials(t *testing.T) {
+	ep, _ := etcdtest.Start(t)
+	dir := t.TempDir()
+	rootKey, ident := filepath.Join(dir, "root.key"), filepath.Join(dir, "mc-0.identity")
+	asterWith(t, nil, "", "trust", "keygen", "--out-key", rootKey).want(t, 0)
+	asterWith(t, nil, "", "enroll", "node", "--role", "producer", "--name", "mc-0",
+		"--attr", "aster.services=MissionControl,AgentSession", "--root-key", rootKey, "--out", ident).want(t, 0)
+
+	_, serverBin := binaries(t)
+	start := func(env ...string) aster.Address {
+		cmd := exec.Command(serverBin)
+		cmd.Env = append(append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0", "ASTER_LOG_LEVEL=warn",
+			"ASTER_DISCOVERY=etcd", "ASTER_DISCOVERY_ENDPOINTS="+ep, "ASTER_DISCOVERY_PREFIX=fleet"), env...)
+		raw, _, _ := launchServer(t, cmd)
+		a, err := aster.ParseAddress(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	enrolled := start("ASTER_IDENTITY_FILE=" + ident)
+	stranger := start()
+
+	env := []string{"ASTER_DISCOVERY_ENDPOINTS=" + ep, "ASTER_ROOT_PUBKEY_FILE=" + filepath.Join(dir, "root.pub"), "ASTER_ALLOW_ALL_PRODUCERS=false"}
+	d := discoverJSON(t, env, "etcd:///fleet/MissionControl", 0)
+	if d.Ready != 1 || len(d.Producers) != 2 {
+		t.Fatalf("discover: %+v", d)
+	}
+	for _, p := range d.Producers {
+		switch p.ID {
+		case enrolled.ID.String():
+			if p.State != "ready" || p.Credential != "valid" {
+				t.Errorf("enrolled producer %+v, want ready with a valid credential", p)
+			}
+		case stranger.ID.String():
+			if p.State != "rejected" || p.Credential != "no producer credential" {
+				t.Errorf("producer without a credential %+v, want rejected", p)
+			}
+		default:
+			t.Errorf("unknown producer %+v", p)
+		}
+	}
+	r := asterWith(t, env, "", "call", "etcd:///fleet/MissionControl", "MissionControl.getStatus", `{"agent_id":"enrolled"}`)
+	r.want(t, 0)
+
+	// Without a root key, allow_all_producers=false is refused (exit 2),
+	// never "allow all".
+	r = asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS=" + ep, "ASTER_ALLOW_ALL_PRODUCERS=false"}, "", "discover", "etcd:///fleet/MissionControl")
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "ASTER_ALLOW_ALL_PRODUCERS", "no root key")
 }
