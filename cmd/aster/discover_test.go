@@ -166,7 +166,7 @@ func TestDiscoverErrors(t *testing.T) {
 	}
 	defer pc.Close()
 	silent := aster.Address{ID: testutil.ID(t, 77), Direct: []netip.AddrPort{pc.LocalAddr().(*net.UDPAddr).AddrPort()}}
-	r = asterWith(t, nil, "", "discover", "--json", "--connect-timeout", "2s", "static:///"+addr+","+silent.String())
+	r = asterWith(t, nil, "", "discover", "--json", "--connect-timeout", "1s", "static:///"+addr+","+silent.String())
 	r.want(t, 0) // one producer is ready
 	var d discovered
 	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
@@ -181,7 +181,7 @@ func TestDiscoverErrors(t *testing.T) {
 		}
 	}
 	// Only the silent one: not ready, UNAVAILABLE (24).
-	r = asterWith(t, nil, "", "discover", "--connect-timeout", "1s", "static:///"+silent.String())
+	r = asterWith(t, nil, "", "discover", "--connect-timeout", "500ms", "static:///"+silent.String())
 	r.want(t, ExitRPCBase+14)
 	wantIn(t, "stdout", r.stdout, "1 producers, 0 ready")
 }
