@@ -296,7 +296,9 @@ func (d *Discovery) Close() error {
 // nil means the Config's logger on stderr. A bad target is an error with
 // status InvalidArgument; a setting that does not fit it an *Error.
 func (c *Config) DiscoverySource(ctx context.Context, target string, logger *slog.Logger) (*Discovery, error) {
-	if err := c.Validate(); err != nil {
+	// Only the [discovery] settings: a client's configuration may hold
+	// server settings it does not use.
+	if err := c.validateDiscovery(); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -461,7 +463,8 @@ func (c *Config) producerCredential(id trust.EndpointID) (*enroll.Credential, er
 // aster.WithProducerRoot with the configured root key, so that only
 // producers whose registry entry carries a producer credential signed by
 // that root are dialled. Without a root key that setting fails closed: an
-// *Error naming trust.allow_all_producers.
+// *Error naming trust.allow_all_producers. (A literal Config's zero
+// AllowAllProducers is false: build a literal from Default() to allow all.)
 func (c *Config) FleetOptions() ([]aster.ClientOption, error) {
 	if c.AllowAllProducers {
 		return nil, nil

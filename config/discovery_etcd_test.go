@@ -6,11 +6,13 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/config"
+	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/internal/testutil/etcdtest"
 	"github.com/aster-go/aster/status"
@@ -42,9 +44,9 @@ func producerIdentity(t *testing.T, root, key trust.SecretKey, services string) 
 
 // serveRegistered builds a server from c (which registers in etcd), serves
 // the Ops service on loopback, and returns it.
-func serveRegistered(t *testing.T, c config.Config) *config.Server {
+func serveRegistered(t *testing.T, c config.Config, opts ...aster.ServerOption) *config.Server {
 	t.Helper()
-	srv, err := c.NewServer(aster.WithLogger(quiet))
+	srv, err := c.NewServer(append([]aster.ServerOption{aster.WithLogger(quiet)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +84,12 @@ func TestRegisteringServer(t *testing.T) {
 		return c
 	}
 	goodSrv := serveRegistered(t, serverCfg(producerIdentity(t, root, good, "Ops")))
-	serveRegistered(t, serverCfg(producerIdentity(t, root, bare, "")))
-	serveRegistered(t, serverCfg(producerIdentity(t, root, other, "Billing")))
+	// The producers without a credential for Ops count the connections
+	// they admit: a client checking credentials must never dial them.
+	var uncredentialedConns atomic.Int64
+	countConns := aster.WithConnHook(func(handler.Peer) func() { uncredentialedConns.Add(1); return nil })
+	serveRegistered(t, serverCfg(producerIdentity(t, root, bare, "")), countConns)
+	serveRegistered(t, serverCfg(producerIdentity(t, root, other, "Billing")), countConns)
 
 	ctx := ctxT(t)
 	client := config.Default()
@@ -116,6 +122,10 @@ func TestRegisteringServer(t *testing.T) {
 		}
 	}
 
+	if n := uncredentialedConns.Load(); n != 0 {
+		t.Errorf("the producers without a credential for Ops admitted %d connections, want 0", n)
+	}
+
 	// A client that allows all producers calls every one.
 	open := config.Default()
 	open.Discovery, open.DiscoveryEndpoints, open.LogLevel = "etcd", ep, "error"
@@ -135,6 +145,10 @@ func TestRegisteringServer(t *testing.T) {
 				ready++
 			}
 		}
+	}
+
+	if n := uncredentialedConns.Load(); n < 2 {
+		t.Errorf("the allow-all fleet connected %d times to the producers without a credential, want both", n)
 	}
 
 	// Shutdown withdraws the registration before draining: the

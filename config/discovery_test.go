@@ -207,6 +207,15 @@ func TestDiscoverySourceTargets(t *testing.T) {
 		t.Fatalf("static watch: %v %v", ps, err)
 	}
 
+	// Server-only settings do not stop a client from resolving targets.
+	srvOnly := c
+	srvOnly.EnableMonitoring = true // without a health port: NewServer would refuse
+	if d, err := srvOnly.DiscoverySource(ctx, "static:///"+addr1, quiet); err != nil {
+		t.Errorf("DiscoverySource with a server-only setting that NewServer refuses: %v", err)
+	} else {
+		d.Close()
+	}
+
 	for _, tc := range []struct{ target, want string }{
 		{"aster1abc", "want scheme:///name"},
 		{"consul:///x", "unknown scheme"},

@@ -27,6 +27,13 @@
 //	...
 //	srv.Shutdown(ctx) // /readyz answers 503 at once; then the health server stops
 //
+// The [discovery] settings name where clients find the producers of a
+// service and where servers register: DiscoverySource builds the
+// discovery.Source of a target ("etcd:///fleet/MissionControl",
+// "dns:///_mc._udp.example.internal", "static:///aster1…"), DialFleet dials
+// the fleet it names, and NewServer registers the server's services in etcd
+// when discovery.backend is "etcd" and discovery.prefix is set.
+//
 // Admission fails closed: without a root key the server runs in dev mode
 // only when no setting asks for admission (see TrustPolicy).
 //

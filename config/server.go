@@ -63,7 +63,9 @@ type Server struct {
 //     enrollment credential or identity file, if there is one (clients with
 //     allow_all_producers=false call only producers that carry one). NewServer
 //     connects to etcd and fails with status Unavailable if it does not
-//     answer within 3 s.
+//     answer within 3 s; Shutdown or Close releases the connection (after
+//     withdrawing the registrations), so call one even if the server never
+//     served.
 //
 // health.health_port > 0 adds the health server (package health) on
 // health_host:health_port, with /metrics and /metrics/prometheus when

@@ -2,16 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/internal/testutil"
+	"github.com/aster-go/aster/internal/testutil/dnstest"
 	"github.com/aster-go/aster/internal/testutil/etcdtest"
 )
 
@@ -163,7 +166,7 @@ func TestDiscoverErrors(t *testing.T) {
 	}
 	defer pc.Close()
 	silent := aster.Address{ID: testutil.ID(t, 77), Direct: []netip.AddrPort{pc.LocalAddr().(*net.UDPAddr).AddrPort()}}
-	r = asterWith(t, nil, "", "discover", "--json", "--connect-timeout", "2s", "static:///"+addr+","+silent.String())
+	r = asterWith(t, nil, "", "discover", "--json", "--connect-timeout", "1s", "static:///"+addr+","+silent.String())
 	r.want(t, 0) // one producer is ready
 	var d discovered
 	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
@@ -178,7 +181,7 @@ func TestDiscoverErrors(t *testing.T) {
 		}
 	}
 	// Only the silent one: not ready, UNAVAILABLE (24).
-	r = asterWith(t, nil, "", "discover", "--connect-timeout", "1s", "static:///"+silent.String())
+	r = asterWith(t, nil, "", "discover", "--connect-timeout", "500ms", "static:///"+silent.String())
 	r.want(t, ExitRPCBase+14)
 	wantIn(t, "stdout", r.stdout, "1 producers, 0 ready")
 }
@@ -194,4 +197,96 @@ func TestConfigPrintDiscovery(t *testing.T) {
 	if strings.Contains(r.stdout, "correct-horse") {
 		t.Errorf("config print shows the password:\n%s", r.stdout)
 	}
+}
+
+// TestDiscoverDNS lists producers published in SRV/TXT records on a real
+// DNS server on loopback, asked through the target's authority, and calls
+// one by the service name.
+func TestDiscoverDNS(t *testing.T) {
+	srv := dnstest.Start(t)
+	addr := startServer(t)
+	a, err := aster.ParseAddress(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "_mc._udp.example.internal"
+	srv.SetZone(t, fmt.Sprintf(`
+%s. 5 IN SRV 0 0 %d mc-0.example.internal.
+mc-0.example.internal. 5 IN TXT "addr=%s"
+`, name, a.Direct[0].Port(), addr))
+	target := "dns://" + srv.Addr() + "/" + name
+	d := discoverJSON(t, nil, target, 0)
+	if d.Ready != 1 || len(d.Producers) != 1 || d.Producers[0].ID != a.ID.String() {
+		t.Fatalf("discover %s: %+v", target, d)
+	}
+	r := asterWith(t, nil, "", "call", target, "MissionControl.getStatus", `{"agent_id":"dns"}`)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, `"agent_id":"dns"`)
+	// The DNS server from the settings, when the target names none.
+	r = asterWith(t, []string{"ASTER_DISCOVERY=dns", "ASTER_DISCOVERY_ENDPOINTS=" + srv.Addr()}, "", "discover", "dns:///"+name)
+	r.want(t, 0)
+	wantIn(t, "stdout", r.stdout, name+": 1 producers, 1 ready")
+	// A name that does not exist: the resolver's NOT_FOUND, as a failure to
+	// connect (exit 3).
+	r = asterWith(t, nil, "", "discover", "dns://"+srv.Addr()+"/_nope._udp.example.internal")
+	r.want(t, ExitConnect)
+	wantIn(t, "stderr", r.stderr, "NOT_FOUND")
+}
+
+// TestDiscoverProducerCredentials is the README's flow for authorised
+// registration: a root key, a producer credential naming the services
+// ("aster enroll node --role producer --attr aster.services=..."), one
+// producer registered with it and one without; a client that does not
+// allow all producers lists the second as rejected and calls only the
+// first.
+func TestDiscoverProducerCredentials(t *testing.T) {
+	ep, _ := etcdtest.Start(t)
+	dir := t.TempDir()
+	rootKey, ident := filepath.Join(dir, "root.key"), filepath.Join(dir, "mc-0.identity")
+	asterWith(t, nil, "", "trust", "keygen", "--out-key", rootKey).want(t, 0)
+	asterWith(t, nil, "", "enroll", "node", "--role", "producer", "--name", "mc-0",
+		"--attr", "aster.services=MissionControl,AgentSession", "--root-key", rootKey, "--out", ident).want(t, 0)
+
+	_, serverBin := binaries(t)
+	start := func(env ...string) aster.Address {
+		cmd := exec.Command(serverBin)
+		cmd.Env = append(append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0", "ASTER_LOG_LEVEL=warn",
+			"ASTER_DISCOVERY=etcd", "ASTER_DISCOVERY_ENDPOINTS="+ep, "ASTER_DISCOVERY_PREFIX=fleet"), env...)
+		raw, _, _ := launchServer(t, cmd)
+		a, err := aster.ParseAddress(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	enrolled := start("ASTER_IDENTITY_FILE=" + ident)
+	stranger := start()
+
+	env := []string{"ASTER_DISCOVERY_ENDPOINTS=" + ep, "ASTER_ROOT_PUBKEY_FILE=" + filepath.Join(dir, "root.pub"), "ASTER_ALLOW_ALL_PRODUCERS=false"}
+	d := discoverJSON(t, env, "etcd:///fleet/MissionControl", 0)
+	if d.Ready != 1 || len(d.Producers) != 2 {
+		t.Fatalf("discover: %+v", d)
+	}
+	for _, p := range d.Producers {
+		switch p.ID {
+		case enrolled.ID.String():
+			if p.State != "ready" || p.Credential != "valid" {
+				t.Errorf("enrolled producer %+v, want ready with a valid credential", p)
+			}
+		case stranger.ID.String():
+			if p.State != "rejected" || p.Credential != "no producer credential" {
+				t.Errorf("producer without a credential %+v, want rejected", p)
+			}
+		default:
+			t.Errorf("unknown producer %+v", p)
+		}
+	}
+	r := asterWith(t, env, "", "call", "etcd:///fleet/MissionControl", "MissionControl.getStatus", `{"agent_id":"enrolled"}`)
+	r.want(t, 0)
+
+	// Without a root key, allow_all_producers=false is refused (exit 2),
+	// never "allow all".
+	r = asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS=" + ep, "ASTER_ALLOW_ALL_PRODUCERS=false"}, "", "discover", "etcd:///fleet/MissionControl")
+	r.want(t, ExitUsage)
+	wantIn(t, "stderr", r.stderr, "ASTER_ALLOW_ALL_PRODUCERS", "no root key")
 }

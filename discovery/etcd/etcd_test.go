@@ -780,3 +780,54 @@ func TestLeaseLostReregisters(t *testing.T) {
 		t.Fatalf("the watcher ends with %s, want p", show(last))
 	}
 }
+
+// TestMaxEntries: a name with more than MaxEntries entries yields a set of
+// MaxEntries, from the first read and as events arrive, and says so in the
+// log.
+func TestMaxEntries(t *testing.T) {
+	ep, _ := etcdtest.Start(t)
+	raw := rawClient(t, ep)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	dir := DefaultPrefix + testName + "/"
+	entry := func(n int) clientv3.Op {
+		p := discovery.Producer{Addr: discovery.EndpointAddr{ID: testutil.ID(t, n)}}
+		v, err := encodeValue(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return clientv3.OpPut(dir+p.Addr.ID.String(), string(v))
+	}
+	for start := 0; start < MaxEntries+1; start += 100 {
+		var ops []clientv3.Op
+		for n := start; n < min(start+100, MaxEntries+1); n++ {
+			ops = append(ops, entry(n))
+		}
+		if _, err := raw.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logger, logs := logSink()
+	w := startWatch(t, openRegistry(t, ep, Config{Logger: logger}), testName)
+	if ps := mustNext(t, w, 30*time.Second); len(ps) != MaxEntries {
+		t.Fatalf("%d producers, want %d", len(ps), MaxEntries)
+	}
+	if !strings.Contains(logs.String(), "too many entries") {
+		t.Errorf("no log of the entries left out:\n%s", logs)
+	}
+
+	// The set is full: a new entry is ignored (and logged) ...
+	if _, err := raw.Txn(ctx).Then(entry(MaxEntries + 1)).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// ... and a deletion is seen: the set shrinks, without the ignored one.
+	if _, err := raw.Delete(ctx, dir+testutil.ID(t, 0).String()); err != nil {
+		t.Fatal(err)
+	}
+	if ps := mustNext(t, w, 30*time.Second); len(ps) != MaxEntries-1 {
+		t.Fatalf("after a deletion: %d producers, want %d", len(ps), MaxEntries-1)
+	}
+	if !strings.Contains(logs.String(), "already holds") {
+		t.Errorf("no log of the entry ignored for the bound:\n%s", logs)
+	}
+}

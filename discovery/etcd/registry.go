@@ -36,11 +36,13 @@ const (
 	DefaultDialTimeout = 3 * time.Second
 	// MaxNameLen is the longest service name, in bytes.
 	MaxNameLen = 512
-	// MaxValueSize is the largest entry value, in bytes, a watch reads and
-	// Register writes; larger values are ignored.
+	// MaxValueSize is the largest entry value, in bytes: Register refuses
+	// a producer whose value would be larger, and a watch ignores larger
+	// values.
 	MaxValueSize = 16 << 10
 	// MaxEntries is the most producers one watch holds; entries beyond it
-	// are ignored (and logged).
+	// (the last in key order when the watch starts, new keys once it is
+	// full) are ignored and logged.
 	MaxEntries = 10000
 )
 

@@ -40,6 +40,10 @@
 //	go run ./examples/missioncontrol &   # three times
 //	aster discover etcd:///fleet/MissionControl
 //	go run ./examples/missioncontrol/agent etcd:///fleet/MissionControl
+//
+// Each copy limits every agent to -rate calls a second (default 100, with
+// a burst of twice that); -rate 0 turns the limit off, e.g. to load-test a
+// fleet from one client.
 package main
 
 import (
