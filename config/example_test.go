@@ -48,3 +48,23 @@ func ExampleConfig_NewServer() {
 	// serving; ready: true
 	// aster: server closed
 }
+
+// ExampleLoadClient resolves a client's configuration: only the settings a
+// client uses are checked, so a server-only setting that a server would
+// refuse (enable_monitoring without a health port) does not stop it.
+func ExampleLoadClient() {
+	cfg, err := config.LoadClient("testdata/client.toml", false)
+	if err != nil {
+		log.Fatal(err)
+	}
+	opts, err := cfg.ClientOptions() // key, credential, relay settings
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(opts), "client options; relay mode", cfg.RelayMode)
+	_, err = config.LoadFile("testdata/client.toml")
+	fmt.Println("as a server's:", err != nil)
+	// Output:
+	// 1 client options; relay mode disabled
+	// as a server's: true
+}

@@ -102,7 +102,7 @@ session of its own.
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "print request and response metadata, trailers and the status on stderr")
 	fl.StringVar(&f.format, "format", "", "output `format`: ndjson, json (indented) or pretty (indented, coloured); default pretty on a terminal, else ndjson")
 	addTraceFlag(cmd, &f.trace)
-	return cmd
+	return exitsOnSIGTERM(cmd)
 }
 
 // runCall implements "aster call".

@@ -87,9 +87,10 @@ type credInfo struct {
 
 // clientSetup is everything a command needs to dial.
 type clientSetup struct {
-	cfg  *config.Config // for service targets ([discovery] settings)
-	opts []aster.ClientOption
-	cred *credInfo // nil: no credential presented
+	cfg     *config.Config // for service targets ([discovery] settings)
+	opts    []aster.ClientOption
+	cred    *credInfo // nil: no credential presented
+	skipped string    // the warning about an identity file skipped, if any
 }
 
 // setupClient turns the configuration and --rcan into client options.
@@ -99,10 +100,13 @@ func setupClient(c *cobra.Command, cfg *config.Config, rcan string) (*clientSetu
 	if err != nil {
 		return nil, configError(err)
 	}
+	s := &clientSetup{cfg: cfg, opts: opts}
 	for _, w := range cfg.Warnings()[before:] {
 		fmt.Fprintln(c.ErrOrStderr(), "warning:", w)
+		if strings.HasPrefix(w, "ignoring ") {
+			s.skipped = w
+		}
 	}
-	s := &clientSetup{cfg: cfg, opts: opts}
 	if rcan != "" {
 		credOpts, info, err := credentialOptions(rcan)
 		if err != nil {
@@ -173,24 +177,28 @@ func connect(ctx context.Context, c *cobra.Command, rawAddr string, f *connectFl
 	opts := append(append([]aster.ClientOption{}, s.opts...), extra...)
 	client, err := aster.DialAddress(dialCtx, addr, withTransport(addr, opts)...)
 	if err != nil {
-		return nil, dialFailure(ctx, err, s.cred)
+		return nil, dialFailure(ctx, err, s)
 	}
 	ct, id, err := client.Contract(dialCtx)
 	if err != nil {
 		client.Close()
-		return nil, dialFailure(ctx, fmt.Errorf("fetching the contract: %w", err), s.cred)
+		return nil, dialFailure(ctx, fmt.Errorf("fetching the contract: %w", err), s)
 	}
 	saveCachedContract(addr, ct, id)
 	return &target{client: clientConn{Client: client, addr: addr}, addr: addr, ct: ct, id: id}, nil
 }
 
 // dialFailure maps an error from dialling or fetching the contract.
-func dialFailure(ctx context.Context, err error, cred *credInfo) error {
+func dialFailure(ctx context.Context, err error, s *clientSetup) error {
 	if ctx.Err() != nil && status.CodeOf(err) == status.Canceled {
 		return callError(status.New(status.Canceled, "interrupted while connecting"))
 	}
 	if isAdmissionRefusal(err) {
-		return admissionError(err, cred, time.Now())
+		ae := admissionError(err, s.cred, time.Now())
+		if s.cred == nil && s.skipped != "" {
+			ae.msg += " (" + s.skipped + ")"
+		}
+		return ae
 	}
 	return connectError(err)
 }
@@ -206,7 +214,7 @@ func isAdmissionRefusal(err error) bool {
 // admissionError reports an admission refusal (exit 26). The server says
 // only that it refused (it does not tell a stranger why); the reason is
 // found by checking the presented credential here.
-func admissionError(err error, cred *credInfo, now time.Time) error {
+func admissionError(err error, cred *credInfo, now time.Time) *cliError {
 	msg := status.FromError(err).Message()
 	msg = strings.Replace(msg, "admission refused: admission refused", "admission refused", 1)
 	return &cliError{exit: ExitCodeFor(status.Unauthenticated), code: status.Unauthenticated, msg: msg + ": " + refusalReason(cred, now), err: err}

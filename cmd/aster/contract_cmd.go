@@ -36,8 +36,9 @@ written by 'contract gen').`,
 	}
 	cmd.PersistentFlags().DurationVar(&f.connectTimeout, "connect-timeout", 10*time.Second, "limit for connecting and fetching the contract")
 	cmd.PersistentFlags().StringVar(&f.rcan, "rcan", "", rcanUsage)
-	cmd.AddCommand(newContractShowCmd(&f), newContractGenCmd(&f),
-		newContractVerifyCmd(&f), newContractGenClientCmd(&f))
+	for _, sub := range []*cobra.Command{newContractShowCmd(&f), newContractGenCmd(&f), newContractVerifyCmd(&f), newContractGenClientCmd(&f)} {
+		cmd.AddCommand(exitsOnSIGTERM(sub))
+	}
 	return cmd
 }
 

@@ -92,13 +92,13 @@ func connectFleet(ctx context.Context, c *cobra.Command, raw string, f *connectF
 	fl, err := aster.DialFleet(dialCtx, d.Source, d.Name, all...)
 	if err != nil {
 		d.Close()
-		return nil, dialFailure(ctx, err, s.cred)
+		return nil, dialFailure(ctx, err, s)
 	}
 	cf := &config.Fleet{Fleet: fl, Discovery: d}
 	ct, id, err := cf.Contract(dialCtx)
 	if err != nil {
 		cf.Close()
-		return nil, dialFailure(ctx, fmt.Errorf("fetching the contract: %w", err), s.cred)
+		return nil, dialFailure(ctx, fmt.Errorf("fetching the contract: %w", err), s)
 	}
 	return &target{client: fleetConn{Fleet: cf, target: raw}, ct: ct, id: id}, nil
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -76,6 +78,8 @@ service as its contract entry {"name","version","scope","methods":[{"name",
 				return usageErrorf("list takes [addr] [Service]; got %d arguments after the address", len(rest))
 			}
 			out := c.OutOrStdout()
+			var text bytes.Buffer // names come from the server: sanitized before printing
+			defer func() { io.WriteString(out, sanitize(text.String())) }()
 			if len(rest) == 0 {
 				if asJSON {
 					type svc struct {
@@ -94,7 +98,7 @@ service as its contract entry {"name","version","scope","methods":[{"name",
 					}
 					return writeJSON(out, list)
 				}
-				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				tw := tabwriter.NewWriter(&text, 0, 4, 2, ' ', 0)
 				for i := range ct.Services {
 					s := &ct.Services[i]
 					fmt.Fprintf(tw, "%s\tv%d\t%s\t%d %s\n", serviceSegment(ct, s), s.Version, s.Scope, len(s.Methods), plural(len(s.Methods), "method", "methods"))
@@ -108,13 +112,13 @@ service as its contract entry {"name","version","scope","methods":[{"name",
 			if asJSON {
 				return writeJSON(out, s)
 			}
-			printLs(out, ct, node{kind: nodeService, svc: s})
+			printLs(&text, ct, node{kind: nodeService, svc: s})
 			return nil
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (see above)")
-	return cmd
+	return exitsOnSIGTERM(cmd)
 }
 
 func newDescribeCmd() *cobra.Command {
@@ -159,6 +163,8 @@ methods described and every type they use.`,
 				methods = []contract.Method{*m}
 			}
 			out := c.OutOrStdout()
+			var text bytes.Buffer // names come from the server: sanitized before printing
+			defer func() { io.WriteString(out, sanitize(text.String())) }()
 			if asJSON {
 				var types []contract.TypeDef
 				seen := map[string]bool{}
@@ -174,20 +180,20 @@ methods described and every type they use.`,
 				return writeJSON(out, map[string]any{"service": service{s.Name, s.Version, s.Scope}, "methods": methods, "types": nonNil(types)})
 			}
 			if m != nil {
-				printDescribe(out, ct, node{kind: nodeMethod, svc: s, m: m})
+				printDescribe(&text, ct, node{kind: nodeMethod, svc: s, m: m})
 				return nil
 			}
-			printDescribe(out, ct, node{kind: nodeService, svc: s})
+			printDescribe(&text, ct, node{kind: nodeService, svc: s})
 			for i := range s.Methods {
-				fmt.Fprintln(out)
-				printDescribe(out, ct, node{kind: nodeMethod, svc: s, m: &s.Methods[i]})
+				fmt.Fprintln(&text)
+				printDescribe(&text, ct, node{kind: nodeMethod, svc: s, m: &s.Methods[i]})
 			}
 			return nil
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (see above)")
-	return cmd
+	return exitsOnSIGTERM(cmd)
 }
 
 // lookupMethod resolves "Service", "Service@v", "Service.method" or
@@ -302,6 +308,9 @@ func contractNames(target string, methods bool, prefix string) []string {
 	for i := range ct.Services {
 		s := &ct.Services[i]
 		seg := serviceSegment(ct, s)
+		if !completable(seg) {
+			continue
+		}
 		if !methods || !afterDot {
 			if strings.HasPrefix(seg, prefix) {
 				if methods {
@@ -316,10 +325,25 @@ func contractNames(target string, methods bool, prefix string) []string {
 			continue
 		}
 		for _, m := range s.Methods {
-			if full := seg + "." + m.Name; strings.HasPrefix(full, prefix) {
+			if full := seg + "." + m.Name; completable(m.Name) && strings.HasPrefix(full, prefix) {
 				out = append(out, full)
 			}
 		}
 	}
 	return out
+}
+
+// completable reports whether a name from a (possibly hostile) server's
+// contract is safe to hand to a shell's completion: no white space, quotes,
+// control characters or shell metacharacters.
+func completable(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("\"'`$;&|<>(){}*?![]#~\\", r) {
+			return false
+		}
+	}
+	return true
 }

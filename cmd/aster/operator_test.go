@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
@@ -409,6 +413,11 @@ func TestExitCodeTable(t *testing.T) {
 		{"admission: not bound to this key", func() result {
 			return runAster(t, "", "call", "--rcan", stolen, rig.addr, "MissionControl.getStatus")
 		}, 26, "is bound to endpoint " + trust.IDOf(key).Short() + ", not to this node's key"},
+		{"admission: the identity file here is broken", func() result {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, ".aster-identity"), []byte("[node]\nsecret_key = 'broken'\n"), 0o600)
+			return runIn(t, dir, nil, "", "call", rig.addr, "MissionControl.getStatus")
+		}, 26, "no credential was presented (a server that admits only enrolled peers needs one: --rcan FILE, ASTER_ENROLLMENT_CREDENTIAL or ASTER_IDENTITY_FILE) (ignoring .aster-identity in the working directory: "},
 		{"admitted", func() result { return runAster(t, "", "call", "--rcan", good, rig.addr, "MissionControl.getStatus") }, 0, ""},
 		{"PERMISSION_DENIED", func() result {
 			return runAster(t, "", "call", "--rcan", good, rig.addr, "MissionControl.tailLogs")
@@ -691,4 +700,73 @@ func TestAdmissionCustomRule(t *testing.T) {
 	r := runAster(t, "", "call", addr, "Echo.meta")
 	r.want(t, 26)
 	wantIn(t, "stderr", r.stderr, "UNAUTHENTICATED: admission refused: no credential was presented (a server that admits only enrolled peers needs one")
+}
+
+// Names from a hostile server's contract never reach a shell's completion
+// when they could do harm there.
+func TestCompletable(t *testing.T) {
+	for name, want := range map[string]bool{
+		"MissionControl": true, "MissionControl@2": true, "getStatus": true, "x_y-z.1": true,
+		"": false, "a b": false, "a\x1b[31m": false, "a\nb": false, "$(rm -rf ~)": false, "a;b": false, "a`b`": false, `a"b`: false,
+	} {
+		if got := completable(name); got != want {
+			t.Errorf("completable(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// On a terminal the default format is pretty: indented and coloured.
+func TestCallPrettyOnTerminal(t *testing.T) {
+	t.Parallel()
+	addr := startServer(t)
+	asterBin, _ := binaries(t)
+	cmd := exec.Command(asterBin, "call", addr, "MissionControl.getStatus", `{"agent_id":"tty"}`)
+	cmd.Env = append(os.Environ(), "NO_COLOR=", "TERM=xterm")
+	f, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	killer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer killer.Stop()
+	var out bytes.Buffer
+	io.Copy(&out, f) // until EIO: the program has exited
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, out.String())
+	}
+	got := strings.ReplaceAll(out.String(), "\r\n", "\n")
+	wantIn(t, "terminal output", got, "{\n  "+ansiKey+`"agent_id"`+ansiReset+": "+ansiString+`"tty"`+ansiReset+",\n")
+}
+
+// splitTarget takes the address off the front, or uses
+// connect.endpoint_addr when the first argument is not one.
+func TestSplitTarget(t *testing.T) {
+	addr := aster.Address{ID: trust.IDOf(trust.GenerateKey())}.String()
+	hexID := trust.IDOf(trust.GenerateKey()).String()
+	env := &config.Config{EndpointAddr: addr}
+	none := &config.Config{}
+	for _, tc := range []struct {
+		cfg        *config.Config
+		args       []string
+		need       int
+		target     string
+		rest       []string
+		usageError bool
+	}{
+		{none, []string{addr, "A.b"}, 1, addr, []string{"A.b"}, false},
+		{none, []string{hexID, "A.b"}, 1, hexID, []string{"A.b"}, false},
+		{none, []string{"A.b"}, 1, "A.b", nil, false}, // then "bad address"
+		{none, nil, 0, "", nil, true},
+		{env, []string{"A.b", "{}"}, 1, addr, []string{"A.b", "{}"}, false},
+		{env, []string{"A.b"}, 1, addr, []string{"A.b"}, false},
+		{env, []string{hexID, "A.b"}, 1, hexID, []string{"A.b"}, false},
+		{env, nil, 0, addr, nil, false},
+		{env, []string{"MissionControl"}, 0, addr, []string{"MissionControl"}, false},
+		{env, []string{"dns:///mission.example", "A.b"}, 1, "dns:///mission.example", []string{"A.b"}, false},
+	} {
+		target, rest, err := splitTarget(tc.cfg, tc.args, tc.need)
+		if (err != nil) != tc.usageError || target != tc.target || strings.Join(rest, " ") != strings.Join(tc.rest, " ") {
+			t.Errorf("splitTarget(%v, %d) with endpoint_addr %q = %q, %q, %v", tc.args, tc.need, tc.cfg.EndpointAddr, target, rest, err)
+		}
+	}
 }

@@ -46,6 +46,11 @@ func startRelayProc(t *testing.T, wrap []string, args ...string) *relayProc {
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-done:
+				// A drain on SIGTERM is a clean shutdown: exit 0, not 143
+				// (which supervisors count as a failure).
+				if code := cmd.ProcessState.ExitCode(); code != 0 {
+					t.Errorf("aster relay exited %d after SIGTERM, want 0", code)
+				}
 			case <-time.After(15 * time.Second):
 				cmd.Process.Kill()
 				<-done

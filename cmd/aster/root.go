@@ -70,10 +70,25 @@ and reached by "aster1..." addresses.
 // errTerminated is the cancel cause of a command's context on SIGTERM.
 var errTerminated = errors.New("terminated (SIGTERM)")
 
+// sigtermAnnotation marks a client command that exits with ExitTerminated
+// (143) after SIGTERM cancelled it cleanly. Commands without it (a relay
+// draining on SIGTERM) exit as they end: 0 for a clean shutdown.
+const sigtermAnnotation = "aster/sigterm-exit"
+
+// exitsOnSIGTERM adds sigtermAnnotation to cmd.
+func exitsOnSIGTERM(cmd *cobra.Command) *cobra.Command {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[sigtermAnnotation] = "143"
+	return cmd
+}
+
 // Execute runs the CLI with the process's arguments and standard streams
 // and returns the exit status. SIGINT and SIGTERM cancel the command's
 // context (a second signal kills the process); after SIGTERM the command
-// ends cleanly and the exit status is ExitTerminated (143).
+// ends cleanly and the exit status of a client command (call, list,
+// describe, contract) is ExitTerminated (143).
 func Execute() int {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
@@ -102,8 +117,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
-	if errors.Is(context.Cause(ctx), errTerminated) {
+	cmd, err := root.ExecuteContextC(ctx)
+	if errors.Is(context.Cause(ctx), errTerminated) && cmd != nil && cmd.Annotations[sigtermAnnotation] != "" {
 		return ExitTerminated
 	}
 	if err == nil {

@@ -382,7 +382,7 @@ func (sh *shell) loop(ln *liner.State) {
 			return
 		}
 		sh.outMu.Lock()
-		stop := sh.failedNow && sh.failFast
+		stop := sh.failedNow && sh.failFast && !sh.interactive
 		sh.outMu.Unlock()
 		if stop {
 			return
