@@ -65,6 +65,7 @@ func discoverJSON(t *testing.T, env []string, target string, exit int) discovere
 // service name, then a producer's SIGTERM taking it out of the listing at
 // once.
 func TestDiscoverEtcd(t *testing.T) {
+	t.Parallel()
 	ep, _ := etcdtest.Start(t)
 	a1, stop1 := startFleetServer(t, ep)
 	a2, _ := startFleetServer(t, ep)
@@ -149,6 +150,7 @@ func TestDiscoverEtcd(t *testing.T) {
 // cannot serve, a bad target, an unreachable registry, and a static target
 // with a producer that does not answer.
 func TestDiscoverErrors(t *testing.T) {
+	t.Parallel()
 	// No etcd endpoints configured: a config error (exit 2) naming the
 	// variable.
 	r := asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS="}, "", "discover", "etcd:///fleet/MissionControl")
@@ -214,6 +216,7 @@ func TestDiscoverErrors(t *testing.T) {
 // TestConfigPrintDiscovery checks that "aster config print" shows the
 // [discovery] settings with their sources and hides the password.
 func TestConfigPrintDiscovery(t *testing.T) {
+	t.Parallel()
 	r := asterWith(t, []string{"ASTER_DISCOVERY=etcd", "ASTER_DISCOVERY_ENDPOINTS=127.0.0.1:2379", "ASTER_DISCOVERY_PREFIX=fleet",
 		"ASTER_DISCOVERY_USERNAME=mc", "ASTER_DISCOVERY_PASSWORD=correct-horse-battery"}, "", "config", "print")
 	r.want(t, 0)
@@ -228,6 +231,7 @@ func TestConfigPrintDiscovery(t *testing.T) {
 // DNS server on loopback, asked through the target's authority, and calls
 // one by the service name.
 func TestDiscoverDNS(t *testing.T) {
+	t.Parallel()
 	srv := dnstest.Start(t)
 	addr := startServer(t)
 	a, err := aster.ParseAddress(addr)
@@ -265,6 +269,7 @@ mc-0.example.internal. 5 IN TXT "addr=%s"
 // allow all producers lists the second as rejected and calls only the
 // first.
 func TestDiscoverProducerCredentials(t *testing.T) {
+	t.Parallel()
 	ep, _ := etcdtest.Start(t)
 	dir := t.TempDir()
 	rootKey, ident := filepath.Join(dir, "root.key"), filepath.Join(dir, "mc-0.identity")
