@@ -210,7 +210,7 @@ func TestDiscoverErrors(t *testing.T) {
 	// Only the silent one: not ready, UNAVAILABLE (24).
 	r = asterWith(t, nil, "", "discover", "--connect-timeout", "500ms", "static:///"+silent.String())
 	r.want(t, ExitRPCBase+14)
-	wantIn(t, "stdout", r.stdout, "1 producers, 0 ready")
+	wantIn(t, "stdout", r.stdout, "static list: 1 producers, 0 ready")
 }
 
 // TestConfigPrintDiscovery checks that "aster config print" shows the
