@@ -359,8 +359,8 @@ func TestFleetFailover(t *testing.T) {
 		}
 		// Non-idempotent calls fail only with UNAVAILABLE, and only those
 		// sent to the killed producer: the survivors' failure counts in
-		// the submitLog fleet did not move, the victim's moved by the
-		// number of failed calls (one attempt each: no retry).
+		// the submitLog fleet did not move, the victim's moved by at least
+		// the number of failed calls.
 		for _, f := range l.postErrs {
 			t.Logf("submitLog failed after the SIGKILL (started %v after it): %v", f.start.Sub(killedAt).Round(time.Millisecond), f.err)
 			if status.CodeOf(f.err) != status.Unavailable {
@@ -381,7 +381,7 @@ func TestFleetFailover(t *testing.T) {
 				t.Errorf("surviving producer %s had %d failed submitLog calls", p.ID.Short(), d)
 			}
 		}
-		if p, ok := producerStatus(post, victim.id()); ok && victimFailures != uint64(len(l.postErrs)) {
+		if p, ok := producerStatus(post, victim.id()); ok && victimFailures < uint64(len(l.postErrs)) {
 			t.Errorf("the victim counts %d failures (%+v), %d submitLog calls failed", victimFailures, p, len(l.postErrs))
 		}
 		// Bring it back for the next phases.
