@@ -168,12 +168,19 @@ func (c *Config) validateDiscovery() error {
 			return bad("discovery.prefix", err.Error())
 		}
 	}
+	// Zero means the default in a literal Config; written in a file or a
+	// variable it is a mistake, not a request for the default.
+	for _, key := range []string{"discovery.ttl", "discovery.dns_min_interval", "discovery.dns_max_interval"} {
+		if o := c.sources[key]; o != nil && o.source != SourceDefault && fieldByKey[key].get(c).(time.Duration) == 0 {
+			return bad(key, "must be above 0")
+		}
+	}
 	if ttl := c.discoveryTTL(); ttl < time.Second || ttl > maxDiscoveryTTL || ttl%time.Second != 0 {
 		return bad("discovery.ttl", fmt.Sprintf("must be whole seconds from 1s to %v (etcd leases count seconds)", maxDiscoveryTTL))
 	}
 	lo, hi := c.dnsMinInterval(), c.dnsMaxInterval()
-	if lo < 0 || lo > maxDNSInterval {
-		return bad("discovery.dns_min_interval", fmt.Sprintf("must be from 0 to %v", maxDNSInterval))
+	if lo <= 0 || lo > maxDNSInterval {
+		return bad("discovery.dns_min_interval", fmt.Sprintf("must be above 0 and at most %v (the floor keeps failing producers from making clients flood the DNS server)", maxDNSInterval))
 	}
 	if hi <= 0 || hi > maxDNSInterval {
 		return bad("discovery.dns_max_interval", fmt.Sprintf("must be above 0 and at most %v", maxDNSInterval))

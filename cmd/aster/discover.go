@@ -124,7 +124,7 @@ func runDiscover(ctx context.Context, cmd *cobra.Command, f *discoverFlags, raw 
 	if len(listed) > 0 {
 		fleet := aster.NewFleet(d.Source, d.Name, fopts...)
 		defer fleet.Close()
-		ps = settle(ctx, len(listed), fleet.Producers)
+		ps = settle(ctx, distinct(listed), fleet.Producers)
 	}
 
 	out := discovered{Target: raw, Name: d.Name, Producers: []discoveredProducer{}}
@@ -168,6 +168,17 @@ func firstSet(ctx context.Context, d *config.Discovery) ([]discovery.Producer, e
 	return w.Next(ctx)
 }
 
+// distinct returns how many producers a fleet makes of the listing ps:
+// one per distinct entry (address and credential), at most
+// aster.MaxFleetProducers.
+func distinct(ps []discovery.Producer) int {
+	seen := map[string]bool{}
+	for _, p := range ps {
+		seen[p.Addr.String()+"\x00"+string(p.Credential)] = true
+	}
+	return min(len(seen), aster.MaxFleetProducers)
+}
+
 // settle polls producers until it lists at least n and none is connecting,
 // or ctx ends, and returns the last snapshot.
 func settle(ctx context.Context, n int, producers func() []aster.ProducerStatus) []aster.ProducerStatus {
@@ -192,7 +203,11 @@ func settle(ctx context.Context, n int, producers func() []aster.ProducerStatus)
 
 // printDiscovered writes the producers as a table.
 func printDiscovered(w io.Writer, d discovered) error {
-	fmt.Fprintf(w, "%s: %d producers, %d ready\n", d.Name, len(d.Producers), d.Ready)
+	label := d.Name
+	if t, err := discovery.ParseTarget(d.Target); err == nil && t.Scheme == "static" {
+		label = "static list" // the name is the addresses themselves
+	}
+	fmt.Fprintf(w, "%s: %d producers, %d ready\n", label, len(d.Producers), d.Ready)
 	if len(d.Producers) == 0 {
 		return nil
 	}

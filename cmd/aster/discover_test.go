@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/internal/testutil"
@@ -56,18 +60,39 @@ func discoverJSON(t *testing.T, env []string, target string, exit int) discovere
 }
 
 // TestDiscoverEtcd runs two example servers registered in a real etcd and
-// checks what an operator sees: aster discover, and call, contract and
-// shell by service name, then a producer's SIGTERM taking it out of the
-// listing at once.
+// checks what an operator sees: aster discover (hostile entries in the
+// registry ignored, with a warning), and call, contract and shell by
+// service name, then a producer's SIGTERM taking it out of the listing at
+// once.
 func TestDiscoverEtcd(t *testing.T) {
-	t0 := time.Now()
+	t.Parallel()
 	ep, _ := etcdtest.Start(t)
-	t.Logf("etcd up in %v", time.Since(t0))
 	a1, stop1 := startFleetServer(t, ep)
 	a2, _ := startFleetServer(t, ep)
-	t.Logf("servers up in %v", time.Since(t0))
 	env := []string{"ASTER_DISCOVERY_ENDPOINTS=" + ep}
 	const target = "etcd:///fleet/MissionControl"
+
+	// Hostile entries beside the real ones: not JSON, an address whose key
+	// is another endpoint's, an address that does not parse. Each is
+	// ignored (and logged); none is listed or dialled.
+	etc, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etc.Close()
+	impostor := testutil.ID(t, 66).String()
+	for key, val := range map[string]string{
+		"/aster/fleet/MissionControl/" + testutil.ID(t, 65).String(): "not json",
+		"/aster/fleet/MissionControl/" + impostor:                    `{"addr":"` + a1.String() + `"}`,
+		"/aster/fleet/MissionControl/" + testutil.ID(t, 67).String(): `{"addr":"aster1nope"}`,
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := etc.Put(ctx, key, val)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	d := discoverJSON(t, env, target, 0)
 	if d.Name != "fleet/MissionControl" || d.Target != target || d.Ready != 2 || len(d.Producers) != 2 {
@@ -81,6 +106,7 @@ func TestDiscoverEtcd(t *testing.T) {
 	}
 	r := asterWith(t, env, "", "discover", target)
 	r.want(t, 0)
+	wantIn(t, "stderr", r.stderr, "ignoring an invalid entry")
 	wantIn(t, "stdout", r.stdout, "fleet/MissionControl: 2 producers, 2 ready", "STATE", "OUTSTANDING", "CREDENTIAL", "LAST ERROR")
 	for _, a := range []aster.Address{a1, a2} {
 		if !strings.Contains(r.stdout, a.ID.String()[:10]+"  ready") {
@@ -124,6 +150,7 @@ func TestDiscoverEtcd(t *testing.T) {
 // cannot serve, a bad target, an unreachable registry, and a static target
 // with a producer that does not answer.
 func TestDiscoverErrors(t *testing.T) {
+	t.Parallel()
 	// No etcd endpoints configured: a config error (exit 2) naming the
 	// variable.
 	r := asterWith(t, []string{"ASTER_DISCOVERY_ENDPOINTS="}, "", "discover", "etcd:///fleet/MissionControl")
@@ -183,12 +210,13 @@ func TestDiscoverErrors(t *testing.T) {
 	// Only the silent one: not ready, UNAVAILABLE (24).
 	r = asterWith(t, nil, "", "discover", "--connect-timeout", "500ms", "static:///"+silent.String())
 	r.want(t, ExitRPCBase+14)
-	wantIn(t, "stdout", r.stdout, "1 producers, 0 ready")
+	wantIn(t, "stdout", r.stdout, "static list: 1 producers, 0 ready")
 }
 
 // TestConfigPrintDiscovery checks that "aster config print" shows the
 // [discovery] settings with their sources and hides the password.
 func TestConfigPrintDiscovery(t *testing.T) {
+	t.Parallel()
 	r := asterWith(t, []string{"ASTER_DISCOVERY=etcd", "ASTER_DISCOVERY_ENDPOINTS=127.0.0.1:2379", "ASTER_DISCOVERY_PREFIX=fleet",
 		"ASTER_DISCOVERY_USERNAME=mc", "ASTER_DISCOVERY_PASSWORD=correct-horse-battery"}, "", "config", "print")
 	r.want(t, 0)
@@ -203,6 +231,7 @@ func TestConfigPrintDiscovery(t *testing.T) {
 // DNS server on loopback, asked through the target's authority, and calls
 // one by the service name.
 func TestDiscoverDNS(t *testing.T) {
+	t.Parallel()
 	srv := dnstest.Start(t)
 	addr := startServer(t)
 	a, err := aster.ParseAddress(addr)
@@ -240,6 +269,7 @@ mc-0.example.internal. 5 IN TXT "addr=%s"
 // allow all producers lists the second as rejected and calls only the
 // first.
 func TestDiscoverProducerCredentials(t *testing.T) {
+	t.Parallel()
 	ep, _ := etcdtest.Start(t)
 	dir := t.TempDir()
 	rootKey, ident := filepath.Join(dir, "root.key"), filepath.Join(dir, "mc-0.identity")

@@ -306,19 +306,19 @@ func TestFleetFailover(t *testing.T) {
 		})
 	}
 
-	// Spread: equal producers get a third of the calls each.
+	// Spread: equal producers get a third of 3,000 calls each.
 	t.Run("spread", func(t *testing.T) {
 		before := calls(idem)
 		l := startLoad(idem, post)
-		time.Sleep(2 * time.Second) // the measurement window, not synchronization
+		waitFor(t, "3,000 calls", func() bool { return l.idemOK.Load() >= 3000 })
 		l.end()
 		after := calls(idem)
 		var total uint64
 		for _, p := range ps {
 			total += after[p.id()] - before[p.id()]
 		}
-		if total < 300 {
-			t.Fatalf("only %d calls in the window", total)
+		if total < 3000 {
+			t.Fatalf("the producers count %d calls, the callers made %d", total, l.idemOK.Load())
 		}
 		for _, p := range ps {
 			share := float64(after[p.id()]-before[p.id()]) / float64(total)
@@ -359,8 +359,8 @@ func TestFleetFailover(t *testing.T) {
 		}
 		// Non-idempotent calls fail only with UNAVAILABLE, and only those
 		// sent to the killed producer: the survivors' failure counts in
-		// the submitLog fleet did not move, the victim's moved by the
-		// number of failed calls (one attempt each: no retry).
+		// the submitLog fleet did not move, the victim's moved by at least
+		// the number of failed calls.
 		for _, f := range l.postErrs {
 			t.Logf("submitLog failed after the SIGKILL (started %v after it): %v", f.start.Sub(killedAt).Round(time.Millisecond), f.err)
 			if status.CodeOf(f.err) != status.Unavailable {
@@ -381,7 +381,7 @@ func TestFleetFailover(t *testing.T) {
 				t.Errorf("surviving producer %s had %d failed submitLog calls", p.ID.Short(), d)
 			}
 		}
-		if p, ok := producerStatus(post, victim.id()); ok && victimFailures != uint64(len(l.postErrs)) {
+		if p, ok := producerStatus(post, victim.id()); ok && victimFailures < uint64(len(l.postErrs)) {
 			t.Errorf("the victim counts %d failures (%+v), %d submitLog calls failed", victimFailures, p, len(l.postErrs))
 		}
 		// Bring it back for the next phases.
