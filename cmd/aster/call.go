@@ -102,6 +102,7 @@ session of its own.
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "print request and response metadata, trailers and the status on stderr")
 	fl.StringVar(&f.format, "format", "", "output `format`: ndjson, json (indented) or pretty (indented, coloured); default pretty on a terminal, else ndjson")
 	addTraceFlag(cmd, &f.trace)
+	cmd.RegisterFlagCompletionFunc("session", completeSessionServices)
 	return exitsOnSIGTERM(cmd)
 }
 

@@ -347,3 +347,21 @@ func completable(name string) bool {
 	}
 	return true
 }
+
+// completeSessionServices completes --session with the session-scoped
+// services of the cached contract.
+func completeSessionServices(_ *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	target, _ := completionTarget(args)
+	ct := cachedContract(target)
+	if ct == nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []string
+	for i := range ct.Services {
+		s := &ct.Services[i]
+		if seg := serviceSegment(ct, s); s.Scope == "session" && completable(seg) && strings.HasPrefix(seg, toComplete) {
+			out = append(out, seg)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}

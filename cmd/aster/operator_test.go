@@ -653,6 +653,10 @@ func TestCompletionScripts(t *testing.T) {
 	if strings.Contains(r.stdout, "getStatus") {
 		t.Fatalf("completed a method that does not match: %s", r.stdout)
 	}
+	r = runIn(t, "", env, "", "__complete", "call", addr, "--session", "")
+	if r.stdout != "AgentSession\n:4\n" {
+		t.Fatalf("--session completes %q, want the session-scoped AgentSession only", r.stdout)
+	}
 	r = runIn(t, "", env, "", "__complete", "list", addr, "")
 	wantIn(t, "list", r.stdout, "AgentSession\n", "MissionControl\n")
 	r = runIn(t, "", append(env, "ASTER_ENDPOINT_ADDR="+addr), "", "__complete", "describe", "AgentSession.r")
