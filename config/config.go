@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/knadh/koanf/parsers/toml/v2"
 	"github.com/knadh/koanf/providers/confmap"
@@ -62,8 +63,17 @@ import (
 //	[logging]  format                     ASTER_LOG_FORMAT                        text
 //	           level                      ASTER_LOG_LEVEL                         info
 //	           mask                       ASTER_LOG_MASK                          true
+//	[discovery] backend                   ASTER_DISCOVERY                         unset (etcd, dns or static)
+//	           endpoints                  ASTER_DISCOVERY_ENDPOINTS       (list)  unset
+//	           prefix                     ASTER_DISCOVERY_PREFIX                  unset (do not register)
+//	           ttl                        ASTER_DISCOVERY_TTL             (dur.)  5s
+//	           dns_min_interval           ASTER_DISCOVERY_DNS_MIN_INTERVAL (dur.) 1s
+//	           dns_max_interval           ASTER_DISCOVERY_DNS_MAX_INTERVAL (dur.) 30s
+//	           username                   ASTER_DISCOVERY_USERNAME                unset
+//	           password                   ASTER_DISCOVERY_PASSWORD                unset
 //
-// Booleans accept true/false, 1/0, yes/no and on/off in any case. An empty
+// Booleans accept true/false, 1/0, yes/no and on/off in any case;
+// durations are Go durations such as "500ms" or "5s" (a TOML string). An empty
 // ASTER_* variable counts as unset. "~" at the start of a path is the home
 // directory.
 //
@@ -120,6 +130,38 @@ type Config struct {
 	// EndpointAddr is the producer's address for a client: an "aster1…"
 	// address or a hex endpoint id.
 	EndpointAddr string
+
+	// The [discovery] settings (see discovery.go and DiscoverySource):
+	// where a client finds the producers of a service name, and where a
+	// server registers.
+
+	// Discovery is the discovery backend: "" (none), "etcd", "dns" or
+	// "static". A server registers in etcd when it is "etcd" and
+	// DiscoveryPrefix is set.
+	Discovery string
+	// DiscoveryEndpoints is the backend's servers as a comma-separated
+	// list: etcd endpoints ("host:port" or "http(s)://host:port"), or the
+	// DNS server to ask ("host:port"; unset: the system's resolver).
+	DiscoveryEndpoints string
+	// DiscoveryPrefix is where a server registers each service it hosts,
+	// as DiscoveryPrefix/Service (e.g. "fleet" → "fleet/MissionControl",
+	// which clients call as "etcd:///fleet/MissionControl"). Unset: the
+	// server does not register.
+	DiscoveryPrefix string
+	// DiscoveryTTL is the lease of a server's registration (default 5s,
+	// whole seconds): a producer that dies unannounced is dropped by
+	// clients within it.
+	DiscoveryTTL time.Duration
+	// DiscoveryDNSMinInterval and DiscoveryDNSMaxInterval bound how often
+	// DNS targets are re-resolved: the record TTL, raised to the floor
+	// (default 1s) and cut to the ceiling (default 30s). A failing
+	// producer triggers an early re-resolution, no sooner than the floor.
+	DiscoveryDNSMinInterval time.Duration
+	DiscoveryDNSMaxInterval time.Duration
+	// DiscoveryUsername and DiscoveryPassword authenticate to etcd. The
+	// password is masked in Print and in logs.
+	DiscoveryUsername string
+	DiscoveryPassword string
 
 	// StoragePath is the persistent storage directory (created 0700 by
 	// NewServer). aster keeps the used one-time-token nonces there
@@ -220,6 +262,7 @@ const (
 	kInt
 	kHexKey    // 32-byte key as hex
 	kSecretB64 // 32-byte ed25519 seed as base64
+	kDuration  // Go duration text ("5s")
 )
 
 // field describes one configuration field.
@@ -262,6 +305,15 @@ var fields = []field{
 
 	strField("connect.endpoint_addr", "ASTER_ENDPOINT_ADDR", kString, "<not set>", func(c *Config) *string { return &c.EndpointAddr }),
 
+	strField("discovery.backend", "ASTER_DISCOVERY", kString, "<not set>", func(c *Config) *string { return &c.Discovery }),
+	strField("discovery.endpoints", "ASTER_DISCOVERY_ENDPOINTS", kString, "<not set>", func(c *Config) *string { return &c.DiscoveryEndpoints }),
+	strField("discovery.prefix", "ASTER_DISCOVERY_PREFIX", kString, "<not set>", func(c *Config) *string { return &c.DiscoveryPrefix }),
+	durField("discovery.ttl", "ASTER_DISCOVERY_TTL", DefaultDiscoveryTTL, func(c *Config) *time.Duration { return &c.DiscoveryTTL }),
+	durField("discovery.dns_min_interval", "ASTER_DISCOVERY_DNS_MIN_INTERVAL", DefaultDNSMinInterval, func(c *Config) *time.Duration { return &c.DiscoveryDNSMinInterval }),
+	durField("discovery.dns_max_interval", "ASTER_DISCOVERY_DNS_MAX_INTERVAL", DefaultDNSMaxInterval, func(c *Config) *time.Duration { return &c.DiscoveryDNSMaxInterval }),
+	strField("discovery.username", "ASTER_DISCOVERY_USERNAME", kString, "<not set>", func(c *Config) *string { return &c.DiscoveryUsername }),
+	withSensitive(strField("discovery.password", "ASTER_DISCOVERY_PASSWORD", kString, "<not set>", func(c *Config) *string { return &c.DiscoveryPassword })),
+
 	{key: "network.secret_key", env: "ASTER_SECRET_KEY", kind: kSecretB64, def: "", unset: "<not set>", sensitive: true,
 		get: func(c *Config) any { return c.SecretKey },
 		set: func(c *Config, v any) { c.SecretKey, _ = v.(trust.SecretKey) }},
@@ -302,7 +354,7 @@ var fieldByKey, fieldByEnv = func() (map[string]*field, map[string]*field) {
 }()
 
 // sectionOrder is the order sections are printed in.
-var sectionOrder = []string{"trust", "connect", "network", "storage", "health", "identity", "logging"}
+var sectionOrder = []string{"trust", "connect", "network", "storage", "health", "identity", "logging", "discovery"}
 
 // Error reports a configuration value that cannot be used. Every error
 // about one field that Load, LoadFile, Validate, TrustPolicy, NewServer and
@@ -580,6 +632,8 @@ func decode(f *field, raw any) (any, error) {
 			return nil, err
 		}
 		return k, nil
+	case kDuration:
+		return decodeDuration(raw)
 	case kSecretB64:
 		if raw == nil {
 			return trust.SecretKey(nil), nil
@@ -694,6 +748,9 @@ func (c *Config) origin(f *field) (src, raw string) {
 	}
 	if f.key == "network.hook_timeout_ms" && v == 0 { // zero: the default
 		return SourceDefault, fmt.Sprint(DefaultHookTimeoutMS)
+	}
+	if d, ok := v.(time.Duration); ok && d == 0 { // zero: the default
+		return SourceDefault, fmt.Sprint(f.def)
 	}
 	if isUnset(f, v) || (f.kind != kHexKey && f.kind != kSecretB64 && v == f.def) {
 		return SourceDefault, fmt.Sprint(v)
@@ -823,6 +880,9 @@ func (c *Config) Validate() error {
 	}
 	if c.EnableMonitoring && c.HealthPort == 0 {
 		return bad("network.enable_monitoring", "needs health.health_port > 0: metrics are served by the health server")
+	}
+	if err := c.validateDiscovery(); err != nil {
+		return err
 	}
 
 	// Settings whose feature does not exist yet.

@@ -681,7 +681,7 @@ func TestConfigPrint(t *testing.T) {
 			sections = append(sections, line)
 		}
 	}
-	if want := []string{"[trust]", "[connect]", "[network]", "[storage]", "[health]", "[identity]", "[logging]"}; !reflect.DeepEqual(sections, want) {
+	if want := []string{"[trust]", "[connect]", "[network]", "[storage]", "[health]", "[identity]", "[logging]", "[discovery]"}; !reflect.DeepEqual(sections, want) {
 		t.Errorf("sections = %v, want %v", sections, want)
 	}
 

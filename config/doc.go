@@ -2,8 +2,8 @@
 // builds servers and clients from it.
 //
 // Values come, in order, from built-in defaults, a TOML file (LoadFile;
-// its sections are trust, connect, network, storage, health, identity and
-// logging) and ASTER_* environment variables, which always win (Load reads
+// its sections are trust, connect, network, storage, health, identity,
+// logging and discovery) and ASTER_* environment variables, which always win (Load reads
 // only defaults and the environment). A loaded Config remembers
 // where every value came from (Source) and prints itself with sources and
 // secrets masked (Print, as "aster config print" does). NewLogger gives the
@@ -26,6 +26,13 @@
 //	go srv.ListenAndServe("", nil) // network.bind_addr; health server per health.*
 //	...
 //	srv.Shutdown(ctx) // /readyz answers 503 at once; then the health server stops
+//
+// The [discovery] settings name where clients find the producers of a
+// service and where servers register: DiscoverySource builds the
+// discovery.Source of a target ("etcd:///fleet/MissionControl",
+// "dns:///_mc._udp.example.internal", "static:///aster1…"), DialFleet dials
+// the fleet it names, and NewServer registers the server's services in etcd
+// when discovery.backend is "etcd" and discovery.prefix is set.
 //
 // Admission fails closed: without a root key the server runs in dev mode
 // only when no setting asks for admission (see TrustPolicy).

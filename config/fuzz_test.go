@@ -28,6 +28,8 @@ func FuzzLoadFile(f *testing.F) {
 	f.Add([]byte("[health]\nhealth_port = 70000\n"))
 	f.Add([]byte("[trust]\nroot_pubkey = \"zz\"\n[[peers]]\nx = 1\n"))
 	f.Add([]byte("a = [1, {b = 2}]\n[trust.extra]\nq = 'x'\n"))
+	f.Add([]byte("[discovery]\nbackend = \"etcd\"\nendpoints = \"127.0.0.1:2379,http://h:1\"\nprefix = \"/fleet/\"\nttl = \"5s\"\n"))
+	f.Add([]byte("[discovery]\nbackend = \"dns\"\nendpoints = \"[::1]:53\"\ndns_min_interval = \"500ms\"\ndns_max_interval = 30\npassword = \"x\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 1<<16 {
 			return

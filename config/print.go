@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/aster-go/aster/trust"
 )
@@ -42,6 +43,11 @@ func (c *Config) printedFields() []printed {
 					v = DefaultHookTimeoutMS
 				}
 				p.text, p.value = fmt.Sprint(v), v
+			case time.Duration:
+				if v == 0 {
+					v = f.def.(time.Duration) // literal Config: zero means the default
+				}
+				p.text, p.value = v.String(), v.String()
 			case ed25519.PublicKey:
 				if v != nil {
 					p.text = hex.EncodeToString(v)
@@ -62,7 +68,10 @@ func (c *Config) printedFields() []printed {
 					if f.kind == kPath && c.sources != nil && raw != "" {
 						v = raw // as written, before ~ expansion
 					}
-					if f.sensitive {
+					switch {
+					case f.key == "discovery.password":
+						v = "****" // no part of a password is shown
+					case f.sensitive:
 						v = maskTail(v)
 					}
 					p.text, p.value = v, v

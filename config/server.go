@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/health"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/trust"
 	"github.com/aster-go/aster/trust/enroll"
 )
 
@@ -22,6 +24,7 @@ type Server struct {
 	*aster.Server
 
 	logger     *slog.Logger
+	registry   io.Closer      // the etcd registry of [discovery], or nil
 	healthAddr string         // "" when health.health_port is 0
 	healthOpts health.Options // endpoints and logger of the health server
 
@@ -52,6 +55,17 @@ type Server struct {
 //     a relay URL
 //   - logging.* → aster.WithLogger
 //   - trust.*, storage.path → aster.WithGate
+//   - discovery.backend "etcd" with discovery.prefix set →
+//     aster.WithRegistry: each service is registered in etcd as
+//     prefix/Service (a lease of discovery.ttl) when serving starts, and
+//     deregistered by Shutdown before it drains; and aster.WithCredential
+//     with the producer credential issued to the server's key in the
+//     enrollment credential or identity file, if there is one (clients with
+//     allow_all_producers=false call only producers that carry one). NewServer
+//     connects to etcd and fails with status Unavailable if it does not
+//     answer within 3 s; Shutdown or Close releases the connection (after
+//     withdrawing the registrations), so call one even if the server never
+//     served.
 //
 // health.health_port > 0 adds the health server (package health) on
 // health_host:health_port, with /metrics and /metrics/prometheus when
@@ -112,12 +126,40 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 	if c.ClearIPTransports {
 		base = append(base, aster.WithIPTransports(false))
 	}
-	return &Server{
+	key := c.SecretKey
+	if key == nil {
+		key = ts.key
+	}
+	if key == nil && c.Registers() {
+		// The producer credential and the registry entry name the key:
+		// pick it now (aster.NewServer would pick one anyway).
+		key = trust.GenerateKey()
+		base = append(base, aster.WithSecretKey(key))
+	}
+	ropts, reg, err := c.serverRegistry(key, logger)
+	if err != nil {
+		return nil, err
+	}
+	base = append(base, ropts...)
+	srv := &Server{
 		Server:     aster.NewServer(append(base, opts...)...),
 		logger:     logger,
 		healthAddr: c.HealthAddr(),
 		healthOpts: health.Options{Metrics: c.EnableMonitoring, Prometheus: c.EnableMonitoring, Logger: logger},
-	}, nil
+	}
+	if reg != nil {
+		srv.registry = reg
+	}
+	return srv, nil
+}
+
+// closeRegistry closes the etcd registry, if any, after the server stopped
+// (its registrations are withdrawn by then).
+func (s *Server) closeRegistry() error {
+	if s.registry == nil {
+		return nil
+	}
+	return s.registry.Close()
 }
 
 // Logger returns the logger built from the Config's logging.* settings
@@ -192,6 +234,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if herr := s.stopHealth(context.WithoutCancel(ctx)); err == nil {
 		err = herr
 	}
+	if rerr := s.closeRegistry(); err == nil {
+		err = rerr
+	}
 	return err
 }
 
@@ -205,6 +250,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	if hs != nil {
 		hs.Close()
+	}
+	if rerr := s.closeRegistry(); err == nil {
+		err = rerr
 	}
 	return err
 }

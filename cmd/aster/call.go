@@ -191,7 +191,7 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 	if f.verbose {
 		c.verbose = cmd.ErrOrStderr()
 		c.reqMD = reqMD
-		fmt.Fprintf(c.verbose, "* connected to %s in %s (contract %s, %d services)\n", tg.addr.ID.Short(), elapsed(time.Since(start)), shortID(tg.id), len(ct.Services))
+		fmt.Fprintf(c.verbose, "* connected to %s in %s (contract %s, %d services)\n", tg.client.Label(), elapsed(time.Since(start)), shortID(tg.id), len(ct.Services))
 	}
 	if f.session != "" {
 		return c.runSession(client)
@@ -608,7 +608,7 @@ type sessionStep struct {
 }
 
 // runSession runs the NDJSON calls on stdin in one session.
-func (c *caller) runSession(client *aster.Client) error {
+func (c *caller) runSession(client conn) error {
 	svc := c.flags.session
 	cs := c.ct.Service(svc, c.flags.version)
 	if cs == nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/config"
 	"github.com/aster-go/aster/contract"
+	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
@@ -86,6 +87,7 @@ type credInfo struct {
 
 // clientSetup is everything a command needs to dial.
 type clientSetup struct {
+	cfg     *config.Config // for service targets ([discovery] settings)
 	opts    []aster.ClientOption
 	cred    *credInfo // nil: no credential presented
 	skipped string    // the warning about an identity file skipped, if any
@@ -98,7 +100,7 @@ func setupClient(c *cobra.Command, cfg *config.Config, rcan string) (*clientSetu
 	if err != nil {
 		return nil, configError(err)
 	}
-	s := &clientSetup{opts: opts}
+	s := &clientSetup{cfg: cfg, opts: opts}
 	for _, w := range cfg.Warnings()[before:] {
 		fmt.Fprintln(c.ErrOrStderr(), "warning:", w)
 		if strings.HasPrefix(w, "ignoring ") {
@@ -144,10 +146,11 @@ func configCredential(cfg *config.Config) *credInfo {
 	return &credInfo{key: id.Key, cred: cred, from: from}
 }
 
-// target is a connected server: the client and its contract.
+// target is a connected server, or fleet of producers: the client and its
+// contract.
 type target struct {
-	client *aster.Client
-	addr   aster.Address
+	client conn          // a *aster.Client, or a fleet (fleet.go)
+	addr   aster.Address // zero for a fleet
 	ct     *contract.Contract
 	id     string // the contract id
 }
@@ -158,6 +161,9 @@ type target struct {
 // stops the connection is "cannot connect" (exit 3). The contract is saved
 // in the completion cache.
 func connect(ctx context.Context, c *cobra.Command, rawAddr string, f *connectFlags, s *clientSetup, extra ...aster.ClientOption) (*target, error) {
+	if discovery.IsTarget(rawAddr) {
+		return connectFleet(ctx, c, rawAddr, f, s, extra...)
+	}
 	addr, err := aster.ParseAddress(rawAddr)
 	if err != nil {
 		return nil, usageErrorf("bad address: %w", err)
@@ -179,7 +185,7 @@ func connect(ctx context.Context, c *cobra.Command, rawAddr string, f *connectFl
 		return nil, dialFailure(ctx, fmt.Errorf("fetching the contract: %w", err), s)
 	}
 	saveCachedContract(addr, ct, id)
-	return &target{client: client, addr: addr, ct: ct, id: id}, nil
+	return &target{client: clientConn{Client: client, addr: addr}, addr: addr, ct: ct, id: id}, nil
 }
 
 // dialFailure maps an error from dialling or fetching the contract.

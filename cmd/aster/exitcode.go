@@ -108,8 +108,13 @@ func usageErrorf(format string, args ...any) error {
 	return &cliError{exit: ExitUsage, code: status.InvalidArgument, msg: err.Error(), err: errors.Unwrap(err)}
 }
 
-// connectError reports a failure to connect (exit 3).
+// connectError reports a failure to connect (exit 3). An error that is a
+// cliError already (from dialTarget) is returned as it is.
 func connectError(err error) error {
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce
+	}
 	st := status.FromError(err)
 	return &cliError{exit: ExitConnect, code: st.Code(), msg: "cannot connect: " + st.Message(), err: err}
 }

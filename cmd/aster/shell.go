@@ -124,7 +124,7 @@ func (r *scriptReader) Prompt(string) (string, error) {
 // shell is one interactive session with a server.
 type shell struct {
 	ctx         context.Context // never canceled by SIGINT
-	client      *aster.Client
+	client      conn
 	ct          *contract.Contract
 	ctID        string
 	cwd         string // canonical directory path
@@ -201,7 +201,7 @@ func runShell(cmd *cobra.Command, f *shellFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, ct, id, addr := tg.client, tg.ct, tg.id, tg.addr
+	client, ct, id := tg.client, tg.ct, tg.id
 	defer client.Close()
 
 	sh := &shell{
@@ -256,7 +256,7 @@ func runShell(cmd *cobra.Command, f *shellFlags, args []string) error {
 
 	if sh.interactive && !sh.asJSON {
 		fmt.Fprintf(sh.out, "connected to %s (contract %s, %d services); 'help' lists commands\n",
-			addr.ID.Short(), shortID(id), len(ct.Services))
+			client.Label(), shortID(id), len(ct.Services))
 	}
 	sh.loop(ln)
 	if sh.failures > 0 && !sh.interactive {

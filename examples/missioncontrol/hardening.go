@@ -1,10 +1,12 @@
 package main
 
 import (
+	"flag"
 	"log/slog"
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 )
@@ -12,11 +14,16 @@ import (
 // Hardening for production: the middleware chain on each side, in the order
 // package middleware documents.
 
+// perPeerRate is each agent's call rate limit (calls a second; burst
+// twice that), the -rate flag. 0 turns the limit off, e.g. for a load test
+// from one client.
+var perPeerRate = flag.Float64("rate", 100, "calls a second each agent (peer) may make, with a burst of twice that; 0: no limit")
+
 // serverHardening contains handler panics, logs every call (successes at
 // DEBUG, failures at WARN/ERROR), bounds each call's time (tails may run for
-// an hour) and caps each agent at 100 calls a second.
+// an hour) and caps each agent at -rate (100) calls a second.
 func serverHardening(logger *slog.Logger) aster.ServerOption {
-	return aster.WithMiddleware(
+	mw := []handler.Middleware{
 		middleware.Recover(middleware.RecoverOptions{Logger: logger}),
 		middleware.Logging(middleware.LogOptions{Logger: logger, Level: quietSuccess}),
 		middleware.Deadline(middleware.DeadlineOptions{
@@ -24,8 +31,11 @@ func serverHardening(logger *slog.Logger) aster.ServerOption {
 			Max:       5 * time.Minute,
 			PerMethod: map[string]time.Duration{"MissionControl.tailLogs": time.Hour, "AgentSession.runCommand": time.Hour},
 		}),
-		middleware.RateLimit(middleware.RateLimitOptions{PerPeer: middleware.Limit{Rate: 100, Burst: 200}}),
-	)
+	}
+	if r := *perPeerRate; r > 0 {
+		mw = append(mw, middleware.RateLimit(middleware.RateLimitOptions{PerPeer: middleware.Limit{Rate: r, Burst: int(2 * r)}}))
+	}
+	return aster.WithMiddleware(mw...)
 }
 
 // clientHardening gives calls a default deadline, retries idempotent calls

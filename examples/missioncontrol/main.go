@@ -29,6 +29,21 @@
 // (ASTER_ALLOW_ALL_CONSUMERS=false, say): then it refuses to start.
 // ASTER_ENROLLMENT_CREDENTIAL is the credential file the -demo client
 // presents.
+//
+// Scaling out: run N copies registered in etcd, and call the fleet by name.
+// With ASTER_DISCOVERY=etcd and ASTER_DISCOVERY_PREFIX set, each copy
+// registers its services as <prefix>/MissionControl and
+// <prefix>/AgentSession under a lease (ASTER_DISCOVERY_TTL, default 5s)
+// while it serves, and withdraws them on SIGTERM before it drains:
+//
+//	export ASTER_DISCOVERY=etcd ASTER_DISCOVERY_ENDPOINTS=127.0.0.1:2379 ASTER_DISCOVERY_PREFIX=fleet
+//	go run ./examples/missioncontrol &   # three times
+//	aster discover etcd:///fleet/MissionControl
+//	go run ./examples/missioncontrol/agent etcd:///fleet/MissionControl
+//
+// Each copy limits every agent to -rate calls a second (default 100, with
+// a burst of twice that); -rate 0 turns the limit off, e.g. to load-test a
+// fleet from one client.
 package main
 
 import (

@@ -4,6 +4,15 @@
 //	go run ./examples/missioncontrol/agent <aster1…address>                 # submit a log entry a second
 //	go run ./examples/missioncontrol/agent --metrics 10000 <aster1…address> # stream metric points
 //	go run ./examples/missioncontrol/agent --rcan edge-node-7.cred <aster1…address> # present a credential
+//
+// Instead of one server's address the agent takes a service target and
+// calls the fleet of producers it names ("Scaling out" in the README): each
+// call goes to one of them, and an idempotent call whose producer dies is
+// retried on another. The [discovery] settings come from the ASTER_*
+// variables (config.Load):
+//
+//	ASTER_DISCOVERY_ENDPOINTS=127.0.0.1:2379 go run ./examples/missioncontrol/agent etcd:///fleet/MissionControl
+//	go run ./examples/missioncontrol/agent dns://127.0.0.1:5353/_mc._udp.example.internal
 package main
 
 import (
@@ -18,6 +27,8 @@ import (
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/config"
+	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
 	"github.com/aster-go/aster/trust/enroll"
 	"github.com/aster-go/aster/trust/identity"
@@ -30,7 +41,7 @@ func main() {
 	agentID := flag.String("agent-id", "edge-node-7", "agent id to report")
 	rcan := flag.String("rcan", os.Getenv("ASTER_ENROLLMENT_CREDENTIAL"), "enrollment credential file to present (aster enroll node --out); default $ASTER_ENROLLMENT_CREDENTIAL")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "Usage: agent [--metrics N | --count N] <aster1...address>")
+		fmt.Fprintln(os.Stderr, "Usage: agent [--metrics N | --count N] <aster1...address | etcd:///fleet/MissionControl | dns:///name>")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -63,7 +74,7 @@ func main() {
 func run(ctx context.Context, addr, agentID string, metrics, count int, interval time.Duration, opts ...aster.ClientOption) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := aster.Dial(dctx, addr, opts...)
+	c, err := dial(dctx, addr, opts...)
 	if err != nil {
 		return err
 	}
@@ -117,4 +128,23 @@ func run(ctx context.Context, addr, agentID string, metrics, count int, interval
 		}
 	}
 	return nil
+}
+
+// caller is a connection to one server or to a fleet.
+type caller interface {
+	aster.Caller
+	Close() error
+}
+
+// dial connects to addr: an aster1… address, or a service target whose
+// producers the [discovery] settings find.
+func dial(ctx context.Context, addr string, opts ...aster.ClientOption) (caller, error) {
+	if !discovery.IsTarget(addr) {
+		return aster.Dial(ctx, addr, opts...)
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return nil, err
+	}
+	return cfg.DialFleet(ctx, addr, opts...)
 }
