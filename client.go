@@ -54,6 +54,10 @@ type Client struct {
 	// redials for the idempotent flag and requirements.
 	methods  map[methodKey]methodMeta
 	ownsDial bool
+
+	// pool holds the idle reusable streams of the connection
+	// (PROTOCOL.md 20; client_stream.go).
+	pool streamPool
 }
 
 // fetchedContract is the contract of one connection, or (err set) the
@@ -132,7 +136,7 @@ func DialAddress(ctx context.Context, addr Address, opts ...ClientOption) (*Clie
 // NewClient returns a Client for addr without connecting; the first call
 // dials. A bad option value makes every call fail with INVALID_ARGUMENT.
 func NewClient(addr Address, opts ...ClientOption) *Client {
-	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default()}
+	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default(), streamReuse: streamReuseDefault}
 	for _, opt := range opts {
 		opt.applyClient(&o)
 	}
@@ -363,6 +367,7 @@ func (c *Client) admitExchange(ctx context.Context, conn transport.Conn) error {
 		}
 		return admitError(err)
 	}
+	c.offerReuse(conn, v.StreamReuse)
 	return nil
 }
 
@@ -659,6 +664,7 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	h := wire.Header{
 		Service: call.Service, Method: call.Method, Version: call.Version,
 		CallID: c.callID.Add(1), Metadata: call.Metadata, SessionID: call.SessionID,
+		Reuse: c.opts.streamReuse && c.pool.offered(conn),
 	}
 	if c.opts.codec.Name() != cbor.Name {
 		h.SerializationMode = c.opts.codec.Name()
@@ -682,14 +688,25 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	if err != nil {
 		return nil, status.Wrap(status.ResourceExhausted, err)
 	}
-	st, err := conn.OpenStream(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, status.FromError(ctx.Err())
+	var st transport.Stream
+	if h.Reuse {
+		if st = c.pool.take(conn); st != nil {
+			c.pool.reused.Add(1)
 		}
-		return nil, status.Wrap(status.Unavailable, err)
+	}
+	if st == nil {
+		if st, err = conn.OpenStream(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, status.FromError(ctx.Err())
+			}
+			return nil, status.Wrap(status.Unavailable, err)
+		}
+		c.pool.opened.Add(1)
 	}
 	cs := &clientStream{st: st, ctx: ctx, codec: c.opts.codec, pattern: call.Pattern}
+	if h.Reuse {
+		cs.reuse, cs.pool, cs.conn = true, &c.pool, conn
+	}
 	cs.r.Reset(st, c.opts.maxFrame)
 	cs.w.Reset(st)
 	cs.maxFrame = c.opts.maxFrame

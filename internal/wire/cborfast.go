@@ -23,10 +23,13 @@ const (
 )
 
 // appendHeaderCBOR encodes h. Field order is the deterministic key order:
-// callId, method, service, timeout, version, metadata, sessionId,
+// reuse, callId, method, service, timeout, version, metadata, sessionId,
 // serializationMode.
 func appendHeaderCBOR(b []byte, h *Header) []byte {
 	n := 2 // method and service are always present
+	if h.Reuse {
+		n++
+	}
 	if h.CallID != 0 {
 		n++
 	}
@@ -46,6 +49,9 @@ func appendHeaderCBOR(b []byte, h *Header) []byte {
 		n++
 	}
 	b = cbordet.AppendHead(b, majMap, uint64(n))
+	if h.Reuse {
+		b = append(cbordet.AppendText(b, "reuse"), cborTrue)
+	}
 	if h.CallID != 0 {
 		b = cbordet.AppendHead(cbordet.AppendText(b, "callId"), majUint, h.CallID)
 	}
@@ -144,6 +150,28 @@ func (r *cborReader) text() (string, error) {
 	return string(b), err
 }
 
+// CBOR's simple values false and true.
+const (
+	cborFalse = 0xf4
+	cborTrue  = 0xf5
+)
+
+// bool reads false or true.
+func (r *cborReader) bool() (bool, error) {
+	if r.i >= len(r.b) {
+		return false, errSlowPath
+	}
+	switch r.b[r.i] {
+	case cborFalse:
+		r.i++
+		return false, nil
+	case cborTrue:
+		r.i++
+		return true, nil
+	}
+	return false, errSlowPath
+}
+
 func (r *cborReader) uint(max uint64) (uint64, error) {
 	m, n, err := r.head()
 	if err != nil {
@@ -231,6 +259,9 @@ func decodeHeaderCBOR(b []byte, h *Header) error {
 		case "sessionId":
 			bit = 128
 			h.SessionID, err = r.uint(^uint64(0))
+		case "reuse":
+			bit = 256
+			h.Reuse, err = r.bool()
 		default:
 			return errSlowPath
 		}
