@@ -327,12 +327,15 @@ func (cs *clientStream) release(reset bool) {
 		// cleanly: its requests ended with the end-of-request frame, its
 		// trailer was read, and the context did not cancel it meanwhile.
 		stopped := cs.stop == nil || cs.stop()
-		cs.w.Wait()
 		if clean && stopped && cs.eorSent.Load() {
+			// The last write (the end-of-request frame) has returned.
+			cs.w.Wait()
 			cs.pool.put(cs.conn, cs.st)
-		} else {
-			cs.st.Reset(transport.CodeCancel)
+			return
 		}
+		// The reset unblocks a write still in progress.
+		cs.st.Reset(transport.CodeCancel)
+		cs.w.Wait()
 		return
 	}
 	if cs.stop != nil {
