@@ -565,19 +565,27 @@ func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middlewa
 	c.mu.Lock()
 	methods, fc := c.methods, c.contract
 	c.mu.Unlock()
-	if methods != nil {
-		if m, ok := methods[methodKey{call.Service, call.Method, call.Version}]; ok {
-			call.Idempotent = call.Idempotent || m.idempotent
-			if call.Requires == nil {
-				call.Requires = m.requires
-			}
+	// One lookup when the connection's contract is the last one fetched
+	// (the usual case): fc.methods then is methods.
+	key := methodKey{call.Service, call.Method, call.Version}
+	var m methodMeta
+	var inContract bool
+	if fc != nil {
+		m, inContract = fc.methods[key]
+	}
+	known := inContract
+	if !known && methods != nil {
+		m, known = methods[key]
+	}
+	if known {
+		call.Idempotent = call.Idempotent || m.idempotent
+		if call.Requires == nil {
+			call.Requires = m.requires
 		}
 	}
-	if fc != nil {
-		if m, ok := fc.methods[methodKey{call.Service, call.Method, call.Version}]; ok {
-			if err := checkCall(call, &m); err != nil {
-				return nil, err
-			}
+	if inContract {
+		if err := checkCall(call, &m); err != nil {
+			return nil, err
 		}
 	}
 	return c.caller.NewStream(ctx, call)

@@ -56,8 +56,11 @@ type serverConn struct {
 	// budget bounds the bytes held for the connection's responses
 	// (WithConnSendBudget); nil means no budget.
 	budget *wire.Budget
-	// idle counts the connection's reusable streams waiting for a call.
-	idle atomic.Int32
+	// The connection's idle reusable streams, oldest first, and whether
+	// the sweeper that resets them after the idle timeout runs.
+	idleMu             sync.Mutex
+	idleHead, idleTail *idleEntry
+	sweeping           bool
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -222,10 +225,14 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	}()
 	c := getServerCall()
 	c.r.Reset(st, sc.srv.opts.maxFrame)
+	var e *idleEntry // the stream's place among the idle, once it is idle
 	for reused := false; ; reused = true {
 		again := sc.serveCall(st, c, reused)
 		if again {
-			again = sc.awaitCall(st, &held, c)
+			if e == nil {
+				e = &idleEntry{st: st}
+			}
+			again = sc.awaitCall(st, &held, c, e)
 		}
 		if !again {
 			putServerCall(c)
@@ -245,22 +252,22 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 // while it waits it holds no read buffer and no active slot, and the wait
 // is bounded by the idle timeout. Then it takes an active slot. false means
 // the stream ended (it was reset or closed here).
-func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall) bool {
+func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, e *idleEntry) bool {
 	if *held {
 		<-sc.active
 		*held = false
 	}
 	if c.r.Buffered() == 0 {
 		// The streams idle at once are bounded by the transport's stream
-		// limit and this timeout; a conforming client keeps at most its
-		// pool (the verdict's offer) of them, the others being on their
-		// way to their next call or retired by the client.
-		sc.idle.Add(1)
-		sc.srv.stats.idleStreams.Add(1)
-		_ = st.SetReadDeadline(time.Now().Add(sc.srv.opts.limits.streamIdle))
+		// limit and the idle timeout, which the connection's sweeper
+		// enforces (a read deadline would cost a timer per call); a
+		// conforming client keeps at most its pool (the verdict's offer)
+		// of them, the others being on their way to their next call or
+		// retired by the client.
+		_ = st.SetReadDeadline(time.Time{})
+		sc.idleAdd(e)
 		err := c.r.Await()
-		sc.srv.stats.idleStreams.Add(-1)
-		sc.idle.Add(-1)
+		sc.idleRemove(e)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				// The client retired the stream: a clean end.
@@ -280,6 +287,104 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall) 
 		}
 	}
 	return true
+}
+
+// idleEntry is an idle reusable stream in its connection's idle list,
+// oldest first, which the sweeper goroutine resets once idle for the idle
+// timeout.
+type idleEntry struct {
+	st         transport.Stream
+	since      time.Time
+	prev, next *idleEntry
+	listed     bool
+}
+
+// idleSweeps is how many times per idle timeout the sweeper looks for
+// expired streams: a stream is reset between 1 and 1 + 1/idleSweeps idle
+// timeouts after its call.
+const idleSweeps = 8
+
+// idleAdd lists e as idle from now, starting the sweeper if it is not
+// running.
+func (sc *serverConn) idleAdd(e *idleEntry) {
+	sc.srv.stats.idleStreams.Add(1)
+	sc.idleMu.Lock()
+	e.since, e.listed = time.Now(), true
+	e.next, e.prev = nil, sc.idleTail
+	if sc.idleTail != nil {
+		sc.idleTail.next = e
+	} else {
+		sc.idleHead = e
+	}
+	sc.idleTail = e
+	if !sc.sweeping {
+		sc.sweeping = true
+		sc.streams.Add(1) // the caller's stream holds a count: Add is safe
+		go sc.sweep()
+	}
+	sc.idleMu.Unlock()
+}
+
+// idleRemove takes e off the idle list (if the sweeper did not).
+func (sc *serverConn) idleRemove(e *idleEntry) {
+	sc.srv.stats.idleStreams.Add(-1)
+	sc.idleMu.Lock()
+	if e.listed {
+		sc.unlinkIdle(e)
+	}
+	sc.idleMu.Unlock()
+}
+
+func (sc *serverConn) unlinkIdle(e *idleEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		sc.idleHead = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		sc.idleTail = e.prev
+	}
+	e.prev, e.next, e.listed = nil, nil, false
+}
+
+// sweep resets the streams idle for longer than the idle timeout. It runs
+// while any stream is idle, and ends with the connection.
+func (sc *serverConn) sweep() {
+	defer sc.streams.Done()
+	idle := sc.srv.opts.limits.streamIdle
+	every := max(idle/idleSweeps, time.Millisecond)
+	t := time.NewTimer(every)
+	defer t.Stop()
+	var expired []transport.Stream
+	for {
+		select {
+		case <-sc.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		sc.idleMu.Lock()
+		for e := sc.idleHead; e != nil && now.Sub(e.since) >= idle; e = sc.idleHead {
+			sc.unlinkIdle(e)
+			expired = append(expired, e.st)
+		}
+		if sc.idleHead == nil {
+			sc.sweeping = false
+		}
+		done := !sc.sweeping
+		sc.idleMu.Unlock()
+		for i, st := range expired {
+			st.Reset(transport.CodeNoError) // its Await returns an error
+			expired[i] = nil
+		}
+		expired = expired[:0]
+		if done {
+			return
+		}
+		t.Reset(every)
+	}
 }
 
 // serveCall serves one call on st: it reads the HEADER, finds the method,

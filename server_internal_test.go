@@ -116,10 +116,11 @@ func TestIdleWorkersExit(t *testing.T) {
 		}
 		// The calls' streams are kept for reuse: their workers wait for a
 		// next call until the server's idle timeout, then exit once idle.
-		time.Sleep(DefaultStreamIdleTimeout + workerIdle + time.Millisecond) // virtual time
+		wait := DefaultStreamIdleTimeout*(idleSweeps+1)/idleSweeps + workerIdle + time.Millisecond
+		time.Sleep(wait) // virtual time
 		synctest.Wait()
 		if n := workerGoroutines(); n > 0 {
-			t.Fatalf("%d stream workers still running after %v idle", n, DefaultStreamIdleTimeout+workerIdle)
+			t.Fatalf("%d stream workers still running after %v idle", n, wait)
 		}
 	})
 }
