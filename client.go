@@ -672,7 +672,18 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	h := wire.Header{
 		Service: call.Service, Method: call.Method, Version: call.Version,
 		CallID: c.callID.Add(1), Metadata: call.Metadata, SessionID: call.SessionID,
-		Reuse: c.opts.streamReuse && c.pool.offered(conn),
+	}
+	// An idle stream of an earlier call, when the connection offered
+	// reuse (PROTOCOL.md 22); it goes back to the pool if the call fails
+	// before it is used.
+	var st transport.Stream
+	if c.opts.streamReuse {
+		st, h.Reuse = c.pool.take(conn)
+	}
+	unused := func() {
+		if st != nil {
+			c.pool.put(conn, st)
+		}
 	}
 	if c.opts.codec.Name() != cbor.Name {
 		h.SerializationMode = c.opts.codec.Name()
@@ -680,11 +691,13 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {
+			unused()
 			return nil, status.New(status.DeadlineExceeded, "deadline exceeded before the call started")
 		}
 		h.Timeout = uint64((left + time.Millisecond - 1) / time.Millisecond)
 	}
 	if err := h.Validate(); err != nil {
+		unused()
 		return nil, err
 	}
 	// Encode the header before a stream exists: one over the 64 KiB limit
@@ -694,15 +707,12 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	enc, err := wire.AppendHeader((*hb)[:0], &h, false)
 	*hb = enc[:0]
 	if err != nil {
+		unused()
 		return nil, status.Wrap(status.ResourceExhausted, err)
 	}
-	var st transport.Stream
-	if h.Reuse {
-		if st = c.pool.take(conn); st != nil {
-			c.pool.reused.Add(1)
-		}
-	}
-	if st == nil {
+	if st != nil {
+		c.pool.reused.Add(1)
+	} else {
 		if st, err = conn.OpenStream(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, status.FromError(ctx.Err())

@@ -453,23 +453,21 @@ func (p *streamPool) offer(conn transport.Conn, max int) {
 	}
 }
 
-// offered reports whether calls on conn may be marked reusable.
-func (p *streamPool) offered(conn transport.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.conn == conn && p.max > 0
-}
-
-// take returns the most recently idle stream of conn (nil if none);
-// streams idle for longer than ClientStreamIdleTimeout are retired.
-func (p *streamPool) take(conn transport.Conn) transport.Stream {
+// take reports whether calls on conn may be marked reusable and, if so,
+// returns its most recently idle stream (nil if none); streams idle for
+// longer than ClientStreamIdleTimeout are retired.
+func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 	now := time.Now()
 	p.mu.Lock()
-	if p.conn != conn || len(p.idle) == 0 {
+	if p.conn != conn || p.max == 0 {
 		p.mu.Unlock()
-		return nil
+		return nil, false
 	}
 	n := len(p.idle)
+	if n == 0 {
+		p.mu.Unlock()
+		return nil, true
+	}
 	s := p.idle[n-1]
 	p.idle[n-1] = idleStream{}
 	p.idle = p.idle[:n-1]
@@ -482,10 +480,10 @@ func (p *streamPool) take(conn transport.Conn) transport.Stream {
 		for _, o := range old {
 			o.st.Close()
 		}
-		return nil
+		return nil, true
 	}
 	p.mu.Unlock()
-	return s.st
+	return s.st, true
 }
 
 // put keeps st, whose call ended cleanly, for another call on conn, or
@@ -506,7 +504,9 @@ func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
 	}
 	if i > 0 {
 		stale = append(stale, p.idle[:i]...)
-		p.idle = append(p.idle[:0], p.idle[i:]...)
+		n := copy(p.idle, p.idle[i:])
+		clear(p.idle[n:])
+		p.idle = p.idle[:n]
 	}
 	p.idle = append(p.idle, idleStream{st: st, since: now})
 	p.mu.Unlock()
