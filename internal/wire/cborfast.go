@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/aster-go/aster/internal/cbordet"
@@ -172,6 +173,37 @@ func (r *cborReader) bool() (bool, error) {
 	return false, errSlowPath
 }
 
+// name reads a service or method name, interned: the names of a server's
+// methods recur on every call, so the string of one seen before is shared
+// rather than allocated again.
+func (r *cborReader) name() (string, error) {
+	b, err := r.bytesOf(majText)
+	if err != nil || len(b) > MaxNameLen {
+		if err == nil {
+			return string(b), nil // Validate rejects it
+		}
+		return "", err
+	}
+	h := uint32(2166136261) // FNV-1a
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	slot := &internedNames[h%uint32(len(internedNames))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p, nil
+	}
+	if !utf8.Valid(b) {
+		return "", errSlowPath
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s, nil
+}
+
+// internedNames holds recently decoded names, one per hash slot (a newer
+// name with the same slot replaces the older one).
+var internedNames [512]atomic.Pointer[string]
+
 func (r *cborReader) uint(max uint64) (uint64, error) {
 	m, n, err := r.head()
 	if err != nil {
@@ -235,10 +267,10 @@ func decodeHeaderCBOR(b []byte, h *Header) error {
 		switch string(k) {
 		case "service":
 			bit = 1
-			h.Service, err = r.text()
+			h.Service, err = r.name()
 		case "method":
 			bit = 2
-			h.Method, err = r.text()
+			h.Method, err = r.name()
 		case "version":
 			bit = 4
 			var v uint64
