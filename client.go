@@ -56,7 +56,7 @@ type Client struct {
 	ownsDial bool
 
 	// pool holds the idle reusable streams of the connection
-	// (PROTOCOL.md 20; client_stream.go).
+	// (PROTOCOL.md 22; client_stream.go).
 	pool streamPool
 }
 

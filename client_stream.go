@@ -33,7 +33,7 @@ type clientStream struct {
 	maxFrame uint32
 	stop     func() bool
 
-	// reuse is set for a call marked reusable (PROTOCOL.md 20): pool
+	// reuse is set for a call marked reusable (PROTOCOL.md 22): pool
 	// takes its stream back, on conn, once the call ended cleanly.
 	reuse bool
 	pool  *streamPool
@@ -416,7 +416,7 @@ var (
 	_ middleware.StatsReporter = (*clientStream)(nil)
 )
 
-// Stream reuse (PROTOCOL.md 20), the client's side.
+// Stream reuse (PROTOCOL.md 22), the client's side.
 
 // ClientStreamIdleTimeout is how long a client keeps a reusable stream
 // idle before it retires it: shorter than the server's idle timeout
