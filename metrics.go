@@ -24,10 +24,11 @@ type Metrics struct {
 	// served, and StreamsReused the calls it served on a stream that had
 	// carried an earlier call (PROTOCOL.md 22); their sum is the calls
 	// whose HEADER was read. IdleStreams is the number of reusable streams
-	// now waiting for their next call.
-	StreamsOpened uint64 `json:"streams_opened"`
-	StreamsReused uint64 `json:"streams_reused"`
-	IdleStreams   int    `json:"idle_streams"`
+	// now waiting for their next call. In JSON the three are left out
+	// while 0.
+	StreamsOpened uint64 `json:"streams_opened,omitempty"`
+	StreamsReused uint64 `json:"streams_reused,omitempty"`
+	IdleStreams   int    `json:"idle_streams,omitempty"`
 }
 
 // ClientMetrics is a snapshot of a client's stream counters (see
@@ -37,9 +38,9 @@ type ClientMetrics struct {
 	// StreamsReused the calls it started on an idle stream of an earlier
 	// call (PROTOCOL.md 22). IdleStreams is the number of streams now kept
 	// for further calls.
-	StreamsOpened uint64 `json:"streams_opened"`
-	StreamsReused uint64 `json:"streams_reused"`
-	IdleStreams   int    `json:"idle_streams"`
+	StreamsOpened uint64 `json:"streams_opened,omitempty"`
+	StreamsReused uint64 `json:"streams_reused,omitempty"`
+	IdleStreams   int    `json:"idle_streams,omitempty"`
 }
 
 // Metrics returns a snapshot of the client's stream counters.
