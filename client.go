@@ -724,6 +724,7 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	cs := &clientStream{st: st, ctx: ctx, codec: c.opts.codec, pattern: call.Pattern}
 	if h.Reuse {
 		cs.reuse, cs.pool, cs.conn = true, &c.pool, conn
+		c.pool.inFlight.Add(1) // until release
 	}
 	cs.r.Reset(st, c.opts.maxFrame)
 	cs.w.Reset(st)
@@ -732,7 +733,7 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		cs.w.SetStreaming()
 	}
 	if err := cs.w.Append(func(b []byte) ([]byte, error) { return append(b, enc...), nil }); err != nil {
-		st.Reset(transport.CodeInternal)
+		cs.release(true)
 		return nil, status.Wrap(status.Internal, err)
 	}
 	if ctx.Done() != nil {

@@ -326,6 +326,7 @@ func (cs *clientStream) release(reset bool) {
 		// The stream goes back to the pool only if the call ended
 		// cleanly: its requests ended with the end-of-request frame, its
 		// trailer was read, and the context did not cancel it meanwhile.
+		cs.pool.inFlight.Add(-1)
 		stopped := cs.stop == nil || cs.stop()
 		if clean && stopped && cs.eorSent.Load() {
 			// The last write (the end-of-request frame) has returned.
@@ -433,6 +434,10 @@ type streamPool struct {
 	idle []idleStream   // oldest first
 
 	opened, reused atomic.Uint64
+	// inFlight counts the reusable calls started and not yet released:
+	// the pool keeps up to that many idle streams when it is more than
+	// the offer, so that as many callers as there are calls find one.
+	inFlight atomic.Int64
 }
 
 type idleStream struct {
@@ -492,7 +497,7 @@ func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
 	now := time.Now()
 	p.mu.Lock()
-	if p.conn != conn || len(p.idle) >= p.max || isDone(conn.Done()) {
+	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || isDone(conn.Done()) {
 		p.mu.Unlock()
 		st.Close()
 		return

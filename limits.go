@@ -85,7 +85,8 @@ func WithHeaderTimeout(d time.Duration) ServerOption {
 // While it waits it holds a goroutine and no read buffer, and it is
 // neither a call in flight (Metrics.ActiveCalls) nor one of the streams
 // WithMaxConcurrentStreams counts; a client keeps at most
-// DefaultMaxIdleStreams of them per connection (beyond, it retires them),
+// DefaultMaxIdleStreams of them per connection, or as many as it has calls
+// in flight there (beyond, it retires them),
 // and a peer's idle streams are bounded by the transport's stream limit
 // (10,000 on QUIC) and this timeout. Its next HEADER, once its first byte arrived, must be complete within the
 // header timeout (WithHeaderTimeout). Default DefaultStreamIdleTimeout

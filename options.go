@@ -407,9 +407,10 @@ var streamReuseDefault = true
 // (true) a client whose server offers stream reuse in its admission
 // verdict (PROTOCOL.md 22) starts a call on an idle stream of an earlier
 // call when it has one, and keeps the stream of a call that ended cleanly
-// (its trailer read: OK or an error status) for another, up to the
-// server's offer (at most DefaultMaxIdleStreams per connection) and for at
-// most ClientStreamIdleTimeout. Concurrent calls still each have their own
+// (its trailer read: OK or an error status) for another: up to the
+// server's offer (at most DefaultMaxIdleStreams) per connection, or as
+// many as it has calls in flight there if that is more, each for at most
+// ClientStreamIdleTimeout. Concurrent calls still each have their own
 // stream, and a call that ended otherwise (cancelled, deadline, reset, not
 // read to its end) discards its stream. Client.Metrics counts the streams
 // opened and reused.
