@@ -36,6 +36,18 @@ type admitVerdict struct {
 	Role         string   `cbor:"role" json:"role"`
 	Capabilities []string `cbor:"capabilities" json:"capabilities"`
 	Unrestricted bool     `cbor:"unrestricted" json:"unrestricted"`
+	// StreamReuse, when above 0, offers stream reuse (PROTOCOL.md 22):
+	// the client may keep up to that many idle streams for further calls.
+	// Absent (0) from servers that do not offer it.
+	StreamReuse int `cbor:"streamReuse,omitempty" json:"streamReuse,omitempty"`
+}
+
+// streamReuseOffer is the verdict's streamReuse for a server's options.
+func streamReuseOffer(o *serverOptions) int {
+	if o.limits.streamIdle <= 0 {
+		return 0
+	}
+	return DefaultMaxIdleStreams
 }
 
 // Admission limits.
@@ -114,7 +126,7 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *enroll.Gate, c transpor
 		refuse(ctx, c, st, se, jsonMeta)
 		return handler.Peer{}, nil, err
 	}
-	v := admitVerdict{Role: string(grant.Role), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted}
+	v := admitVerdict{Role: string(grant.Role), Capabilities: grant.Capabilities, Unrestricted: grant.Unrestricted, StreamReuse: streamReuseOffer(o)}
 	if v.Capabilities == nil {
 		v.Capabilities = []string{}
 	}
@@ -264,5 +276,5 @@ func (c *serverCall) admitOpen() error {
 	if role == "" {
 		role = string(enroll.RoleConsumer)
 	}
-	return c.Send(&admitVerdict{Role: role, Capabilities: []string{}, Unrestricted: true})
+	return c.Send(&admitVerdict{Role: role, Capabilities: []string{}, Unrestricted: true, StreamReuse: streamReuseOffer(&c.sc.srv.opts)})
 }

@@ -402,8 +402,8 @@ func TestAdmissionWireExample(t *testing.T) {
 		a3 66 63616c6c4964 01 66 6d6574686f64 65 61646d6974 67 73657276696365 66 5f6173746572
 		02000000 00 a0`)
 	open := newGated(t, enroll.Policy{AllowAllConsumers: true, AllowAllProducers: true})
-	want := hexBytes(t, `2c000000 00
-		a3 64 726f6c65 68 636f6e73756d6572 6c 6361706162696c6974696573 80 6c 756e72657374726963746564 f5
+	want := hexBytes(t, `3a000000 00
+		a4 64 726f6c65 68 636f6e73756d6572 6b 73747265616d5265757365 18 40 6c 6361706162696c6974696573 80 6c 756e72657374726963746564 f5
 		08000000 02 a1 64 636f6465 00`)
 	if got := rawExchange(t, open.addr, trust.GenerateKey(), request); !bytes.Equal(got, want) {
 		t.Errorf("open gate answered\n%x\nwant\n%x", got, want)
@@ -430,7 +430,7 @@ func TestAdmissionWireExample(t *testing.T) {
 	enc, _ := cred.Encode()
 	hello := append(hexBytes(t, `a2 64 726f6c65 68 636f6e73756d6572 6a 63726564656e7469616c 59 0130`), enc...)
 	req := append(request[:len(request)-6:len(request)-6], wire.AppendFrame(nil, 0, hello)...)
-	want = wire.AppendFrame(nil, 0, hexBytes(t, `a3 64 726f6c65 68 636f6e73756d6572 6c 6361706162696c6974696573 82 6a 6f70732e737461747573 6a 6f70732e696e67657374 6c 756e72657374726963746564 f4`))
+	want = wire.AppendFrame(nil, 0, hexBytes(t, `a4 64 726f6c65 68 636f6e73756d6572 6b 73747265616d5265757365 18 40 6c 6361706162696c6974696573 82 6a 6f70732e737461747573 6a 6f70732e696e67657374 6c 756e72657374726963746564 f4`))
 	want = append(want, hexBytes(t, `08000000 02 a1 64 636f6465 00`)...)
 	if got := rawExchange(t, vec.addr, ep, req); !bytes.Equal(got, want) {
 		t.Errorf("vector credential answered\n%x\nwant\n%x", got, want)

@@ -56,6 +56,10 @@ type Client struct {
 	// redials for the idempotent flag and requirements.
 	methods  map[methodKey]methodMeta
 	ownsDial bool
+
+	// pool holds the idle reusable streams of the connection
+	// (PROTOCOL.md 22; client_stream.go).
+	pool streamPool
 }
 
 // fetchedContract is the contract of one connection, or (err set) the
@@ -134,7 +138,7 @@ func DialAddress(ctx context.Context, addr Address, opts ...ClientOption) (*Clie
 // NewClient returns a Client for addr without connecting; the first call
 // dials. A bad option value makes every call fail with INVALID_ARGUMENT.
 func NewClient(addr Address, opts ...ClientOption) *Client {
-	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default()}
+	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default(), streamReuse: streamReuseDefault}
 	for _, opt := range opts {
 		opt.applyClient(&o)
 	}
@@ -491,6 +495,7 @@ func (c *Client) readVerdict(cs *clientStream, v *admitVerdict) error {
 		}
 		return admitError(err)
 	}
+	c.offerReuse(conn, v.StreamReuse)
 	return nil
 }
 
@@ -730,19 +735,27 @@ func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middlewa
 	c.mu.Lock()
 	methods, fc := c.methods, c.contract
 	c.mu.Unlock()
-	if methods != nil {
-		if m, ok := methods[methodKey{call.Service, call.Method, call.Version}]; ok {
-			call.Idempotent = call.Idempotent || m.idempotent
-			if call.Requires == nil {
-				call.Requires = m.requires
-			}
+	// One lookup when the connection's contract is the last one fetched
+	// (the usual case): fc.methods then is methods.
+	key := methodKey{call.Service, call.Method, call.Version}
+	var m methodMeta
+	var inContract bool
+	if fc != nil {
+		m, inContract = fc.methods[key]
+	}
+	known := inContract
+	if !known && methods != nil {
+		m, known = methods[key]
+	}
+	if known {
+		call.Idempotent = call.Idempotent || m.idempotent
+		if call.Requires == nil {
+			call.Requires = m.requires
 		}
 	}
-	if fc != nil {
-		if m, ok := fc.methods[methodKey{call.Service, call.Method, call.Version}]; ok {
-			if err := checkCall(call, &m); err != nil {
-				return nil, err
-			}
+	if inContract {
+		if err := checkCall(call, &m); err != nil {
+			return nil, err
 		}
 	}
 	return c.caller.NewStream(ctx, call)
@@ -830,17 +843,31 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		Service: call.Service, Method: call.Method, Version: call.Version,
 		CallID: c.callID.Add(1), Metadata: call.Metadata, SessionID: call.SessionID,
 	}
+	// An idle stream of an earlier call, when the connection offered
+	// reuse (PROTOCOL.md 22); it goes back to the pool if the call fails
+	// before it is used.
+	var st transport.Stream
+	if c.opts.streamReuse {
+		st, h.Reuse = c.pool.take(conn)
+	}
+	unused := func() {
+		if st != nil {
+			c.pool.put(conn, st)
+		}
+	}
 	if c.opts.codec.Name() != cbor.Name {
 		h.SerializationMode = c.opts.codec.Name()
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {
+			unused()
 			return nil, status.New(status.DeadlineExceeded, "deadline exceeded before the call started")
 		}
 		h.Timeout = uint64((left + time.Millisecond - 1) / time.Millisecond)
 	}
 	if err := h.Validate(); err != nil {
+		unused()
 		return nil, err
 	}
 	// Encode the header before a stream exists: one over the 64 KiB limit
@@ -850,16 +877,25 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 	enc, err := wire.AppendHeader((*hb)[:0], &h, false)
 	*hb = enc[:0]
 	if err != nil {
+		unused()
 		return nil, status.Wrap(status.ResourceExhausted, err)
 	}
-	st, err := conn.OpenStream(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, status.FromError(ctx.Err())
+	if st != nil {
+		c.pool.reused.Add(1)
+	} else {
+		if st, err = conn.OpenStream(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, status.FromError(ctx.Err())
+			}
+			return nil, status.Wrap(status.Unavailable, err)
 		}
-		return nil, status.Wrap(status.Unavailable, err)
+		c.pool.opened.Add(1)
 	}
 	cs := &clientStream{st: st, ctx: ctx, codec: c.opts.codec, pattern: call.Pattern}
+	if h.Reuse {
+		cs.reuse, cs.pool, cs.conn = true, &c.pool, conn
+		c.pool.inFlight.Add(1) // until release
+	}
 	cs.r.Reset(st, c.opts.maxFrame)
 	cs.w.Reset(st)
 	cs.maxFrame = c.opts.maxFrame
@@ -867,7 +903,7 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		cs.w.SetStreaming()
 	}
 	if err := cs.w.Append(func(b []byte) ([]byte, error) { return append(b, enc...), nil }); err != nil {
-		st.Reset(transport.CodeInternal)
+		cs.release(true)
 		return nil, status.Wrap(status.Internal, err)
 	}
 	if ctx.Done() != nil {

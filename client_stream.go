@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aster-go/aster/codec"
 	"github.com/aster-go/aster/handler"
@@ -31,6 +32,16 @@ type clientStream struct {
 	w        wire.Writer
 	maxFrame uint32
 	stop     func() bool
+
+	// reuse is set for a call marked reusable (PROTOCOL.md 22): pool
+	// takes its stream back, on conn, once the call ended cleanly.
+	reuse bool
+	pool  *streamPool
+	conn  transport.Conn
+	// eorSent is set once the end-of-request frame was written; clean,
+	// under mu, once the trailer was read with nothing after it.
+	eorSent atomic.Bool
+	clean   bool
 
 	sendClosed bool // Send goroutine only
 	gotHeader  bool // Recv goroutine only: a response HEADER frame was read
@@ -154,6 +165,19 @@ func (cs *clientStream) closeSend() error {
 		return nil
 	}
 	cs.sendClosed = true
+	if cs.reuse {
+		// On a reusable stream the requests end with an end-of-request
+		// frame, sent with the last request, instead of FIN.
+		err := cs.w.Append(func(b []byte) ([]byte, error) { return append(b, wire.EndOfRequest...), nil })
+		if err == nil {
+			err = cs.w.Flush()
+		}
+		if err != nil {
+			return cs.sendError(err)
+		}
+		cs.eorSent.Store(true)
+		return nil
+	}
 	if err := cs.w.Flush(); err != nil {
 		return cs.sendError(err)
 	}
@@ -223,6 +247,17 @@ func (cs *clientStream) recvRaw() ([]byte, error) {
 				return nil, cs.end(err, nil)
 			}
 			res := t.Err()
+			if cs.reuse {
+				// No FIN follows on a reusable stream: the stream is
+				// clean if nothing followed the trailer.
+				if res == nil {
+					res = io.EOF
+				}
+				cs.mu.Lock()
+				cs.clean = cs.r.Buffered() == 0
+				cs.mu.Unlock()
+				return nil, cs.end(res, t.Metadata)
+			}
 			if res == nil {
 				res = io.EOF
 				// Read the FIN that follows the trailer (normally in the
@@ -285,7 +320,25 @@ func (cs *clientStream) release(reset bool) {
 		return
 	}
 	cs.released = true
+	clean := cs.clean
 	cs.mu.Unlock()
+	if cs.reuse {
+		// The stream goes back to the pool only if the call ended
+		// cleanly: its requests ended with the end-of-request frame, its
+		// trailer was read, and the context did not cancel it meanwhile.
+		cs.pool.inFlight.Add(-1)
+		stopped := cs.stop == nil || cs.stop()
+		if clean && stopped && cs.eorSent.Load() {
+			// The last write (the end-of-request frame) has returned.
+			cs.w.Wait()
+			cs.pool.put(cs.conn, cs.st)
+			return
+		}
+		// The reset unblocks a write still in progress.
+		cs.st.Reset(transport.CodeCancel)
+		cs.w.Wait()
+		return
+	}
 	if cs.stop != nil {
 		cs.stop()
 	}
@@ -363,3 +416,122 @@ var (
 	_ middleware.ClientStream  = (*clientStream)(nil)
 	_ middleware.StatsReporter = (*clientStream)(nil)
 )
+
+// Stream reuse (PROTOCOL.md 22), the client's side.
+
+// ClientStreamIdleTimeout is how long a client keeps a reusable stream
+// idle before it retires it: shorter than the server's idle timeout
+// (DefaultStreamIdleTimeout), so that a client does not start a call on a
+// stream the server is about to reset.
+const ClientStreamIdleTimeout = 10 * time.Second
+
+// streamPool holds the idle reusable streams of one connection: the
+// client's current one, whose admission verdict offered stream reuse.
+type streamPool struct {
+	mu   sync.Mutex
+	conn transport.Conn // the connection the offer and idle are of
+	max  int            // idle streams the server offered; 0: no reuse
+	idle []idleStream   // oldest first
+
+	opened, reused atomic.Uint64
+	// inFlight counts the reusable calls started and not yet released:
+	// the pool keeps up to that many idle streams when it is more than
+	// the offer, so that as many callers as there are calls find one.
+	inFlight atomic.Int64
+}
+
+type idleStream struct {
+	st    transport.Stream
+	since time.Time
+}
+
+// offer records the stream reuse offer of conn's admission verdict: the
+// most idle streams to keep (0: none). The streams of an earlier
+// connection are retired.
+func (p *streamPool) offer(conn transport.Conn, max int) {
+	p.mu.Lock()
+	old := p.idle
+	p.conn, p.max, p.idle = conn, max, nil
+	p.mu.Unlock()
+	for _, s := range old {
+		s.st.Close()
+	}
+}
+
+// take reports whether calls on conn may be marked reusable and, if so,
+// returns its most recently idle stream (nil if none); streams idle for
+// longer than ClientStreamIdleTimeout are retired.
+func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
+	now := time.Now()
+	p.mu.Lock()
+	if p.conn != conn || p.max == 0 {
+		p.mu.Unlock()
+		return nil, false
+	}
+	n := len(p.idle)
+	if n == 0 {
+		p.mu.Unlock()
+		return nil, true
+	}
+	s := p.idle[n-1]
+	p.idle[n-1] = idleStream{}
+	p.idle = p.idle[:n-1]
+	if now.Sub(s.since) >= ClientStreamIdleTimeout {
+		// The newest is too old, so all are.
+		old := p.idle
+		p.idle = nil
+		p.mu.Unlock()
+		s.st.Close()
+		for _, o := range old {
+			o.st.Close()
+		}
+		return nil, true
+	}
+	p.mu.Unlock()
+	return s.st, true
+}
+
+// put keeps st, whose call ended cleanly, for another call on conn, or
+// retires it (FIN: the server ends it) if the pool is full or of another
+// connection. Streams idle for too long are retired on the way.
+func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
+	now := time.Now()
+	p.mu.Lock()
+	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || isDone(conn.Done()) {
+		p.mu.Unlock()
+		st.Close()
+		return
+	}
+	var stale []idleStream
+	i := 0
+	for i < len(p.idle) && now.Sub(p.idle[i].since) >= ClientStreamIdleTimeout {
+		i++
+	}
+	if i > 0 {
+		stale = append(stale, p.idle[:i]...)
+		n := copy(p.idle, p.idle[i:])
+		clear(p.idle[n:])
+		p.idle = p.idle[:n]
+	}
+	p.idle = append(p.idle, idleStream{st: st, since: now})
+	p.mu.Unlock()
+	for _, s := range stale {
+		s.st.Close()
+	}
+}
+
+func (p *streamPool) metrics() ClientMetrics {
+	p.mu.Lock()
+	n := len(p.idle)
+	p.mu.Unlock()
+	return ClientMetrics{StreamsOpened: p.opened.Load(), StreamsReused: p.reused.Load(), IdleStreams: n}
+}
+
+// offerReuse records the stream reuse offer of conn's admission verdict,
+// unless the client turned reuse off (WithStreamReuse(false)).
+func (c *Client) offerReuse(conn transport.Conn, max int) {
+	if !c.opts.streamReuse {
+		max = 0
+	}
+	c.pool.offer(conn, min(max, DefaultMaxIdleStreams))
+}

@@ -19,6 +19,15 @@ const (
 	// DefaultHeaderTimeout is how long a stream may take to deliver its
 	// complete HEADER frame before the server resets it.
 	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultStreamIdleTimeout is how long a server keeps a reusable
+	// stream whose call ended waiting for the stream's next call
+	// (PROTOCOL.md 22): 30 s, longer than a client keeps one idle
+	// (ClientStreamIdleTimeout).
+	DefaultStreamIdleTimeout = 30 * time.Second
+	// DefaultMaxIdleStreams is the number of idle reusable streams per
+	// connection a server offers in its admission verdict, and so the most
+	// a client keeps.
+	DefaultMaxIdleStreams = 64
 	// DefaultMaxConns caps the connections a server serves at once.
 	DefaultMaxConns = 10_000
 	// DefaultMaxConnsPerPeer caps the connections one endpoint id may hold
@@ -44,6 +53,7 @@ type serverLimits struct {
 	maxAwaitingHeader int
 	maxStreams        int
 	sendBudget        int
+	streamIdle        time.Duration // <= 0: stream reuse not offered
 }
 
 func defaultLimits() serverLimits {
@@ -54,6 +64,7 @@ func defaultLimits() serverLimits {
 		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
 		maxStreams:        DefaultMaxConcurrentStreams,
 		sendBudget:        DefaultConnSendBudget,
+		streamIdle:        DefaultStreamIdleTimeout,
 	}
 }
 
@@ -66,6 +77,23 @@ func defaultLimits() serverLimits {
 // d <= 0 disables the timeout.
 func WithHeaderTimeout(d time.Duration) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.headerTimeout = d })
+}
+
+// WithStreamIdleTimeout sets how long a reusable stream (PROTOCOL.md 22)
+// whose call ended may wait for its next call before the server resets it
+// (checked every eighth of d, so it is reset within 1⅛ d).
+// While it waits it holds a goroutine and no read buffer, and it is
+// neither a call in flight (Metrics.ActiveCalls) nor one of the streams
+// WithMaxConcurrentStreams counts; a client keeps at most
+// DefaultMaxIdleStreams of them per connection, or as many as it has calls
+// in flight there (beyond, it retires them),
+// and a peer's idle streams are bounded by the transport's stream limit
+// (10,000 on QUIC) and this timeout. Its next HEADER, once its first byte arrived, must be complete within the
+// header timeout (WithHeaderTimeout). Default DefaultStreamIdleTimeout
+// (30 s); d <= 0 turns stream reuse off: the server does not offer it,
+// and every call has its own stream.
+func WithStreamIdleTimeout(d time.Duration) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.streamIdle = d })
 }
 
 // WithMaxStreamsAwaitingHeader caps the streams of one connection whose

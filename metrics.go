@@ -20,12 +20,41 @@ type Metrics struct {
 	// PERMISSION_DENIED, and refused admissions as calls to _aster.admit
 	// with their refusal code (UNAUTHENTICATED).
 	Calls map[string]uint64 `json:"calls"`
+	// StreamsOpened counts the streams whose first call the server
+	// served, and StreamsReused the calls it served on a stream that had
+	// carried an earlier call (PROTOCOL.md 22); their sum is the calls
+	// whose HEADER was read. IdleStreams is the number of reusable streams
+	// now waiting for their next call. In JSON the three are left out
+	// while 0.
+	StreamsOpened uint64 `json:"streams_opened,omitempty"`
+	StreamsReused uint64 `json:"streams_reused,omitempty"`
+	IdleStreams   int    `json:"idle_streams,omitempty"`
+}
+
+// ClientMetrics is a snapshot of a client's stream counters (see
+// Client.Metrics).
+type ClientMetrics struct {
+	// StreamsOpened counts the streams the client opened for calls, and
+	// StreamsReused the calls it started on an idle stream of an earlier
+	// call (PROTOCOL.md 22). IdleStreams is the number of streams now kept
+	// for further calls.
+	StreamsOpened uint64 `json:"streams_opened,omitempty"`
+	StreamsReused uint64 `json:"streams_reused,omitempty"`
+	IdleStreams   int    `json:"idle_streams,omitempty"`
+}
+
+// Metrics returns a snapshot of the client's stream counters.
+func (c *Client) Metrics() ClientMetrics {
+	return c.pool.metrics()
 }
 
 // callStats counts finished calls by status code.
 type callStats struct {
 	byCode [status.Unauthenticated + 1]atomic.Uint64
 	app    atomic.Uint64 // application codes (100+) and unassigned ones
+
+	streamsOpened, streamsReused atomic.Uint64
+	idleStreams                  atomic.Int64
 }
 
 func (cs *callStats) record(code uint32) {
@@ -44,6 +73,9 @@ func (s *Server) Metrics() Metrics {
 	m := Metrics{Connections: len(s.conns), Calls: map[string]uint64{}}
 	s.mu.Unlock()
 	m.ActiveCalls = int(s.calls.n.Load())
+	m.StreamsOpened = s.stats.streamsOpened.Load()
+	m.StreamsReused = s.stats.streamsReused.Load()
+	m.IdleStreams = int(s.stats.idleStreams.Load())
 	for code := range s.stats.byCode {
 		if n := s.stats.byCode[code].Load(); n > 0 {
 			m.Calls[status.Code(code).String()] = n

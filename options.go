@@ -314,20 +314,21 @@ func WithContractManifest(path string) ServerOption {
 // ---- Client options ----
 
 type clientOptions struct {
-	key        trust.SecretKey
-	dialer     transport.Dialer
-	dialerFor  func(trust.SecretKey) transport.Dialer
-	conn       transport.Conn
-	mw         []middleware.Client
-	codec      codec.Codec
-	maxFrame   uint32
-	quic       *quic.Config
-	logger     *slog.Logger
-	noRelay    bool                // WithRelayFallback(false)
-	noIP       bool                // WithIPTransports(false)
-	cred       *enroll.Credential  // presented at admission
-	idempotent map[methodName]bool // WithIdempotent
-	err        error               // the first bad option, returned by Dial and every call
+	key         trust.SecretKey
+	dialer      transport.Dialer
+	dialerFor   func(trust.SecretKey) transport.Dialer
+	conn        transport.Conn
+	mw          []middleware.Client
+	codec       codec.Codec
+	maxFrame    uint32
+	quic        *quic.Config
+	logger      *slog.Logger
+	noRelay     bool                // WithRelayFallback(false)
+	noIP        bool                // WithIPTransports(false)
+	cred        *enroll.Credential  // presented at admission
+	idempotent  map[methodName]bool // WithIdempotent
+	streamReuse bool                // WithStreamReuse; default streamReuseDefault
+	err         error               // the first bad option, returned by Dial and every call
 
 	fleet fleetOptions // fleet.go: options only a Fleet reads
 }
@@ -396,6 +397,25 @@ func WithConn(c transport.Conn) ClientOption {
 // first). Default: none.
 func WithClientMiddleware(mw ...middleware.Client) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) { o.mw = append(o.mw, mw...) })
+}
+
+// streamReuseDefault is WithStreamReuse's default (tests run the suite with
+// it off too).
+var streamReuseDefault = true
+
+// WithStreamReuse(false) gives every call a stream of its own. By default
+// (true) a client whose server offers stream reuse in its admission
+// verdict (PROTOCOL.md 22) starts a call on an idle stream of an earlier
+// call when it has one, and keeps the stream of a call that ended cleanly
+// (its trailer read: OK or an error status) for another: up to the
+// server's offer (at most DefaultMaxIdleStreams) per connection, or as
+// many as it has calls in flight there if that is more, each for at most
+// ClientStreamIdleTimeout. Concurrent calls still each have their own
+// stream, and a call that ended otherwise (cancelled, deadline, reset, not
+// read to its end) discards its stream. Client.Metrics counts the streams
+// opened and reused.
+func WithStreamReuse(enabled bool) ClientOption {
+	return clientOptionFunc(func(o *clientOptions) { o.streamReuse = enabled })
 }
 
 // WithRelayFallback(false) keeps the default dialer from going through the

@@ -56,6 +56,11 @@ type serverConn struct {
 	// budget bounds the bytes held for the connection's responses
 	// (WithConnSendBudget); nil means no budget.
 	budget *wire.Budget
+	// The connection's idle reusable streams, oldest first, and whether
+	// the sweeper that resets them after the idle timeout runs.
+	idleMu             sync.Mutex
+	idleHead, idleTail *idleEntry
+	sweeping           bool
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -206,18 +211,190 @@ func (s *Server) worker(w workItem) {
 	}
 }
 
-// serveStream serves one call: it reads the HEADER, finds the method, checks
-// the caller may call it, and runs the handler; finish always ends the call.
+// serveStream serves the calls of one stream: its first call, and, while
+// the calls are marked reusable and end cleanly, the calls that follow it
+// on the stream (PROTOCOL.md 22). The active slot serve took for the
+// stream is held while a call is served, not while the stream is idle.
 func (sc *serverConn) serveStream(st transport.Stream) {
 	defer sc.streams.Done()
-	if sc.active != nil {
-		defer func() { <-sc.active }()
-	}
-	s := sc.srv
+	held := sc.active != nil
+	defer func() {
+		if held {
+			<-sc.active
+		}
+	}()
 	c := getServerCall()
-	defer putServerCall(c)
+	c.r.Reset(st, sc.srv.opts.maxFrame)
+	var e *idleEntry // the stream's place among the idle, once it is idle
+	for reused := false; ; reused = true {
+		again := sc.serveCall(st, c, reused)
+		if again {
+			if e == nil {
+				e = &idleEntry{st: st}
+			}
+			again = sc.awaitCall(st, &held, c, e)
+		}
+		if !again {
+			putServerCall(c)
+			return
+		}
+		// The next call continues with the reader of the last, which
+		// may hold the start of its HEADER.
+		next := getServerCall()
+		c.r, next.r = next.r, c.r
+		putServerCall(c)
+		c = next
+	}
+}
+
+// awaitCall waits on an idle reusable stream, whose last call was c, for
+// the first byte of its next call, unless c's reader holds it already;
+// while it waits it holds no read buffer and no active slot, and the wait
+// is bounded by the idle timeout. Then it takes an active slot. false means
+// the stream ended (it was reset or closed here).
+func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, e *idleEntry) bool {
+	if *held {
+		<-sc.active
+		*held = false
+	}
+	if c.r.Buffered() == 0 {
+		// The streams idle at once are bounded by the transport's stream
+		// limit and the idle timeout, which the connection's sweeper
+		// enforces (a read deadline would cost a timer per call); a
+		// conforming client keeps at most its pool (the verdict's offer)
+		// of them, the others being on their way to their next call or
+		// retired by the client.
+		_ = st.SetReadDeadline(time.Time{})
+		sc.idleAdd(e)
+		err := c.r.Await()
+		sc.idleRemove(e)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				// The client retired the stream: a clean end.
+				st.Close()
+			}
+			st.Reset(transport.CodeNoError)
+			return false
+		}
+	}
+	if sc.active != nil {
+		select {
+		case sc.active <- struct{}{}:
+			*held = true
+		case <-sc.ctx.Done():
+			st.Reset(transport.CodeNoError)
+			return false
+		}
+	}
+	return true
+}
+
+// idleEntry is an idle reusable stream in its connection's idle list,
+// oldest first, which the sweeper goroutine resets once idle for the idle
+// timeout.
+type idleEntry struct {
+	st         transport.Stream
+	since      time.Time
+	prev, next *idleEntry
+	listed     bool
+}
+
+// idleSweeps is how many times per idle timeout the sweeper looks for
+// expired streams: a stream is reset between 1 and 1 + 1/idleSweeps idle
+// timeouts after its call.
+const idleSweeps = 8
+
+// idleAdd lists e as idle from now, starting the sweeper if it is not
+// running.
+func (sc *serverConn) idleAdd(e *idleEntry) {
+	sc.srv.stats.idleStreams.Add(1)
+	sc.idleMu.Lock()
+	e.since, e.listed = time.Now(), true
+	e.next, e.prev = nil, sc.idleTail
+	if sc.idleTail != nil {
+		sc.idleTail.next = e
+	} else {
+		sc.idleHead = e
+	}
+	sc.idleTail = e
+	if !sc.sweeping {
+		sc.sweeping = true
+		sc.streams.Add(1) // the caller's stream holds a count: Add is safe
+		go sc.sweep()
+	}
+	sc.idleMu.Unlock()
+}
+
+// idleRemove takes e off the idle list (if the sweeper did not).
+func (sc *serverConn) idleRemove(e *idleEntry) {
+	sc.srv.stats.idleStreams.Add(-1)
+	sc.idleMu.Lock()
+	if e.listed {
+		sc.unlinkIdle(e)
+	}
+	sc.idleMu.Unlock()
+}
+
+func (sc *serverConn) unlinkIdle(e *idleEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		sc.idleHead = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		sc.idleTail = e.prev
+	}
+	e.prev, e.next, e.listed = nil, nil, false
+}
+
+// sweep resets the streams idle for longer than the idle timeout. It runs
+// while any stream is idle, and ends with the connection.
+func (sc *serverConn) sweep() {
+	defer sc.streams.Done()
+	idle := sc.srv.opts.limits.streamIdle
+	every := max(idle/idleSweeps, time.Millisecond)
+	t := time.NewTimer(every)
+	defer t.Stop()
+	var expired []transport.Stream
+	for {
+		select {
+		case <-sc.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		sc.idleMu.Lock()
+		for e := sc.idleHead; e != nil && now.Sub(e.since) >= idle; e = sc.idleHead {
+			sc.unlinkIdle(e)
+			expired = append(expired, e.st)
+		}
+		if sc.idleHead == nil {
+			sc.sweeping = false
+		}
+		done := !sc.sweeping
+		sc.idleMu.Unlock()
+		for i, st := range expired {
+			st.Reset(transport.CodeNoError) // its Await returns an error
+			expired[i] = nil
+		}
+		expired = expired[:0]
+		if done {
+			return
+		}
+		t.Reset(every)
+	}
+}
+
+// serveCall serves one call on st: it reads the HEADER, finds the method,
+// checks the caller may call it, and runs the handler; finish always ends
+// the call. It reports whether the stream is clean for another call: the
+// call was marked reusable, its trailer was sent and its requests were
+// read to their end-of-request frame.
+func (sc *serverConn) serveCall(st transport.Stream, c *serverCall, reused bool) (again bool) {
+	s := sc.srv
 	c.sc, c.st = sc, st
-	c.r.Reset(st, s.opts.maxFrame)
 	c.r.TrimWhenIdle() // a waiting call holds at most a 4 KiB buffer
 	c.w.Reset(st)
 	c.w.SetBudget(st.Context(), sc.budget)
@@ -229,47 +406,50 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	timeout := s.opts.limits.headerTimeout
 	if timeout > 0 {
 		_ = st.SetReadDeadline(time.Now().Add(timeout))
+	} else if reused {
+		_ = st.SetReadDeadline(time.Time{})
 	}
 	_, payload, err := c.r.ReadHeaderFrame()
 	if timeout > 0 {
 		_ = st.SetReadDeadline(time.Time{})
 	}
-	if sc.awaiting != nil {
+	if sc.awaiting != nil && !reused {
 		<-sc.awaiting
 	}
 	if err != nil {
 		c.abort(err)
-		return
+		return false
+	}
+	if reused {
+		s.stats.streamsReused.Add(1)
+	} else {
+		s.stats.streamsOpened.Add(1)
 	}
 	c.jsonMeta = wire.IsJSON(payload)
 	h := &c.hdr
 	if err := wire.DecodeHeaderInto(payload, h); err != nil {
 		c.finish(err)
-		return
+		return false
 	}
+	c.reuse = h.Reuse && s.opts.limits.streamIdle > 0
 	s.calls.add()
 	defer s.calls.done()
 	if s.draining.Load() {
-		c.finish(status.New(status.Unavailable, "server shutting down"))
-		return
+		return c.end(status.New(status.Unavailable, "server shutting down"))
 	}
 	if err := c.setCodec(h.SerializationMode); err != nil {
-		c.finish(err)
-		return
+		return c.end(err)
 	}
 	if h.Service == wire.ControlService {
-		c.finish(c.control(h))
-		return
+		return c.end(c.control(h))
 	}
 	me, err := s.lookup(h)
 	if err != nil {
-		c.finish(err)
-		return
+		return c.end(err)
 	}
 	c.info = me.info
 	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !req.Satisfied(sc.peer.Capabilities) {
-		c.finish(c.deny(me, req))
-		return
+		return c.end(c.deny(me, req))
 	}
 	if me.info.Pattern.ServerStreams() {
 		c.w.SetStreaming()
@@ -279,12 +459,18 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	// stream) or the connection closes, which is exactly when the handler
 	// should stop. It carries the call (handler.NewContext: one allocation)
 	// so that typed handlers reach metadata, peer and SetHeader from it.
+	// On a reusable stream, which outlives the call, the call's context
+	// also ends when the call does.
 	ctx := handler.NewContext(st.Context(), c)
 	// A timeout beyond what a time.Duration holds (about 292 years) is no
 	// deadline at all rather than an overflow.
 	if h.Timeout > 0 && h.Timeout <= maxTimeoutMillis {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
+		defer cancel()
+	} else if c.reuse {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
 	}
 	if sc.budget != nil {
@@ -295,21 +481,47 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	hd := me.h
 	switch {
 	case me.info.Scope == handler.ScopeSession && h.SessionID == 0:
-		c.finish(status.Errorf(status.FailedPrecondition, "%s is session-scoped: call it within a session", me.info.Service))
-		return
+		return c.end(status.Errorf(status.FailedPrecondition, "%s is session-scoped: call it within a session", me.info.Service))
 	case me.info.Scope == handler.ScopeShared && h.SessionID != 0:
-		c.finish(status.Errorf(status.FailedPrecondition, "%s is not session-scoped: call it without a session", me.info.Service))
-		return
+		return c.end(status.Errorf(status.FailedPrecondition, "%s is not session-scoped: call it without a session", me.info.Service))
 	case me.info.Scope == handler.ScopeSession:
 		ss, err := sc.acquireSession(ctx, h.SessionID, me.sv)
 		if err != nil {
-			c.finish(err)
-			return
+			return c.end(err)
 		}
 		defer sc.releaseSession(ss)
 		hd = ss.handler(sc, me)
 	}
-	c.finish(c.run(ctx, hd))
+	return c.end(c.run(ctx, hd))
+}
+
+// end finishes the call with err and, on a reusable stream, reads what is
+// left of the requests up to the end-of-request frame (PROTOCOL.md 22.3):
+// it reports whether the stream is clean for another call.
+func (c *serverCall) end(err error) bool {
+	if !c.finish(err) {
+		return false
+	}
+	st := c.st
+	if !c.recvEOF {
+		// The handler did not read its requests to their end: skip the
+		// rest, within the idle timeout.
+		_ = st.SetReadDeadline(time.Now().Add(c.sc.srv.opts.limits.streamIdle))
+		switch err := c.r.SkipRequests(); {
+		case err == io.EOF:
+			st.Close() // the client ended the stream instead
+			return false
+		case err != nil:
+			st.Reset(transport.CodeNoError)
+			return false
+		}
+		c.recvEOF = true
+	}
+	if c.sc.ctx.Err() != nil {
+		st.Reset(transport.CodeNoError)
+		return false
+	}
+	return true
 }
 
 // serverCall is the server's side of one call; it implements handler.Stream.
@@ -325,6 +537,9 @@ type serverCall struct {
 	codec    codec.Codec
 	jsonMeta bool
 	recvEOF  bool
+	// reuse is set for a call marked reusable (wire.Header.Reuse) on a
+	// server that offers stream reuse.
+	reuse bool
 	// header is the response metadata (SetHeader), sent before the first
 	// response; headerSent is set once it was (or the call finished).
 	header     map[string]string
@@ -386,8 +601,9 @@ func (c *serverCall) run(ctx context.Context, h handler.Handler) (err error) {
 }
 
 // finish ends the call: the response header if the handler set one and no
-// response carried it, the trailer for err, then FIN.
-func (c *serverCall) finish(err error) {
+// response carried it, the trailer for err, then FIN, or, for a reusable
+// call, no FIN: it then reports true once the trailer was written.
+func (c *serverCall) finish(err error) bool {
 	if c.header != nil && !c.headerSent {
 		if herr := c.sendHeader(); herr != nil && err == nil {
 			err = herr
@@ -413,9 +629,14 @@ func (c *serverCall) finish(err error) {
 	if aerr != nil {
 		c.w.Wait()
 		c.st.Reset(transport.CodeInternal)
-		return
+		return false
+	}
+	if c.reuse {
+		c.w.Wait()
+		return true
 	}
 	c.st.Close()
+	return false
 }
 
 // abort handles a failure to read the call's first frame.
@@ -538,6 +759,10 @@ func (c *serverCall) Recv(msg any) error {
 			return io.EOF
 		}
 		return recvError(err)
+	}
+	if c.reuse && wire.IsEndOfRequest(flags, payload) {
+		c.recvEOF = true
+		return io.EOF
 	}
 	if flags&(wire.FlagHeader|wire.FlagTrailer) != 0 {
 		return status.Errorf(status.InvalidArgument, "unexpected %s frame from client", wire.FlagString(flags))

@@ -114,10 +114,13 @@ func TestIdleWorkersExit(t *testing.T) {
 		if workerGoroutines() == 0 {
 			t.Fatal("no idle worker right after the calls: the test would pass vacuously")
 		}
-		time.Sleep(workerIdle + time.Millisecond) // virtual time
+		// The calls' streams are kept for reuse: their workers wait for a
+		// next call until the server's idle timeout, then exit once idle.
+		wait := DefaultStreamIdleTimeout*(idleSweeps+1)/idleSweeps + workerIdle + time.Millisecond
+		time.Sleep(wait) // virtual time
 		synctest.Wait()
 		if n := workerGoroutines(); n > 0 {
-			t.Fatalf("%d stream workers still running after %v idle", n, workerIdle)
+			t.Fatalf("%d stream workers still running after %v idle", n, wait)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/aster-go/aster/internal/cbordet"
@@ -23,10 +24,13 @@ const (
 )
 
 // appendHeaderCBOR encodes h. Field order is the deterministic key order:
-// callId, method, service, timeout, version, metadata, sessionId,
+// reuse, callId, method, service, timeout, version, metadata, sessionId,
 // serializationMode.
 func appendHeaderCBOR(b []byte, h *Header) []byte {
 	n := 2 // method and service are always present
+	if h.Reuse {
+		n++
+	}
 	if h.CallID != 0 {
 		n++
 	}
@@ -46,6 +50,9 @@ func appendHeaderCBOR(b []byte, h *Header) []byte {
 		n++
 	}
 	b = cbordet.AppendHead(b, majMap, uint64(n))
+	if h.Reuse {
+		b = append(cbordet.AppendText(b, "reuse"), cborTrue)
+	}
 	if h.CallID != 0 {
 		b = cbordet.AppendHead(cbordet.AppendText(b, "callId"), majUint, h.CallID)
 	}
@@ -144,6 +151,59 @@ func (r *cborReader) text() (string, error) {
 	return string(b), err
 }
 
+// CBOR's simple values false and true.
+const (
+	cborFalse = 0xf4
+	cborTrue  = 0xf5
+)
+
+// bool reads false or true.
+func (r *cborReader) bool() (bool, error) {
+	if r.i >= len(r.b) {
+		return false, errSlowPath
+	}
+	switch r.b[r.i] {
+	case cborFalse:
+		r.i++
+		return false, nil
+	case cborTrue:
+		r.i++
+		return true, nil
+	}
+	return false, errSlowPath
+}
+
+// name reads a service or method name, interned: the names of a server's
+// methods recur on every call, so the string of one seen before is shared
+// rather than allocated again.
+func (r *cborReader) name() (string, error) {
+	b, err := r.bytesOf(majText)
+	if err != nil || len(b) > MaxNameLen {
+		if err == nil {
+			return string(b), nil // Validate rejects it
+		}
+		return "", err
+	}
+	h := uint32(2166136261) // FNV-1a
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	slot := &internedNames[h%uint32(len(internedNames))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p, nil
+	}
+	if !utf8.Valid(b) {
+		return "", errSlowPath
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s, nil
+}
+
+// internedNames holds recently decoded names, one per hash slot (a newer
+// name with the same slot replaces the older one).
+var internedNames [512]atomic.Pointer[string]
+
 func (r *cborReader) uint(max uint64) (uint64, error) {
 	m, n, err := r.head()
 	if err != nil {
@@ -207,10 +267,10 @@ func decodeHeaderCBOR(b []byte, h *Header) error {
 		switch string(k) {
 		case "service":
 			bit = 1
-			h.Service, err = r.text()
+			h.Service, err = r.name()
 		case "method":
 			bit = 2
-			h.Method, err = r.text()
+			h.Method, err = r.name()
 		case "version":
 			bit = 4
 			var v uint64
@@ -231,6 +291,9 @@ func decodeHeaderCBOR(b []byte, h *Header) error {
 		case "sessionId":
 			bit = 128
 			h.SessionID, err = r.uint(^uint64(0))
+		case "reuse":
+			bit = 256
+			h.Reuse, err = r.bool()
 		default:
 			return errSlowPath
 		}

@@ -87,6 +87,9 @@ type Reader struct {
 	peek [8]byte
 	// trim is set by TrimWhenIdle.
 	trim bool
+	// npeek bytes in peek were read by Await and go to the front of the
+	// next buffer.
+	npeek int
 }
 
 // minBuf is the size of the smallest buffer: the HEADER and the message
@@ -110,7 +113,7 @@ func (r *Reader) Reset(src io.Reader, max uint32) {
 		max = DefaultMaxFrameSize
 	}
 	r.src, r.max = src, max
-	r.r, r.w, r.err, r.last, r.pending, r.trim = 0, 0, nil, 0, 0, false
+	r.r, r.w, r.err, r.last, r.pending, r.trim, r.npeek = 0, 0, nil, 0, 0, false, 0
 }
 
 // TrimWhenIdle makes the Reader, until the next Reset, return a buffer
@@ -126,7 +129,7 @@ func (r *Reader) TrimWhenIdle() { r.trim = true }
 func (r *Reader) Release() {
 	r.putBuf()
 	r.src = nil
-	r.r, r.w, r.err, r.pending = 0, 0, nil, 0
+	r.r, r.w, r.err, r.pending, r.npeek = 0, 0, nil, 0, 0
 }
 
 // putBuf returns the buffer to its pool.
@@ -151,6 +154,11 @@ func (r *Reader) fill(end int) error {
 	if r.buf == nil {
 		p := bufClasses[0].Get().(*[]byte)
 		r.buf, r.bufp = (*p)[:cap(*p)], p
+	}
+	if r.npeek > 0 { // bytes Await read: the buffer is new and empty
+		r.w += copy(r.buf[r.w:], r.peek[:r.npeek])
+		r.npeek = 0
+		return nil
 	}
 	dst := r.buf[r.w:]
 	if end > r.w && end < len(r.buf) {
@@ -246,6 +254,83 @@ func (r *Reader) grow(size int) {
 	w := copy(nb, r.buf[:r.w])
 	r.putBuf()
 	r.buf, r.bufp, r.r, r.w = nb, np, 0, w
+}
+
+// Buffered returns how many received bytes the Reader holds that no read
+// has returned yet (a frame prefix already read counts as returned).
+func (r *Reader) Buffered() int { return r.w - r.r + r.npeek }
+
+// Await waits until the source has at least one byte (or fails) without
+// taking a buffer: the byte is kept in the Reader and the buffer is taken
+// by the next read. A server waits so on an idle reusable stream, which
+// then holds no read buffer. Its errors are the source's.
+func (r *Reader) Await() error {
+	if r.w > r.r || r.npeek > 0 || r.pending > 0 {
+		return nil
+	}
+	if r.buf != nil {
+		r.r, r.w = 0, 0
+		r.putBuf()
+	}
+	n, err := r.readPeek()
+	if n == 0 {
+		return err
+	}
+	r.npeek = n
+	return nil
+}
+
+// ErrNotRequest is SkipRequests' error for a HEADER frame, or a TRAILER
+// frame that is not the end-of-request frame, among a call's requests.
+var ErrNotRequest = status.New(status.InvalidArgument, "wire: header or trailer frame among the requests")
+
+// SkipRequests reads and discards the rest of a call's requests, up to
+// and including the end-of-request frame (PROTOCOL.md 22.3), whatever
+// their size: a frame over the Reader's limit is skipped as it arrives,
+// never held, and the buffer does not grow. It returns nil at the
+// end-of-request frame; io.EOF if the stream ended first; ErrNotRequest,
+// a malformed prefix's error or a transport error otherwise.
+func (r *Reader) SkipRequests() error {
+	for {
+		if r.pending == 0 {
+			if err := r.ensure(prefixLen); err != nil {
+				if err == io.EOF && r.w == r.r {
+					return io.EOF
+				}
+				return truncated(err)
+			}
+			hdr := r.buf[r.r : r.r+prefixLen]
+			n, flags := binary.LittleEndian.Uint32(hdr), hdr[4]
+			switch {
+			case n == 0:
+				return ErrZeroLength
+			case flags&^knownFlags != 0:
+				return ErrUnknownFlags
+			case flags&FlagHeader != 0:
+				return ErrNotRequest
+			case flags&FlagTrailer != 0:
+				if flags != FlagTrailer || n != 1 { // not an empty payload
+					return ErrNotRequest
+				}
+				r.r += prefixLen
+				return nil
+			}
+			r.r += prefixLen
+			r.pending, r.pendingFlags = int(n), flags
+		}
+		for r.pending > 1 {
+			if r.w == r.r {
+				r.r, r.w = 0, 0
+				if err := r.fill(0); err != nil {
+					return truncated(err)
+				}
+			}
+			k := min(r.pending-1, r.w-r.r)
+			r.r += k
+			r.pending -= k
+		}
+		r.pending = 0
+	}
 }
 
 // WaitEOF waits until the source has more bytes or ends, and reports
@@ -377,6 +462,17 @@ func truncated(err error) error {
 		return ErrTruncated
 	}
 	return err
+}
+
+// EndOfRequest is the frame a client sends in place of FIN to end the
+// requests of a call on a reusable stream (PROTOCOL.md 22.2): a TRAILER
+// frame with an empty payload.
+var EndOfRequest = []byte{1, 0, 0, 0, FlagTrailer}
+
+// IsEndOfRequest reports whether a frame read from a client is the
+// end-of-request frame.
+func IsEndOfRequest(flags byte, payload []byte) bool {
+	return flags == FlagTrailer && len(payload) == 0
 }
 
 // AppendFrame appends a frame with the given flags and payload to buf.

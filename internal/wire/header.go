@@ -44,6 +44,12 @@ type Header struct {
 	// SessionID routes the call to a session-scoped service instance; 0 means
 	// no session.
 	SessionID uint64 `cbor:"sessionId,omitempty" json:"sessionId,omitempty"`
+	// Reuse marks a call whose stream may carry another call after it
+	// (PROTOCOL.md 22, stream reuse): the client ends its requests with an
+	// end-of-request frame instead of FIN, and the server does not FIN
+	// after the trailer. Only a client whose admission verdict offered
+	// stream reuse sets it.
+	Reuse bool `cbor:"reuse,omitempty" json:"reuse,omitempty"`
 }
 
 // Trailer ends every call: the status, and optional details and metadata.

@@ -586,6 +586,46 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 		checkHeader(t, fs[0], false, h)
 		checkData(t, fs[1], cborcodec.Codec{}, map[string]any{})
 	},
+	"reusable-request-header": func(t checkT, ex map[string]docBlock) {
+		h := wire.Header{Service: "MissionControl", Method: "getStatus", CallID: 9, Reuse: true}
+		doc := hexOf(t, ex["reusable-request-header"])
+		sameBytes(t, "reusable header", headerFrame(t, h, false), doc)
+		fs := readFrames(t, doc)
+		wantFrames(t, fs, wire.FlagHeader)
+		checkHeader(t, fs[0], false, h)
+		// The JSON form and the general decoder agree.
+		j := []byte(`{"service":"MissionControl","method":"getStatus","callId":9,"reuse":true}`)
+		checkHeader(t, frame{wire.FlagHeader, j}, true, h)
+		sameBytes(t, "JSON reusable header", headerFrame(t, h, true), wire.AppendFrame(nil, wire.FlagHeader, j))
+		// reuse: false is the same as absent.
+		f := append([]byte{0xa3, 0x65}, "reuse"...)
+		f = append(append(append(f, 0xf4, 0x66), "method"...), 0x61, 'm')
+		f = append(append(append(f, 0x67), "service"...), 0x61, 'S')
+		checkHeader(t, frame{wire.FlagHeader, f}, false, wire.Header{Service: "S", Method: "m"})
+	},
+	"end-of-request": func(t checkT, ex map[string]docBlock) {
+		doc := hexOf(t, ex["end-of-request"])
+		sameBytes(t, "end-of-request", wire.EndOfRequest, doc)
+		fs := readFrames(t, doc)
+		wantFrames(t, fs, wire.FlagTrailer)
+		if !wire.IsEndOfRequest(fs[0].flags, fs[0].payload) {
+			t.Fatalf("IsEndOfRequest(%x) = false", doc)
+		}
+		// SkipRequests stops right after it, leaving the next call's bytes.
+		next := headerFrame(t, wire.Header{Service: "S", Method: "m"}, false)
+		big := wire.AppendFrame(nil, 0, make([]byte, 1<<20)) // over the reader's limit
+		r := wire.NewReader(bytes.NewReader(cat(big, doc, next)), 1<<10)
+		defer r.Release()
+		if err := r.SkipRequests(); err != nil {
+			t.Fatalf("SkipRequests: %v", err)
+		}
+		if r.Buffered() > len(next) {
+			t.Fatalf("%d bytes left after the end-of-request frame, the next HEADER has %d", r.Buffered(), len(next))
+		}
+		if _, p, err := r.ReadHeaderFrame(); err != nil || !bytes.Equal(p, next[5:]) {
+			t.Fatalf("next HEADER after SkipRequests: %x, %v", p, err)
+		}
+	},
 	"session-call-header": func(t checkT, ex map[string]docBlock) {
 		h := wire.Header{Service: "AgentSession", Method: "register", CallID: 2, SessionID: 1}
 		doc := hexOf(t, ex["session-call-header"])
