@@ -320,6 +320,19 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		c.conn, c.adm = conn, adm
 		c.mu.Unlock()
 		c.opts.logger.Debug("aster: connected", "peer", c.addr.ID.Short())
+		if isDone(adm.done) {
+			c.offerReuse(conn, adm.verdict.StreamReuse)
+		} else {
+			// Admission runs alongside the first calls: the verdict, and
+			// with it the server's offer of stream reuse, comes later (the
+			// admission ends with the connection or its own bound).
+			go func() {
+				<-adm.done
+				if adm.err == nil {
+					c.offerReuse(conn, adm.verdict.StreamReuse)
+				}
+			}()
+		}
 		return conn, nil
 	}
 }
@@ -495,7 +508,6 @@ func (c *Client) readVerdict(cs *clientStream, v *admitVerdict) error {
 		}
 		return admitError(err)
 	}
-	c.offerReuse(conn, v.StreamReuse)
 	return nil
 }
 

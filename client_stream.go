@@ -533,5 +533,13 @@ func (c *Client) offerReuse(conn transport.Conn, max int) {
 	if !c.opts.streamReuse {
 		max = 0
 	}
+	c.mu.Lock()
+	current := c.conn == conn
+	c.mu.Unlock()
+	if !current {
+		// A late verdict of a connection already replaced: the pool
+		// belongs to the new one.
+		return
+	}
 	c.pool.offer(conn, min(max, DefaultMaxIdleStreams))
 }

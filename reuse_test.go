@@ -423,3 +423,23 @@ func TestStreamReuseWire(t *testing.T) {
 		})
 	}
 }
+
+// A lazy client over QUIC sends its first call behind the admission
+// request (PROTOCOL.md 17.6), before the verdict that offers reuse: the
+// offer still takes effect for the connection when the verdict arrives, so
+// later calls reuse streams.
+func TestStreamReuseAfterPipelinedAdmission(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, e *env) {
+		ctx := ctxT(t)
+		c := aster.NewClient(e.addr, aster.WithDialer(e.dialer(testutil.Key(t, 9))))
+		defer c.Close()
+		for i := range 20 {
+			if r, err := aster.CallUnary[Msg](ctx, c, "Test.echo", &Msg{N: i}); err != nil || r.N != i {
+				t.Fatalf("call %d: %v, %v", i, r, err)
+			}
+		}
+		if m := c.Metrics(); m.StreamsReused == 0 {
+			t.Fatalf("no stream reused after 20 sequential calls on a lazily dialled client: %+v", m)
+		}
+	})
+}
