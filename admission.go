@@ -36,7 +36,7 @@ type admitVerdict struct {
 	Role         string   `cbor:"role" json:"role"`
 	Capabilities []string `cbor:"capabilities" json:"capabilities"`
 	Unrestricted bool     `cbor:"unrestricted" json:"unrestricted"`
-	// StreamReuse, when above 0, offers stream reuse (PROTOCOL.md 22):
+	// StreamReuse, when above 0, offers stream reuse (PROTOCOL.md 23):
 	// the client may keep up to that many idle streams for further calls.
 	// Absent (0) from servers that do not offer it.
 	StreamReuse int `cbor:"streamReuse,omitempty" json:"streamReuse,omitempty"`

@@ -58,7 +58,7 @@ type Client struct {
 	ownsDial bool
 
 	// pool holds the idle reusable streams of the connection
-	// (PROTOCOL.md 22; client_stream.go).
+	// (PROTOCOL.md 23; client_stream.go).
 	pool streamPool
 }
 
@@ -320,19 +320,6 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 		c.conn, c.adm = conn, adm
 		c.mu.Unlock()
 		c.opts.logger.Debug("aster: connected", "peer", c.addr.ID.Short())
-		if isDone(adm.done) {
-			c.offerReuse(conn, adm.verdict.StreamReuse)
-		} else {
-			// Admission runs alongside the first calls: the verdict, and
-			// with it the server's offer of stream reuse, comes later (the
-			// admission ends with the connection or its own bound).
-			go func() {
-				<-adm.done
-				if adm.err == nil {
-					c.offerReuse(conn, adm.verdict.StreamReuse)
-				}
-			}()
-		}
 		return conn, nil
 	}
 }
@@ -429,6 +416,7 @@ func (c *Client) admit(ctx context.Context, conn transport.Conn) (*admission, er
 		if err = admitTimeout(ctx, err); err != nil {
 			return nil, err
 		}
+		c.offerReuse(conn, adm.verdict.StreamReuse)
 		close(adm.done)
 		return adm, nil
 	}
@@ -444,6 +432,11 @@ func (c *Client) admit(ctx context.Context, conn transport.Conn) (*admission, er
 		defer cancel()
 		err := admitTimeout(context.Background(), c.readVerdict(cs, &adm.verdict))
 		adm.err = err
+		if err == nil {
+			// Before done closes: a call that waited for the verdict
+			// finds the offer in place.
+			c.offerReuse(conn, adm.verdict.StreamReuse)
+		}
 		close(adm.done)
 		if err != nil {
 			c.opts.logger.Debug("aster: admission failed", "peer", c.addr.ID.Short(), "err", err)
@@ -856,7 +849,7 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		CallID: c.callID.Add(1), Metadata: call.Metadata, SessionID: call.SessionID,
 	}
 	// An idle stream of an earlier call, when the connection offered
-	// reuse (PROTOCOL.md 22); it goes back to the pool if the call fails
+	// reuse (PROTOCOL.md 23); it goes back to the pool if the call fails
 	// before it is used.
 	var st transport.Stream
 	if c.opts.streamReuse {

@@ -33,7 +33,7 @@ type clientStream struct {
 	maxFrame uint32
 	stop     func() bool
 
-	// reuse is set for a call marked reusable (PROTOCOL.md 22): pool
+	// reuse is set for a call marked reusable (PROTOCOL.md 23): pool
 	// takes its stream back, on conn, once the call ended cleanly.
 	reuse bool
 	pool  *streamPool
@@ -417,7 +417,7 @@ var (
 	_ middleware.StatsReporter = (*clientStream)(nil)
 )
 
-// Stream reuse (PROTOCOL.md 22), the client's side.
+// Stream reuse (PROTOCOL.md 23), the client's side.
 
 // ClientStreamIdleTimeout is how long a client keeps a reusable stream
 // idle before it retires it: shorter than the server's idle timeout
@@ -449,6 +449,7 @@ type idleStream struct {
 // most idle streams to keep (0: none). The streams of an earlier
 // connection are retired.
 func (p *streamPool) offer(conn transport.Conn, max int) {
+	conn = poolKey(conn)
 	p.mu.Lock()
 	old := p.idle
 	p.conn, p.max, p.idle = conn, max, nil
@@ -462,6 +463,7 @@ func (p *streamPool) offer(conn transport.Conn, max int) {
 // returns its most recently idle stream (nil if none); streams idle for
 // longer than ClientStreamIdleTimeout are retired.
 func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
+	conn = poolKey(conn)
 	now := time.Now()
 	p.mu.Lock()
 	if p.conn != conn || p.max == 0 {
@@ -495,6 +497,7 @@ func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 // retires it (FIN: the server ends it) if the pool is full or of another
 // connection. Streams idle for too long are retired on the way.
 func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
+	conn = poolKey(conn)
 	now := time.Now()
 	p.mu.Lock()
 	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || isDone(conn.Done()) {
@@ -533,13 +536,20 @@ func (c *Client) offerReuse(conn transport.Conn, max int) {
 	if !c.opts.streamReuse {
 		max = 0
 	}
-	c.mu.Lock()
-	current := c.conn == conn
-	c.mu.Unlock()
-	if !current {
-		// A late verdict of a connection already replaced: the pool
-		// belongs to the new one.
+	if isDone(conn.Done()) {
+		// A late verdict of a connection already gone: the pool belongs
+		// to its successor.
 		return
 	}
 	c.pool.offer(conn, min(max, DefaultMaxIdleStreams))
+}
+
+// poolKey is the connection a stream pool is kept for: calls may name the
+// connection through the wrapper it wears while its admission is under way
+// (admittingConn), the offer comes for the connection itself.
+func poolKey(conn transport.Conn) transport.Conn {
+	if ac, ok := conn.(*admittingConn); ok {
+		return ac.Conn
+	}
+	return conn
 }

@@ -21,7 +21,7 @@ const (
 	DefaultHeaderTimeout = 10 * time.Second
 	// DefaultStreamIdleTimeout is how long a server keeps a reusable
 	// stream whose call ended waiting for the stream's next call
-	// (PROTOCOL.md 22): 30 s, longer than a client keeps one idle
+	// (PROTOCOL.md 23): 30 s, longer than a client keeps one idle
 	// (ClientStreamIdleTimeout).
 	DefaultStreamIdleTimeout = 30 * time.Second
 	// DefaultMaxIdleStreams is the number of idle reusable streams per
@@ -79,7 +79,7 @@ func WithHeaderTimeout(d time.Duration) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.headerTimeout = d })
 }
 
-// WithStreamIdleTimeout sets how long a reusable stream (PROTOCOL.md 22)
+// WithStreamIdleTimeout sets how long a reusable stream (PROTOCOL.md 23)
 // whose call ended may wait for its next call before the server resets it
 // (checked every eighth of d, so it is reset within 1⅛ d).
 // While it waits it holds a goroutine and no read buffer, and it is

@@ -22,7 +22,7 @@ type Metrics struct {
 	Calls map[string]uint64 `json:"calls"`
 	// StreamsOpened counts the streams whose first call the server
 	// served, and StreamsReused the calls it served on a stream that had
-	// carried an earlier call (PROTOCOL.md 22); their sum is the calls
+	// carried an earlier call (PROTOCOL.md 23); their sum is the calls
 	// whose HEADER was read. IdleStreams is the number of reusable streams
 	// now waiting for their next call. In JSON the three are left out
 	// while 0.
@@ -36,7 +36,7 @@ type Metrics struct {
 type ClientMetrics struct {
 	// StreamsOpened counts the streams the client opened for calls, and
 	// StreamsReused the calls it started on an idle stream of an earlier
-	// call (PROTOCOL.md 22). IdleStreams is the number of streams now kept
+	// call (PROTOCOL.md 23). IdleStreams is the number of streams now kept
 	// for further calls.
 	StreamsOpened uint64 `json:"streams_opened,omitempty"`
 	StreamsReused uint64 `json:"streams_reused,omitempty"`

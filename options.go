@@ -405,7 +405,7 @@ var streamReuseDefault = true
 
 // WithStreamReuse(false) gives every call a stream of its own. By default
 // (true) a client whose server offers stream reuse in its admission
-// verdict (PROTOCOL.md 22) starts a call on an idle stream of an earlier
+// verdict (PROTOCOL.md 23) starts a call on an idle stream of an earlier
 // call when it has one, and keeps the stream of a call that ended cleanly
 // (its trailer read: OK or an error status) for another: up to the
 // server's offer (at most DefaultMaxIdleStreams) per connection, or as

@@ -315,7 +315,7 @@ func TestStreamReuseIdleTimeout(t *testing.T) {
 	})
 }
 
-// The server side of reuse on the wire (PROTOCOL.md 22.2): two calls on
+// The server side of reuse on the wire (PROTOCOL.md 23.2): two calls on
 // one raw stream, the second HEADER sent right behind the first call's
 // end-of-request frame, before its trailer was read. A client that never
 // marks its calls (a browser, an earlier build) gets FIN after each
@@ -431,7 +431,7 @@ func TestStreamReuseWire(t *testing.T) {
 func TestStreamReuseAfterPipelinedAdmission(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, e *env) {
 		ctx := ctxT(t)
-		c := aster.NewClient(e.addr, aster.WithDialer(e.dialer(testutil.Key(t, 9))))
+		c := aster.NewClient(e.addr, aster.WithDialer(e.dialer(testutil.Key(t, 9))), aster.WithStreamReuse(true))
 		defer c.Close()
 		for i := range 20 {
 			if r, err := aster.CallUnary[Msg](ctx, c, "Test.echo", &Msg{N: i}); err != nil || r.N != i {

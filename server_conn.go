@@ -213,7 +213,7 @@ func (s *Server) worker(w workItem) {
 
 // serveStream serves the calls of one stream: its first call, and, while
 // the calls are marked reusable and end cleanly, the calls that follow it
-// on the stream (PROTOCOL.md 22). The active slot serve took for the
+// on the stream (PROTOCOL.md 23). The active slot serve took for the
 // stream is held while a call is served, not while the stream is idle.
 func (sc *serverConn) serveStream(st transport.Stream) {
 	defer sc.streams.Done()
@@ -496,7 +496,7 @@ func (sc *serverConn) serveCall(st transport.Stream, c *serverCall, reused bool)
 }
 
 // end finishes the call with err and, on a reusable stream, reads what is
-// left of the requests up to the end-of-request frame (PROTOCOL.md 22.3):
+// left of the requests up to the end-of-request frame (PROTOCOL.md 23.3):
 // it reports whether the stream is clean for another call.
 func (c *serverCall) end(err error) bool {
 	if !c.finish(err) {

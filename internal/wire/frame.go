@@ -285,7 +285,7 @@ func (r *Reader) Await() error {
 var ErrNotRequest = status.New(status.InvalidArgument, "wire: header or trailer frame among the requests")
 
 // SkipRequests reads and discards the rest of a call's requests, up to
-// and including the end-of-request frame (PROTOCOL.md 22.3), whatever
+// and including the end-of-request frame (PROTOCOL.md 23.3), whatever
 // their size: a frame over the Reader's limit is skipped as it arrives,
 // never held, and the buffer does not grow. It returns nil at the
 // end-of-request frame; io.EOF if the stream ended first; ErrNotRequest,
@@ -465,7 +465,7 @@ func truncated(err error) error {
 }
 
 // EndOfRequest is the frame a client sends in place of FIN to end the
-// requests of a call on a reusable stream (PROTOCOL.md 22.2): a TRAILER
+// requests of a call on a reusable stream (PROTOCOL.md 23.2): a TRAILER
 // frame with an empty payload.
 var EndOfRequest = []byte{1, 0, 0, 0, FlagTrailer}
 

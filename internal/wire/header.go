@@ -45,7 +45,7 @@ type Header struct {
 	// no session.
 	SessionID uint64 `cbor:"sessionId,omitempty" json:"sessionId,omitempty"`
 	// Reuse marks a call whose stream may carry another call after it
-	// (PROTOCOL.md 22, stream reuse): the client ends its requests with an
+	// (PROTOCOL.md 23, stream reuse): the client ends its requests with an
 	// end-of-request frame instead of FIN, and the server does not FIN
 	// after the trailer. Only a client whose admission verdict offered
 	// stream reuse sets it.
