@@ -412,8 +412,23 @@ func (c *PacketConn) serve(conn net.Conn, br *bufio.Reader) error {
 	wg.Wait()
 	c.mu.Lock()
 	c.conn = nil
+	flushing := isDone(c.flush)
 	c.mu.Unlock()
+	if flushing {
+		// Close is waiting for the queue to be written on this
+		// connection, which is gone: nothing is left to wait for.
+		c.flushOnce.Do(func() { close(c.flushed) })
+	}
 	return err
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *PacketConn) readLoop(conn net.Conn, br *bufio.Reader) error {
@@ -569,15 +584,17 @@ func (c *PacketConn) writeQueued(conn net.Conn, bw *bufio.Writer) {
 // drain asks the writer of the live relay connection to write what is
 // queued and waits for it, at most CloseFlushTimeout.
 func (c *PacketConn) drain() {
+	// Under mu, as serve clears the connection: either the connection is
+	// gone here, or serve sees the flush asked for and releases the wait
+	// when the connection ends.
 	c.mu.Lock()
 	live := c.conn != nil && !c.isClosed()
-	c.mu.Unlock()
-	select {
-	case <-c.flush:
+	if isDone(c.flush) {
+		c.mu.Unlock()
 		return // an earlier Close asked already
-	default:
 	}
 	close(c.flush)
+	c.mu.Unlock()
 	if !live {
 		return
 	}
