@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -138,7 +137,7 @@ func DialAddress(ctx context.Context, addr Address, opts ...ClientOption) (*Clie
 // NewClient returns a Client for addr without connecting; the first call
 // dials. A bad option value makes every call fail with INVALID_ARGUMENT.
 func NewClient(addr Address, opts ...ClientOption) *Client {
-	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default(), streamReuse: streamReuseDefault}
+	o := defaultClientOptions()
 	for _, opt := range opts {
 		opt.applyClient(&o)
 	}

@@ -21,10 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/contract"
 	"github.com/aster-go/aster/discovery"
-	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
@@ -363,7 +361,7 @@ type producer struct {
 // dials its producers itself), makes every call fail with
 // INVALID_ARGUMENT. Close it when done.
 func NewFleet(src discovery.Source, name string, opts ...ClientOption) *Fleet {
-	o := clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default()}
+	o := defaultClientOptions()
 	for _, opt := range opts {
 		opt.applyClient(&o)
 	}

@@ -1029,3 +1029,31 @@ func TestFleetContractAndDescribe(t *testing.T) {
 		t.Fatalf("DescribeMethod of a missing method: %v, want NOT_FOUND", err)
 	}
 }
+
+// A fleet's producers get a Client's defaults, stream reuse among them:
+// sequential calls through a fleet of one reuse streams exactly when a
+// Client's calls to the same producer do (by default: yes; the suite also
+// runs with ASTER_STREAM_REUSE=off).
+func TestFleetReusesStreamsLikeAClient(t *testing.T) {
+	ps, _, f := startFleet(t, 1)
+	ctx := ctxT(t)
+	reused := func(cc aster.Caller) uint64 {
+		before := ps[0].srv.Metrics().StreamsReused
+		for i := range 20 {
+			if _, err := aster.CallUnary[FleetReply](ctx, cc, "Fleet.get", &FleetReq{}); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		return ps[0].srv.Metrics().StreamsReused - before
+	}
+	c, err := aster.DialAddress(ctx, ps[0].ln.Addr(), fleetOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	viaClient, viaFleet := reused(c), reused(f)
+	if (viaClient > 0) != (viaFleet > 0) || viaFleet+2 < viaClient {
+		t.Fatalf("20 sequential calls reused %d streams through a Client and %d through a Fleet", viaClient, viaFleet)
+	}
+	t.Logf("streams reused for 20 calls: client %d, fleet %d", viaClient, viaFleet)
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aster-go/aster/codec"
+	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
@@ -397,6 +398,13 @@ func WithConn(c transport.Conn) ClientOption {
 // first). Default: none.
 func WithClientMiddleware(mw ...middleware.Client) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) { o.mw = append(o.mw, mw...) })
+}
+
+// defaultClientOptions are a Client's (and a Fleet's) options before the
+// ones given are applied: every default in one place, so that a Fleet's
+// producers get the same as a Client.
+func defaultClientOptions() clientOptions {
+	return clientOptions{codec: cbor.Codec{}, maxFrame: wire.DefaultMaxFrameSize, logger: slog.Default(), streamReuse: streamReuseDefault}
 }
 
 // streamReuseDefault is WithStreamReuse's default (tests run the suite with
