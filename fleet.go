@@ -582,6 +582,9 @@ func (f *Fleet) watchLoop() {
 		if err == nil {
 			break
 		}
+		if f.ctx.Err() != nil {
+			return // Close cancelled the watch it was starting: not a failure
+		}
 		f.logger.Warn("aster: fleet: watch failed", "name", f.name, "err", err)
 		f.mu.Lock()
 		f.watchErr = err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -204,6 +205,10 @@ func TestListen(t *testing.T) {
 		`aster_server_calls_total{code="NOT_FOUND"} 1`,
 		"aster_server_connections 1",
 		"# TYPE aster_server_active_calls gauge",
+		// The stream counters (PROTOCOL.md 23), as /metrics gave them.
+		fmt.Sprintf(`aster_server_streams_total{kind="opened"} %d`, m.StreamsOpened),
+		fmt.Sprintf(`aster_server_streams_total{kind="reused"} %d`, m.StreamsReused),
+		fmt.Sprintf("aster_server_idle_streams %d", m.IdleStreams),
 	} {
 		if !strings.Contains(body, line+"\n") {
 			t.Errorf("/metrics/prometheus lacks %q:\n%s", line, body)

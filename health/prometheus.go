@@ -18,6 +18,10 @@ var (
 		"Calls being served.", nil, nil)
 	promCalls = prometheus.NewDesc("aster_server_calls_total",
 		"Finished calls by status code name (APPLICATION for codes 100 and above).", []string{"code"}, nil)
+	promStreams = prometheus.NewDesc("aster_server_streams_total",
+		"Streams that carried calls: opened for a call, or reused after an earlier call (PROTOCOL.md 23).", []string{"kind"}, nil)
+	promIdleStreams = prometheus.NewDesc("aster_server_idle_streams",
+		"Reusable streams waiting for their next call.", nil, nil)
 )
 
 // promCollector exports a Source's Metrics to Prometheus.
@@ -28,6 +32,8 @@ func (c promCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- promConnections
 	ch <- promActiveCalls
 	ch <- promCalls
+	ch <- promStreams
+	ch <- promIdleStreams
 }
 
 // Collect implements prometheus.Collector.
@@ -38,6 +44,9 @@ func (c promCollector) Collect(ch chan<- prometheus.Metric) {
 	for code, n := range m.Calls {
 		ch <- prometheus.MustNewConstMetric(promCalls, prometheus.CounterValue, float64(n), code)
 	}
+	ch <- prometheus.MustNewConstMetric(promStreams, prometheus.CounterValue, float64(m.StreamsOpened), "opened")
+	ch <- prometheus.MustNewConstMetric(promStreams, prometheus.CounterValue, float64(m.StreamsReused), "reused")
+	ch <- prometheus.MustNewConstMetric(promIdleStreams, prometheus.GaugeValue, float64(m.IdleStreams))
 }
 
 // prometheusHandler serves src's counters in the Prometheus text format,
