@@ -99,8 +99,17 @@ An existing --out file is only replaced with --force.`,
 			fmt.Fprintf(w, "credential. The server validates the credential and grants the\n")
 			fmt.Fprintf(w, "capabilities listed above.\n\n")
 			fmt.Fprintf(w, "Use it:\n")
-			fmt.Fprintf(w, "aster shell <peer-addr> --rcan %s\n", base)
-			fmt.Fprintf(w, "aster call <peer-addr> Service.method '<json>' --rcan %s\n\n", base)
+			if c.Role == enroll.RoleProducer {
+				// A producer serves with it: its key is the node key, and
+				// registry entries carry its credential (aster.services).
+				fmt.Fprintf(w, "ASTER_IDENTITY_FILE=%s <your server>\n", base)
+				fmt.Fprintf(w, "(with [discovery] set, its registry entries carry the credential, so\n")
+				fmt.Fprintf(w, "clients with allow_all_producers=false accept it for the services in\n")
+				fmt.Fprintf(w, "its aster.services attribute)\n\n")
+			} else {
+				fmt.Fprintf(w, "aster shell <peer-addr> --rcan %s\n", base)
+				fmt.Fprintf(w, "aster call <peer-addr> Service.method '<json>' --rcan %s\n\n", base)
+			}
 			fmt.Fprintf(w, "⚠ Keep this file secret -- it is both an identity AND a credential.\n")
 			return nil
 		},
