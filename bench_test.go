@@ -35,6 +35,23 @@ func benchEnv(b *testing.B, tk transportKind) *aster.Client {
 	return c
 }
 
+// missionServer serves Mission Control over QUIC on loopback (key 1) until
+// the benchmark ends, and returns its address.
+func missionServer(b *testing.B) aster.Address {
+	b.Helper()
+	key := testutil.Key(b, 1)
+	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()))
+	srv.MustRegister(mission.NewMissionControl().Service())
+	ln, err := quic.Listen("127.0.0.1:0", key, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	b.Cleanup(func() { srv.Close(); <-done })
+	return ln.Addr()
+}
+
 func BenchmarkUnary(b *testing.B) {
 	for _, tk := range transports {
 		b.Run(tk.name, func(b *testing.B) {
@@ -123,17 +140,7 @@ func BenchmarkClientStream(b *testing.B) {
 //
 //	go test -run=NONE -bench=FleetUnary -benchmem -count=6 .
 func BenchmarkFleetUnary(b *testing.B) {
-	key := testutil.Key(b, 1)
-	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()))
-	srv.MustRegister(mission.NewMissionControl().Service())
-	ln, err := quic.Listen("127.0.0.1:0", key, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	b.Cleanup(func() { srv.Close(); <-done })
-	addr := ln.Addr()
+	addr := missionServer(b)
 	ctx := context.Background()
 	req := &mission.StatusRequest{AgentID: "edge-node-7"}
 	run := func(b *testing.B, cc aster.Caller) {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/examples/missioncontrol/mission"
-	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/transport/quic"
 	"github.com/aster-go/aster/trust"
 )
@@ -30,17 +29,7 @@ import (
 //
 //	go test -run=NONE -bench='^BenchmarkConnSetupPhases$' -benchmem -count=6 .
 func BenchmarkConnSetupPhases(b *testing.B) {
-	srvKey := testutil.Key(b, 1)
-	srv := aster.NewServer(aster.WithSecretKey(srvKey), aster.WithLogger(quietLogger()))
-	srv.MustRegister(mission.NewMissionControl().Service())
-	ln, err := quic.Listen("127.0.0.1:0", srvKey, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	b.Cleanup(func() { srv.Close(); <-done })
-	addr := ln.Addr()
+	addr := missionServer(b)
 	ctx := context.Background()
 	req := &mission.StatusRequest{AgentID: "edge-node-7"}
 
