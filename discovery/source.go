@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/aster-go/aster/trust"
 )
 
 // Producer is one endpoint serving a service, as a registry lists it. The
@@ -126,11 +128,15 @@ func (s *StaticSource) Producers(name string) []Producer {
 // Register adds p to name's producers (replacing an entry with the same
 // endpoint id); Deregister removes it.
 func (s *StaticSource) Register(_ context.Context, name string, p Producer) (Registration, error) {
-	s.mu.Lock()
-	ps := slices.DeleteFunc(slices.Clone(s.sets[name]), func(q Producer) bool { return q.Addr.ID == p.Addr.ID })
-	s.mu.Unlock()
-	s.Set(name, append(ps, p)...)
+	s.Set(name, append(s.without(name, p.Addr.ID), p)...)
 	return staticRegistration{s, name, p}, nil
+}
+
+// without returns name's producers except the one with id.
+func (s *StaticSource) without(name string, id trust.EndpointID) []Producer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(s.sets[name]), func(q Producer) bool { return q.Addr.ID == id })
 }
 
 type staticRegistration struct {
@@ -140,10 +146,7 @@ type staticRegistration struct {
 }
 
 func (r staticRegistration) Deregister(context.Context) error {
-	r.s.mu.Lock()
-	ps := slices.DeleteFunc(slices.Clone(r.s.sets[r.name]), func(q Producer) bool { return q.Addr.ID == r.p.Addr.ID })
-	r.s.mu.Unlock()
-	r.s.Set(r.name, ps...)
+	r.s.Set(r.name, r.s.without(r.name, r.p.Addr.ID)...)
 	return nil
 }
 
