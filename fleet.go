@@ -167,7 +167,9 @@ func WithOutlierDetection(od OutlierDetection) ClientOption {
 // WithFleetRetry sets the Retry a Fleet puts around its balancer, inside
 // the middleware of WithClientMiddleware, so that an idempotent call that
 // fails with UNAVAILABLE before any response (a producer that died or
-// began shutting down) is retried on another producer: each attempt is a
+// began shutting down), or any call the producer refused unprocessed
+// (status.IsNotProcessed, such as one refused while it shuts down), is
+// retried on another producer: each attempt is a
 // fresh pick that avoids the producer of the previous one. nil turns it off
 // — do so when WithClientMiddleware already holds a middleware.Retry, or
 // attempts multiply. Default: middleware.Retry with MaxAttempts 3,

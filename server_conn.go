@@ -435,7 +435,9 @@ func (sc *serverConn) serveCall(st transport.Stream, c *serverCall, reused bool)
 	s.calls.add()
 	defer s.calls.done()
 	if s.draining.Load() {
-		return c.end(status.New(status.Unavailable, "server shutting down"))
+		// Nothing of the call has run: the client may retry it on another
+		// server whatever the method (PROTOCOL.md §7.5).
+		return c.end(status.New(status.Unavailable, reasonShutdown).WithNotProcessed())
 	}
 	if err := c.setCodec(h.SerializationMode); err != nil {
 		return c.end(err)

@@ -33,6 +33,8 @@ type Msg struct {
 	Code  uint32 `cbor:"code,omitempty" json:"code,omitempty"`
 	Sent  int    `cbor:"sent,omitempty" json:"sent,omitempty"`
 	After int    `cbor:"after,omitempty" json:"after,omitempty"`
+	// NotProcessed marks the injected failures not processed.
+	NotProcessed bool `cbor:"np,omitempty" json:"np,omitempty"`
 }
 
 func (Msg) WireType() string { return "mwtest/Msg" }
@@ -75,6 +77,9 @@ func fail(m *Msg, prior int) error {
 		e := status.Errorf(status.Code(m.Code), "injected failure %d of %d", prior+1, m.Fail)
 		if m.After > 0 {
 			e = e.WithMetadata(middleware.RetryAfterKey, fmt.Sprint(m.After))
+		}
+		if m.NotProcessed {
+			e = e.WithNotProcessed()
 		}
 		return e
 	}

@@ -59,7 +59,8 @@ type RateLimitOptions struct {
 // service, per method and per peer. A call over a limit fails with
 // RESOURCE_EXHAUSTED before its handler runs; the trailer carries
 // RetryAfterKey, the milliseconds until a token is available, which Retry
-// honours. Memory for per-peer buckets is bounded by MaxPeers and PeerIdle.
+// honours, and is marked not processed (status.Error.WithNotProcessed), so
+// Retry may retry it even for a method that is not idempotent. Memory for per-peer buckets is bounded by MaxPeers and PeerIdle.
 func RateLimit(opts RateLimitOptions) Server {
 	if opts.MaxPeers <= 0 {
 		opts.MaxPeers = 10000
@@ -209,5 +210,6 @@ func (rl *rateLimiter) admit(s handler.Stream) error {
 	}
 	ms := max(1, (wait+time.Millisecond-1)/time.Millisecond)
 	return status.Errorf(status.ResourceExhausted, "rate limit exceeded (%s limit on %s)", which, info.FullName()).
-		WithMetadata(RetryAfterKey, strconv.FormatInt(int64(ms), 10))
+		WithMetadata(RetryAfterKey, strconv.FormatInt(int64(ms), 10)).
+		WithNotProcessed() // refused before the handler: nothing ran
 }

@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,18 +107,34 @@ func TestRateLimitWithRetry(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A non-idempotent call is not retried.
+	// A refusal is marked not processed, so a non-idempotent call is
+	// retried too.
+	var retries atomic.Int64
+	opts := middleware.RetryOptions{MaxAttempts: 10, OnRetry: func(*middleware.Call, int, error, time.Duration) { retries.Add(1) }}
+	c1 := fetched(t, e.client(t, middleware.Retry(opts)))
+	for range 3 {
+		if _, err := unary(ctx, c1, "put", &Msg{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if retries.Load() == 0 {
+		t.Fatal("no non-idempotent call was retried")
+	}
+	// A server asking for a wait beyond MaxBackoff (here about 3 hours) is
+	// not waited for: the call fails at once, carrying the hint.
 	e2 := newEnv(t, envConfig{srvOpts: []aster.ServerOption{aster.WithMiddleware(
 		middleware.RateLimit(middleware.RateLimitOptions{PerPeer: slow(1)}))}})
-	retries := 0
-	opts := middleware.RetryOptions{OnRetry: func(*middleware.Call, int, error, time.Duration) { retries++ }}
+	retries.Store(0)
 	c2 := fetched(t, e2.client(t, middleware.Retry(opts)))
-	if _, err := unary(ctx, c2, "put", &Msg{}); err != nil {
+	if _, err := unary(ctx, c2, "get", &Msg{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := unary(ctx, c2, "put", &Msg{})
+	_, err := unary(ctx, c2, "get", &Msg{})
 	wantLimited(t, err)
-	if retries != 0 {
-		t.Fatalf("%d retries", retries)
+	if !status.IsNotProcessed(err) {
+		t.Errorf("rate-limited call %v is not marked not processed", err)
+	}
+	if n := retries.Load(); n != 0 {
+		t.Fatalf("%d retries of a call told to wait hours", n)
 	}
 }

@@ -26,6 +26,9 @@ const (
 	// RetryAfterKey is the trailer metadata key carrying a server's hint, in
 	// milliseconds, of when to try again (set by RateLimit). Retry waits at
 	// least that long, and retries RESOURCE_EXHAUSTED only when it is present.
+	// A hint beyond RetryOptions.MaxBackoff is not waited for: the call
+	// fails at once with the error, which carries the hint, so that no
+	// server can hold a call without a deadline for longer than MaxBackoff.
 	RetryAfterKey = "retry-after-ms"
 )
 
@@ -36,7 +39,8 @@ type RetryOptions struct {
 	MaxAttempts int
 	// InitialBackoff is the wait before the first retry. Default 100 ms.
 	InitialBackoff time.Duration
-	// MaxBackoff caps the wait between attempts. Default 30 s.
+	// MaxBackoff caps the wait between attempts, a server's retry-after
+	// hint included (a longer hint ends the call). Default 30 s.
 	MaxBackoff time.Duration
 	// Multiplier grows the backoff after each retry. Default 2.
 	Multiplier float64
@@ -161,7 +165,9 @@ func Attempt(ctx context.Context) int {
 
 // Retry is client middleware that retries failed calls with exponential
 // backoff and jitter. A call is retried only when it is idempotent (see
-// RetryOptions.Idempotent), failed with a retryable code, has attempts and
+// RetryOptions.Idempotent) or the server marked its failure not processed
+// (status.IsNotProcessed: refused before its handler ran, PROTOCOL.md
+// §7.5), failed with a retryable code, has attempts and
 // budget left, its deadline leaves room for the wait, and — for streams —
 // no response message has been delivered to the caller yet. A call pinned
 // to a connection (a session call, see Call.Conn) is not retried once that
@@ -193,11 +199,9 @@ func Retry(opts RetryOptions) Client {
 				// Otherwise (e.g. a method the contract lacks) the call
 				// goes ahead as it is and the server answers.
 			}
-			if !o.Idempotent(call) {
-				return next.NewStream(ctx, call)
-			}
+			idem := o.Idempotent(call)
 			o.Budget.deposit()
-			rs := &retryStream{o: o, next: next, ctx: ctx, call: call}
+			rs := &retryStream{o: o, next: next, ctx: ctx, call: call, onlyNotProcessed: !idem}
 			cs, err := rs.open(1, nil)
 			if err != nil {
 				return nil, err
@@ -225,6 +229,11 @@ func (o *RetryOptions) retryable(err error) bool {
 	c := se.Code()
 	if c.IsApplication() || se.Metadata()[BreakerOpenKey] != "" {
 		return false
+	}
+	if h := se.Metadata()[RetryAfterKey]; h != "" {
+		if ms, err := strconv.ParseUint(h, 10, 32); err == nil && time.Duration(ms)*time.Millisecond > o.MaxBackoff {
+			return false // the server asks for a longer wait than allowed
+		}
 	}
 	if slices.Contains(o.Codes, c) {
 		return true
@@ -258,6 +267,9 @@ type retryStream struct {
 	next Caller
 	ctx  context.Context
 	call *Call
+	// onlyNotProcessed: the call is not idempotent, so only a failure the
+	// server marked not processed (PROTOCOL.md §7.5) is retried.
+	onlyNotProcessed bool
 
 	mu        sync.Mutex
 	done      chan struct{} // made by the first wait, closed by Close
@@ -321,6 +333,9 @@ func (rs *retryStream) mayRetry(n int, err error) bool {
 			return false // a pinned call cannot move to another connection
 		default:
 		}
+	}
+	if rs.onlyNotProcessed && !status.IsNotProcessed(err) {
+		return false
 	}
 	return n < rs.o.MaxAttempts && rs.o.retryable(err) && rs.o.Budget.withdraw()
 }

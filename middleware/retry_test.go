@@ -29,6 +29,9 @@ func TestRetryUnary(t *testing.T) {
 	}{
 		{"idempotent method recovers", "get", Msg{Fail: 2, Code: unavailable}, nil, status.OK, 3},
 		{"non-idempotent method not retried", "put", Msg{Fail: 2, Code: unavailable}, nil, status.Unavailable, 1},
+		{"non-idempotent method retried when not processed", "put", Msg{Fail: 2, Code: unavailable, NotProcessed: true}, nil, status.OK, 3},
+		{"not processed but a code that is never retried", "put", Msg{Fail: 1, Code: uint32(status.InvalidArgument), NotProcessed: true}, nil, status.InvalidArgument, 1},
+		{"not processed attempts run out", "put", Msg{Fail: 5, Code: unavailable, NotProcessed: true}, nil, status.Unavailable, 3},
 		{"per-call opt-in", "put", Msg{Fail: 2, Code: unavailable}, []aster.CallOption{aster.Idempotent()}, status.OK, 3},
 		{"attempts run out", "get", Msg{Fail: 5, Code: unavailable}, nil, status.Unavailable, 3},
 		{"application code never retried", "get", Msg{Fail: 1, Code: 100}, nil, status.Code(100), 1},

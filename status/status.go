@@ -114,6 +114,9 @@ type Error struct {
 	details []Detail
 	meta    map[string]string
 	cause   error
+	// notProcessed: the call was refused before any of it reached the
+	// application (see NotProcessed).
+	notProcessed bool
 }
 
 // New returns an *Error with the given code and message.
@@ -251,6 +254,29 @@ func (e *Error) WithMetadata(key, value string) *Error {
 	}
 	e.meta[key] = value
 	return e
+}
+
+// WithNotProcessed marks e as a refusal of a call that no application code
+// saw (the server was draining, a limit refused it before dispatch) and
+// returns e. The mark crosses the wire (PROTOCOL.md §7.1, notProcessed): a
+// client may then retry the call on any connection even when the method is
+// not idempotent, because the first attempt had no effect. A handler may
+// mark an error it returns only when it has done nothing that a second
+// attempt would repeat.
+func (e *Error) WithNotProcessed() *Error {
+	e.notProcessed = true
+	return e
+}
+
+// NotProcessed reports whether e is marked WithNotProcessed: the call had
+// no effect and may be retried anywhere. A nil *Error reports false.
+func (e *Error) NotProcessed() bool { return e != nil && e.notProcessed }
+
+// IsNotProcessed reports whether err is, or wraps, an *Error marked
+// WithNotProcessed.
+func IsNotProcessed(err error) bool {
+	var se *Error
+	return errors.As(err, &se) && se.notProcessed
 }
 
 // Error formats the error as "CODE: message".

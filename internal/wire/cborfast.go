@@ -76,9 +76,13 @@ func appendHeaderCBOR(b []byte, h *Header) []byte {
 	return b
 }
 
-// appendTrailerCBOR encodes t: code, details, message, metadata.
+// appendTrailerCBOR encodes t: code, details, message, metadata,
+// notProcessed.
 func appendTrailerCBOR(b []byte, t *Trailer) []byte {
 	n := 1
+	if t.NotProcessed {
+		n++
+	}
 	if len(t.Details) != 0 {
 		n++
 	}
@@ -104,6 +108,9 @@ func appendTrailerCBOR(b []byte, t *Trailer) []byte {
 	}
 	if len(t.Metadata) != 0 {
 		b = cbordet.AppendStringMap(cbordet.AppendText(b, "metadata"), t.Metadata)
+	}
+	if t.NotProcessed {
+		b = append(cbordet.AppendText(b, "notProcessed"), 0xf5) // true
 	}
 	return b
 }

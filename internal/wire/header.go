@@ -58,6 +58,9 @@ type Trailer struct {
 	Message  string            `cbor:"message,omitempty" json:"message,omitempty"`
 	Details  []status.Detail   `cbor:"details,omitempty" json:"details,omitempty"`
 	Metadata map[string]string `cbor:"metadata,omitempty" json:"metadata,omitempty"`
+	// NotProcessed says that no part of the call reached the application
+	// (PROTOCOL.md §7.1): a client may retry it anywhere.
+	NotProcessed bool `cbor:"notProcessed,omitempty" json:"notProcessed,omitempty"`
 }
 
 // IsJSON reports whether a header or trailer payload is JSON (its first byte
@@ -208,7 +211,7 @@ func TrailerFor(err error) Trailer {
 		return Trailer{}
 	}
 	se := status.FromError(err)
-	return Trailer{Code: uint32(se.Code()), Message: se.Message(), Details: se.Details(), Metadata: se.Metadata()}
+	return Trailer{Code: uint32(se.Code()), Message: se.Message(), Details: se.Details(), Metadata: se.Metadata(), NotProcessed: se.NotProcessed()}
 }
 
 // DecodeTrailer decodes a trailer payload. A trailer that does not decode
@@ -239,7 +242,11 @@ func (t *Trailer) Err() error {
 	if t.Code == 0 {
 		return nil
 	}
-	return status.FromWire(status.Code(t.Code), t.Message, t.Details, t.Metadata)
+	se := status.FromWire(status.Code(t.Code), t.Message, t.Details, t.Metadata)
+	if t.NotProcessed {
+		se.WithNotProcessed()
+	}
+	return se
 }
 
 func decodeMeta(payload []byte, v any) error {

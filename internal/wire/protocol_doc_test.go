@@ -549,6 +549,19 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 		wantFrames(t, fs, wire.FlagTrailer)
 		checkTrailer(t, fs[0], true, notFound)
 	},
+	"trailer-not-processed": func(t checkT, ex map[string]docBlock) {
+		doc := hexOf(t, ex["trailer-not-processed"])
+		err := status.New(status.Unavailable, "server shutting down").WithNotProcessed()
+		tr := wire.TrailerFor(err)
+		sameBytes(t, "trailer", trailerFrame(t, tr, false), doc)
+		fs := readFrames(t, doc)
+		wantFrames(t, fs, wire.FlagTrailer)
+		checkTrailer(t, fs[0], false, tr)
+		got, derr := wire.DecodeTrailer(fs[0].payload)
+		if derr != nil || !status.IsNotProcessed(got.Err()) {
+			t.Errorf("decoded trailer %+v (err %v): the error is not marked not processed", got, derr)
+		}
+	},
 	"trailer-metadata": func(t checkT, ex map[string]docBlock) {
 		tr := wire.Trailer{Metadata: map[string]string{"cache": "miss", "server-timing": "db;dur=2.5"}}
 		doc := hexOf(t, ex["trailer-metadata"])
