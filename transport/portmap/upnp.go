@@ -36,10 +36,10 @@ const (
 	// maxSSDPAnswers bounds how many SSDP datagrams one search reads.
 	maxSSDPAnswers = 16
 
-	ssdpPort   = 1900
-	igdURN     = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
-	upnpDesc   = "aster"
-	errPortTaken = 718 // ConflictInMappingEntry
+	ssdpPort         = 1900
+	igdURN           = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
+	upnpDesc         = "aster"
+	errPortTaken     = 718 // ConflictInMappingEntry
 	errOnlyPermanent = 725 // OnlyPermanentLeasesSupported
 )
 
@@ -71,7 +71,7 @@ func newUPnPClient(gw, local netip.Addr, port uint16, multicast bool, timeout ti
 		port = ssdpPort
 	}
 	tr := &http.Transport{
-		Proxy:                  nil, // the gateway is on the LAN
+		Proxy:                  nil,  // the gateway is on the LAN
 		DisableKeepAlives:      true, // no idle connection outlives a request
 		MaxResponseHeaderBytes: 16 << 10,
 		ResponseHeaderTimeout:  timeout,
