@@ -56,7 +56,7 @@ import (
 //	           hook_timeout_ms            ASTER_HOOK_TIMEOUT_MS                   5000
 //	           clear_ip_transports        ASTER_CLEAR_IP_TRANSPORTS               false
 //	           clear_relay_transports     ASTER_CLEAR_RELAY_TRANSPORTS            false
-//	           portmapper_config          ASTER_PORTMAPPER_CONFIG                 unset
+//	           portmapper_config          ASTER_PORTMAPPER_CONFIG                 unset (port mapping on)
 //	           proxy_url                  ASTER_PROXY_URL                         unset
 //	           proxy_from_env             ASTER_PROXY_FROM_ENV                    false
 //	[identity] identity_file              ASTER_IDENTITY_FILE                     ./.aster-identity if it exists

@@ -202,7 +202,9 @@ func TestMapperRenewalFailureAndRetry(t *testing.T) {
 			}
 		}
 		// The gateway is back with another address.
-		f.set(func(f *fakeClient) { f.mapErr, f.probeErr, f.ext = nil, nil, netip.MustParseAddrPort("198.51.100.9:4001") })
+		f.set(func(f *fakeClient) {
+			f.mapErr, f.probeErr, f.ext = nil, nil, netip.MustParseAddrPort("198.51.100.9:4001")
+		})
 		time.Sleep(30 * time.Second)
 		synctest.Wait()
 		if ext, ok := m.External(); !ok || ext.String() != "198.51.100.9:4001" {
