@@ -140,7 +140,7 @@ type Mapper struct {
 }
 
 // New starts a Mapper for the local UDP port (the port a QUIC listener is
-// bound to). It returns at once; the first attempt runs in the Mapper's
+// bound to; 0 makes every attempt fail). It returns at once; the first attempt runs in the Mapper's
 // goroutine, which Close stops. opts may be nil.
 func New(port uint16, opts *Options) *Mapper {
 	var o Options
@@ -327,6 +327,9 @@ func (m *Mapper) clients() ([]client, netip.Addr, error) {
 // order, that answered (each request bounded by ProbeTimeout).
 func (m *Mapper) attempt(ctx context.Context) error {
 	cs, gw, err := m.clients()
+	if err == nil && m.port == 0 {
+		err = errors.New("portmap: local port 0 cannot be mapped")
+	}
 	m.mu.Lock()
 	m.st.Attempts++
 	m.st.Gateway = gw

@@ -333,15 +333,24 @@ func TestPortmapNetns(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("server address %s: direct %v", addr, a.Direct)
+		mapped := a.Direct[len(a.Direct)-1]
+		if mapped.Addr().String() != extIP {
+			t.Fatalf("the address's last direct address is %v, want the mapped %s:port", mapped, extIP)
+		}
+		forward := fmt.Sprintf("%s:%d", privIP, mapped.Port())
+		if rules := tp.nftRules(t); !strings.Contains(rules, forward) {
+			t.Fatalf("miniupnpd's chains do not forward to %s:\n%s", forward, rules)
+		}
+		start := time.Now()
 		cl := startHelper(t, tp.pub, "client", "PM_ADDR="+addr)
 		if r := cl.expect(t, "CALL", 30*time.Second); r != "hello from behind the NAT" {
 			t.Fatalf("call: %q", r)
 		}
-		port := a.Direct[len(a.Direct)-1].Port()
+		t.Logf("client process started, dialed %v directly and called in %v", mapped, time.Since(start).Round(time.Millisecond))
 		srv.stdin.Close()
 		srv.expect(t, "STOPPED", 15*time.Second)
-		if rules := tp.nftRules(t); strings.Contains(rules, fmt.Sprintf("dport %d ", port)) {
-			t.Fatalf("after Shutdown, miniupnpd's chains still hold port %d:\n%s", port, rules)
+		if rules := tp.nftRules(t); strings.Contains(rules, forward) {
+			t.Fatalf("after Shutdown, miniupnpd's chains still forward to %s:\n%s", forward, rules)
 		}
 	})
 }

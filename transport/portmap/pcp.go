@@ -156,7 +156,7 @@ func (c *pcpClient) name() Protocol { return PCP }
 // roundTrip sends req to the gateway, retransmitting with a doubling
 // interval from 250 ms, until a response passes accept or ctx ends.
 func (c *pcpClient) roundTrip(ctx context.Context, req []byte, accept func(pcpResponse) bool) (pcpResponse, error) {
-	conn, err := dialGateway(ctx, netip.AddrPortFrom(c.gateway, c.port), c.local)
+	conn, err := dialGateway(netip.AddrPortFrom(c.gateway, c.port), c.local)
 	if err != nil {
 		return pcpResponse{}, err
 	}
@@ -260,7 +260,7 @@ func lifetimeSeconds(d time.Duration) uint32 {
 }
 
 // dialGateway opens a UDP socket connected to gw, from local when valid.
-func dialGateway(ctx context.Context, gw netip.AddrPort, local netip.Addr) (*net.UDPConn, error) {
+func dialGateway(gw netip.AddrPort, local netip.Addr) (*net.UDPConn, error) {
 	var laddr *net.UDPAddr
 	if local.IsValid() {
 		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
