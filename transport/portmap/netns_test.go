@@ -13,7 +13,9 @@ package portmap_test
 // mapping on by default) advertises the mapped address and a client on
 // the public side calls it directly, without a relay. The endpoint and the
 // public side are separate processes (this test binary run again inside
-// the namespace). The test fails, never skips, when it cannot set this up.
+// the namespace). A gateway that goes away is noticed at the next renewal
+// and the port mapped again when it returns. The test fails, never skips,
+// when it cannot set this up.
 
 import (
 	"bufio"
@@ -48,6 +50,10 @@ const (
 type topo struct {
 	pub, rtr, priv string
 	rext, rlan     string // the router's interfaces
+	// startGW starts miniupnpd in the router and returns its stop
+	// function; stopGW stops the one setup started.
+	startGW func() func()
+	stopGW  func()
 }
 
 // setup creates the namespaces, the nftables rules and miniupnpd.
@@ -138,41 +144,52 @@ secure_mode=yes
 system_uptime=yes
 uuid=3b7c2a4e-5f60-4d1e-9c8b-77aa%08d
 lease_file=%s
-min_lifetime=120
+min_lifetime=4
 max_lifetime=86400
 allow 1024-65535 10.77.0.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
 `, tp.rext, tp.rlan, id, filepath.Join(dir, "leases")))
-	cmd := exec.Command("ip", "netns", "exec", tp.rtr, "miniupnpd", "-d", "-f", conf, "-P", filepath.Join(dir, "miniupnpd.pid"))
-	logf, err := os.Create(filepath.Join(dir, "miniupnpd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("miniupnpd: %v", err)
+	tp.startGW = func() func() {
+		t.Helper()
+		cmd := exec.Command("ip", "netns", "exec", tp.rtr, "miniupnpd", "-d", "-f", conf, "-P", filepath.Join(dir, "miniupnpd.pid"))
+		logf, err := os.OpenFile(filepath.Join(dir, "miniupnpd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("miniupnpd: %v", err)
+		}
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cmd.Process.Kill()
+				cmd.Wait()
+				logf.Close()
+			})
+		}
+		t.Cleanup(stop)
+		// Wait until it listens for NAT-PMP/PCP (it opens SSDP and HTTP first).
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			out, _ := exec.Command("ip", "netns", "exec", tp.rtr, "ss", "-lun").CombinedOutput()
+			if strings.Contains(string(out), lanGW+":5351") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("miniupnpd does not listen on %s:5351:\n%s", lanGW, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return stop
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		logf.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
+			b, _ := os.ReadFile(filepath.Join(dir, "miniupnpd.log"))
 			t.Logf("miniupnpd log:\n%s", b)
 		}
 	})
-	// Wait until it listens for NAT-PMP/PCP (it opens SSDP and HTTP first).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, _ := exec.Command("ip", "netns", "exec", tp.rtr, "ss", "-lun").CombinedOutput()
-		if strings.Contains(string(out), lanGW+":5351") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("miniupnpd does not listen on %s:5351:\n%s", lanGW, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	tp.stopGW = tp.startGW()
 	return tp
 }
 
@@ -325,6 +342,31 @@ func TestPortmapNetns(t *testing.T) {
 		})
 	}
 
+	// The gateway goes away after granting a mapping: the next renewal
+	// (half the 8 s lifetime) fails and the mapping is reported lost; the
+	// gateway comes back: the retries map the port again.
+	t.Run("gateway restart", func(t *testing.T) {
+		ep := startHelper(t, tp.priv, "map", "PM_PROTO=pcp", "PM_LIFETIME=8s")
+		ep.expect(t, "EXTERNAL", 20*time.Second)
+		tp.stopGW()
+		stopped := time.Now()
+		if r := ep.expect(t, "CHANGE lost", 15*time.Second); r != "" {
+			t.Fatalf("change %q", r)
+		}
+		t.Logf("mapping reported lost %v after miniupnpd stopped (renewal every 4 s)", time.Since(stopped).Round(time.Millisecond))
+		tp.stopGW = tp.startGW()
+		restarted := time.Now()
+		ext := ep.expect(t, "CHANGE "+extIP, 15*time.Second)
+		t.Logf("mapped again (%s%s) %v after miniupnpd restarted (retries every 1-2 s)", extIP, ext, time.Since(restarted).Round(time.Millisecond))
+		if got := send(t, tp, extIP+ext); got != "echo ping" {
+			t.Fatalf("a datagram through the new mapping: reply %q", got)
+		}
+		fmt.Fprintln(ep.stdin, "close")
+		if r := ep.expect(t, "CLOSED", 10*time.Second); r != "<nil>" {
+			t.Fatalf("Close: %s", r)
+		}
+	})
+
 	t.Run("aster", func(t *testing.T) {
 		srv := startHelper(t, tp.priv, "server")
 		addr := srv.expect(t, "ADDR", 30*time.Second)
@@ -377,9 +419,18 @@ func TestNetnsHelper(t *testing.T) {
 		go echo(conn)
 		port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
 		fmt.Printf("PM:INTERNAL %d\n", port)
+		lifetime, _ := time.ParseDuration(os.Getenv("PM_LIFETIME"))
 		m := portmap.New(port, &portmap.Options{
 			Protocols: []portmap.Protocol{portmap.Protocol(os.Getenv("PM_PROTO"))},
-			Logger:    logger, RetryInterval: time.Second,
+			Logger:    logger, Lifetime: lifetime,
+			RetryInterval: time.Second, MaxRetryInterval: 2 * time.Second,
+			OnChange: func(ext netip.AddrPort, ok bool) {
+				if ok {
+					fmt.Printf("PM:CHANGE %s\n", ext)
+				} else {
+					fmt.Println("PM:CHANGE lost")
+				}
+			},
 		})
 		deadline := time.Now().Add(15 * time.Second)
 		for {
@@ -397,6 +448,7 @@ func TestNetnsHelper(t *testing.T) {
 		stdin.Scan() // "close"
 		fmt.Printf("PM:CLOSED %v\n", m.Close())
 		stdin.Scan() // EOF: the test is done
+		conn.Close() // ends echo
 	case "send":
 		to, err := net.ResolveUDPAddr("udp4", os.Getenv("PM_TO"))
 		if err != nil {
