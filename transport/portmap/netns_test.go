@@ -247,13 +247,19 @@ func startHelper(t *testing.T, ns, mode string, env ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
 		select {
-		case <-done:
+		case err := <-done:
+			// A helper that fails after its work (goleak in its
+			// TestMain) fails the test too.
+			if err != nil {
+				t.Errorf("helper %s: %v", mode, err)
+			}
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
 			<-done
+			t.Errorf("helper %s did not exit", mode)
 		}
 	})
 	return p
