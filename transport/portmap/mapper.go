@@ -37,7 +37,8 @@ const (
 	DefaultCloseTimeout = 2 * time.Second
 	// DefaultRetryInterval is the wait after a failed attempt; it doubles
 	// after each failure up to DefaultMaxRetryInterval.
-	DefaultRetryInterval    = 30 * time.Second
+	DefaultRetryInterval = 30 * time.Second
+	// DefaultMaxRetryInterval caps the wait between failed attempts.
 	DefaultMaxRetryInterval = 10 * time.Minute
 	// minRenew is the shortest time between renewals, whatever lifetime
 	// the gateway grants.

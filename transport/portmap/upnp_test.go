@@ -42,6 +42,7 @@ type fakeIGD struct {
 	done chan struct{}
 
 	mu          sync.Mutex
+	desc        string // the description, testRootDesc by default
 	endlessDesc bool   // the description never ends
 	endlessSOAP bool   // AddPortMapping's answer never ends
 	answerFrom  string // answer SSDP from this address instead
@@ -63,7 +64,13 @@ func startFakeIGD(t *testing.T) *fakeIGD {
 			g.endless(w)
 			return
 		}
-		io.WriteString(w, testRootDesc)
+		g.mu.Lock()
+		desc := g.desc
+		g.mu.Unlock()
+		if desc == "" {
+			desc = testRootDesc
+		}
+		io.WriteString(w, desc)
 	})
 	mux.HandleFunc("/ctl/IPConn", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
@@ -171,7 +178,18 @@ func (g *fakeIGD) set(fn func(g *fakeIGD)) {
 }
 
 func TestUPnPClient(t *testing.T) {
+	t.Run("WANIPConnection:2", func(t *testing.T) { testUPnPClient(t, testRootDesc) })
+	t.Run("WANIPConnection:1", func(t *testing.T) {
+		testUPnPClient(t, strings.NewReplacer(":2<", ":1<").Replace(testRootDesc))
+	})
+	t.Run("WANPPPConnection:1", func(t *testing.T) {
+		testUPnPClient(t, strings.NewReplacer(":2<", ":1<", "WANIPConnection", "WANPPPConnection").Replace(testRootDesc))
+	})
+}
+
+func testUPnPClient(t *testing.T, desc string) {
 	g := startFakeIGD(t)
+	g.set(func(g *fakeIGD) { g.desc = desc })
 	c := g.client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -181,6 +199,12 @@ func TestUPnPClient(t *testing.T) {
 	}
 	if ext.String() != "203.0.113.7" {
 		t.Fatalf("external address %v", ext)
+	}
+	c.mu.Lock()
+	svc := c.svc
+	c.mu.Unlock()
+	if want := between(desc, "<serviceType>", "</serviceType>"); svc != want {
+		t.Fatalf("service %q, want %q", svc, want)
 	}
 	m, err := c.mapPort(ctx, 40002, 40002, time.Hour)
 	if err != nil {
