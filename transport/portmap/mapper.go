@@ -68,10 +68,11 @@ type Options struct {
 	// RetryInterval and MaxRetryInterval pace attempts after failures.
 	// Defaults DefaultRetryInterval and DefaultMaxRetryInterval.
 	RetryInterval, MaxRetryInterval time.Duration
-	// OnChange, if set, is called from the Mapper's goroutine whenever the
-	// external address changes: (addr, true) when a mapping is made or its
-	// address changes, (zero, false) when it is lost or deleted. It must
-	// not block or call Close.
+	// OnChange, if set, is called whenever the external address changes:
+	// (addr, true) when a mapping is made or its address changes, (zero,
+	// false) when it is lost or deleted. It is called from the Mapper's
+	// goroutine, and from Close for the deletion; it must not block or call
+	// Close.
 	OnChange func(external netip.AddrPort, ok bool)
 	// Logger receives one line per change and per failed attempt (at
 	// debug level while no gateway answers). Default slog.Default().
