@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -195,6 +196,8 @@ type serverOptions struct {
 	cred      *enroll.Credential // WithCredential: published in registry entries
 	registry  discovery.Registry // WithRegistry
 	regPrefix string
+
+	advertised func() []netip.AddrPort // WithAdvertisedAddrs (advertise.go)
 }
 
 // failed returns the error Serve and ListenAndServe return before doing

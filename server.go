@@ -366,6 +366,7 @@ func (s *Server) Address() Address {
 			a.WebTransport, a.CertHashes = la.WebTransport, la.CertHashes
 		}
 	}
+	a.Direct = s.opts.appendAdvertised(a.Direct)
 	return a
 }
 

@@ -56,7 +56,7 @@ import (
 //	           hook_timeout_ms            ASTER_HOOK_TIMEOUT_MS                   5000
 //	           clear_ip_transports        ASTER_CLEAR_IP_TRANSPORTS               false
 //	           clear_relay_transports     ASTER_CLEAR_RELAY_TRANSPORTS            false
-//	           portmapper_config          ASTER_PORTMAPPER_CONFIG                 unset
+//	           portmapper_config          ASTER_PORTMAPPER_CONFIG                 unset (port mapping on)
 //	           proxy_url                  ASTER_PROXY_URL                         unset
 //	           proxy_from_env             ASTER_PROXY_FROM_ENV                    false
 //	[identity] identity_file              ASTER_IDENTITY_FILE                     ./.aster-identity if it exists
@@ -91,8 +91,15 @@ import (
 // Settings whose feature does not exist yet in aster for Go are rejected
 // with a "not supported yet" error (an *Error wrapping ErrNotSupported)
 // rather than silently ignored: enable_hooks, hook_timeout_ms other than
-// 5000, portmapper_config other than "disabled", proxy_url and
-// proxy_from_env.
+// 5000, proxy_url and proxy_from_env.
+//
+// Port mapping (transport/portmap): portmapper_config is unset, "",
+// "default" or "enabled" (a server listening with direct QUIC asks its
+// gateway to forward its UDP port through PCP, NAT-PMP or UPnP IGD, and
+// advertises the mapped external address as one more direct address),
+// "disabled" (no port mapping), or "pcp", "natpmp" or "upnp" (that
+// protocol only). Values are case-insensitive; any other fails. Clients
+// ignore it.
 //
 // Admission (see TrustPolicy): without a root key the server runs in dev
 // mode (ephemeral root, every consumer admitted, a warning logged), but
@@ -199,8 +206,10 @@ type Config struct {
 	ClearIPTransports bool
 	// ClearRelayTransports disables relays (as RelayMode "disabled" does).
 	ClearRelayTransports bool
-	// PortmapperConfig configures the port mapper: only "disabled" (or
-	// unset) is supported.
+	// PortmapperConfig configures port mapping on the gateway of a server
+	// listening with direct QUIC: "" (unset), "default" or "enabled" try
+	// PCP, NAT-PMP and UPnP IGD; "pcp", "natpmp" or "upnp" only that one;
+	// "disabled" turns it off. See transport/portmap.
 	PortmapperConfig string
 	// ProxyURL is an HTTP proxy for relay connections. Not supported yet.
 	ProxyURL string
@@ -884,6 +893,9 @@ func (c *Config) Validate() error {
 	if err := c.validateDiscovery(); err != nil {
 		return err
 	}
+	if _, _, ok := portmapProtocols(c.PortmapperConfig); !ok {
+		return bad("network.portmapper_config", `is not "default", "enabled", "disabled", "pcp", "natpmp" or "upnp"`)
+	}
 
 	// Settings whose feature does not exist yet.
 	ns := func(key, reason string) error { return notSupported(c, fieldByKey[key], reason) }
@@ -892,8 +904,6 @@ func (c *Config) Validate() error {
 		return ns("network.enable_hooks", "connection hooks do not exist yet")
 	case c.HookTimeoutMS != 0 && c.HookTimeoutMS != DefaultHookTimeoutMS:
 		return ns("network.hook_timeout_ms", "connection hooks do not exist yet")
-	case c.PortmapperConfig != "" && c.PortmapperConfig != "disabled":
-		return ns("network.portmapper_config", `there is no port mapper yet; only "disabled" is accepted`)
 	case c.ProxyURL != "":
 		return ns("network.proxy_url", "relay connections are made directly, not through a proxy")
 	case c.ProxyFromEnv:

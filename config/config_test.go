@@ -484,7 +484,6 @@ func TestConfigNotSupported(t *testing.T) {
 	for _, tc := range []struct{ env, val, field string }{
 		{"ASTER_ENABLE_HOOKS", "on", "network.enable_hooks"},
 		{"ASTER_HOOK_TIMEOUT_MS", "100", "network.hook_timeout_ms"},
-		{"ASTER_PORTMAPPER_CONFIG", "upnp", "network.portmapper_config"},
 		{"ASTER_PROXY_URL", "http://proxy:3128", "network.proxy_url"},
 		{"ASTER_PROXY_FROM_ENV", "yes", "network.proxy_from_env"},
 	} {

@@ -25,6 +25,7 @@ type Server struct {
 
 	logger     *slog.Logger
 	registry   io.Closer      // the etcd registry of [discovery], or nil
+	portmap    *serverPortMap // network.portmapper_config, or nil (portmap.go)
 	healthAddr string         // "" when health.health_port is 0
 	healthOpts health.Options // endpoints and logger of the health server
 
@@ -53,6 +54,14 @@ type Server struct {
 //   - network.relay_mode URL (unless clear_relay_transports) → aster.WithRelay
 //   - network.clear_ip_transports → aster.WithIPTransports(false); it needs
 //     a relay URL
+//   - network.portmapper_config (unless "disabled" or clear_ip_transports)
+//     → aster.WithAdvertisedAddrs: once the server listens with direct
+//     QUIC (ListenAndServe, or Serve of a listener with direct addresses),
+//     a portmap.Mapper asks the default gateway to forward its UDP port and
+//     the mapped external address joins the server's Address; the mapping
+//     is deleted when serving ends, by Shutdown or by Close (each waits at
+//     most portmap.DefaultCloseTimeout for the gateway). No gateway, or one
+//     that refuses, changes nothing but a log line.
 //   - logging.* → aster.WithLogger
 //   - trust.*, storage.path → aster.WithGate
 //   - discovery.backend "etcd" with discovery.prefix set →
@@ -126,6 +135,11 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 	if c.ClearIPTransports {
 		base = append(base, aster.WithIPTransports(false))
 	}
+	var pm *serverPortMap
+	if protos, on := c.PortMapping(); on {
+		pm = newServerPortMap(protos, logger)
+		base = append(base, aster.WithAdvertisedAddrs(pm.candidates))
+	}
 	key := c.SecretKey
 	if key == nil {
 		key = ts.key
@@ -146,6 +160,7 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 		logger:     logger,
 		healthAddr: c.HealthAddr(),
 		healthOpts: health.Options{Metrics: c.EnableMonitoring, Prometheus: c.EnableMonitoring, Logger: logger},
+		portmap:    pm,
 	}
 	if reg != nil {
 		srv.registry = reg
@@ -201,7 +216,17 @@ func (s *Server) ListenAndServe(addr string, ready func(aster.Address)) error {
 	if err := s.startHealth(); err != nil {
 		return err
 	}
-	return s.Server.ListenAndServe(addr, ready)
+	if s.portmap == nil {
+		return s.Server.ListenAndServe(addr, ready)
+	}
+	err := s.Server.ListenAndServe(addr, func(a aster.Address) {
+		s.portmap.start(a.Direct)
+		if ready != nil {
+			ready(a)
+		}
+	})
+	s.portmap.stop()
+	return err
 }
 
 // Serve starts the health server (a listen error is returned at once, and
@@ -211,7 +236,13 @@ func (s *Server) Serve(ln transport.Listener) error {
 		ln.Close()
 		return err
 	}
-	return s.Server.Serve(ln)
+	if s.portmap == nil {
+		return s.Server.Serve(ln)
+	}
+	s.portmap.start(ln.Addr().Direct)
+	err := s.Server.Serve(ln)
+	s.portmap.stop()
+	return err
 }
 
 // HealthAddr returns the address the health server listens on, or nil if it
@@ -231,6 +262,7 @@ func (s *Server) HealthAddr() net.Addr {
 // health server. It returns the first error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.Server.Shutdown(ctx)
+	s.portmap.stop()
 	if herr := s.stopHealth(context.WithoutCancel(ctx)); err == nil {
 		err = herr
 	}
@@ -244,6 +276,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // health server.
 func (s *Server) Close() error {
 	err := s.Server.Close()
+	s.portmap.stop()
 	s.mu.Lock()
 	s.closed = true
 	hs := s.health
