@@ -12,11 +12,14 @@ package contract
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	fxcbor "github.com/fxamacker/cbor/v2"
 
@@ -326,7 +329,9 @@ var decMode = func() fxcbor.DecMode {
 // server, and checks it as PROTOCOL.md §13.1 describes: every method has a
 // known pattern and defined message types, every type reference is
 // well-formed (a known kind; list with elem; map with key and elem; ref to
-// a defined type), capability requirements are valid expressions, and no
+// a defined type), capability requirements are valid expressions, names
+// are well-formed (service and method names as handler.ValidName; type and
+// field names without control or format characters, see MaxNameLen), and no
 // name (service version, method, type, field) appears twice. Contracts
 // larger than MaxEncodedSize are refused before decoding.
 func Decode(b []byte) (*Contract, error) {
@@ -343,8 +348,14 @@ func Decode(b []byte) (*Contract, error) {
 		if i > 0 && c.Types[i-1].Name == d.Name {
 			return nil, fmt.Errorf("contract: type %q defined twice", d.Name)
 		}
+		if err := checkText(d.Name); err != nil {
+			return nil, fmt.Errorf("contract: type name %q: %w", d.Name, err)
+		}
 		seen := make(map[string]bool, len(d.Fields))
 		for _, f := range d.Fields {
+			if err := checkText(f.Name); err != nil {
+				return nil, fmt.Errorf("contract: type %q: field name %q: %w", d.Name, f.Name, err)
+			}
 			if seen[f.Name] {
 				return nil, fmt.Errorf("contract: type %q: field %q defined twice", d.Name, f.Name)
 			}
@@ -364,6 +375,9 @@ func Decode(b []byte) (*Contract, error) {
 			return nil, fmt.Errorf("contract: service %s version %d described twice", s.Name, s.Version)
 		}
 		services[sv{s.Name, s.Version}] = true
+		if err := handler.ValidName(s.Name); err != nil {
+			return nil, fmt.Errorf("contract: service name: %w", err)
+		}
 		if s.Scope != handler.ScopeShared.String() && s.Scope != handler.ScopeSession.String() {
 			return nil, fmt.Errorf("contract: service %s: unknown scope %q", s.Name, s.Scope)
 		}
@@ -373,6 +387,9 @@ func Decode(b []byte) (*Contract, error) {
 				return nil, fmt.Errorf("contract: %s.%s described twice", s.Name, m.Name)
 			}
 			methods[m.Name] = true
+			if err := handler.ValidName(m.Name); err != nil {
+				return nil, fmt.Errorf("contract: %s: method name: %w", s.Name, err)
+			}
 			if _, ok := handler.ParsePattern(m.Pattern); !ok {
 				return nil, fmt.Errorf("contract: %s.%s: unknown pattern %q", s.Name, m.Name, m.Pattern)
 			}
@@ -389,6 +406,29 @@ func Decode(b []byte) (*Contract, error) {
 		}
 	}
 	return c, nil
+}
+
+// MaxNameLen is the longest type or field name a contract may carry, in
+// bytes.
+const MaxNameLen = 256
+
+// checkText checks a type or field name (PROTOCOL.md §13.1): 1 to
+// MaxNameLen bytes of UTF-8 without control or format characters, so that
+// a server's contract cannot put terminal escapes or bidirectional
+// overrides on an operator's screen through the CLI.
+func checkText(n string) error {
+	if n == "" || len(n) > MaxNameLen {
+		return fmt.Errorf("must be 1-%d bytes", MaxNameLen)
+	}
+	if !utf8.ValidString(n) {
+		return errors.New("not valid UTF-8")
+	}
+	for i, r := range n {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return fmt.Errorf("control or format character %U at %d", r, i)
+		}
+	}
+	return nil
 }
 
 // checkRef checks that t is well-formed: a known kind with exactly the
