@@ -91,8 +91,13 @@ import (
 // Settings whose feature does not exist yet in aster for Go are rejected
 // with a "not supported yet" error (an *Error wrapping ErrNotSupported)
 // rather than silently ignored: enable_hooks, hook_timeout_ms other than
-// 5000, portmapper_config other than "disabled", proxy_url and
-// proxy_from_env.
+// 5000, portmapper_config other than "disabled".
+//
+// Proxies (transport/relay): proxy_url sends every relay connection, the
+// server's to its home relay and the client's relay fallback, through
+// that HTTP CONNECT proxy; proxy_from_env takes the proxy from
+// HTTPS_PROXY and NO_PROXY as Go's net/http does. proxy_url wins when
+// both are set. The relay's TLS runs end to end through the tunnel.
 //
 // Admission (see TrustPolicy): without a root key the server runs in dev
 // mode (ephemeral root, every consumer admitted, a warning logged), but
@@ -202,9 +207,17 @@ type Config struct {
 	// PortmapperConfig configures the port mapper: only "disabled" (or
 	// unset) is supported.
 	PortmapperConfig string
-	// ProxyURL is an HTTP proxy for relay connections. Not supported yet.
+	// ProxyURL is an HTTP CONNECT proxy for relay connections,
+	// "http://[user:password@]host[:port]" or "https://…" (TLS to the
+	// proxy); user and password go to the proxy as Basic
+	// Proxy-Authorization. The password is masked in Print, errors and
+	// logs. It wins over ProxyFromEnv. Default: unset, relays are reached
+	// directly.
 	ProxyURL string
-	// ProxyFromEnv reads HTTP_PROXY/HTTPS_PROXY. Not supported yet.
+	// ProxyFromEnv takes the proxy for relay connections from HTTPS_PROXY
+	// and NO_PROXY as Go's net/http does (a relay is an https target, so
+	// HTTP_PROXY does not apply; localhost and loopback relays are reached
+	// directly). Ignored when ProxyURL is set. Default false.
 	ProxyFromEnv bool
 
 	// IdentityFile is the .aster-identity file. Default: .aster-identity
@@ -884,6 +897,9 @@ func (c *Config) Validate() error {
 	if err := c.validateDiscovery(); err != nil {
 		return err
 	}
+	if err := c.validateProxy(); err != nil {
+		return err
+	}
 
 	// Settings whose feature does not exist yet.
 	ns := func(key, reason string) error { return notSupported(c, fieldByKey[key], reason) }
@@ -894,10 +910,6 @@ func (c *Config) Validate() error {
 		return ns("network.hook_timeout_ms", "connection hooks do not exist yet")
 	case c.PortmapperConfig != "" && c.PortmapperConfig != "disabled":
 		return ns("network.portmapper_config", `there is no port mapper yet; only "disabled" is accepted`)
-	case c.ProxyURL != "":
-		return ns("network.proxy_url", "relay connections are made directly, not through a proxy")
-	case c.ProxyFromEnv:
-		return ns("network.proxy_from_env", "relay connections are made directly, not through a proxy")
 	}
 	return nil
 }

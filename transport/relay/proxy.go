@@ -114,11 +114,12 @@ func proxyHostPort(u *url.URL) string {
 
 // Errors a ProxyError wraps.
 var (
-	// ErrProxyAuth: the proxy answered 407 Proxy Authentication Required,
-	// to a CONNECT without credentials or with credentials it refused.
+	// ErrProxyAuth: the proxy answered 407 Proxy Authentication Required
+	// (or 401 Unauthorized, as some proxies do for wrong credentials), to a
+	// CONNECT without credentials or with credentials it refused.
 	ErrProxyAuth = errors.New("proxy authentication required or failed")
 	// ErrProxyRefused: the proxy answered CONNECT with another status than
-	// 2xx or 407.
+	// 2xx, 401 or 407.
 	ErrProxyRefused = errors.New("proxy refused the tunnel")
 	// ErrProxyProtocol: the proxy's answer is not an HTTP response, is
 	// longer than MaxProxyResponseHeader, or ended early.
@@ -255,10 +256,13 @@ func connectTunnel(ctx context.Context, conn net.Conn, proxy *url.URL, target st
 	if err != nil {
 		return nil, err
 	}
+	// 407 is the status for proxy authentication; some proxies (tinyproxy
+	// 1.11) answer wrong credentials with 401.
+	auth := code == 407 || code == 401
 	switch {
-	case code == 407 && proxy.User == nil:
+	case auth && proxy.User == nil:
 		return nil, fmt.Errorf("%w (the proxy URL has no user and password)", ErrProxyAuth)
-	case code == 407:
+	case auth:
 		return nil, fmt.Errorf("%w (credentials for user %q refused)", ErrProxyAuth, proxy.User.Username())
 	case code < 200 || code > 299:
 		return nil, ErrProxyRefused
