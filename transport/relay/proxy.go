@@ -62,10 +62,17 @@ func ProxyFromEnvironment() ProxyFunc {
 // Basic Proxy-Authorization. Errors never repeat the URL (it may hold a
 // password).
 func ParseProxyURL(s string) (*url.URL, error) {
+	if !strings.Contains(s, "://") {
+		return nil, errors.New(`relay: proxy URL has no scheme (want "http://host:port" or "https://host:port")`)
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		var ue *url.Error
-		if errors.As(err, &ue) {
+		var ee url.EscapeError
+		switch {
+		case errors.As(err, &ee):
+			err = errors.New("bad %-escape") // the escape may be part of the password
+		case errors.As(err, &ue):
 			err = ue.Err // url.Error repeats the URL, password included
 		}
 		return nil, fmt.Errorf("relay: bad proxy URL: %w", err)
