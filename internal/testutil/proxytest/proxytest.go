@@ -1,15 +1,15 @@
 // Package proxytest runs a real HTTP CONNECT proxy for tests: Debian's
-// tinyproxy, as a child process on a loopback port, with a generated
-// configuration and its own log file, so that a test can assert which
-// CONNECT requests the proxy saw.
+// tinyproxy or squid, as a child process on a loopback port, with a
+// generated configuration and its own log file, so that a test can assert
+// which CONNECT requests the proxy saw.
 //
 //	p := proxytest.StartTinyproxy(t, proxytest.Options{User: "u", Password: "pw"})
 //	cfg.Proxy = relay.ProxyURL(p.URL)
 //	...
 //	p.Connects() // ["127.0.0.1:4433", ...]
 //
-// tinyproxy must be installed (apt-get install tinyproxy). Without it the
-// test is skipped, except under CI=true, where it fails.
+// The proxy must be installed (apt-get install tinyproxy squid). Without
+// it the test is skipped, except under CI=true, where it fails.
 package proxytest
 
 import (
@@ -44,6 +44,7 @@ type Proxy struct {
 	// URL is "http://[user:password@]127.0.0.1:PORT".
 	URL *url.URL
 
+	kind    string // "tinyproxy" or "squid"
 	logPath string
 	out     *testutil.SyncBuffer
 
@@ -52,16 +53,21 @@ type Proxy struct {
 	exited chan struct{}
 }
 
-// Binary returns the path of tinyproxy, skipping the test when it is not
-// installed (failing it under CI=true).
-func Binary(t testing.TB) string {
+// Binary returns the path of the program name (tinyproxy or squid),
+// skipping the test when it is not installed (failing it under CI=true).
+func Binary(t testing.TB, name string) string {
 	t.Helper()
-	bin, err := exec.LookPath("tinyproxy")
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("proxytest: tinyproxy is not installed (apt-get install tinyproxy): %v", err)
+		for _, dir := range []string{"/usr/sbin", "/sbin"} { // not on every PATH
+			if st, serr := os.Stat(filepath.Join(dir, name)); serr == nil && st.Mode().IsRegular() {
+				return filepath.Join(dir, name)
+			}
 		}
-		t.Skipf("proxytest: tinyproxy is not installed (apt-get install tinyproxy; CI=true makes this a failure): %v", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("proxytest: %s is not installed (apt-get install %s): %v", name, name, err)
+		}
+		t.Skipf("proxytest: %s is not installed (apt-get install %s; CI=true makes this a failure): %v", name, name, err)
 	}
 	return bin
 }
@@ -70,14 +76,12 @@ func Binary(t testing.TB) string {
 // it accepts connections; it is stopped at the end of the test.
 func StartTinyproxy(t testing.TB, opts Options) *Proxy {
 	t.Helper()
-	bin := Binary(t)
+	bin := Binary(t, "tinyproxy")
 	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil { // tinyproxy may drop to another user
-		t.Fatal(err)
-	}
 	port := freePort(t)
 	p := &Proxy{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		kind:    "tinyproxy",
 		logPath: filepath.Join(dir, "tinyproxy.log"),
 		out:     new(testutil.SyncBuffer),
 	}
@@ -96,10 +100,65 @@ func StartTinyproxy(t testing.TB, opts Options) *Proxy {
 	if err := os.WriteFile(p.logPath, nil, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-d", "-c", confPath)
+	p.start(t, exec.Command(bin, "-d", "-c", confPath))
+	return p
+}
+
+// StartSquid starts squid on a free loopback port, without caching and
+// without authentication (opts.User is not supported), and waits until it
+// accepts connections; it is stopped at the end of the test. Squid writes a
+// tunnel to its access log when the tunnel closes.
+func StartSquid(t testing.TB, opts Options) *Proxy {
+	t.Helper()
+	if opts.User != "" {
+		t.Fatal("proxytest: StartSquid does not support authentication")
+	}
+	bin := Binary(t, "squid")
+	// Squid started as root runs as its own user, which must reach the
+	// directory: not t.TempDir, whose parent only the test's user can enter.
+	dir, err := os.MkdirTemp("", "aster-squid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	p := &Proxy{
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		kind:    "squid",
+		logPath: filepath.Join(dir, "access.log"),
+		out:     new(testutil.SyncBuffer),
+	}
+	p.URL = &url.URL{Scheme: "http", Host: p.Addr}
+	conf := fmt.Sprintf(`http_port 127.0.0.1:%d
+pid_filename %[2]s/squid.pid
+cache_log %[2]s/cache.log
+access_log stdio:%[2]s/access.log
+cache deny all
+cache_mem 8 MB
+coredump_dir %[2]s
+acl loopback src 127.0.0.1
+http_access allow loopback
+http_access deny all
+shutdown_lifetime 1 seconds
+pinger_enable off
+`, port, dir)
+	confPath := filepath.Join(dir, "squid.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.start(t, exec.Command(bin, "-N", "-f", confPath))
+	return p
+}
+
+// start runs cmd and waits until the proxy accepts connections.
+func (p *Proxy) start(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("proxytest: starting tinyproxy: %v", err)
+		t.Fatalf("proxytest: starting %s: %v", p.kind, err)
 	}
 	p.cmd, p.exited = cmd, make(chan struct{})
 	go func() {
@@ -107,28 +166,28 @@ func StartTinyproxy(t testing.TB, opts Options) *Proxy {
 		close(p.exited)
 	}()
 	t.Cleanup(p.Stop)
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", p.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			return p
+			return
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("proxytest: tinyproxy exited before it was ready (%v):\n%s\n%s", cmd.ProcessState, p.out, p.Log())
+			t.Fatalf("proxytest: %s exited before it was ready (%v):\n%s\n%s", p.kind, cmd.ProcessState, p.out, p.Log())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			p.Stop()
-			t.Fatalf("proxytest: tinyproxy not listening on %s after 15 s:\n%s\n%s", p.Addr, p.out, p.Log())
+			t.Fatalf("proxytest: %s not listening on %s after 30 s:\n%s\n%s", p.kind, p.Addr, p.out, p.Log())
 		}
 	}
 }
 
-// Stop stops the proxy (SIGTERM, then SIGKILL after 5 s) and waits for it
-// to exit; later connections to Addr are refused. It is safe to call more
-// than once.
+// Stop stops the proxy (SIGTERM, then SIGKILL after 10 s) and waits for
+// it to exit; later connections to Addr are refused. It is safe to call
+// more than once.
 func (p *Proxy) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -138,7 +197,7 @@ func (p *Proxy) Stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
 	}
@@ -155,24 +214,45 @@ func (p *Proxy) Log() string {
 }
 
 var (
-	connectLine     = regexp.MustCompile(`Request \(file descriptor \d+\): CONNECT (\S+) HTTP/1\.[01]`)
-	establishedLine = regexp.MustCompile(`Established connection to host "([^"]*)"`)
+	// tinyproxy: one line per request, and one per tunnel opened.
+	tinyConnect     = regexp.MustCompile(`Request \(file descriptor \d+\): CONNECT (\S+) HTTP/1\.[01]`)
+	tinyEstablished = regexp.MustCompile(`Established connection to host "([^"]*)"`)
+	// squid: one access log line per request, written when it ends:
+	// "time elapsed client TCP_TUNNEL/200 bytes CONNECT host:port - ...".
+	squidConnect = regexp.MustCompile(`(?m)^\S+\s+\d+ \S+ [A-Z_]+/(\d{3}) \d+ CONNECT (\S+) `)
 )
 
 // Connects returns the target ("host:port") of each CONNECT request in the
-// log, in order, whether the proxy granted it or not.
+// log, in order, whether the proxy granted it or not (squid: of each that
+// ended).
 func (p *Proxy) Connects() []string {
 	var out []string
-	for _, m := range connectLine.FindAllStringSubmatch(p.Log(), -1) {
+	if p.kind == "squid" {
+		for _, m := range squidConnect.FindAllStringSubmatch(p.Log(), -1) {
+			out = append(out, m[2])
+		}
+		return out
+	}
+	for _, m := range tinyConnect.FindAllStringSubmatch(p.Log(), -1) {
 		out = append(out, m[1])
 	}
 	return out
 }
 
-// Established returns how many tunnels the proxy opened (its log's
-// "Established connection" lines).
+// Established returns how many tunnels the proxy opened (tinyproxy's
+// "Established connection" lines; squid's CONNECTs answered 200, once
+// they ended).
 func (p *Proxy) Established() int {
-	return len(establishedLine.FindAllString(p.Log(), -1))
+	if p.kind == "squid" {
+		n := 0
+		for _, m := range squidConnect.FindAllStringSubmatch(p.Log(), -1) {
+			if m[1] == "200" {
+				n++
+			}
+		}
+		return n
+	}
+	return len(tinyEstablished.FindAllString(p.Log(), -1))
 }
 
 // CountConnects returns how many CONNECT requests in the log asked for

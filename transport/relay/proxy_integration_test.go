@@ -197,3 +197,44 @@ func TestTinyproxyDown(t *testing.T) {
 		t.Errorf("client through a stopped proxy: %v", err)
 	}
 }
+
+// TestSquidRelay is TestTinyproxyRelay with squid: a server and a client,
+// relay only, both relay connections tunneled through squid, whose access
+// log shows the two CONNECTs once the tunnels have closed.
+func TestSquidRelay(t *testing.T) {
+	p := proxytest.StartSquid(t, proxytest.Options{})
+	r := startRelay(t, "127.0.0.1:0", relay.ServerConfig{})
+	via := aster.WithRelayProxy(relay.ProxyURL(p.URL))
+	srv := aster.NewServer(aster.WithLogger(quiet), aster.WithHomeRelay(r.url), aster.WithIPTransports(false), via)
+	if err := srv.Register(testService()); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan aster.Address, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a }) }()
+	var addr aster.Address
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		t.Fatalf("ListenAndServe: %v", err)
+	}
+	c, err := aster.Dial(ctxT(t), addr.String(), aster.WithIPTransports(false), via)
+	if err != nil {
+		srv.Close()
+		<-errc
+		t.Fatal(err)
+	}
+	allPatterns(t, c, "through squid")
+	c.Close()
+	srv.Close()
+	if err := <-errc; !errors.Is(err, aster.ErrServerClosed) {
+		t.Errorf("ListenAndServe: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for p.CountConnects(r.addr) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // squid logs a tunnel after it closes
+	}
+	if n, e := p.CountConnects(r.addr), p.Established(); n != 2 || e != 2 {
+		t.Fatalf("squid logged %d CONNECTs to %s, %d answered 200; want 2 and 2:\n%s", n, r.addr, e, p.Log())
+	}
+}
