@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/url"
@@ -237,4 +238,87 @@ func TestSquidRelay(t *testing.T) {
 	if n, e := p.CountConnects(r.addr), p.Established(); n != 2 || e != 2 {
 		t.Fatalf("squid logged %d CONNECTs to %s, %d answered 200; want 2 and 2:\n%s", n, r.addr, e, p.Log())
 	}
+}
+
+// BenchmarkRelayProxy compares relay connections made directly with ones
+// tunneled through tinyproxy and through squid (no authentication) in the
+// same run: the time to connect and register at the relay, the unary call
+// rate and server-streaming throughput (16 KiB messages) through the
+// relay. Run:
+//
+//	go test -run NONE -bench RelayProxy -benchtime 2s ./transport/relay
+func BenchmarkRelayProxy(b *testing.B) {
+	for _, path := range []string{"relay", "relay+tinyproxy", "relay+squid"} {
+		b.Run(path, func(b *testing.B) {
+			r := startBenchRelay(b)
+			cfg := &relay.Config{Logger: quiet}
+			var opts []aster.Option
+			var p *proxytest.Proxy
+			switch path {
+			case "relay+tinyproxy":
+				p = proxytest.StartTinyproxy(b, proxytest.Options{})
+			case "relay+squid":
+				p = proxytest.StartSquid(b, proxytest.Options{})
+			}
+			if p != nil {
+				cfg.Proxy = relay.ProxyURL(p.URL)
+				opts = append(opts, aster.WithRelayProxy(cfg.Proxy))
+			}
+			b.Run("connect", func(b *testing.B) {
+				key := testutil.Key(b, 9)
+				for b.Loop() {
+					pc, err := relay.DialPacketConn(context.Background(), r.url, key, cfg)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pc.Close()
+				}
+			})
+			addr := startBenchServer(b, append([]aster.ServerOption{aster.WithHomeRelay(r.url), aster.WithIPTransports(false)}, serverOpts(opts)...)...)
+			copts := []aster.ClientOption{aster.WithIPTransports(false)}
+			for _, o := range opts {
+				copts = append(copts, o)
+			}
+			c, err := aster.DialAddress(context.Background(), addr, copts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			b.Run("unary", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := aster.CallUnary[Msg](ctx, c, "T.echo", &Msg{Text: "x"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+			})
+			b.Run("stream16KiB", func(b *testing.B) {
+				payload := strings.Repeat("p", 16<<10)
+				b.SetBytes(int64(len(payload)))
+				ss, err := aster.CallServerStream[Msg](ctx, c, "T.count", &Msg{Text: payload, N: b.N})
+				if err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				for _, err := range ss.All() {
+					if err != nil {
+						b.Fatal(err)
+					}
+					n++
+				}
+				if n != b.N {
+					b.Fatalf("%d of %d messages", n, b.N)
+				}
+			})
+		})
+	}
+}
+
+func serverOpts(opts []aster.Option) []aster.ServerOption {
+	out := make([]aster.ServerOption, len(opts))
+	for i, o := range opts {
+		out[i] = o
+	}
+	return out
 }

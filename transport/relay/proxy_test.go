@@ -25,10 +25,11 @@ import (
 // proxy (well or badly). It is closed, and its handlers waited for, at the
 // end of the test.
 type fakeProxy struct {
-	ln   net.Listener
-	url  *url.URL
-	mu   sync.Mutex
-	reqs []string // the request head of each connection
+	ln    net.Listener
+	url   *url.URL
+	conns *sync.Map // net.Conn → true: the connections accepted
+	mu    sync.Mutex
+	reqs  []string // the request head of each connection
 }
 
 func startFakeProxy(t *testing.T, handle func(t *testing.T, c net.Conn, br *bufio.Reader)) *fakeProxy {
@@ -41,9 +42,9 @@ func startFakeProxy(t *testing.T, handle func(t *testing.T, c net.Conn, br *bufi
 }
 
 func serveFakeProxy(t *testing.T, ln net.Listener, scheme string, handle func(t *testing.T, c net.Conn, br *bufio.Reader)) *fakeProxy {
-	p := &fakeProxy{ln: ln, url: &url.URL{Scheme: scheme, Host: ln.Addr().String()}}
-	var wg sync.WaitGroup
 	var conns sync.Map
+	p := &fakeProxy{ln: ln, url: &url.URL{Scheme: scheme, Host: ln.Addr().String()}, conns: &conns}
+	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -78,6 +79,12 @@ func serveFakeProxy(t *testing.T, ln net.Listener, scheme string, handle func(t 
 		wg.Wait()
 	})
 	return p
+}
+
+// cut closes every connection the proxy accepted, as a proxy that
+// restarts does.
+func (p *fakeProxy) cut() {
+	p.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
 }
 
 func (p *fakeProxy) requests() []string {
@@ -530,4 +537,34 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += n
 	return n, err
+}
+
+// TestProxyReconnect checks that a relay connection the proxy cuts is
+// replaced through the proxy, and datagrams flow again.
+func TestProxyReconnect(t *testing.T) {
+	r := startRelay(t, ServerConfig{})
+	p := startFakeProxy(t, forwardTo(r.ln.Addr().String()))
+	pc, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), &Config{Logger: quietLog, Proxy: ProxyURL(p.url)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc2, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), &Config{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc2.Close()
+	exchange(t, pc, pc2)
+	p.cut()
+	deadline := time.Now().Add(10 * time.Second)
+	for pc.Reconnects() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pc.Reconnects() != 1 {
+		t.Fatalf("Reconnects = %d after the proxy cut the tunnel", pc.Reconnects())
+	}
+	exchange(t, pc, pc2)
+	if n := len(p.requests()); n != 2 {
+		t.Errorf("%d CONNECTs; want 2 (the first connection and its replacement)", n)
+	}
 }
