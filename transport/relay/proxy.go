@@ -215,6 +215,9 @@ func dialProxy(ctx context.Context, proxy *url.URL, target string, tlsConf *tls.
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", proxyHostPort(proxy))
 	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			return fail(fmt.Errorf("connecting to the proxy: %w (%v)", cause, err))
+		}
 		return fail(fmt.Errorf("proxy unreachable: %w", err))
 	}
 	// ctx bounds the TLS handshake, the request and the response: when it
