@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -193,6 +194,8 @@ type serverOptions struct {
 
 	limits serverLimits // limits.go
 
+	relayProxy func(*url.URL) (*url.URL, error) // WithRelayProxy
+
 	cred      *enroll.Credential // WithCredential: published in registry entries
 	registry  discovery.Registry // WithRegistry
 	regPrefix string
@@ -335,6 +338,8 @@ type clientOptions struct {
 	err         error               // the first bad option, returned by Dial and every call
 
 	fleet fleetOptions // fleet.go: options only a Fleet reads
+
+	relayProxy func(*url.URL) (*url.URL, error) // WithRelayProxy
 }
 
 // methodName is a "Service.method" pair, split.
@@ -435,6 +440,19 @@ func WithStreamReuse(enabled bool) ClientOption {
 // answer (transport/relay.FallbackDialer).
 func WithRelayFallback(enabled bool) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) { o.noRelay = !enabled })
+}
+
+// WithRelayProxy sends the endpoint's connections to relays (a server's
+// home relay, a client's relay fallback) through an HTTP CONNECT proxy:
+// proxy is called with the relay as "https://host:port" and returns the
+// proxy's URL, or nil to connect directly (transport/relay.Config.Proxy;
+// relay.ProxyURL and relay.ProxyFromEnvironment make one). The relay's TLS
+// runs end to end through the tunnel. Default: nil, relays are reached
+// directly.
+func WithRelayProxy(proxy func(target *url.URL) (*url.URL, error)) Option {
+	return both(noCheck,
+		func(o *serverOptions) { o.relayProxy = proxy },
+		func(o *clientOptions) { o.relayProxy = proxy })
 }
 
 // WithIdempotent declares methods ("Service.method") safe to retry, as if

@@ -54,6 +54,8 @@ func (c *Config) ValidateClient() error {
 //   - network.relay_mode "disabled" or clear_relay_transports →
 //     aster.WithRelayFallback(false)
 //   - network.clear_ip_transports → aster.WithIPTransports(false)
+//   - network.proxy_url, else network.proxy_from_env →
+//     aster.WithRelayProxy (relay connections go through the HTTP proxy)
 //   - trust.enrollment_credential_file → aster.WithSecretKey and
 //     aster.WithCredential from that .aster-identity file; else
 //     identity.identity_file → its key and credential, when
@@ -78,6 +80,12 @@ func (c *Config) ClientOptions() ([]aster.ClientOption, error) {
 	}
 	if c.ClearIPTransports {
 		opts = append(opts, aster.WithIPTransports(false))
+	}
+	if p, err := c.relayProxyOption(); err != nil || p != nil {
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, p) // network.proxy_url, proxy_from_env
 	}
 	topts, err := c.trustClientOptions()
 	if err != nil {

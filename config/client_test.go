@@ -24,9 +24,10 @@ func TestLoadClientIgnoresServerSettings(t *testing.T) {
 	if _, err := cfg.ClientOptions(); err != nil {
 		t.Fatalf("ClientOptions: %v", err)
 	}
-	t.Setenv("ASTER_PROXY_URL", "http://proxy:3128")
-	if _, err := config.LoadClient("", false); !errors.Is(err, config.ErrNotSupported) {
-		t.Fatalf("LoadClient with a proxy: %v, want not supported", err)
+	t.Setenv("ASTER_PROXY_URL", "ftp://proxy:3128")
+	var ce *config.Error
+	if _, err := config.LoadClient("", false); !errors.As(err, &ce) || ce.Field != "network.proxy_url" {
+		t.Fatalf("LoadClient with a bad proxy URL: %v, want an error naming network.proxy_url", err)
 	}
 }
 

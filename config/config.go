@@ -91,7 +91,7 @@ import (
 // Settings whose feature does not exist yet in aster for Go are rejected
 // with a "not supported yet" error (an *Error wrapping ErrNotSupported)
 // rather than silently ignored: enable_hooks, hook_timeout_ms other than
-// 5000, proxy_url and proxy_from_env.
+// 5000.
 //
 // Port mapping (transport/portmap): portmapper_config is unset, "",
 // "default" or "enabled" (a server listening with direct QUIC asks its
@@ -100,6 +100,12 @@ import (
 // "disabled" (no port mapping), or "pcp", "natpmp" or "upnp" (that
 // protocol only). Values are case-insensitive; any other fails. Clients
 // ignore it.
+//
+// Proxies (transport/relay): proxy_url sends every relay connection, the
+// server's to its home relay and the client's relay fallback, through
+// that HTTP CONNECT proxy; proxy_from_env takes the proxy from
+// HTTPS_PROXY and NO_PROXY as Go's net/http does. proxy_url wins when
+// both are set. The relay's TLS runs end to end through the tunnel.
 //
 // Admission (see TrustPolicy): without a root key the server runs in dev
 // mode (ephemeral root, every consumer admitted, a warning logged), but
@@ -211,9 +217,17 @@ type Config struct {
 	// PCP, NAT-PMP and UPnP IGD; "pcp", "natpmp" or "upnp" only that one;
 	// "disabled" turns it off. See transport/portmap.
 	PortmapperConfig string
-	// ProxyURL is an HTTP proxy for relay connections. Not supported yet.
+	// ProxyURL is an HTTP CONNECT proxy for relay connections,
+	// "http://[user:password@]host[:port]" or "https://…" (TLS to the
+	// proxy); user and password go to the proxy as Basic
+	// Proxy-Authorization. The password is masked in Print, errors and
+	// logs. It wins over ProxyFromEnv. Default: unset, relays are reached
+	// directly.
 	ProxyURL string
-	// ProxyFromEnv reads HTTP_PROXY/HTTPS_PROXY. Not supported yet.
+	// ProxyFromEnv takes the proxy for relay connections from HTTPS_PROXY
+	// and NO_PROXY as Go's net/http does (a relay is an https target, so
+	// HTTP_PROXY does not apply; localhost and loopback relays are reached
+	// directly). Ignored when ProxyURL is set. Default false.
 	ProxyFromEnv bool
 
 	// IdentityFile is the .aster-identity file. Default: .aster-identity
@@ -896,6 +910,9 @@ func (c *Config) Validate() error {
 	if _, _, ok := portmapProtocols(c.PortmapperConfig); !ok {
 		return bad("network.portmapper_config", `is not "default", "enabled", "disabled", "pcp", "natpmp" or "upnp"`)
 	}
+	if err := c.validateProxy(); err != nil {
+		return err
+	}
 
 	// Settings whose feature does not exist yet.
 	ns := func(key, reason string) error { return notSupported(c, fieldByKey[key], reason) }
@@ -904,10 +921,6 @@ func (c *Config) Validate() error {
 		return ns("network.enable_hooks", "connection hooks do not exist yet")
 	case c.HookTimeoutMS != 0 && c.HookTimeoutMS != DefaultHookTimeoutMS:
 		return ns("network.hook_timeout_ms", "connection hooks do not exist yet")
-	case c.ProxyURL != "":
-		return ns("network.proxy_url", "relay connections are made directly, not through a proxy")
-	case c.ProxyFromEnv:
-		return ns("network.proxy_from_env", "relay connections are made directly, not through a proxy")
 	}
 	return nil
 }

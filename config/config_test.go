@@ -484,8 +484,6 @@ func TestConfigNotSupported(t *testing.T) {
 	for _, tc := range []struct{ env, val, field string }{
 		{"ASTER_ENABLE_HOOKS", "on", "network.enable_hooks"},
 		{"ASTER_HOOK_TIMEOUT_MS", "100", "network.hook_timeout_ms"},
-		{"ASTER_PROXY_URL", "http://proxy:3128", "network.proxy_url"},
-		{"ASTER_PROXY_FROM_ENV", "yes", "network.proxy_from_env"},
 	} {
 		t.Run(tc.env+"="+tc.val, func(t *testing.T) {
 			t.Setenv(tc.env, tc.val)
@@ -498,13 +496,9 @@ func TestConfigNotSupported(t *testing.T) {
 	if _, err := c.NewServer(); !errors.Is(err, config.ErrNotSupported) || !strings.Contains(err.Error(), "not supported yet") {
 		t.Errorf("literal Config with EnableHooks: NewServer error = %v, want not supported yet", err)
 	}
-	// Hooks are a server setting: a client is not stopped by it, but by
-	// a client setting that is not supported yet.
+	// Hooks are a server setting: a client is not stopped by it.
 	if _, err := c.ClientOptions(); err != nil {
 		t.Errorf("literal Config with EnableHooks: ClientOptions error = %v, want none (a server setting)", err)
-	}
-	if _, err := (&config.Config{ProxyURL: "http://proxy:3128"}).ClientOptions(); !errors.Is(err, config.ErrNotSupported) {
-		t.Errorf("literal Config with ProxyURL: ClientOptions error = %v, want not supported yet", err)
 	}
 }
 

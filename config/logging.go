@@ -68,7 +68,7 @@ func newMasker(c *Config) *masker {
 			base64.URLEncoding.EncodeToString(seed), base64.RawURLEncoding.EncodeToString(seed),
 			hex.EncodeToString(seed), hex.EncodeToString(c.SecretKey))
 	}
-	for _, s := range []string{c.EnrollmentCredentialFile, c.EnrollmentCredentialIID, c.DiscoveryPassword} {
+	for _, s := range append([]string{c.EnrollmentCredentialFile, c.EnrollmentCredentialIID, c.DiscoveryPassword}, c.proxyPasswords()...) {
 		if len(s) >= 4 { // too short a string would mask ordinary words
 			m.secrets = append(m.secrets, s)
 		}

@@ -71,6 +71,8 @@ func (c *Config) printedFields() []printed {
 					switch {
 					case f.key == "discovery.password":
 						v = "****" // no part of a password is shown
+					case f.key == "network.proxy_url":
+						v = maskProxyURL(v) // the password, as "xxxxx"
 					case f.sensitive:
 						v = maskTail(v)
 					}

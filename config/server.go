@@ -52,6 +52,8 @@ type Server struct {
 //     (neither: a fresh key each run)
 //   - network.bind_addr → aster.WithBindAddr (ListenAndServe(""))
 //   - network.relay_mode URL (unless clear_relay_transports) → aster.WithRelay
+//   - network.proxy_url, else network.proxy_from_env → aster.WithRelayProxy
+//     (the connection to the home relay goes through the HTTP proxy)
 //   - network.clear_ip_transports → aster.WithIPTransports(false); it needs
 //     a relay URL
 //   - network.portmapper_config (unless "disabled" or clear_ip_transports)
@@ -131,6 +133,12 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 	}
 	if u := c.HomeRelay(); u != "" {
 		base = append(base, aster.WithHomeRelay(u))
+	}
+	if p, err := c.relayProxyOption(); err != nil || p != nil {
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, p) // network.proxy_url, proxy_from_env
 	}
 	if c.ClearIPTransports {
 		base = append(base, aster.WithIPTransports(false))

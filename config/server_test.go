@@ -247,8 +247,9 @@ func TestClientOptions(t *testing.T) {
 	if got := <-peers; got != trust.IDOf(key) {
 		t.Errorf("server saw client %s, want the configured key's %s", got.Short(), trust.IDOf(key).Short())
 	}
-	bad := config.Config{ProxyFromEnv: true}
-	if _, err := bad.ClientOptions(); !errors.Is(err, config.ErrNotSupported) {
+	bad := config.Config{ProxyURL: "ftp://proxy:3128"}
+	var ce *config.Error
+	if _, err := bad.ClientOptions(); !errors.As(err, &ce) || ce.Field != "network.proxy_url" {
 		t.Errorf("invalid config: %v, want the validation error", err)
 	}
 }

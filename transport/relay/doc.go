@@ -25,4 +25,13 @@
 //
 // Relay URLs are "https://host[:port]", optionally pinning a self-signed
 // certificate with "#sha256=<hex of the certificate's SHA-256>".
+//
+// Where only an HTTP proxy lets traffic out, Config.Proxy sends relay
+// connections through an HTTP CONNECT proxy ("http://" or, with TLS to the
+// proxy, "https://"; Basic proxy authentication from the URL's user and
+// password): ProxyURL names one proxy, ProxyFromEnvironment follows
+// HTTPS_PROXY and NO_PROXY as net/http does. The proxy sees the relay's
+// host and port and the relay's TLS records, which run end to end through
+// the tunnel; a refusal fails with a *ProxyError (ErrProxyAuth for 407)
+// that shows the proxy URL with its password masked.
 package relay

@@ -70,6 +70,15 @@ type Config struct {
 	// not keep it from starting. Default false: the first connection must
 	// succeed.
 	ConnectInBackground bool
+	// Proxy, if not nil, chooses an HTTP CONNECT proxy for each connection
+	// to a relay (see ProxyFunc, ProxyURL, ProxyFromEnvironment); the
+	// relay's TLS runs end to end through the tunnel. Default nil: relays
+	// are reached directly, and the proxy environment variables are read
+	// only through ProxyFromEnvironment.
+	Proxy ProxyFunc
+	// ProxyTLS configures TLS to an https:// proxy. Default: the system
+	// roots, and the proxy URL's host as the server name.
+	ProxyTLS *tls.Config
 }
 
 func (c *Config) withDefaults() Config {
@@ -269,8 +278,7 @@ func clientTLSConfig(u *URL, roots *x509.CertPool) *tls.Config {
 func (c *PacketConn) connect(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", c.url.HostPort())
+	raw, err := c.cfg.dialRelay(ctx, c.url) // directly or through Config.Proxy
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: connect to %s: %w", c.url.HostPort(), err)
 	}
