@@ -546,11 +546,18 @@ func (s *admittingStream) Write(p []byte) (int, error) {
 }
 
 // admitError maps a failed admission exchange. A connection the server
-// closed with ConnRefused before its refusal arrived is UNAUTHENTICATED.
+// closed with ConnRefused before its refusal arrived is UNAUTHENTICATED;
+// one its connection gate refused (ConnDenied, PROTOCOL.md 3.3) is
+// PERMISSION_DENIED.
 func admitError(err error) error {
 	var ce *transport.ConnError
-	if errors.As(err, &ce) && ce.Code == transport.ConnRefused {
-		return status.Errorf(status.Unauthenticated, "admission refused: %s", ce.Reason)
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case transport.ConnRefused:
+			return status.Errorf(status.Unauthenticated, "admission refused: %s", ce.Reason)
+		case transport.ConnDenied:
+			return status.Errorf(status.PermissionDenied, "server refused the connection: %s", ce.Reason)
+		}
 	}
 	se := status.FromError(err)
 	if se.Code() == status.Unauthenticated || se.Code() == status.PermissionDenied {

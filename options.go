@@ -183,6 +183,10 @@ type serverOptions struct {
 	admit    func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error)
 	linger   time.Duration
 	connHook func(handler.Peer) func()
+	// gates run on each connection before anything else (conngate.go),
+	// within gateTimeout.
+	gates       []ConnGate
+	gateTimeout time.Duration
 
 	bindAddr string // ListenAndServe("") address (WithBindAddr)
 	relayURL string // home relay (WithHomeRelay)
