@@ -328,7 +328,12 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 // that gave up by its own bound (transport.ErrHandshakeTimeout: nothing
 // answered) is UNAVAILABLE, so that Retry and callers move on.
 func dialError(ctx context.Context, a Address, err error) error {
+	var ce *transport.ConnError
 	switch {
+	case errors.As(err, &ce) && ce.Code == transport.ConnDenied:
+		// The server's connection gate refused the client while the
+		// transport's handshake was finishing (PROTOCOL.md 3.3).
+		return status.Errorf(status.PermissionDenied, "dial %s: server refused the connection: %s", a.ID.Short(), ce.Reason)
 	case errors.Is(err, transport.ErrPeerMismatch):
 		return status.Errorf(status.Unauthenticated, "dial %s: %w", a.ID.Short(), err)
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -897,6 +902,9 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		if st, err = conn.OpenStream(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, status.FromError(ctx.Err())
+			}
+			if se, ok := err.(*status.Error); ok {
+				return nil, se // the admission's refusal (admittingConn)
 			}
 			return nil, status.Wrap(status.Unavailable, err)
 		}

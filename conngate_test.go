@@ -39,8 +39,16 @@ type gateEnv struct {
 
 func newGateEnv(t *testing.T, tk transportKind, opts ...aster.ServerOption) *gateEnv {
 	t.Helper()
+	e := &gateEnv{}
+	e.start(t, tk, opts...)
+	return e
+}
+
+// start starts e's server (e may be referred to by the gates in opts).
+func (e *gateEnv) start(t *testing.T, tk transportKind, opts ...aster.ServerOption) {
+	t.Helper()
 	key := testutil.Key(t, 1)
-	e := &gateEnv{svc: newTestService()}
+	e.svc = newTestService()
 	admission := aster.WithAdmission(func(_ context.Context, c transport.Conn) (handler.Peer, error) {
 		e.admits.Add(1)
 		return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Unrestricted: true}, nil
@@ -57,7 +65,6 @@ func newGateEnv(t *testing.T, tk transportKind, opts ...aster.ServerOption) *gat
 			t.Errorf("Serve returned %v", err)
 		}
 	})
-	return e
 }
 
 // client returns a client with key n that has not connected yet.
@@ -75,16 +82,19 @@ func TestConnGateAllow(t *testing.T) {
 		t.Run(tk.name, func(t *testing.T) {
 			var mu sync.Mutex
 			var seen []aster.ConnInfo
-			var e *gateEnv
+			e := &gateEnv{}
 			admitsAtGate := int64(-1)
+			client := trust.IDOf(testutil.Key(t, 2))
 			gate := func(_ context.Context, info aster.ConnInfo) error {
 				mu.Lock()
 				defer mu.Unlock()
-				seen = append(seen, info)
-				admitsAtGate = e.admits.Load()
+				if info.ID == client { // not a stray handshake of an earlier test
+					seen = append(seen, info)
+					admitsAtGate = e.admits.Load()
+				}
 				return nil
 			}
-			e = newGateEnv(t, tk, aster.WithConnGate(aster.AllowPeers(trust.IDOf(testutil.Key(t, 2))), gate))
+			e.start(t, tk, aster.WithConnGate(aster.AllowPeers(client), gate))
 			c := e.client(t, 2)
 			for range 3 {
 				if _, err := aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{Text: "x"}); err != nil {
@@ -139,7 +149,8 @@ func TestConnGateRefuse(t *testing.T) {
 			if !strings.Contains(err.Error(), "endpoint not on the allow-list") {
 				t.Errorf("refusal %q does not carry the gate's message", err)
 			}
-			// The refusal is final: a second call dials again and is refused again.
+			// The refusal is final: a second call (on a new connection, or
+			// answered by the refused one) is refused too.
 			_, err = aster.CallUnary[Msg](ctxT(t), stranger, "Test.echo", &Msg{Text: "x"})
 			wantCode(t, err, status.PermissionDenied)
 			if n := e.svc.calls.Load(); n != 0 {
@@ -149,8 +160,8 @@ func TestConnGateRefuse(t *testing.T) {
 				t.Errorf("admission ran %d times for a refused peer", n)
 			}
 			m := e.srv.Metrics()
-			if m.ConnsGateRefused != 2 || m.StreamsOpened != 0 {
-				t.Errorf("metrics %+v: want 2 gate refusals, no stream served", m)
+			if m.ConnsGateRefused < 1 || m.ConnsGateRefused > 2 || m.StreamsOpened != 0 {
+				t.Errorf("metrics %+v: want 1 or 2 gate refusals, no stream served", m)
 			}
 			friend := e.client(t, 2)
 			if _, err := aster.CallUnary[Msg](ctxT(t), friend, "Test.echo", &Msg{Text: "x"}); err != nil {

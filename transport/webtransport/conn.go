@@ -158,12 +158,15 @@ func (c *conn) OpenStream(ctx context.Context) (transport.Stream, error) {
 // WebTransport code waits for its session's close.
 const sessionCloseWait = time.Second
 
-// sessStream is a stream this side opened. A stream that reaches the peer
-// after the peer closed the session is reset by webtransport-go with a
-// code of its own (WT_BUFFERED_STREAM_REJECTED), which is no application
-// code: the stream then reports the session's close (its
-// *transport.ConnError, with the code and reason the peer closed it with)
-// once it arrives, as a QUIC stream reports the connection's close.
+// sessStream is a stream this side opened. When the peer closes the
+// session, the stream's Read and Write report the session's close (its
+// *transport.ConnError, with the code and reason the peer closed it with),
+// as a QUIC stream reports the connection's close, rather than what
+// reached the stream first: a stream that arrived at the peer after it
+// closed the session is reset by webtransport-go with a code of its own
+// (WT_BUFFERED_STREAM_REJECTED), which is no application code, and the
+// QUIC connection, closed locally once the session ended, may fail the
+// stream before the session's close is read.
 type sessStream struct {
 	*stream
 	sess *wt.Session
@@ -179,13 +182,12 @@ func (s *sessStream) Write(b []byte) (int, error) {
 	return n, s.explain(err)
 }
 
-// explain replaces an error that is none of those transport.Stream
-// documents with the session's close, if the session closes within
-// sessionCloseWait.
+// explain replaces a connection error, or an error that is none of those
+// transport.Stream documents, with the session's close, if the session
+// closes within sessionCloseWait.
 func (s *sessStream) explain(err error) error {
 	var se *transport.StreamError
-	var ce *transport.ConnError
-	if err == nil || err == io.EOF || errors.As(err, &se) || errors.As(err, &ce) || errors.Is(err, os.ErrDeadlineExceeded) {
+	if err == nil || err == io.EOF || errors.As(err, &se) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
 	t := time.NewTimer(sessionCloseWait)
