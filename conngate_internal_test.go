@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -185,3 +186,55 @@ type fakeAddr string
 
 func (fakeAddr) Network() string  { return "fake" }
 func (a fakeAddr) String() string { return string(a) }
+
+// TestConnGateRefusalsDocumented checks PROTOCOL.md 3.3's table of gate
+// refusals against gateRefusal: each row's code and reasons.
+func TestConnGateRefusalsDocumented(t *testing.T) {
+	raw, err := os.ReadFile("PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	var rows [][]string
+	for i, l := range lines {
+		if l != "<!-- table: gate-refusals -->" {
+			continue
+		}
+		for _, r := range lines[i+3:] { // after the header and separator rows
+			if !strings.HasPrefix(r, "|") {
+				break
+			}
+			var cells []string
+			for _, c := range strings.Split(strings.Trim(r, "|"), "|") {
+				cells = append(cells, strings.TrimSpace(c))
+			}
+			rows = append(rows, cells)
+		}
+	}
+	// One error per row, in the table's order, and the message it carries.
+	errs := []struct {
+		err, withMsg error
+	}{
+		{errors.New("not listed"), status.New(status.PermissionDenied, "<message>")},
+		{status.New(status.ResourceExhausted, ""), status.New(status.Unavailable, "<message>")},
+		{errGateTimeout, nil},
+		{errGatePanic, nil},
+	}
+	if len(rows) != len(errs) {
+		t.Fatalf("PROTOCOL.md documents %d gate refusals, want %d", len(rows), len(errs))
+	}
+	for i, r := range rows {
+		code, reason := gateRefusal(errs[i].err)
+		if !strings.HasPrefix(r[1], fmt.Sprintf("%#x ", uint64(code))) {
+			t.Errorf("row %q: code %#x", r, uint64(code))
+		}
+		if !strings.Contains(r[2], "`\""+reason+"\"`") {
+			t.Errorf("row %q: reason %q not documented", r, reason)
+		}
+		if errs[i].withMsg != nil {
+			if c, reason := gateRefusal(errs[i].withMsg); c != code || !strings.Contains(r[2], "`\""+reason+"\"`") {
+				t.Errorf("row %q: %#x %q not documented", r, uint64(c), reason)
+			}
+		}
+	}
+}

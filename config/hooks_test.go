@@ -73,6 +73,15 @@ func TestConfigHooks(t *testing.T) {
 		checkConfigErr(t, err, nil, "network.hook_timeout_ms", path, "must be 1 to 60000")
 		lit := config.Config{HookTimeoutMS: 120000}
 		checkConfigErr(t, lit.Validate(), nil, "network.hook_timeout_ms", "Config", "must be 1 to 60000")
+		// A server setting: a client does not check it.
+		isolate(t)
+		t.Setenv("ASTER_HOOK_TIMEOUT_MS", "0")
+		if _, err := config.LoadClient("", false); err != nil {
+			t.Errorf("LoadClient with a bad hook_timeout_ms: %v", err)
+		}
+		if _, err := lit.ClientOptions(); err != nil {
+			t.Errorf("ClientOptions with a bad hook_timeout_ms: %v", err)
+		}
 	})
 
 	t.Run("enabled without a gate", func(t *testing.T) {
