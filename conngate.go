@@ -158,7 +158,11 @@ func (sc *serverConn) gateConn() bool {
 	}
 	s.stats.gateRefused.Add(1)
 	code, reason := gateRefusal(err)
-	s.opts.logger.Info("aster: connection refused by gate", "peer", info.ID.Short(), "addr", addrString(info.Addr), "code", uint64(code), "err", err)
+	level := slog.LevelInfo
+	if c := status.CodeOf(err); c == status.ResourceExhausted || c == status.Unavailable {
+		level = slog.LevelDebug // a rate limit: one line per refusal would flood the log
+	}
+	s.opts.logger.Log(context.Background(), level, "aster: connection refused by gate", "peer", info.ID.Short(), "addr", addrString(info.Addr), "code", uint64(code), "err", err)
 	sc.conn.Close(code, reason)
 	return false
 }
