@@ -13,6 +13,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
@@ -237,4 +238,23 @@ func TestConnGateRefusalsDocumented(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzSanitizeReason: whatever a gate's message holds, the close reason
+// made of it is valid UTF-8 without control characters and within its cap.
+func FuzzSanitizeReason(f *testing.F) {
+	f.Add("not on the list", 200)
+	f.Add("bad\xff\x00\n\u0085é", 3)
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		n = n&0xfff + 1
+		got := sanitizeReason(s, n)
+		if len(got) > n || !utf8.ValidString(got) {
+			t.Fatalf("sanitizeReason(%q, %d) = %q", s, n, got)
+		}
+		for _, r := range got {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				t.Fatalf("sanitizeReason(%q, %d) = %q keeps %U", s, n, got, r)
+			}
+		}
+	})
 }
