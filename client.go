@@ -328,7 +328,12 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 // that gave up by its own bound (transport.ErrHandshakeTimeout: nothing
 // answered) is UNAVAILABLE, so that Retry and callers move on.
 func dialError(ctx context.Context, a Address, err error) error {
+	var ce *transport.ConnError
 	switch {
+	case errors.As(err, &ce) && ce.Code == transport.ConnDenied:
+		// The server's connection gate refused the client while the
+		// transport's handshake was finishing (PROTOCOL.md 3.3).
+		return status.Errorf(status.PermissionDenied, "dial %s: server refused the connection: %s", a.ID.Short(), ce.Reason)
 	case errors.Is(err, transport.ErrPeerMismatch):
 		return status.Errorf(status.Unauthenticated, "dial %s: %w", a.ID.Short(), err)
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -546,11 +551,18 @@ func (s *admittingStream) Write(p []byte) (int, error) {
 }
 
 // admitError maps a failed admission exchange. A connection the server
-// closed with ConnRefused before its refusal arrived is UNAUTHENTICATED.
+// closed with ConnRefused before its refusal arrived is UNAUTHENTICATED;
+// one its connection gate refused (ConnDenied, PROTOCOL.md 3.3) is
+// PERMISSION_DENIED.
 func admitError(err error) error {
 	var ce *transport.ConnError
-	if errors.As(err, &ce) && ce.Code == transport.ConnRefused {
-		return status.Errorf(status.Unauthenticated, "admission refused: %s", ce.Reason)
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case transport.ConnRefused:
+			return status.Errorf(status.Unauthenticated, "admission refused: %s", ce.Reason)
+		case transport.ConnDenied:
+			return status.Errorf(status.PermissionDenied, "server refused the connection: %s", ce.Reason)
+		}
 	}
 	se := status.FromError(err)
 	if se.Code() == status.Unauthenticated || se.Code() == status.PermissionDenied {
@@ -890,6 +902,9 @@ func (c *Client) openStream(ctx context.Context, conn transport.Conn, call *midd
 		if st, err = conn.OpenStream(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, status.FromError(ctx.Err())
+			}
+			if se, ok := err.(*status.Error); ok {
+				return nil, se // the admission's refusal (admittingConn)
 			}
 			return nil, status.Wrap(status.Unavailable, err)
 		}

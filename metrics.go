@@ -29,6 +29,10 @@ type Metrics struct {
 	StreamsOpened uint64 `json:"streams_opened,omitempty"`
 	StreamsReused uint64 `json:"streams_reused,omitempty"`
 	IdleStreams   int    `json:"idle_streams,omitempty"`
+	// ConnsGateRefused counts the connections the connection gates
+	// (WithConnGate) refused, including those refused because the gates
+	// did not decide in time or panicked. In JSON it is left out while 0.
+	ConnsGateRefused uint64 `json:"conns_gate_refused,omitempty"`
 }
 
 // ClientMetrics is a snapshot of a client's stream counters (see
@@ -55,6 +59,7 @@ type callStats struct {
 
 	streamsOpened, streamsReused atomic.Uint64
 	idleStreams                  atomic.Int64
+	gateRefused                  atomic.Uint64 // connections refused by connection gates
 }
 
 func (cs *callStats) record(code uint32) {
@@ -76,6 +81,7 @@ func (s *Server) Metrics() Metrics {
 	m.StreamsOpened = s.stats.streamsOpened.Load()
 	m.StreamsReused = s.stats.streamsReused.Load()
 	m.IdleStreams = int(s.stats.idleStreams.Load())
+	m.ConnsGateRefused = s.stats.gateRefused.Load()
 	for code := range s.stats.byCode {
 		if n := s.stats.byCode[code].Load(); n > 0 {
 			m.Calls[status.Code(code).String()] = n

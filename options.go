@@ -185,6 +185,10 @@ type serverOptions struct {
 	admit    func(ctx context.Context, c transport.Conn) (handler.Peer, transport.Conn, error)
 	linger   time.Duration
 	connHook func(handler.Peer) func()
+	// gates run on each connection before anything else (conngate.go),
+	// within gateTimeout.
+	gates       []ConnGate
+	gateTimeout time.Duration
 
 	bindAddr string // ListenAndServe("") address (WithBindAddr)
 	relayURL string // home relay (WithHomeRelay)
@@ -227,9 +231,10 @@ func WithMaxSessionsPerConn(n int) ServerOption {
 }
 
 // WithAdmission installs the admission gate: it runs once per connection
-// before any call on it is served and returns the peer (with its granted
-// capabilities) or an error, which closes the connection. Default: every
-// peer is admitted unrestricted (open gate). See also WithGate.
+// before any call on it is served (after the connection gates,
+// WithConnGate) and returns the peer (with its granted capabilities) or an
+// error, which closes the connection. Default: every peer is admitted
+// unrestricted (open gate). See also WithGate.
 func WithAdmission(fn func(ctx context.Context, c transport.Conn) (handler.Peer, error)) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) {
 		if fn == nil {
@@ -295,7 +300,8 @@ func WithHomeRelay(url string) ServerOption {
 // WithConnHook sets a function the server calls for each admitted
 // connection, with its peer; the function it returns, if not nil, is called
 // when the connection has ended and its calls have finished. It must not
-// block. Instrumentation uses it to count active connections (see
+// block. It only observes: to admit or refuse connections, use
+// WithConnGate. Instrumentation uses it to count active connections (see
 // otel.ConnHook). Default: none.
 func WithConnHook(fn func(handler.Peer) func()) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.connHook = fn })

@@ -136,6 +136,7 @@ func NewServer(opts ...ServerOption) *Server {
 		maxFrame:    wire.DefaultMaxFrameSize,
 		maxSessions: 1024,
 		linger:      250 * time.Millisecond,
+		gateTimeout: DefaultConnGateTimeout,
 		logger:      slog.Default(),
 		limits:      defaultLimits(),
 	}

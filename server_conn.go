@@ -22,7 +22,7 @@ import (
 
 // The life of a connection and of each call on it, in the order it runs:
 //
-//	serverConn.serve        admission, then accept streams (Server.Serve starts it)
+//	serverConn.serve        connection gates, admission, then accept streams (Server.Serve starts it)
 //	Server.dispatch         hand a stream to an idle worker, or start one
 //	Server.worker           serve streams one after the other
 //	serverConn.serveStream  read the HEADER, find the method, check the caller
@@ -89,10 +89,15 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 	}
 }
 
-// serve runs the connection: admission, then each stream it accepts is
-// dispatched to a worker, until the connection ends.
+// serve runs the connection: the connection gates (conngate.go), then
+// admission, then each stream it accepts is dispatched to a worker, until
+// the connection ends. No stream is accepted before the gates admit the
+// connection.
 func (sc *serverConn) serve() {
 	defer sc.shutdown()
+	if len(sc.srv.opts.gates) > 0 && !sc.gateConn() {
+		return
+	}
 	sc.peer = handler.Peer{ID: sc.conn.RemoteID(), Addr: sc.conn.RemoteAddr(), Unrestricted: true}
 	streams := sc.conn // where calls are accepted from; admission may replace it
 	if admit := sc.srv.opts.admit; admit != nil {

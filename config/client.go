@@ -42,7 +42,7 @@ func (c *Config) ValidateClient() error {
 	v.StoragePath = ""
 	v.HealthPort, v.HealthHost = 0, ""
 	v.BindAddr = ""
-	v.EnableMonitoring, v.EnableHooks, v.HookTimeoutMS = false, false, 0
+	v.EnableMonitoring, v.EnableHooks, v.HookTimeoutMS = false, false, DefaultHookTimeoutMS
 	v.PortmapperConfig = ""
 	return v.Validate()
 }

@@ -88,10 +88,9 @@ import (
 // a server is then reachable through its relay only (it needs a relay URL)
 // and a client dials through relays only.
 //
-// Settings whose feature does not exist yet in aster for Go are rejected
-// with a "not supported yet" error (an *Error wrapping ErrNotSupported)
-// rather than silently ignored: enable_hooks, hook_timeout_ms other than
-// 5000.
+// Every setting of the configuration reference does something in aster
+// for Go; a setting whose feature did not exist would fail with an *Error
+// wrapping ErrNotSupported rather than be silently ignored.
 //
 // Port mapping (transport/portmap): portmapper_config is unset, "",
 // "default" or "enabled" (a server listening with direct QUIC asks its
@@ -106,6 +105,22 @@ import (
 // that HTTP CONNECT proxy; proxy_from_env takes the proxy from
 // HTTPS_PROXY and NO_PROXY as Go's net/http does. proxy_url wins when
 // both are set. The relay's TLS runs end to end through the tunnel.
+//
+// Connection hooks ("Gate 0"): enable_hooks and hook_timeout_ms configure
+// the connection gates of package aster (aster.WithConnGate), which a
+// server runs on each incoming connection with the peer's endpoint id and
+// address before it serves anything on it. The gates themselves are code:
+// pass them to NewServer (cfg.NewServer(aster.WithConnGate(...))). A
+// server built by NewServer gives its gates hook_timeout_ms (1 to 60000,
+// default 5000) to decide, after which the connection is refused.
+// enable_hooks = true promises that connections are gated: NewServer then
+// fails, naming the field, when no gate was given and admission is not
+// active. Admission (a root key configured) is itself a gate of the same
+// chain, which every connection passes after the connection gates, so with
+// admission active hooks are enabled whatever enable_hooks says (the
+// reference's "auto-set when admission is active"; see HooksEnabled).
+// enable_hooks = false does not switch off gates given in code: they run
+// (a setting never silently removes a check the program installed).
 //
 // Admission (see TrustPolicy): without a root key the server runs in dev
 // mode (ephemeral root, every consumer admitted, a warning logged), but
@@ -202,10 +217,14 @@ type Config struct {
 	// EnableMonitoring serves /metrics and /metrics/prometheus on the
 	// health server (which needs HealthPort > 0).
 	EnableMonitoring bool
-	// EnableHooks enables connection hooks. Not supported yet.
+	// EnableHooks requires connection hooks (aster.WithConnGate): NewServer
+	// fails when it is set, no gate is given and admission is not active.
+	// Admission being active implies it (see HooksEnabled).
 	EnableHooks bool
-	// HookTimeoutMS is the hook decision timeout in milliseconds (default
-	// 5000). Values other than the default are not supported yet.
+	// HookTimeoutMS is how long connection gates may take to decide on a
+	// connection, in milliseconds, 1 to MaxHookTimeoutMS (default 5000;
+	// 0 in a literal Config means the default). A connection not decided
+	// by then is refused.
 	HookTimeoutMS int
 	// ClearIPTransports disables direct QUIC: servers are reachable through
 	// their relay only, clients dial through relays only.
@@ -266,8 +285,11 @@ type origin struct {
 const (
 	DefaultHealthHost    = "127.0.0.1"
 	DefaultHookTimeoutMS = 5000
-	DefaultLogFormat     = "text"
-	DefaultLogLevel      = "info"
+	// MaxHookTimeoutMS is the largest hook_timeout_ms
+	// (aster.MaxConnGateTimeout).
+	MaxHookTimeoutMS = 60000
+	DefaultLogFormat = "text"
+	DefaultLogLevel  = "info"
 	// DefaultIdentityFile is looked for in the working directory.
 	DefaultIdentityFile = ".aster-identity"
 )
@@ -419,12 +441,6 @@ func fieldErr(f *field, src string, raw any, reason string, cause error) error {
 		val = `""`
 	}
 	return &Error{Field: f.key, Source: src, Value: val, Reason: reason, Err: cause}
-}
-
-func notSupported(c *Config, f *field, reason string) error {
-	src, raw := c.origin(f)
-	val := fmt.Sprintf("%q", raw)
-	return &Error{Field: f.key, Source: src, Value: val, Reason: ErrNotSupported.Error() + ": " + reason, Err: ErrNotSupported}
 }
 
 // Default returns the built-in defaults (the configuration when no file
@@ -880,6 +896,9 @@ func (c *Config) Validate() error {
 	if c.HookTimeoutMS < 0 {
 		return bad("network.hook_timeout_ms", "must not be negative")
 	}
+	if c.HookTimeoutMS > MaxHookTimeoutMS || (c.HookTimeoutMS == 0 && c.Source("network.hook_timeout_ms") != SourceDefault) {
+		return bad("network.hook_timeout_ms", fmt.Sprintf("must be 1 to %d milliseconds", MaxHookTimeoutMS))
+	}
 	switch strings.ToLower(c.LogFormat) {
 	case "", "text", "json":
 	default:
@@ -914,14 +933,6 @@ func (c *Config) Validate() error {
 		return err
 	}
 
-	// Settings whose feature does not exist yet.
-	ns := func(key, reason string) error { return notSupported(c, fieldByKey[key], reason) }
-	switch {
-	case c.EnableHooks:
-		return ns("network.enable_hooks", "connection hooks do not exist yet")
-	case c.HookTimeoutMS != 0 && c.HookTimeoutMS != DefaultHookTimeoutMS:
-		return ns("network.hook_timeout_ms", "connection hooks do not exist yet")
-	}
 	return nil
 }
 
@@ -946,6 +957,25 @@ func regularFile(path string) error {
 // "disabled" and clear_relay_transports is not set).
 func (c *Config) relaysEnabled() bool {
 	return c.RelayMode != "disabled" && !c.ClearRelayTransports
+}
+
+// HookTimeout returns hook_timeout_ms as a duration (the default for 0).
+func (c *Config) HookTimeout() time.Duration {
+	if c.HookTimeoutMS == 0 {
+		return DefaultHookTimeoutMS * time.Millisecond
+	}
+	return time.Duration(c.HookTimeoutMS) * time.Millisecond
+}
+
+// HooksEnabled reports whether a server built from c gates its
+// connections: enable_hooks is set, or admission is active (a root key is
+// configured), which implies it.
+func (c *Config) HooksEnabled() bool {
+	if c.EnableHooks {
+		return true
+	}
+	k, err := c.RootPublicKey()
+	return err == nil && k != nil
 }
 
 // HomeRelay returns the server's home relay URL: relay_mode when it is a

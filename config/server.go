@@ -66,6 +66,10 @@ type Server struct {
 //     that refuses, changes nothing but a log line.
 //   - logging.* → aster.WithLogger
 //   - trust.*, storage.path → aster.WithGate
+//   - network.hook_timeout_ms → aster.WithConnGateTimeout, for the
+//     connection gates given in opts (aster.WithConnGate); with
+//     network.enable_hooks set, NewServer fails unless opts give a gate or
+//     admission is active (a root key is configured); see Config
 //   - discovery.backend "etcd" with discovery.prefix set →
 //     aster.WithRegistry: each service is registered in etcd as
 //     prefix/Service (a lease of discovery.ttl) when serving starts, and
@@ -121,7 +125,7 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 			"allow_all_consumers", ts.policy.AllowAllConsumers, "allow_all_producers", ts.policy.AllowAllProducers)
 	}
 
-	base := []aster.ServerOption{aster.WithLogger(logger), aster.WithGate(gate)}
+	base := []aster.ServerOption{aster.WithLogger(logger), aster.WithGate(gate), aster.WithConnGateTimeout(c.HookTimeout())}
 	switch {
 	case c.SecretKey != nil:
 		base = append(base, aster.WithSecretKey(c.SecretKey))
@@ -172,6 +176,14 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 	}
 	if reg != nil {
 		srv.registry = reg
+	}
+	if c.EnableHooks && gate.DevMode() && !srv.ConnGated() {
+		// enable_hooks promises gated connections: there is no gate and
+		// admission admits everyone.
+		srv.closeRegistry()
+		f := fieldByKey["network.enable_hooks"]
+		src, raw := c.origin(f)
+		return nil, fieldErr(f, src, raw, "is set but connections would not be gated: pass a gate to NewServer (aster.WithConnGate) or configure a root key (trust.root_pubkey) for admission", nil)
 	}
 	return srv, nil
 }

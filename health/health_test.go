@@ -209,6 +209,8 @@ func TestListen(t *testing.T) {
 		fmt.Sprintf(`aster_server_streams_total{kind="opened"} %d`, m.StreamsOpened),
 		fmt.Sprintf(`aster_server_streams_total{kind="reused"} %d`, m.StreamsReused),
 		fmt.Sprintf("aster_server_idle_streams %d", m.IdleStreams),
+		"# TYPE aster_server_conns_gate_refused_total counter",
+		"aster_server_conns_gate_refused_total 0",
 	} {
 		if !strings.Contains(body, line+"\n") {
 			t.Errorf("/metrics/prometheus lacks %q:\n%s", line, body)

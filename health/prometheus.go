@@ -22,6 +22,8 @@ var (
 		"Streams that carried calls: opened for a call, or reused after an earlier call (PROTOCOL.md 23).", []string{"kind"}, nil)
 	promIdleStreams = prometheus.NewDesc("aster_server_idle_streams",
 		"Reusable streams waiting for their next call.", nil, nil)
+	promGateRefused = prometheus.NewDesc("aster_server_conns_gate_refused_total",
+		"Connections refused by the server's connection gates (aster.WithConnGate), time-outs and panics included.", nil, nil)
 )
 
 // promCollector exports a Source's Metrics to Prometheus.
@@ -34,6 +36,7 @@ func (c promCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- promCalls
 	ch <- promStreams
 	ch <- promIdleStreams
+	ch <- promGateRefused
 }
 
 // Collect implements prometheus.Collector.
@@ -47,6 +50,7 @@ func (c promCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(promStreams, prometheus.CounterValue, float64(m.StreamsOpened), "opened")
 	ch <- prometheus.MustNewConstMetric(promStreams, prometheus.CounterValue, float64(m.StreamsReused), "reused")
 	ch <- prometheus.MustNewConstMetric(promIdleStreams, prometheus.GaugeValue, float64(m.IdleStreams))
+	ch <- prometheus.MustNewConstMetric(promGateRefused, prometheus.CounterValue, float64(m.ConnsGateRefused))
 }
 
 // prometheusHandler serves src's counters in the Prometheus text format,

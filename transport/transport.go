@@ -56,6 +56,9 @@ const (
 	ConnRefused ConnErrorCode = 0x2
 	// ConnShutdown closes connections when a server shuts down.
 	ConnShutdown ConnErrorCode = 0x3
+	// ConnDenied closes a connection that a server's connection gate
+	// refused (the peer is not allowed to connect; PROTOCOL.md 3.3).
+	ConnDenied ConnErrorCode = 0x4
 )
 
 // StreamError is returned by Read or Write on a stream that was reset.

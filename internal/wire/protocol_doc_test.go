@@ -859,6 +859,7 @@ func TestProtocolDocTables(t *testing.T) {
 		want := map[string]transport.ConnErrorCode{
 			"NO_ERROR": transport.ConnNoError, "PROTOCOL_ERROR": transport.ConnProtocolError,
 			"REFUSED": transport.ConnRefused, "SHUTDOWN": transport.ConnShutdown,
+			"DENIED": transport.ConnDenied,
 		}
 		rows := tables["conn-codes"]
 		if len(rows) != len(want) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +151,57 @@ func (c *conn) OpenStream(ctx context.Context) (transport.Stream, error) {
 	if err != nil {
 		return nil, opError("open stream", err)
 	}
-	return newStream(ws), nil
+	return &sessStream{stream: newStream(ws), sess: c.sess}, nil
+}
+
+// sessionCloseWait bounds how long a stream whose reset carries no
+// WebTransport code waits for its session's close.
+const sessionCloseWait = time.Second
+
+// sessStream is a stream this side opened. When the peer closes the
+// session, the stream's Read and Write report the session's close (its
+// *transport.ConnError, with the code and reason the peer closed it with),
+// as a QUIC stream reports the connection's close, rather than what
+// reached the stream first: a stream that arrived at the peer after it
+// closed the session is reset by webtransport-go with a code of its own
+// (WT_BUFFERED_STREAM_REJECTED), which is no application code, and the
+// QUIC connection, closed locally once the session ended, may fail the
+// stream before the session's close is read.
+type sessStream struct {
+	*stream
+	sess *wt.Session
+}
+
+func (s *sessStream) Read(b []byte) (int, error) {
+	n, err := s.stream.Read(b)
+	return n, s.explain(err)
+}
+
+func (s *sessStream) Write(b []byte) (int, error) {
+	n, err := s.stream.Write(b)
+	return n, s.explain(err)
+}
+
+// explain replaces a connection error, or an error that is none of those
+// transport.Stream documents, with the session's close, if the session
+// closes within sessionCloseWait.
+func (s *sessStream) explain(err error) error {
+	var se *transport.StreamError
+	if err == nil || err == io.EOF || errors.As(err, &se) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	t := time.NewTimer(sessionCloseWait)
+	defer t.Stop()
+	select {
+	case <-s.sess.Context().Done():
+		if _, oerr := s.sess.OpenStream(); oerr != nil {
+			if ce := connError(oerr); ce != nil {
+				return ce
+			}
+		}
+	case <-t.C:
+	}
+	return err
 }
 
 // AcceptStream waits for the next stream the peer opened.

@@ -244,6 +244,10 @@ func (d *Dialer) identify(ctx context.Context, c *conn, want trust.EndpointID, c
 // identityErr maps an error during the identity exchange; a session the
 // server closed (refusing the client) becomes its *transport.ConnError.
 func identityErr(err error) error {
+	var mapped *transport.ConnError
+	if errors.As(err, &mapped) { // mapped already (a stream's Read)
+		return mapped
+	}
 	if ce := connError(err); ce != nil {
 		return ce
 	}
