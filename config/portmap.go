@@ -29,7 +29,11 @@ func portmapProtocols(v string) (protos []portmap.Protocol, on, ok bool) {
 
 // PortMapping reports whether a server built from c maps its UDP port on
 // the gateway (network.portmapper_config is not "disabled" and direct QUIC
-// is not cleared), and with which protocols, in order of preference.
+// is not cleared), and with which protocols, in order of preference. A
+// server in dev mode (no root key: every consumer admitted) maps only when
+// portmapper_config names "enabled" or a protocol; unset or "default" then
+// means off, so that a development server is not opened to the outside by
+// default.
 func (c *Config) PortMapping() ([]portmap.Protocol, bool) {
 	protos, on, ok := portmapProtocols(c.PortmapperConfig)
 	if !ok || !on || c.ClearIPTransports {

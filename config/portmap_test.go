@@ -72,11 +72,13 @@ func TestConfigPortmapper(t *testing.T) {
 
 // TestServerPortmap: with port mapping disabled no mapper runs; with it
 // on, a server listening on loopback starts one (whatever the machine's
-// gateway answers) and Close stops it.
+// gateway answers) and Close stops it. A dev-mode server (these have no
+// root key) maps only when the setting names "enabled" or a protocol.
 func TestServerPortmap(t *testing.T) {
 	isolate(t)
 	t.Setenv("ASTER_LOG_LEVEL", "error")
-	for _, val := range []string{"disabled", "pcp"} {
+	maps := map[string]bool{"disabled": false, "": false, "default": false, "enabled": true, "pcp": true}
+	for _, val := range []string{"disabled", "", "default", "enabled", "pcp"} {
 		t.Run(val, func(t *testing.T) {
 			c := config.Default()
 			c.PortmapperConfig = val
@@ -91,14 +93,14 @@ func TestServerPortmap(t *testing.T) {
 			go func() { done <- s.ListenAndServe("", func(aster.Address) { close(ready) }) }()
 			<-ready
 			st, running := s.PortMapStatus()
-			if running != (val != "disabled") {
-				t.Fatalf("port mapper running = %v (%+v) with portmapper_config %q", running, st, val)
+			if running != maps[val] {
+				t.Fatalf("port mapper running = %v (%+v) with portmapper_config %q in dev mode", running, st, val)
 			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
 			<-done
-			if _, running := s.PortMapStatus(); running != (val != "disabled") {
+			if _, running := s.PortMapStatus(); running != maps[val] {
 				t.Fatal("status changed after Close")
 			}
 			if c := s.PortMapCandidates(); len(c) != 0 {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/aster-go/aster"
@@ -148,7 +149,19 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 		base = append(base, aster.WithIPTransports(false))
 	}
 	var pm *serverPortMap
-	if protos, on := c.PortMapping(); on {
+	protos, on := c.PortMapping()
+	if on && gate.DevMode() {
+		// Dev mode admits everyone: do not open a port on the gateway to
+		// the outside for such a server unless the setting asks for it by
+		// name ("enabled" or a protocol).
+		if v := strings.ToLower(c.PortmapperConfig); v == "" || v == "default" {
+			on = false
+			logger.Info("aster: port mapping off in dev mode (every consumer is admitted); set network.portmapper_config = \"enabled\" to map anyway")
+		} else {
+			logger.Warn("aster: port mapping on in dev mode: every consumer is admitted, and the gateway forwards outside traffic to this server", "portmapper_config", c.PortmapperConfig)
+		}
+	}
+	if on {
 		pm = newServerPortMap(protos, logger)
 		base = append(base, aster.WithAdvertisedAddrs(pm.candidates))
 	}

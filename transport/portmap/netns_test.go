@@ -477,6 +477,8 @@ func TestNetnsHelper(t *testing.T) {
 		cfg.BindAddr = "0.0.0.0:0"
 		cfg.RelayMode = "disabled"
 		cfg.LogLevel = "debug"
+		// A dev-mode server (no root key) maps only when asked by name.
+		cfg.PortmapperConfig = "enabled"
 		s, err := cfg.NewServer()
 		if err != nil {
 			fail("%v", err)
