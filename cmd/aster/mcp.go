@@ -116,13 +116,6 @@ func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) e
 	if len(rest) != 0 {
 		return usageErrorf("mcp takes [addr]; got %d more arguments", len(rest))
 	}
-	if err := checkTarget(rawAddr); err != nil {
-		return err
-	}
-	setup, err := setupClient(c, &cfg, f.rcan)
-	if err != nil {
-		return err
-	}
 	opts := mcpgw.Options{
 		Allow:         f.allow,
 		Deny:          f.deny,
@@ -138,12 +131,19 @@ func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) e
 	if f.timeout == 0 {
 		opts.CallTimeout = -1 // none
 	}
-	if setup.cred != nil {
-		opts.Capabilities = append([]string{}, setup.cred.cred.Capabilities...)
-	}
 	// Check the policy before connecting: a bad glob is a usage error.
 	if _, err := mcpgw.New(nil, &contract.Contract{}, opts); err != nil {
 		return usageErrorf("%v", strings.TrimPrefix(err.Error(), "mcpgw: "))
+	}
+	if err := checkTarget(rawAddr); err != nil {
+		return err
+	}
+	setup, err := setupClient(c, &cfg, f.rcan)
+	if err != nil {
+		return err
+	}
+	if setup.cred != nil {
+		opts.Capabilities = append([]string{}, setup.cred.cred.Capabilities...)
 	}
 
 	tg, err := connect(ctx, c, rawAddr, &f.connectFlags, setup)
