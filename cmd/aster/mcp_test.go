@@ -220,6 +220,48 @@ func TestMCPCredential(t *testing.T) {
 	}
 }
 
+// TestMCPFleetTarget: a service target (static:///…) works as with
+// "aster call": a fleet's calls, and a session on one producer.
+func TestMCPFleetTarget(t *testing.T) {
+	asterBin, _ := binaries(t)
+	addr := startServer(t)
+	cmd := exec.Command(asterBin, "mcp", "static:///"+addr)
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "go-sdk-test", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v; stderr: %s", err, stderr.String())
+	}
+	defer cs.Close()
+	call := func(name string, args map[string]any) map[string]any {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		if err != nil || res.IsError {
+			t.Fatalf("%s: %v %+v", name, err, res)
+		}
+		m, _ := res.StructuredContent.(map[string]any)
+		return m
+	}
+	if got := call("MissionControl.getStatus", map[string]any{"agent_id": "fleet"}); got["agent_id"] != "fleet" {
+		t.Errorf("getStatus: %v", got)
+	}
+	if got := call("AgentSession.register", map[string]any{"agent_id": "edge-f", "capabilities": []any{"gpu"}}); got["task_id"] != "train-42" {
+		t.Errorf("register: %v", got)
+	}
+	got := call("AgentSession.runCommand", map[string]any{"requests": []any{map[string]any{"command": "echo fleet"}}})
+	if items, _ := got["items"].([]any); len(items) != 1 || items[0].(map[string]any)["stdout"] != "fleet\n" {
+		t.Errorf("runCommand: %v", got)
+	}
+	if got := call("_aster.endSession", nil); got["ended"] != true {
+		t.Errorf("endSession: %v", got)
+	}
+	if !strings.Contains(stderr.String(), "tools for static:///") {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+}
+
 // TestMCPUsage: bad flags and targets are usage errors (exit 2), before
 // anything is dialled.
 func TestMCPUsage(t *testing.T) {

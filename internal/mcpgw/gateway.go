@@ -429,10 +429,10 @@ func (g *Gateway) Server() *mcp.Server { return g.server }
 // ends the aster session if one was open.
 func (g *Gateway) ServeStdio(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
 	err := g.server.Run(ctx, &mcp.IOTransport{Reader: r, Writer: w, MaxLineLength: g.opts.MaxArgumentBytes + 64<<10})
-	if errors.Is(err, io.EOF) || ctx.Err() != nil {
-		err = nil
+	if err == nil || errors.Is(err, io.EOF) || ctx.Err() != nil {
+		return nil
 	}
-	return err
+	return fmt.Errorf("mcpgw: the MCP session on stdio ended: %w", err)
 }
 
 // HTTPHandler returns a handler serving the Streamable HTTP transport: each
