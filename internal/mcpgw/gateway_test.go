@@ -470,6 +470,7 @@ func TestConfirm(t *testing.T) {
 		asked = append(asked, r.Params.Message)
 		return &mcp.ElicitResult{Action: answer, Content: map[string]any{}}, nil
 	}})
+	t.Logf("protocol version negotiated: %s", asking.InitializeResult().ProtocolVersion)
 	if got := structured(t, callTool(t, asking, "MissionControl.submitLog", map[string]any{"message": "m"})); got["accepted"] != true {
 		t.Errorf("accepted: %v", got)
 	}
@@ -483,6 +484,27 @@ func TestConfirm(t *testing.T) {
 	if !res.IsError || !strings.Contains(resultText(res), `not confirmed (the person chose "decline")`) {
 		t.Errorf("declined: %v %q", res.IsError, resultText(res))
 	}
+
+	// A client of an older protocol version gets the question as a
+	// server-initiated elicitation/create request instead.
+	var askedOld []string
+	older := connectStdioSession(t, g, &mcp.ClientOptions{ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		askedOld = append(askedOld, r.Params.Message)
+		return &mcp.ElicitResult{Action: "accept", Content: map[string]any{}}, nil
+	}}, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if v := older.InitializeResult().ProtocolVersion; v != "2025-11-25" {
+		t.Errorf("negotiated %s", v)
+	}
+	if got := structured(t, callTool(t, older, "MissionControl.submitLog", map[string]any{"message": "old"})); got["accepted"] != true {
+		t.Errorf("accepted: %v", got)
+	}
+	mu.Lock()
+	if len(askedOld) != 1 || !strings.Contains(askedOld[0], `{"message":"old"}`) {
+		t.Errorf("asked %q", askedOld)
+	}
+	mu.Unlock()
 
 	// A client that answers a question it was never asked.
 	forged := &mcp.CallToolParams{Name: "MissionControl.submitLog", Arguments: map[string]any{"message": "m"},

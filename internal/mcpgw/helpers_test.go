@@ -117,13 +117,20 @@ func (p pipeRW) Close() error {
 // client to the other end. The session closes at the test's cleanup.
 func connectStdio(t testing.TB, g *Gateway, copts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
+	return connectStdioSession(t, g, copts, nil)
+}
+
+// connectStdioSession is connectStdio with session options (a protocol
+// version).
+func connectStdioSession(t testing.TB, g *Gateway, copts *mcp.ClientOptions, sopts *mcp.ClientSessionOptions) *mcp.ClientSession {
+	t.Helper()
 	cr, sw := io.Pipe() // server → client
 	sr, cw := io.Pipe() // client → server
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- g.ServeStdio(ctx, sr, sw) }()
 	client := mcp.NewClient(&mcp.Implementation{Name: "go-sdk-test", Version: "1"}, copts)
-	cs, err := client.Connect(ctx, &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
+	cs, err := client.Connect(ctx, &mcp.IOTransport{Reader: cr, Writer: cw}, sopts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
