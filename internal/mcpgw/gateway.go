@@ -80,6 +80,7 @@ const (
 	DefaultMaxArgumentBytes = 4 << 20
 	DefaultMaxRequests      = 10000
 	DefaultMaxResultBytes   = 4 << 20
+	DefaultMaxHTTPSessions  = 1000
 )
 
 // Hard limits on Options.
@@ -134,6 +135,10 @@ type Options struct {
 	// collects (default DefaultMaxResultBytes, 4 MiB); past it the result is
 	// cut (truncated: true).
 	MaxResultBytes int
+	// MaxHTTPSessions bounds the MCP sessions open at once over
+	// HTTPHandler (default DefaultMaxHTTPSessions, 1000); a client starting
+	// one more gets 503 Service Unavailable.
+	MaxHTTPSessions int
 
 	// Name and Version name the gateway to clients (default "aster-mcp"
 	// and "dev").
@@ -153,7 +158,7 @@ func (o *Options) check() error {
 		return fmt.Errorf("max items %d: want 1 to %d (0: the default %d)", o.MaxItems, maxMaxItems, DefaultMaxItems)
 	case o.StreamTimeout < 0:
 		return fmt.Errorf("stream timeout %v: must not be negative", o.StreamTimeout)
-	case o.MaxArgumentBytes < 0 || o.MaxRequests < 0 || o.MaxResultBytes < 0:
+	case o.MaxArgumentBytes < 0 || o.MaxRequests < 0 || o.MaxResultBytes < 0 || o.MaxHTTPSessions < 0:
 		return errors.New("size limits must not be negative")
 	}
 	if o.MaxItems == 0 {
@@ -173,6 +178,9 @@ func (o *Options) check() error {
 	}
 	if o.MaxResultBytes == 0 {
 		o.MaxResultBytes = DefaultMaxResultBytes
+	}
+	if o.MaxHTTPSessions == 0 {
+		o.MaxHTTPSessions = DefaultMaxHTTPSessions
 	}
 	if o.Name == "" {
 		o.Name = "aster-mcp"
@@ -436,13 +444,40 @@ func (g *Gateway) ServeStdio(ctx context.Context, r io.ReadCloser, w io.WriteClo
 }
 
 // HTTPHandler returns a handler serving the Streamable HTTP transport: each
-// MCP session (Mcp-Session-Id) its own, idle sessions closed after
-// idleTimeout (0: never). Close the gateway to end the sessions.
+// MCP session (Mcp-Session-Id) its own, at most Options.MaxHTTPSessions at
+// once, idle sessions closed after idleTimeout (0: never). Close the
+// gateway to end the sessions.
 func (g *Gateway) HTTPHandler(idleTimeout time.Duration) http.Handler {
-	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.server }, &mcp.StreamableHTTPOptions{
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.server }, &mcp.StreamableHTTPOptions{
 		SessionTimeout:      idleTimeout,
 		MaxRequestBodyBytes: int64(g.opts.MaxArgumentBytes) + 64<<10,
 		Logger:              g.opts.Logger,
+	})
+	var mu sync.Mutex
+	starting := 0 // requests that may be starting a session
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		open := 0
+		for range g.server.Sessions() {
+			open++
+		}
+		mu.Lock()
+		if open+starting >= g.opts.MaxHTTPSessions {
+			mu.Unlock()
+			http.Error(w, fmt.Sprintf("aster mcp: %d MCP sessions are open, the most this gateway serves", g.opts.MaxHTTPSessions), http.StatusServiceUnavailable)
+			return
+		}
+		starting++
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			starting--
+			mu.Unlock()
+		}()
+		h.ServeHTTP(w, r)
 	})
 }
 

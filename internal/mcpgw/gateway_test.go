@@ -577,6 +577,46 @@ func TestStreamableHTTP(t *testing.T) {
 	}
 }
 
+// TestHTTPSessionLimit: a gateway serving at most one MCP session over
+// HTTP refuses a second client until the first ends its session.
+func TestHTTPSessionLimit(t *testing.T) {
+	ms := startMission(t, nil)
+	g := newGateway(t, ms, Options{MaxHTTPSessions: 1})
+	srv := httptest.NewServer(g.HTTPHandler(time.Minute))
+	defer srv.Close()
+	defer g.Close()
+	ctx := context.Background()
+	connect := func() (*mcp.ClientSession, error) {
+		return mcp.NewClient(&mcp.Implementation{Name: "go-sdk-http-test", Version: "1"}, nil).
+			Connect(ctx, &mcp.StreamableClientTransport{Endpoint: srv.URL, MaxRetries: -1}, nil)
+	}
+	first, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	structured(t, callTool(t, first, "MissionControl.getStatus", nil))
+	if second, err := connect(); err == nil {
+		second.Close()
+		t.Fatal("a second session was served")
+	} else if !strings.Contains(err.Error(), "503") && !strings.Contains(err.Error(), "Service Unavailable") {
+		t.Errorf("second session: %v", err)
+	}
+	first.Close()
+	waitFor(t, "the first session's end", func() bool {
+		n := 0
+		for range g.Server().Sessions() {
+			n++
+		}
+		return n == 0
+	})
+	third, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	structured(t, callTool(t, third, "MissionControl.getStatus", nil))
+	third.Close()
+}
+
 // TestToolNames: names MCP does not allow are sanitised and kept apart.
 func TestToolNames(t *testing.T) {
 	g := &Gateway{tools: map[string]*tool{}}
