@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/aster-go/aster/contract"
+	"github.com/aster-go/aster/internal/mcpgw"
+)
+
+func init() { addCommand(newMCPCmd) }
+
+// mcpFlags are the flags of "aster mcp".
+type mcpFlags struct {
+	connectFlags
+	http          string
+	allow         []string
+	deny          []string
+	confirm       []string
+	readOnly      bool
+	maxItems      int
+	streamTimeout time.Duration
+	timeout       time.Duration
+	idleTimeout   time.Duration
+	list          bool
+}
+
+func newMCPCmd() *cobra.Command {
+	var f mcpFlags
+	cmd := &cobra.Command{
+		Use:   "mcp [addr|target]",
+		Short: "Serve a server's methods as tools for AI assistants (Model Context Protocol)",
+		Long: `mcp connects to the server at <addr> (an aster1... address, or a service
+target such as etcd:///fleet/MissionControl; default: ASTER_ENDPOINT_ADDR),
+fetches its contract and serves its methods as MCP tools, one per method,
+named Service.method: on stdin/stdout (the stdio transport an assistant
+starts it with) or, with --http, as Streamable HTTP at http://ADDR/mcp.
+
+Each tool's input schema is generated from the method's request type; a
+unary or client-stream tool returns the response, a server-stream or bidi
+tool the responses collected until the stream ends, --max-items arrived or
+--stream-timeout passed ({"items":[...],"truncated":bool}), with progress
+notifications as they arrive. Client-stream and bidi tools take
+{"requests":[...]}. Session-scoped services run in one aster session per MCP
+session; the tool _aster.endSession ends it. The contract is the resource
+aster://contract.
+
+Policy: --allow and --deny filter methods by glob over Service.method
+(path.Match syntax, repeatable or comma-separated); --read-only keeps only
+idempotent methods; with a credential (--rcan, or the configured one) a
+method whose required capabilities it lacks is not offered at all. --confirm
+makes matching tools ask the person at the client first (MCP elicitation);
+with a client that cannot ask, they refuse.
+
+A failed call is a tool error "CODE: message" (the aster status). --list
+prints the tools that would be offered, and the methods left out and why,
+and exits.`,
+		Example: `  aster mcp aster1...
+  aster mcp --read-only --rcan ops.cred aster1...
+  aster mcp --deny 'AgentSession.*' --confirm 'MissionControl.submitLog' aster1...
+  aster mcp --http 127.0.0.1:8808 etcd:///fleet/MissionControl
+  aster mcp --list --rcan edge.cred aster1...`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usageErrorf("mcp takes [addr]; got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			return runMCP(c.Context(), c, &f, args)
+		},
+	}
+	fl := cmd.Flags()
+	f.connectFlags.register(cmd)
+	fl.StringVar(&f.http, "http", "", "serve Streamable HTTP on this `address` (host:port; path /mcp) instead of stdio")
+	fl.StringSliceVar(&f.allow, "allow", nil, "offer only methods matching this `glob` over Service.method (repeatable)")
+	fl.StringSliceVar(&f.deny, "deny", nil, "do not offer methods matching this `glob` (repeatable)")
+	fl.StringSliceVar(&f.confirm, "confirm", nil, "tools matching this `glob` need a person's confirmation through the client (repeatable)")
+	fl.BoolVar(&f.readOnly, "read-only", false, "offer only idempotent methods")
+	fl.IntVar(&f.maxItems, "max-items", mcpgw.DefaultMaxItems, "stream tools return at most this many responses")
+	fl.DurationVar(&f.streamTimeout, "stream-timeout", mcpgw.DefaultStreamTimeout, "stream tools collect responses for at most this long")
+	fl.DurationVar(&f.timeout, "timeout", mcpgw.DefaultCallTimeout, "deadline of each call, sent to the server (0: none)")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", 30*time.Minute, "with --http, end MCP sessions idle this long (0: never)")
+	fl.BoolVar(&f.list, "list", false, "print the tools that would be offered and the methods left out, then exit")
+	return exitsOnSIGTERM(cmd)
+}
+
+// runMCP implements "aster mcp".
+func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) error {
+	switch {
+	case f.maxItems < 1:
+		return usageErrorf("--max-items must be at least 1, got %d", f.maxItems)
+	case f.streamTimeout <= 0:
+		return usageErrorf("--stream-timeout must be positive, got %v", f.streamTimeout)
+	case f.timeout < 0 || f.connectTimeout < 0 || f.idleTimeout < 0:
+		return usageErrorf("timeouts must not be negative")
+	}
+	cfg, err := loadClientConfig(c)
+	if err != nil {
+		return err
+	}
+	rawAddr, rest, err := splitTarget(&cfg, args, 0)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 {
+		return usageErrorf("mcp takes [addr]; got %d more arguments", len(rest))
+	}
+	opts := mcpgw.Options{
+		Allow:         f.allow,
+		Deny:          f.deny,
+		Confirm:       f.confirm,
+		ReadOnly:      f.readOnly,
+		MaxItems:      f.maxItems,
+		StreamTimeout: f.streamTimeout,
+		CallTimeout:   f.timeout,
+		Name:          "aster-mcp",
+		Version:       versionString(),
+		Logger:        slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if f.timeout == 0 {
+		opts.CallTimeout = -1 // none
+	}
+	// Check the policy before connecting: a bad glob is a usage error.
+	if _, err := mcpgw.New(nil, &contract.Contract{}, opts); err != nil {
+		return usageErrorf("%v", strings.TrimPrefix(err.Error(), "mcpgw: "))
+	}
+	if err := checkTarget(rawAddr); err != nil {
+		return err
+	}
+	setup, err := setupClient(c, &cfg, f.rcan)
+	if err != nil {
+		return err
+	}
+	if setup.cred != nil {
+		opts.Capabilities = append([]string{}, setup.cred.cred.Capabilities...)
+	}
+
+	tg, err := connect(ctx, c, rawAddr, &f.connectFlags, setup)
+	if err != nil {
+		return err
+	}
+	defer tg.client.Close()
+	gw, err := mcpgw.New(tg.client, tg.ct, opts)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	defer gw.Close()
+
+	if f.list {
+		return printMCPTools(c.OutOrStdout(), gw)
+	}
+	stderr := c.ErrOrStderr()
+	who := "without a credential"
+	if setup.cred != nil {
+		who = "with the credential from " + setup.cred.from
+	}
+	fmt.Fprintf(stderr, "aster mcp: %d tools for %s (contract %s), %s\n", len(gw.Tools()), tg.client.Label(), shortID(tg.id), who)
+	for _, e := range gw.Excluded() {
+		fmt.Fprintf(stderr, "aster mcp: not offered: %s (%s)\n", e.Method, e.Reason)
+	}
+	if f.http != "" {
+		return serveMCPHTTP(ctx, c, f, gw)
+	}
+	in := io.NopCloser(c.InOrStdin())
+	return gw.ServeStdio(ctx, in, nopWriteCloser{c.OutOrStdout()})
+}
+
+// serveMCPHTTP serves the Streamable HTTP transport on f.http until ctx is
+// canceled. The first line of stdout is the endpoint's URL.
+func serveMCPHTTP(ctx context.Context, c *cobra.Command, f *mcpFlags, gw *mcpgw.Gateway) error {
+	ln, err := net.Listen("tcp", f.http)
+	if err != nil {
+		return usageErrorf("--http %s: %w", f.http, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", gw.HTTPHandler(f.idleTimeout))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	url := "http://" + ln.Addr().String() + "/mcp"
+	fmt.Fprintln(c.OutOrStdout(), url)
+	fmt.Fprintf(c.ErrOrStderr(), "aster mcp: serving Streamable HTTP at %s\n", url)
+	select {
+	case err := <-served:
+		return connectError(fmt.Errorf("serving HTTP: %w", err))
+	case <-ctx.Done():
+	}
+	gw.Close() // ends the MCP sessions, so that Shutdown's wait ends
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// printMCPTools prints --list.
+func printMCPTools(w io.Writer, gw *mcpgw.Gateway) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range gw.Tools() {
+		switch {
+		case t.Method == "":
+			fmt.Fprintf(tw, "%s\t\tends the session of the session-scoped services\n", t.Name)
+		case t.Confirm:
+			fmt.Fprintf(tw, "%s\t%s\tconfirm\n", t.Name, t.Pattern)
+		default:
+			fmt.Fprintf(tw, "%s\t%s\t\n", t.Name, t.Pattern)
+		}
+	}
+	for _, e := range gw.Excluded() {
+		fmt.Fprintf(tw, "%s\tnot offered\t%s\n", e.Method, e.Reason)
+	}
+	return tw.Flush()
+}
+
+// nopWriteCloser is a writer whose Close does nothing (stdout stays open).
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/aster-go/aster/internal/testutil"
+)
+
+// These tests run "aster mcp" as its own process against the Mission
+// Control example (also its own process), with real MCP clients: the
+// TypeScript SDK's (testdata/mcpjs, a Node script) and the Go SDK's.
+
+// mcpJSDir holds the Node client and its locked dependencies; CI installs
+// them with "npm ci" (.ci/run).
+const mcpJSDir = "testdata/mcpjs"
+
+// needNodeClient returns the node binary, failing under CI=true (and
+// skipping elsewhere) when node or the installed SDK is missing.
+func needNodeClient(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	missing := ""
+	switch {
+	case err != nil:
+		missing = "node is not installed"
+	default:
+		if _, err := os.Stat(filepath.Join(mcpJSDir, "node_modules", "@modelcontextprotocol", "sdk", "package.json")); err != nil {
+			missing = "the TypeScript MCP SDK is not installed (run: npm ci --prefix cmd/aster/testdata/mcpjs)"
+		}
+	}
+	if missing != "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(missing)
+		}
+		t.Skip(missing)
+	}
+	return node
+}
+
+// runNodeClient runs one scenario of client.mjs and fails the test with
+// its output unless it passes.
+func runNodeClient(t *testing.T, node string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(node, append([]string{"client.mjs"}, args...)...)
+	cmd.Dir = mcpJSDir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(90*time.Second, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	timer.Stop()
+	if err != nil || !strings.Contains(out.String(), "ok "+args[0]) {
+		t.Fatalf("node client.mjs %s: %v\n%s", args[0], err, out.String())
+	}
+	t.Logf("%s", strings.TrimSpace(out.String()))
+}
+
+// TestMCPTypeScriptClient: the TypeScript SDK's client starts "aster mcp"
+// over stdio (initialize, tools/list with schema checks, getStatus, tailLogs
+// with progress cut at --max-items, ingestMetrics, AgentSession register and
+// runCommand in one MCP session, a denied method, a --confirm tool refusing
+// a client without elicitation, a server error as a tool error) and talks
+// to "aster mcp --http" over Streamable HTTP.
+func TestMCPTypeScriptClient(t *testing.T) {
+	node := needNodeClient(t)
+	asterBin, serverBin := binaries(t)
+	addr := startServer(t)
+	pushLogs(t, addr, "warn")
+
+	t.Run("stdio", func(t *testing.T) {
+		runNodeClient(t, node, "stdio-main", asterBin, "mcp", "--max-items", "3", "--deny", "MissionControl.submitLog", addr)
+	})
+	t.Run("policy", func(t *testing.T) {
+		runNodeClient(t, node, "stdio-policy", asterBin, "mcp", "--read-only", "--confirm", "MissionControl.getStatus", addr)
+	})
+	t.Run("server error", func(t *testing.T) {
+		cmd := exec.Command(serverBin, "-rate", "1")
+		cmd.Env = append(os.Environ(), "ASTER_BIND_ADDR=127.0.0.1:0")
+		limited, _, _ := launchServer(t, cmd)
+		runNodeClient(t, node, "stdio-error", asterBin, "mcp", limited)
+	})
+	t.Run("streamable http", func(t *testing.T) {
+		url := startMCPHTTP(t, asterBin, addr)
+		runNodeClient(t, node, "http", url)
+	})
+}
+
+// startMCPHTTP runs "aster mcp --http 127.0.0.1:0 addr" and returns the
+// URL it prints; the process is stopped (SIGTERM) at the test's end and
+// must exit 0.
+func startMCPHTTP(t *testing.T, asterBin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(asterBin, append([]string{"mcp", "--http", "127.0.0.1:0"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if code := cmd.ProcessState.ExitCode(); code != 0 && code != ExitTerminated {
+				t.Errorf("aster mcp --http exited %v: %s", err, stderr.String())
+			}
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("aster mcp --http did not stop on SIGTERM: %s", stderr.String())
+		}
+	})
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Scan()
+		line <- sc.Text()
+	}()
+	select {
+	case url := <-line:
+		if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.HasSuffix(url, "/mcp") {
+			t.Fatalf("aster mcp --http printed %q; stderr: %s", url, stderr.String())
+		}
+		return url
+	case <-time.After(30 * time.Second):
+		t.Fatalf("aster mcp --http printed no URL; stderr: %s", stderr.String())
+	}
+	return ""
+}
+
+// TestMCPCredential: against a server that admits only enrolled peers,
+// "aster mcp --rcan" offers only the methods the credential's capabilities
+// allow, and refuses the others when an attacker calls them by name (Go
+// SDK client, stdio transport, aster mcp as a subprocess).
+func TestMCPCredential(t *testing.T) {
+	asterBin, mcBin := binaries(t)
+	home, work := t.TempDir(), t.TempDir()
+	if code, _, errOut := runBin(t, home, work, asterBin, "trust", "keygen", "--out-key", "~/.aster/root.key"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if code, _, errOut := runBin(t, home, work, asterBin, "enroll", "node", "--role", "consumer", "--name", "watcher",
+		"--capabilities", "ops.status,ops.logs", "--root-key", "~/.aster/root.key", "--out", "watcher.cred", "-q"); code != 0 {
+		t.Fatal(errOut)
+	}
+	env := []string{"HOME=" + home, "ASTER_ROOT_PUBKEY_FILE=~/.aster/root.pub", "ASTER_ALLOW_ALL_CONSUMERS=false",
+		"ASTER_IDENTITY_FILE=" + filepath.Join(work, ".aster-identity"), "ASTER_BIND_ADDR=127.0.0.1:0"}
+	addr, _ := startMissionControl(t, mcBin, env)
+	cred := filepath.Join(work, "watcher.cred")
+
+	// --list shows what would be offered, and why the rest is not.
+	code, out, errOut := runBin(t, home, work, asterBin, "mcp", "--list", "--rcan", cred, addr)
+	if code != 0 {
+		t.Fatalf("--list: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{`(?m)^MissionControl\.getStatus +unary`, `(?m)^MissionControl\.tailLogs +server_stream`,
+		`(?m)^AgentSession\.runCommand +not offered +the credential lacks ops\.admin$`,
+		`(?m)^MissionControl\.submitLog +not offered +the credential lacks ops\.ingest$`} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("--list output lacks %s:\n%s", want, out)
+		}
+	}
+
+	cmd := exec.Command(asterBin, "mcp", "--rcan", cred, addr)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "HOME="+home)
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	client := mcp.NewClient(&mcp.Implementation{Name: "go-sdk-test", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v; stderr: %s", err, stderr.String())
+	}
+	defer cs.Close()
+	res, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range res.Tools {
+		names = append(names, tl.Name)
+	}
+	slices.Sort(names)
+	if want := []string{"MissionControl.getStatus", "MissionControl.tailLogs"}; !slices.Equal(names, want) {
+		t.Errorf("tools %v, want %v", names, want)
+	}
+	got, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "MissionControl.getStatus", Arguments: map[string]any{"agent_id": "trusted"}})
+	if err != nil || got.IsError {
+		t.Fatalf("getStatus: %v %+v", err, got)
+	}
+	for _, name := range []string{"AgentSession.runCommand", "MissionControl.submitLog", "MissionControl.ingestMetrics", "AgentSession.register"} {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"requests": []any{map[string]any{"command": "id"}}}})
+		if err == nil || !strings.Contains(err.Error(), "unknown tool") {
+			t.Errorf("%s called by name: %v, want an unknown-tool refusal", name, err)
+		}
+	}
+	if !strings.Contains(stderr.String(), "aster mcp: 2 tools for") || !strings.Contains(stderr.String(), "with the credential from --rcan") {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+}
+
+// TestMCPFleetTarget: a service target (static:///…) works as with
+// "aster call": a fleet's calls, and a session on one producer.
+func TestMCPFleetTarget(t *testing.T) {
+	asterBin, _ := binaries(t)
+	addr := startServer(t)
+	cmd := exec.Command(asterBin, "mcp", "static:///"+addr)
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "go-sdk-test", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v; stderr: %s", err, stderr.String())
+	}
+	defer cs.Close()
+	call := func(name string, args map[string]any) map[string]any {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		if err != nil || res.IsError {
+			t.Fatalf("%s: %v %+v", name, err, res)
+		}
+		m, _ := res.StructuredContent.(map[string]any)
+		return m
+	}
+	if got := call("MissionControl.getStatus", map[string]any{"agent_id": "fleet"}); got["agent_id"] != "fleet" {
+		t.Errorf("getStatus: %v", got)
+	}
+	if got := call("AgentSession.register", map[string]any{"agent_id": "edge-f", "capabilities": []any{"gpu"}}); got["task_id"] != "train-42" {
+		t.Errorf("register: %v", got)
+	}
+	got := call("AgentSession.runCommand", map[string]any{"requests": []any{map[string]any{"command": "echo fleet"}}})
+	if items, _ := got["items"].([]any); len(items) != 1 || items[0].(map[string]any)["stdout"] != "fleet\n" {
+		t.Errorf("runCommand: %v", got)
+	}
+	if got := call("_aster.endSession", nil); got["ended"] != true {
+		t.Errorf("endSession: %v", got)
+	}
+	if !strings.Contains(stderr.String(), "tools for static:///") {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+}
+
+// TestMCPUsage: bad flags and targets are usage errors (exit 2), before
+// anything is dialled.
+func TestMCPUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mcp", "--deny", "x[", "aster1abc"}, `--deny "x["`},
+		{[]string{"mcp", "--allow", "tag:admin", "aster1abc"}, "carry no tags"},
+		{[]string{"mcp", "--max-items", "0", "aster1abc"}, "--max-items"},
+		{[]string{"mcp", "--stream-timeout", "0s", "aster1abc"}, "--stream-timeout"},
+		{[]string{"mcp", "not-an-address"}, "bad address"},
+		{[]string{"mcp", "a", "b"}, "mcp takes [addr]"},
+	} {
+		code, _, errOut := runCLI(t, tc.args...)
+		if code != ExitUsage || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, %q; want exit %d with %q", tc.args, code, errOut, ExitUsage, tc.want)
+		}
+	}
+}
