@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,6 +28,7 @@ func init() { addCommand(newMCPCmd) }
 type mcpFlags struct {
 	connectFlags
 	http          string
+	tokenFile     string
 	allow         []string
 	deny          []string
 	confirm       []string
@@ -90,6 +95,7 @@ and exits.`,
 	fl.IntVar(&f.maxItems, "max-items", mcpgw.DefaultMaxItems, "stream tools return at most this many responses")
 	fl.DurationVar(&f.streamTimeout, "stream-timeout", mcpgw.DefaultStreamTimeout, "stream tools collect responses for at most this long")
 	fl.DurationVar(&f.timeout, "timeout", mcpgw.DefaultCallTimeout, "deadline of each call, sent to the server (0: none)")
+	fl.StringVar(&f.tokenFile, "http-token-file", "", "with --http, require \"Authorization: Bearer <token>\" with the token in this `file` (needed to bind beyond loopback)")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 30*time.Minute, "with --http, end MCP sessions idle this long (0: never)")
 	fl.BoolVar(&f.list, "list", false, "print the tools that would be offered and the methods left out, then exit")
 	return exitsOnSIGTERM(cmd)
@@ -104,6 +110,12 @@ func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) e
 		return usageErrorf("--stream-timeout must be positive, got %v", f.streamTimeout)
 	case f.timeout < 0 || f.connectTimeout < 0 || f.idleTimeout < 0:
 		return usageErrorf("timeouts must not be negative")
+	case f.tokenFile != "" && f.http == "":
+		return usageErrorf("--http-token-file needs --http")
+	}
+	token, err := mcpHTTPToken(f)
+	if err != nil {
+		return err
 	}
 	cfg, err := loadClientConfig(c)
 	if err != nil {
@@ -170,7 +182,7 @@ func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) e
 		fmt.Fprintf(stderr, "aster mcp: not offered: %s (%s)\n", e.Method, e.Reason)
 	}
 	if f.http != "" {
-		return serveMCPHTTP(ctx, c, f, gw)
+		return serveMCPHTTP(ctx, c, f, gw, token)
 	}
 	in := io.NopCloser(c.InOrStdin())
 	return gw.ServeStdio(ctx, in, nopWriteCloser{c.OutOrStdout()})
@@ -178,13 +190,17 @@ func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) e
 
 // serveMCPHTTP serves the Streamable HTTP transport on f.http until ctx is
 // canceled. The first line of stdout is the endpoint's URL.
-func serveMCPHTTP(ctx context.Context, c *cobra.Command, f *mcpFlags, gw *mcpgw.Gateway) error {
+func serveMCPHTTP(ctx context.Context, c *cobra.Command, f *mcpFlags, gw *mcpgw.Gateway, token []byte) error {
 	ln, err := net.Listen("tcp", f.http)
 	if err != nil {
 		return usageErrorf("--http %s: %w", f.http, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", gw.HTTPHandler(f.idleTimeout))
+	var h http.Handler = gw.HTTPHandler(f.idleTimeout)
+	if token != nil {
+		h = requireBearer(token, h)
+	}
+	mux.Handle("/mcp", h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -204,6 +220,51 @@ func serveMCPHTTP(ctx context.Context, c *cobra.Command, f *mcpFlags, gw *mcpgw.
 		return err
 	}
 	return nil
+}
+
+// mcpMinTokenLen is the shortest --http-token-file token accepted.
+const mcpMinTokenLen = 16
+
+// mcpHTTPToken reads --http-token-file, and refuses --http on an address
+// beyond loopback without one: whoever reaches the endpoint calls the
+// services with the gateway's credential.
+func mcpHTTPToken(f *mcpFlags) ([]byte, error) {
+	if f.http == "" {
+		return nil, nil
+	}
+	if f.tokenFile == "" {
+		host, _, err := net.SplitHostPort(f.http)
+		if err != nil {
+			return nil, usageErrorf("--http %s: %v", f.http, err)
+		}
+		if ip, perr := netip.ParseAddr(host); host != "localhost" && (perr != nil || !ip.IsLoopback()) {
+			return nil, usageErrorf("--http %s would serve every host that reaches it with this gateway's credential: bind to loopback (127.0.0.1:PORT) or set --http-token-file", f.http)
+		}
+		return nil, nil
+	}
+	b, err := os.ReadFile(f.tokenFile)
+	if err != nil {
+		return nil, usageErrorf("--http-token-file: %v", err)
+	}
+	tok := bytes.TrimSpace(b)
+	if len(tok) < mcpMinTokenLen || bytes.ContainsAny(tok, " \t\r\n") {
+		return nil, usageErrorf("--http-token-file %s: the token must be one line of at least %d characters without spaces", f.tokenFile, mcpMinTokenLen)
+	}
+	return tok, nil
+}
+
+// requireBearer serves only requests carrying "Authorization: Bearer
+// <token>" (compared in constant time); others get 401.
+func requireBearer(token []byte, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="aster mcp"`)
+			http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // printMCPTools prints --list.

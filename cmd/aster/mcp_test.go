@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,6 +266,10 @@ func TestMCPFleetTarget(t *testing.T) {
 // TestMCPUsage: bad flags and targets are usage errors (exit 2), before
 // anything is dialled.
 func TestMCPUsage(t *testing.T) {
+	shortToken := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(shortToken, []byte("abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -275,10 +280,65 @@ func TestMCPUsage(t *testing.T) {
 		{[]string{"mcp", "--stream-timeout", "0s", "aster1abc"}, "--stream-timeout"},
 		{[]string{"mcp", "not-an-address"}, "bad address"},
 		{[]string{"mcp", "a", "b"}, "mcp takes [addr]"},
+		{[]string{"mcp", "--http", "0.0.0.0:0", "aster1abc"}, "bind to loopback"},
+		{[]string{"mcp", "--http", ":8808", "aster1abc"}, "bind to loopback"},
+		{[]string{"mcp", "--http-token-file", "tok", "aster1abc"}, "needs --http"},
+		{[]string{"mcp", "--http", "0.0.0.0:0", "--http-token-file", shortToken, "aster1abc"}, "at least 16"},
 	} {
 		code, _, errOut := runCLI(t, tc.args...)
 		if code != ExitUsage || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%v: exit %d, %q; want exit %d with %q", tc.args, code, errOut, ExitUsage, tc.want)
 		}
+	}
+}
+
+// bearerTransport adds "Authorization: Bearer <token>" to each request.
+type bearerTransport struct{ token string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestMCPHTTPToken: with --http-token-file, the Streamable HTTP endpoint
+// answers 401 to a request without the token or with another one, and a Go
+// SDK client sending it lists and calls tools.
+func TestMCPHTTPToken(t *testing.T) {
+	asterBin, _ := binaries(t)
+	addr := startServer(t)
+	const token = "7d1f0c6a52e94b8f9a0e3c1d"
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := startMCPHTTP(t, asterBin, "--http-token-file", file, addr)
+	for _, auth := range []string{"", "Bearer wrong-token-0123456789", "Basic " + token, "Bearer " + token + "x"} {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("Authorization %q: status %d, want 401", auth, resp.StatusCode)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "go-sdk-test", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: bearerTransport{token}}}, nil)
+	if err != nil {
+		t.Fatalf("connect with the token: %v", err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "MissionControl.getStatus", Arguments: map[string]any{"agent_id": "tok"}})
+	if err != nil || res.IsError {
+		t.Fatalf("getStatus with the token: %v %+v", err, res)
 	}
 }

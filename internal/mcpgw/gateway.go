@@ -135,9 +135,11 @@ type Options struct {
 	// collects (default DefaultMaxResultBytes, 4 MiB); past it the result is
 	// cut (truncated: true).
 	MaxResultBytes int
-	// MaxHTTPSessions bounds the MCP sessions open at once over
-	// HTTPHandler (default DefaultMaxHTTPSessions, 1000); a client starting
-	// one more gets 503 Service Unavailable.
+	// MaxHTTPSessions bounds the initialized MCP sessions open at once
+	// over HTTPHandler (default DefaultMaxHTTPSessions, 1000); a client
+	// starting one more gets 503 Service Unavailable. At most 64 requests
+	// without a session run at once, so a burst can exceed the bound by
+	// that many.
 	MaxHTTPSessions int
 
 	// Name and Version name the gateway to clients (default "aster-mcp"
@@ -453,33 +455,42 @@ func (g *Gateway) HTTPHandler(idleTimeout time.Duration) http.Handler {
 		MaxRequestBodyBytes: int64(g.opts.MaxArgumentBytes) + 64<<10,
 		Logger:              g.opts.Logger,
 	})
-	var mu sync.Mutex
-	starting := 0 // requests that may be starting a session
+	// starting bounds the requests without a session that run at once
+	// (each may create one): sessions counted below are the initialized
+	// ones, so a burst of initialize requests can exceed MaxHTTPSessions
+	// by at most maxStartingHTTP.
+	starting := make(chan struct{}, maxStartingHTTP)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
 			h.ServeHTTP(w, r)
 			return
 		}
+		// Only initialized sessions count: a request such as
+		// server/discover runs in a short-lived session of its own.
 		open := 0
-		for range g.server.Sessions() {
-			open++
+		for ss := range g.server.Sessions() {
+			if ss.InitializeParams() != nil {
+				open++
+			}
 		}
-		mu.Lock()
-		if open+starting >= g.opts.MaxHTTPSessions {
-			mu.Unlock()
+		if open >= g.opts.MaxHTTPSessions {
 			http.Error(w, fmt.Sprintf("aster mcp: %d MCP sessions are open, the most this gateway serves", g.opts.MaxHTTPSessions), http.StatusServiceUnavailable)
 			return
 		}
-		starting++
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			starting--
-			mu.Unlock()
-		}()
+		select {
+		case starting <- struct{}{}:
+		default:
+			http.Error(w, "aster mcp: too many MCP sessions starting at once", http.StatusServiceUnavailable)
+			return
+		}
+		defer func() { <-starting }()
 		h.ServeHTTP(w, r)
 	})
 }
+
+// maxStartingHTTP is how many requests without an MCP session
+// HTTPHandler serves at once.
+const maxStartingHTTP = 64
 
 // Close ends every MCP session the gateway has seen and their aster
 // sessions. It does not close the connection.
