@@ -268,7 +268,7 @@ func TestAdmissionOpenGate(t *testing.T) {
 	}
 	// Dev mode: no root key.
 	logs := &testutil.SyncBuffer{}
-	gate, err := enroll.NewGate(enroll.Policy{}, slog.New(slog.NewTextHandler(logs, nil)))
+	gate, err := enroll.NewGate(enroll.Policy{DevMode: true}, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil || !gate.DevMode() || !strings.Contains(logs.String(), enroll.DevModeWarning) {
 		t.Fatalf("dev gate: %v, log %q", err, logs)
 	}

@@ -46,6 +46,7 @@ func (c *Config) TrustPolicy() (enroll.Policy, error) {
 		return p, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
 	}
 	if root == nil {
+		p.DevMode = true
 		return p, c.checkDevMode()
 	}
 	k, err := trust.EndpointIDFromPublicKey(root)

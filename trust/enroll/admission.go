@@ -21,10 +21,15 @@ import (
 // configuration source can fill it (the config fields root_pubkey,
 // allow_all_consumers, allow_all_producers, storage_path).
 type Policy struct {
-	// RootPubKey is the deployment's trust anchor. Nil means dev mode: an
-	// ephemeral root is generated and consumers are admitted without a
-	// credential (AllowAllConsumers is forced on, with a warning).
+	// RootPubKey is the deployment's trust anchor. Without one, NewGate
+	// fails with ErrNoRoot unless DevMode is set.
 	RootPubKey *trust.PublicKey
+	// DevMode asks for a gate without a root key: an ephemeral root is
+	// generated and consumers are admitted without a credential
+	// (AllowAllConsumers is forced on, with a warning). It must be asked
+	// for by name, so that a root key that failed to load never turns into
+	// "admit everyone". Ignored when RootPubKey is set. Default false.
+	DevMode bool
 	// AllowAllConsumers admits every consumer without a credential (open
 	// gate); capability requirements are then not enforced. Default false.
 	AllowAllConsumers bool
@@ -98,8 +103,13 @@ type Gate struct {
 	nonces *NonceStore
 }
 
-// NewGate returns the gate for p. Without a root key it generates an
-// ephemeral one, opens the consumer gate and logs DevModeWarning on logger
+// ErrNoRoot is returned by NewGate for a Policy with neither a root key nor
+// DevMode.
+var ErrNoRoot = errors.New("enroll: no root key: set Policy.RootPubKey, or Policy.DevMode to admit every consumer on an ephemeral root")
+
+// NewGate returns the gate for p. Without a root key it fails with
+// ErrNoRoot, unless p.DevMode asks for dev mode: then it generates an
+// ephemeral root, opens the consumer gate and logs DevModeWarning on logger
 // (nil: slog.Default()).
 func NewGate(p Policy, logger *slog.Logger) (*Gate, error) {
 	if logger == nil {
@@ -113,6 +123,9 @@ func NewGate(p Policy, logger *slog.Logger) (*Gate, error) {
 	}
 	g := &Gate{p: p}
 	if p.RootPubKey == nil || p.RootPubKey.IsZero() {
+		if !p.DevMode {
+			return nil, ErrNoRoot
+		}
 		g.root = trust.IDOf(trust.GenerateKey())
 		g.dev = true
 		g.p.AllowAllConsumers = true

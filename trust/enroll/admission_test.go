@@ -58,7 +58,10 @@ func TestGate(t *testing.T) {
 		t.Errorf("unexpected log: %s", logs)
 	}
 
-	dev, _ := NewGate(Policy{}, logger)
+	if g, err := NewGate(Policy{AllowAllProducers: true}, logger); !errors.Is(err, ErrNoRoot) || g != nil {
+		t.Fatalf("NewGate without a root key or DevMode: %v, %v; want ErrNoRoot", g, err)
+	}
+	dev, _ := NewGate(Policy{DevMode: true}, logger)
 	if !dev.DevMode() || !strings.Contains(logs.String(), DevModeWarning) {
 		t.Errorf("dev mode: %v log %q", dev.DevMode(), logs)
 	}
