@@ -150,11 +150,16 @@ health_port = 8088
 	if code != ExitUsage || !strings.Contains(stderr, `ASTER_HOOK_TIMEOUT_MS: "abc" is not an integer`) || !strings.Contains(stderr, "network.hook_timeout_ms") {
 		t.Errorf("bad value: exit %d, stderr %q", code, stderr)
 	}
-	// Not supported yet: exit 2, UNIMPLEMENTED.
-	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_ENABLE_HOOKS=on"}, "config", "print", "--json-errors")
+	// An out-of-range value with --json-errors: exit 2, INVALID_ARGUMENT.
+	_, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_HOOK_TIMEOUT_MS=999999"}, "config", "print", "--json-errors")
 	var je jsonError
-	if err := json.Unmarshal([]byte(stderr), &je); err != nil || code != ExitUsage || je.Code != "UNIMPLEMENTED" || !strings.Contains(je.Message, "not supported yet") {
-		t.Errorf("enable hooks: exit %d, stderr %q (%v)", code, stderr, err)
+	if err := json.Unmarshal([]byte(stderr), &je); err != nil || code != ExitUsage || je.Code != "INVALID_ARGUMENT" || !strings.Contains(je.Message, "network.hook_timeout_ms") {
+		t.Errorf("hook_timeout_ms out of range: exit %d, stderr %q (%v)", code, stderr, err)
+	}
+	// Connection hooks are a supported setting now.
+	out, stderr, code = runConfigCLI(t, bin, dir, []string{"ASTER_ENABLE_HOOKS=on"}, "config", "print")
+	if v, src, _ := configPrintLine(out, "enable_hooks"); code != 0 || v != "true" || src != "ASTER_ENABLE_HOOKS" || strings.Contains(out, "not supported") {
+		t.Errorf("enable_hooks: %q (%s), exit %d, stderr %q", v, src, code, stderr)
 	}
 	// Unknown key in the file.
 	bad := filepath.Join(dir, "bad.toml")
