@@ -195,6 +195,7 @@ type serverOptions struct {
 	cred      *enroll.Credential // WithCredential: published in registry entries
 	registry  discovery.Registry // WithRegistry
 	regPrefix string
+	regCheck  time.Duration // WithRegistryRefresh; 0: DefaultRegistryRefresh
 }
 
 // failed returns the error Serve and ListenAndServe return before doing
