@@ -83,7 +83,13 @@ type registrations struct {
 	announced bool                     // announce ran (and succeeded)
 	withdrawn bool                     // withdraw ran: no announcement any more
 
-	kick       chan struct{}      // wakes follow at once (capacity 1)
+	kick chan struct{} // wakes follow at once (capacity 1)
+
+	// fmu guards follow's lifetime apart from mu, which follow holds
+	// while it updates entries: withdraw stops follow (cutting short an
+	// update under way) without waiting for mu.
+	fmu        sync.Mutex
+	stopping   bool               // withdraw began: follow must not start
 	stopFollow context.CancelFunc // ends follow; nil when it is not running
 	followDone chan struct{}      // closed when follow returns
 }
@@ -147,9 +153,13 @@ func (s *Server) announce() error {
 	r.announced = true
 	r.producer = p
 	r.kick = make(chan struct{}, 1)
-	fctx, stop := context.WithCancel(context.Background())
-	r.stopFollow, r.followDone = stop, make(chan struct{})
-	go s.follow(fctx, r.kick, r.followDone)
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	if !r.stopping {
+		fctx, stop := context.WithCancel(context.Background())
+		r.stopFollow, r.followDone = stop, make(chan struct{})
+		go s.follow(fctx, r.kick, r.followDone)
+	}
 	return nil
 }
 
@@ -229,17 +239,18 @@ func (s *Server) withdraw(ctx context.Context, bound time.Duration) error {
 		return nil
 	}
 	r := &s.registry
-	r.mu.Lock()
-	r.withdrawn = true
+	r.fmu.Lock()
+	r.stopping = true
 	stop, done := r.stopFollow, r.followDone
 	r.stopFollow = nil
-	r.mu.Unlock()
+	r.fmu.Unlock()
 	if stop != nil {
 		stop() // cuts short an update under way
 		<-done
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.withdrawn = true
 	return s.deregisterLocked(ctx, bound)
 }
 

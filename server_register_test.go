@@ -175,7 +175,7 @@ func TestRegistryFollowsAddressEtcd(t *testing.T) {
 
 // plainRegistry hands out registrations without Update, counting calls.
 type plainRegistry struct {
-	src                     *discovery.StaticSource
+	src                    *discovery.StaticSource
 	registers, deregisters atomic.Int64
 }
 
@@ -254,8 +254,57 @@ func serveMoving(t *testing.T, reg discovery.Registry, opts ...aster.ServerOptio
 		src = r
 	case *plainRegistry:
 		src = r.src
+	case *stuckRegistry:
+		src = r.src
 	}
 	direct := entryDirect(src, fleetName)
 	fleetWait(t, "the first registration", func() bool { return direct() != nil })
 	return p, ml, direct
+}
+
+// stuckRegistry's registrations hang in Update until their ctx ends.
+type stuckRegistry struct {
+	src     *discovery.StaticSource
+	entered chan struct{}
+}
+
+func (r *stuckRegistry) Register(ctx context.Context, name string, p discovery.Producer) (discovery.Registration, error) {
+	rg, err := r.src.Register(ctx, name, p)
+	return stuckRegistration{rg, r.entered}, err
+}
+
+type stuckRegistration struct {
+	discovery.Registration
+	entered chan struct{}
+}
+
+func (g stuckRegistration) Update(ctx context.Context, _ discovery.Producer) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Shutdown cuts short an update the registry is slow to answer instead of
+// waiting out its bound (10 s), and still deregisters.
+func TestRegistryShutdownStopsSlowUpdate(t *testing.T) {
+	src := discovery.NewStaticSource(fleetName)
+	reg := &stuckRegistry{src: src, entered: make(chan struct{}, 1)}
+	p, ml, direct := serveMoving(t, reg, aster.WithRegistryRefresh(20*time.Millisecond))
+	ml.advertise(netip.MustParseAddrPort("203.0.113.7:4443"))
+	select {
+	case <-reg.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no update started")
+	}
+	start := time.Now()
+	p.shutdown(t)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Shutdown took %v: it waited for the stuck update", took)
+	}
+	if d := direct(); d != nil {
+		t.Errorf("after Shutdown the registry lists %v", d)
+	}
 }
