@@ -203,6 +203,7 @@ type serverOptions struct {
 	cred      *enroll.Credential // WithCredential: published in registry entries
 	registry  discovery.Registry // WithRegistry
 	regPrefix string
+	regCheck  time.Duration // WithRegistryRefresh; 0: DefaultRegistryRefresh
 
 	advertised func() []netip.AddrPort // WithAdvertisedAddrs (advertise.go)
 }

@@ -1,15 +1,18 @@
 package aster
 
 // Registration: a server with WithRegistry announces each service it
-// serves when it starts serving (announce, from Serve) and withdraws the
-// announcements when it stops (withdraw, from Shutdown before it drains
-// and from Close).
+// serves when it starts serving (announce, from Serve), keeps the entries
+// following its address while it serves (follow, a goroutine announce
+// starts), and withdraws the announcements when it stops (withdraw, from
+// Shutdown before it drains and from Close; it stops follow first).
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +29,10 @@ const (
 	closeDeregisterTimeout = time.Second
 )
 
+// DefaultRegistryRefresh is how often a server with WithRegistry checks
+// whether its Address changed, when WithRegistryRefresh does not say.
+const DefaultRegistryRefresh = 2 * time.Second
+
 // WithRegistry makes the server announce itself in reg as a producer of
 // every service registered before Serve: when Serve (or ListenAndServe)
 // starts, each service is registered under path.Join(prefix, service name)
@@ -35,6 +42,16 @@ const (
 // the registry stop sending new calls while the calls in flight finish;
 // Close deregisters them best-effort within 1 s. A nil registry is
 // rejected. Default: no registry.
+//
+// The entries follow the server's Address while it serves: every
+// WithRegistryRefresh interval (default DefaultRegistryRefresh, 2 s), and
+// at once when another listener starts being served, the server compares
+// its Address with the one it announced and, if it changed (a port mapping
+// granted after start, an advertised address, a listener added or gone,
+// a network interface's address changed), updates every entry: in place
+// where the registration is a discovery.RegistrationUpdater (StaticSource,
+// the etcd registry), else by deregistering and registering again. A
+// failed update is logged and tried again at the next check.
 func WithRegistry(reg discovery.Registry, prefix string) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) {
 		if reg == nil {
@@ -45,12 +62,36 @@ func WithRegistry(reg discovery.Registry, prefix string) ServerOption {
 	})
 }
 
+// WithRegistryRefresh sets how often a server with WithRegistry checks
+// whether its Address changed since it registered, and updates its
+// registry entries if so (see WithRegistry). Zero selects
+// DefaultRegistryRefresh (2 s); a negative interval turns the periodic
+// check off, leaving only the check when a listener starts being served.
+// The check itself is cheap (the listeners' addresses, which for a
+// listener on all interfaces means listing them); the registry hears from
+// the server only on a change.
+func WithRegistryRefresh(interval time.Duration) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.regCheck = interval })
+}
+
 // registrations is the server's state in its registry.
 type registrations struct {
 	mu        sync.Mutex
-	regs      []discovery.Registration
-	announced bool // announce ran (and succeeded)
-	withdrawn bool // withdraw ran: no announcement any more
+	regs      []discovery.Registration // nil where re-registering failed
+	names     []string                 // the registered name of each of regs
+	producer  discovery.Producer       // the entry as last announced
+	announced bool                     // announce ran (and succeeded)
+	withdrawn bool                     // withdraw ran: no announcement any more
+
+	kick chan struct{} // wakes follow at once (capacity 1)
+
+	// fmu guards follow's lifetime apart from mu, which follow holds
+	// while it updates entries: withdraw stops follow (cutting short an
+	// update under way) without waiting for mu.
+	fmu        sync.Mutex
+	stopping   bool               // withdraw began: follow must not start
+	stopFollow context.CancelFunc // ends follow; nil when it is not running
+	followDone chan struct{}      // closed when follow returns
 }
 
 // announce registers the server's services, once. It is called by Serve
@@ -63,7 +104,15 @@ func (s *Server) announce() error {
 	r := &s.registry
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.announced || r.withdrawn {
+	if r.withdrawn {
+		return nil
+	}
+	if r.announced {
+		// Another listener: its addresses belong in the entries now.
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
 		return nil
 	}
 	p := discovery.Producer{Addr: s.Address()}
@@ -98,10 +147,89 @@ func (s *Server) announce() error {
 			return asStatus(status.Unavailable, fmt.Errorf("aster: register %s: %w", name, err))
 		}
 		r.regs = append(r.regs, rg)
+		r.names = append(r.names, name)
 		s.opts.logger.Info("aster: registered", "name", name, "addr", p.Addr.String())
 	}
 	r.announced = true
+	r.producer = p
+	r.kick = make(chan struct{}, 1)
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	if !r.stopping {
+		fctx, stop := context.WithCancel(context.Background())
+		r.stopFollow, r.followDone = stop, make(chan struct{})
+		go s.follow(fctx, r.kick, r.followDone)
+	}
 	return nil
+}
+
+// follow updates the registry entries when the server's Address changes,
+// checking every WithRegistryRefresh interval and when kicked, until ctx
+// ends (withdraw). It closes done when it returns.
+func (s *Server) follow(ctx context.Context, kick <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	var tick <-chan time.Time
+	if every := cmp.Or(s.opts.regCheck, DefaultRegistryRefresh); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		case <-kick:
+		}
+		s.reannounce(ctx)
+	}
+}
+
+// reannounce brings the registry entries up to date with the server's
+// Address, if it changed since they were made.
+func (s *Server) reannounce(ctx context.Context) {
+	addr := s.Address()
+	r := &s.registry
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.producer
+	p.Addr = addr
+	stale := slices.Contains(r.regs, nil)
+	if r.withdrawn || (p.Equal(r.producer) && !stale) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	defer cancel()
+	ok := true
+	for i, rg := range r.regs {
+		name := r.names[i]
+		if u, can := rg.(discovery.RegistrationUpdater); can {
+			if err := u.Update(ctx, p); err != nil {
+				ok = false
+				s.opts.logger.Warn("aster: updating the registry entry failed; trying again later", "name", name, "addr", addr.String(), "err", err)
+			}
+			continue
+		}
+		if rg != nil {
+			if err := rg.Deregister(ctx); err != nil {
+				ok = false
+				s.opts.logger.Warn("aster: deregistering to register the new address failed; trying again later", "name", name, "err", err)
+				continue
+			}
+			r.regs[i] = nil
+		}
+		nrg, err := s.opts.registry.Register(ctx, name, p)
+		if err != nil {
+			ok = false
+			s.opts.logger.Warn("aster: registering the new address failed; trying again later", "name", name, "addr", addr.String(), "err", err)
+			continue
+		}
+		r.regs[i] = nrg
+	}
+	if ok {
+		r.producer = p
+		s.opts.logger.Info("aster: registry entries follow the new address", "addr", addr.String())
+	}
 }
 
 // withdraw deregisters the server's services (once), within ctx and at
@@ -111,6 +239,15 @@ func (s *Server) withdraw(ctx context.Context, bound time.Duration) error {
 		return nil
 	}
 	r := &s.registry
+	r.fmu.Lock()
+	r.stopping = true
+	stop, done := r.stopFollow, r.followDone
+	r.stopFollow = nil
+	r.fmu.Unlock()
+	if stop != nil {
+		stop() // cuts short an update under way
+		<-done
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.withdrawn = true
@@ -128,6 +265,9 @@ func (s *Server) deregisterLocked(ctx context.Context, bound time.Duration) erro
 	}
 	var errs []error
 	for _, rg := range r.regs {
+		if rg == nil {
+			continue
+		}
 		if err := rg.Deregister(ctx); err != nil {
 			errs = append(errs, err)
 			s.opts.logger.Warn("aster: deregistration failed", "err", err)

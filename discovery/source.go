@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -81,6 +82,26 @@ type Registration interface {
 	Deregister(ctx context.Context) error
 }
 
+// RegistrationUpdater is a Registration whose entry can be changed in
+// place, without a moment in which the producer is not listed: a server
+// whose address changed after it registered (a port mapping granted later,
+// a listener added) calls Update with its new entry. StaticSource's and
+// the etcd registry's registrations implement it. DNS is not a Registry at
+// all: its records are published outside the process, so keeping them
+// current is the DNS operator's part. A server given a Registration
+// without Update deregisters and registers again instead.
+type RegistrationUpdater interface {
+	Registration
+	// Update replaces the announced entry with p, whose Addr.ID must be
+	// the registered one (the entry is keyed by it); it fails with a
+	// status InvalidArgument error otherwise, and with a status
+	// FailedPrecondition error after Deregister. An entry that someone
+	// else removed or replaced (another registration of the same endpoint)
+	// is left alone, as Register's entries are; the new p is still what
+	// the registration announces if it puts its entry back.
+	Update(ctx context.Context, p Producer) error
+}
+
 // StaticSource is a Source and Registry over producer lists held in
 // memory, for tests and small fixed fleets. Set (or Register) replaces a
 // name's list and every watch of the name sees the change. The zero value
@@ -112,7 +133,13 @@ func (s *StaticSource) Set(name string, ps ...Producer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.initLocked()
-	s.sets[name] = slices.Clone(ps)
+	s.setLocked(name, slices.Clone(ps))
+}
+
+// setLocked installs ps (owned by the set from now on) as name's producers
+// and wakes the watches; s.mu is held.
+func (s *StaticSource) setLocked(name string, ps []Producer) {
+	s.sets[name] = ps
 	s.version[name]++
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -126,10 +153,12 @@ func (s *StaticSource) Producers(name string) []Producer {
 }
 
 // Register adds p to name's producers (replacing an entry with the same
-// endpoint id); Deregister removes it.
+// endpoint id); Deregister removes it. The Registration is a
+// RegistrationUpdater: Update replaces the entry with the same endpoint id,
+// if name still lists one, keeping its place in the list.
 func (s *StaticSource) Register(_ context.Context, name string, p Producer) (Registration, error) {
 	s.Set(name, append(s.without(name, p.Addr.ID), p)...)
-	return staticRegistration{s, name, p}, nil
+	return &staticRegistration{s: s, name: name, id: p.Addr.ID}, nil
 }
 
 // without returns name's producers except the one with id.
@@ -142,11 +171,42 @@ func (s *StaticSource) without(name string, id trust.EndpointID) []Producer {
 type staticRegistration struct {
 	s    *StaticSource
 	name string
-	p    Producer
+	id   trust.EndpointID
+
+	mu   sync.Mutex
+	gone bool // Deregister ran
 }
 
-func (r staticRegistration) Deregister(context.Context) error {
-	r.s.Set(r.name, r.s.without(r.name, r.p.Addr.ID)...)
+var _ RegistrationUpdater = (*staticRegistration)(nil)
+
+func (r *staticRegistration) Deregister(context.Context) error {
+	r.mu.Lock()
+	r.gone = true
+	r.mu.Unlock()
+	r.s.Set(r.name, r.s.without(r.name, r.id)...)
+	return nil
+}
+
+func (r *staticRegistration) Update(_ context.Context, p Producer) error {
+	if p.Addr.ID != r.id {
+		return status.Errorf(status.InvalidArgument, "discovery: update of %s's registration with an entry for %s", r.id.Short(), p.Addr.ID.Short())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone {
+		return status.Errorf(status.FailedPrecondition, "discovery: update of %s's registration of %s after Deregister", r.id.Short(), r.name)
+	}
+	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.initLocked()
+	i := slices.IndexFunc(s.sets[r.name], func(q Producer) bool { return q.Addr.ID == r.id })
+	if i < 0 || s.sets[r.name][i].Equal(p) {
+		return nil
+	}
+	ps := slices.Clone(s.sets[r.name])
+	ps[i] = p
+	s.setLocked(r.name, ps)
 	return nil
 }
 

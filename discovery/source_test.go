@@ -3,9 +3,11 @@ package discovery
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -77,5 +79,51 @@ func TestParseTarget(t *testing.T) {
 	}
 	if IsTarget("aster1xyz") || !IsTarget("etcd:///a") || IsTarget("https://relay.example/") {
 		t.Error("IsTarget misclassifies")
+	}
+}
+
+func TestStaticSourceUpdate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, b := testProducer(t), testProducer(t)
+	s := NewStaticSource("svc", a)
+	w, err := s.Watch(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.Next(ctx)
+	reg, _ := s.Register(ctx, "svc", b)
+	if got, _ := w.Next(ctx); len(got) != 2 {
+		t.Fatalf("after Register: %v", got)
+	}
+	u, ok := reg.(RegistrationUpdater)
+	if !ok {
+		t.Fatalf("%T is not a RegistrationUpdater", reg)
+	}
+	b2 := b
+	b2.Addr.Direct = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.7:4443")}
+	if err := u.Update(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.Next(ctx)
+	if err != nil || len(got) != 2 || !got[0].Equal(a) || !got[1].Equal(b2) {
+		t.Fatalf("after Update: %v, %v; want [a b2]", got, err)
+	}
+	if err := u.Update(ctx, a); status.CodeOf(err) != status.InvalidArgument {
+		t.Errorf("Update with another id: %v, want INVALID_ARGUMENT", err)
+	}
+	// An entry someone else removed is not put back.
+	s.Set("svc", a)
+	w.Next(ctx)
+	if err := u.Update(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Producers("svc"); len(got) != 1 {
+		t.Errorf("Update put a removed entry back: %v", got)
+	}
+	reg.Deregister(ctx)
+	if err := u.Update(ctx, b); status.CodeOf(err) != status.FailedPrecondition {
+		t.Errorf("Update after Deregister: %v, want FAILED_PRECONDITION", err)
 	}
 }

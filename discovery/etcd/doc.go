@@ -41,7 +41,11 @@
 // later; Deregister removes it at once. If the lease is lost while the
 // process lives (etcd restarted without it, or was unreachable for longer
 // than the TTL), Register's goroutine grants a new lease and puts the entry
-// again, with backoff, and logs it.
+// again, with backoff, and logs it. The Registration is a
+// discovery.RegistrationUpdater: Update puts a new value (a producer whose
+// address changed) on the same key under the same lease, only while the
+// key still carries that lease, and a lease granted anew later carries the
+// updated value.
 //
 // A watch reads the current entries, then follows etcd's change stream from
 // that revision: a new producer is seen within one round trip. If etcd goes

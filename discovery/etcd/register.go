@@ -13,6 +13,7 @@ import (
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
 )
 
 // Register announces p as a producer of name: it grants a lease of
@@ -40,6 +41,7 @@ func (r *Registry) Register(ctx context.Context, name string, p discovery.Produc
 	reg := &registration{
 		r:    r,
 		key:  prefix + p.Addr.ID.String(),
+		id:   p.Addr.ID,
 		val:  string(val),
 		done: make(chan struct{}),
 	}
@@ -90,19 +92,21 @@ func (r *Registry) forget(reg *registration) {
 type registration struct {
 	r   *Registry
 	key string
-	val string
+	id  trust.EndpointID
 
 	cancel context.CancelFunc // stops keepAlive
 	done   chan struct{}      // closed when keepAlive returns
 
 	mu      sync.Mutex
+	val     string           // the entry's value; written by Update
 	lease   clientv3.LeaseID // current lease; written by keepAlive
 	stopped bool             // keepAlive stopped
 	removed bool             // entry deleted and lease revoked
 }
 
 // put grants a lease and puts the entry with it. On failure it revokes the
-// lease it granted (best effort).
+// lease it granted (best effort). Register calls it before keepAlive runs;
+// keepAlive calls it when the lease is lost.
 func (reg *registration) put(ctx context.Context) (clientv3.LeaseID, error) {
 	c := reg.r.client
 	ctx, cancelReq := reg.r.opCtx(ctx)
@@ -111,7 +115,10 @@ func (reg *registration) put(ctx context.Context) (clientv3.LeaseID, error) {
 	if err != nil {
 		return 0, fmt.Errorf("granting a lease: %w", err)
 	}
-	if _, err := c.Put(ctx, reg.key, reg.val, clientv3.WithLease(g.ID)); err != nil {
+	reg.mu.Lock()
+	val := reg.val
+	reg.mu.Unlock()
+	if _, err := c.Put(ctx, reg.key, val, clientv3.WithLease(g.ID)); err != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), reg.r.cfg.DialTimeout)
 		rctx, cancelReq := reg.r.requestCtx(rctx)
 		c.Revoke(rctx, g.ID)
@@ -169,9 +176,67 @@ func (reg *registration) keepAlive(ctx context.Context, lease clientv3.LeaseID) 
 		}
 		reg.mu.Lock()
 		reg.lease = lease
+		// An Update that ran while put was under way compared against the
+		// lost lease and changed nothing in etcd: write its value now.
+		err = reg.putCurrentLocked(ctx)
 		reg.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			log.Warn("writing the updated entry failed", "err", err)
+		}
 		log.Info("registered again", "lease", fmt.Sprintf("%x", int64(lease)))
 	}
+}
+
+// putCurrentLocked writes reg.val under the current lease, if the entry
+// is still ours (its key exists with our lease): an entry someone deleted
+// or another registration replaced is left alone. reg.mu is held.
+func (reg *registration) putCurrentLocked(ctx context.Context) error {
+	ctx, cancelReq := reg.r.opCtx(ctx)
+	defer cancelReq()
+	_, err := reg.r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(reg.key), "=", int64(reg.lease)),
+			clientv3.Compare(clientv3.Value(reg.key), "!=", reg.val)).
+		Then(clientv3.OpPut(reg.key, reg.val, clientv3.WithLease(reg.lease))).
+		Commit()
+	return err
+}
+
+var _ discovery.RegistrationUpdater = (*registration)(nil)
+
+// Update replaces the entry's value with p's (a put on the same key under
+// the same lease, so watchers see one change and never a gap), if the
+// entry is still this registration's; the new value is also what is put
+// again if the lease is lost. p.Addr.ID must be the registered endpoint's.
+// It fails with status InvalidArgument for another id or a value over
+// MaxValueSize, FailedPrecondition after Deregister or Close, and
+// Unavailable when etcd cannot be reached (the value is still kept for
+// the next re-registration).
+func (reg *registration) Update(ctx context.Context, p discovery.Producer) error {
+	if p.Addr.ID != reg.id {
+		return status.Errorf(status.InvalidArgument, "discovery/etcd: update of %s with an entry for %s", reg.key, p.Addr.ID.Short())
+	}
+	val, err := encodeValue(p)
+	if err != nil {
+		return err
+	}
+	end, err := reg.r.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if reg.stopped || reg.removed {
+		return status.Errorf(status.FailedPrecondition, "discovery/etcd: update of %s after Deregister", reg.key)
+	}
+	reg.val = string(val)
+	if err := reg.putCurrentLocked(ctx); err != nil {
+		if reg.r.isClosed() {
+			return errRegistryClosed()
+		}
+		return status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: updating %s: %w", reg.key, err))
+	}
+	return nil
 }
 
 // Deregister stops keeping the entry alive, deletes it (unless a later

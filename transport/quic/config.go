@@ -39,6 +39,11 @@ const (
 	DefaultMaxConnectionReceiveWindow = 32 << 20
 	// DefaultLoopbackDialTimeout is the default of Config.LoopbackDialTimeout.
 	DefaultLoopbackDialTimeout = 500 * time.Millisecond
+	// DefaultDialStagger is the default of Config.DialStagger: the
+	// "Connection Attempt Delay" RFC 8305 (Happy Eyeballs v2) recommends.
+	DefaultDialStagger = 250 * time.Millisecond
+	// DefaultMaxConcurrentDials is the default of Config.MaxConcurrentDials.
+	DefaultMaxConcurrentDials = 4
 )
 
 // Config tunes the QUIC transport. A nil *Config and zero fields select the
@@ -120,6 +125,20 @@ type Config struct {
 	// selects DefaultLoopbackDialTimeout (500ms), so that a dead server
 	// with a loopback and one other address fails a Dial within 3s.
 	LoopbackDialTimeout time.Duration
+
+	// DialStagger is the head start a Dial gives each direct address
+	// before it also tries the next one (as Happy Eyeballs, RFC 8305,
+	// does): an address that answers wins within one handshake, and one
+	// where packets vanish (a private address seen from outside its NAT)
+	// delays the next address by DialStagger instead of a whole
+	// HandshakeTimeout. An attempt that fails starts the next at once.
+	// Zero or negative selects DefaultDialStagger (250ms).
+	DialStagger time.Duration
+
+	// MaxConcurrentDials bounds the handshakes one Dial runs at once; the
+	// next address waits until one of them fails. Zero or negative
+	// selects DefaultMaxConcurrentDials (4).
+	MaxConcurrentDials int
 }
 
 // withDefaults returns a copy of c (which may be nil) with defaults applied.
@@ -156,6 +175,12 @@ func (c *Config) withDefaults() Config {
 	out.MaxConnectionReceiveWindow = max(out.MaxConnectionReceiveWindow, out.InitialConnectionReceiveWindow)
 	if out.LoopbackDialTimeout <= 0 {
 		out.LoopbackDialTimeout = DefaultLoopbackDialTimeout
+	}
+	if out.DialStagger <= 0 {
+		out.DialStagger = DefaultDialStagger
+	}
+	if out.MaxConcurrentDials <= 0 {
+		out.MaxConcurrentDials = DefaultMaxConcurrentDials
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 
@@ -103,13 +104,24 @@ func (d *Dialer) transport() (*quicgo.Transport, *tls.Config, error) {
 	return d.tr, d.tls, nil
 }
 
-// Dial connects to the endpoint addr.ID at its direct addresses, tried in
-// order until one succeeds (addr.Relay is ignored). An attempt fails when
-// the peer stays silent for Config.HandshakeTimeout (or twice that in all),
-// or after Config.LoopbackDialTimeout for a loopback address that is not
-// the last one; such failures wrap transport.ErrHandshakeTimeout. A peer that proves a key other than
-// addr.ID is rejected with an error wrapping transport.ErrPeerMismatch; if
-// all attempts fail, the error joins every attempt's error.
+// Dial connects to the endpoint addr.ID at its direct addresses
+// (addr.Relay is ignored), racing them as Happy Eyeballs (RFC 8305) does:
+// it starts a handshake with the first address, and with each next one
+// when Config.DialStagger (250ms) has passed without a connection or as
+// soon as an earlier attempt failed, at most Config.MaxConcurrentDials at
+// once, in the order addr lists them (the order the peer prefers; listeners
+// put loopback first, then IPv4, then IPv6). The first handshake that
+// completes, with the peer proving addr.ID, wins; the other attempts are
+// cancelled and a connection one of them still made is closed, before Dial
+// returns.
+//
+// An attempt fails when the peer stays silent for Config.HandshakeTimeout
+// (or twice that in all), or after Config.LoopbackDialTimeout for a
+// loopback address that is not the last one; such failures wrap
+// transport.ErrHandshakeTimeout. A peer that proves a key other than
+// addr.ID is rejected with an error wrapping transport.ErrPeerMismatch. If
+// every attempt fails, the error joins each address's error, in address
+// order; if ctx ends first, it also wraps ctx's error.
 func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transport.Conn, error) {
 	if d.keyErr != nil {
 		return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), d.keyErr)
@@ -124,12 +136,51 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 	if err != nil {
 		return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), err)
 	}
-	errs := make([]error, 0, len(addr.Direct))
+	errs := make([]error, len(addr.Direct))
+	var todo []int // indexes of the addresses to try, in order
 	for i, ap := range addr.Direct {
 		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().IsUnspecified() {
-			errs = append(errs, fmt.Errorf("%v: %w", ap, ErrNoAddress))
+			errs[i] = fmt.Errorf("%v: %w", ap, ErrNoAddress)
 			continue
 		}
+		todo = append(todo, i)
+	}
+	c := d.race(ctx, tr, base, addr, todo, errs)
+	if c != nil {
+		return c, nil
+	}
+	err = errors.Join(errs...)
+	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = errors.Join(err, ctx.Err())
+	}
+	return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), err)
+}
+
+// attemptResult is the outcome of one Dial attempt.
+type attemptResult struct {
+	i    int // index in addr.Direct
+	conn transport.Conn
+	err  error
+}
+
+// testHookAttempt, when set by tests, is called as each Dial attempt
+// starts, with the address's index and the number of attempts then
+// running (including it).
+var testHookAttempt func(i, running int)
+
+// race runs Dial's attempts at addr.Direct[todo...], recording each
+// failure in errs at its address's index, and returns the winning
+// connection or nil. It returns only when every attempt it started has
+// returned.
+func (d *Dialer) race(ctx context.Context, tr *quicgo.Transport, base *tls.Config, addr discovery.EndpointAddr, todo []int, errs []error) transport.Conn {
+	if len(todo) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan attemptResult, len(todo)) // never blocks a sender
+	attempt := func(i int) {
+		ap := addr.Direct[i]
 		// quic-go fails a handshake that hears nothing for HandshakeTimeout
 		// and bounds a slow one at twice that; the context is a backstop.
 		timeout := 2 * d.cfg.HandshakeTimeout
@@ -137,20 +188,64 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 			timeout = min(timeout, d.cfg.LoopbackDialTimeout)
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		c, err := d.dialOne(actx, tr, base, addr.ID, net.UDPAddrFromAddrPort(ap))
 		if err != nil && ctx.Err() == nil && actx.Err() != nil {
 			err = fmt.Errorf("no handshake within %v: %w", timeout, transport.ErrHandshakeTimeout)
 		}
-		cancel()
-		if err == nil {
-			return c, nil
+		if err != nil {
+			err = fmt.Errorf("%v: %w", ap, err)
 		}
-		errs = append(errs, fmt.Errorf("%v: %w", ap, err))
-		if ctx.Err() != nil {
-			break
+		results <- attemptResult{i: i, conn: c, err: err}
+	}
+
+	stagger := time.NewTimer(d.cfg.DialStagger) // reset by every start
+	defer stagger.Stop()
+	var (
+		winner  transport.Conn
+		running int
+		due     = true // the stagger since the last start passed, or an attempt failed
+		done    = ctx.Done()
+	)
+	for len(todo) > 0 || running > 0 {
+		if winner == nil && ctx.Err() == nil && due && len(todo) > 0 && running < d.cfg.MaxConcurrentDials {
+			i := todo[0]
+			todo = todo[1:]
+			running++
+			if h := testHookAttempt; h != nil {
+				h(i, running)
+			}
+			go attempt(i)
+			due = false
+			stagger.Reset(d.cfg.DialStagger)
+		}
+		if running == 0 && (winner != nil || ctx.Err() != nil) {
+			break // nothing runs and nothing more will start
+		}
+		select {
+		case r := <-results:
+			running--
+			switch {
+			case r.err != nil:
+				errs[r.i] = r.err
+				due = true // the next address need not wait out the stagger
+			case winner == nil:
+				winner = r.conn
+				cancel() // stop the other attempts
+				done = nil
+			default: // a later success: another attempt won already
+				_ = r.conn.Close(transport.ConnNoError, "another address won")
+			}
+		case <-stagger.C:
+			due = true
+		case <-done:
+			// The caller's ctx ended: start nothing more; the running
+			// attempts return with its error (or, if a handshake completed
+			// just then, a connection, which wins).
+			todo, done = nil, nil
 		}
 	}
-	return nil, fmt.Errorf("quic: dial %s: %w", addr.ID.Short(), errors.Join(errs...))
+	return winner
 }
 
 // DialAddr connects to the endpoint want at the packet connection address
