@@ -70,6 +70,10 @@ type Config struct {
 	// not keep it from starting. Default false: the first connection must
 	// succeed.
 	ConnectInBackground bool
+	// Direct configures the upgrade of relayed connections to direct UDP
+	// paths (PathConn, PROTOCOL.md §24), which Listen and Dialer use unless
+	// Direct.Disable is set. Default: on, with DirectConfig's defaults.
+	Direct DirectConfig
 }
 
 func (c *Config) withDefaults() Config {
@@ -107,6 +111,19 @@ type Addr struct {
 	str      string
 	strID    trust.EndpointID
 	strRelay string
+
+	// path is the PathConn that returned or created this address, if any.
+	path *PathConn
+}
+
+// Path says how datagrams to this endpoint travel now: "direct <ip:port>"
+// when a PathConn (which returned this address, or was dialled with it)
+// has confirmed a direct UDP path to it, "relay <url>" otherwise.
+func (a *Addr) Path() string {
+	if a.path != nil {
+		return a.path.PathString(a)
+	}
+	return "relay " + a.Relay
 }
 
 // newAddr returns the *Addr of id at relay with its String precomputed.

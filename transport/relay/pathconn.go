@@ -1,0 +1,944 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aster-go/aster/trust"
+)
+
+// Defaults of DirectConfig.
+const (
+	// DefaultProbeInterval is the default of DirectConfig.ProbeInterval.
+	DefaultProbeInterval = 5 * time.Second
+	// DefaultHeartbeatInterval is the default of
+	// DirectConfig.HeartbeatInterval.
+	DefaultHeartbeatInterval = 2 * time.Second
+	// DefaultDirectTimeout is the default of DirectConfig.DirectTimeout.
+	DefaultDirectTimeout = 6500 * time.Millisecond
+	// DefaultObserveInterval is the default of DirectConfig.ObserveInterval.
+	DefaultObserveInterval = 25 * time.Second
+	// DefaultMaxPeers is the default of DirectConfig.MaxPeers.
+	DefaultMaxPeers = 1024
+	// peerIdle is how long a peer that exchanged no datagram stays in the
+	// table (and is probed: probing stops after activeFor).
+	peerIdle  = 2 * time.Minute
+	activeFor = 30 * time.Second
+	// maxPingsOut bounds the outstanding PINGs per peer; pingExpiry is
+	// how long a PING waits for its PONG.
+	maxPingsOut = 32
+	pingExpiry  = 10 * time.Second
+	// maxSeenPings bounds the replay cache of PINGs per peer.
+	maxSeenPings = 128
+	// maxPeerCands bounds the candidates kept per peer (announced and
+	// learnt from PING sources), maxVerified the addresses proven by a
+	// PING or PONG.
+	maxPeerCands = MaxCandidates + 8
+	maxVerified  = 8
+)
+
+// DirectConfig configures the direct-path upgrade of relayed connections
+// (PathConn, PROTOCOL.md §24). Zero fields select the defaults.
+type DirectConfig struct {
+	// Disable keeps every datagram on the relay (default false: relayed
+	// connections move to a direct UDP path when one works).
+	Disable bool
+	// ListenAddr is the local UDP address of the direct-path socket
+	// (default ":0": all interfaces, a port the system picks).
+	ListenAddr string
+	// ExtraCandidates, if set, is called whenever candidates are announced
+	// and returns further addresses at which peers may reach the
+	// direct-path socket, such as a port mapping on the gateway. At most
+	// MaxCandidates addresses are announced in all.
+	ExtraCandidates func() []netip.AddrPort
+	// ProbeInterval is how often a peer still on the relay is sent
+	// candidates and probed (default 5s).
+	ProbeInterval time.Duration
+	// HeartbeatInterval is how often a direct path is probed while in use
+	// (default 2s).
+	HeartbeatInterval time.Duration
+	// DirectTimeout is how long a direct path may stay unanswered before
+	// its peer falls back to the relay (default 6.5s: three heartbeats).
+	DirectTimeout time.Duration
+	// ObserveInterval is how often the relay is asked for the socket's
+	// public address (default 25s, which also keeps a NAT mapping open).
+	ObserveInterval time.Duration
+	// MaxPeers bounds the peers whose paths are tracked (default 1024);
+	// datagrams of further peers use the relay.
+	MaxPeers int
+}
+
+func (c DirectConfig) withDefaults() DirectConfig {
+	if c.ListenAddr == "" {
+		c.ListenAddr = ":0"
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.DirectTimeout <= 0 {
+		c.DirectTimeout = DefaultDirectTimeout
+	}
+	if c.ObserveInterval <= 0 {
+		c.ObserveInterval = DefaultObserveInterval
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = DefaultMaxPeers
+	}
+	return c
+}
+
+// PathStats are a PathConn's counters.
+type PathStats struct {
+	DirectPeers    int    // peers on a direct path now
+	DirectSent     uint64 // QUIC datagrams sent on direct paths
+	DirectReceived uint64 // QUIC datagrams received on direct paths
+	RelaySent      uint64 // QUIC datagrams sent through the relay
+	PingsSent      uint64 // PINGs sent
+	PongsReceived  uint64 // valid PONGs received
+	Rejected       uint64 // disco messages dropped: malformed, bad signature, stale, replayed, unexpected
+	Upgrades       uint64 // switches from the relay to a direct path
+	Fallbacks      uint64 // switches from a direct path back to the relay
+	// Reflexive is the socket's public address as the relay last observed
+	// it (invalid until an answer arrives).
+	Reflexive netip.AddrPort
+}
+
+type sentPing struct {
+	to   netip.AddrPort
+	sent time.Time
+}
+
+// pathPeer is one peer's path state, under PathConn.mu.
+type pathPeer struct {
+	id       trust.EndpointID
+	addr     *Addr // its relay address as QUIC sees it
+	cands    []netip.AddrPort
+	cmmTime  int64 // timestamp of the last CALL-ME-MAYBE accepted
+	pings    map[[discoTxLen]byte]sentPing
+	seen     map[[discoTxLen]byte]time.Time // PINGs answered (replay cache)
+	verified map[netip.AddrPort]time.Time   // addresses proven by a PING or PONG
+	direct   netip.AddrPort                 // valid when on a direct path
+	lastPong time.Time                      // last PONG on direct
+	lastBeat time.Time                      // last PING sent to direct
+	probed   time.Time                      // last CALL-ME-MAYBE sent
+	active   time.Time                      // last datagram either way
+}
+
+// PathConn is a net.PacketConn under QUIC that carries each peer's
+// datagrams over the best working path: a direct UDP path when one has
+// been confirmed, the relay otherwise (PROTOCOL.md §24). QUIC always sees a
+// peer at its relay address (*Addr): WriteTo takes it, ReadFrom returns
+// it, also for datagrams that arrived directly, so the path can change
+// under a QUIC connection without QUIC noticing; QUIC's packet protection
+// and its end-to-end check of the peer's key are unchanged.
+//
+// The PathConn owns a UDP socket and the relay PacketConn. It learns the
+// socket's public address from the relay (OBSERVE), announces its
+// candidates to each peer it talks to through the relay (CALL-ME-MAYBE),
+// and probes the peer's candidates with signed PINGs; a direct path is
+// used only after the peer's signed PONG for one of this side's own PINGs
+// arrived from that address. A direct path that stops answering falls back
+// to the relay; probing goes on while the peer is active.
+type PathConn struct {
+	relay *PacketConn
+	udp   *net.UDPConn
+	key   trust.SecretKey
+	id    trust.EndpointID
+	cfg   DirectConfig
+	log   *slog.Logger
+
+	relayUDP netip.AddrPort // where OBSERVE goes; invalid if unresolved
+
+	recv   chan datagram
+	closed chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	poke   chan struct{} // wakes the maintenance loop
+
+	mu        sync.Mutex
+	peers     map[trust.EndpointID]*pathPeer
+	byAddr    map[netip.AddrPort]*pathPeer // verified addresses
+	reflexive netip.AddrPort
+	observeTx [discoTxLen]byte
+	fatal     error
+	deadline  chan struct{}
+	changed   chan struct{}
+	timer     *time.Timer
+
+	// filter, if set (tests only), drops the UDP datagrams to or from the
+	// addresses it returns true for, as a firewall would.
+	filter atomic.Pointer[func(netip.AddrPort) bool]
+
+	directSent, directRecv, relaySent   atomic.Uint64
+	pingsSent, pongsRecv, rejected      atomic.Uint64
+	upgrades, fallbacks, unknownDropped atomic.Uint64
+}
+
+var _ net.PacketConn = (*PathConn)(nil)
+
+// NewPathConn returns a PathConn over the relay connection rc, opening its
+// UDP socket on cfg.ListenAddr. It takes ownership of rc and closes it in
+// Close, also when NewPathConn fails. key must be rc's endpoint key.
+func NewPathConn(rc *PacketConn, key trust.SecretKey, cfg *DirectConfig) (*PathConn, error) {
+	var c DirectConfig
+	if cfg != nil {
+		c = *cfg
+	}
+	c = c.withDefaults()
+	ua, err := net.ResolveUDPAddr("udp", c.ListenAddr)
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("relay: direct path: listen address %q: %w", c.ListenAddr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("relay: direct path: %w", err)
+	}
+	p := &PathConn{
+		relay:    rc,
+		udp:      udp,
+		key:      key,
+		id:       trust.IDOf(key),
+		cfg:      c,
+		log:      rc.cfg.Logger,
+		recv:     make(chan datagram, rc.cfg.QueueLen),
+		closed:   make(chan struct{}),
+		poke:     make(chan struct{}, 1),
+		peers:    map[trust.EndpointID]*pathPeer{},
+		byAddr:   map[netip.AddrPort]*pathPeer{},
+		deadline: make(chan struct{}),
+		changed:  make(chan struct{}),
+	}
+	// The relay's UDP service listens on the port of its TLS listener.
+	if ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", rc.url.Host); err == nil && len(ips) > 0 {
+		p.relayUDP = netip.AddrPortFrom(ips[0].Unmap(), rc.url.Port)
+	}
+	p.wg.Add(3)
+	go p.relayLoop()
+	go p.udpLoop()
+	go p.maintain()
+	return p, nil
+}
+
+// LocalAddr returns this endpoint's relay address (*Addr), as QUIC sees it.
+func (p *PathConn) LocalAddr() net.Addr { return p.relay.LocalAddr() }
+
+// UDPAddr returns the local address of the direct-path socket (its port is
+// what a port mapping forwards to).
+func (p *PathConn) UDPAddr() netip.AddrPort { return p.udp.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Relay returns the relay connection under p.
+func (p *PathConn) Relay() *PacketConn { return p.relay }
+
+// Path returns the direct address the peer id is reached at now, or ok
+// false when its datagrams go through the relay.
+func (p *PathConn) Path(id trust.EndpointID) (direct netip.AddrPort, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pe := p.peers[id]; pe != nil && pe.direct.IsValid() {
+		return pe.direct, true
+	}
+	return netip.AddrPort{}, false
+}
+
+// Stats returns p's counters.
+func (p *PathConn) Stats() PathStats {
+	p.mu.Lock()
+	n := 0
+	for _, pe := range p.peers {
+		if pe.direct.IsValid() {
+			n++
+		}
+	}
+	refl := p.reflexive
+	p.mu.Unlock()
+	return PathStats{
+		DirectPeers: n, DirectSent: p.directSent.Load(), DirectReceived: p.directRecv.Load(),
+		RelaySent: p.relaySent.Load(), PingsSent: p.pingsSent.Load(), PongsReceived: p.pongsRecv.Load(),
+		Rejected: p.rejected.Load(), Upgrades: p.upgrades.Load(), Fallbacks: p.fallbacks.Load(),
+		Reflexive: refl,
+	}
+}
+
+// PathString describes how datagrams to addr travel: "direct <ip:port>"
+// or "relay <url>". addr is a relay address that p returned or was given.
+func (p *PathConn) PathString(addr *Addr) string {
+	if d, ok := p.Path(addr.ID); ok {
+		return "direct " + d.String()
+	}
+	return "relay " + addr.Relay
+}
+
+func (p *PathConn) isClosed() bool { return isDone(p.closed) }
+
+// peerLocked returns the peer id, creating it unless the table is full;
+// p.mu is held.
+func (p *PathConn) peerLocked(id trust.EndpointID, now time.Time) *pathPeer {
+	pe := p.peers[id]
+	if pe != nil {
+		pe.active = now
+		return pe
+	}
+	if len(p.peers) >= p.cfg.MaxPeers || id == p.id {
+		return nil
+	}
+	a := newAddr(id, p.relay.local.Relay)
+	a.path = p
+	pe = &pathPeer{
+		id: id, addr: a, active: now,
+		pings:    map[[discoTxLen]byte]sentPing{},
+		seen:     map[[discoTxLen]byte]time.Time{},
+		verified: map[netip.AddrPort]time.Time{},
+	}
+	p.peers[id] = pe
+	select {
+	case p.poke <- struct{}{}:
+	default:
+	}
+	return pe
+}
+
+// peerAddr returns the relay address of peer id that reports its path
+// (Addr.Path), or fallback when the peer table is full.
+func (p *PathConn) peerAddr(id trust.EndpointID, fallback *Addr) *Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pe := p.peerLocked(id, time.Now()); pe != nil {
+		return pe.addr
+	}
+	return fallback
+}
+
+// WriteTo sends p to the peer addr (an *Addr): directly when its direct
+// path is confirmed, through the relay otherwise. Like UDP, it does not
+// wait; a datagram that cannot be sent now is dropped.
+func (p *PathConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	a, ok := addr.(*Addr)
+	if !ok {
+		return 0, &net.OpError{Op: "write", Net: "aster-relay", Addr: addr, Err: fmt.Errorf("relay: not a relay address: %T", addr)}
+	}
+	if p.isClosed() {
+		return 0, &net.OpError{Op: "write", Net: "aster-relay", Addr: addr, Err: p.closedErr()}
+	}
+	now := time.Now()
+	p.mu.Lock()
+	var direct netip.AddrPort
+	if pe := p.peerLocked(a.ID, now); pe != nil {
+		direct = pe.direct
+	}
+	p.mu.Unlock()
+	if direct.IsValid() && len(b) > 0 {
+		if !p.blocked(direct) {
+			if _, err := p.udp.WriteToUDPAddrPort(b, direct); err != nil {
+				p.log.Debug("relay: direct write failed", "peer", a.ID.Short(), "addr", direct.String(), "err", err)
+			}
+		}
+		p.directSent.Add(1)
+		return len(b), nil
+	}
+	p.relaySent.Add(1)
+	return p.relay.WriteTo(b, a)
+}
+
+func (p *PathConn) blocked(ap netip.AddrPort) bool {
+	f := p.filter.Load()
+	return f != nil && (*f)(ap)
+}
+
+// deliver queues a datagram for ReadFrom, dropping it when the queue is
+// full.
+func (p *PathConn) deliver(from *Addr, b []byte) {
+	d := datagram{from: from, data: append(getBuf(), b...)}
+	select {
+	case p.recv <- d:
+	default:
+		putBuf(d.data)
+		p.relay.dropped.Add(1)
+	}
+}
+
+// relayLoop reads the relay connection: QUIC datagrams go to ReadFrom,
+// CALL-ME-MAYBE messages to the path logic.
+func (p *PathConn) relayLoop() {
+	defer p.wg.Done()
+	buf := make([]byte, MaxDatagramSize)
+	for {
+		n, from, err := p.relay.ReadFrom(buf)
+		if err != nil {
+			if !p.isClosed() {
+				p.mu.Lock()
+				p.fatal = err
+				p.mu.Unlock()
+				p.shut()
+			}
+			return
+		}
+		a := from.(*Addr)
+		if isDisco(buf[:n]) {
+			p.relayDisco(a.ID, buf[:n])
+			continue
+		}
+		p.mu.Lock()
+		if pe := p.peerLocked(a.ID, time.Now()); pe != nil {
+			a = pe.addr
+		}
+		p.mu.Unlock()
+		p.deliver(a, buf[:n])
+	}
+}
+
+// udpLoop reads the UDP socket: disco messages go to the path logic, QUIC
+// datagrams from a verified address of a peer to ReadFrom as from that
+// peer's relay address; others are dropped.
+func (p *PathConn) udpLoop() {
+	defer p.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, src, err := p.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if p.isClosed() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// ICMP errors surface on some systems as read errors; go on.
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		if p.blocked(src) || n == 0 {
+			continue
+		}
+		if isDisco(buf[:n]) {
+			p.udpDisco(src, buf[:n])
+			continue
+		}
+		p.mu.Lock()
+		pe := p.byAddr[src]
+		var a *Addr
+		if pe != nil {
+			pe.active = time.Now()
+			a = pe.addr
+		}
+		p.mu.Unlock()
+		if a == nil {
+			p.unknownDropped.Add(1)
+			continue
+		}
+		p.directRecv.Add(1)
+		p.deliver(a, buf[:n])
+	}
+}
+
+// relayDisco handles a disco message that came through the relay from the
+// proven id src: only CALL-ME-MAYBE travels that way.
+func (p *PathConn) relayDisco(src trust.EndpointID, b []byte) {
+	now := time.Now()
+	m, err := parseDisco(b)
+	if err == nil && (m.typ != discoCallMeMaybe || m.sender != src) {
+		err = fmt.Errorf("%w: type %#x from %s through the relay", errDisco, m.typ, src.Short())
+	}
+	if err == nil {
+		err = verifyDisco(&m, p.id, now)
+	}
+	if err != nil {
+		p.reject(err)
+		return
+	}
+	p.mu.Lock()
+	pe := p.peerLocked(src, now)
+	if pe == nil || m.time <= pe.cmmTime {
+		p.mu.Unlock()
+		p.reject(fmt.Errorf("%w: stale CALL-ME-MAYBE", errDisco))
+		return
+	}
+	pe.cmmTime = m.time
+	// The announced candidates replace the announced ones; addresses
+	// learnt from PINGs stay at the end.
+	keep := pe.cands[:0:0]
+	keep = append(keep, m.cands...)
+	for _, c := range pe.cands {
+		if len(keep) >= maxPeerCands {
+			break
+		}
+		if _, ok := pe.verified[c]; ok && !containsAddr(keep, c) {
+			keep = append(keep, c)
+		}
+	}
+	pe.cands = keep
+	answer := now.Sub(pe.probed) > time.Second
+	p.mu.Unlock()
+	p.log.Debug("relay: candidates received", "peer", src.Short(), "candidates", len(m.cands))
+	if answer {
+		p.sendCallMeMaybe(src, now) // simultaneous open: both sides probe now
+	}
+	p.pingAll(src, now)
+}
+
+func containsAddr(s []netip.AddrPort, a netip.AddrPort) bool {
+	for _, x := range s {
+		if sameAddr(x, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// udpDisco handles a disco message that arrived on the UDP socket from src.
+func (p *PathConn) udpDisco(src netip.AddrPort, b []byte) {
+	now := time.Now()
+	m, err := parseDisco(b)
+	if err != nil {
+		p.reject(err)
+		return
+	}
+	switch m.typ {
+	case discoObserved:
+		p.mu.Lock()
+		ok := src == p.relayUDP && m.tx == p.observeTx && m.tx != [discoTxLen]byte{}
+		if ok {
+			if m.addr != p.reflexive {
+				p.log.Debug("relay: public address observed", "addr", m.addr.String())
+			}
+			p.reflexive = m.addr
+			p.observeTx = [discoTxLen]byte{}
+		}
+		p.mu.Unlock()
+		if !ok {
+			p.reject(fmt.Errorf("%w: unexpected OBSERVED", errDisco))
+		}
+		return
+	case discoPing, discoPong:
+	default:
+		p.reject(fmt.Errorf("%w: type %#x on UDP", errDisco, m.typ))
+		return
+	}
+	if err := verifyDisco(&m, p.id, now); err != nil {
+		p.reject(err)
+		return
+	}
+	if m.typ == discoPing {
+		p.handlePing(src, &m, now)
+		return
+	}
+	p.handlePong(src, &m, now)
+}
+
+// verifyLocked records src as a proven address of pe; p.mu is held.
+func (p *PathConn) verifyLocked(pe *pathPeer, src netip.AddrPort, now time.Time) {
+	if _, ok := pe.verified[src]; !ok && len(pe.verified) >= maxVerified {
+		var oldest netip.AddrPort
+		var t time.Time
+		for a, at := range pe.verified {
+			if t.IsZero() || at.Before(t) {
+				oldest, t = a, at
+			}
+		}
+		if oldest != pe.direct {
+			delete(pe.verified, oldest)
+			if p.byAddr[oldest] == pe {
+				delete(p.byAddr, oldest)
+			}
+		}
+	}
+	pe.verified[src] = now
+	p.byAddr[src] = pe
+}
+
+func (p *PathConn) handlePing(src netip.AddrPort, m *discoMsg, now time.Time) {
+	p.mu.Lock()
+	pe := p.peers[m.sender]
+	if pe == nil {
+		// Only peers this endpoint talks to through the relay are
+		// answered: a PING cannot create state.
+		p.mu.Unlock()
+		p.reject(fmt.Errorf("%w: PING from unknown peer %s", errDisco, m.sender.Short()))
+		return
+	}
+	if _, dup := pe.seen[m.tx]; dup {
+		p.mu.Unlock()
+		p.reject(fmt.Errorf("%w: replayed PING", errDisco))
+		return
+	}
+	if len(pe.seen) >= maxSeenPings {
+		for tx, t := range pe.seen {
+			if now.Sub(t) > 2*MaxClockSkew {
+				delete(pe.seen, tx)
+			}
+		}
+		if len(pe.seen) >= maxSeenPings {
+			p.mu.Unlock()
+			p.reject(fmt.Errorf("%w: PING replay cache full", errDisco))
+			return
+		}
+	}
+	pe.seen[m.tx] = now
+	p.verifyLocked(pe, src, now)
+	learn := !containsAddr(pe.cands, src) && len(pe.cands) < maxPeerCands
+	if learn {
+		pe.cands = append(pe.cands, src)
+	}
+	p.mu.Unlock()
+	pong := encodeDisco(p.key, m.sender, discoPong, now, pingBody(m.tx, src))
+	p.writeUDP(pong, src)
+	if learn {
+		// The peer's mapping toward us is open: probe back at once.
+		p.ping(m.sender, src, now)
+	}
+}
+
+func (p *PathConn) handlePong(src netip.AddrPort, m *discoMsg, now time.Time) {
+	p.mu.Lock()
+	pe := p.peers[m.sender]
+	var sp sentPing
+	var ok bool
+	if pe != nil {
+		sp, ok = pe.pings[m.tx]
+	}
+	if !ok || !sameAddr(sp.to, src) {
+		p.mu.Unlock()
+		p.reject(fmt.Errorf("%w: PONG for no PING of ours to %s", errDisco, src))
+		return
+	}
+	delete(pe.pings, m.tx)
+	p.pongsRecv.Add(1)
+	p.verifyLocked(pe, src, now)
+	upgraded := false
+	switch {
+	case pe.direct == src:
+		pe.lastPong = now
+	case !pe.direct.IsValid():
+		pe.direct, pe.lastPong, pe.lastBeat = src, now, now
+		upgraded = true
+	default:
+		// Already direct on another address: keep it while it answers.
+		if now.Sub(pe.lastPong) > p.cfg.HeartbeatInterval*2 {
+			pe.direct, pe.lastPong = src, now
+			upgraded = true
+		}
+	}
+	p.mu.Unlock()
+	if upgraded {
+		p.upgrades.Add(1)
+		p.log.Info("relay: direct path", "peer", m.sender.Short(), "addr", src.String(), "rtt", now.Sub(sp.sent).Round(time.Microsecond).String())
+	}
+}
+
+func (p *PathConn) reject(err error) {
+	p.rejected.Add(1)
+	p.log.Debug("relay: disco message dropped", "err", err)
+}
+
+func (p *PathConn) writeUDP(b []byte, to netip.AddrPort) {
+	if p.blocked(to) {
+		return
+	}
+	_, _ = p.udp.WriteToUDPAddrPort(b, to)
+}
+
+// ping sends a PING to peer id at to, unless too many are outstanding.
+func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time) {
+	var tx [discoTxLen]byte
+	_, _ = rand.Read(tx[:])
+	p.mu.Lock()
+	pe := p.peers[id]
+	if pe == nil {
+		p.mu.Unlock()
+		return
+	}
+	if len(pe.pings) >= maxPingsOut {
+		for t, sp := range pe.pings {
+			if now.Sub(sp.sent) > pingExpiry {
+				delete(pe.pings, t)
+			}
+		}
+		if len(pe.pings) >= maxPingsOut {
+			p.mu.Unlock()
+			return
+		}
+	}
+	pe.pings[tx] = sentPing{to: to, sent: now}
+	p.mu.Unlock()
+	p.pingsSent.Add(1)
+	p.writeUDP(encodeDisco(p.key, id, discoPing, now, pingBody(tx, to)), to)
+}
+
+// pingAll pings every candidate of peer id.
+func (p *PathConn) pingAll(id trust.EndpointID, now time.Time) {
+	p.mu.Lock()
+	var cands []netip.AddrPort
+	if pe := p.peers[id]; pe != nil {
+		cands = append(cands, pe.cands...)
+	}
+	p.mu.Unlock()
+	for _, c := range cands {
+		p.ping(id, c, now)
+	}
+}
+
+// candidates returns this endpoint's candidates: the relay-observed
+// address, the local interface addresses with the socket's port, and
+// ExtraCandidates, at most MaxCandidates.
+func (p *PathConn) candidates() []netip.AddrPort {
+	var out []netip.AddrPort
+	add := func(a netip.AddrPort) {
+		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+		if a.IsValid() && a.Port() != 0 && !a.Addr().IsUnspecified() && len(out) < MaxCandidates && !containsAddr(out, a) {
+			out = append(out, a)
+		}
+	}
+	p.mu.Lock()
+	add(p.reflexive)
+	p.mu.Unlock()
+	if p.cfg.ExtraCandidates != nil {
+		for _, a := range p.cfg.ExtraCandidates() {
+			add(a)
+		}
+	}
+	local := p.UDPAddr()
+	if !local.Addr().IsUnspecified() {
+		add(local)
+	} else if addrs, err := net.InterfaceAddrs(); err == nil {
+		loopbackRelay := p.relayUDP.IsValid() && p.relayUDP.Addr().IsLoopback()
+		for _, ia := range addrs {
+			pfx, err := netip.ParsePrefix(ia.String())
+			if err != nil {
+				continue
+			}
+			ip := pfx.Addr()
+			if ip.IsLinkLocalUnicast() || ip.IsMulticast() || (ip.IsLoopback() && !loopbackRelay) {
+				continue
+			}
+			if ip.Is6() && p.udp.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+				continue
+			}
+			add(netip.AddrPortFrom(ip, local.Port()))
+		}
+	}
+	return out
+}
+
+// sendCallMeMaybe announces the candidates to peer id through the relay.
+func (p *PathConn) sendCallMeMaybe(id trust.EndpointID, now time.Time) {
+	cands := p.candidates()
+	p.mu.Lock()
+	pe := p.peers[id]
+	if pe == nil {
+		p.mu.Unlock()
+		return
+	}
+	pe.probed = now
+	a := pe.addr
+	p.mu.Unlock()
+	_, _ = p.relay.WriteTo(encodeDisco(p.key, id, discoCallMeMaybe, now, callMeMaybeBody(cands)), a)
+}
+
+// observe asks the relay for the socket's public address.
+func (p *PathConn) observe(now time.Time) {
+	if !p.relayUDP.IsValid() {
+		return
+	}
+	var tx [discoTxLen]byte
+	_, _ = rand.Read(tx[:])
+	p.mu.Lock()
+	p.observeTx = tx
+	p.mu.Unlock()
+	p.writeUDP(encodeDisco(p.key, trust.EndpointID{}, discoObserve, now, tx[:]), p.relayUDP)
+}
+
+// maintain runs the timers: observation, probing of peers on the relay,
+// heartbeats and fallback of direct paths, and the expiry of idle peers.
+func (p *PathConn) maintain() {
+	defer p.wg.Done()
+	tick := min(p.cfg.HeartbeatInterval, p.cfg.ProbeInterval) / 4
+	t := time.NewTicker(max(tick, 10*time.Millisecond))
+	defer t.Stop()
+	var lastObserve time.Time
+	observed := 0
+	for {
+		select {
+		case <-p.closed:
+			return
+		case <-t.C:
+		case <-p.poke:
+		}
+		now := time.Now()
+		p.mu.Lock()
+		haveRefl := p.reflexive.IsValid()
+		p.mu.Unlock()
+		// Until the first answer, ask quickly (0.25 s apart, 8 times).
+		if (!haveRefl && observed < 8 && now.Sub(lastObserve) >= 250*time.Millisecond) || now.Sub(lastObserve) >= p.cfg.ObserveInterval {
+			p.observe(now)
+			lastObserve = now
+			observed++
+		}
+		type job struct {
+			id     trust.EndpointID
+			cmm    bool
+			beat   netip.AddrPort
+			probes bool
+		}
+		var jobs []job
+		p.mu.Lock()
+		for id, pe := range p.peers {
+			if now.Sub(pe.active) > peerIdle {
+				p.dropPeerLocked(pe)
+				continue
+			}
+			for tx, sp := range pe.pings {
+				if now.Sub(sp.sent) > pingExpiry {
+					delete(pe.pings, tx)
+				}
+			}
+			if pe.direct.IsValid() && now.Sub(pe.lastPong) > p.cfg.DirectTimeout {
+				p.log.Info("relay: direct path lost, back to the relay", "peer", id.Short(), "addr", pe.direct.String(), "silent", now.Sub(pe.lastPong).Round(time.Millisecond).String())
+				p.fallbacks.Add(1)
+				pe.direct = netip.AddrPort{}
+				pe.probed = time.Time{} // probe again at once
+			}
+			var j job
+			j.id = id
+			if pe.direct.IsValid() {
+				if now.Sub(pe.lastBeat) >= p.cfg.HeartbeatInterval {
+					pe.lastBeat = now
+					j.beat = pe.direct
+				}
+			} else if now.Sub(pe.active) < activeFor && now.Sub(pe.probed) >= p.cfg.ProbeInterval {
+				j.cmm, j.probes = true, true
+			}
+			if j.cmm || j.beat.IsValid() {
+				jobs = append(jobs, j)
+			}
+		}
+		p.mu.Unlock()
+		for _, j := range jobs {
+			if j.beat.IsValid() {
+				p.ping(j.id, j.beat, now)
+			}
+			if j.cmm {
+				p.sendCallMeMaybe(j.id, now)
+			}
+			if j.probes {
+				p.pingAll(j.id, now)
+			}
+		}
+	}
+}
+
+func (p *PathConn) dropPeerLocked(pe *pathPeer) {
+	for a := range pe.verified {
+		if p.byAddr[a] == pe {
+			delete(p.byAddr, a)
+		}
+	}
+	delete(p.peers, pe.id)
+}
+
+// ReadFrom reads the next datagram; addr is the sender's relay address
+// (*Addr) whichever path it took.
+func (p *PathConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		p.mu.Lock()
+		dl, changed := p.deadline, p.changed
+		p.mu.Unlock()
+		select {
+		case d := <-p.recv:
+			n := copy(b, d.data)
+			putBuf(d.data)
+			return n, d.from, nil
+		case <-p.closed:
+			return 0, nil, &net.OpError{Op: "read", Net: "aster-relay", Addr: p.relay.local, Err: p.closedErr()}
+		case <-dl:
+			return 0, nil, &net.OpError{Op: "read", Net: "aster-relay", Addr: p.relay.local, Err: os.ErrDeadlineExceeded}
+		case <-changed:
+		}
+	}
+}
+
+func (p *PathConn) closedErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fatal != nil {
+		return p.fatal
+	}
+	return net.ErrClosed
+}
+
+func (p *PathConn) shut() {
+	p.once.Do(func() {
+		close(p.closed)
+		p.udp.Close()
+	})
+}
+
+// Close closes the UDP socket and the relay connection (flushing what is
+// queued for the relay, see PacketConn.Close) and stops the path logic.
+func (p *PathConn) Close() error {
+	err := p.relay.Close()
+	p.shut()
+	p.wg.Wait()
+	p.mu.Lock()
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	return err
+}
+
+// SetDeadline sets the read deadline; writes never block.
+func (p *PathConn) SetDeadline(t time.Time) error { return p.SetReadDeadline(t) }
+
+// SetWriteDeadline does nothing: writes never block.
+func (p *PathConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetReadDeadline sets the deadline of pending and later ReadFrom calls;
+// the zero time clears it.
+func (p *PathConn) SetReadDeadline(t time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	ch := make(chan struct{})
+	p.deadline = ch
+	close(p.changed)
+	p.changed = make(chan struct{})
+	switch {
+	case t.IsZero():
+	case !t.After(time.Now()):
+		close(ch)
+	default:
+		p.timer = time.AfterFunc(time.Until(t), func() { close(ch) })
+	}
+	return nil
+}
+
+// SetReadBuffer sets the UDP socket's receive buffer.
+func (p *PathConn) SetReadBuffer(n int) error { return p.udp.SetReadBuffer(n) }
+
+// SetWriteBuffer sets the UDP socket's send buffer.
+func (p *PathConn) SetWriteBuffer(n int) error { return p.udp.SetWriteBuffer(n) }
+
+// String describes the PathConn for logs.
+func (p *PathConn) String() string {
+	return "path " + p.id.Short() + " udp " + p.UDPAddr().String() + " relay " + p.relay.url.HostPort() + " (" + strconv.Itoa(int(p.Stats().DirectPeers)) + " direct)"
+}
