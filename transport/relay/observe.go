@@ -32,6 +32,11 @@ const (
 // registered at this relay, with a fresh timestamp, at most ObserveRate per
 // second per source IP; the answer (OBSERVED: the source address the probe
 // came from) is shorter than the probe, so the service amplifies nothing.
+//
+// On a host with several addresses, bind pc to the address of the relay
+// URL rather than to all interfaces: answers leave from the address the
+// system routes them from, and an endpoint accepts only answers from the
+// address it sent its probe to.
 func (s *Server) ServeUDP(pc net.PacketConn) error {
 	s.mu.Lock()
 	if s.closed {

@@ -116,6 +116,16 @@ type Addr struct {
 	path *PathConn
 }
 
+// PathStats returns the counters of the PathConn that carries this
+// endpoint's datagrams, or ok false when the address belongs to no
+// PathConn (direct paths disabled).
+func (a *Addr) PathStats() (st PathStats, ok bool) {
+	if a.path == nil {
+		return PathStats{}, false
+	}
+	return a.path.Stats(), true
+}
+
 // Path says how datagrams to this endpoint travel now: "direct <ip:port>"
 // when a PathConn (which returned this address, or was dialled with it)
 // has confirmed a direct UDP path to it, "relay <url>" otherwise.

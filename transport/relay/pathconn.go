@@ -23,9 +23,9 @@ const (
 	DefaultProbeInterval = 5 * time.Second
 	// DefaultHeartbeatInterval is the default of
 	// DirectConfig.HeartbeatInterval.
-	DefaultHeartbeatInterval = 2 * time.Second
+	DefaultHeartbeatInterval = 500 * time.Millisecond
 	// DefaultDirectTimeout is the default of DirectConfig.DirectTimeout.
-	DefaultDirectTimeout = 6500 * time.Millisecond
+	DefaultDirectTimeout = 3 * time.Second
 	// DefaultObserveInterval is the default of DirectConfig.ObserveInterval.
 	DefaultObserveInterval = 25 * time.Second
 	// DefaultMaxPeers is the default of DirectConfig.MaxPeers.
@@ -65,10 +65,14 @@ type DirectConfig struct {
 	// candidates and probed (default 5s).
 	ProbeInterval time.Duration
 	// HeartbeatInterval is how often a direct path is probed while in use
-	// (default 2s).
+	// (default 500ms). A direct path whose last PONG is older than 2.5
+	// heartbeats is suspect: datagrams go both ways, direct and through the
+	// relay, until it answers again or DirectTimeout passes, so that a path
+	// that died costs QUIC no more than a few lost packets (QUIC's own idle
+	// timeout, 3s by default in transport/quic, must not run out first).
 	HeartbeatInterval time.Duration
 	// DirectTimeout is how long a direct path may stay unanswered before
-	// its peer falls back to the relay (default 6.5s: three heartbeats).
+	// its peer falls back to the relay alone (default 3s).
 	DirectTimeout time.Duration
 	// ObserveInterval is how often the relay is asked for the socket's
 	// public address (default 25s, which also keeps a NAT mapping open).
@@ -106,9 +110,11 @@ type PathStats struct {
 	DirectSent     uint64 // QUIC datagrams sent on direct paths
 	DirectReceived uint64 // QUIC datagrams received on direct paths
 	RelaySent      uint64 // QUIC datagrams sent through the relay
+	DualSent       uint64 // of those, copies of datagrams also sent on a suspect direct path
 	PingsSent      uint64 // PINGs sent
 	PongsReceived  uint64 // valid PONGs received
 	Rejected       uint64 // disco messages dropped: malformed, bad signature, stale, replayed, unexpected
+	Unknown        uint64 // UDP datagrams dropped because they came from no verified address of a peer
 	Upgrades       uint64 // switches from the relay to a direct path
 	Fallbacks      uint64 // switches from a direct path back to the relay
 	// Reflexive is the socket's public address as the relay last observed
@@ -173,6 +179,7 @@ type PathConn struct {
 	byAddr    map[netip.AddrPort]*pathPeer // verified addresses
 	reflexive netip.AddrPort
 	observeTx [discoTxLen]byte
+	lastCMM   int64 // timestamp of the last CALL-ME-MAYBE sent
 	fatal     error
 	deadline  chan struct{}
 	changed   chan struct{}
@@ -185,6 +192,7 @@ type PathConn struct {
 	directSent, directRecv, relaySent   atomic.Uint64
 	pingsSent, pongsRecv, rejected      atomic.Uint64
 	upgrades, fallbacks, unknownDropped atomic.Uint64
+	dualSent                            atomic.Uint64
 }
 
 var _ net.PacketConn = (*PathConn)(nil)
@@ -268,8 +276,8 @@ func (p *PathConn) Stats() PathStats {
 	p.mu.Unlock()
 	return PathStats{
 		DirectPeers: n, DirectSent: p.directSent.Load(), DirectReceived: p.directRecv.Load(),
-		RelaySent: p.relaySent.Load(), PingsSent: p.pingsSent.Load(), PongsReceived: p.pongsRecv.Load(),
-		Rejected: p.rejected.Load(), Upgrades: p.upgrades.Load(), Fallbacks: p.fallbacks.Load(),
+		RelaySent: p.relaySent.Load(), DualSent: p.dualSent.Load(), PingsSent: p.pingsSent.Load(), PongsReceived: p.pongsRecv.Load(),
+		Rejected: p.rejected.Load(), Unknown: p.unknownDropped.Load(), Upgrades: p.upgrades.Load(), Fallbacks: p.fallbacks.Load(),
 		Reflexive: refl,
 	}
 }
@@ -337,18 +345,26 @@ func (p *PathConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	now := time.Now()
 	p.mu.Lock()
 	var direct netip.AddrPort
+	suspect := false
 	if pe := p.peerLocked(a.ID, now); pe != nil {
 		direct = pe.direct
+		suspect = now.Sub(pe.lastPong) > p.cfg.HeartbeatInterval*5/2
 	}
 	p.mu.Unlock()
-	if direct.IsValid() && len(b) > 0 {
+	if direct.IsValid() && len(b) > 0 && len(b) <= MaxDatagramSize {
 		if !p.blocked(direct) {
 			if _, err := p.udp.WriteToUDPAddrPort(b, direct); err != nil {
 				p.log.Debug("relay: direct write failed", "peer", a.ID.Short(), "addr", direct.String(), "err", err)
 			}
 		}
 		p.directSent.Add(1)
-		return len(b), nil
+		if !suspect {
+			return len(b), nil
+		}
+		// The direct path missed heartbeats: the relay carries a copy
+		// (QUIC discards the duplicate) until the path answers or is
+		// given up.
+		p.dualSent.Add(1)
 	}
 	p.relaySent.Add(1)
 	return p.relay.WriteTo(b, a)
@@ -487,10 +503,12 @@ func (p *PathConn) relayDisco(src trust.EndpointID, b []byte) {
 	answer := now.Sub(pe.probed) > time.Second
 	p.mu.Unlock()
 	p.log.Debug("relay: candidates received", "peer", src.Short(), "candidates", len(m.cands))
+	// PINGs first, so that this side's NAT is open toward the peer's
+	// candidates before the answer asks the peer to probe back.
+	p.pingAll(src, now)
 	if answer {
 		p.sendCallMeMaybe(src, now) // simultaneous open: both sides probe now
 	}
-	p.pingAll(src, now)
 }
 
 func containsAddr(s []netip.AddrPort, a netip.AddrPort) bool {
@@ -517,6 +535,13 @@ func (p *PathConn) udpDisco(src netip.AddrPort, b []byte) {
 		if ok {
 			if m.addr != p.reflexive {
 				p.log.Debug("relay: public address observed", "addr", m.addr.String())
+				// A new candidate: announce it to the peers still on
+				// the relay at the next tick.
+				for _, pe := range p.peers {
+					if !pe.direct.IsValid() {
+						pe.probed = time.Time{}
+					}
+				}
 			}
 			p.reflexive = m.addr
 			p.observeTx = [discoTxLen]byte{}
@@ -592,15 +617,19 @@ func (p *PathConn) handlePing(src netip.AddrPort, m *discoMsg, now time.Time) {
 	}
 	pe.seen[m.tx] = now
 	p.verifyLocked(pe, src, now)
-	learn := !containsAddr(pe.cands, src) && len(pe.cands) < maxPeerCands
-	if learn {
+	if !containsAddr(pe.cands, src) && len(pe.cands) < maxPeerCands {
 		pe.cands = append(pe.cands, src)
 	}
+	// The PING opened the peer's side toward src (a PING this side sent
+	// there earlier may have been dropped by the peer's NAT before it
+	// opened): unless this side uses that path already, probe back at
+	// once, so that both sides confirm it within a round trip. The peer's
+	// PINGs, fresh and never replayed, bound these.
+	back := pe.direct != src
 	p.mu.Unlock()
 	pong := encodeDisco(p.key, m.sender, discoPong, now, pingBody(m.tx, src))
 	p.writeUDP(pong, src)
-	if learn {
-		// The peer's mapping toward us is open: probe back at once.
+	if back {
 		p.ping(m.sender, src, now)
 	}
 }
@@ -737,6 +766,8 @@ func (p *PathConn) candidates() []netip.AddrPort {
 }
 
 // sendCallMeMaybe announces the candidates to peer id through the relay.
+// Its timestamps increase strictly, as the receiver ignores a
+// CALL-ME-MAYBE no newer than the last one it accepted.
 func (p *PathConn) sendCallMeMaybe(id trust.EndpointID, now time.Time) {
 	cands := p.candidates()
 	p.mu.Lock()
@@ -747,8 +778,16 @@ func (p *PathConn) sendCallMeMaybe(id trust.EndpointID, now time.Time) {
 	}
 	pe.probed = now
 	a := pe.addr
+	ts := time.Now()
+	if ms := ts.UnixMilli(); ms <= p.lastCMM {
+		ts = time.UnixMilli(p.lastCMM + 1)
+	}
+	p.lastCMM = ts.UnixMilli()
+	msg := encodeDisco(p.key, id, discoCallMeMaybe, ts, callMeMaybeBody(cands))
+	// Under mu, so that two announcements reach the relay in the order
+	// of their timestamps.
+	_, _ = p.relay.WriteTo(msg, a)
 	p.mu.Unlock()
-	_, _ = p.relay.WriteTo(encodeDisco(p.key, id, discoCallMeMaybe, now, callMeMaybeBody(cands)), a)
 }
 
 // observe asks the relay for the socket's public address.
@@ -833,11 +872,11 @@ func (p *PathConn) maintain() {
 			if j.beat.IsValid() {
 				p.ping(j.id, j.beat, now)
 			}
+			if j.probes {
+				p.pingAll(j.id, now) // first: see relayDisco
+			}
 			if j.cmm {
 				p.sendCallMeMaybe(j.id, now)
-			}
-			if j.probes {
-				p.pingAll(j.id, now)
 			}
 		}
 	}
