@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -80,7 +82,7 @@ type pathPair struct {
 func startPathPair(t *testing.T) *pathPair {
 	t.Helper()
 	r := startRelay(t, ServerConfig{BytesPerSecond: -1})
-	cfg := &Config{Logger: quietLog, Direct: fastDirect()}
+	cfg := &Config{Logger: testLog(), Direct: fastDirect()}
 	ln, err := Listen(ctxT(t), r.url, testutil.Key(t, 1), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -363,6 +365,31 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	if known {
 		t.Error("a PING from an unknown peer created state")
 	}
+
+	// Heartbeats for a long time (the peer's clock ahead of the first
+	// PING): every one is answered, the replay cache stays bounded, and
+	// a PING older than the reorder window is not.
+	before = p.Stats().Rejected
+	start := now.Add(10 * time.Second)
+	for i := range 4 * maxSeenPings {
+		var tx [discoTxLen]byte
+		tx[0], tx[1], tx[2] = 7, byte(i), byte(i>>8)
+		p.udpDisco(fromAddr, encodeDisco(peerKey, p.id, discoPing, start.Add(time.Duration(i)*100*time.Millisecond), pingBody(tx, p.UDPAddr())))
+	}
+	if got := p.Stats().Rejected - before; got != 0 {
+		t.Errorf("%d of %d heartbeat PINGs rejected", got, 4*maxSeenPings)
+	}
+	p.mu.Lock()
+	seen := len(p.peers[peer].seen)
+	p.mu.Unlock()
+	if seen > maxSeenPings {
+		t.Errorf("replay cache of %d", seen)
+	}
+	old := [discoTxLen]byte{8}
+	p.udpDisco(fromAddr, encodeDisco(peerKey, p.id, discoPing, start, pingBody(old, p.UDPAddr())))
+	if p.Stats().Rejected != before+1 {
+		t.Error("a PING older than the reorder window was answered")
+	}
 }
 
 func TestObserve(t *testing.T) {
@@ -449,4 +476,12 @@ func TestDiscoNeverQUIC(t *testing.T) {
 	if isDisco([]byte{0x40, 0x61, 0x73}) || isDisco(nil) {
 		t.Fatal("isDisco accepts a non-disco datagram")
 	}
+}
+
+// testLog is quiet unless ASTER_TEST_LOG is set.
+func testLog() *slog.Logger {
+	if os.Getenv("ASTER_TEST_LOG") == "" {
+		return quietLog
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -38,8 +38,12 @@ const (
 	// how long a PING waits for its PONG.
 	maxPingsOut = 32
 	pingExpiry  = 10 * time.Second
-	// maxSeenPings bounds the replay cache of PINGs per peer.
+	// maxSeenPings bounds the replay cache of PINGs per peer: those at
+	// most pingReorder older than the newest.
 	maxSeenPings = 128
+	pingReorder  = 2 * time.Second
+	// pingBackEvery bounds the PINGs sent back to one address.
+	pingBackEvery = 250 * time.Millisecond
 	// maxPeerCands bounds the candidates kept per peer (announced and
 	// learnt from PING sources), maxVerified the addresses proven by a
 	// PING or PONG.
@@ -134,13 +138,14 @@ type pathPeer struct {
 	cands    []netip.AddrPort
 	cmmTime  int64 // timestamp of the last CALL-ME-MAYBE accepted
 	pings    map[[discoTxLen]byte]sentPing
-	seen     map[[discoTxLen]byte]time.Time // PINGs answered (replay cache)
-	verified map[netip.AddrPort]time.Time   // addresses proven by a PING or PONG
-	direct   netip.AddrPort                 // valid when on a direct path
-	lastPong time.Time                      // last PONG on direct
-	lastBeat time.Time                      // last PING sent to direct
-	probed   time.Time                      // last CALL-ME-MAYBE sent
-	active   time.Time                      // last datagram either way
+	seen     map[[discoTxLen]byte]int64   // PINGs answered (replay cache): their timestamps
+	pingHigh int64                        // the newest PING timestamp accepted
+	verified map[netip.AddrPort]time.Time // addresses proven by a PING or PONG
+	direct   netip.AddrPort               // valid when on a direct path
+	lastPong time.Time                    // last PONG on direct
+	lastBeat time.Time                    // last PING sent to direct
+	probed   time.Time                    // last CALL-ME-MAYBE sent
+	active   time.Time                    // last datagram either way
 }
 
 // PathConn is a net.PacketConn under QUIC that carries each peer's
@@ -309,7 +314,7 @@ func (p *PathConn) peerLocked(id trust.EndpointID, now time.Time) *pathPeer {
 	pe = &pathPeer{
 		id: id, addr: a, active: now,
 		pings:    map[[discoTxLen]byte]sentPing{},
-		seen:     map[[discoTxLen]byte]time.Time{},
+		seen:     map[[discoTxLen]byte]int64{},
 		verified: map[netip.AddrPort]time.Time{},
 	}
 	p.peers[id] = pe
@@ -598,34 +603,46 @@ func (p *PathConn) handlePing(src netip.AddrPort, m *discoMsg, now time.Time) {
 		p.reject(fmt.Errorf("%w: PING from unknown peer %s", errDisco, m.sender.Short()))
 		return
 	}
-	if _, dup := pe.seen[m.tx]; dup {
+	// Replay protection: a PING must be at most pingReorder older than
+	// the newest one accepted from the peer (by the peer's own clock), and
+	// its transaction id unseen among those within that window.
+	if _, dup := pe.seen[m.tx]; dup || m.time < pe.pingHigh-pingReorder.Milliseconds() {
 		p.mu.Unlock()
-		p.reject(fmt.Errorf("%w: replayed PING", errDisco))
+		p.reject(fmt.Errorf("%w: replayed or reordered PING", errDisco))
 		return
+	}
+	if m.time > pe.pingHigh {
+		pe.pingHigh = m.time
 	}
 	if len(pe.seen) >= maxSeenPings {
 		for tx, t := range pe.seen {
-			if now.Sub(t) > 2*MaxClockSkew {
+			if t < pe.pingHigh-pingReorder.Milliseconds() {
 				delete(pe.seen, tx)
 			}
 		}
 		if len(pe.seen) >= maxSeenPings {
 			p.mu.Unlock()
-			p.reject(fmt.Errorf("%w: PING replay cache full", errDisco))
+			p.reject(fmt.Errorf("%w: too many PINGs", errDisco))
 			return
 		}
 	}
-	pe.seen[m.tx] = now
+	pe.seen[m.tx] = m.time
 	p.verifyLocked(pe, src, now)
 	if !containsAddr(pe.cands, src) && len(pe.cands) < maxPeerCands {
 		pe.cands = append(pe.cands, src)
 	}
 	// The PING opened the peer's side toward src (a PING this side sent
 	// there earlier may have been dropped by the peer's NAT before it
-	// opened): unless this side uses that path already, probe back at
-	// once, so that both sides confirm it within a round trip. The peer's
-	// PINGs, fresh and never replayed, bound these.
-	back := pe.direct != src
+	// opened): unless this side is on a direct path already, probe back
+	// at once, so that both sides confirm it within a round trip; at most
+	// one PING per pingBackEvery to an address, so that two endpoints with
+	// several addresses each cannot keep each other pinging.
+	back := !pe.direct.IsValid()
+	for _, sp := range pe.pings {
+		if sp.to == src && now.Sub(sp.sent) < pingBackEvery {
+			back = false
+		}
+	}
 	p.mu.Unlock()
 	pong := encodeDisco(p.key, m.sender, discoPong, now, pingBody(m.tx, src))
 	p.writeUDP(pong, src)
