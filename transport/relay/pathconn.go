@@ -236,10 +236,6 @@ func NewPathConn(rc *PacketConn, key trust.SecretKey, cfg *DirectConfig) (*PathC
 		deadline: make(chan struct{}),
 		changed:  make(chan struct{}),
 	}
-	// The relay's UDP service listens on the port of its TLS listener.
-	if ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", rc.url.Host); err == nil && len(ips) > 0 {
-		p.relayUDP = netip.AddrPortFrom(ips[0].Unmap(), rc.url.Port)
-	}
 	p.wg.Add(3)
 	go p.relayLoop()
 	go p.udpLoop()
@@ -763,7 +759,9 @@ func (p *PathConn) candidates() []netip.AddrPort {
 	if !local.Addr().IsUnspecified() {
 		add(local)
 	} else if addrs, err := net.InterfaceAddrs(); err == nil {
+		p.mu.Lock()
 		loopbackRelay := p.relayUDP.IsValid() && p.relayUDP.Addr().IsLoopback()
+		p.mu.Unlock()
 		for _, ia := range addrs {
 			pfx, err := netip.ParsePrefix(ia.String())
 			if err != nil {
@@ -807,17 +805,41 @@ func (p *PathConn) sendCallMeMaybe(id trust.EndpointID, now time.Time) {
 	p.mu.Unlock()
 }
 
+// resolveRelay finds the relay's UDP address: the port of its TLS
+// listener at the first address its host name resolves to.
+func (p *PathConn) resolveRelay() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", p.relay.url.Host); err == nil && len(ips) > 0 {
+		a := netip.AddrPortFrom(ips[0].Unmap(), p.relay.url.Port)
+		p.mu.Lock()
+		p.relayUDP = a
+		p.mu.Unlock()
+	} else {
+		p.log.Debug("relay: cannot resolve the relay for address observation", "host", p.relay.url.Host, "err", err)
+	}
+}
+
 // observe asks the relay for the socket's public address.
 func (p *PathConn) observe(now time.Time) {
-	if !p.relayUDP.IsValid() {
-		return
+	p.mu.Lock()
+	relayUDP := p.relayUDP
+	p.mu.Unlock()
+	if !relayUDP.IsValid() {
+		p.resolveRelay()
+		p.mu.Lock()
+		relayUDP = p.relayUDP
+		p.mu.Unlock()
+		if !relayUDP.IsValid() {
+			return
+		}
 	}
 	var tx [discoTxLen]byte
 	_, _ = rand.Read(tx[:])
 	p.mu.Lock()
 	p.observeTx = tx
 	p.mu.Unlock()
-	p.writeUDP(encodeDisco(p.key, trust.EndpointID{}, discoObserve, now, tx[:]), p.relayUDP)
+	p.writeUDP(encodeDisco(p.key, trust.EndpointID{}, discoObserve, now, tx[:]), relayUDP)
 }
 
 // maintain runs the timers: observation, probing of peers on the relay,
@@ -829,12 +851,14 @@ func (p *PathConn) maintain() {
 	defer t.Stop()
 	var lastObserve time.Time
 	observed := 0
-	for {
-		select {
-		case <-p.closed:
-			return
-		case <-t.C:
-		case <-p.poke:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-p.closed:
+				return
+			case <-t.C:
+			case <-p.poke:
+			}
 		}
 		now := time.Now()
 		p.mu.Lock()
