@@ -9,10 +9,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/ipv6"
 
 	"github.com/aster-go/aster/trust"
 )
@@ -126,6 +129,72 @@ type PathStats struct {
 	Reflexive netip.AddrPort
 }
 
+// outPkt is a datagram queued for the direct-path writer; b is pooled.
+type outPkt struct {
+	b  []byte
+	to *net.UDPAddr
+}
+
+// maxBatch is the most datagrams the writer sends in one system call.
+const maxBatch = 64
+
+// writeLoop sends the queued direct datagrams, as many per system call as
+// are queued (up to maxBatch), until Close.
+func (p *PathConn) writeLoop() {
+	defer p.wg.Done()
+	msgs := make([]ipv6.Message, maxBatch)
+	bufs := make([][]byte, maxBatch)
+	for i := range msgs {
+		msgs[i].Buffers = make([][]byte, 1)
+	}
+	for {
+		var first outPkt
+		select {
+		case <-p.closed:
+			for {
+				select {
+				case o := <-p.dsend:
+					putBuf(o.b)
+				default:
+					return
+				}
+			}
+		case first = <-p.dsend:
+		}
+		n := 0
+		add := func(o outPkt) {
+			msgs[n].Buffers[0], msgs[n].Addr, bufs[n] = o.b, o.to, o.b
+			n++
+		}
+		add(first)
+		for yielded := false; n < maxBatch; {
+			select {
+			case o := <-p.dsend:
+				add(o)
+				continue
+			default:
+			}
+			if yielded {
+				break
+			}
+			yielded = true
+			runtime.Gosched() // quic-go is likely writing the rest of a burst
+		}
+		for sent := 0; sent < n; {
+			k, err := p.batch.WriteBatch(msgs[sent:n], 0)
+			if err != nil {
+				p.log.Debug("relay: direct write failed", "addr", msgs[sent].Addr.String(), "err", err)
+				k = max(k, 1) // skip the datagram that failed
+			}
+			sent += k
+		}
+		for i := range n {
+			putBuf(bufs[i])
+			msgs[i].Buffers[0], msgs[i].Addr, bufs[i] = nil, nil, nil
+		}
+	}
+}
+
 type sentPing struct {
 	to   netip.AddrPort
 	sent time.Time
@@ -142,6 +211,7 @@ type pathPeer struct {
 	pingHigh int64                        // the newest PING timestamp accepted
 	verified map[netip.AddrPort]time.Time // addresses proven by a PING or PONG
 	direct   netip.AddrPort               // valid when on a direct path
+	directUA *net.UDPAddr                 // direct, for the writer
 	lastPong time.Time                    // last PONG on direct
 	lastBeat time.Time                    // last PING sent to direct
 	probed   time.Time                    // last CALL-ME-MAYBE sent
@@ -174,6 +244,8 @@ type PathConn struct {
 	relayUDP netip.AddrPort // where OBSERVE goes; invalid if unresolved
 
 	recv   chan datagram
+	dsend  chan outPkt // direct datagrams for the writer
+	batch  *ipv6.PacketConn
 	closed chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -229,6 +301,8 @@ func NewPathConn(rc *PacketConn, key trust.SecretKey, cfg *DirectConfig) (*PathC
 		cfg:      c,
 		log:      rc.cfg.Logger,
 		recv:     make(chan datagram, rc.cfg.QueueLen),
+		dsend:    make(chan outPkt, rc.cfg.QueueLen),
+		batch:    ipv6.NewPacketConn(udp),
 		closed:   make(chan struct{}),
 		poke:     make(chan struct{}, 1),
 		peers:    map[trust.EndpointID]*pathPeer{},
@@ -236,10 +310,11 @@ func NewPathConn(rc *PacketConn, key trust.SecretKey, cfg *DirectConfig) (*PathC
 		deadline: make(chan struct{}),
 		changed:  make(chan struct{}),
 	}
-	p.wg.Add(3)
+	p.wg.Add(4)
 	go p.relayLoop()
 	go p.udpLoop()
 	go p.maintain()
+	go p.writeLoop()
 	return p, nil
 }
 
@@ -346,16 +421,24 @@ func (p *PathConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	now := time.Now()
 	p.mu.Lock()
 	var direct netip.AddrPort
+	var ua *net.UDPAddr
 	suspect := false
 	if pe := p.peerLocked(a.ID, now); pe != nil {
-		direct = pe.direct
+		direct, ua = pe.direct, pe.directUA
 		suspect = now.Sub(pe.lastPong) > p.cfg.HeartbeatInterval*5/2
 	}
 	p.mu.Unlock()
 	if direct.IsValid() && len(b) > 0 && len(b) <= MaxDatagramSize {
 		if !p.blocked(direct) {
-			if _, err := p.udp.WriteToUDPAddrPort(b, direct); err != nil {
-				p.log.Debug("relay: direct write failed", "peer", a.ID.Short(), "addr", direct.String(), "err", err)
+			// To the writer, which sends what queued up in one system
+			// call (sendmmsg): quic-go writes a burst one datagram at a
+			// time to a packet connection that is not a *net.UDPConn.
+			out := outPkt{b: append(getBuf(), b...), to: ua}
+			select {
+			case p.dsend <- out:
+			default:
+				putBuf(out.b)
+				p.relay.dropped.Add(1)
 			}
 		}
 		p.directSent.Add(1)
@@ -423,46 +506,55 @@ func (p *PathConn) relayLoop() {
 // peer's relay address; others are dropped.
 func (p *PathConn) udpLoop() {
 	defer p.wg.Done()
-	buf := make([]byte, 2048)
+	// Up to maxBatch datagrams per system call (recvmmsg), as quic-go
+	// reads a *net.UDPConn.
+	msgs := make([]ipv6.Message, maxBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+	}
 	for {
-		n, src, err := p.udp.ReadFromUDPAddrPort(buf)
+		k, err := p.batch.ReadBatch(msgs, 0)
 		if err != nil {
-			if p.isClosed() {
+			if p.isClosed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			// A timeout, or an ICMP error some systems report on read: go on.
+			continue
+		}
+		for i := range k {
+			ua, ok := msgs[i].Addr.(*net.UDPAddr)
+			if !ok {
 				continue
 			}
-			// ICMP errors surface on some systems as read errors; go on.
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+			src := ua.AddrPort()
+			p.udpDatagram(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), msgs[i].Buffers[0][:msgs[i].N])
 		}
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		if p.blocked(src) || n == 0 {
-			continue
-		}
-		if isDisco(buf[:n]) {
-			p.udpDisco(src, buf[:n])
-			continue
-		}
-		p.mu.Lock()
-		pe := p.byAddr[src]
-		var a *Addr
-		if pe != nil {
-			pe.active = time.Now()
-			a = pe.addr
-		}
-		p.mu.Unlock()
-		if a == nil {
-			p.unknownDropped.Add(1)
-			continue
-		}
-		p.directRecv.Add(1)
-		p.deliver(a, buf[:n])
 	}
+}
+
+// udpDatagram handles one datagram that arrived on the UDP socket.
+func (p *PathConn) udpDatagram(src netip.AddrPort, b []byte) {
+	if p.blocked(src) || len(b) == 0 {
+		return
+	}
+	if isDisco(b) {
+		p.udpDisco(src, b)
+		return
+	}
+	p.mu.Lock()
+	pe := p.byAddr[src]
+	var a *Addr
+	if pe != nil {
+		pe.active = time.Now()
+		a = pe.addr
+	}
+	p.mu.Unlock()
+	if a == nil {
+		p.unknownDropped.Add(1)
+		return
+	}
+	p.directRecv.Add(1)
+	p.deliver(a, b)
 }
 
 // relayDisco handles a disco message that came through the relay from the
@@ -669,11 +761,13 @@ func (p *PathConn) handlePong(src netip.AddrPort, m *discoMsg, now time.Time) {
 		pe.lastPong = now
 	case !pe.direct.IsValid():
 		pe.direct, pe.lastPong, pe.lastBeat = src, now, now
+		pe.directUA = net.UDPAddrFromAddrPort(src)
 		upgraded = true
 	default:
 		// Already direct on another address: keep it while it answers.
 		if now.Sub(pe.lastPong) > p.cfg.HeartbeatInterval*2 {
 			pe.direct, pe.lastPong = src, now
+			pe.directUA = net.UDPAddrFromAddrPort(src)
 			upgraded = true
 		}
 	}
@@ -891,7 +985,7 @@ func (p *PathConn) maintain() {
 			if pe.direct.IsValid() && now.Sub(pe.lastPong) > p.cfg.DirectTimeout {
 				p.log.Info("relay: direct path lost, back to the relay", "peer", id.Short(), "addr", pe.direct.String(), "silent", now.Sub(pe.lastPong).Round(time.Millisecond).String())
 				p.fallbacks.Add(1)
-				pe.direct = netip.AddrPort{}
+				pe.direct, pe.directUA = netip.AddrPort{}, nil
 				pe.probed = time.Time{} // probe again at once
 			}
 			var j job
