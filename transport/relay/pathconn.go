@@ -180,18 +180,77 @@ func (p *PathConn) writeLoop() {
 			yielded = true
 			runtime.Gosched() // quic-go is likely writing the rest of a burst
 		}
-		for sent := 0; sent < n; {
-			k, err := p.batch.WriteBatch(msgs[sent:n], 0)
-			if err != nil {
-				p.log.Debug("relay: direct write failed", "addr", msgs[sent].Addr.String(), "err", err)
-				k = max(k, 1) // skip the datagram that failed
-			}
-			sent += k
+		if gsoSupported && !p.noGSO {
+			p.sendSegmented(msgs[:n])
+		} else {
+			p.sendBatch(msgs[:n])
 		}
 		for i := range n {
 			putBuf(bufs[i])
 			msgs[i].Buffers[0], msgs[i].Addr, bufs[i] = nil, nil, nil
 		}
+	}
+}
+
+// sendBatch sends msgs with as few system calls as sendmmsg allows.
+func (p *PathConn) sendBatch(msgs []ipv6.Message) {
+	for sent := 0; sent < len(msgs); {
+		k, err := p.batch.WriteBatch(msgs[sent:], 0)
+		if err != nil {
+			p.log.Debug("relay: direct write failed", "addr", msgs[sent].Addr.String(), "err", err)
+			k = max(k, 1) // skip the datagram that failed
+		}
+		sent += k
+	}
+}
+
+// maxSegmented bounds the bytes of one segmented send (the kernel's limit
+// is 64 KiB, and 64 segments).
+const maxSegmented = 65000
+
+// sendSegmented sends runs of datagrams to the same address, of one size
+// but for a shorter last one, each as one segmented datagram (UDP GSO), as
+// quic-go does on a *net.UDPConn; a datagram of its own goes alone. When the
+// kernel cannot segment, it falls back to sendBatch for good.
+func (p *PathConn) sendSegmented(msgs []ipv6.Message) {
+	for i := 0; i < len(msgs); {
+		to := msgs[i].Addr
+		size := len(msgs[i].Buffers[0])
+		total, j := size, i+1
+		for j < len(msgs) && j-i < maxBatch && msgs[j].Addr == to {
+			l := len(msgs[j].Buffers[0])
+			if l > size || total+l > maxSegmented {
+				break
+			}
+			total += l
+			j++
+			if l < size {
+				break // a shorter datagram ends the run
+			}
+		}
+		if j-i == 1 {
+			p.sendBatch(msgs[i:j])
+			i = j
+			continue
+		}
+		g := p.gsoBuf[:0]
+		for k := i; k < j; k++ {
+			g = append(g, msgs[k].Buffers[0]...)
+		}
+		p.gsoBuf = g
+		if p.segOOB == nil || p.segSize != size {
+			p.segOOB, p.segSize = segmentOOB(size), size
+		}
+		if _, _, err := p.udp.WriteMsgUDP(g, p.segOOB, to.(*net.UDPAddr)); err != nil {
+			if gsoFailed(err) {
+				p.log.Debug("relay: UDP segmentation offload unavailable", "err", err)
+				p.noGSO = true
+				p.sendBatch(msgs[i:])
+				return
+			}
+			p.log.Debug("relay: direct write failed", "addr", to.String(), "err", err)
+		}
+		i = j
 	}
 }
 
@@ -243,13 +302,18 @@ type PathConn struct {
 
 	relayUDP netip.AddrPort // where OBSERVE goes; invalid if unresolved
 
-	recv   chan datagram
-	dsend  chan outPkt // direct datagrams for the writer
-	batch  *ipv6.PacketConn
-	closed chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
-	poke   chan struct{} // wakes the maintenance loop
+	recv  chan datagram
+	dsend chan outPkt // direct datagrams for the writer
+	batch *ipv6.PacketConn
+	// The writer's segmentation state (writeLoop only).
+	noGSO   bool
+	gsoBuf  []byte
+	segOOB  []byte
+	segSize int
+	closed  chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+	poke    chan struct{} // wakes the maintenance loop
 
 	mu        sync.Mutex
 	peers     map[trust.EndpointID]*pathPeer
