@@ -485,3 +485,53 @@ func testLog() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// TestDirectPathCloseFlushes closes a dialer whose connection runs on the
+// direct path: its CONNECTION_CLOSE goes out on that path before the path
+// layer closes (Close sends what is queued), so the peer learns at once
+// rather than by its idle timeout.
+func TestDirectPathCloseFlushes(t *testing.T) {
+	r := startRelay(t, ServerConfig{})
+	cfg := &Config{Logger: quietLog, Direct: fastDirect()}
+	ln, err := Listen(ctxT(t), r.url, testutil.Key(t, 1), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan transport.Conn, 1)
+	go func() {
+		c, err := ln.Accept(context.Background())
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	d := NewDialer(testutil.Key(t, 2), cfg)
+	c, err := d.Dial(ctxT(t), discovery.EndpointAddr{ID: testutil.ID(t, 1), Relay: r.url})
+	if err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	s, err := c.OpenStream(ctxT(t)) // the listener accepts on the first stream
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = s.Write([]byte("x"))
+	sc, ok := <-accepted
+	if !ok {
+		t.Fatal("no connection accepted")
+	}
+	defer sc.Close(transport.ConnNoError, "")
+	addr := c.RemoteAddr().(*Addr)
+	waitFor(t, 10*time.Second, "the direct path", func() bool { return strings.HasPrefix(addr.Path(), "direct ") })
+	start := time.Now()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sc.Done():
+		t.Logf("the peer saw the close after %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(time.Second): // the idle timeout is 3 s
+		t.Fatal("the peer did not see the close")
+	}
+}

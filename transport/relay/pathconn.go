@@ -159,6 +159,21 @@ func (p *PathConn) writeLoop() {
 					return
 				}
 			}
+		case <-p.flushDirect:
+			// Close: send what is queued (such as QUIC's
+			// CONNECTION_CLOSE), then stop.
+			for {
+				select {
+				case o := <-p.dsend:
+					msgs[0].Buffers[0], msgs[0].Addr = o.b, o.to
+					p.sendBatch(msgs[:1])
+					putBuf(o.b)
+					msgs[0].Buffers[0], msgs[0].Addr = nil, nil
+				default:
+					close(p.flushedDirect)
+					return
+				}
+			}
 		case first = <-p.dsend:
 		}
 		n := 0
@@ -304,7 +319,11 @@ type PathConn struct {
 
 	recv  chan datagram
 	dsend chan outPkt // direct datagrams for the writer
-	batch *ipv6.PacketConn
+	// flushDirect, closed by Close, has the writer send what is queued
+	// and close flushedDirect.
+	flushDirect, flushedDirect chan struct{}
+	flushOnce                  sync.Once
+	batch                      *ipv6.PacketConn
 	// The writer's segmentation state (writeLoop only).
 	noGSO   bool
 	gsoBuf  []byte
@@ -358,21 +377,23 @@ func NewPathConn(rc *PacketConn, key trust.SecretKey, cfg *DirectConfig) (*PathC
 		return nil, fmt.Errorf("relay: direct path: %w", err)
 	}
 	p := &PathConn{
-		relay:    rc,
-		udp:      udp,
-		key:      key,
-		id:       trust.IDOf(key),
-		cfg:      c,
-		log:      rc.cfg.Logger,
-		recv:     make(chan datagram, rc.cfg.QueueLen),
-		dsend:    make(chan outPkt, rc.cfg.QueueLen),
-		batch:    ipv6.NewPacketConn(udp),
-		closed:   make(chan struct{}),
-		poke:     make(chan struct{}, 1),
-		peers:    map[trust.EndpointID]*pathPeer{},
-		byAddr:   map[netip.AddrPort]*pathPeer{},
-		deadline: make(chan struct{}),
-		changed:  make(chan struct{}),
+		relay:         rc,
+		udp:           udp,
+		key:           key,
+		id:            trust.IDOf(key),
+		cfg:           c,
+		log:           rc.cfg.Logger,
+		recv:          make(chan datagram, rc.cfg.QueueLen),
+		dsend:         make(chan outPkt, rc.cfg.QueueLen),
+		flushDirect:   make(chan struct{}),
+		flushedDirect: make(chan struct{}),
+		batch:         ipv6.NewPacketConn(udp),
+		closed:        make(chan struct{}),
+		poke:          make(chan struct{}, 1),
+		peers:         map[trust.EndpointID]*pathPeer{},
+		byAddr:        map[netip.AddrPort]*pathPeer{},
+		deadline:      make(chan struct{}),
+		changed:       make(chan struct{}),
 	}
 	p.wg.Add(4)
 	go p.relayLoop()
@@ -1127,9 +1148,19 @@ func (p *PathConn) shut() {
 	})
 }
 
-// Close closes the UDP socket and the relay connection (flushing what is
-// queued for the relay, see PacketConn.Close) and stops the path logic.
+// Close closes the UDP socket and the relay connection and stops the path
+// logic. It first sends the datagrams already queued on both paths (a QUIC
+// CONNECTION_CLOSE sent just before Close among them), waiting at most
+// CloseFlushTimeout for each (see PacketConn.Close).
 func (p *PathConn) Close() error {
+	p.flushOnce.Do(func() { close(p.flushDirect) })
+	t := time.NewTimer(CloseFlushTimeout)
+	select {
+	case <-p.flushedDirect:
+	case <-p.closed:
+	case <-t.C:
+	}
+	t.Stop()
 	err := p.relay.Close()
 	p.shut()
 	p.wg.Wait()
