@@ -25,8 +25,8 @@ import (
 func fastDirect() DirectConfig {
 	return DirectConfig{
 		ProbeInterval:     300 * time.Millisecond,
-		HeartbeatInterval: 150 * time.Millisecond,
-		DirectTimeout:     700 * time.Millisecond,
+		HeartbeatInterval: 200 * time.Millisecond,
+		DirectTimeout:     time.Second,
 	}
 }
 
@@ -201,10 +201,13 @@ func TestDirectPathUpgradeAndFallback(t *testing.T) {
 	st.progress(5)
 	// The relay carries (almost) nothing any more: the stream's blocks
 	// go direct.
-	before := pp.relay.srv.Stats().PacketsForwarded
+	before, directBefore := pp.relay.srv.Stats().PacketsForwarded, pp.path.Stats().DirectSent
 	st.progress(50)
-	if grew := pp.relay.srv.Stats().PacketsForwarded - before; grew > 10 {
-		t.Errorf("the relay forwarded %d datagrams after the upgrade", grew)
+	// A heartbeat late under load makes the path suspect for a moment
+	// (datagrams then go both ways): allow the relay a small share.
+	grew, direct := pp.relay.srv.Stats().PacketsForwarded-before, pp.path.Stats().DirectSent-directBefore
+	if grew > max(10, direct/20) {
+		t.Errorf("the relay forwarded %d datagrams after the upgrade, %d went direct", grew, direct)
 	}
 	ps := pp.path.Stats()
 	if ps.Upgrades == 0 || ps.DirectSent == 0 || ps.DirectReceived == 0 || ps.PongsReceived == 0 || !ps.Reflexive.IsValid() {

@@ -417,6 +417,21 @@ func relayStats(t *testing.T, r *proc) uint64 {
 	return n
 }
 
+// directSent returns the client's count of datagrams sent direct.
+func directSent(t *testing.T, c *proc) uint64 {
+	t.Helper()
+	st := c.ask("stats", "stats ")
+	_, rest, ok := strings.Cut(st, "DirectSent:")
+	if !ok {
+		t.Fatalf("stats %q", st)
+	}
+	n, err := strconv.ParseUint(strings.Fields(rest)[0], 10, 64)
+	if err != nil {
+		t.Fatalf("stats %q: %v", st, err)
+	}
+	return n
+}
+
 // waitPath polls the client's path until it starts with want.
 func waitPath(t *testing.T, c *proc, want string, within time.Duration) (string, time.Duration) {
 	t.Helper()
@@ -492,11 +507,16 @@ func TestPunchNetns(t *testing.T) {
 			t.Errorf("the direct path %q is not the peer's public address", path)
 		}
 		progress(t, c, 5)
-		before := relayStats(t, r)
+		before, directBefore := relayStats(t, r), directSent(t, c)
 		progress(t, c, 100) // 1.6 MB each way
-		if grew := relayStats(t, r) - before; grew > 10 {
-			t.Errorf("the relay forwarded %d datagrams while the stream ran on the direct path", grew)
+		// (A heartbeat late under load makes the path suspect for a
+		// moment, and datagrams then go both ways: the relay may carry a
+		// small share.)
+		grew, direct := relayStats(t, r)-before, directSent(t, c)-directBefore
+		if grew > max(10, direct/20) {
+			t.Errorf("the relay forwarded %d datagrams while the stream ran on the direct path (%d sent direct)", grew, direct)
 		}
+		t.Logf("relay forwarded %d datagrams while the client sent %d direct", grew, direct)
 		t.Logf("client path stats: %s", c.ask("stats", "stats "))
 
 		// Block the direct path mid-stream: back to the relay, the stream
