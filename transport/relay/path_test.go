@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -536,5 +537,66 @@ func TestDirectPathCloseFlushes(t *testing.T) {
 		t.Logf("the peer saw the close after %s", time.Since(start).Round(time.Millisecond))
 	case <-time.After(time.Second): // the idle timeout is 3 s
 		t.Fatal("the peer did not see the close")
+	}
+}
+
+// TestCandidatesFiltered: a peer's CALL-ME-MAYBE cannot make this endpoint
+// probe unspecified, multicast, broadcast or port-0 addresses, nor its own
+// loopback when the relay is elsewhere.
+func TestCandidatesFiltered(t *testing.T) {
+	r := startRelay(t, ServerConfig{})
+	key := testutil.Key(t, 1)
+	rc, err := DialPacketConn(ctxT(t), r.url, key, clientCfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastDirect()
+	cfg.ProbeInterval = time.Hour
+	p, err := NewPathConn(rc, key, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	peerKey := testutil.Key(t, 2)
+	peer := trust.IDOf(peerKey)
+	bad := []netip.AddrPort{
+		netip.MustParseAddrPort("0.0.0.0:1000"), netip.MustParseAddrPort("[::]:1000"),
+		netip.MustParseAddrPort("224.0.0.1:1000"), netip.MustParseAddrPort("255.255.255.255:1000"),
+		netip.MustParseAddrPort("192.0.2.1:0"),
+	}
+	good := netip.MustParseAddrPort("192.0.2.1:1000")
+	loop := netip.MustParseAddrPort("127.0.0.1:1000")
+	send := func(cands []netip.AddrPort, at time.Time) []netip.AddrPort {
+		p.relayDisco(peer, encodeDisco(peerKey, p.id, discoCallMeMaybe, at, callMeMaybeBody(cands)))
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return slices.Clone(p.peers[peer].cands)
+	}
+	now := time.Now()
+	// The relay is on loopback here: loopback candidates are kept.
+	waitFor(t, 5*time.Second, "the relay's UDP address", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.relayUDP.IsValid()
+	})
+	if got := send(append(slices.Clone(bad), good, loop), now); !slices.Equal(got, []netip.AddrPort{good, loop}) {
+		t.Errorf("kept %v", got)
+	}
+	p.mu.Lock()
+	p.relayUDP = netip.MustParseAddrPort("192.0.2.9:443")
+	p.mu.Unlock()
+	if got := send([]netip.AddrPort{good, loop}, now.Add(time.Millisecond)); !slices.Equal(got, []netip.AddrPort{good}) {
+		t.Errorf("kept %v with the relay off loopback", got)
+	}
+	// A replayed (not newer) CALL-ME-MAYBE changes nothing.
+	before := p.Stats().Rejected
+	if got := send([]netip.AddrPort{loop}, now); !slices.Equal(got, []netip.AddrPort{good}) || p.Stats().Rejected != before+1 {
+		t.Errorf("a replayed CALL-ME-MAYBE was accepted: %v", got)
+	}
+	// Through the relay, a CALL-ME-MAYBE must come from its sender.
+	before = p.Stats().Rejected
+	p.relayDisco(testutil.ID(t, 3), encodeDisco(peerKey, p.id, discoCallMeMaybe, now.Add(time.Second), callMeMaybeBody([]netip.AddrPort{good})))
+	if p.Stats().Rejected != before+1 {
+		t.Error("a CALL-ME-MAYBE relayed from another id was accepted")
 	}
 }

@@ -668,7 +668,11 @@ func (p *PathConn) relayDisco(src trust.EndpointID, b []byte) {
 	// The announced candidates replace the announced ones; addresses
 	// learnt from PINGs stay at the end.
 	keep := pe.cands[:0:0]
-	keep = append(keep, m.cands...)
+	for _, c := range m.cands {
+		if p.usableCandidateLocked(c) {
+			keep = append(keep, c)
+		}
+	}
 	for _, c := range pe.cands {
 		if len(keep) >= maxPeerCands {
 			break
@@ -687,6 +691,21 @@ func (p *PathConn) relayDisco(src trust.EndpointID, b []byte) {
 	if answer {
 		p.sendCallMeMaybe(src, now) // simultaneous open: both sides probe now
 	}
+}
+
+// usableCandidate says whether a peer's announced address may be probed:
+// not unspecified, multicast or broadcast, not port 0, and not loopback
+// unless the relay itself is on loopback (a peer must not make this
+// endpoint send to its own local services). p.mu is held.
+func (p *PathConn) usableCandidateLocked(a netip.AddrPort) bool {
+	ip := a.Addr()
+	if !a.IsValid() || a.Port() == 0 || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return false
+	}
+	if ip.IsLoopback() {
+		return p.relayUDP.IsValid() && p.relayUDP.Addr().IsLoopback()
+	}
+	return true
 }
 
 func containsAddr(s []netip.AddrPort, a netip.AddrPort) bool {
