@@ -157,10 +157,12 @@ func runRelay(cmd *cobra.Command, f relayFlags) error {
 	}
 	// Endpoints learn their public UDP address from the relay over UDP on
 	// the TLS listener's port number (PROTOCOL.md §24.3).
+	// Without it relayed connections still work, and endpoints still
+	// announce their interface addresses; only those behind NATs lose
+	// their way to a direct path.
 	udp, err := net.ListenPacket("udp", ln.Addr().String())
 	if err != nil {
-		ln.Close()
-		return fmt.Errorf("relay: listen for UDP address observation: %w", err)
+		logger.Warn("relay: no UDP address observation", "err", err)
 	}
 	// Bind everything before printing anything: a supervisor that waits
 	// for the URL must not see one from a relay about to exit.
@@ -168,7 +170,9 @@ func runRelay(cmd *cobra.Command, f relayFlags) error {
 	if f.httpListen != "" {
 		if hl, err = net.Listen("tcp", f.httpListen); err != nil {
 			ln.Close()
-			udp.Close()
+			if udp != nil {
+				udp.Close()
+			}
 			return fmt.Errorf("relay: listen for HTTP: %w", err)
 		}
 	}
@@ -202,11 +206,13 @@ func runRelay(cmd *cobra.Command, f relayFlags) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	go func() {
-		if err := srv.ServeUDP(udp); err != nil && !errors.Is(err, relay.ErrServerClosed) {
-			logger.Warn("relay: UDP address observation stopped", "err", err)
-		}
-	}()
+	if udp != nil {
+		go func() {
+			if err := srv.ServeUDP(udp); err != nil && !errors.Is(err, relay.ErrServerClosed) {
+				logger.Warn("relay: UDP address observation stopped", "err", err)
+			}
+		}()
+	}
 	var tick <-chan time.Time
 	if f.statsInterval > 0 {
 		t := time.NewTicker(f.statsInterval)
