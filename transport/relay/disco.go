@@ -34,9 +34,13 @@ const (
 
 	discoHeaderLen = len(discoMagic) + 1 + idLen + 8 // magic, type, sender, time
 	discoSigLen    = ed25519.SignatureSize
-	// maxDiscoLen is the longest disco message (a CALL-ME-MAYBE with
-	// MaxCandidates addresses).
-	maxDiscoLen = discoHeaderLen + 1 + MaxCandidates*discoAddrLen + discoSigLen
+	// MaxPingLen is the longest PING or PONG: padded, a PING shows that
+	// the path carries datagrams as large as QUIC's (quic-go's are at most
+	// 1452 bytes). It is also the longest disco message.
+	MaxPingLen  = 1452
+	maxDiscoLen = MaxPingLen
+	// pingLen is the length of an unpadded PING or PONG.
+	pingBaseLen = discoHeaderLen + discoTxLen + discoAddrLen + discoSigLen
 	// observedLen is the length of OBSERVED, shorter than OBSERVE.
 	observedLen = len(discoMagic) + 1 + discoTxLen + discoAddrLen
 )
@@ -70,6 +74,7 @@ type discoMsg struct {
 	tx     [discoTxLen]byte // PING, PONG, OBSERVE, OBSERVED
 	addr   netip.AddrPort   // PING: destination; PONG, OBSERVED: observed source
 	cands  []netip.AddrPort // CALL-ME-MAYBE
+	pad    int              // PING, PONG: bytes of padding
 	signed []byte           // type through body: what the signature covers after the context
 	sig    []byte
 }
@@ -112,8 +117,11 @@ func encodeDisco(key trust.SecretKey, receiver trust.EndpointID, typ byte, now t
 	return append(b, sig...)
 }
 
-func pingBody(tx [discoTxLen]byte, dst netip.AddrPort) []byte {
-	return appendDiscoAddr(append([]byte(nil), tx[:]...), dst)
+// pingBody is the body of a PING or PONG: tx, an address, and pad zero
+// bytes of padding.
+func pingBody(tx [discoTxLen]byte, addr netip.AddrPort, pad int) []byte {
+	b := appendDiscoAddr(append([]byte(nil), tx[:]...), addr)
+	return append(b, make([]byte, pad)...)
 }
 
 func callMeMaybeBody(cands []netip.AddrPort) []byte {
@@ -158,7 +166,11 @@ func parseDisco(b []byte) (discoMsg, error) {
 	var bodyLen int
 	switch m.typ {
 	case discoPing, discoPong:
-		bodyLen = discoTxLen + discoAddrLen
+		if len(b) < pingBaseLen {
+			return m, fmt.Errorf("%w: short PING or PONG", errDisco)
+		}
+		bodyLen = len(b) - discoHeaderLen - discoSigLen
+		m.pad = bodyLen - discoTxLen - discoAddrLen
 	case discoObserve:
 		bodyLen = discoTxLen
 	case discoCallMeMaybe:
@@ -185,6 +197,11 @@ func parseDisco(b []byte) (discoMsg, error) {
 	case discoPing, discoPong:
 		copy(m.tx[:], body)
 		m.addr = parseDiscoAddr(body[discoTxLen:])
+		for _, c := range body[discoTxLen+discoAddrLen:] {
+			if c != 0 {
+				return discoMsg{}, fmt.Errorf("%w: padding not zero", errDisco)
+			}
+		}
 	case discoObserve:
 		copy(m.tx[:], body)
 	case discoCallMeMaybe:

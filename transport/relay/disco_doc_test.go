@@ -62,11 +62,11 @@ func discoDocValues() (key, peer trust.SecretKey, at time.Time, tx [discoTxLen]b
 func discoDocWant() map[string][]byte {
 	key, peer, at, tx, a, b := discoDocValues()
 	id, peerID := trust.IDOf(key), trust.IDOf(peer)
-	ping := encodeDisco(key, peerID, discoPing, at, pingBody(tx, a))
+	ping := encodeDisco(key, peerID, discoPing, at, pingBody(tx, a, 0))
 	return map[string][]byte{
 		"ping":          ping,
 		"ping-signed":   discoSignedBytes(peerID, ping[len(discoMagic):len(ping)-discoSigLen]),
-		"pong":          encodeDisco(peer, id, discoPong, at, pingBody(tx, netip.MustParseAddrPort("198.51.100.9:50000"))),
+		"pong":          encodeDisco(peer, id, discoPong, at, pingBody(tx, netip.MustParseAddrPort("198.51.100.9:50000"), 0)),
 		"call-me-maybe": encodeDisco(key, peerID, discoCallMeMaybe, at, callMeMaybeBody([]netip.AddrPort{a, b})),
 		"observe":       encodeDisco(key, trust.EndpointID{}, discoObserve, at, tx[:]),
 		"observed":      encodeObserved(tx, netip.MustParseAddrPort("198.51.100.9:50000")),

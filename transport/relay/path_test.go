@@ -283,7 +283,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	}
 	defer cand.Close()
 	candAddr := cand.LocalAddr().(*net.UDPAddr).AddrPort()
-	p.ping(peer, candAddr, time.Now())
+	p.ping(peer, candAddr, time.Now(), true)
 	buf := make([]byte, 2048)
 	_ = cand.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, _, err := cand.ReadFromUDPAddrPort(buf)
@@ -291,7 +291,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ping, err := parseDisco(buf[:n])
-	if err != nil || ping.typ != discoPing || verifyDisco(&ping, peer, time.Now()) != nil || ping.addr != candAddr {
+	if err != nil || ping.typ != discoPing || verifyDisco(&ping, peer, time.Now()) != nil || ping.addr != candAddr || n != MaxPingLen {
 		t.Fatalf("PING %+v: %v", ping, err)
 	}
 	now := time.Now()
@@ -303,18 +303,19 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 		src  netip.AddrPort
 		msg  []byte
 	}{
-		{"signed by another key", candAddr, encodeDisco(evil, p.id, discoPong, now, pingBody(ping.tx, candAddr))},
+		{"signed by another key", candAddr, encodeDisco(evil, p.id, discoPong, now, pingBody(ping.tx, candAddr, ping.pad))},
 		{"claiming the peer, signed by another key", candAddr, func() []byte {
-			m := encodeDisco(evil, p.id, discoPong, now, pingBody(ping.tx, candAddr))
+			m := encodeDisco(evil, p.id, discoPong, now, pingBody(ping.tx, candAddr, ping.pad))
 			copy(m[len(discoMagic)+1:], peer[:])
 			return m
 		}()},
-		{"for another receiver", candAddr, encodeDisco(peerKey, peer, discoPong, now, pingBody(ping.tx, candAddr))},
-		{"for a PING never sent", candAddr, encodeDisco(peerKey, p.id, discoPong, now, pingBody(otherTx, candAddr))},
-		{"from another address", elsewhere, encodeDisco(peerKey, p.id, discoPong, now, pingBody(ping.tx, elsewhere))},
-		{"stale", candAddr, encodeDisco(peerKey, p.id, discoPong, now.Add(-2*MaxClockSkew), pingBody(ping.tx, candAddr))},
+		{"for another receiver", candAddr, encodeDisco(peerKey, peer, discoPong, now, pingBody(ping.tx, candAddr, ping.pad))},
+		{"for a PING never sent", candAddr, encodeDisco(peerKey, p.id, discoPong, now, pingBody(otherTx, candAddr, ping.pad))},
+		{"from another address", elsewhere, encodeDisco(peerKey, p.id, discoPong, now, pingBody(ping.tx, elsewhere, ping.pad))},
+		{"stale", candAddr, encodeDisco(peerKey, p.id, discoPong, now.Add(-2*MaxClockSkew), pingBody(ping.tx, candAddr, ping.pad))},
 		{"CALL-ME-MAYBE on UDP", candAddr, encodeDisco(peerKey, p.id, discoCallMeMaybe, now, callMeMaybeBody([]netip.AddrPort{elsewhere}))},
-		{"truncated", candAddr, encodeDisco(peerKey, p.id, discoPong, now, pingBody(ping.tx, candAddr))[:100]},
+		{"unpadded for a padded PING", candAddr, encodeDisco(peerKey, p.id, discoPong, now, pingBody(ping.tx, candAddr, 0))},
+		{"truncated", candAddr, encodeDisco(peerKey, p.id, discoPong, now, pingBody(ping.tx, candAddr, ping.pad))[:100]},
 	} {
 		before := p.Stats().Rejected
 		p.udpDisco(c.src, c.msg)
@@ -327,7 +328,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	}
 	// The real PONG is accepted once; its replay is not (the PING's
 	// transaction is spent), nor does it move the path elsewhere.
-	pong := encodeDisco(peerKey, p.id, discoPong, now, pingBody(ping.tx, candAddr))
+	pong := encodeDisco(peerKey, p.id, discoPong, now, pingBody(ping.tx, candAddr, ping.pad))
 	p.udpDisco(candAddr, pong)
 	if d, ok := p.Path(peer); !ok || d != candAddr {
 		t.Fatalf("the peer's PONG did not make the direct path: %v %v", d, ok)
@@ -340,7 +341,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 
 	// A PING is answered once; its replay is dropped. A PING from an id
 	// this endpoint does not talk to creates nothing.
-	in := encodeDisco(peerKey, p.id, discoPing, now, pingBody(otherTx, p.UDPAddr()))
+	in := encodeDisco(peerKey, p.id, discoPing, now, pingBody(otherTx, p.UDPAddr(), 0))
 	from, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	defer from.Close()
 	fromAddr := from.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -358,8 +359,19 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	if n > len(in) {
 		t.Errorf("PONG of %d bytes answers a PING of %d", n, len(in))
 	}
+	// A padded PING is answered by a PONG of the same size; padding that
+	// is not zero does not parse.
+	padded := encodeDisco(peerKey, p.id, discoPing, now, pingBody([discoTxLen]byte{5}, p.UDPAddr(), MaxPingLen-pingBaseLen))
+	p.udpDisco(fromAddr, padded)
+	if n, _, err = from.ReadFromUDPAddrPort(buf); err != nil || n != len(padded) || n != MaxPingLen {
+		t.Fatalf("PONG of %d bytes to a PING of %d: %v", n, len(padded), err)
+	}
+	bad := encodeDisco(peerKey, p.id, discoPing, now, append(pingBody([discoTxLen]byte{6}, p.UDPAddr(), 0), 1))
+	if _, err := parseDisco(bad); err == nil {
+		t.Error("a PING with non-zero padding parses")
+	}
 	before = p.Stats().Rejected
-	p.udpDisco(fromAddr, encodeDisco(evil, p.id, discoPing, now, pingBody(otherTx, p.UDPAddr())))
+	p.udpDisco(fromAddr, encodeDisco(evil, p.id, discoPing, now, pingBody(otherTx, p.UDPAddr(), 0)))
 	if p.Stats().Rejected != before+1 {
 		t.Error("a PING from an unknown peer was answered")
 	}
@@ -378,7 +390,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	for i := range 4 * maxSeenPings {
 		var tx [discoTxLen]byte
 		tx[0], tx[1], tx[2] = 7, byte(i), byte(i>>8)
-		p.udpDisco(fromAddr, encodeDisco(peerKey, p.id, discoPing, start.Add(time.Duration(i)*100*time.Millisecond), pingBody(tx, p.UDPAddr())))
+		p.udpDisco(fromAddr, encodeDisco(peerKey, p.id, discoPing, start.Add(time.Duration(i)*100*time.Millisecond), pingBody(tx, p.UDPAddr(), 0)))
 	}
 	if got := p.Stats().Rejected - before; got != 0 {
 		t.Errorf("%d of %d heartbeat PINGs rejected", got, 4*maxSeenPings)
@@ -390,7 +402,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 		t.Errorf("replay cache of %d", seen)
 	}
 	old := [discoTxLen]byte{8}
-	p.udpDisco(fromAddr, encodeDisco(peerKey, p.id, discoPing, start, pingBody(old, p.UDPAddr())))
+	p.udpDisco(fromAddr, encodeDisco(peerKey, p.id, discoPing, start, pingBody(old, p.UDPAddr(), 0)))
 	if p.Stats().Rejected != before+1 {
 		t.Error("a PING older than the reorder window was answered")
 	}

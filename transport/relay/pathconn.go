@@ -272,6 +272,7 @@ func (p *PathConn) sendSegmented(msgs []ipv6.Message) {
 type sentPing struct {
 	to   netip.AddrPort
 	sent time.Time
+	pad  int // bytes of padding: its PONG must carry as many
 }
 
 // pathPeer is one peer's path state, under PathConn.mu.
@@ -836,10 +837,12 @@ func (p *PathConn) handlePing(src netip.AddrPort, m *discoMsg, now time.Time) {
 		}
 	}
 	p.mu.Unlock()
-	pong := encodeDisco(p.key, m.sender, discoPong, now, pingBody(m.tx, src))
+	// As long as the PING (same padding): a PONG amplifies nothing, and
+	// shows that the way back carries that size too.
+	pong := encodeDisco(p.key, m.sender, discoPong, now, pingBody(m.tx, src, m.pad))
 	p.writeUDP(pong, src)
 	if back {
-		p.ping(m.sender, src, now)
+		p.ping(m.sender, src, now, true)
 	}
 }
 
@@ -851,7 +854,7 @@ func (p *PathConn) handlePong(src netip.AddrPort, m *discoMsg, now time.Time) {
 	if pe != nil {
 		sp, ok = pe.pings[m.tx]
 	}
-	if !ok || !sameAddr(sp.to, src) {
+	if !ok || !sameAddr(sp.to, src) || m.pad != sp.pad {
 		p.mu.Unlock()
 		p.reject(fmt.Errorf("%w: PONG for no PING of ours to %s", errDisco, src))
 		return
@@ -895,7 +898,9 @@ func (p *PathConn) writeUDP(b []byte, to netip.AddrPort) {
 }
 
 // ping sends a PING to peer id at to, unless too many are outstanding.
-func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time) {
+// A probe (not a heartbeat) is padded to MaxPingLen, so that a path that
+// drops datagrams as large as QUIC's is never taken.
+func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time, probe bool) {
 	var tx [discoTxLen]byte
 	_, _ = rand.Read(tx[:])
 	p.mu.Lock()
@@ -915,10 +920,14 @@ func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time) {
 			return
 		}
 	}
-	pe.pings[tx] = sentPing{to: to, sent: now}
+	pad := 0
+	if probe {
+		pad = MaxPingLen - pingBaseLen
+	}
+	pe.pings[tx] = sentPing{to: to, sent: now, pad: pad}
 	p.mu.Unlock()
 	p.pingsSent.Add(1)
-	p.writeUDP(encodeDisco(p.key, id, discoPing, now, pingBody(tx, to)), to)
+	p.writeUDP(encodeDisco(p.key, id, discoPing, now, pingBody(tx, to, pad)), to)
 }
 
 // pingAll pings every candidate of peer id.
@@ -930,7 +939,7 @@ func (p *PathConn) pingAll(id trust.EndpointID, now time.Time) {
 	}
 	p.mu.Unlock()
 	for _, c := range cands {
-		p.ping(id, c, now)
+		p.ping(id, c, now, true)
 	}
 }
 
@@ -1109,7 +1118,7 @@ func (p *PathConn) maintain() {
 		p.mu.Unlock()
 		for _, j := range jobs {
 			if j.beat.IsValid() {
-				p.ping(j.id, j.beat, now)
+				p.ping(j.id, j.beat, now, false)
 			}
 			if j.probes {
 				p.pingAll(j.id, now) // first: see relayDisco
