@@ -186,7 +186,7 @@ func defaultDialer(o *clientOptions, addr Address) transport.Dialer {
 		f.Direct = quic.NewDialer(o.key, o.quic)
 	}
 	if useRelay {
-		f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic})
+		f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic, Logger: o.logger})
 	}
 	return f
 }
