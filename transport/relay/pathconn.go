@@ -511,7 +511,7 @@ func (p *PathConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	suspect := false
 	if pe := p.peerLocked(a.ID, now); pe != nil {
 		direct, ua = pe.direct, pe.directUA
-		suspect = now.Sub(pe.lastPong) > p.cfg.HeartbeatInterval*5/2
+		suspect = p.cfg.suspect(pe, now)
 	}
 	p.mu.Unlock()
 	if direct.IsValid() && len(b) > 0 && len(b) <= MaxDatagramSize {
@@ -1095,22 +1095,21 @@ func (p *PathConn) maintain() {
 					delete(pe.pings, tx)
 				}
 			}
-			if pe.direct.IsValid() && now.Sub(pe.lastPong) > p.cfg.DirectTimeout {
+			fallback, beat, probe := p.cfg.due(pe, now)
+			if fallback {
 				p.log.Info("relay: direct path lost, back to the relay", "peer", id.Short(), "addr", pe.direct.String(), "silent", now.Sub(pe.lastPong).Round(time.Millisecond).String())
 				p.fallbacks.Add(1)
 				pe.direct, pe.directUA = netip.AddrPort{}, nil
 				pe.probed = time.Time{} // probe again at once
+				_, beat, probe = p.cfg.due(pe, now)
 			}
 			var j job
 			j.id = id
-			if pe.direct.IsValid() {
-				if now.Sub(pe.lastBeat) >= p.cfg.HeartbeatInterval {
-					pe.lastBeat = now
-					j.beat = pe.direct
-				}
-			} else if now.Sub(pe.active) < activeFor && now.Sub(pe.probed) >= p.cfg.ProbeInterval {
-				j.cmm, j.probes = true, true
+			if beat {
+				pe.lastBeat = now
+				j.beat = pe.direct
 			}
+			j.cmm, j.probes = probe, probe
 			if j.cmm || j.beat.IsValid() {
 				jobs = append(jobs, j)
 			}
@@ -1128,6 +1127,26 @@ func (p *PathConn) maintain() {
 			}
 		}
 	}
+}
+
+// suspect says whether pe's direct path missed heartbeats at now, so that
+// datagrams also go through the relay.
+func (c *DirectConfig) suspect(pe *pathPeer, now time.Time) bool {
+	return pe.direct.IsValid() && now.Sub(pe.lastPong) > c.HeartbeatInterval*5/2
+}
+
+// due says what the timers ask of pe at now: give up its direct path
+// (no PONG for DirectTimeout), send a heartbeat on it (one per
+// HeartbeatInterval), or probe (off a direct path, active within
+// activeFor, last probed ProbeInterval ago).
+func (c *DirectConfig) due(pe *pathPeer, now time.Time) (fallback, beat, probe bool) {
+	if pe.direct.IsValid() {
+		if now.Sub(pe.lastPong) > c.DirectTimeout {
+			return true, false, false
+		}
+		return false, now.Sub(pe.lastBeat) >= c.HeartbeatInterval, false
+	}
+	return false, false, now.Sub(pe.active) < activeFor && now.Sub(pe.probed) >= c.ProbeInterval
 }
 
 func (p *PathConn) dropPeerLocked(pe *pathPeer) {
