@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -185,7 +186,7 @@ func defaultDialer(o *clientOptions, addr Address) transport.Dialer {
 		f.Direct = quic.NewDialer(o.key, o.quic)
 	}
 	if useRelay {
-		f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic, Proxy: o.relayProxy})
+		f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic, Proxy: o.relayProxy, Logger: o.logger})
 	}
 	return f
 }
@@ -195,6 +196,20 @@ func (c *Client) Address() Address { return c.addr }
 
 // PeerID returns the endpoint id the client calls.
 func (c *Client) PeerID() trust.EndpointID { return c.addr.ID }
+
+// RemoteAddr returns the network address of the client's connection, or
+// nil while it has none: a *net.UDPAddr over direct QUIC, a *relay.Addr
+// through a relay, whose Path method says whether the connection moved to
+// a direct path (PROTOCOL.md §24).
+func (c *Client) RemoteAddr() net.Addr {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	return conn.RemoteAddr()
+}
 
 // Resolve builds an Address from a Resolver, for DialAddress.
 func Resolve(ctx context.Context, r discovery.Resolver, id trust.EndpointID) (Address, error) {

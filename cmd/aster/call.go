@@ -192,6 +192,7 @@ func runCall(ctx context.Context, cmd *cobra.Command, f *callFlags, args []strin
 		c.verbose = cmd.ErrOrStderr()
 		c.reqMD = reqMD
 		fmt.Fprintf(c.verbose, "* connected to %s in %s (contract %s, %d services)\n", tg.client.Label(), elapsed(time.Since(start)), shortID(tg.id), len(ct.Services))
+		defer func() { fmt.Fprintf(c.verbose, "* path: %s\n", connPath(tg.client)) }()
 	}
 	if f.session != "" {
 		return c.runSession(client)
@@ -659,5 +660,23 @@ func (c *caller) runSession(client conn) error {
 		if c.ctx.Err() != nil {
 			return nil // interrupted during a stream: stop cleanly
 		}
+	}
+}
+
+// connPath says how the connection of cc travels: "direct <addr>", "relay
+// <url>" or, for a relayed connection that moved to a direct path (PROTOCOL.md
+// §24), "direct <addr>" too, as the relay address reports it.
+func connPath(cc conn) string {
+	c, ok := cc.(clientConn)
+	if !ok {
+		return "per call (a fleet)"
+	}
+	switch a := c.RemoteAddr().(type) {
+	case nil:
+		return "not connected"
+	case interface{ Path() string }:
+		return a.Path()
+	default:
+		return "direct " + a.String()
 	}
 }

@@ -41,6 +41,8 @@ func newRelayCmd() *cobra.Command {
 Endpoints register with proof of their endpoint key; the relay forwards their
 QUIC packets by endpoint id. It never terminates the endpoints' TLS: calls
 stay end-to-end encrypted and the relay can neither read nor alter them.
+On the same port number over UDP it tells endpoints their public address,
+so that two endpoints behind NATs can move a connection to a direct path.
 
 Without --tls-cert/--tls-key the relay makes a self-signed certificate; it
 prints the URL that pins it, for ASTER_RELAY_MODE:
@@ -153,12 +155,24 @@ func runRelay(cmd *cobra.Command, f relayFlags) error {
 	if p, err := strconv.Atoi(port); err == nil && p == 0 {
 		_, port, _ = net.SplitHostPort(ln.Addr().String())
 	}
+	// Endpoints learn their public UDP address from the relay over UDP on
+	// the TLS listener's port number (PROTOCOL.md §24.3).
+	// Without it relayed connections still work, and endpoints still
+	// announce their interface addresses; only those behind NATs lose
+	// their way to a direct path.
+	udp, err := net.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		logger.Warn("relay: no UDP address observation", "err", err)
+	}
 	// Bind everything before printing anything: a supervisor that waits
 	// for the URL must not see one from a relay about to exit.
 	var hl net.Listener
 	if f.httpListen != "" {
 		if hl, err = net.Listen("tcp", f.httpListen); err != nil {
 			ln.Close()
+			if udp != nil {
+				udp.Close()
+			}
 			return fmt.Errorf("relay: listen for HTTP: %w", err)
 		}
 	}
@@ -192,6 +206,13 @@ func runRelay(cmd *cobra.Command, f relayFlags) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if udp != nil {
+		go func() {
+			if err := srv.ServeUDP(udp); err != nil && !errors.Is(err, relay.ErrServerClosed) {
+				logger.Warn("relay: UDP address observation stopped", "err", err)
+			}
+		}()
+	}
 	var tick <-chan time.Time
 	if f.statsInterval > 0 {
 		t := time.NewTicker(f.statsInterval)

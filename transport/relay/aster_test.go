@@ -313,6 +313,11 @@ func TestEndToEndEncryption(t *testing.T) {
 	var seen bytes.Buffer
 	var tampered, shortHeader atomic.Int64
 	relay.SetTamper(r.srv, func(src, dst trust.EndpointID, pkt []byte) []byte {
+		if pkt[0] == 0x00 {
+			// A direct-path message (PROTOCOL.md §24): dropped, so that
+			// the connection stays on the relay.
+			return nil
+		}
 		mu.Lock()
 		seen.Write(pkt)
 		mu.Unlock()

@@ -5,35 +5,74 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/transport/relay"
+	"github.com/aster-go/aster/trust"
 )
 
-// BenchmarkRelay compares calls through a relay on loopback with direct
-// QUIC in the same run: the unary call rate and server-streaming
-// throughput (16 KiB messages). Run:
+// waitBenchPath waits until c's connection runs on the path named ("relay":
+// it stays there; "upgraded": it moved to a direct path).
+func waitBenchPath(b *testing.B, c *aster.Client, path string) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := aster.CallUnary[Msg](context.Background(), c, "T.echo", &Msg{Text: "x"}); err != nil {
+			b.Fatal(err)
+		}
+		p := c.RemoteAddr().(*relay.Addr).Path()
+		if path == "relay" && strings.HasPrefix(p, "relay ") {
+			return
+		}
+		if path == "upgraded" && strings.HasPrefix(p, "direct ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("path %q after 10s, want %s", p, path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkRelay compares, in the same run on loopback, calls over direct
+// QUIC ("direct"), through a relay ("relay": the client's direct paths are
+// disabled, so every packet goes through the relay), and over a connection
+// made through the relay that then moved to a direct path ("upgraded",
+// PROTOCOL.md §24): the unary call rate and server-streaming throughput
+// (16 KiB messages). Run:
 //
 //	go test -run NONE -bench Relay -benchtime 3s ./transport/relay
 //
 // The relay's bandwidth limit is lifted (BytesPerSecond -1): the default of
 // 16 MiB/s per endpoint would be the bottleneck otherwise.
 func BenchmarkRelay(b *testing.B) {
-	for _, path := range []string{"direct", "relay"} {
+	for _, path := range []string{"direct", "relay", "upgraded"} {
 		b.Run(path, func(b *testing.B) {
 			var addr aster.Address
 			r := startBenchRelay(b)
-			if path == "direct" {
+			var opts []aster.ClientOption
+			switch path {
+			case "direct":
 				addr = startBenchServer(b)
-			} else {
+			case "relay":
+				addr = startBenchServer(b, aster.WithHomeRelay(r.url), aster.WithIPTransports(false))
+				opts = append(opts, aster.WithDialerFor(func(k trust.SecretKey) transport.Dialer {
+					return relay.NewDialer(k, &relay.Config{Direct: relay.DirectConfig{Disable: true}})
+				}))
+			case "upgraded":
 				addr = startBenchServer(b, aster.WithHomeRelay(r.url), aster.WithIPTransports(false))
 			}
-			c, err := aster.DialAddress(context.Background(), addr)
+			c, err := aster.DialAddress(context.Background(), addr, opts...)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer c.Close()
 			ctx := context.Background()
+			if path != "direct" {
+				waitBenchPath(b, c, path)
+			}
 			b.Run("unary", func(b *testing.B) {
 				for b.Loop() {
 					if _, err := aster.CallUnary[Msg](ctx, c, "T.echo", &Msg{Text: "x"}); err != nil {
@@ -77,7 +116,7 @@ func BenchmarkRelay(b *testing.B) {
 				if n != b.N {
 					b.Fatalf("%d of %d messages", n, b.N)
 				}
-				if path == "relay" {
+				if path != "direct" {
 					st := r.srv.Stats()
 					b.Logf("relay: forwarded %d packets, dropped %v", st.PacketsForwarded, st.Dropped)
 				}

@@ -18,8 +18,20 @@
 //   - PacketConn is a net.PacketConn over a relay connection, so that the
 //     unchanged QUIC transport (transport/quic) runs over it; it reconnects
 //     when the relay connection drops.
+//   - PathConn runs under QUIC in place of a PacketConn and moves each
+//     relayed connection to a direct UDP path when one works through the
+//     endpoints' NATs (PROTOCOL.md §24, "Direct paths"): it learns its
+//     public address from the relay (Server.ServeUDP answers on the TLS
+//     listener's port number), exchanges candidate addresses with the peer
+//     through the relay, and probes them with PINGs signed by the endpoint
+//     key; a path is used only after the peer's signed PONG to this side's
+//     own PING came back on it. QUIC keeps seeing the peer at its relay
+//     address, so a path change never breaks a stream; a direct path that
+//     stops answering falls back to the relay. Addr.Path says which path a
+//     connection uses.
 //   - Listen accepts QUIC connections through a home relay; Dialer dials
-//     through the relay named in an address; FallbackDialer dials direct
+//     through the relay named in an address; both run over a PathConn
+//     unless Config.Direct.Disable is set. FallbackDialer dials direct
 //     addresses first and falls back to the relay (aster.Client uses it by
 //     default for addresses that carry a relay).
 //

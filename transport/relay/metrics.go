@@ -34,6 +34,7 @@ func (s *Server) Handler() http.Handler {
 		counter("aster_relay_connections_accepted_total", "TCP connections accepted.", st.Accepted)
 		counter("aster_relay_registrations_total", "Successful endpoint registrations.", st.Registrations)
 		counter("aster_relay_refused_total", "Connections refused (bad proof, limits, protocol errors).", st.Refused)
+		counter("aster_relay_observed_total", "Address-observation probes answered over UDP.", st.Observed)
 		counter("aster_relay_packets_forwarded_total", "Datagrams forwarded.", st.PacketsForwarded)
 		counter("aster_relay_bytes_forwarded_total", "Datagram bytes forwarded.", st.BytesForwarded)
 		fmt.Fprintf(w, "# HELP aster_relay_packets_dropped_total Datagrams dropped, by reason.\n# TYPE aster_relay_packets_dropped_total counter\n")

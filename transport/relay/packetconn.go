@@ -79,6 +79,10 @@ type Config struct {
 	// ProxyTLS configures TLS to an https:// proxy. Default: the system
 	// roots, and the proxy URL's host as the server name.
 	ProxyTLS *tls.Config
+	// Direct configures the upgrade of relayed connections to direct UDP
+	// paths (PathConn, PROTOCOL.md §24), which Listen and Dialer use unless
+	// Direct.Disable is set. Default: on, with DirectConfig's defaults.
+	Direct DirectConfig
 }
 
 func (c *Config) withDefaults() Config {
@@ -116,6 +120,29 @@ type Addr struct {
 	str      string
 	strID    trust.EndpointID
 	strRelay string
+
+	// path is the PathConn that returned or created this address, if any.
+	path *PathConn
+}
+
+// PathStats returns the counters of the PathConn that carries this
+// endpoint's datagrams, or ok false when the address belongs to no
+// PathConn (direct paths disabled).
+func (a *Addr) PathStats() (st PathStats, ok bool) {
+	if a.path == nil {
+		return PathStats{}, false
+	}
+	return a.path.Stats(), true
+}
+
+// Path says how datagrams to this endpoint travel now: "direct <ip:port>"
+// when a PathConn (which returned this address, or was dialled with it)
+// has confirmed a direct UDP path to it, "relay <url>" otherwise.
+func (a *Addr) Path() string {
+	if a.path != nil {
+		return a.path.PathString(a)
+	}
+	return "relay " + a.Relay
 }
 
 // newAddr returns the *Addr of id at relay with its String precomputed.

@@ -55,13 +55,22 @@ func startRelayOn(t testing.TB, cfg ServerConfig, addr string) *testRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
+	// The address-observation service on the same port number, over UDP.
+	udp, err := net.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
 	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- srv.ServeUDP(udp) }()
 	r := &testRelay{srv: srv, url: PinnedURL(ln.Addr().String(), cfg.Certificate.Certificate[0]), ln: ln}
 	t.Cleanup(func() {
 		srv.Close()
-		if err := <-done; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
+		for range 2 {
+			if err := <-done; !errors.Is(err, ErrServerClosed) {
+				t.Errorf("Serve: %v", err)
+			}
 		}
 	})
 	return r

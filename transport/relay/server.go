@@ -132,6 +132,7 @@ type Stats struct {
 	Accepted         uint64           // TCP connections accepted in total
 	Registrations    uint64           // successful registrations in total
 	Refused          uint64           // connections refused (bad proof, limits, protocol errors)
+	Observed         uint64           // address-observation probes answered (ServeUDP)
 	PacketsForwarded uint64           // datagrams delivered to a destination's queue
 	BytesForwarded   uint64           // their bytes
 	Dropped          map[string]int64 // datagrams dropped, by reason (Drop*)
@@ -149,17 +150,19 @@ type Server struct {
 	mu        sync.RWMutex // read-locked per forwarded datagram
 	closed    bool
 	listeners map[net.Listener]struct{}
+	udps      map[net.PacketConn]struct{}
 	conns     map[net.Conn]struct{}
 	perIP     map[string]int
 	endpoints map[trust.EndpointID]*session
 	wg        sync.WaitGroup // connection goroutines
 
 	accepted, registrations, refused atomic.Uint64
+	observed                         atomic.Uint64 // OBSERVE probes answered
 	forwarded, forwardedBytes        atomic.Uint64
 	dropped                          [4]atomic.Int64 // by dropReasons index
 
 	// tamper, when set (tests only, under mu), may replace each forwarded
-	// datagram.
+	// datagram, or drop it by returning nil.
 	tamper func(src, dst trust.EndpointID, pkt []byte) []byte
 	// routes, when set (tests only, under mu), redirect datagrams for one
 	// id to another endpoint, as a malicious relay could.
@@ -192,6 +195,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		},
 		log:       cfg.Logger,
 		listeners: map[net.Listener]struct{}{},
+		udps:      map[net.PacketConn]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		perIP:     map[string]int{},
 		endpoints: map[trust.EndpointID]*session{},
@@ -536,7 +540,9 @@ func (s *Server) forward(src *session, dst trust.EndpointID, pkt []byte) {
 	}
 	src.peers[dst] = now
 	if tamper != nil {
-		pkt = tamper(src.id, dst, append([]byte(nil), pkt...))
+		if pkt = tamper(src.id, dst, append([]byte(nil), pkt...)); pkt == nil {
+			return // the tamperer dropped it
+		}
 	}
 	if f := datagramFrame(frameRecv, src.id, pkt); !d.enqueue(f) {
 		putBuf(f)
@@ -612,6 +618,7 @@ func (s *Server) Stats() Stats {
 	st.Accepted = s.accepted.Load()
 	st.Registrations = s.registrations.Load()
 	st.Refused = s.refused.Load()
+	st.Observed = s.observed.Load()
 	st.PacketsForwarded = s.forwarded.Load()
 	st.BytesForwarded = s.forwardedBytes.Load()
 	st.Dropped = make(map[string]int64, len(dropReasons))
@@ -641,6 +648,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ln := range s.listeners {
 		ln.Close()
 	}
+	for pc := range s.udps {
+		pc.Close()
+	}
 	sessions := make([]*session, 0, len(s.endpoints))
 	for _, se := range s.endpoints {
 		sessions = append(sessions, se)
@@ -667,6 +677,9 @@ func (s *Server) Close() error {
 	s.closed = true
 	for ln := range s.listeners {
 		ln.Close()
+	}
+	for pc := range s.udps {
+		pc.Close()
 	}
 	s.mu.Unlock()
 	s.closeConns()

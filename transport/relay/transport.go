@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -33,7 +34,24 @@ func Listen(ctx context.Context, relayURL string, key trust.SecretKey, cfg *Conf
 	if cfg != nil {
 		qcfg = cfg.QUIC
 	}
-	return quic.ListenPacketConn(pc, key, qcfg)
+	under, err := withPath(pc, key, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return quic.ListenPacketConn(under, key, qcfg)
+}
+
+// withPath returns the packet connection QUIC runs over: a PathConn over
+// pc unless cfg disables direct paths, pc itself then.
+func withPath(pc *PacketConn, key trust.SecretKey, cfg *Config) (net.PacketConn, error) {
+	if cfg != nil && cfg.Direct.Disable {
+		return pc, nil
+	}
+	var dc *DirectConfig
+	if cfg != nil {
+		dc = &cfg.Direct
+	}
+	return NewPathConn(pc, key, dc)
 }
 
 // Dialer dials endpoints through the relay named in their address. It
@@ -53,13 +71,14 @@ type Dialer struct {
 	closed bool
 	relays map[string]*quic.Dialer
 	pcs    map[string]*PacketConn
+	paths  map[string]*PathConn
 }
 
 var _ transport.Dialer = (*Dialer)(nil)
 
 // NewDialer returns a relay dialer that registers as key. cfg may be nil.
 func NewDialer(key trust.SecretKey, cfg *Config) *Dialer {
-	return &Dialer{key: key, cfg: cfg, relays: map[string]*quic.Dialer{}, pcs: map[string]*PacketConn{}}
+	return &Dialer{key: key, cfg: cfg, relays: map[string]*quic.Dialer{}, pcs: map[string]*PacketConn{}, paths: map[string]*PathConn{}}
 }
 
 // Dial connects to addr.ID through addr.Relay. The peer proves its key
@@ -72,11 +91,15 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 	if addr.Relay == "" {
 		return nil, fmt.Errorf("relay: dial %s: %w", addr.ID.Short(), ErrNoRelay)
 	}
-	qd, pc, err := d.relay(ctx, addr.Relay)
+	qd, pc, path, err := d.relay(ctx, addr.Relay)
 	if err != nil {
 		return nil, fmt.Errorf("relay: dial %s: %w", addr.ID.Short(), err)
 	}
-	c, err := qd.DialAddr(ctx, addr.ID, newAddr(addr.ID, addr.Relay))
+	remote := newAddr(addr.ID, addr.Relay)
+	if path != nil {
+		remote = path.peerAddr(addr.ID, remote)
+	}
+	c, err := qd.DialAddr(ctx, addr.ID, remote)
 	if err != nil && pc.isClosed() {
 		d.forget(addr.Relay, qd)
 	}
@@ -85,32 +108,41 @@ func (d *Dialer) Dial(ctx context.Context, addr discovery.EndpointAddr) (transpo
 
 // relay returns the QUIC dialer over the relay at u, connecting first if
 // needed.
-func (d *Dialer) relay(ctx context.Context, u string) (*quic.Dialer, *PacketConn, error) {
+func (d *Dialer) relay(ctx context.Context, u string) (*quic.Dialer, *PacketConn, *PathConn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil, nil, ErrDialerClosed
+		return nil, nil, nil, ErrDialerClosed
 	}
 	if qd := d.relays[u]; qd != nil {
 		if pc := d.pcs[u]; !pc.isClosed() {
-			return qd, pc, nil
+			return qd, pc, d.paths[u], nil
 		}
 		delete(d.relays, u)
 		delete(d.pcs, u)
+		delete(d.paths, u)
 		qd.Close() // its packet connection failed; release the rest
 	}
 	pc, err := DialPacketConn(ctx, u, d.key, d.cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var qcfg *quic.Config
 	if d.cfg != nil {
 		qcfg = d.cfg.QUIC
 	}
-	qd := quic.NewPacketConnDialer(pc, d.key, qcfg)
+	under, err := withPath(pc, d.key, d.cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	path, _ := under.(*PathConn)
+	qd := quic.NewPacketConnDialer(under, d.key, qcfg)
 	d.relays[u] = qd
 	d.pcs[u] = pc
-	return qd, pc, nil
+	if path != nil {
+		d.paths[u] = path
+	}
+	return qd, pc, path, nil
 }
 
 func (d *Dialer) forget(u string, qd *quic.Dialer) {
@@ -121,6 +153,7 @@ func (d *Dialer) forget(u string, qd *quic.Dialer) {
 	}
 	delete(d.relays, u)
 	delete(d.pcs, u)
+	delete(d.paths, u)
 	d.mu.Unlock()
 	qd.Close()
 }
@@ -134,7 +167,7 @@ func (d *Dialer) Close() error {
 	for _, qd := range d.relays {
 		qds = append(qds, qd)
 	}
-	d.relays, d.pcs = map[string]*quic.Dialer{}, map[string]*PacketConn{}
+	d.relays, d.pcs, d.paths = map[string]*quic.Dialer{}, map[string]*PacketConn{}, map[string]*PathConn{}
 	d.mu.Unlock()
 	var errs []error
 	for _, qd := range qds {

@@ -47,7 +47,9 @@ func benchRelayConfig(cert tls.Certificate) relay.ServerConfig {
 // loopback TCP+TLS (self-signed, pinned in the URL) and registers the
 // aster server there with no direct listener, so the server's address
 // names only the relay; the client dials with a relay.Dialer, so every
-// packet of every connection goes client → relay → server over TCP+TLS.
+// packet of every connection goes client → relay → server over TCP+TLS
+// (both sides disable the upgrade to a direct path, PROTOCOL.md §24, which
+// would otherwise move the connections off the relay on loopback).
 // The relay runs in the server's process and is closed with it.
 func newAsterRelay() *asterSystem {
 	quiet := slog.New(slog.DiscardHandler)
@@ -73,7 +75,7 @@ func newAsterRelay() *asterSystem {
 			url := relay.PinnedURL(tl.Addr().String(), cert.Certificate[0])
 			ctx, cancel := context.WithTimeout(context.Background(), relay.DefaultConnectTimeout)
 			defer cancel()
-			ln, err := relay.Listen(ctx, url, key, &relay.Config{Logger: quiet})
+			ln, err := relay.Listen(ctx, url, key, &relay.Config{Logger: quiet, Direct: relay.DirectConfig{Disable: true}})
 			if err != nil {
 				stop()
 				return nil, nil, fmt.Errorf("register at the relay: %w", err)
@@ -81,7 +83,7 @@ func newAsterRelay() *asterSystem {
 			return ln, stop, nil
 		},
 		dialer: func(key trust.SecretKey) (transport.Dialer, func()) {
-			d := relay.NewDialer(key, &relay.Config{Logger: quiet})
+			d := relay.NewDialer(key, &relay.Config{Logger: quiet, Direct: relay.DirectConfig{Disable: true}})
 			return d, func() { d.Close() }
 		},
 	}
