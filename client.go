@@ -186,7 +186,7 @@ func defaultDialer(o *clientOptions, addr Address) transport.Dialer {
 		f.Direct = quic.NewDialer(o.key, o.quic)
 	}
 	if useRelay {
-		f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic, Proxy: o.relayProxy, Logger: o.logger})
+		f.Relay = relay.NewDialer(o.key, &relay.Config{QUIC: o.quic, Proxy: o.relayProxy, Logger: o.logger, Direct: relay.DirectConfig{Disable: o.noDirect}})
 	}
 	return f
 }

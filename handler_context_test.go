@@ -53,12 +53,14 @@ var relayTransport = transportKind{"relay", func(t testing.TB, k trust.SecretKey
 	url := relay.PinnedURL(tl.Addr().String(), cert.Certificate[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ln, err := relay.Listen(ctx, url, k, &relay.Config{Logger: quietLogger()})
+	// Direct paths are off, so that every packet goes through the relay
+	// (transport/relay tests the upgrade to a direct path).
+	ln, err := relay.Listen(ctx, url, k, &relay.Config{Logger: quietLogger(), Direct: relay.DirectConfig{Disable: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ln, func(ck trust.SecretKey) transport.Dialer {
-		d := relay.NewDialer(ck, &relay.Config{Logger: quietLogger()})
+		d := relay.NewDialer(ck, &relay.Config{Logger: quietLogger(), Direct: relay.DirectConfig{Disable: true}})
 		t.Cleanup(func() { d.Close() })
 		return d
 	}

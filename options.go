@@ -199,6 +199,7 @@ type serverOptions struct {
 	limits serverLimits // limits.go
 
 	relayProxy func(*url.URL) (*url.URL, error) // WithRelayProxy
+	noDirect   bool                             // WithDirectPaths(false)
 
 	cred      *enroll.Credential // WithCredential: published in registry entries
 	registry  discovery.Registry // WithRegistry
@@ -347,6 +348,7 @@ type clientOptions struct {
 	fleet fleetOptions // fleet.go: options only a Fleet reads
 
 	relayProxy func(*url.URL) (*url.URL, error) // WithRelayProxy
+	noDirect   bool                             // WithDirectPaths(false)
 }
 
 // methodName is a "Service.method" pair, split.
@@ -460,6 +462,17 @@ func WithRelayProxy(proxy func(target *url.URL) (*url.URL, error)) Option {
 	return both(noCheck,
 		func(o *serverOptions) { o.relayProxy = proxy },
 		func(o *clientOptions) { o.relayProxy = proxy })
+}
+
+// WithDirectPaths says whether connections made through a relay move to a
+// direct UDP path when the two endpoints can reach each other (hole
+// punching, PROTOCOL.md §24; relay.DirectConfig). false keeps every packet
+// of relayed connections on the relay, for a server's home relay
+// connection and a client's relay dials. Default true.
+func WithDirectPaths(enabled bool) Option {
+	return both(noCheck,
+		func(o *serverOptions) { o.noDirect = !enabled },
+		func(o *clientOptions) { o.noDirect = !enabled })
 }
 
 // WithIdempotent declares methods ("Service.method") safe to retry, as if

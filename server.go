@@ -295,7 +295,7 @@ func (s *Server) ListenAndServe(addr string, ready func(Address)) error {
 		ctx, cancel := context.WithTimeout(context.Background(), relay.DefaultConnectTimeout)
 		// A server that also listens directly starts without its relay
 		// when the relay is down, and keeps connecting in the background.
-		ln, err := relay.Listen(ctx, s.opts.relayURL, s.key, &relay.Config{QUIC: s.opts.quic, Logger: s.opts.logger, ConnectInBackground: len(lns) > 0, Proxy: s.opts.relayProxy})
+		ln, err := relay.Listen(ctx, s.opts.relayURL, s.key, &relay.Config{QUIC: s.opts.quic, Logger: s.opts.logger, ConnectInBackground: len(lns) > 0, Proxy: s.opts.relayProxy, Direct: relay.DirectConfig{Disable: s.opts.noDirect}})
 		cancel()
 		if err != nil {
 			closeAll()

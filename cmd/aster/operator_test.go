@@ -179,7 +179,7 @@ func TestCallVerbose(t *testing.T) {
 		t.Fatalf("stdout %q", r.stdout)
 	}
 	wantIn(t, "stderr", r.stderr, "* connected to ", "> Echo.meta\n", "> x-request-id: 42\n",
-		"< header x-served-by: echo\n", "< trailer echo-x-request-id: 42\n", "< status OK (")
+		"< header x-served-by: echo\n", "< trailer echo-x-request-id: 42\n", "< status OK (", "* path: direct 127.0.0.1:")
 
 	// A stream's header shows with its first response, not at its end.
 	asterBin, _ := binaries(t)

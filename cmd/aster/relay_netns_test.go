@@ -113,10 +113,14 @@ func TestRelayNetns(t *testing.T) {
 
 	// Through the relay (the address carries it; the client falls back on
 	// its own), all four patterns.
-	r = runAsterIn(t, client, nil, "", "call", addr, "MissionControl.getStatus", `{"agent_id":"via-relay"}`)
+	r = runAsterIn(t, client, nil, "", "call", "-v", addr, "MissionControl.getStatus", `{"agent_id":"via-relay"}`)
 	r.want(t, 0)
 	if !strings.Contains(r.stdout, `"agent_id":"via-relay"`) {
 		t.Fatalf("unary: %q", r.stdout)
+	}
+	// UDP between the two is blocked, so no direct path opens: -v says so.
+	if !strings.Contains(r.stderr, "* path: relay https://") {
+		t.Errorf("call -v does not report the relay path:\n%s", r.stderr)
 	}
 
 	// Server stream: a log pusher in the client namespace feeds tailLogs.

@@ -22,6 +22,9 @@ const (
 	// maxObserveSources bounds the per-source limiters; the table is
 	// emptied when full.
 	maxObserveSources = 4096
+	// maxObserveVerifies bounds the OBSERVE signatures the relay checks
+	// per second in all (a burst of a quarter of it).
+	maxObserveVerifies = 5000
 )
 
 // ServeUDP answers address-observation probes (OBSERVE, PROTOCOL.md §24.3)
@@ -53,6 +56,7 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 		pc.Close()
 	}()
 	limiters := map[netip.Addr]*rate.Limiter{}
+	verifies := rate.NewLimiter(maxObserveVerifies, maxObserveVerifies/4)
 	buf := make([]byte, 2048)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -87,13 +91,17 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 			continue
 		}
 		m, err := parseDisco(buf[:n])
-		if err != nil || verifyDisco(&m, trust.EndpointID{}, time.Now()) != nil {
+		if err != nil {
 			continue
 		}
+		// Only registered endpoints are answered: look that up before
+		// the signature, and check signatures within a budget for the
+		// whole socket (source addresses of UDP can be forged, so the
+		// per-source limit alone does not bound the work).
 		s.mu.RLock()
 		_, registered := s.endpoints[m.sender]
 		s.mu.RUnlock()
-		if !registered {
+		if !registered || !verifies.Allow() || verifyDisco(&m, trust.EndpointID{}, time.Now()) != nil {
 			continue
 		}
 		if _, err := pc.WriteTo(encodeObserved(m.tx, src), from); err == nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
+	"golang.org/x/time/rate"
 )
 
 // fastDirect makes the path logic fast enough for tests.
@@ -610,5 +611,30 @@ func TestCandidatesFiltered(t *testing.T) {
 	p.relayDisco(testutil.ID(t, 3), encodeDisco(peerKey, p.id, discoCallMeMaybe, now.Add(time.Second), callMeMaybeBody([]netip.AddrPort{good})))
 	if p.Stats().Rejected != before+1 {
 		t.Error("a CALL-ME-MAYBE relayed from another id was accepted")
+	}
+}
+
+// TestDiscoVerifyBudget: a PathConn checks at most maxDiscoVerifies disco
+// signatures a second (a burst of a quarter of it), so a flood of forged
+// probes in the name of a known peer costs a bounded share of a core; the
+// budget refills with time.
+func TestDiscoVerifyBudget(t *testing.T) {
+	key, peerKey := trust.GenerateKey(), trust.GenerateKey()
+	p := &PathConn{id: trust.IDOf(key), verifies: rate.NewLimiter(maxDiscoVerifies, maxDiscoVerifies/4)}
+	now := time.Now()
+	m, err := parseDisco(encodeDisco(peerKey, p.id, discoPing, now, pingBody([discoTxLen]byte{1}, netip.MustParseAddrPort("192.0.2.1:4000"), 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxDiscoVerifies / 4 {
+		if err := p.checkDisco(&m, now); err != nil {
+			t.Fatalf("check %d within the burst: %v", i, err)
+		}
+	}
+	if err := p.checkDisco(&m, now); err == nil || !strings.Contains(err.Error(), "budget") {
+		t.Fatalf("check beyond the burst: %v, want the budget refusal", err)
+	}
+	if err := p.checkDisco(&m, now.Add(time.Second)); err != nil {
+		t.Fatalf("a second later: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv6"
+	"golang.org/x/time/rate"
 
 	"github.com/aster-go/aster/trust"
 )
@@ -318,6 +319,10 @@ type PathConn struct {
 
 	relayUDP netip.AddrPort // where OBSERVE goes; invalid if unresolved
 
+	// verifies bounds the signature checks of disco messages, so that a
+	// flood of forged ones costs a bounded share of a core.
+	verifies *rate.Limiter
+
 	recv  chan datagram
 	dsend chan outPkt // direct datagrams for the writer
 	// flushDirect, closed by Close, has the writer send what is queued
@@ -378,6 +383,7 @@ func NewPathConn(rc *PacketConn, key trust.SecretKey, cfg *DirectConfig) (*PathC
 		return nil, fmt.Errorf("relay: direct path: %w", err)
 	}
 	p := &PathConn{
+		verifies:      rate.NewLimiter(maxDiscoVerifies, maxDiscoVerifies/4),
 		relay:         rc,
 		udp:           udp,
 		key:           key,
@@ -652,7 +658,7 @@ func (p *PathConn) relayDisco(src trust.EndpointID, b []byte) {
 		err = fmt.Errorf("%w: type %#x from %s through the relay", errDisco, m.typ, src.Short())
 	}
 	if err == nil {
-		err = verifyDisco(&m, p.id, now)
+		err = p.checkDisco(&m, now)
 	}
 	if err != nil {
 		p.reject(err)
@@ -718,6 +724,21 @@ func containsAddr(s []netip.AddrPort, a netip.AddrPort) bool {
 	return false
 }
 
+// maxDiscoVerifies is how many disco signatures a PathConn checks per
+// second at most (a burst of a quarter of it): a path heartbeat costs
+// about four a second per peer on a direct path, and a flood of forged
+// messages beyond the budget is dropped unchecked (real peers' paths then
+// wait for the next probe, their packets on the relay).
+const maxDiscoVerifies = 2000
+
+// checkDisco verifies m's timestamp and signature, within the budget.
+func (p *PathConn) checkDisco(m *discoMsg, now time.Time) error {
+	if !p.verifies.AllowN(now, 1) {
+		return fmt.Errorf("%w: over the signature check budget", errDisco)
+	}
+	return verifyDisco(m, p.id, now)
+}
+
 // udpDisco handles a disco message that arrived on the UDP socket from src.
 func (p *PathConn) udpDisco(src netip.AddrPort, b []byte) {
 	now := time.Now()
@@ -754,7 +775,16 @@ func (p *PathConn) udpDisco(src netip.AddrPort, b []byte) {
 		p.reject(fmt.Errorf("%w: type %#x on UDP", errDisco, m.typ))
 		return
 	}
-	if err := verifyDisco(&m, p.id, now); err != nil {
+	// A PING or PONG is worth a signature check only from a peer this
+	// endpoint talks to through the relay, and within the budget.
+	p.mu.Lock()
+	known := p.peers[m.sender] != nil
+	p.mu.Unlock()
+	if !known {
+		p.reject(fmt.Errorf("%w: %#x from unknown peer %s", errDisco, m.typ, m.sender.Short()))
+		return
+	}
+	if err := p.checkDisco(&m, now); err != nil {
 		p.reject(err)
 		return
 	}
