@@ -252,7 +252,9 @@ func BenchmarkRelayProxy(b *testing.B) {
 		b.Run(path, func(b *testing.B) {
 			r := startBenchRelay(b)
 			cfg := &relay.Config{Logger: quiet}
-			var opts []aster.Option
+			// Every packet through the relay (and so the proxy): no
+			// direct path.
+			opts := []aster.Option{aster.WithDirectPaths(false)}
 			var p *proxytest.Proxy
 			switch path {
 			case "relay+tinyproxy":
