@@ -291,8 +291,20 @@ type pathPeer struct {
 	lastPong time.Time                    // last PONG on direct
 	lastBeat time.Time                    // last PING sent to direct
 	probed   time.Time                    // last CALL-ME-MAYBE sent
-	active   time.Time                    // last datagram either way
+	// active is the time of the last datagram either way (unix
+	// nanoseconds), updated without p.mu by the datagram paths.
+	active atomic.Int64
 }
+
+// touch records a datagram to or from pe at now.
+func (pe *pathPeer) touch(now time.Time) {
+	if n := now.UnixNano(); pe.active.Load() < n {
+		pe.active.Store(n)
+	}
+}
+
+// activeAt returns the time of pe's last datagram.
+func (pe *pathPeer) activeAt() time.Time { return time.Unix(0, pe.active.Load()) }
 
 // PathConn is a net.PacketConn under QUIC that carries each peer's
 // datagrams over the best working path: a direct UDP path when one has
@@ -340,7 +352,9 @@ type PathConn struct {
 	wg      sync.WaitGroup
 	poke    chan struct{} // wakes the maintenance loop
 
-	mu        sync.Mutex
+	// mu guards the path state; the datagram paths (WriteTo, the UDP
+	// read loop, ReadFrom) only read it (RLock).
+	mu        sync.RWMutex
 	peers     map[trust.EndpointID]*pathPeer
 	byAddr    map[netip.AddrPort]*pathPeer // verified addresses
 	reflexive netip.AddrPort
@@ -466,7 +480,7 @@ func (p *PathConn) isClosed() bool { return isDone(p.closed) }
 func (p *PathConn) peerLocked(id trust.EndpointID, now time.Time) *pathPeer {
 	pe := p.peers[id]
 	if pe != nil {
-		pe.active = now
+		pe.touch(now)
 		return pe
 	}
 	if len(p.peers) >= p.cfg.MaxPeers || id == p.id {
@@ -475,11 +489,12 @@ func (p *PathConn) peerLocked(id trust.EndpointID, now time.Time) *pathPeer {
 	a := newAddr(id, p.relay.local.Relay)
 	a.path = p
 	pe = &pathPeer{
-		id: id, addr: a, active: now,
+		id: id, addr: a,
 		pings:    map[[discoTxLen]byte]sentPing{},
 		seen:     map[[discoTxLen]byte]int64{},
 		verified: map[netip.AddrPort]time.Time{},
 	}
+	pe.touch(now)
 	p.peers[id] = pe
 	select {
 	case p.poke <- struct{}{}:
@@ -511,15 +526,28 @@ func (p *PathConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, &net.OpError{Op: "write", Net: "aster-relay", Addr: addr, Err: p.closedErr()}
 	}
 	now := time.Now()
-	p.mu.Lock()
 	var direct netip.AddrPort
 	var ua *net.UDPAddr
 	suspect := false
-	if pe := p.peerLocked(a.ID, now); pe != nil {
+	// The peer is known after its first datagram: read its path under
+	// the read lock, so that the datagram paths do not contend.
+	p.mu.RLock()
+	pe := p.peers[a.ID]
+	if pe != nil {
 		direct, ua = pe.direct, pe.directUA
 		suspect = p.cfg.suspect(pe, now)
 	}
-	p.mu.Unlock()
+	p.mu.RUnlock()
+	if pe != nil {
+		pe.touch(now)
+	} else {
+		p.mu.Lock()
+		if pe := p.peerLocked(a.ID, now); pe != nil {
+			direct, ua = pe.direct, pe.directUA
+			suspect = p.cfg.suspect(pe, now)
+		}
+		p.mu.Unlock()
+	}
 	if direct.IsValid() && len(b) > 0 && len(b) <= MaxDatagramSize {
 		if !p.blocked(direct) {
 			// To the writer, which sends what queued up in one system
@@ -633,14 +661,16 @@ func (p *PathConn) udpDatagram(src netip.AddrPort, b []byte) {
 		p.udpDisco(src, b)
 		return
 	}
-	p.mu.Lock()
+	p.mu.RLock()
 	pe := p.byAddr[src]
 	var a *Addr
 	if pe != nil {
-		pe.active = time.Now()
 		a = pe.addr
 	}
-	p.mu.Unlock()
+	p.mu.RUnlock()
+	if pe != nil {
+		pe.touch(time.Now())
+	}
 	if a == nil {
 		p.unknownDropped.Add(1)
 		return
@@ -1116,7 +1146,7 @@ func (p *PathConn) maintain() {
 		var jobs []job
 		p.mu.Lock()
 		for id, pe := range p.peers {
-			if now.Sub(pe.active) > peerIdle {
+			if now.Sub(pe.activeAt()) > peerIdle {
 				p.dropPeerLocked(pe)
 				continue
 			}
@@ -1176,7 +1206,7 @@ func (c *DirectConfig) due(pe *pathPeer, now time.Time) (fallback, beat, probe b
 		}
 		return false, now.Sub(pe.lastBeat) >= c.HeartbeatInterval, false
 	}
-	return false, false, now.Sub(pe.active) < activeFor && now.Sub(pe.probed) >= c.ProbeInterval
+	return false, false, now.Sub(pe.activeAt()) < activeFor && now.Sub(pe.probed) >= c.ProbeInterval
 }
 
 func (p *PathConn) dropPeerLocked(pe *pathPeer) {
@@ -1192,9 +1222,9 @@ func (p *PathConn) dropPeerLocked(pe *pathPeer) {
 // (*Addr) whichever path it took.
 func (p *PathConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		p.mu.Lock()
+		p.mu.RLock()
 		dl, changed := p.deadline, p.changed
-		p.mu.Unlock()
+		p.mu.RUnlock()
 		select {
 		case d := <-p.recv:
 			n := copy(b, d.data)

@@ -6,6 +6,12 @@ import (
 	"time"
 )
 
+// peerTimes are the fields of a pathPeer that the timers read.
+type peerTimes struct {
+	direct                             netip.AddrPort
+	lastPong, lastBeat, probed, active time.Time
+}
+
 // TestPathTimers checks the timing rules of PROTOCOL.md 24.2 with the
 // default intervals: when a direct path is heartbeated, suspect (datagrams
 // both ways) and given up, and when a peer on the relay is probed.
@@ -17,26 +23,28 @@ func TestPathTimers(t *testing.T) {
 	ms := time.Millisecond
 	for _, tc := range []struct {
 		name                     string
-		pe                       pathPeer
+		pe                       peerTimes
 		now                      time.Time
 		fallback, beat, probe, s bool
 	}{
-		{"fresh direct path", pathPeer{direct: direct, lastPong: t0, lastBeat: t0, active: t0}, at(100 * ms), false, false, false, false},
-		{"heartbeat due", pathPeer{direct: direct, lastPong: t0, lastBeat: t0, active: t0}, at(500 * ms), false, true, false, false},
-		{"one heartbeat missed", pathPeer{direct: direct, lastPong: t0, lastBeat: at(1000 * ms), active: t0}, at(1200 * ms), false, false, false, false},
-		{"suspect after 2.5 heartbeats", pathPeer{direct: direct, lastPong: t0, lastBeat: at(1000 * ms), active: t0}, at(1251 * ms), false, false, false, true},
-		{"still suspect, not given up", pathPeer{direct: direct, lastPong: t0, lastBeat: at(3000 * ms), active: t0}, at(3000 * ms), false, false, false, true},
-		{"given up after DirectTimeout", pathPeer{direct: direct, lastPong: t0, lastBeat: at(3000 * ms), active: t0}, at(3001 * ms), true, false, false, true},
-		{"relay, never probed", pathPeer{active: t0}, at(10 * ms), false, false, true, false},
-		{"relay, probed just now", pathPeer{active: t0, probed: t0}, at(4 * time.Second), false, false, false, false},
-		{"relay, probe interval passed", pathPeer{active: t0, probed: t0}, at(5 * time.Second), false, false, true, false},
-		{"relay, idle peer not probed", pathPeer{active: t0, probed: t0}, at(31 * time.Second), false, false, false, false},
+		{"fresh direct path", peerTimes{direct: direct, lastPong: t0, lastBeat: t0, active: t0}, at(100 * ms), false, false, false, false},
+		{"heartbeat due", peerTimes{direct: direct, lastPong: t0, lastBeat: t0, active: t0}, at(500 * ms), false, true, false, false},
+		{"one heartbeat missed", peerTimes{direct: direct, lastPong: t0, lastBeat: at(1000 * ms), active: t0}, at(1200 * ms), false, false, false, false},
+		{"suspect after 2.5 heartbeats", peerTimes{direct: direct, lastPong: t0, lastBeat: at(1000 * ms), active: t0}, at(1251 * ms), false, false, false, true},
+		{"still suspect, not given up", peerTimes{direct: direct, lastPong: t0, lastBeat: at(3000 * ms), active: t0}, at(3000 * ms), false, false, false, true},
+		{"given up after DirectTimeout", peerTimes{direct: direct, lastPong: t0, lastBeat: at(3000 * ms), active: t0}, at(3001 * ms), true, false, false, true},
+		{"relay, never probed", peerTimes{active: t0}, at(10 * ms), false, false, true, false},
+		{"relay, probed just now", peerTimes{active: t0, probed: t0}, at(4 * time.Second), false, false, false, false},
+		{"relay, probe interval passed", peerTimes{active: t0, probed: t0}, at(5 * time.Second), false, false, true, false},
+		{"relay, idle peer not probed", peerTimes{active: t0, probed: t0}, at(31 * time.Second), false, false, false, false},
 	} {
-		fallback, beat, probe := c.due(&tc.pe, tc.now)
+		pe := &pathPeer{direct: tc.pe.direct, lastPong: tc.pe.lastPong, lastBeat: tc.pe.lastBeat, probed: tc.pe.probed}
+		pe.touch(tc.pe.active)
+		fallback, beat, probe := c.due(pe, tc.now)
 		if fallback != tc.fallback || beat != tc.beat || probe != tc.probe {
 			t.Errorf("%s: due = fallback %v, beat %v, probe %v; want %v, %v, %v", tc.name, fallback, beat, probe, tc.fallback, tc.beat, tc.probe)
 		}
-		if s := c.suspect(&tc.pe, tc.now); s != tc.s {
+		if s := c.suspect(pe, tc.now); s != tc.s {
 			t.Errorf("%s: suspect = %v, want %v", tc.name, s, tc.s)
 		}
 	}
