@@ -243,7 +243,9 @@ func probeServe(args []string) error {
 			opts = append(opts, aster.WithMaxConcurrentStreams(*maxStreams))
 		}
 		if *relayURL != "" {
-			opts = append(opts, aster.WithHomeRelay(*relayURL), aster.WithIPTransports(false))
+			// Every packet through the relay: no direct path (the
+			// probes measure the relay).
+			opts = append(opts, aster.WithHomeRelay(*relayURL), aster.WithIPTransports(false), aster.WithDirectPaths(false))
 		}
 		if *seed != "" {
 			b, err := hex.DecodeString(*seed)
