@@ -2,11 +2,7 @@ package relay
 
 import (
 	"bytes"
-	"encoding/hex"
-	"os"
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/aster-go/aster/trust"
@@ -16,32 +12,7 @@ import (
 // 19 ("<!-- relay-example: NAME -->" blocks) against the encoders and
 // decoders of this package, and that every example is checked.
 func TestProtocolDocExamples(t *testing.T) {
-	raw, err := os.ReadFile("../../PROTOCOL.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	marker := regexp.MustCompile(`^<!-- relay-example: ([a-z0-9-]+) -->$`)
-	lines := strings.Split(string(raw), "\n")
-	examples := map[string][]byte{}
-	for i := 0; i < len(lines); i++ {
-		m := marker.FindStringSubmatch(lines[i])
-		if m == nil {
-			continue
-		}
-		if i+1 >= len(lines) || lines[i+1] != "```hex" {
-			t.Fatalf("PROTOCOL.md:%d: example %q is not followed by a hex block", i+1, m[1])
-		}
-		var b []byte
-		for i += 2; i < len(lines) && lines[i] != "```"; i++ {
-			code, _, _ := strings.Cut(lines[i], "#")
-			v, err := hex.DecodeString(strings.Join(strings.Fields(code), ""))
-			if err != nil {
-				t.Fatalf("PROTOCOL.md:%d: %v", i+1, err)
-			}
-			b = append(b, v...)
-		}
-		examples[m[1]] = b
-	}
+	examples := hexExamples(t, "relay-example")
 
 	key, _ := trust.KeyFromSeed(bytes.Repeat([]byte{1}, 32))
 	peer, _ := trust.KeyFromSeed(bytes.Repeat([]byte{2}, 32))
