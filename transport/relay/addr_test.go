@@ -63,16 +63,8 @@ func TestAddrCache(t *testing.T) {
 // to the sender's, and reading it allocates nothing for the address.
 func TestReadFromAddrReused(t *testing.T) {
 	r := startRelay(t, ServerConfig{})
-	a, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a := dialRelay(t, r, 1)
+	b := dialRelay(t, r, 2)
 	to := newAddr(testutil.ID(t, 2), r.url)
 	var froms []*Addr
 	for range 2 {

@@ -97,11 +97,7 @@ func TestConnectInBackground(t *testing.T) {
 	defer a.Close()
 
 	r := startRelayOn(t, ServerConfig{Certificate: cert, Logger: quietLog}, addr)
-	b, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := dialRelay(t, r, 2)
 	// a reconnects within MaxReconnectDelay; until then its datagrams are
 	// lost, so keep sending.
 	deadline := time.Now().Add(4 * MaxReconnectDelay)

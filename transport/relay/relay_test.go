@@ -84,6 +84,18 @@ func ctxT(t testing.TB) context.Context {
 
 func clientCfg() *Config { return &Config{Logger: quietLog} }
 
+// dialRelay connects to r as the test key of seed, with clientCfg, and
+// closes the connection when the test ends.
+func dialRelay(t testing.TB, r *testRelay, seed int) *PacketConn {
+	t.Helper()
+	pc, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, seed), clientCfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
 func TestConformance(t *testing.T) {
 	testutil.TestTransport(t, func(t *testing.T) testutil.Setup {
 		r := startRelay(t, ServerConfig{})
@@ -278,16 +290,8 @@ func recvWithin(t *testing.T, pc *PacketConn, d time.Duration) ([]byte, net.Addr
 
 func TestDatagramsAndUnknownPeers(t *testing.T) {
 	r := startRelay(t, ServerConfig{})
-	a, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a := dialRelay(t, r, 1)
+	b := dialRelay(t, r, 2)
 
 	// To an id nobody registered: dropped and counted, nothing arrives.
 	unknown := &Addr{ID: testutil.ID(t, 3), Relay: r.url}
@@ -362,16 +366,8 @@ func waitStats(t *testing.T, s *Server, what string, cond func(Stats) bool) {
 
 func TestBandwidthLimit(t *testing.T) {
 	r := startRelay(t, ServerConfig{BytesPerSecond: 10000, Burst: 10000})
-	a, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a := dialRelay(t, r, 1)
+	dialRelay(t, r, 2) // the receiver
 	to := &Addr{ID: testutil.ID(t, 2), Relay: r.url}
 	// 100 datagrams of 1000 bytes at once: the burst of 10000 bytes lets
 	// about 10 through (a few more if the writes spread over time); the
@@ -419,16 +415,8 @@ func TestPeerLimit(t *testing.T) {
 
 func TestConnLimits(t *testing.T) {
 	r := startRelay(t, ServerConfig{MaxConnsPerIP: 2})
-	a, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	dialRelay(t, r, 1)
+	b := dialRelay(t, r, 2)
 	if _, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 3), clientCfg()); err == nil {
 		t.Fatal("a third connection from one IP was accepted with MaxConnsPerIP 2")
 	}
@@ -443,18 +431,10 @@ func TestConnLimits(t *testing.T) {
 
 func TestReplacedRegistration(t *testing.T) {
 	r := startRelay(t, ServerConfig{})
-	first, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	second, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
+	first := dialRelay(t, r, 1)
+	dialRelay(t, r, 1) // the second registration of the same id
 	// The first one learns it was replaced and does not fight back.
-	_, _, err = recvWithin(t, first, 10*time.Second)
+	_, _, err := recvWithin(t, first, 10*time.Second)
 	var ce *CloseError
 	if !errors.As(err, &ce) || ce.Code != CloseReplaced {
 		t.Fatalf("replaced connection read: %v, want a CloseError with CloseReplaced", err)
@@ -473,16 +453,8 @@ func TestReconnect(t *testing.T) {
 	cfg := ServerConfig{Certificate: cert, Logger: quietLog}
 	r := startRelayOn(t, cfg, "127.0.0.1:0")
 	addr := r.ln.Addr().String()
-	a, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 2), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a := dialRelay(t, r, 1)
+	b := dialRelay(t, r, 2)
 
 	// The relay restarts on the same address with the same certificate.
 	if err := r.srv.Shutdown(ctxT(t)); err != nil {
@@ -506,11 +478,7 @@ func TestReconnect(t *testing.T) {
 
 func TestHealthAndMetrics(t *testing.T) {
 	r := startRelay(t, ServerConfig{})
-	pc, err := DialPacketConn(ctxT(t), r.url, testutil.Key(t, 1), clientCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
+	dialRelay(t, r, 1)
 	hs := httptest.NewServer(r.srv.Handler())
 	defer hs.Close()
 	get := func(path string) (int, string) {
