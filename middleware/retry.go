@@ -230,15 +230,24 @@ func (o *RetryOptions) retryable(err error) bool {
 	if c.IsApplication() || se.Metadata()[BreakerOpenKey] != "" {
 		return false
 	}
-	if h := se.Metadata()[RetryAfterKey]; h != "" {
-		if ms, err := strconv.ParseUint(h, 10, 32); err == nil && time.Duration(ms)*time.Millisecond > o.MaxBackoff {
-			return false // the server asks for a longer wait than allowed
-		}
+	if d, ok := retryAfter(se); ok && d > o.MaxBackoff {
+		return false // the server asks for a longer wait than allowed
 	}
 	if slices.Contains(o.Codes, c) {
 		return true
 	}
 	return c == status.ResourceExhausted && se.Metadata()[RetryAfterKey] != ""
+}
+
+// retryAfter returns the server's retry-after hint (RetryAfterKey) in
+// se, if it carries a valid one.
+func retryAfter(se *status.Error) (time.Duration, bool) {
+	h := se.Metadata()[RetryAfterKey]
+	if h == "" {
+		return 0, false
+	}
+	ms, err := strconv.ParseUint(h, 10, 32)
+	return time.Duration(ms) * time.Millisecond, err == nil
 }
 
 // backoff returns the wait before attempt n (n >= 2), at least the server's
@@ -253,10 +262,8 @@ func (o *RetryOptions) backoff(n int, err error) time.Duration {
 		d *= 1 - o.Jitter + 2*o.Jitter*rand.Float64()
 	}
 	wait := time.Duration(d)
-	if h := status.FromError(err).Metadata()[RetryAfterKey]; h != "" {
-		if ms, perr := strconv.ParseUint(h, 10, 32); perr == nil {
-			wait = max(wait, time.Duration(ms)*time.Millisecond)
-		}
+	if after, ok := retryAfter(status.FromError(err)); ok {
+		wait = max(wait, after)
 	}
 	return wait
 }
