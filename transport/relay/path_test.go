@@ -284,7 +284,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	}
 	defer cand.Close()
 	candAddr := cand.LocalAddr().(*net.UDPAddr).AddrPort()
-	p.ping(peer, candAddr, time.Now(), true)
+	p.ping(peer, candAddr, time.Now(), pingProbe)
 	buf := make([]byte, 2048)
 	_ = cand.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, _, err := cand.ReadFromUDPAddrPort(buf)

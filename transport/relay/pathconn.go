@@ -273,7 +273,8 @@ func (p *PathConn) sendSegmented(msgs []ipv6.Message) {
 type sentPing struct {
 	to   netip.AddrPort
 	sent time.Time
-	pad  int // bytes of padding: its PONG must carry as many
+	pad  int  // bytes of padding: its PONG must carry as many
+	back bool // sent in answer to a PING from to
 }
 
 // pathPeer is one peer's path state, under PathConn.mu.
@@ -887,12 +888,15 @@ func (p *PathConn) handlePing(src netip.AddrPort, m *discoMsg, now time.Time) {
 	// The PING opened the peer's side toward src (a PING this side sent
 	// there earlier may have been dropped by the peer's NAT before it
 	// opened): unless this side is on a direct path already, probe back
-	// at once, so that both sides confirm it within a round trip; at most
-	// one PING per pingBackEvery to an address, so that two endpoints with
-	// several addresses each cannot keep each other pinging.
+	// at once, so that both sides confirm it within a round trip. Only
+	// earlier answers to PINGs count against this, not probes: a probe
+	// sent a moment before the peer's PING arrived is the one its NAT
+	// most likely dropped (the two cross on the way). At most one answer
+	// per pingBackEvery to an address, so that two endpoints with several
+	// addresses each cannot keep each other pinging.
 	back := !pe.direct.IsValid()
 	for _, sp := range pe.pings {
-		if sp.to == src && now.Sub(sp.sent) < pingBackEvery {
+		if sp.back && sp.to == src && now.Sub(sp.sent) < pingBackEvery {
 			back = false
 		}
 	}
@@ -902,7 +906,7 @@ func (p *PathConn) handlePing(src netip.AddrPort, m *discoMsg, now time.Time) {
 	pong := encodeDisco(p.key, m.sender, discoPong, now, pingBody(m.tx, src, m.pad))
 	p.writeUDP(pong, src)
 	if back {
-		p.ping(m.sender, src, now, true)
+		p.ping(m.sender, src, now, pingBack)
 	}
 }
 
@@ -957,10 +961,17 @@ func (p *PathConn) writeUDP(b []byte, to netip.AddrPort) {
 	_, _ = p.udp.WriteToUDPAddrPort(b, to)
 }
 
-// ping sends a PING to peer id at to, unless too many are outstanding.
-// A probe (not a heartbeat) is padded to MaxPingLen, so that a path that
-// drops datagrams as large as QUIC's is never taken.
-func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time, probe bool) {
+// Kinds of PING.
+const (
+	pingBeat  = iota // heartbeat on the direct path
+	pingProbe        // probe of a candidate
+	pingBack         // probe in answer to the peer's PING from that address
+)
+
+// ping sends a PING of kind to peer id at to, unless too many are
+// outstanding. A probe (not a heartbeat) is padded to MaxPingLen, so that
+// a path that drops datagrams as large as QUIC's is never taken.
+func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time, kind int) {
 	var tx [discoTxLen]byte
 	_, _ = rand.Read(tx[:])
 	p.mu.Lock()
@@ -981,10 +992,10 @@ func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time, p
 		}
 	}
 	pad := 0
-	if probe {
+	if kind != pingBeat {
 		pad = MaxPingLen - pingBaseLen
 	}
-	pe.pings[tx] = sentPing{to: to, sent: now, pad: pad}
+	pe.pings[tx] = sentPing{to: to, sent: now, pad: pad, back: kind == pingBack}
 	p.mu.Unlock()
 	p.pingsSent.Add(1)
 	p.writeUDP(encodeDisco(p.key, id, discoPing, now, pingBody(tx, to, pad)), to)
@@ -999,7 +1010,7 @@ func (p *PathConn) pingAll(id trust.EndpointID, now time.Time) {
 	}
 	p.mu.Unlock()
 	for _, c := range cands {
-		p.ping(id, c, now, true)
+		p.ping(id, c, now, pingProbe)
 	}
 }
 
@@ -1177,7 +1188,7 @@ func (p *PathConn) maintain() {
 		p.mu.Unlock()
 		for _, j := range jobs {
 			if j.beat.IsValid() {
-				p.ping(j.id, j.beat, now, false)
+				p.ping(j.id, j.beat, now, pingBeat)
 			}
 			if j.probes {
 				p.pingAll(j.id, now) // first: see relayDisco
