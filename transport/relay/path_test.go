@@ -286,15 +286,27 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	candAddr := cand.LocalAddr().(*net.UDPAddr).AddrPort()
 	p.ping(peer, candAddr, time.Now(), pingProbe)
 	buf := make([]byte, 2048)
-	_ = cand.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, _, err := cand.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		t.Fatal(err)
+	readPing := func(size int) discoMsg {
+		t.Helper()
+		_ = cand.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := cand.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ping, err := parseDisco(append([]byte(nil), buf[:n]...))
+		if err != nil || ping.typ != discoPing || verifyDisco(&ping, peer, time.Now()) != nil || ping.addr != candAddr || n != size {
+			t.Fatalf("PING of %d bytes, want %d: %+v: %v", n, size, ping, err)
+		}
+		return ping
 	}
-	ping, err := parseDisco(buf[:n])
-	if err != nil || ping.typ != discoPing || verifyDisco(&ping, peer, time.Now()) != nil || ping.addr != candAddr || n != MaxPingLen {
-		t.Fatalf("PING %+v: %v", ping, err)
+	// The first probe to an address that never answered is not padded;
+	// its PONG makes no direct path, but the padded probe follows.
+	small := readPing(pingBaseLen)
+	p.udpDisco(candAddr, encodeDisco(peerKey, p.id, discoPong, time.Now(), pingBody(small.tx, candAddr, 0)))
+	if _, ok := p.Path(peer); ok {
+		t.Fatal("the PONG to an unpadded probe made a direct path")
 	}
+	ping := readPing(MaxPingLen)
 	now := time.Now()
 	var otherTx [discoTxLen]byte
 	otherTx[0] = 1
@@ -349,7 +361,7 @@ func TestForgedAndReplayedProbes(t *testing.T) {
 	p.udpDisco(fromAddr, in)
 	p.udpDisco(fromAddr, in)
 	_ = from.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, _, err = from.ReadFromUDPAddrPort(buf)
+	n, _, err := from.ReadFromUDPAddrPort(buf)
 	if err != nil {
 		t.Fatalf("no PONG: %v", err)
 	}

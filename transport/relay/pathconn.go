@@ -53,6 +53,15 @@ const (
 	// PING or PONG.
 	maxPeerCands = MaxCandidates + 8
 	maxVerified  = 8
+	// answeredFor is how long an address that answered a PING of ours
+	// with a PONG is sent padded probes (the MTU check) without answering
+	// again.
+	answeredFor = peerIdle
+	// unprovenRate bounds the bytes of PINGs to addresses that never
+	// answered (announced candidates, PING sources), per second for all
+	// peers (a burst of as many): a peer that announces a third party's
+	// addresses gets at most that much sent there, in unpadded PINGs.
+	unprovenRate = 32 << 10
 )
 
 // DirectConfig configures the direct-path upgrade of relayed connections
@@ -273,8 +282,8 @@ func (p *PathConn) sendSegmented(msgs []ipv6.Message) {
 type sentPing struct {
 	to   netip.AddrPort
 	sent time.Time
-	pad  int  // bytes of padding: its PONG must carry as many
-	back bool // sent in answer to a PING from to
+	pad  int // bytes of padding: its PONG must carry as many
+	kind int // pingBeat, pingProbe or pingBack
 }
 
 // pathPeer is one peer's path state, under PathConn.mu.
@@ -287,6 +296,7 @@ type pathPeer struct {
 	seen     map[[discoTxLen]byte]int64   // PINGs answered (replay cache): their timestamps
 	pingHigh int64                        // the newest PING timestamp accepted
 	verified map[netip.AddrPort]time.Time // addresses proven by a PING or PONG
+	answered map[netip.AddrPort]time.Time // addresses proven by a PONG: last one
 	direct   netip.AddrPort               // valid when on a direct path
 	directUA *net.UDPAddr                 // direct, for the writer
 	lastPong time.Time                    // last PONG on direct
@@ -335,6 +345,8 @@ type PathConn struct {
 	// verifies bounds the signature checks of disco messages, so that a
 	// flood of forged ones costs a bounded share of a core.
 	verifies *rate.Limiter
+	// unproven bounds the bytes of PINGs to addresses that never answered.
+	unproven *rate.Limiter
 
 	recv  chan datagram
 	dsend chan outPkt // direct datagrams for the writer
@@ -399,6 +411,7 @@ func NewPathConn(rc *PacketConn, key trust.SecretKey, cfg *DirectConfig) (*PathC
 	}
 	p := &PathConn{
 		verifies:      rate.NewLimiter(maxDiscoVerifies, maxDiscoVerifies/4),
+		unproven:      rate.NewLimiter(unprovenRate, unprovenRate),
 		relay:         rc,
 		udp:           udp,
 		key:           key,
@@ -494,6 +507,7 @@ func (p *PathConn) peerLocked(id trust.EndpointID, now time.Time) *pathPeer {
 		pings:    map[[discoTxLen]byte]sentPing{},
 		seen:     map[[discoTxLen]byte]int64{},
 		verified: map[netip.AddrPort]time.Time{},
+		answered: map[netip.AddrPort]time.Time{},
 	}
 	pe.touch(now)
 	p.peers[id] = pe
@@ -896,7 +910,7 @@ func (p *PathConn) handlePing(src netip.AddrPort, m *discoMsg, now time.Time) {
 	// addresses each cannot keep each other pinging.
 	back := !pe.direct.IsValid()
 	for _, sp := range pe.pings {
-		if sp.back && sp.to == src && now.Sub(sp.sent) < pingBackEvery {
+		if sp.kind == pingBack && sp.to == src && now.Sub(sp.sent) < pingBackEvery {
 			back = false
 		}
 	}
@@ -926,10 +940,18 @@ func (p *PathConn) handlePong(src netip.AddrPort, m *discoMsg, now time.Time) {
 	delete(pe.pings, m.tx)
 	p.pongsRecv.Add(1)
 	p.verifyLocked(pe, src, now)
-	upgraded := false
+	p.answeredLocked(pe, src, now)
+	// Only a PONG to a padded probe shows that the path carries datagrams
+	// as large as QUIC's (both ways: a PONG is as long as its PING); an
+	// unpadded probe went to an address that had not answered yet, and
+	// now that it has, the padded probe follows at once.
+	padded := sp.pad == MaxPingLen-pingBaseLen
+	upgraded, followUp := false, false
 	switch {
 	case pe.direct == src:
 		pe.lastPong = now
+	case !padded:
+		followUp = sp.kind != pingBeat
 	case !pe.direct.IsValid():
 		pe.direct, pe.lastPong, pe.lastBeat = src, now, now
 		pe.directUA = net.UDPAddrFromAddrPort(src)
@@ -947,6 +969,26 @@ func (p *PathConn) handlePong(src netip.AddrPort, m *discoMsg, now time.Time) {
 		p.upgrades.Add(1)
 		p.log.Info("relay: direct path", "peer", m.sender.Short(), "addr", src.String(), "rtt", now.Sub(sp.sent).Round(time.Microsecond).String())
 	}
+	if followUp {
+		p.ping(m.sender, src, now, pingProbe)
+	}
+}
+
+// answeredLocked records that src answered a PING of pe's with a PONG:
+// probes to it are padded from now on. At most maxVerified addresses are
+// kept (the oldest answer goes); p.mu is held.
+func (p *PathConn) answeredLocked(pe *pathPeer, src netip.AddrPort, now time.Time) {
+	if _, ok := pe.answered[src]; !ok && len(pe.answered) >= maxVerified {
+		var oldest netip.AddrPort
+		var t time.Time
+		for a, at := range pe.answered {
+			if t.IsZero() || at.Before(t) {
+				oldest, t = a, at
+			}
+		}
+		delete(pe.answered, oldest)
+	}
+	pe.answered[src] = now
 }
 
 func (p *PathConn) reject(err error) {
@@ -969,8 +1011,13 @@ const (
 )
 
 // ping sends a PING of kind to peer id at to, unless too many are
-// outstanding. A probe (not a heartbeat) is padded to MaxPingLen, so that
-// a path that drops datagrams as large as QUIC's is never taken.
+// outstanding. A probe (not a heartbeat) to an address that answered a
+// PING with a PONG in the last answeredFor is padded to MaxPingLen, so
+// that a path that drops datagrams as large as QUIC's is never taken (only
+// the PONG to a padded probe makes a direct path). A probe to any other
+// address is not padded and counts against the unproven budget: a peer
+// can name any host as its candidate, and that host gets small PINGs
+// only, few of them.
 func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time, kind int) {
 	var tx [discoTxLen]byte
 	_, _ = rand.Read(tx[:])
@@ -993,9 +1040,14 @@ func (p *PathConn) ping(id trust.EndpointID, to netip.AddrPort, now time.Time, k
 	}
 	pad := 0
 	if kind != pingBeat {
-		pad = MaxPingLen - pingBaseLen
+		if at, ok := pe.answered[to]; ok && now.Sub(at) < answeredFor {
+			pad = MaxPingLen - pingBaseLen
+		} else if !p.unproven.AllowN(now, pingBaseLen) {
+			p.mu.Unlock()
+			return
+		}
 	}
-	pe.pings[tx] = sentPing{to: to, sent: now, pad: pad, back: kind == pingBack}
+	pe.pings[tx] = sentPing{to: to, sent: now, pad: pad, kind: kind}
 	p.mu.Unlock()
 	p.pingsSent.Add(1)
 	p.writeUDP(encodeDisco(p.key, id, discoPing, now, pingBody(tx, to, pad)), to)

@@ -1,8 +1,12 @@
 package relay
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +122,111 @@ func TestPingBackAfterCrossedProbe(t *testing.T) {
 	}
 	if m, _, ok := pp.read(t, pingBackEvery/2); ok {
 		t.Fatalf("a second PING back within %s: %#x", pingBackEvery, m.typ)
+	}
+}
+
+// TestUnansweredCandidateCheap: a peer can announce any host's address as
+// its candidate. What this endpoint sends there while it never answers:
+// unpadded PINGs only, at most maxPingsOut per pingExpiry (here: in 2 s,
+// with a probe round every 50 ms), where padded probes used to send 1452
+// bytes a round. Once the unproven budget of all peers is spent, nothing
+// more goes to such addresses, while an address that answered is still
+// probed (padded).
+func TestUnansweredCandidateCheap(t *testing.T) {
+	pp := startProbePath(t, DirectConfig{ProbeInterval: 50 * time.Millisecond})
+	p := pp.p
+	waitFor(t, 5*time.Second, "the relay's UDP address", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.relayUDP.IsValid() // loopback: loopback candidates are probed
+	})
+	// The announcement arrives through the relay, as the peer's.
+	p.relayDisco(pp.peer, encodeDisco(pp.peerKey, p.id, discoCallMeMaybe, time.Now(), callMeMaybeBody([]netip.AddrPort{pp.candAddr})))
+	var total, pings, largest int
+	end := time.Now().Add(2 * time.Second)
+	for time.Now().Before(end) {
+		m, n, ok := pp.read(t, time.Until(end))
+		if !ok {
+			break
+		}
+		if m.typ != discoPing {
+			t.Fatalf("%#x at the candidate", m.typ)
+		}
+		total += n
+		pings++
+		largest = max(largest, n)
+	}
+	t.Logf("the silent candidate got %d PINGs, %d bytes (largest %d)", pings, total, largest)
+	if pings == 0 {
+		t.Fatal("the announced candidate was not probed")
+	}
+	if largest > pingBaseLen {
+		t.Errorf("a PING of %d bytes to an address that never answered, want at most %d", largest, pingBaseLen)
+	}
+	if total > maxPingsOut*pingBaseLen {
+		t.Errorf("%d bytes to an address that never answered, want at most %d", total, maxPingsOut*pingBaseLen)
+	}
+
+	// The budget for all peers: spent, nothing goes to an unproven
+	// address; an address that answered still gets its padded probe.
+	p.unproven.SetBurst(0)
+	p.unproven.SetLimit(0)
+	for {
+		if _, _, ok := pp.read(t, 100*time.Millisecond); !ok {
+			break
+		}
+	}
+	p.mu.Lock()
+	p.peers[pp.peer].pings = map[[discoTxLen]byte]sentPing{} // room for more
+	p.mu.Unlock()
+	p.ping(pp.peer, pp.candAddr, time.Now(), pingProbe)
+	if m, n, ok := pp.read(t, 200*time.Millisecond); ok && n == pingBaseLen {
+		t.Fatalf("an unpadded %#x beyond the unproven budget", m.typ)
+	}
+	p.mu.Lock()
+	p.peers[pp.peer].answered[pp.candAddr] = time.Now()
+	p.mu.Unlock()
+	p.ping(pp.peer, pp.candAddr, time.Now(), pingProbe)
+	for {
+		m, n, ok := pp.read(t, 5*time.Second)
+		if !ok {
+			t.Fatal("no padded probe to an address that answered")
+		}
+		if m.typ == discoPing && n == MaxPingLen {
+			break
+		}
+	}
+}
+
+// TestProbePaddingDoc checks the sizes PROTOCOL.md §24 gives for probes
+// against the code: the documented PING is an unpadded one, padding makes
+// it MaxPingLen, and the bound on what an unanswered address receives.
+func TestProbePaddingDoc(t *testing.T) {
+	ping := hexExamples(t, "disco-example")["ping"]
+	if len(ping) != pingBaseLen {
+		t.Errorf("the documented PING is %d bytes, an unpadded one %d", len(ping), pingBaseLen)
+	}
+	raw, err := os.ReadFile("../../PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Join(strings.Fields(string(raw)), " ")
+	thousands := func(n int) string {
+		if n < 1000 {
+			return strconv.Itoa(n)
+		}
+		return fmt.Sprintf("%d,%03d", n/1000, n%1000)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("adds %d zero bytes before the signature, %d bytes in all", MaxPingLen-pingBaseLen, MaxPingLen),
+		fmt.Sprintf("MUST NOT be padded (%d bytes)", pingBaseLen),
+		fmt.Sprintf("at most %d PINGs outstanding per peer, each for %d s, and %d KiB per second for all peers", maxPingsOut, int(pingExpiry/time.Second), unprovenRate>>10),
+		fmt.Sprintf("%d × %d = %s bytes", maxPingsOut, pingBaseLen, thousands(maxPingsOut*pingBaseLen)),
+		fmt.Sprintf("%d × %s = %s", maxPingsOut, thousands(MaxPingLen), thousands(maxPingsOut*MaxPingLen)),
+		fmt.Sprintf("in the last %d minutes", int(answeredFor/time.Minute)),
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("PROTOCOL.md §24 lacks %q", want)
+		}
 	}
 }
