@@ -328,10 +328,11 @@ func (pe *pathPeer) activeAt() time.Time { return time.Unix(0, pe.active.Load())
 // The PathConn owns a UDP socket and the relay PacketConn. It learns the
 // socket's public address from the relay (OBSERVE), announces its
 // candidates to each peer it talks to through the relay (CALL-ME-MAYBE),
-// and probes the peer's candidates with signed PINGs; a direct path is
-// used only after the peer's signed PONG for one of this side's own PINGs
-// arrived from that address. A direct path that stops answering falls back
-// to the relay; probing goes on while the peer is active.
+// and probes the peer's candidates with signed PINGs (small ones until an
+// address has answered, then padded to MaxPingLen); a direct path is used
+// only after the peer's signed PONG for one of this side's own padded
+// PINGs arrived from that address. A direct path that stops answering
+// falls back to the relay; probing goes on while the peer is active.
 type PathConn struct {
 	relay *PacketConn
 	udp   *net.UDPConn
