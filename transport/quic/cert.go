@@ -227,10 +227,15 @@ func newCertificate(key trust.SecretKey, id trust.EndpointID) (tls.Certificate, 
 		}
 		certs.put(ck, der)
 	}
+	return certificateOf(key, der), nil
+}
+
+// certificateOf pairs key with its certificate der.
+func certificateOf(key trust.SecretKey, der []byte) tls.Certificate {
 	// No Leaf: crypto/tls parses it only to choose among several
 	// certificates or to match a server name or CA list, which never
 	// happens here.
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ed25519.PrivateKey(key)}, nil
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ed25519.PrivateKey(key)}
 }
 
 // certCacheSize bounds the certificate cache: a process typically uses one
