@@ -245,7 +245,9 @@ const certCacheSize = 32
 // certs caches the certificates of the keys used most recently, so that a
 // program making many Dialers or Listeners with one key (a Client per
 // endpoint, a CLI dialling again) builds its certificate once. It holds
-// certificates only, which are public; never the keys.
+// certificates only, which are public; never the keys. Only keys that
+// checkKey accepted get an entry (every caller of newCertificate checks
+// first), so a Dialer whose key has one skips the check (startCertificate).
 var certs = &certCache{m: make(map[[sha256.Size]byte]*certEntry)}
 
 // certCache is a small LRU of certificates (DER) by certCacheKey.
