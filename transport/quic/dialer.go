@@ -429,7 +429,11 @@ func (d *Dialer) Close() error {
 	d.closed = true
 	conns := make([]*quicgo.Conn, 0, len(d.conns))
 	for qc := range d.conns {
-		conns = append(conns, qc)
+		// A connection closed just before (its removal from conns runs
+		// after its context ends) needs no closing goroutine.
+		if qc.Context().Err() == nil {
+			conns = append(conns, qc)
+		}
 	}
 	tr, udp, given, cert := d.tr, d.udp, d.given, d.cert
 	d.mu.Unlock()
