@@ -227,10 +227,15 @@ func newCertificate(key trust.SecretKey, id trust.EndpointID) (tls.Certificate, 
 		}
 		certs.put(ck, der)
 	}
+	return certificateOf(key, der), nil
+}
+
+// certificateOf pairs key with its certificate der.
+func certificateOf(key trust.SecretKey, der []byte) tls.Certificate {
 	// No Leaf: crypto/tls parses it only to choose among several
 	// certificates or to match a server name or CA list, which never
 	// happens here.
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ed25519.PrivateKey(key)}, nil
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ed25519.PrivateKey(key)}
 }
 
 // certCacheSize bounds the certificate cache: a process typically uses one
@@ -240,7 +245,9 @@ const certCacheSize = 32
 // certs caches the certificates of the keys used most recently, so that a
 // program making many Dialers or Listeners with one key (a Client per
 // endpoint, a CLI dialling again) builds its certificate once. It holds
-// certificates only, which are public; never the keys.
+// certificates only, which are public; never the keys. Only keys that
+// checkKey accepted get an entry (every caller of newCertificate checks
+// first), so a Dialer whose key has one skips the check (startCertificate).
 var certs = &certCache{m: make(map[[sha256.Size]byte]*certEntry)}
 
 // certCache is a small LRU of certificates (DER) by certCacheKey.

@@ -109,6 +109,29 @@ func TestBadInput(t *testing.T) {
 	}
 	_ = d.Close()
 
+	// A key whose public half does not match its seed is found out while
+	// the first handshake runs: that Dial, and every later one, fails
+	// with ErrInvalidKey, whether the server answers or not, and the
+	// server accepts no connection.
+	d = quic.NewDialer(bad, nil)
+	for range 2 {
+		if _, err := d.Dial(ctx, ln.Addr()); !errors.Is(err, quic.ErrInvalidKey) {
+			t.Errorf("Dial with inconsistent key: %v", err)
+		}
+	}
+	_ = d.Close()
+	d = quic.NewDialer(bad, &quic.Config{HandshakeTimeout: 100 * time.Millisecond})
+	dead := discovery.EndpointAddr{ID: testutil.ID(t, 1), Direct: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}
+	if _, err := d.Dial(ctx, dead); !errors.Is(err, quic.ErrInvalidKey) {
+		t.Errorf("Dial with inconsistent key to a dead address: %v", err)
+	}
+	_ = d.Close()
+	actx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if c, err := ln.Accept(actx); err == nil {
+		t.Errorf("server accepted a connection from %s, whose key is inconsistent", c.RemoteID().Short())
+	}
+	cancel()
+
 	d = quic.NewDialer(testutil.Key(t, 2), nil)
 	defer d.Close()
 	if _, err := d.Dial(ctx, discovery.EndpointAddr{ID: testutil.ID(t, 1)}); !errors.Is(err, quic.ErrNoAddress) {

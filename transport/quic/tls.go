@@ -22,10 +22,19 @@ var ErrInvalidKey = errors.New("quic: invalid secret key")
 // ed25519 endpoint key.
 var errBadPeerCert = errors.New("quic: peer certificate does not carry an ed25519 endpoint key")
 
-// checkKey validates key and returns its endpoint id.
-func checkKey(key trust.SecretKey) (trust.EndpointID, error) {
+// checkKeyLength checks that key has the length of an ed25519 private key
+// and returns its endpoint id (its public half), unchecked.
+func checkKeyLength(key trust.SecretKey) (trust.EndpointID, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return trust.EndpointID{}, fmt.Errorf("%w: %d bytes, want %d", ErrInvalidKey, len(key), ed25519.PrivateKeySize)
+	}
+	return trust.IDOf(key), nil
+}
+
+// checkKey validates key and returns its endpoint id.
+func checkKey(key trust.SecretKey) (trust.EndpointID, error) {
+	if _, err := checkKeyLength(key); err != nil {
+		return trust.EndpointID{}, err
 	}
 	// The public half must match the seed, or every handshake would fail
 	// with a confusing signature error.
@@ -72,6 +81,18 @@ func baseTLSConfig(cert tls.Certificate) *tls.Config {
 		NextProtos:             []string{transport.ALPN},
 		SessionTicketsDisabled: true,
 	}
+}
+
+// dialerTLSConfig is baseTLSConfig for a Dialer whose certificate cert is
+// still being made: crypto/tls asks for it when the server's
+// CertificateRequest arrives.
+func dialerTLSConfig(cert *certFuture) *tls.Config {
+	c := baseTLSConfig(tls.Certificate{})
+	c.Certificates = nil
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return cert.wait()
+	}
+	return c
 }
 
 // serverTLSConfig requires a client certificate and accepts any whose key is
