@@ -273,8 +273,13 @@ type ProducerStatus struct {
 //
 // The middleware of WithClientMiddleware runs once per call around the
 // balancer, with the default Retry (WithFleetRetry) innermost, so Retry's
-// attempts each make a fresh pick. A CircuitBreaker there sees the whole
-// fleet: per-producer breaking is the outlier detection's job.
+// attempts each make a fresh pick. A middleware.CircuitBreaker there keeps
+// one breaker per producer, which the balancer consults
+// (middleware.PeerGuard): a producer whose breaker is open is left out of
+// the pick, its calls go to the others, and when every producer's breaker
+// is open a call fails at once with UNAVAILABLE naming the breakers. The
+// breakers and the outlier detection count failures independently; a
+// producer is left out while either rules it out.
 //
 // The producers' Clients are built with the Fleet's options (key, codec,
 // credential, dialer, ...) but not its middleware. A name that lists the
