@@ -23,6 +23,7 @@ import (
 
 	"github.com/aster-go/aster/contract"
 	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
@@ -209,9 +210,10 @@ const (
 	// too often; no calls until the ejection ends (unless every other
 	// producer is unusable too).
 	ProducerEjected
-	// ProducerDraining: it is shutting down (refused a call or a
-	// connection with "server shutting down"); no new calls, until a
-	// redial succeeds or it is listed anew.
+	// ProducerDraining: it is shutting down (it answered a call with a
+	// TRAILER marked draining, or closed a connection with SHUTDOWN and
+	// the reason "server shutting down", PROTOCOL.md §22.1); no new calls,
+	// until a redial succeeds or it is listed anew.
 	ProducerDraining
 	// ProducerRejected: its registry entry has no valid producer
 	// credential (WithProducerRoot); it is never dialled.
@@ -267,7 +269,8 @@ type ProducerStatus struct {
 // draining, rejected or ejected without a connection) it fails at once with
 // UNAVAILABLE; while producers are still connecting it waits for one, up
 // to the dial timeout. Producers that fail are ejected (OutlierDetection);
-// one that refuses with "server shutting down" is drained at once; one
+// one that says it is shutting down (PROTOCOL.md §22.1) is drained at
+// once; one
 // that leaves the set takes no new calls and its connection is closed
 // once its calls end (within 30 s), which ends the sessions it held.
 //
@@ -1048,19 +1051,22 @@ func connCloseError(c transport.Conn) error {
 	return err
 }
 
-// isShutdownErr reports whether err is a server's "shutting down" refusal:
-// UNAVAILABLE before dispatch, or a connection closed with code SHUTDOWN
-// and that reason.
+// isShutdownErr reports whether err says the producer is shutting down,
+// by the protocol's structured signals only (PROTOCOL.md §22.1): a call
+// answered with a TRAILER marked draining (wire.IsDraining), or a
+// connection the server closed with code SHUTDOWN and the reason "server
+// shutting down" (a transport close reason, which no handler sets). The
+// text of a call's error message never counts: a handler may answer
+// UNAVAILABLE with any message.
 func isShutdownErr(err error) bool {
 	if err == nil {
 		return false
 	}
 	var ce *transport.ConnError
-	if errors.As(err, &ce) && ce.Code == transport.ConnShutdown && ce.Remote {
-		return ce.Reason == reasonShutdown
+	if errors.As(err, &ce) {
+		return ce.Code == transport.ConnShutdown && ce.Remote && ce.Reason == reasonShutdown
 	}
-	se := status.FromError(err)
-	return se.Code() == status.Unavailable && strings.Contains(se.Message(), reasonShutdown)
+	return wire.IsDraining(err)
 }
 
 // ---- outcomes ----

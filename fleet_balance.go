@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
@@ -335,6 +336,10 @@ func (s *fleetStream) Recv(msg any) error {
 	err := s.ClientStream.Recv(msg)
 	if err != nil {
 		s.finish(err)
+		if de, ok := err.(*wire.DrainingError); ok {
+			// The fleet acted on the mark; the caller sees the status.
+			return de.Status
+		}
 	}
 	return err
 }
