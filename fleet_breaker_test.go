@@ -1,6 +1,7 @@
 package aster_test
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/aster-go/aster"
 	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/examples/missioncontrol/mission"
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 )
@@ -163,4 +166,38 @@ func fleetSourceOf(ps []*testProducer) *discovery.StaticSource {
 		entries[i] = p.entry()
 	}
 	return discovery.NewStaticSource(fleetName, entries...)
+}
+
+// BenchmarkFleetBreakerUnary measures unary calls at 32 callers through a
+// Fleet of one producer without and with a CircuitBreaker among its
+// middleware (whose per-producer breakers the balancer consults):
+//
+//	go test -run=NONE -bench=FleetBreakerUnary -benchmem -count=6 .
+func BenchmarkFleetBreakerUnary(b *testing.B) {
+	addr := missionServer(b)
+	ctx := context.Background()
+	req := &mission.StatusRequest{AgentID: "edge-node-7"}
+	fleet := func(b *testing.B, opts ...aster.ClientOption) {
+		src := discovery.NewStaticSource("bench/MissionControl", discovery.Producer{Addr: addr})
+		f, err := aster.DialFleet(ctx, src, "bench/MissionControl", append([]aster.ClientOption{aster.WithSecretKey(testutil.Key(b, 3)), aster.WithFleetRetry(nil)}, opts...)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		b.ReportAllocs()
+		defer reportCPU(b)()
+		b.SetParallelism(16) // 16 × GOMAXPROCS(2) = 32 callers
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := aster.CallUnary[mission.StatusResponse](ctx, f, "MissionControl.getStatus", req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.Run("fleet", func(b *testing.B) { fleet(b) })
+	b.Run("fleet-breaker", func(b *testing.B) {
+		fleet(b, aster.WithClientMiddleware(middleware.CircuitBreaker(middleware.BreakerOptions{})))
+	})
 }

@@ -264,7 +264,9 @@ func (b *Breakers) State(call *Call) BreakerState {
 // breaker (see PeerGuard). If no Caller below consults the guard, the call
 // is counted against one breaker for the whole target (that of the zero
 // peer, "breaker 0000000000000000"), which then refuses such calls while
-// it is open.
+// it is open. Give each Caller its own Breakers: once one Caller below did
+// not consult the guard, that whole-target breaker also applies to the
+// peer-less calls of every other Caller sharing the Breakers.
 func (b *Breakers) Middleware() Client {
 	return func(next Caller) Caller {
 		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
