@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -80,20 +81,39 @@ func (c producerCaller) NewStream(ctx context.Context, call *middleware.Call) (m
 // UNAVAILABLE naming the refusals (the breakers' names in the metadata
 // key middleware.BreakerOpenKey, so that Retry does not retry it).
 func (f *Fleet) pickGuarded(ctx context.Context, avoid trust.EndpointID, call *middleware.Call, guards []middleware.PeerGuard) (*producer, error) {
-	var refusals []error
-	p, err := f.pickFiltered(ctx, avoid, func(p *producer) bool {
-		for _, g := range guards {
-			if err := g.Refusal(call, p.entry.Addr.ID); err != nil {
+	p, err := f.pickFiltered(ctx, avoid, &guardCheck{call: call, guards: guards})
+	if err == errAllRefused {
+		// Ask again for the reasons (a breaker may have moved on; those
+		// still refusing are named).
+		s := f.snap.Load()
+		var refusals []error
+		for _, p := range append(slices.Clip(s.ready), s.fallback...) {
+			if err := (&guardCheck{call: call, guards: guards}).refusal(p); err != nil {
 				refusals = append(refusals, err)
-				return false
 			}
 		}
-		return true
-	})
-	if err == errAllRefused {
+		if len(refusals) == 0 {
+			return nil, status.Errorf(status.Unavailable, "aster: every producer of %s was refused by a circuit breaker", f.name)
+		}
 		return nil, f.refusedError(refusals)
 	}
 	return p, err
+}
+
+// guardCheck asks a call's guards about producers.
+type guardCheck struct {
+	call   *middleware.Call
+	guards []middleware.PeerGuard
+}
+
+// refusal returns the first guard's refusal of p, or nil.
+func (a *guardCheck) refusal(p *producer) error {
+	for _, g := range a.guards {
+		if err := g.Refusal(a.call, p.entry.Addr.ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // errAllRefused: every candidate was filtered out.
@@ -234,10 +254,10 @@ func (f *Fleet) pick(ctx context.Context, avoid trust.EndpointID) (*producer, er
 	return f.pickFiltered(ctx, avoid, nil)
 }
 
-// pickFiltered is pick among the producers for which admit (if not nil)
-// returns true. When producers could take the call but admit refuses them
-// all, it returns errAllRefused at once.
-func (f *Fleet) pickFiltered(ctx context.Context, avoid trust.EndpointID, admit func(*producer) bool) (*producer, error) {
+// pickFiltered is pick among the producers admit (if not nil) does not
+// refuse. When producers could take the call but admit refuses them all,
+// it returns errAllRefused at once.
+func (f *Fleet) pickFiltered(ctx context.Context, avoid trust.EndpointID, admit *guardCheck) (*producer, error) {
 	var deadline <-chan time.Time
 	var buf [16]*producer
 	for {
@@ -279,12 +299,12 @@ func (f *Fleet) pickFiltered(ctx context.Context, avoid trust.EndpointID, admit 
 	}
 }
 
-// filterProducers appends to dst the producers of ps that admit admits, and
-// reports whether it left any out.
-func filterProducers(dst, ps []*producer, admit func(*producer) bool) ([]*producer, bool) {
+// filterProducers appends to dst the producers of ps that admit does not
+// refuse, and reports whether it left any out.
+func filterProducers(dst, ps []*producer, admit *guardCheck) ([]*producer, bool) {
 	refused := false
 	for _, p := range ps {
-		if admit(p) {
+		if admit.refusal(p) == nil {
 			dst = append(dst, p)
 		} else {
 			refused = true

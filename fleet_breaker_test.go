@@ -75,6 +75,25 @@ func TestFleetBreakerPerProducer(t *testing.T) {
 	}
 }
 
+// With the fleet's default Retry as well, a failing producer costs the
+// caller nothing: its failures are retried on the others, and once its
+// breaker opens it gets no more calls.
+func TestFleetBreakerWithRetry(t *testing.T) {
+	b := middleware.NewBreakers(middleware.BreakerOptions{ConsecutiveFailures: 2, OpenTimeout: time.Hour})
+	ps, _, f := startFleet(t, 3, aster.WithClientMiddleware(b.Middleware()),
+		aster.WithOutlierDetection(aster.OutlierDetection{ConsecutiveFailures: 1 << 30, DialTimeout: time.Second}))
+	ps[0].failGet.Store(true)
+	ctx := ctxT(t)
+	for i := range 200 {
+		if _, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{N: i}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if st, _ := producerState(f, ps[0].id()); st.Calls != 2 {
+		t.Fatalf("the failing producer got %d calls; want 2", st.Calls)
+	}
+}
+
 // When every producer's breaker is open a call fails at once with
 // UNAVAILABLE naming the breakers, without reaching a producer; once the
 // open timeout passes and the producers heal, calls go through again.

@@ -338,7 +338,7 @@ func (b *Breakers) deferToPicker(ctx context.Context, call *Call, next Caller) (
 		}
 	}
 	g := &callGuard{b: b}
-	cs, err := next.NewStream(WithPeerGuard(ctx, g), call)
+	cs, err := next.NewStream(withGuardList(ctx, &g.node, g), call)
 	if g.used.Load() {
 		return cs, err
 	}
@@ -364,6 +364,7 @@ func (b *Breakers) deferToPicker(ctx context.Context, call *Call, next Caller) (
 type callGuard struct {
 	b    *Breakers
 	used atomic.Bool
+	node guardList // its context node, allocated with it
 }
 
 func (g *callGuard) Refusal(call *Call, peer trust.EndpointID) error {

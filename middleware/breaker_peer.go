@@ -30,44 +30,50 @@ type PeerGuard interface {
 // peerGuardsKey is the context key of the guards of a call.
 type peerGuardsKey struct{}
 
-// guardList is a call's guards, innermost first.
+// guardList is the node WithPeerGuard puts in a context: the call's guards,
+// outermost first. A single guard lives in one, so that the common case
+// costs no slice.
 type guardList struct {
-	g     PeerGuard
-	outer *guardList
+	one [1]PeerGuard
+	all []PeerGuard
 }
 
 // WithPeerGuard returns ctx carrying g, after the guards ctx already
 // carries, for the Caller below that picks the call's peer.
 func WithPeerGuard(ctx context.Context, g PeerGuard) context.Context {
-	outer, _ := ctx.Value(peerGuardsKey{}).(*guardList)
-	return context.WithValue(ctx, peerGuardsKey{}, &guardList{g: g, outer: outer})
+	return withGuardList(ctx, new(guardList), g)
+}
+
+// withGuardList is WithPeerGuard with the node l (zero) provided.
+func withGuardList(ctx context.Context, l *guardList, g PeerGuard) context.Context {
+	if outer, _ := ctx.Value(peerGuardsKey{}).(*guardList); outer != nil {
+		l.all = append(append(make([]PeerGuard, 0, len(outer.all)+1), outer.all...), g)
+	} else {
+		l.one[0] = g
+		l.all = l.one[:]
+	}
+	return context.WithValue(ctx, peerGuardsKey{}, l)
 }
 
 // PeerGuards returns the guards ctx carries, outermost first (nil if none):
-// a picking Caller starts the call through them in that order.
+// a picking Caller starts the call through them in that order. The slice
+// must not be modified.
 func PeerGuards(ctx context.Context) []PeerGuard {
-	l, _ := ctx.Value(peerGuardsKey{}).(*guardList)
-	if l == nil {
-		return nil
+	if l, _ := ctx.Value(peerGuardsKey{}).(*guardList); l != nil {
+		return l.all
 	}
-	n := 0
-	for e := l; e != nil; e = e.outer {
-		n++
-	}
-	gs := make([]PeerGuard, n)
-	for e := l; e != nil; e = e.outer {
-		n--
-		gs[n] = e.g
-	}
-	return gs
+	return nil
 }
 
 // NewGuardedStream starts call (call.Peer set) through guards, outermost
 // first, and then next: what a picking Caller does once it chose a peer.
 // Without guards it is next.NewStream.
 func NewGuardedStream(ctx context.Context, call *Call, guards []PeerGuard, next Caller) (ClientStream, error) {
-	if len(guards) == 0 {
+	switch len(guards) {
+	case 0:
 		return next.NewStream(ctx, call)
+	case 1:
+		return guards[0].NewPeerStream(ctx, call, next)
 	}
 	return guards[0].NewPeerStream(ctx, call, guardedCaller{guards: guards[1:], next: next})
 }
