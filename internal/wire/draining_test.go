@@ -46,4 +46,14 @@ func TestTrailerDrainingRoundTrip(t *testing.T) {
 	if _, ok := plain.Err().(*status.Error); !ok {
 		t.Fatalf("unmarked trailer's error is %T", plain.Err())
 	}
+	// The mark on anything but a not-processed UNAVAILABLE is ignored.
+	for _, tr := range []wire.Trailer{
+		{Code: uint32(status.Internal), NotProcessed: true, Draining: true},
+		{Code: uint32(status.Unavailable), Draining: true},
+		{Code: 0, Draining: true},
+	} {
+		if e := tr.Err(); wire.IsDraining(e) {
+			t.Fatalf("trailer %+v reads as draining", tr)
+		}
+	}
 }

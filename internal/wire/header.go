@@ -292,7 +292,9 @@ func (t *Trailer) Err() error {
 	if t.NotProcessed {
 		se.WithNotProcessed()
 	}
-	if t.Draining {
+	if t.Draining && se.Code() == status.Unavailable && t.NotProcessed {
+		// The mark means something only on the refusal it belongs to
+		// (PROTOCOL.md §7.1); elsewhere it is ignored.
 		return &DrainingError{Status: se}
 	}
 	return se
