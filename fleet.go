@@ -23,6 +23,7 @@ import (
 
 	"github.com/aster-go/aster/contract"
 	"github.com/aster-go/aster/discovery"
+	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
@@ -209,9 +210,10 @@ const (
 	// too often; no calls until the ejection ends (unless every other
 	// producer is unusable too).
 	ProducerEjected
-	// ProducerDraining: it is shutting down (refused a call or a
-	// connection with "server shutting down"); no new calls, until a
-	// redial succeeds or it is listed anew.
+	// ProducerDraining: it is shutting down (it answered a call with a
+	// TRAILER marked draining, or closed a connection with SHUTDOWN and
+	// the reason "server shutting down", PROTOCOL.md §22.1); no new calls,
+	// until a redial succeeds or it is listed anew.
 	ProducerDraining
 	// ProducerRejected: its registry entry has no valid producer
 	// credential (WithProducerRoot); it is never dialled.
@@ -267,14 +269,20 @@ type ProducerStatus struct {
 // draining, rejected or ejected without a connection) it fails at once with
 // UNAVAILABLE; while producers are still connecting it waits for one, up
 // to the dial timeout. Producers that fail are ejected (OutlierDetection);
-// one that refuses with "server shutting down" is drained at once; one
+// one that says it is shutting down (PROTOCOL.md §22.1) is drained at
+// once; one
 // that leaves the set takes no new calls and its connection is closed
 // once its calls end (within 30 s), which ends the sessions it held.
 //
 // The middleware of WithClientMiddleware runs once per call around the
 // balancer, with the default Retry (WithFleetRetry) innermost, so Retry's
-// attempts each make a fresh pick. A CircuitBreaker there sees the whole
-// fleet: per-producer breaking is the outlier detection's job.
+// attempts each make a fresh pick. A middleware.CircuitBreaker there keeps
+// one breaker per producer, which the balancer consults
+// (middleware.PeerGuard): a producer whose breaker is open is left out of
+// the pick, its calls go to the others, and when every producer's breaker
+// is open a call fails at once with UNAVAILABLE naming the breakers. The
+// breakers and the outlier detection count failures independently; a
+// producer is left out while either rules it out.
 //
 // The producers' Clients are built with the Fleet's options (key, codec,
 // credential, dialer, ...) but not its middleware. A name that lists the
@@ -1043,19 +1051,22 @@ func connCloseError(c transport.Conn) error {
 	return err
 }
 
-// isShutdownErr reports whether err is a server's "shutting down" refusal:
-// UNAVAILABLE before dispatch, or a connection closed with code SHUTDOWN
-// and that reason.
+// isShutdownErr reports whether err says the producer is shutting down,
+// by the protocol's structured signals only (PROTOCOL.md §22.1): a call
+// answered with a TRAILER marked draining (wire.IsDraining), or a
+// connection the server closed with code SHUTDOWN and the reason "server
+// shutting down" (a transport close reason, which no handler sets). The
+// text of a call's error message never counts: a handler may answer
+// UNAVAILABLE with any message.
 func isShutdownErr(err error) bool {
 	if err == nil {
 		return false
 	}
 	var ce *transport.ConnError
-	if errors.As(err, &ce) && ce.Code == transport.ConnShutdown && ce.Remote {
-		return ce.Reason == reasonShutdown
+	if errors.As(err, &ce) {
+		return ce.Code == transport.ConnShutdown && ce.Remote && ce.Reason == reasonShutdown
 	}
-	se := status.FromError(err)
-	return se.Code() == status.Unavailable && strings.Contains(se.Message(), reasonShutdown)
+	return wire.IsDraining(err)
 }
 
 // ---- outcomes ----

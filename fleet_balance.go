@@ -7,10 +7,15 @@ package aster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/trust"
@@ -28,22 +33,125 @@ type balancer struct{ f *Fleet }
 // made, so nothing was sent) is started on another producer, up to
 // maxRepicks times, whether or not it is idempotent: the server never saw
 // it. Failures after that are for Retry to judge.
+//
+// Per-producer guards of the fleet's middleware (middleware.PeerGuards: a
+// CircuitBreaker) take part in the pick: a producer a guard refuses (its
+// breaker is open) is left out, and the call starts through the guards on
+// the producer chosen, so each producer's outcomes go to its own breaker.
 func (b balancer) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
 	var avoid trust.EndpointID
 	if middleware.Attempt(ctx) > 1 {
 		avoid = call.Peer
 	}
+	guards := middleware.PeerGuards(ctx)
 	for i := 0; ; i++ {
-		p, err := b.f.pick(ctx, avoid)
+		var p *producer
+		var err error
+		if len(guards) == 0 {
+			p, err = b.f.pick(ctx, avoid)
+		} else {
+			p, err = b.f.pickGuarded(ctx, avoid, call, guards)
+		}
 		if err != nil {
 			return nil, err
 		}
-		cs, err := p.start(ctx, call)
+		var cs middleware.ClientStream
+		if len(guards) == 0 {
+			cs, err = p.start(ctx, call)
+		} else {
+			call.Peer = p.entry.Addr.ID
+			cs, err = middleware.NewGuardedStream(ctx, call, guards, producerCaller{p})
+		}
 		if err == nil || i == maxRepicks || status.CodeOf(err) != status.Unavailable || ctx.Err() != nil {
 			return cs, err
 		}
 		avoid = p.entry.Addr.ID
 	}
+}
+
+// producerCaller starts calls on one producer (below the guards).
+type producerCaller struct{ p *producer }
+
+func (c producerCaller) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+	return c.p.start(ctx, call)
+}
+
+// pickGuarded is pick among the producers no guard refuses. If the guards
+// refuse every producer that could take the call, it fails at once with
+// UNAVAILABLE naming the refusals (the breakers' names in the metadata
+// key middleware.BreakerOpenKey, so that Retry does not retry it).
+func (f *Fleet) pickGuarded(ctx context.Context, avoid trust.EndpointID, call *middleware.Call, guards []middleware.PeerGuard) (*producer, error) {
+	p, err := f.pickFiltered(ctx, avoid, &guardCheck{call: call, guards: guards})
+	if err == errAllRefused {
+		// Ask again for the reasons (a breaker may have moved on; those
+		// still refusing are named).
+		s := f.snap.Load()
+		var refusals []error
+		for _, p := range append(slices.Clip(s.ready), s.fallback...) {
+			if err := (&guardCheck{call: call, guards: guards}).refusal(p); err != nil {
+				refusals = append(refusals, err)
+			}
+		}
+		if len(refusals) == 0 {
+			return nil, status.Errorf(status.Unavailable, "aster: every producer of %s was refused by a circuit breaker", f.name)
+		}
+		return nil, f.refusedError(refusals)
+	}
+	return p, err
+}
+
+// guardCheck asks a call's guards about producers.
+type guardCheck struct {
+	call   *middleware.Call
+	guards []middleware.PeerGuard
+}
+
+// refusal returns the first guard's refusal of p, or nil.
+func (a *guardCheck) refusal(p *producer) error {
+	for _, g := range a.guards {
+		if err := g.Refusal(a.call, p.entry.Addr.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errAllRefused: every candidate was filtered out.
+var errAllRefused = errors.New("every producer refused")
+
+// maxRefusalsNamed is how many refusals the error of a fleet whose
+// producers are all refused names.
+const maxRefusalsNamed = 8
+
+// refusedError is the error of a call every producer's guard refused.
+func (f *Fleet) refusedError(refusals []error) error {
+	if len(refusals) == 1 {
+		return refusals[0]
+	}
+	var msg, names strings.Builder
+	fmt.Fprintf(&msg, "aster: every producer of %s is refused (%d): ", f.name, len(refusals))
+	for i, err := range refusals {
+		if i == maxRefusalsNamed {
+			fmt.Fprintf(&msg, "; and %d more", len(refusals)-i)
+			break
+		}
+		se := status.FromError(err)
+		if i > 0 {
+			msg.WriteString("; ")
+		}
+		msg.WriteString(se.Message())
+		if n := se.Metadata()[middleware.BreakerOpenKey]; n != "" {
+			if names.Len() > 0 {
+				names.WriteString(", ")
+			}
+			names.WriteString(n)
+		}
+	}
+	e := status.New(status.Unavailable, msg.String())
+	if names.Len() > 0 {
+		e = e.WithMetadata(middleware.BreakerOpenKey, names.String())
+	}
+	return e
 }
 
 // maxRepicks is how many other producers a call that could not be started
@@ -123,7 +231,13 @@ func (p *producer) start(ctx context.Context, call *middleware.Call) (middleware
 type sessionCaller struct{ p *producer }
 
 func (s sessionCaller) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
-	return s.p.start(ctx, call)
+	guards := middleware.PeerGuards(ctx)
+	if len(guards) == 0 {
+		return s.p.start(ctx, call)
+	}
+	// A session cannot move: an open breaker of its producer fails the call.
+	call.Peer = s.p.entry.Addr.ID
+	return middleware.NewGuardedStream(ctx, call, guards, producerCaller{s.p})
 }
 
 // DescribeMethod implements middleware.MethodDescriber.
@@ -137,15 +251,35 @@ func (s sessionCaller) DescribeMethod(ctx context.Context, call *middleware.Call
 // no set arrived yet), it waits for one, up to the dial timeout; otherwise
 // it fails at once with UNAVAILABLE naming the service.
 func (f *Fleet) pick(ctx context.Context, avoid trust.EndpointID) (*producer, error) {
+	return f.pickFiltered(ctx, avoid, nil)
+}
+
+// pickFiltered is pick among the producers admit (if not nil) does not
+// refuse. When producers could take the call but admit refuses them all,
+// it returns errAllRefused at once.
+func (f *Fleet) pickFiltered(ctx context.Context, avoid trust.EndpointID, admit *guardCheck) (*producer, error) {
 	var deadline <-chan time.Time
+	var buf [16]*producer
 	for {
 		s := f.snap.Load()
 		cands := s.ready
+		refused := false
+		if admit != nil {
+			cands, refused = filterProducers(buf[:0], s.ready, admit)
+		}
 		if len(cands) == 0 {
 			cands = s.fallback
+			if admit != nil {
+				var r bool
+				cands, r = filterProducers(buf[:0], s.fallback, admit)
+				refused = refused || r
+			}
 		}
 		if len(cands) > 0 {
 			return f.choose(cands, avoid), nil
+		}
+		if refused {
+			return nil, errAllRefused
 		}
 		if !s.waiting {
 			return nil, s.none
@@ -163,6 +297,20 @@ func (f *Fleet) pick(ctx context.Context, avoid trust.EndpointID) (*producer, er
 			return nil, status.FromError(ctx.Err())
 		}
 	}
+}
+
+// filterProducers appends to dst the producers of ps that admit does not
+// refuse, and reports whether it left any out.
+func filterProducers(dst, ps []*producer, admit *guardCheck) ([]*producer, bool) {
+	refused := false
+	for _, p := range ps {
+		if admit.refusal(p) == nil {
+			dst = append(dst, p)
+		} else {
+			refused = true
+		}
+	}
+	return dst, refused
 }
 
 // choose picks among cands (not empty).
@@ -208,6 +356,10 @@ func (s *fleetStream) Recv(msg any) error {
 	err := s.ClientStream.Recv(msg)
 	if err != nil {
 		s.finish(err)
+		if de, ok := err.(*wire.DrainingError); ok {
+			// The fleet acted on the mark; the caller sees the status.
+			return de.Status
+		}
 	}
 	return err
 }

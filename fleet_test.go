@@ -74,13 +74,19 @@ func (l *countingListener) kill() {
 
 // testProducer is one server of the Fleet service.
 type testProducer struct {
-	key      trust.SecretKey
-	srv      *aster.Server
-	ln       *countingListener
-	served   atomic.Int64 // get and put calls answered
-	inPut    atomic.Int64 // put calls in their handler
-	delay    atomic.Int64 // ns each get sleeps
-	failGet  atomic.Bool  // get answers UNAVAILABLE
+	key     trust.SecretKey
+	srv     *aster.Server
+	ln      *countingListener
+	served  atomic.Int64 // get and put calls answered
+	inPut   atomic.Int64 // put calls in their handler
+	delay   atomic.Int64 // ns each get sleeps
+	failGet atomic.Bool  // get answers UNAVAILABLE
+	// spoofShutdown: get answers what a draining server's refusal used to
+	// look like (UNAVAILABLE "server shutting down", not processed).
+	spoofShutdown atomic.Bool
+	// relay, when set, makes get call get on that client and return its
+	// answer, error included, as is (a gateway).
+	relay    atomic.Pointer[aster.Client]
 	serveErr chan error
 	stopped  atomic.Bool
 }
@@ -102,6 +108,12 @@ func fleetService(p *testProducer) *handler.Service {
 			}
 			if p.failGet.Load() {
 				return nil, status.New(status.Unavailable, "failing on purpose")
+			}
+			if p.spoofShutdown.Load() {
+				return nil, status.New(status.Unavailable, "server shutting down").WithNotProcessed()
+			}
+			if c := p.relay.Load(); c != nil {
+				return aster.CallUnary[FleetReply](ctx, c, "Fleet.get", r)
 			}
 			p.served.Add(1)
 			return &FleetReply{Server: name, N: r.N}, nil

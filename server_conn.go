@@ -441,8 +441,9 @@ func (sc *serverConn) serveCall(st transport.Stream, c *serverCall, reused bool)
 	defer s.calls.done()
 	if s.draining.Load() {
 		// Nothing of the call has run: the client may retry it on another
-		// server whatever the method (PROTOCOL.md §7.5).
-		return c.end(status.New(status.Unavailable, reasonShutdown).WithNotProcessed())
+		// server whatever the method (PROTOCOL.md §7.5); the trailer says
+		// the server is draining (§7.1).
+		return c.end(wire.DrainingRefusal(reasonShutdown))
 	}
 	if err := c.setCodec(h.SerializationMode); err != nil {
 		return c.end(err)

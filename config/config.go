@@ -71,6 +71,10 @@ import (
 //	           dns_max_interval           ASTER_DISCOVERY_DNS_MAX_INTERVAL (dur.) 30s
 //	           username                   ASTER_DISCOVERY_USERNAME                unset
 //	           password                   ASTER_DISCOVERY_PASSWORD                unset
+//	           tls_ca                     ASTER_DISCOVERY_TLS_CA                  unset (system roots for https://)
+//	           tls_cert                   ASTER_DISCOVERY_TLS_CERT                unset
+//	           tls_key                    ASTER_DISCOVERY_TLS_KEY                 unset
+//	           tls_server_name            ASTER_DISCOVERY_TLS_SERVER_NAME         unset (the endpoint's host)
 //
 // Booleans accept true/false, 1/0, yes/no and on/off in any case;
 // durations are Go durations such as "500ms" or "5s" (a TOML string). An empty
@@ -190,6 +194,21 @@ type Config struct {
 	// password is masked in Print and in logs.
 	DiscoveryUsername string
 	DiscoveryPassword string
+	// DiscoveryTLSCA is a PEM file of the CA certificates that verify
+	// etcd's server certificate. Setting any DiscoveryTLS* field, or
+	// listing an https:// endpoint, makes the connection to etcd TLS; with
+	// https:// endpoints and no CA file the system's roots verify etcd.
+	// A file that cannot be read or parsed is an error, never a fallback
+	// to plain text.
+	DiscoveryTLSCA string
+	// DiscoveryTLSCert and DiscoveryTLSKey are the PEM files of the client
+	// certificate and key presented to etcd (mutual TLS): both or neither.
+	DiscoveryTLSCert string
+	DiscoveryTLSKey  string
+	// DiscoveryTLSServerName is the name etcd's certificate must carry,
+	// when it is not the endpoint's host (e.g. endpoints given as IP
+	// addresses).
+	DiscoveryTLSServerName string
 
 	// StoragePath is the persistent storage directory (created 0700 by
 	// NewServer). aster keeps the used one-time-token nonces there
@@ -358,6 +377,10 @@ var fields = []field{
 	durField("discovery.dns_max_interval", "ASTER_DISCOVERY_DNS_MAX_INTERVAL", DefaultDNSMaxInterval, func(c *Config) *time.Duration { return &c.DiscoveryDNSMaxInterval }),
 	strField("discovery.username", "ASTER_DISCOVERY_USERNAME", kString, "<not set>", func(c *Config) *string { return &c.DiscoveryUsername }),
 	withSensitive(strField("discovery.password", "ASTER_DISCOVERY_PASSWORD", kString, "<not set>", func(c *Config) *string { return &c.DiscoveryPassword })),
+	strField("discovery.tls_ca", "ASTER_DISCOVERY_TLS_CA", kPath, "<not set>", func(c *Config) *string { return &c.DiscoveryTLSCA }),
+	strField("discovery.tls_cert", "ASTER_DISCOVERY_TLS_CERT", kPath, "<not set>", func(c *Config) *string { return &c.DiscoveryTLSCert }),
+	strField("discovery.tls_key", "ASTER_DISCOVERY_TLS_KEY", kPath, "<not set>", func(c *Config) *string { return &c.DiscoveryTLSKey }),
+	strField("discovery.tls_server_name", "ASTER_DISCOVERY_TLS_SERVER_NAME", kString, "<not set>", func(c *Config) *string { return &c.DiscoveryTLSServerName }),
 
 	{key: "network.secret_key", env: "ASTER_SECRET_KEY", kind: kSecretB64, def: "", unset: "<not set>", sensitive: true,
 		get: func(c *Config) any { return c.SecretKey },

@@ -199,6 +199,9 @@ func (c *Config) validateDiscovery() error {
 			return bad("discovery.password", "is not set, but discovery.username is: etcd needs both")
 		}
 	}
+	if _, err := c.etcdTLS(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -292,8 +295,10 @@ func (d *Discovery) Close() error {
 // is that scheme or unset:
 //
 //   - etcd: discovery.endpoints (required), discovery.username and
-//     password; it fails with status Unavailable if etcd does not answer
-//     (within ctx's deadline, at most 3 s).
+//     password, and TLS with discovery.tls_ca, tls_cert, tls_key and
+//     tls_server_name (or https:// endpoints: the system's roots); it
+//     fails with status Unavailable if etcd does not answer (within ctx's
+//     deadline, at most 3 s), also when etcd's certificate does not verify.
 //   - dns: the target's authority if it has one, else discovery.endpoints,
 //     else the system's resolver; discovery.dns_min_interval and
 //     dns_max_interval bound re-resolution.
@@ -380,12 +385,17 @@ func (c *Config) newEtcd(ctx context.Context, eps []string, logger *slog.Logger)
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = max(min(timeout, time.Until(dl)), time.Millisecond)
 	}
+	tlsCfg, err := c.etcdTLS()
+	if err != nil {
+		return nil, err
+	}
 	reg, err := etcd.New(etcd.Config{
 		Endpoints:   eps,
 		TTL:         c.discoveryTTL(),
 		DialTimeout: timeout,
 		Username:    c.DiscoveryUsername,
 		Password:    c.DiscoveryPassword,
+		TLS:         tlsCfg,
 		Logger:      logger,
 	})
 	if err != nil {

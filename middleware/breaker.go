@@ -13,6 +13,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/trust"
 )
 
 // The circuit breaker is built on sony/gobreaker; its options and states
@@ -145,12 +146,16 @@ func (o *BreakerOptions) isFailure(err error) bool {
 var errCanceledCall = errors.New("call abandoned")
 
 // Breakers holds the circuit breakers of one CircuitBreaker middleware,
-// one per target endpoint (and method, with PerMethod). Use Middleware to
-// install it and State to inspect a breaker.
+// one per target endpoint (and method, with PerMethod): per server for a
+// Client, per producer for a Fleet. Use Middleware to install it and State
+// to inspect a breaker. Breakers implements PeerGuard.
 type Breakers struct {
 	opts BreakerOptions
 	mu   sync.Mutex
 	m    map[breakerKey]*gobreaker.TwoStepCircuitBreaker[struct{}]
+	// unguided is set once a call without a peer came back without a
+	// Caller below consulting the breakers (see Middleware).
+	unguided atomic.Bool
 }
 
 type breakerKey struct {
@@ -172,16 +177,20 @@ func CircuitBreaker(opts BreakerOptions) Client { return NewBreakers(opts).Middl
 
 // Name returns the name of the breaker for a call: "breaker <peer short id>"
 // or, with PerMethod, "breaker <peer short id>/<Service.method>".
-func (b *Breakers) Name(call *Call) string {
-	n := "breaker " + call.Peer.Short()
+func (b *Breakers) Name(call *Call) string { return b.name(call, call.Peer) }
+
+func (b *Breakers) name(call *Call, peer trust.EndpointID) string {
+	n := "breaker " + peer.Short()
 	if b.opts.PerMethod {
 		n += "/" + call.FullName()
 	}
 	return n
 }
 
-func (b *Breakers) key(call *Call) breakerKey {
-	k := breakerKey{peer: call.Peer}
+func (b *Breakers) key(call *Call) breakerKey { return b.keyPeer(call, call.Peer) }
+
+func (b *Breakers) keyPeer(call *Call, peer trust.EndpointID) breakerKey {
+	k := breakerKey{peer: peer}
 	if b.opts.PerMethod {
 		k.service, k.method = call.Service, call.Method
 	}
@@ -189,7 +198,13 @@ func (b *Breakers) key(call *Call) breakerKey {
 }
 
 func (b *Breakers) get(call *Call) *gobreaker.TwoStepCircuitBreaker[struct{}] {
-	k := b.key(call)
+	return b.getPeer(call, call.Peer)
+}
+
+// getPeer returns (making it if needed) the breaker of call's method on
+// peer.
+func (b *Breakers) getPeer(call *Call, peer trust.EndpointID) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	k := b.keyPeer(call, peer)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cb := b.m[k]
@@ -199,7 +214,7 @@ func (b *Breakers) get(call *Call) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 			onChange = func(name string, from, to gobreaker.State) { f(name, breakerState(from), breakerState(to)) }
 		}
 		cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-			Name:        b.Name(call),
+			Name:        b.name(call, peer),
 			MaxRequests: b.opts.Probes,
 			Timeout:     b.opts.OpenTimeout,
 			Interval:    b.opts.Interval,
@@ -239,26 +254,127 @@ func (b *Breakers) State(call *Call) BreakerState {
 }
 
 // Middleware returns the client middleware.
+//
+// A call whose peer is known when the middleware runs (call.Peer set, as
+// an aster.Client sets it) is admitted and counted by that peer's breaker.
+// A call whose peer is not known yet (call.Peer zero: an aster.Fleet picks
+// the producer below its middleware) is handed on with the breakers in its
+// context as a PeerGuard: the Caller that picks the peer leaves out peers
+// whose breaker is open and starts the call through the chosen peer's
+// breaker (see PeerGuard). If no Caller below consults the guard, the call
+// is counted against one breaker for the whole target (that of the zero
+// peer, "breaker 0000000000000000"), which then refuses such calls while
+// it is open. Give each Caller its own Breakers: once one Caller below did
+// not consult the guard, that whole-target breaker also applies to the
+// peer-less calls of every other Caller sharing the Breakers.
 func (b *Breakers) Middleware() Client {
 	return func(next Caller) Caller {
 		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
-			cb := b.get(call)
-			done, err := cb.Allow()
-			if err != nil {
-				msg := "circuit " + cb.Name() + " is open: failing fast"
-				if errors.Is(err, gobreaker.ErrTooManyRequests) {
-					msg = "circuit " + cb.Name() + " is half-open and its probe is in flight: failing fast"
-				}
-				return nil, status.New(status.Unavailable, msg).WithMetadata(BreakerOpenKey, cb.Name())
+			if !call.Peer.IsZero() {
+				return b.NewPeerStream(ctx, call, next)
 			}
-			cs, err := next.NewStream(ctx, call)
-			if err != nil {
-				done(err)
-				return nil, err
-			}
-			return &breakerStream{ClientStream: cs, done: done}, nil
+			return b.deferToPicker(ctx, call, next)
 		})
 	}
+}
+
+// NewPeerStream implements PeerGuard: it starts call through next if the
+// breaker of call.Peer (and, with PerMethod, of call's method) admits it,
+// and counts its outcome; otherwise it fails fast with UNAVAILABLE naming
+// the breaker (metadata BreakerOpenKey).
+func (b *Breakers) NewPeerStream(ctx context.Context, call *Call, next Caller) (ClientStream, error) {
+	cb := b.get(call)
+	done, err := cb.Allow()
+	if err != nil {
+		return nil, openError(cb, err)
+	}
+	cs, err := next.NewStream(ctx, call)
+	if err != nil {
+		done(err)
+		return nil, err
+	}
+	return &breakerStream{ClientStream: cs, done: done}, nil
+}
+
+// Refusal implements PeerGuard: the error a call like call to peer would
+// fail with now (the peer's breaker is open, or half-open with its probes
+// in flight), or nil. It changes no count.
+func (b *Breakers) Refusal(call *Call, peer trust.EndpointID) error {
+	k := b.keyPeer(call, peer)
+	b.mu.Lock()
+	cb := b.m[k]
+	b.mu.Unlock()
+	if cb == nil {
+		return nil
+	}
+	switch cb.State() {
+	case gobreaker.StateOpen:
+		return openError(cb, gobreaker.ErrOpenState)
+	case gobreaker.StateHalfOpen:
+		if cb.Counts().Requests >= b.opts.Probes {
+			return openError(cb, gobreaker.ErrTooManyRequests)
+		}
+	}
+	return nil
+}
+
+// openError is the error of a call cb refused with err.
+func openError(cb *gobreaker.TwoStepCircuitBreaker[struct{}], err error) error {
+	msg := "circuit " + cb.Name() + " is open: failing fast"
+	if errors.Is(err, gobreaker.ErrTooManyRequests) {
+		msg = "circuit " + cb.Name() + " is half-open and its probe is in flight: failing fast"
+	}
+	return status.New(status.Unavailable, msg).WithMetadata(BreakerOpenKey, cb.Name())
+}
+
+// deferToPicker runs a call whose peer is not known yet: with the breakers
+// in its context for the Caller that picks the peer.
+func (b *Breakers) deferToPicker(ctx context.Context, call *Call, next Caller) (ClientStream, error) {
+	if b.unguided.Load() {
+		// A Caller below did not consult the guard before: the breaker of
+		// the zero peer (the whole target) decides up front.
+		if err := b.Refusal(call, trust.EndpointID{}); err != nil {
+			return nil, err
+		}
+	}
+	g := &callGuard{b: b}
+	cs, err := next.NewStream(withGuardList(ctx, &g.node, g), call)
+	if g.used.Load() {
+		return cs, err
+	}
+	// Nothing below picked the peer through the guard: count the call
+	// against the breaker of the zero peer, which stands for the target.
+	b.unguided.Store(true)
+	cb := b.getPeer(call, trust.EndpointID{})
+	done, aerr := cb.Allow()
+	if aerr != nil {
+		// Open or probing: the call went out anyway (the check above
+		// raced with another call's failure); it is not counted.
+		return cs, err
+	}
+	if err != nil {
+		done(err)
+		return nil, err
+	}
+	return &breakerStream{ClientStream: cs, done: done}, nil
+}
+
+// callGuard is the PeerGuard of one call: the Breakers, noting that a
+// Caller below consulted them.
+type callGuard struct {
+	b    *Breakers
+	used atomic.Bool
+	node guardList // its context node, allocated with it
+}
+
+func (g *callGuard) Refusal(call *Call, peer trust.EndpointID) error {
+	g.used.Store(true)
+	return g.b.Refusal(call, peer)
+}
+
+func (g *callGuard) NewPeerStream(ctx context.Context, call *Call, next Caller) (ClientStream, error) {
+	g.used.Store(true)
+	return g.b.NewPeerStream(ctx, call, next)
 }
 
 // breakerStream reports the call's outcome to its breaker once.

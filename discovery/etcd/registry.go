@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -64,7 +66,11 @@ type Config struct {
 	DialTimeout time.Duration
 	// Username and Password authenticate to etcd when Username is set.
 	Username, Password string
-	// TLS, if set, is used to connect to etcd (with https:// endpoints).
+	// TLS, if set, is used to connect to etcd (with https:// and host:port
+	// endpoints; the etcd client connects to http:// endpoints in plain
+	// text, whatever TLS says, so do not list them with it). When New
+	// cannot reach etcd over TLS its error gives the handshake's failure
+	// (an unknown authority, a refused client certificate).
 	TLS *tls.Config
 	// Logger receives the registry's warnings (lost leases, ignored
 	// entries, reconnections). Default slog.Default().
@@ -183,9 +189,68 @@ func New(cfg Config) (*Registry, error) {
 	r := newRegistry(c, cfg, true)
 	if err := r.ping(context.Background()); err != nil {
 		c.Close()
+		if terr := probeTLS(cfg); terr != nil {
+			// The gRPC client only says that etcd did not answer; say why.
+			return nil, status.Wrap(status.Unavailable, fmt.Errorf("discovery/etcd: etcd %v: %w", cfg.Endpoints, terr))
+		}
 		return nil, err
 	}
 	return r, nil
+}
+
+// probeTLS, after a failed start over TLS, makes one TLS handshake with
+// each endpoint the way the etcd client does (cfg.TLS, the endpoint's host
+// as the server name unless cfg.TLS names one) and returns the first
+// failure, such as an unknown certificate authority or a client
+// certificate the server refused, or nil. It is a diagnosis only: the
+// etcd client makes the connections that are used.
+func probeTLS(cfg Config) error {
+	timeout := min(cfg.DialTimeout, 2*time.Second)
+	for _, e := range cfg.Endpoints {
+		host := e
+		secure := cfg.TLS != nil
+		if scheme, rest, ok := strings.Cut(e, "://"); ok {
+			host = rest
+			switch strings.ToLower(scheme) {
+			case "https":
+				secure = true
+			case "http":
+				secure = false
+			}
+		}
+		if !secure {
+			continue
+		}
+		tc := &tls.Config{}
+		if cfg.TLS != nil {
+			tc = cfg.TLS.Clone()
+		}
+		if tc.ServerName == "" {
+			tc.ServerName = host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				tc.ServerName = h
+			}
+		}
+		tc.NextProtos = []string{"h2"}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", host, tc)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue // not a TLS failure
+			}
+			return fmt.Errorf("TLS handshake with %s failed: %w", host, err)
+		}
+		// A server that requires a client certificate says so after the
+		// handshake (TLS 1.3): wait briefly for its alert.
+		conn.SetReadDeadline(time.Now().Add(min(timeout, 300*time.Millisecond)))
+		_, rerr := conn.Read(make([]byte, 1))
+		conn.Close()
+		var ne net.Error
+		if rerr != nil && !(errors.As(rerr, &ne) && ne.Timeout()) && rerr != io.EOF && strings.Contains(rerr.Error(), "tls:") {
+			return fmt.Errorf("TLS with %s refused: %w", host, rerr)
+		}
+	}
+	return nil
 }
 
 // NewFromClient returns a Registry that uses c, an etcd client the caller

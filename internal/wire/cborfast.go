@@ -76,11 +76,14 @@ func appendHeaderCBOR(b []byte, h *Header) []byte {
 	return b
 }
 
-// appendTrailerCBOR encodes t: code, details, message, metadata,
-// notProcessed.
+// appendTrailerCBOR encodes t: code, details, message, draining,
+// metadata, notProcessed.
 func appendTrailerCBOR(b []byte, t *Trailer) []byte {
 	n := 1
 	if t.NotProcessed {
+		n++
+	}
+	if t.Draining {
 		n++
 	}
 	if len(t.Details) != 0 {
@@ -105,6 +108,9 @@ func appendTrailerCBOR(b []byte, t *Trailer) []byte {
 	}
 	if t.Message != "" {
 		b = cbordet.AppendText(cbordet.AppendText(b, "message"), t.Message)
+	}
+	if t.Draining {
+		b = append(cbordet.AppendText(b, "draining"), 0xf5) // true
 	}
 	if len(t.Metadata) != 0 {
 		b = cbordet.AppendStringMap(cbordet.AppendText(b, "metadata"), t.Metadata)

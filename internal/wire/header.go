@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/aster-go/aster/codec/cbor"
@@ -61,6 +62,10 @@ type Trailer struct {
 	// NotProcessed says that no part of the call reached the application
 	// (PROTOCOL.md §7.1): a client may retry it anywhere.
 	NotProcessed bool `cbor:"notProcessed,omitempty" json:"notProcessed,omitempty"`
+	// Draining says the server is shutting down and takes no new calls
+	// (PROTOCOL.md §7.1): only a draining server's refusal of a call
+	// (DrainingRefusal) sets it, never an error a handler returns.
+	Draining bool `cbor:"draining,omitempty" json:"draining,omitempty"`
 }
 
 // IsJSON reports whether a header or trailer payload is JSON (its first byte
@@ -205,13 +210,54 @@ func endMeta(buf []byte, off int) ([]byte, error) {
 	return buf, nil
 }
 
-// TrailerFor builds the trailer that reports err (nil means OK).
+// TrailerFor builds the trailer that reports err (nil means OK). Its
+// Draining flag is set only for the error of DrainingRefusal itself (not
+// an error wrapping it, and not a *DrainingError a client read from a
+// trailer and a handler passed on).
 func TrailerFor(err error) Trailer {
 	if err == nil {
 		return Trailer{}
 	}
+	if r, ok := err.(drainingRefusal); ok {
+		t := TrailerFor(r.err)
+		t.Draining = true
+		return t
+	}
 	se := status.FromError(err)
 	return Trailer{Code: uint32(se.Code()), Message: se.Message(), Details: se.Details(), Metadata: se.Metadata(), NotProcessed: se.NotProcessed()}
+}
+
+// DrainingRefusal returns the error with which a server that is shutting
+// down refuses a call before dispatch: UNAVAILABLE with message, marked not
+// processed, whose trailer (TrailerFor) carries draining: true. Only the
+// server's own refusal path may use it.
+func DrainingRefusal(message string) error {
+	return drainingRefusal{status.New(status.Unavailable, message).WithNotProcessed()}
+}
+
+// drainingRefusal is DrainingRefusal's error. Its type is unexported and
+// distinct from DrainingError, so no handler can produce the flag.
+type drainingRefusal struct{ err *status.Error }
+
+func (r drainingRefusal) Error() string { return r.err.Error() }
+func (r drainingRefusal) Unwrap() error { return r.err }
+
+// DrainingError is the error of a call whose TRAILER carried draining:
+// true: the server is shutting down. It wraps the call's *status.Error
+// (status.FromError, status.CodeOf and errors.As see it).
+type DrainingError struct{ Status *status.Error }
+
+// Error returns the status error's text.
+func (e *DrainingError) Error() string { return e.Status.Error() }
+
+// Unwrap returns the status error.
+func (e *DrainingError) Unwrap() error { return e.Status }
+
+// IsDraining reports whether err is, or wraps, a *DrainingError: the
+// server answered the call with a TRAILER marked draining.
+func IsDraining(err error) bool {
+	var de *DrainingError
+	return errors.As(err, &de)
 }
 
 // DecodeTrailer decodes a trailer payload. A trailer that does not decode
@@ -245,6 +291,11 @@ func (t *Trailer) Err() error {
 	se := status.FromWire(status.Code(t.Code), t.Message, t.Details, t.Metadata)
 	if t.NotProcessed {
 		se.WithNotProcessed()
+	}
+	if t.Draining && se.Code() == status.Unavailable && t.NotProcessed {
+		// The mark means something only on the refusal it belongs to
+		// (PROTOCOL.md §7.1); elsewhere it is ignored.
+		return &DrainingError{Status: se}
 	}
 	return se
 }

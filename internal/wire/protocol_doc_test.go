@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	stdjson "encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/netip"
@@ -549,17 +550,31 @@ var docChecks = map[string]func(t checkT, ex map[string]docBlock){
 		wantFrames(t, fs, wire.FlagTrailer)
 		checkTrailer(t, fs[0], true, notFound)
 	},
-	"trailer-not-processed": func(t checkT, ex map[string]docBlock) {
-		doc := hexOf(t, ex["trailer-not-processed"])
-		err := status.New(status.Unavailable, "server shutting down").WithNotProcessed()
-		tr := wire.TrailerFor(err)
+	"trailer-draining": func(t checkT, ex map[string]docBlock) {
+		doc := hexOf(t, ex["trailer-draining"])
+		tr := wire.TrailerFor(wire.DrainingRefusal("server shutting down"))
+		if !tr.Draining || !tr.NotProcessed || tr.Code != uint32(status.Unavailable) {
+			t.Errorf("the draining refusal's trailer %+v", tr)
+		}
 		sameBytes(t, "trailer", trailerFrame(t, tr, false), doc)
 		fs := readFrames(t, doc)
 		wantFrames(t, fs, wire.FlagTrailer)
 		checkTrailer(t, fs[0], false, tr)
 		got, derr := wire.DecodeTrailer(fs[0].payload)
-		if derr != nil || !status.IsNotProcessed(got.Err()) {
-			t.Errorf("decoded trailer %+v (err %v): the error is not marked not processed", got, derr)
+		if derr != nil || !status.IsNotProcessed(got.Err()) || !wire.IsDraining(got.Err()) {
+			t.Errorf("decoded trailer %+v (err %v): the error is not marked not processed and draining", got, derr)
+		}
+		// What a handler can produce never carries the mark: the same
+		// status built by hand, the decoded refusal passed on as is, or
+		// the refusal wrapped.
+		for _, err := range []error{
+			status.New(status.Unavailable, "server shutting down").WithNotProcessed(),
+			got.Err(),
+			fmt.Errorf("passing on: %w", wire.DrainingRefusal("server shutting down")),
+		} {
+			if tr := wire.TrailerFor(err); tr.Draining {
+				t.Errorf("TrailerFor(%v) is marked draining", err)
+			}
 		}
 	},
 	"trailer-metadata": func(t checkT, ex map[string]docBlock) {

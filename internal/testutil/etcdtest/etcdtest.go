@@ -60,6 +60,7 @@ type Server struct {
 	dir        string
 	clientPort int
 	peerPort   int
+	tls        TLS
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -71,22 +72,44 @@ type Server struct {
 // directory; it is stopped at the end of the test.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
+	return StartServerTLS(t, TLS{})
+}
+
+// TLS names the PEM files of an etcd server that serves clients over TLS.
+type TLS struct {
+	// CertFile and KeyFile are the server's certificate (for 127.0.0.1)
+	// and key. Both unset: plain HTTP.
+	CertFile, KeyFile string
+	// ClientCAFile, if set, makes the server require client certificates
+	// signed by this CA (mutual TLS).
+	ClientCAFile string
+}
+
+// StartServerTLS is StartServer serving clients over TLS with tls's files
+// (plain HTTP when they are unset); Endpoint is then "https://…".
+func StartServerTLS(t testing.TB, tls TLS) *Server {
+	t.Helper()
 	s := &Server{
 		t:          t,
 		bin:        Binary(t),
 		dir:        t.TempDir(),
 		clientPort: freePort(t),
 		peerPort:   freePort(t),
+		tls:        tls,
 	}
 	t.Cleanup(s.Stop)
 	s.Start()
 	return s
 }
 
-// Endpoint returns the client URL, "http://127.0.0.1:PORT". It stays the
-// same across Stop and Start.
+// Endpoint returns the client URL, "http://127.0.0.1:PORT" ("https://…"
+// with TLS). It stays the same across Stop and Start.
 func (s *Server) Endpoint() string {
-	return "http://127.0.0.1:" + strconv.Itoa(s.clientPort)
+	scheme := "http"
+	if s.tls.CertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://127.0.0.1:" + strconv.Itoa(s.clientPort)
 }
 
 // Start starts the server again after Stop, with the same data directory
@@ -102,11 +125,18 @@ func (s *Server) Start() {
 	}
 	logs := new(testutil.SyncBuffer)
 	out := &readyWriter{ready: make(chan struct{})}
-	cmd := exec.Command(s.bin,
+	args := []string{
 		"-data-dir", s.dir,
 		"-client-url", s.Endpoint(),
-		"-peer-url", "http://127.0.0.1:"+strconv.Itoa(s.peerPort),
-	)
+		"-peer-url", "http://127.0.0.1:" + strconv.Itoa(s.peerPort),
+	}
+	if s.tls.CertFile != "" {
+		args = append(args, "-cert-file", s.tls.CertFile, "-key-file", s.tls.KeyFile)
+	}
+	if s.tls.ClientCAFile != "" {
+		args = append(args, "-client-ca-file", s.tls.ClientCAFile)
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout = out
 	cmd.Stderr = logs
 	setProcAttr(cmd)
