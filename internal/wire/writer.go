@@ -163,7 +163,7 @@ func (w *Writer) append(fn func([]byte) ([]byte, error), reserved int64) error {
 		w.held += m
 		if reserved > 0 {
 			w.last = m
-			w.budget.last.Store(m)
+			w.budget.noteLast(m)
 		}
 	}
 	if w.streaming && !w.flushing {
