@@ -442,7 +442,7 @@ type streamPool struct {
 
 type idleStream struct {
 	st    transport.Stream
-	since time.Time
+	since time.Duration // monoNow when it went idle
 }
 
 // offer records the stream reuse offer of conn's admission verdict: the
@@ -464,7 +464,7 @@ func (p *streamPool) offer(conn transport.Conn, max int) {
 // longer than ClientStreamIdleTimeout are retired.
 func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 	conn = poolKey(conn)
-	now := time.Now()
+	now := monoNow()
 	p.mu.Lock()
 	if p.conn != conn || p.max == 0 {
 		p.mu.Unlock()
@@ -478,7 +478,7 @@ func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 	s := p.idle[n-1]
 	p.idle[n-1] = idleStream{}
 	p.idle = p.idle[:n-1]
-	if now.Sub(s.since) >= ClientStreamIdleTimeout {
+	if now-s.since >= ClientStreamIdleTimeout {
 		// The newest is too old, so all are.
 		old := p.idle
 		p.idle = nil
@@ -498,7 +498,7 @@ func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 // connection. Streams idle for too long are retired on the way.
 func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
 	conn = poolKey(conn)
-	now := time.Now()
+	now := monoNow()
 	p.mu.Lock()
 	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || isDone(conn.Done()) {
 		p.mu.Unlock()
@@ -507,7 +507,7 @@ func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
 	}
 	var stale []idleStream
 	i := 0
-	for i < len(p.idle) && now.Sub(p.idle[i].since) >= ClientStreamIdleTimeout {
+	for i < len(p.idle) && now-p.idle[i].since >= ClientStreamIdleTimeout {
 		i++
 	}
 	if i > 0 {

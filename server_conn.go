@@ -242,6 +242,7 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 		if again {
 			if e == nil {
 				e = &idleEntry{st: st}
+				e.since.Store(idleBusy)
 				sc.idleList(e)
 			}
 			again = sc.awaitCall(st, &held, c, e)
@@ -282,9 +283,9 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 		// of them, the others being on their way to their next call or
 		// retired by the client.
 		sc.srv.stats.idleStreams.Add(1)
-		e.since.Store(time.Now().UnixNano())
+		e.since.Store(int64(monoNow()))
 		err := c.r.Await()
-		expired := e.since.Swap(0) == idleExpired
+		expired := e.since.Swap(idleBusy) == idleExpired
 		sc.srv.stats.idleStreams.Add(-1)
 		if err == nil && expired {
 			// The sweeper took the stream as its call arrived: it resets
@@ -320,15 +321,19 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 // stream first goes idle and when it ends.
 type idleEntry struct {
 	st transport.Stream
-	// since is when the stream's current idle wait began (Unix
-	// nanoseconds), 0 while a call is served, idleExpired once the
-	// sweeper took it to reset.
+	// since is when the stream's current idle wait began (monoNow),
+	// idleBusy while a call is served, idleExpired once the sweeper took
+	// it to reset.
 	since      atomic.Int64
 	prev, next *idleEntry
 }
 
-// idleExpired marks an idleEntry the sweeper resets.
-const idleExpired = -1
+// The values of idleEntry.since that are not times: a stream serving a
+// call, and one the sweeper resets.
+const (
+	idleBusy    = math.MinInt64
+	idleExpired = math.MinInt64 + 1
+)
 
 // idleSweeps is how many times per idle timeout the sweeper looks for
 // expired streams: a stream is reset between 1 and 1 + 1/idleSweeps idle
@@ -391,12 +396,12 @@ func (sc *serverConn) sweep() {
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
+		now := int64(monoNow())
 		sc.idleMu.Lock()
 		for e := sc.idleHead; e != nil; e = e.next {
 			// A stream whose wait ends meanwhile keeps its call: the
 			// swap to idleExpired fails.
-			if since := e.since.Load(); since > 0 && now-since >= int64(idle) && e.since.CompareAndSwap(since, idleExpired) {
+			if since := e.since.Load(); since > idleExpired && now-since >= int64(idle) && e.since.CompareAndSwap(since, idleExpired) {
 				expired = append(expired, e.st)
 			}
 		}
