@@ -39,7 +39,7 @@ type clientStream struct {
 	pool  *streamPool
 	conn  transport.Conn
 	// eorSent is set once the end-of-request frame was written; clean,
-	// under mu, once the trailer was read with nothing after it.
+	// under mu, once the call ended by its trailer with nothing after it.
 	eorSent atomic.Bool
 	clean   bool
 
@@ -54,8 +54,11 @@ type clientStream struct {
 	// Message and byte counts (Send and Recv may run concurrently).
 	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
 
-	mu       sync.Mutex // guards done, err, header, trailer, released
-	done     bool
+	mu   sync.Mutex // guards done, err, header, trailer, released, clean
+	done bool
+	// ended is done, for reads without the lock (recvRaw's check before
+	// each frame); it is set under mu with done.
+	ended    atomic.Bool
 	err      error
 	header   map[string]string
 	trailer  map[string]string
@@ -224,13 +227,9 @@ func (cs *clientStream) recv(msg any) error {
 // next read). The caller holds opRecv, or is the only user of the stream.
 func (cs *clientStream) recvRaw() ([]byte, error) {
 	for {
-		cs.mu.Lock()
-		if cs.done {
-			err := cs.err
-			cs.mu.Unlock()
-			return nil, err
+		if cs.ended.Load() {
+			return nil, cs.outcome()
 		}
-		cs.mu.Unlock()
 		flags, payload, err := cs.r.ReadFrame()
 		if err != nil {
 			if err == io.EOF {
@@ -253,10 +252,7 @@ func (cs *clientStream) recvRaw() ([]byte, error) {
 				if res == nil {
 					res = io.EOF
 				}
-				cs.mu.Lock()
-				cs.clean = cs.r.Buffered() == 0
-				cs.mu.Unlock()
-				return nil, cs.end(res, t.Metadata)
+				return nil, cs.endWith(res, t.Metadata, cs.r.Buffered() == 0)
 			}
 			if res == nil {
 				res = io.EOF
@@ -301,13 +297,27 @@ func (cs *clientStream) outcome() error {
 
 // end records the call's outcome and releases the stream.
 func (cs *clientStream) end(err error, trailer map[string]string) error {
+	return cs.endWith(err, trailer, false)
+}
+
+// endWith is end for a reusable stream whose trailer was read: clean
+// reports that nothing followed it. The outcome and the stream's release
+// are decided under one hold of mu: a call Close ended first keeps its
+// outcome, and its stream is not clean.
+func (cs *clientStream) endWith(err error, trailer map[string]string, clean bool) error {
 	cs.mu.Lock()
 	if !cs.done {
-		cs.done, cs.err, cs.trailer = true, err, trailer
+		cs.done, cs.err, cs.trailer, cs.clean = true, err, trailer, clean
+		cs.ended.Store(true)
 	}
 	err = cs.err
+	first := !cs.released
+	cs.released = true
+	clean = cs.clean
 	cs.mu.Unlock()
-	cs.release(err != io.EOF)
+	if first {
+		cs.releaseStream(err != io.EOF, clean)
+	}
 	return err
 }
 
@@ -322,6 +332,11 @@ func (cs *clientStream) release(reset bool) {
 	cs.released = true
 	clean := cs.clean
 	cs.mu.Unlock()
+	cs.releaseStream(reset, clean)
+}
+
+// releaseStream is release's work, once, by whoever set released.
+func (cs *clientStream) releaseStream(reset, clean bool) {
 	if cs.reuse {
 		// The stream goes back to the pool only if the call ended
 		// cleanly: its requests ended with the end-of-request frame, its
@@ -370,9 +385,15 @@ func (cs *clientStream) Close() {
 	finished := cs.done && cs.err == io.EOF
 	if !cs.done {
 		cs.done, cs.err = true, status.New(status.Canceled, "call closed by caller")
+		cs.ended.Store(true)
 	}
+	first := !cs.released
+	cs.released = true
+	clean := cs.clean
 	cs.mu.Unlock()
-	cs.release(!finished)
+	if first {
+		cs.releaseStream(!finished, clean)
+	}
 	for {
 		s := cs.ops.Load()
 		if s&opClosed != 0 {
