@@ -520,8 +520,9 @@ func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
 	conn = poolKey(conn)
 	now := monoNow()
+	gone := isDone(conn.Done())
 	p.mu.Lock()
-	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || isDone(conn.Done()) {
+	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || gone {
 		p.mu.Unlock()
 		st.Close()
 		return
