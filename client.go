@@ -60,6 +60,16 @@ type Client struct {
 	// pool holds the idle reusable streams of the connection
 	// (PROTOCOL.md 23; client_stream.go).
 	pool streamPool
+
+	// index is methods and contract as fetchContract last set them, for
+	// NewStream to read per call without mu (which getConn takes too).
+	index atomic.Pointer[callIndex]
+}
+
+// callIndex is a Client's methods and contract at one time.
+type callIndex struct {
+	methods map[methodKey]methodMeta
+	fc      *fetchedContract
 }
 
 // fetchedContract is the contract of one connection, or (err set) the
@@ -684,6 +694,7 @@ func (c *Client) fetchContract(ctx context.Context, fresh bool) (*fetchedContrac
 			// again only on the next connection.
 			c.contract = &fetchedContract{conn: conn, err: err}
 		}
+		c.index.Store(&callIndex{methods: c.methods, fc: c.contract})
 		c.mu.Unlock()
 		return fc, err
 	}
@@ -763,9 +774,16 @@ func (c *Client) NewStream(ctx context.Context, call *middleware.Call) (middlewa
 	if c.opts.idempotent != nil && c.opts.idempotent[methodName{call.Service, call.Method}] {
 		call.Idempotent = true
 	}
-	c.mu.Lock()
-	methods, fc := c.methods, c.contract
-	c.mu.Unlock()
+	var methods map[methodKey]methodMeta
+	var fc *fetchedContract
+	if idx := c.index.Load(); idx != nil {
+		methods, fc = idx.methods, idx.fc
+	}
+	if fc != nil && isDone(fc.conn.Done()) {
+		// The contract of a lost connection, which getConn drops
+		// (c.contract) when it redials.
+		fc = nil
+	}
 	// One lookup when the connection's contract is the last one fetched
 	// (the usual case): fc.methods then is methods.
 	key := methodKey{call.Service, call.Method, call.Version}

@@ -39,7 +39,7 @@ type clientStream struct {
 	pool  *streamPool
 	conn  transport.Conn
 	// eorSent is set once the end-of-request frame was written; clean,
-	// under mu, once the trailer was read with nothing after it.
+	// under mu, once the call ended by its trailer with nothing after it.
 	eorSent atomic.Bool
 	clean   bool
 
@@ -54,8 +54,11 @@ type clientStream struct {
 	// Message and byte counts (Send and Recv may run concurrently).
 	sentMsgs, sentBytes, recvMsgs, recvBytes atomic.Int64
 
-	mu       sync.Mutex // guards done, err, header, trailer, released
-	done     bool
+	mu   sync.Mutex // guards done, err, header, trailer, released, clean
+	done bool
+	// ended is done, for reads without the lock (recvRaw's check before
+	// each frame); it is set under mu with done.
+	ended    atomic.Bool
 	err      error
 	header   map[string]string
 	trailer  map[string]string
@@ -224,13 +227,9 @@ func (cs *clientStream) recv(msg any) error {
 // next read). The caller holds opRecv, or is the only user of the stream.
 func (cs *clientStream) recvRaw() ([]byte, error) {
 	for {
-		cs.mu.Lock()
-		if cs.done {
-			err := cs.err
-			cs.mu.Unlock()
-			return nil, err
+		if cs.ended.Load() {
+			return nil, cs.outcome()
 		}
-		cs.mu.Unlock()
 		flags, payload, err := cs.r.ReadFrame()
 		if err != nil {
 			if err == io.EOF {
@@ -253,10 +252,7 @@ func (cs *clientStream) recvRaw() ([]byte, error) {
 				if res == nil {
 					res = io.EOF
 				}
-				cs.mu.Lock()
-				cs.clean = cs.r.Buffered() == 0
-				cs.mu.Unlock()
-				return nil, cs.end(res, t.Metadata)
+				return nil, cs.endWith(res, t.Metadata, cs.r.Buffered() == 0)
 			}
 			if res == nil {
 				res = io.EOF
@@ -301,13 +297,27 @@ func (cs *clientStream) outcome() error {
 
 // end records the call's outcome and releases the stream.
 func (cs *clientStream) end(err error, trailer map[string]string) error {
+	return cs.endWith(err, trailer, false)
+}
+
+// endWith is end for a reusable stream whose trailer was read: clean
+// reports that nothing followed it. The outcome and the stream's release
+// are decided under one hold of mu: a call Close ended first keeps its
+// outcome, and its stream is not clean.
+func (cs *clientStream) endWith(err error, trailer map[string]string, clean bool) error {
 	cs.mu.Lock()
 	if !cs.done {
-		cs.done, cs.err, cs.trailer = true, err, trailer
+		cs.done, cs.err, cs.trailer, cs.clean = true, err, trailer, clean
+		cs.ended.Store(true)
 	}
 	err = cs.err
+	first := !cs.released
+	cs.released = true
+	clean = cs.clean
 	cs.mu.Unlock()
-	cs.release(err != io.EOF)
+	if first {
+		cs.releaseStream(err != io.EOF, clean)
+	}
 	return err
 }
 
@@ -322,6 +332,11 @@ func (cs *clientStream) release(reset bool) {
 	cs.released = true
 	clean := cs.clean
 	cs.mu.Unlock()
+	cs.releaseStream(reset, clean)
+}
+
+// releaseStream is release's work, once, by whoever set released.
+func (cs *clientStream) releaseStream(reset, clean bool) {
 	if cs.reuse {
 		// The stream goes back to the pool only if the call ended
 		// cleanly: its requests ended with the end-of-request frame, its
@@ -370,9 +385,15 @@ func (cs *clientStream) Close() {
 	finished := cs.done && cs.err == io.EOF
 	if !cs.done {
 		cs.done, cs.err = true, status.New(status.Canceled, "call closed by caller")
+		cs.ended.Store(true)
 	}
+	first := !cs.released
+	cs.released = true
+	clean := cs.clean
 	cs.mu.Unlock()
-	cs.release(!finished)
+	if first {
+		cs.releaseStream(!finished, clean)
+	}
 	for {
 		s := cs.ops.Load()
 		if s&opClosed != 0 {
@@ -442,7 +463,7 @@ type streamPool struct {
 
 type idleStream struct {
 	st    transport.Stream
-	since time.Time
+	since time.Duration // monoNow when it went idle
 }
 
 // offer records the stream reuse offer of conn's admission verdict: the
@@ -464,7 +485,7 @@ func (p *streamPool) offer(conn transport.Conn, max int) {
 // longer than ClientStreamIdleTimeout are retired.
 func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 	conn = poolKey(conn)
-	now := time.Now()
+	now := monoNow()
 	p.mu.Lock()
 	if p.conn != conn || p.max == 0 {
 		p.mu.Unlock()
@@ -478,7 +499,7 @@ func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 	s := p.idle[n-1]
 	p.idle[n-1] = idleStream{}
 	p.idle = p.idle[:n-1]
-	if now.Sub(s.since) >= ClientStreamIdleTimeout {
+	if now-s.since >= ClientStreamIdleTimeout {
 		// The newest is too old, so all are.
 		old := p.idle
 		p.idle = nil
@@ -498,16 +519,17 @@ func (p *streamPool) take(conn transport.Conn) (transport.Stream, bool) {
 // connection. Streams idle for too long are retired on the way.
 func (p *streamPool) put(conn transport.Conn, st transport.Stream) {
 	conn = poolKey(conn)
-	now := time.Now()
+	now := monoNow()
+	gone := isDone(conn.Done())
 	p.mu.Lock()
-	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || isDone(conn.Done()) {
+	if p.conn != conn || len(p.idle) >= max(p.max, int(p.inFlight.Load())) || gone {
 		p.mu.Unlock()
 		st.Close()
 		return
 	}
 	var stale []idleStream
 	i := 0
-	for i < len(p.idle) && now.Sub(p.idle[i].since) >= ClientStreamIdleTimeout {
+	for i < len(p.idle) && now-p.idle[i].since >= ClientStreamIdleTimeout {
 		i++
 	}
 	if i > 0 {

@@ -443,3 +443,51 @@ func TestStreamReuseAfterPipelinedAdmission(t *testing.T) {
 		}
 	})
 }
+
+// A reused stream stays listed for the server's idle sweeper while its
+// call runs, but the sweeper resets only streams idle for the idle
+// timeout: a call that runs for several idle timeouts on a reused stream
+// succeeds, and its stream is swept once idle for the timeout after it.
+func TestStreamReuseLongCallNotSwept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		type msg struct {
+			N int `cbor:"n"`
+		}
+		const idle = time.Second
+		key := trust.GenerateKey()
+		srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(slog.New(slog.DiscardHandler)),
+			aster.WithStreamIdleTimeout(idle))
+		srv.MustRegister(handler.NewService("T", 1).
+			Handle("echo", handler.Unary(func(ctx context.Context, m *msg) (*msg, error) { return m, nil })).
+			Handle("slow", handler.Unary(func(ctx context.Context, m *msg) (*msg, error) {
+				time.Sleep(3 * idle) // virtual time
+				return m, nil
+			})))
+		nw := mem.NewNetwork()
+		ln, err := nw.Listen(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		c, err := aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(nw.Dialer(trust.GenerateKey())), aster.WithStreamReuse(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { c.Close(); srv.Close(); <-served }()
+		for _, m := range []string{"T.echo", "T.slow", "T.echo"} {
+			if _, err := aster.CallUnary[msg](context.Background(), c, m, &msg{N: 1}); err != nil {
+				t.Fatalf("%s: %v", m, err)
+			}
+		}
+		synctest.Wait()
+		if m := srv.Metrics(); m.StreamsReused != 2 || m.IdleStreams != 1 {
+			t.Fatalf("server metrics %+v after three calls on one stream", m)
+		}
+		time.Sleep(idle * 5 / 4) // the sweeper's precision
+		synctest.Wait()
+		if m := srv.Metrics(); m.IdleStreams != 0 {
+			t.Fatalf("server metrics %+v after its idle timeout", m)
+		}
+	})
+}

@@ -56,8 +56,9 @@ type serverConn struct {
 	// budget bounds the bytes held for the connection's responses
 	// (WithConnSendBudget); nil means no budget.
 	budget *wire.Budget
-	// The connection's idle reusable streams, oldest first, and whether
-	// the sweeper that resets them after the idle timeout runs.
+	// The connection's reusable streams (listed from their first idle
+	// wait to their end), and whether the sweeper that resets those idle
+	// for the idle timeout runs.
 	idleMu             sync.Mutex
 	idleHead, idleTail *idleEntry
 	sweeping           bool
@@ -230,12 +231,19 @@ func (sc *serverConn) serveStream(st transport.Stream) {
 	}()
 	c := getServerCall()
 	c.r.Reset(st, sc.srv.opts.maxFrame)
-	var e *idleEntry // the stream's place among the idle, once it is idle
+	var e *idleEntry // the stream's entry in the list of reusable streams
+	defer func() {
+		if e != nil {
+			sc.idleUnlist(e)
+		}
+	}()
 	for reused := false; ; reused = true {
 		again := sc.serveCall(st, c, reused)
 		if again {
 			if e == nil {
 				e = &idleEntry{st: st}
+				e.since.Store(idleBusy)
+				sc.idleList(e)
 			}
 			again = sc.awaitCall(st, &held, c, e)
 		}
@@ -262,6 +270,11 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 		<-sc.active
 		*held = false
 	}
+	if c.deadline.Load() {
+		// The last call left a read deadline (its handler's, or the
+		// skipping of its requests): the next call starts without one.
+		_ = st.SetReadDeadline(time.Time{})
+	}
 	if c.r.Buffered() == 0 {
 		// The streams idle at once are bounded by the transport's stream
 		// limit and the idle timeout, which the connection's sweeper
@@ -269,10 +282,17 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 		// conforming client keeps at most its pool (the verdict's offer)
 		// of them, the others being on their way to their next call or
 		// retired by the client.
-		_ = st.SetReadDeadline(time.Time{})
-		sc.idleAdd(e)
+		sc.srv.stats.idleStreams.Add(1)
+		e.since.Store(int64(monoNow()))
 		err := c.r.Await()
-		sc.idleRemove(e)
+		expired := e.since.Swap(idleBusy) == idleExpired
+		sc.srv.stats.idleStreams.Add(-1)
+		if err == nil && expired {
+			// The sweeper took the stream as its call arrived: it resets
+			// it, and the client's call fails as on a stream reset while
+			// idle.
+			return false
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				// The client retired the stream: a clean end.
@@ -294,27 +314,36 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 	return true
 }
 
-// idleEntry is an idle reusable stream in its connection's idle list,
-// oldest first, which the sweeper goroutine resets once idle for the idle
-// timeout.
+// idleEntry is a reusable stream in its connection's list, which the
+// sweeper goroutine looks through for streams idle for the idle timeout.
+// Going idle and busy again is two atomic stores, so the calls of a
+// connection do not take a shared lock each: the list changes only when a
+// stream first goes idle and when it ends.
 type idleEntry struct {
-	st         transport.Stream
-	since      time.Time
+	st transport.Stream
+	// since is when the stream's current idle wait began (monoNow),
+	// idleBusy while a call is served, idleExpired once the sweeper took
+	// it to reset.
+	since      atomic.Int64
 	prev, next *idleEntry
-	listed     bool
 }
+
+// The values of idleEntry.since that are not times: a stream serving a
+// call, and one the sweeper resets.
+const (
+	idleBusy    = math.MinInt64
+	idleExpired = math.MinInt64 + 1
+)
 
 // idleSweeps is how many times per idle timeout the sweeper looks for
 // expired streams: a stream is reset between 1 and 1 + 1/idleSweeps idle
 // timeouts after its call.
 const idleSweeps = 8
 
-// idleAdd lists e as idle from now, starting the sweeper if it is not
-// running.
-func (sc *serverConn) idleAdd(e *idleEntry) {
-	sc.srv.stats.idleStreams.Add(1)
+// idleList adds e, whose stream is about to go idle for the first time,
+// to the connection's list, starting the sweeper if it is not running.
+func (sc *serverConn) idleList(e *idleEntry) {
 	sc.idleMu.Lock()
-	e.since, e.listed = time.Now(), true
 	e.next, e.prev = nil, sc.idleTail
 	if sc.idleTail != nil {
 		sc.idleTail.next = e
@@ -330,13 +359,10 @@ func (sc *serverConn) idleAdd(e *idleEntry) {
 	sc.idleMu.Unlock()
 }
 
-// idleRemove takes e off the idle list (if the sweeper did not).
-func (sc *serverConn) idleRemove(e *idleEntry) {
-	sc.srv.stats.idleStreams.Add(-1)
+// idleUnlist takes e off the list once its stream ended.
+func (sc *serverConn) idleUnlist(e *idleEntry) {
 	sc.idleMu.Lock()
-	if e.listed {
-		sc.unlinkIdle(e)
-	}
+	sc.unlinkIdle(e)
 	sc.idleMu.Unlock()
 }
 
@@ -351,11 +377,12 @@ func (sc *serverConn) unlinkIdle(e *idleEntry) {
 	} else {
 		sc.idleTail = e.prev
 	}
-	e.prev, e.next, e.listed = nil, nil, false
+	e.prev, e.next = nil, nil
 }
 
 // sweep resets the streams idle for longer than the idle timeout. It runs
-// while any stream is idle, and ends with the connection.
+// while the connection has reusable streams, and ends with the
+// connection or once it has none.
 func (sc *serverConn) sweep() {
 	defer sc.streams.Done()
 	idle := sc.srv.opts.limits.streamIdle
@@ -369,11 +396,14 @@ func (sc *serverConn) sweep() {
 			return
 		case <-t.C:
 		}
-		now := time.Now()
+		now := int64(monoNow())
 		sc.idleMu.Lock()
-		for e := sc.idleHead; e != nil && now.Sub(e.since) >= idle; e = sc.idleHead {
-			sc.unlinkIdle(e)
-			expired = append(expired, e.st)
+		for e := sc.idleHead; e != nil; e = e.next {
+			// A stream whose wait ends meanwhile keeps its call: the
+			// swap to idleExpired fails.
+			if since := e.since.Load(); since > idleExpired && now-since >= int64(idle) && e.since.CompareAndSwap(since, idleExpired) {
+				expired = append(expired, e.st)
+			}
 		}
 		if sc.idleHead == nil {
 			sc.sweeping = false
@@ -408,11 +438,10 @@ func (sc *serverConn) serveCall(st transport.Stream, c *serverCall, reused bool)
 	// The HEADER must arrive within the header timeout; a stream that
 	// stalls before it is reset (abort) so it holds nothing for long. The
 	// frame reader bounds it by MaxHeaderSize from its prefix on.
+	// On a reused stream awaitCall cleared any deadline of the last call.
 	timeout := s.opts.limits.headerTimeout
 	if timeout > 0 {
 		_ = st.SetReadDeadline(time.Now().Add(timeout))
-	} else if reused {
-		_ = st.SetReadDeadline(time.Time{})
 	}
 	_, payload, err := c.r.ReadHeaderFrame()
 	if timeout > 0 {
@@ -514,6 +543,7 @@ func (c *serverCall) end(err error) bool {
 	if !c.recvEOF {
 		// The handler did not read its requests to their end: skip the
 		// rest, within the idle timeout.
+		c.deadline.Store(true)
 		_ = st.SetReadDeadline(time.Now().Add(c.sc.srv.opts.limits.streamIdle))
 		switch err := c.r.SkipRequests(); {
 		case err == io.EOF:
@@ -545,6 +575,9 @@ type serverCall struct {
 	codec    codec.Codec
 	jsonMeta bool
 	recvEOF  bool
+	// deadline is set once the stream may have a read deadline that
+	// outlives the call (SetReadDeadline, or end skipping requests).
+	deadline atomic.Bool
 	// reuse is set for a call marked reusable (wire.Header.Reuse) on a
 	// server that offers stream reuse.
 	reuse bool
@@ -834,7 +867,10 @@ func (c *serverCall) Stats() middleware.StreamStats {
 // SetReadDeadline makes pending and later Recv calls fail with
 // DEADLINE_EXCEEDED once t has passed; the zero t clears it. Deadline
 // middleware uses it so that a handler blocked in Recv ends with its budget.
-func (c *serverCall) SetReadDeadline(t time.Time) error { return c.st.SetReadDeadline(t) }
+func (c *serverCall) SetReadDeadline(t time.Time) error {
+	c.deadline.Store(true)
+	return c.st.SetReadDeadline(t)
+}
 
 // recvError maps a transport read error on the server side.
 func recvError(err error) error {

@@ -40,6 +40,7 @@ func BenchmarkUnary(b *testing.B) {
 			c, _ := env(b, sys)
 			b.Run("callers=1", func(b *testing.B) {
 				b.ReportAllocs()
+				defer reportSched(b)()
 				for b.Loop() {
 					if err := c.Unary(ctx); err != nil {
 						b.Fatal(err)
@@ -54,6 +55,7 @@ func BenchmarkUnary(b *testing.B) {
 						}
 					}
 					b.ReportAllocs()
+					defer reportSched(b)()
 					// RunParallel starts p × GOMAXPROCS goroutines.
 					b.SetParallelism(max(1, callers/procs()))
 					b.RunParallel(func(pb *testing.PB) {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -166,3 +169,48 @@ func TestWriterBudget(t *testing.T) {
 type errWriter struct{}
 
 func (errWriter) Write([]byte) (int, error) { return 0, errors.New("reset") }
+
+// Many goroutines reserving and returning bytes at once, as the calls of
+// a busy connection do without a lock while nobody waits: none is left
+// waiting for bytes that were returned (a release racing with a waiter's
+// arrival: the rounds end at a barrier, which a lost wake-up blocks), the
+// bytes held never exceed the limit, and all come back.
+func TestBudgetConcurrent(t *testing.T) {
+	const limit, workers, rounds = 64, 4, 3000
+	b := NewBudget(limit)
+	ctx := context.Background()
+	var over atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for r := range rounds {
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Go(func() {
+					n := int64(limit - (w+r)%2*8) // at most one holds bytes at a time
+					if err := b.acquire(ctx, n); err != nil {
+						t.Error(err)
+						return
+					}
+					if u := b.Used(); u > limit {
+						over.Store(u)
+					}
+					runtime.Gosched() // let the others find the bytes held
+					b.charge(-n)
+				})
+			}
+			wg.Wait()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("reservations still waiting with %d bytes used: a release was lost", b.Used())
+	}
+	if u := over.Load(); u != 0 {
+		t.Fatalf("%d bytes held, over the limit of %d", u, limit)
+	}
+	if u := b.Used(); u != 0 {
+		t.Fatalf("used %d after everything was returned", u)
+	}
+}

@@ -112,8 +112,9 @@ func (w *Writer) AppendMessage(fn func([]byte) ([]byte, error)) error {
 	w.mu.Lock()
 	b, ctx := w.budget, w.bctx
 	if b == nil {
+		err := w.appendLocked(fn, 0)
 		w.mu.Unlock()
-		return w.append(fn, 0)
+		return err
 	}
 	est := w.last
 	if est == 0 {
@@ -138,6 +139,11 @@ func (w *Writer) AppendMessage(fn func([]byte) ([]byte, error)) error {
 func (w *Writer) append(fn func([]byte) ([]byte, error), reserved int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.appendLocked(fn, reserved)
+}
+
+// appendLocked is append with mu held.
+func (w *Writer) appendLocked(fn func([]byte) ([]byte, error), reserved int64) error {
 	for w.streaming && w.flushing && len(w.buf) > HighWater && w.err == nil {
 		w.cond.Wait()
 	}
@@ -163,7 +169,7 @@ func (w *Writer) append(fn func([]byte) ([]byte, error), reserved int64) error {
 		w.held += m
 		if reserved > 0 {
 			w.last = m
-			w.budget.last.Store(m)
+			w.budget.noteLast(m)
 		}
 	}
 	if w.streaming && !w.flushing {
@@ -175,6 +181,14 @@ func (w *Writer) append(fn func([]byte) ([]byte, error), reserved int64) error {
 
 func (w *Writer) flushLoop() {
 	w.mu.Lock()
+	w.flushLocked()
+	w.mu.Unlock()
+}
+
+// flushLocked writes until nothing is pending (or a write fails), then
+// clears flushing. It runs with mu held and flushing set, and releases mu
+// only around each Write.
+func (w *Writer) flushLocked() {
 	for len(w.buf) > 0 && w.err == nil {
 		b := w.buf
 		w.buf = w.spare[:0]
@@ -200,7 +214,6 @@ func (w *Writer) flushLoop() {
 	}
 	w.flushing = false
 	w.cond.Broadcast()
-	w.mu.Unlock()
 }
 
 // Flush waits for the flusher, then writes everything pending, including
@@ -211,9 +224,7 @@ func (w *Writer) Flush() error {
 		w.cond.Wait()
 	}
 	w.flushing = true
-	w.mu.Unlock()
-	w.flushLoop()
-	w.mu.Lock()
+	w.flushLocked()
 	err := w.err
 	w.mu.Unlock()
 	return err
