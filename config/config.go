@@ -191,7 +191,9 @@ type Config struct {
 	DiscoveryDNSMinInterval time.Duration
 	DiscoveryDNSMaxInterval time.Duration
 	// DiscoveryUsername and DiscoveryPassword authenticate to etcd. The
-	// password is masked in Print and in logs.
+	// password is masked in Print and in logs. Without TLS to a non-loopback
+	// endpoint, loading adds a warning (see Warnings): the password would
+	// cross the network in plain text.
 	DiscoveryUsername string
 	DiscoveryPassword string
 	// DiscoveryTLSCA is a PEM file of the CA certificates that verify
@@ -625,6 +627,7 @@ func resolve(path string, environ []string, strict bool) (Config, error) {
 			c.sources["identity.identity_file"].raw = DefaultIdentityFile
 		}
 	}
+	c.warnings = append(c.warnings, c.plainCredentialWarnings()...)
 	return c, nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 )
 
@@ -132,4 +134,36 @@ func verifyAs(name string, roots *x509.CertPool) func(tls.ConnectionState) error
 		}
 		return nil
 	}
+}
+
+// plainCredentialWarnings warns when etcd credentials would cross a
+// network in plain text: discovery.username is set, no TLS is configured,
+// and an endpoint is not on loopback. (Not an error: etcd with
+// authentication but without TLS is a legitimate set-up inside a trusted
+// network, but the password is then readable on the wire.)
+func (c *Config) plainCredentialWarnings() []string {
+	if c.DiscoveryUsername == "" {
+		return nil
+	}
+	if tc, err := c.etcdTLS(); tc != nil || err != nil {
+		return nil // TLS, or a TLS setting Validate rejects
+	}
+	for _, e := range c.DiscoveryEndpointList() {
+		hostPort := e
+		if i := strings.Index(e, "://"); i >= 0 {
+			hostPort = e[i+3:]
+		}
+		host, _, err := net.SplitHostPort(strings.TrimSuffix(hostPort, "/"))
+		if err != nil {
+			host = hostPort
+		}
+		if host == "localhost" {
+			continue
+		}
+		if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil && ip.IsLoopback() {
+			continue
+		}
+		return []string{fmt.Sprintf("discovery.username: the etcd password goes in plain text to %s; use https:// endpoints (and discovery.tls_ca) to protect it", e)}
+	}
+	return nil
 }

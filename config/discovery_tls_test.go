@@ -292,3 +292,34 @@ func TestDiscoveryTLSSettingsLoad(t *testing.T) {
 		t.Fatalf("DiscoverySource with the CA file gone: %v", err)
 	}
 }
+
+// An etcd password bound for a non-loopback endpoint without TLS is
+// warned about; with TLS, or to loopback, it is not.
+func TestDiscoveryPlainCredentialsWarning(t *testing.T) {
+	dir := isolate(t)
+	ca := newTestCA(t, dir, "ca")
+	t.Setenv("ASTER_DISCOVERY", "etcd")
+	t.Setenv("ASTER_DISCOVERY_USERNAME", "aster")
+	t.Setenv("ASTER_DISCOVERY_PASSWORD", "secret")
+	for _, tc := range []struct {
+		endpoints, caFile string
+		warn              bool
+	}{
+		{"etcd-0.internal:2379", "", true},
+		{"http://10.0.0.5:2379", "", true},
+		{"127.0.0.1:2379,localhost:2379,http://[::1]:2379", "", false},
+		{"https://etcd-0.internal:2379", "", false},
+		{"https://etcd-0.internal:2379", ca.file, false},
+	} {
+		t.Setenv("ASTER_DISCOVERY_ENDPOINTS", tc.endpoints)
+		t.Setenv("ASTER_DISCOVERY_TLS_CA", tc.caFile)
+		c, err := config.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := strings.Join(c.Warnings(), "\n")
+		if got := strings.Contains(w, "plain text"); got != tc.warn {
+			t.Errorf("endpoints %q (CA %q): warnings %q; want a plain-text warning: %v", tc.endpoints, tc.caFile, w, tc.warn)
+		}
+	}
+}
