@@ -148,7 +148,10 @@ var errCanceledCall = errors.New("call abandoned")
 // Breakers holds the circuit breakers of one CircuitBreaker middleware,
 // one per target endpoint (and method, with PerMethod): per server for a
 // Client, per producer for a Fleet. Use Middleware to install it and State
-// to inspect a breaker. Breakers implements PeerGuard.
+// to inspect a breaker. Breakers implements PeerGuard. It keeps at most
+// 4096 breakers: past that, closed breakers are forgotten first (their
+// counts start again), so producers that come and go with new keys do not
+// grow it without end.
 type Breakers struct {
 	opts BreakerOptions
 	mu   sync.Mutex
@@ -236,9 +239,35 @@ func (b *Breakers) getPeer(call *Call, peer trust.EndpointID) *gobreaker.TwoStep
 				return err == errCanceledCall || status.CodeOf(err) == status.Canceled
 			},
 		})
+		if len(b.m) >= maxBreakers {
+			b.pruneLocked()
+		}
 		b.m[k] = cb
 	}
 	return cb
+}
+
+// maxBreakers bounds the breakers a Breakers keeps (one per peer, or per
+// peer and method): a fleet whose producers come and go with new keys
+// must not grow it without end.
+const maxBreakers = 4096
+
+// pruneLocked makes room for a breaker: it forgets the closed breakers (a
+// closed breaker holds only failure counts below its threshold, so
+// forgetting one loses little), and if all are open or half-open, one of
+// them. b.mu is held.
+func (b *Breakers) pruneLocked() {
+	for k, cb := range b.m {
+		if cb.State() == gobreaker.StateClosed {
+			delete(b.m, k)
+		}
+	}
+	for k := range b.m {
+		if len(b.m) < maxBreakers {
+			break
+		}
+		delete(b.m, k)
+	}
 }
 
 // State returns the state of the breaker for call (BreakerClosed if it has
