@@ -63,7 +63,8 @@ type Config struct {
 	// ConnectInBackground makes DialPacketConn (and Listen) return a
 	// packet connection even when the first connection to the relay fails
 	// for a reason retrying can change (the relay is down or unreachable,
-	// not a certificate that fails verification or a refused registration):
+	// not a certificate that fails verification, a refused registration
+	// or a proxy that refused the credentials, ErrProxyAuth):
 	// it logs a warning and keeps connecting in the background, as after
 	// a lost connection; datagrams written meanwhile are dropped. A server
 	// that is also reachable directly sets it, so that a relay outage does
@@ -237,7 +238,9 @@ var _ net.PacketConn = (*PacketConn)(nil)
 // proof, replaced by another registration of the same id) is permanent:
 // ReadFrom and WriteTo then fail with an error wrapping *CloseError. With
 // Config.ConnectInBackground a failed first connection is retried in the
-// background instead.
+// background instead, unless it cannot succeed by waiting: the relay's
+// certificate does not verify, or the HTTP proxy refused the credentials
+// (ErrProxyAuth).
 func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, cfg *Config) (*PacketConn, error) {
 	u, err := ParseURL(relayURL)
 	if err != nil {
@@ -265,7 +268,7 @@ func DialPacketConn(ctx context.Context, relayURL string, key trust.SecretKey, c
 	pc.ctx, pc.cancel = context.WithCancel(context.Background())
 	conn, br, err := pc.connect(ctx)
 	if err != nil {
-		if !c.ConnectInBackground || permanent(err) || certError(err) || ctx.Err() != nil {
+		if !c.ConnectInBackground || permanent(err) || certError(err) || errors.Is(err, ErrProxyAuth) || ctx.Err() != nil {
 			pc.cancel()
 			return nil, err
 		}
@@ -420,7 +423,13 @@ func (c *PacketConn) run(conn net.Conn, br *bufio.Reader) {
 				c.fail(err)
 				return
 			}
-			c.cfg.Logger.Debug("relay: reconnect failed", "relay", c.url.HostPort(), "err", err)
+			if errors.Is(err, ErrProxyAuth) {
+				// A credential problem an operator must fix, not a
+				// passing outage: at each attempt, not only in debug logs.
+				c.cfg.Logger.Warn("relay: reconnect failed: the proxy refused the credentials", "relay", c.url.HostPort(), "err", err)
+			} else {
+				c.cfg.Logger.Debug("relay: reconnect failed", "relay", c.url.HostPort(), "err", err)
+			}
 			delay = min(2*delay, MaxReconnectDelay)
 		}
 		c.reconnects.Add(1)

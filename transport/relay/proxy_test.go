@@ -568,3 +568,19 @@ func TestProxyReconnect(t *testing.T) {
 		t.Errorf("%d CONNECTs; want 2 (the first connection and its replacement)", n)
 	}
 }
+
+// A proxy that refuses the credentials fails DialPacketConn at once, also
+// with ConnectInBackground: waiting cannot fix a wrong password, and a
+// server that started anyway would be silently unreachable by relay.
+func TestProxyAuthFailsEvenInBackground(t *testing.T) {
+	p := startFakeProxy(t, answer("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"))
+	cfg := &Config{Logger: quietLog, Proxy: ProxyURL(withUser(p.url, "alice", "wrong")), ConnectInBackground: true}
+	pc, err := DialPacketConn(ctxT(t), "https://relay.example:443", testutil.Key(t, 1), cfg)
+	if err == nil {
+		pc.Close()
+		t.Fatal("DialPacketConn through a proxy that refused the credentials succeeded (connecting in the background)")
+	}
+	if !errors.Is(err, ErrProxyAuth) {
+		t.Fatalf("err = %v; want ErrProxyAuth", err)
+	}
+}
