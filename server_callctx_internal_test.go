@@ -261,3 +261,46 @@ func TestCallCtxDeadlineBubble(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkCallContext compares the call context's life in a call whose
+// handler does not wait on it (as BenchmarkUnary's: Err twice, then the
+// end) with what the server did before: WithValue of the stream's context,
+// then WithCancel (reused stream) or WithTimeout (header deadline). The
+// parent is a live cancelCtx, as a stream's context is.
+func BenchmarkCallContext(b *testing.B) {
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &serverCall{}
+	for _, timeout := range []time.Duration{0, time.Minute} {
+		name := "cancel"
+		if timeout > 0 {
+			name = "deadline"
+		}
+		b.Run("std/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			{
+				for b.Loop() {
+					ctx := handler.NewContext(parent, c)
+					var end context.CancelFunc
+					if timeout > 0 {
+						ctx, end = context.WithTimeout(ctx, timeout)
+					} else {
+						ctx, end = context.WithCancel(ctx)
+					}
+					_, _ = ctx.Err(), ctx.Err()
+					end()
+				}
+			}
+		})
+		b.Run("callCtx/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			{
+				for b.Loop() {
+					x := newCallCtx(parent, c, timeout)
+					_, _ = x.Err(), x.Err()
+					x.end()
+				}
+			}
+		})
+	}
+}
