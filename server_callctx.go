@@ -30,9 +30,8 @@ import (
 type callCtx struct {
 	parent context.Context
 	call   *serverCall
-	// deadline is the header's deadline (zero: none); monoDeadline is the
-	// same instant on monoNow's clock, for Err's cheap check.
-	deadline     time.Time
+	// monoDeadline is the header's deadline on monoNow's clock (with
+	// hasDeadline); maxDuration stands for one too far to matter.
 	monoDeadline time.Duration
 
 	// err is set once, by cancel; done is closed then (if it exists).
@@ -45,9 +44,16 @@ type callCtx struct {
 	timer      *time.Timer
 	afters     map[*afterEntry]struct{}
 	byParent   bool // cancelled because the parent was
+	// deadline is monoDeadline as a time.Time, made by the first Deadline
+	// (a wall clock read is twice a monotonic one, and most handlers never
+	// ask).
+	deadline time.Time
 	// hasDeadline is set when deadline is (here to pack the bools).
 	hasDeadline bool
 }
+
+// maxDuration is the largest time.Duration.
+const maxDuration = time.Duration(1<<63 - 1)
 
 // afterEntry is one AfterFunc registration; its address identifies it.
 type afterEntry struct{ f func() }
@@ -58,10 +64,8 @@ func newCallCtx(parent context.Context, c *serverCall, timeout time.Duration) *c
 	x := &callCtx{parent: parent, call: c}
 	if timeout > 0 {
 		x.hasDeadline = true
-		x.deadline = time.Now().Add(timeout)
 		// Saturating: monoNow may be negative (a synctest bubble's clock
 		// starts before clockBase).
-		const maxDuration = time.Duration(1<<63 - 1)
 		if now := monoNow(); now > 0 && timeout > maxDuration-now {
 			x.monoDeadline = maxDuration
 		} else {
@@ -78,10 +82,20 @@ func (x *callCtx) Deadline() (time.Time, bool) {
 	if !x.hasDeadline {
 		return pd, pok
 	}
-	if pok && pd.Before(x.deadline) {
+	x.mu.Lock()
+	if x.deadline.IsZero() {
+		left := x.monoDeadline - monoNow()
+		if x.monoDeadline == maxDuration {
+			left = maxDuration // a time.Time that far out saturates
+		}
+		x.deadline = time.Now().Add(left)
+	}
+	d := x.deadline
+	x.mu.Unlock()
+	if pok && pd.Before(d) {
 		return pd, true
 	}
-	return x.deadline, true
+	return d, true
 }
 
 // Err returns nil until the context is cancelled. It notices the parent's
@@ -135,9 +149,9 @@ func (x *callCtx) arm() {
 		stop = context.AfterFunc(x.parent, func() { x.cancel(x.parent.Err(), true) })
 	}
 	x.stopParent = stop
-	if x.hasDeadline {
-		// time.Until saturates where monoDeadline-monoNow() could not.
-		x.timer = time.AfterFunc(time.Until(x.deadline), func() { x.cancel(context.DeadlineExceeded, false) })
+	if x.hasDeadline && x.monoDeadline != maxDuration {
+		// No overflow: monoDeadline = an earlier monoNow + the timeout.
+		x.timer = time.AfterFunc(x.monoDeadline-monoNow(), func() { x.cancel(context.DeadlineExceeded, false) })
 	}
 	x.mu.Unlock()
 }

@@ -119,6 +119,9 @@ func TestCallCtxDeadline(t *testing.T) {
 		if !ok || time.Until(d) > 20*time.Millisecond || time.Until(d) < 0 {
 			t.Fatalf("Deadline = %v, %v", d, ok)
 		}
+		if d2, _ := x.Deadline(); !d2.Equal(d) {
+			t.Fatalf("Deadline moved: %v then %v", d, d2)
+		}
 		if x.Err() != nil {
 			t.Fatal("expired early")
 		}
@@ -172,6 +175,9 @@ func TestCallCtxDeadline(t *testing.T) {
 		_ = x.Done()
 		if x.Err() != nil {
 			t.Fatalf("Err = %v", x.Err())
+		}
+		if d, ok := x.Deadline(); !ok || d.Before(time.Now().Add(200*365*24*time.Hour)) {
+			t.Fatalf("Deadline = %v, %v", d, ok)
 		}
 	})
 }
@@ -242,6 +248,9 @@ func TestCallCtxDeadlineBubble(t *testing.T) {
 		huge := newCallCtx(context.Background(), &serverCall{}, time.Duration(maxTimeoutMillis)*time.Millisecond)
 		defer huge.end()
 		_, _ = armed.Done(), huge.Done()
+		if d, ok := lazy.Deadline(); !ok || !d.Equal(time.Now().Add(time.Hour)) {
+			t.Fatalf("Deadline = %v, %v, want %v", d, ok, time.Now().Add(time.Hour))
+		}
 		time.Sleep(59 * time.Minute)
 		if lazy.Err() != nil || armed.Err() != nil {
 			t.Fatalf("early: %v, %v", lazy.Err(), armed.Err())
