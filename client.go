@@ -64,6 +64,9 @@ type Client struct {
 	// index is methods and contract as fetchContract last set them, for
 	// NewStream to read per call without mu (which getConn takes too).
 	index atomic.Pointer[callIndex]
+	// live is conn, stored under mu wherever conn changes, for getConn's
+	// per-call read without mu; nil while there is none and after Close.
+	live atomic.Pointer[transport.Conn]
 }
 
 // callIndex is a Client's methods and contract at one time.
@@ -232,6 +235,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	conn := c.conn
 	c.conn = nil
+	c.live.Store(nil)
 	c.mu.Unlock()
 	if conn != nil {
 		conn.Close(transport.ConnNoError, "client closed")
@@ -274,6 +278,12 @@ func (c *Client) getAdmittedConn(ctx context.Context) (transport.Conn, error) {
 // no call before its verdict, and a call started before a refusal fails
 // with the refusal. Elsewhere it returns once admitted.
 func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
+	// The hot path: the live connection, without mu. live is cleared by
+	// Close (with closed set, under mu) and replaced only by a dial, so a
+	// live connection read here is the one the locked path would return.
+	if p := c.live.Load(); p != nil && !isDone((*p).Done()) {
+		return *p, nil
+	}
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -342,6 +352,7 @@ func (c *Client) getConn(ctx context.Context) (transport.Conn, error) {
 			return nil, admitErr
 		}
 		c.conn, c.adm = conn, adm
+		c.live.Store(&conn)
 		c.mu.Unlock()
 		c.opts.logger.Debug("aster: connected", "peer", c.addr.ID.Short())
 		return conn, nil

@@ -492,24 +492,22 @@ func (sc *serverConn) serveCall(st transport.Stream, c *serverCall, reused bool)
 		c.w.SetStreaming()
 	}
 
-	// The stream's context ends when the caller goes away (it resets the
-	// stream) or the connection closes, which is exactly when the handler
-	// should stop. It carries the call (handler.NewContext: one allocation)
-	// so that typed handlers reach metadata, peer and SetHeader from it.
-	// On a reusable stream, which outlives the call, the call's context
-	// also ends when the call does.
-	ctx := handler.NewContext(st.Context(), c)
+	// The call's context ends when the caller goes away (it resets the
+	// stream), the connection closes, the header's deadline passes or the
+	// call ends, which is exactly when the handler should stop. It carries
+	// the call so that typed handlers reach metadata, peer and SetHeader
+	// from it (handler.StreamFromContext). callCtx does all that in one
+	// allocation, registering with the stream's context and arming a timer
+	// only once something waits on it (server_callctx.go).
 	// A timeout beyond what a time.Duration holds (about 292 years) is no
 	// deadline at all rather than an overflow.
+	var callTimeout time.Duration
 	if h.Timeout > 0 && h.Timeout <= maxTimeoutMillis {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.Timeout)*time.Millisecond)
-		defer cancel()
-	} else if c.reuse {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
+		callTimeout = time.Duration(h.Timeout) * time.Millisecond
 	}
+	cctx := newCallCtx(st.Context(), c, callTimeout)
+	defer cctx.end()
+	var ctx context.Context = cctx
 	if sc.budget != nil {
 		// Waits for send budget end with the call.
 		c.w.SetBudget(ctx, sc.budget)

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 
+	"github.com/aster-go/aster/internal/ctxkey"
 	"github.com/aster-go/aster/status"
 )
 
@@ -14,19 +15,17 @@ import (
 // NewContext; the values are valid only until the handler returns (see
 // Stream).
 
-type streamKey struct{}
-
 // NewContext returns a copy of ctx that carries s, the Stream of the call
 // being served. The aster server calls it once per call before running the
 // handler; a test that calls a handler directly can use it to give the
 // handler a Stream of its own.
 func NewContext(ctx context.Context, s Stream) context.Context {
-	return context.WithValue(ctx, streamKey{}, s)
+	return context.WithValue(ctx, ctxkey.Stream{}, s)
 }
 
 // StreamFromContext returns the Stream of the call ctx belongs to.
 func StreamFromContext(ctx context.Context) (Stream, bool) {
-	s, ok := ctx.Value(streamKey{}).(Stream)
+	s, ok := ctx.Value(ctxkey.Stream{}).(Stream)
 	return s, ok && s != nil
 }
 
