@@ -260,19 +260,28 @@ func (x *callCtx) String() string { return "aster.callContext" }
 
 // cancelCtxKey is package context's (unexported) key through which
 // context.Cause finds a context's cause: context.Cause asks Value for it
-// once Err is set; keyProbe records it.
-var cancelCtxKey = func() any {
+// once Err is set; keyProbe records it. Should a later version of package
+// context look differently (or panic on the probe), the key stays nil and
+// Value forwards every key to the parent: context.Cause of a call context
+// then reports the stream context's cause instead of its own, and nothing
+// else changes.
+var cancelCtxKey = func() (key any) {
+	defer func() {
+		if recover() != nil {
+			key = nil
+		}
+	}()
 	p := &keyProbe{}
 	_ = context.Cause(p)
 	return p.key
 }()
 
-type keyProbe struct {
-	context.Context
-	key any
-}
+// keyProbe is a cancelled context that records the first key asked of it.
+type keyProbe struct{ key any }
 
-func (p *keyProbe) Err() error { return context.Canceled }
+func (p *keyProbe) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (p *keyProbe) Done() <-chan struct{}       { return closedChan }
+func (p *keyProbe) Err() error                  { return context.Canceled }
 
 func (p *keyProbe) Value(key any) any {
 	if p.key == nil {
@@ -280,3 +289,6 @@ func (p *keyProbe) Value(key any) any {
 	}
 	return nil
 }
+
+// closedChan is a closed channel, the Done of a cancelled keyProbe.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
