@@ -278,18 +278,8 @@ func TestStreamReuseIdleTimeout(t *testing.T) {
 		srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(slog.New(slog.DiscardHandler)))
 		srv.MustRegister(handler.NewService("T", 1).
 			Handle("echo", handler.Unary(func(ctx context.Context, m *msg) (*msg, error) { return m, nil })))
-		nw := mem.NewNetwork()
-		ln, err := nw.Listen(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		c, err := aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(nw.Dialer(trust.GenerateKey())), aster.WithStreamReuse(true))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { c.Close(); srv.Close(); <-served }()
+		c, stop := memReuseClient(t, srv, key)
+		defer stop()
 		call := func() {
 			t.Helper()
 			if _, err := aster.CallUnary[msg](context.Background(), c, "T.echo", &msg{N: 1}); err != nil {
@@ -463,18 +453,8 @@ func TestStreamReuseLongCallNotSwept(t *testing.T) {
 				time.Sleep(3 * idle) // virtual time
 				return m, nil
 			})))
-		nw := mem.NewNetwork()
-		ln, err := nw.Listen(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		c, err := aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(nw.Dialer(trust.GenerateKey())), aster.WithStreamReuse(true))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { c.Close(); srv.Close(); <-served }()
+		c, stop := memReuseClient(t, srv, key)
+		defer stop()
 		for _, m := range []string{"T.echo", "T.slow", "T.echo"} {
 			if _, err := aster.CallUnary[msg](context.Background(), c, m, &msg{N: 1}); err != nil {
 				t.Fatalf("%s: %v", m, err)
@@ -490,4 +470,25 @@ func TestStreamReuseLongCallNotSwept(t *testing.T) {
 			t.Fatalf("server metrics %+v after its idle timeout", m)
 		}
 	})
+}
+
+// memReuseClient serves srv (whose key is key) on an in-memory network and
+// returns a client of it with stream reuse on; stop closes both and waits
+// for Serve to return.
+func memReuseClient(t *testing.T, srv *aster.Server, key trust.SecretKey) (c *aster.Client, stop func()) {
+	t.Helper()
+	nw := mem.NewNetwork()
+	ln, err := nw.Listen(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	c, err = aster.DialAddress(context.Background(), ln.Addr(), aster.WithDialer(nw.Dialer(trust.GenerateKey())), aster.WithStreamReuse(true))
+	if err != nil {
+		srv.Close()
+		<-served
+		t.Fatal(err)
+	}
+	return c, func() { c.Close(); srv.Close(); <-served }
 }
