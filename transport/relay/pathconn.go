@@ -844,14 +844,7 @@ func (p *PathConn) udpDisco(src netip.AddrPort, b []byte) {
 // verifyLocked records src as a proven address of pe; p.mu is held.
 func (p *PathConn) verifyLocked(pe *pathPeer, src netip.AddrPort, now time.Time) {
 	if _, ok := pe.verified[src]; !ok && len(pe.verified) >= maxVerified {
-		var oldest netip.AddrPort
-		var t time.Time
-		for a, at := range pe.verified {
-			if t.IsZero() || at.Before(t) {
-				oldest, t = a, at
-			}
-		}
-		if oldest != pe.direct {
+		if oldest := oldestAddr(pe.verified); oldest != pe.direct {
 			delete(pe.verified, oldest)
 			if p.byAddr[oldest] == pe {
 				delete(p.byAddr, oldest)
@@ -980,16 +973,21 @@ func (p *PathConn) handlePong(src netip.AddrPort, m *discoMsg, now time.Time) {
 // kept (the oldest answer goes); p.mu is held.
 func (p *PathConn) answeredLocked(pe *pathPeer, src netip.AddrPort, now time.Time) {
 	if _, ok := pe.answered[src]; !ok && len(pe.answered) >= maxVerified {
-		var oldest netip.AddrPort
-		var t time.Time
-		for a, at := range pe.answered {
-			if t.IsZero() || at.Before(t) {
-				oldest, t = a, at
-			}
-		}
-		delete(pe.answered, oldest)
+		delete(pe.answered, oldestAddr(pe.answered))
 	}
 	pe.answered[src] = now
+}
+
+// oldestAddr returns the address of m with the earliest time.
+func oldestAddr(m map[netip.AddrPort]time.Time) netip.AddrPort {
+	var oldest netip.AddrPort
+	var t time.Time
+	for a, at := range m {
+		if t.IsZero() || at.Before(t) {
+			oldest, t = a, at
+		}
+	}
+	return oldest
 }
 
 func (p *PathConn) reject(err error) {
