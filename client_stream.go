@@ -311,9 +311,7 @@ func (cs *clientStream) endWith(err error, trailer map[string]string, clean bool
 		cs.ended.Store(true)
 	}
 	err = cs.err
-	first := !cs.released
-	cs.released = true
-	clean = cs.clean
+	first, clean := cs.claimReleaseLocked()
 	cs.mu.Unlock()
 	if first {
 		cs.releaseStream(err != io.EOF, clean)
@@ -325,14 +323,20 @@ func (cs *clientStream) endWith(err error, trailer map[string]string, clean bool
 // reset otherwise.
 func (cs *clientStream) release(reset bool) {
 	cs.mu.Lock()
-	if cs.released {
-		cs.mu.Unlock()
-		return
-	}
-	cs.released = true
-	clean := cs.clean
+	first, clean := cs.claimReleaseLocked()
 	cs.mu.Unlock()
-	cs.releaseStream(reset, clean)
+	if first {
+		cs.releaseStream(reset, clean)
+	}
+}
+
+// claimReleaseLocked marks the stream released; first reports that this
+// caller set it (and so releases the stream), clean whether the call
+// ended cleanly. cs.mu is held.
+func (cs *clientStream) claimReleaseLocked() (first, clean bool) {
+	first = !cs.released
+	cs.released = true
+	return first, cs.clean
 }
 
 // releaseStream is release's work, once, by whoever set released.
@@ -387,9 +391,7 @@ func (cs *clientStream) Close() {
 		cs.done, cs.err = true, status.New(status.Canceled, "call closed by caller")
 		cs.ended.Store(true)
 	}
-	first := !cs.released
-	cs.released = true
-	clean := cs.clean
+	first, clean := cs.claimReleaseLocked()
 	cs.mu.Unlock()
 	if first {
 		cs.releaseStream(!finished, clean)

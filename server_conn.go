@@ -270,7 +270,7 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 		<-sc.active
 		*held = false
 	}
-	if c.deadline.Load() {
+	if c.deadline.Swap(false) {
 		// The last call left a read deadline (its handler's, or the
 		// skipping of its requests): the next call starts without one.
 		_ = st.SetReadDeadline(time.Time{})
