@@ -45,28 +45,26 @@ func (b balancer) NewStream(ctx context.Context, call *middleware.Call) (middlew
 	}
 	guards := middleware.PeerGuards(ctx)
 	for i := 0; ; i++ {
-		var p *producer
-		var err error
-		if len(guards) == 0 {
-			p, err = b.f.pick(ctx, avoid)
-		} else {
-			p, err = b.f.pickGuarded(ctx, avoid, call, guards)
-		}
+		p, err := b.f.pickGuarded(ctx, avoid, call, guards)
 		if err != nil {
 			return nil, err
 		}
-		var cs middleware.ClientStream
-		if len(guards) == 0 {
-			cs, err = p.start(ctx, call)
-		} else {
-			call.Peer = p.entry.Addr.ID
-			cs, err = middleware.NewGuardedStream(ctx, call, guards, producerCaller{p})
-		}
+		cs, err := p.startGuarded(ctx, call, guards)
 		if err == nil || i == maxRepicks || status.CodeOf(err) != status.Unavailable || ctx.Err() != nil {
 			return cs, err
 		}
 		avoid = p.entry.Addr.ID
 	}
+}
+
+// startGuarded starts call on p through guards (outermost first; none:
+// p.start).
+func (p *producer) startGuarded(ctx context.Context, call *middleware.Call, guards []middleware.PeerGuard) (middleware.ClientStream, error) {
+	if len(guards) == 0 {
+		return p.start(ctx, call)
+	}
+	call.Peer = p.entry.Addr.ID
+	return middleware.NewGuardedStream(ctx, call, guards, producerCaller{p})
 }
 
 // producerCaller starts calls on one producer (below the guards).
@@ -76,11 +74,15 @@ func (c producerCaller) NewStream(ctx context.Context, call *middleware.Call) (m
 	return c.p.start(ctx, call)
 }
 
-// pickGuarded is pick among the producers no guard refuses. If the guards
+// pickGuarded is pick among the producers no guard refuses (without
+// guards, pick). If the guards
 // refuse every producer that could take the call, it fails at once with
 // UNAVAILABLE naming the refusals (the breakers' names in the metadata
 // key middleware.BreakerOpenKey, so that Retry does not retry it).
 func (f *Fleet) pickGuarded(ctx context.Context, avoid trust.EndpointID, call *middleware.Call, guards []middleware.PeerGuard) (*producer, error) {
+	if len(guards) == 0 {
+		return f.pick(ctx, avoid)
+	}
 	p, err := f.pickFiltered(ctx, avoid, &guardCheck{call: call, guards: guards})
 	if err == errAllRefused {
 		// Ask again for the reasons (a breaker may have moved on; those
@@ -231,13 +233,8 @@ func (p *producer) start(ctx context.Context, call *middleware.Call) (middleware
 type sessionCaller struct{ p *producer }
 
 func (s sessionCaller) NewStream(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
-	guards := middleware.PeerGuards(ctx)
-	if len(guards) == 0 {
-		return s.p.start(ctx, call)
-	}
 	// A session cannot move: an open breaker of its producer fails the call.
-	call.Peer = s.p.entry.Addr.ID
-	return middleware.NewGuardedStream(ctx, call, guards, producerCaller{s.p})
+	return s.p.startGuarded(ctx, call, middleware.PeerGuards(ctx))
 }
 
 // DescribeMethod implements middleware.MethodDescriber.
