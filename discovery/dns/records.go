@@ -174,5 +174,9 @@ func (f txtFields) credential() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cred= is not base64: %w", err)
 	}
+	if len(b) == 0 {
+		// The decoder skips \r and \n, so "cred=\r" decodes to nothing.
+		return nil, errors.New("empty cred=")
+	}
 	return b, nil
 }

@@ -64,6 +64,7 @@ func FuzzParseTXT(f *testing.F) {
 	f.Add("id=3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29", "cred=o2Fy", "x=y")
 	f.Add("id=", "cred=", "=")
 	f.Add("cred=====", "addr=", "id=zz")
+	f.Add("id=3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29", "cred=\r\n", "")
 	f.Fuzz(func(t *testing.T, a, b, c string) {
 		var rrs []*mdns.TXT
 		for _, v := range []string{a, b, c} {
