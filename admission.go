@@ -133,7 +133,35 @@ func gateAdmit(ctx context.Context, o *serverOptions, g *enroll.Gate, c transpor
 	if err := writeVerdict(st, o, codecName, &v, jsonMeta); err != nil {
 		return handler.Peer{}, nil, fmt.Errorf("sending admission verdict: %w", err)
 	}
+	if cred != nil && !grant.Unrestricted {
+		// The grant is the credential's: it ends when the credential does.
+		closeAtExpiry(o, g, c, cred)
+	}
 	return handler.Peer{ID: c.RemoteID(), Addr: c.RemoteAddr(), Capabilities: grant.Capabilities, Attributes: grant.Attributes, Unrestricted: grant.Unrestricted}, c, nil
+}
+
+// credentialExpired is the reason a connection is closed with when the
+// credential it was admitted with expires (PROTOCOL.md 17.2.3).
+const credentialExpired = "credential expired"
+
+// closeAtExpiry closes c, with ConnRefused and the reason "credential
+// expired", once the credential it was admitted with is no longer valid by
+// the gate's clock (expires_at plus the clock skew): otherwise a
+// connection kept open would keep its capabilities for as long as it
+// lasts. The goroutine it starts ends with the connection.
+func closeAtExpiry(o *serverOptions, g *enroll.Gate, c transport.Conn, cred *enroll.Credential) {
+	p := g.Policy()
+	t := time.NewTimer(cred.ExpiresAt.Add(p.ClockSkew).Sub(p.Now()))
+	go func() {
+		defer t.Stop()
+		select {
+		case <-c.Done():
+		case <-t.C:
+			o.logger.Info("aster: closing a connection whose credential expired", "peer", c.RemoteID().Short(),
+				"name", cred.Name, "expired", enroll.FormatTime(cred.ExpiresAt))
+			c.Close(transport.ConnRefused, credentialExpired)
+		}
+	}()
 }
 
 // recorder keeps what is read through it (until off), so that a stream the

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -619,5 +620,54 @@ func TestAdmissionSkippedOpenGate(t *testing.T) {
 		}
 		r.Release()
 		st.Close()
+	}
+}
+
+// A connection admitted with a credential does not outlive it: once the
+// credential expires (plus the clock skew) the server closes the
+// connection, and a redial with the expired credential is refused.
+func TestAdmissionCredentialExpiryClosesConnection(t *testing.T) {
+	var shift atomic.Int64 // how far the gate's clock is ahead
+	g := newGated(t, enroll.Policy{ClockSkew: time.Millisecond, Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
+	id := g.enroll(t, "edge-node-7", "ops.status")
+	// The gate's clock is 300 ms short of the credential's expiry.
+	shift.Store(int64(time.Until(id.Peers[0].ExpiresAt) - 300*time.Millisecond))
+	c, err := g.dial(t, withIdentity(t, id, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
+		t.Fatalf("before expiry: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{})
+		if err != nil {
+			if code := status.CodeOf(err); code != status.PermissionDenied && code != status.Unauthenticated {
+				t.Fatalf("after expiry: %v (code %v), want PERMISSION_DENIED or UNAUTHENTICATED", err, code)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("calls with an expired credential still succeed on the connection it was admitted on")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(g.logs.String(), "credential expired") {
+		t.Errorf("server log does not say why: %s", g.logs)
+	}
+	// An unrestricted grant (open consumer gate) does not depend on the
+	// credential: its connection stays.
+	shift.Store(0)
+	open := newGated(t, enroll.Policy{AllowAllConsumers: true, ClockSkew: time.Millisecond, Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
+	id = open.enroll(t, "edge-node-8", "ops.status")
+	shift.Store(int64(time.Until(id.Peers[0].ExpiresAt) - 100*time.Millisecond))
+	c, err = open.dial(t, withIdentity(t, id, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
+		t.Fatalf("open gate: %v", err)
 	}
 }
