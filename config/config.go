@@ -78,8 +78,9 @@ import (
 //
 // Booleans accept true/false, 1/0, yes/no and on/off in any case;
 // durations are Go durations such as "500ms" or "5s" (a TOML string). An empty
-// ASTER_* variable counts as unset. "~" at the start of a path is the home
-// directory.
+// ASTER_* variable counts as unset (but an empty root key setting keeps a
+// server out of dev mode: see Admission below). "~" at the start of a path
+// is the home directory.
 //
 // Relays (transport/relay, "aster relay"): relay_mode is "default" (or
 // unset), "disabled", or the URL of a relay, "https://host[:port]",
@@ -129,10 +130,16 @@ import (
 // Admission (see TrustPolicy): without a root key the server runs in dev
 // mode (ephemeral root, every consumer admitted, a warning logged), but
 // only when nothing asks for admission. allow_all_consumers or
-// allow_all_producers set to false in the file or the environment, or an
-// unknown trust setting (a misspelt variable or key), without a root key
-// to verify credentials with, makes NewServer fail naming the setting: an
-// explicit false never turns into "admit everyone".
+// allow_all_producers set to false in the file or the environment,
+// root_pubkey or root_pubkey_file given as empty text (ASTER_ROOT_PUBKEY=
+// from an unset shell variable), or an unknown setting that looks like a
+// trust setting (a misspelt variable or key, a trust key outside [trust],
+// ASTER_TRUST_ROOT_PUBKEY and the like), without a root key to verify
+// credentials with, makes NewServer fail naming the setting: an explicit
+// false, or a root key that went missing, never turns into "admit
+// everyone". With allow_all_consumers = true and a root key, NewServer logs
+// a warning: every consumer is admitted, and capability requirements are
+// not enforced.
 //
 // A literal Config is validated when it is used (NewServer, ClientOptions,
 // Validate). Its zero value differs from Default in AllowAllProducers and
@@ -286,6 +293,7 @@ type Config struct {
 	sources         map[string]*origin // by field key; nil for a literal Config
 	warnings        []string
 	unknown         []unknownSetting // unknown variables and file keys seen at load
+	emptyRoot       []emptySetting   // root key settings given as empty text at load
 }
 
 // unknownSetting is an ASTER_* variable or a file key that Config does not
@@ -294,6 +302,41 @@ type unknownSetting struct {
 	name   string // the variable, or the file key
 	source string // the variable name, or the file path
 	near   string // the key of the field it looks like a misspelling of, or ""
+	trust  bool   // it looks like a trust setting (see trustLike)
+}
+
+// emptySetting is a root key setting that a file or the environment gave
+// as empty (or blank) text: it counts as unset, but it shows that a root
+// key was meant to be there, so it must not leave a server in dev mode.
+type emptySetting struct {
+	key    string // the field's key, "trust.root_pubkey" or "trust.root_pubkey_file"
+	source string // the variable name, or the file path
+}
+
+// rootKeyFields are the settings that give the root key.
+var rootKeyFields = []string{"trust.root_pubkey", "trust.root_pubkey_file"}
+
+// trustWords are the parts of a name that make an unknown setting look
+// like a trust setting (see trustLike).
+var trustWords = []string{"ROOT", "PUBKEY", "PUBLIC_KEY", "PUB_KEY", "TRUST", "ALLOW_ALL", "ALLOWALL", "ADMISSION", "ADMIT", "ENROLL"}
+
+// trustLike reports whether an unknown variable or file key looks like a
+// trust setting written another way: in another section
+// (network.root_pubkey), outside any section (root_pubkey_file at the top
+// of the file), or named after the TOML key (ASTER_TRUST_ROOT_PUBKEY) or
+// in other words (ASTER_ROOT_PUBLIC_KEY). near is the field it is within
+// two edits of, if any.
+func trustLike(name, near string) bool {
+	if strings.HasPrefix(near, "trust.") || strings.HasPrefix(name, "trust.") {
+		return true
+	}
+	n := strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(name))
+	for _, w := range trustWords {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // origin is where a loaded value came from and how it was written there.
@@ -531,6 +574,7 @@ func load(path string, environ []string, strict bool) (Config, error) {
 func resolve(path string, environ []string, strict bool) (Config, error) {
 	var warnings []string
 	var unknownSettings []unknownSetting
+	var emptyRoot []emptySetting
 	defaults := map[string]any{}
 	for _, f := range fields {
 		if f.kind != kHexKey && f.kind != kSecretB64 {
@@ -565,7 +609,8 @@ func resolve(path string, environ []string, strict bool) (Config, error) {
 			for _, key := range unknown {
 				fileK.Delete(key)
 				warnings = append(warnings, fmt.Sprintf("%s: unknown key %s ignored", path, key))
-				unknownSettings = append(unknownSettings, unknownSetting{name: key, source: path, near: closestKey(key)})
+				near := closestKey(key)
+				unknownSettings = append(unknownSettings, unknownSetting{name: key, source: path, near: near, trust: trustLike(key, near)})
 			}
 		}
 		if err := k.Merge(fileK); err != nil {
@@ -580,13 +625,25 @@ func resolve(path string, environ []string, strict bool) (Config, error) {
 		TransformFunc: func(name, val string) (string, any) {
 			f := fieldByEnv[name]
 			if f == nil {
-				if near := closestEnv(name); near != "" {
+				near := closestEnv(name)
+				nearKey := ""
+				if near != "" {
+					nearKey = fieldByEnv[near].key
+				}
+				switch tl := trustLike(strings.TrimPrefix(name, "ASTER_"), nearKey); {
+				case near != "":
 					warnings = append(warnings, fmt.Sprintf("unknown variable %s ignored; did you mean %s?", name, near))
-					unknownSettings = append(unknownSettings, unknownSetting{name: name, source: name, near: fieldByEnv[near].key})
+					unknownSettings = append(unknownSettings, unknownSetting{name: name, source: name, near: nearKey, trust: tl})
+				case tl:
+					warnings = append(warnings, fmt.Sprintf("unknown variable %s ignored; it is not a trust setting (those are ASTER_ROOT_PUBKEY, ASTER_ROOT_PUBKEY_FILE, ASTER_ALLOW_ALL_CONSUMERS, ASTER_ALLOW_ALL_PRODUCERS, ASTER_ENROLLMENT_CREDENTIAL, ASTER_ENROLLMENT_CREDENTIAL_IID)", name))
+					unknownSettings = append(unknownSettings, unknownSetting{name: name, source: name, trust: true})
 				}
 				return "", nil
 			}
-			if val == "" {
+			if strings.TrimSpace(val) == "" {
+				if slices.Contains(rootKeyFields, f.key) {
+					emptyRoot = append(emptyRoot, emptySetting{key: f.key, source: name})
+				}
 				return "", nil // empty counts as unset
 			}
 			return f.key, val
@@ -599,7 +656,7 @@ func resolve(path string, environ []string, strict bool) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 
-	c := Config{sources: map[string]*origin{}, warnings: warnings, unknown: unknownSettings}
+	c := Config{sources: map[string]*origin{}, warnings: warnings, unknown: unknownSettings, emptyRoot: emptyRoot}
 	for i := range fields {
 		f := &fields[i]
 		src := SourceDefault
@@ -620,6 +677,9 @@ func resolve(path string, environ []string, strict bool) (Config, error) {
 			return Config{}, fieldErr(f, src, raw, err.Error(), nil)
 		}
 		f.set(&c, v)
+		if src == path && slices.Contains(rootKeyFields, f.key) && v == "" {
+			c.emptyRoot = append(c.emptyRoot, emptySetting{key: f.key, source: path})
+		}
 	}
 	if c.sources["identity.identity_file"].source == SourceDefault {
 		if st, err := os.Stat(DefaultIdentityFile); err == nil && st.Mode().IsRegular() {

@@ -51,17 +51,23 @@ var seedFields = []struct{ key, env, def string }{
 	{"logging.mask", "ASTER_LOG_MASK", "true"},
 }
 
-// isolate clears every ASTER_* variable (empty counts as unset) and moves
-// into a fresh directory (so no .aster-identity is found), returning it.
+// isolate unsets every ASTER_* variable (restored at the end of the test)
+// and moves into a fresh directory (so no .aster-identity is found),
+// returning it. (Setting them to "" would not do: an empty root key
+// variable keeps a server out of dev mode.)
 func isolate(t *testing.T) string {
 	t.Helper()
+	unset := func(name string) {
+		t.Setenv(name, "") // registers the restore
+		os.Unsetenv(name)
+	}
 	for _, kv := range os.Environ() {
 		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "ASTER_") {
-			t.Setenv(name, "")
+			unset(name)
 		}
 	}
 	for _, f := range seedFields {
-		t.Setenv(f.env, "")
+		unset(f.env)
 	}
 	dir := t.TempDir()
 	t.Chdir(dir)

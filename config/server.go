@@ -17,6 +17,10 @@ import (
 	"github.com/aster-go/aster/trust/enroll"
 )
 
+// AllowAllConsumersWarning is logged by NewServer when
+// trust.allow_all_consumers is true on a server with a root key.
+const AllowAllConsumersWarning = "aster: allow_all_consumers is true: every consumer is admitted, with or without a credential, and capability requirements are NOT enforced for anyone"
+
 // Server is an aster server built from a Config by NewServer, with the
 // health server the Config asks for. It embeds *aster.Server (Register,
 // Address, Metrics, ...); its own ListenAndServe and Serve start the health
@@ -124,6 +128,12 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 	if !gate.DevMode() {
 		logger.Info("aster: admission on", "root", gate.Root().Short(),
 			"allow_all_consumers", ts.policy.AllowAllConsumers, "allow_all_producers", ts.policy.AllowAllProducers)
+		if ts.policy.AllowAllConsumers {
+			// The root key suggests a locked-down server; this setting
+			// opens it to everyone, credential or not.
+			src, _ := c.origin(fieldByKey["trust.allow_all_consumers"])
+			logger.Warn(AllowAllConsumersWarning, "source", src)
+		}
 	}
 
 	base := []aster.ServerOption{aster.WithLogger(logger), aster.WithGate(gate), aster.WithConnGateTimeout(c.HookTimeout())}

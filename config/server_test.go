@@ -303,6 +303,27 @@ func TestAdmissionFailClosed(t *testing.T) {
 			field: "trust.allow_all_consumers", source: "ASTER_ALLOW_ALL_CONSUMER", reason: "must not leave admission off"},
 		{name: "root key misspelt in the file", toml: "[trust]\nroot_pubkey_fil = \"/etc/aster/root.pub\"\n",
 			field: "trust.root_pubkey_file", reason: "did you mean trust.root_pubkey_file?", warn: "unknown key trust.root_pubkey_fil ignored"},
+		// A root key that went missing on the way: an unset shell
+		// variable expanded to "", a blank value, an empty file key.
+		{name: "root key variable empty", env: map[string]string{"ASTER_ROOT_PUBKEY": ""},
+			field: "trust.root_pubkey", source: "ASTER_ROOT_PUBKEY", reason: "is set but empty"},
+		{name: "root key file variable blank", env: map[string]string{"ASTER_ROOT_PUBKEY_FILE": "  "},
+			field: "trust.root_pubkey_file", source: "ASTER_ROOT_PUBKEY_FILE", reason: "is set but empty"},
+		{name: "root key file empty in the file", toml: "[trust]\nroot_pubkey_file = \"\"\n",
+			field: "trust.root_pubkey_file", reason: "is set but empty"},
+		// A trust setting written another way than the reference's.
+		{name: "root key outside [trust]", toml: "root_pubkey_file = \"/etc/aster/root.pub\"\n",
+			field: "root_pubkey_file", reason: "a trust setting that is not understood", warn: "unknown key root_pubkey_file ignored"},
+		{name: "root key in [network]", toml: "[network]\nroot_pubkey = \"00\"\n",
+			field: "network.root_pubkey", reason: "a trust setting that is not understood", warn: "unknown key network.root_pubkey ignored"},
+		{name: "root key variable named after the key", env: map[string]string{"ASTER_TRUST_ROOT_PUBKEY": "00"},
+			field: "ASTER_TRUST_ROOT_PUBKEY", source: "ASTER_TRUST_ROOT_PUBKEY", reason: "a trust setting that is not understood",
+			warn: "unknown variable ASTER_TRUST_ROOT_PUBKEY ignored"},
+		{name: "root key variable in other words", env: map[string]string{"ASTER_ROOT_PUBLIC_KEY": "00"},
+			field: "ASTER_ROOT_PUBLIC_KEY", source: "ASTER_ROOT_PUBLIC_KEY", reason: "a trust setting that is not understood",
+			warn: "unknown variable ASTER_ROOT_PUBLIC_KEY ignored"},
+		{name: "allow-all variable in other words", env: map[string]string{"ASTER_TRUST_ALLOW_ALL_CONSUMERS": "false"},
+			field: "ASTER_TRUST_ALLOW_ALL_CONSUMERS", source: "ASTER_TRUST_ALLOW_ALL_CONSUMERS", reason: "a trust setting that is not understood"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := isolate(t)
@@ -340,7 +361,7 @@ func TestAdmissionFailClosed(t *testing.T) {
 
 	// Nothing asks for admission: dev mode, and a client without a
 	// credential is admitted; with explicit true, too.
-	for _, env := range []map[string]string{{}, {"ASTER_ALLOW_ALL_CONSUMERS": "true"}, {"ASTER_BIND_ADR": "x"}} {
+	for _, env := range []map[string]string{{}, {"ASTER_ALLOW_ALL_CONSUMERS": "true"}, {"ASTER_BIND_ADR": "x"}, {"ASTER_CACHE_DIR": "/tmp/x"}} {
 		isolate(t)
 		t.Setenv("ASTER_LOG_LEVEL", "error")
 		for k, v := range env {
@@ -413,5 +434,52 @@ func TestRootPubkeyFilePrivateKey(t *testing.T) {
 	}
 	if k, err := cfg.RootPublicKey(); err != nil || hex.EncodeToString(k) != trust.IDOf(root).String() {
 		t.Errorf("RootPublicKey from the .pub file = %x, %v", k, err)
+	}
+}
+
+// stderrOf runs fn with os.Stderr sent to a file and returns what was
+// written there.
+func stderrOf(t *testing.T, fn func()) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	old := os.Stderr
+	os.Stderr = f
+	defer func() { os.Stderr = old }()
+	fn()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestAllowAllConsumersWarns: allow_all_consumers = true next to a root
+// key switches capability checks off for everyone; NewServer says so at
+// warning level, not only in the info line. Without it, nothing is said.
+func TestAllowAllConsumersWarns(t *testing.T) {
+	for _, open := range []bool{true, false} {
+		isolate(t)
+		t.Setenv("ASTER_ROOT_PUBKEY", trust.IDOf(trust.GenerateKey()).String())
+		t.Setenv("ASTER_ALLOW_ALL_CONSUMERS", fmt.Sprint(open))
+		cfg, err := config.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := stderrOf(t, func() {
+			srv, err := cfg.NewServer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.Close()
+		})
+		warned := strings.Contains(out, "level=WARN") && strings.Contains(out, "capability requirements are NOT enforced") &&
+			strings.Contains(out, "ASTER_ALLOW_ALL_CONSUMERS")
+		if warned != open {
+			t.Errorf("allow_all_consumers=%v: warned %v; log:\n%s", open, warned, out)
+		}
 	}
 }

@@ -31,9 +31,13 @@ const noRootHint = "no root key is set to verify credentials with (trust.root_pu
 // consumer gate on an ephemeral root), but only if nothing asks for
 // admission: it fails with an *Error naming the setting when
 // allow_all_consumers or allow_all_producers is set to false in the file
-// or the environment, or when an unknown variable or file key looks like a
-// misspelt trust.* setting (e.g. ASTER_ROOT_PUBKEY_FLE), because each
-// shows that admission was wanted.
+// or the environment, when root_pubkey or root_pubkey_file is given as
+// empty text (ASTER_ROOT_PUBKEY="" from an unset shell variable), or when
+// an unknown variable or file key looks like a trust setting written
+// another way (a misspelling such as ASTER_ROOT_PUBKEY_FLE, a key outside
+// [trust] such as network.root_pubkey or a top-level root_pubkey_file, or
+// another name such as ASTER_TRUST_ROOT_PUBKEY or ASTER_ROOT_PUBLIC_KEY),
+// because each shows that admission was wanted.
 func (c *Config) TrustPolicy() (enroll.Policy, error) {
 	p := enroll.Policy{AllowAllConsumers: c.AllowAllConsumers, AllowAllProducers: c.AllowAllProducers}
 	if c.StoragePath != "" {
@@ -62,9 +66,15 @@ func (c *Config) TrustPolicy() (enroll.Policy, error) {
 // checkDevMode returns an *Error if c, which has no root key, asks for
 // admission anyway.
 func (c *Config) checkDevMode() error {
+	if len(c.emptyRoot) > 0 {
+		e := c.emptyRoot[0]
+		f := fieldByKey[e.key]
+		return fieldErr(f, e.source, "", "is set but empty; "+noRootHint+
+			" (leave the setting out altogether to run in dev mode)", nil)
+	}
 	var misspelt []string
 	for _, u := range c.unknown {
-		if strings.HasPrefix(u.near, "trust.") || strings.HasPrefix(u.name, "trust.") {
+		if u.trust {
 			misspelt = append(misspelt, u.name)
 		}
 	}
@@ -81,18 +91,24 @@ func (c *Config) checkDevMode() error {
 		return fieldErr(f, o.source, o.raw, reason, nil)
 	}
 	for _, u := range c.unknown {
-		near := u.near
-		if near == "" && strings.HasPrefix(u.name, "trust.") {
-			near = u.name
-		}
-		if !strings.HasPrefix(near, "trust.") {
+		if !u.trust {
 			continue
+		}
+		field := u.near
+		switch {
+		case strings.HasPrefix(field, "trust."):
+		case strings.HasPrefix(u.name, "trust."):
+			field = u.name
+		default:
+			// Written outside [trust], or named some other way: the
+			// error names the unknown setting itself.
+			field = u.name
 		}
 		reason := "is not a known setting"
 		if u.near != "" {
 			reason += fmt.Sprintf(" (did you mean %s?)", nameLike(u, fieldByKey[u.near]))
 		}
-		return &Error{Field: near, Source: u.source, Value: `"` + u.name + `"`,
+		return &Error{Field: field, Source: u.source, Value: `"` + u.name + `"`,
 			Reason: reason + "; a trust setting that is not understood must not leave admission off: " + noRootHint}
 	}
 	return nil
