@@ -40,7 +40,9 @@ type Policy struct {
 	// present a valid producer credential even then. The config default is
 	// true.
 	AllowAllProducers bool
-	// ClockSkew is the tolerance on validity periods. Default
+	// ClockSkew is the tolerance on validity periods, at most
+	// MaxClockSkew; NewGate refuses a negative or larger one (a skew
+	// stretches every credential's validity by as much). Zero means
 	// DefaultClockSkew (60 s).
 	ClockSkew time.Duration
 	// NonceFile, if set, is where used one-time-token nonces are recorded so
@@ -107,7 +109,11 @@ type Gate struct {
 // DevMode.
 var ErrNoRoot = errors.New("enroll: no root key: set Policy.RootPubKey, or Policy.DevMode to admit every consumer on an ephemeral root")
 
-// NewGate returns the gate for p. Without a root key it fails with
+// MaxClockSkew is the largest Policy.ClockSkew NewGate accepts.
+const MaxClockSkew = 10 * time.Minute
+
+// NewGate returns the gate for p. It fails for a ClockSkew outside
+// [0, MaxClockSkew]. Without a root key it fails with
 // ErrNoRoot, unless p.DevMode asks for dev mode: then it generates an
 // ephemeral root, opens the consumer gate and logs DevModeWarning on logger
 // (nil: slog.Default()).
@@ -115,7 +121,10 @@ func NewGate(p Policy, logger *slog.Logger) (*Gate, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	if p.ClockSkew <= 0 {
+	switch {
+	case p.ClockSkew < 0 || p.ClockSkew > MaxClockSkew:
+		return nil, fmt.Errorf("enroll: clock skew %v must be between 0 and %v", p.ClockSkew, MaxClockSkew)
+	case p.ClockSkew == 0:
 		p.ClockSkew = DefaultClockSkew
 	}
 	if p.Now == nil {

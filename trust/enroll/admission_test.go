@@ -102,3 +102,25 @@ func TestGateOneTimeToken(t *testing.T) {
 		t.Error("corrupt nonce file accepted")
 	}
 }
+
+// A clock skew stretches every credential's validity: a negative one (a
+// sign slip) or one beyond MaxClockSkew is refused rather than replaced by
+// the default or taken as given.
+func TestGateClockSkewBounds(t *testing.T) {
+	root := trust.IDOf(trust.GenerateKey())
+	quiet := slog.New(slog.DiscardHandler)
+	for _, skew := range []time.Duration{-time.Second, MaxClockSkew + time.Second, 365 * 24 * time.Hour} {
+		if _, err := NewGate(Policy{RootPubKey: &root, ClockSkew: skew}, quiet); err == nil || !strings.Contains(err.Error(), "clock skew") {
+			t.Errorf("skew %v: err %v, want a clock skew error", skew, err)
+		}
+	}
+	for skew, want := range map[time.Duration]time.Duration{0: DefaultClockSkew, time.Second: time.Second, MaxClockSkew: MaxClockSkew} {
+		g, err := NewGate(Policy{RootPubKey: &root, ClockSkew: skew}, quiet)
+		if err != nil {
+			t.Fatalf("skew %v: %v", skew, err)
+		}
+		if got := g.Policy().ClockSkew; got != want {
+			t.Errorf("skew %v: gate skew %v, want %v", skew, got, want)
+		}
+	}
+}
