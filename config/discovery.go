@@ -121,6 +121,9 @@ func (c *Config) validateDiscovery() error {
 	bad := func(key string, reason string) error {
 		f := fieldByKey[key]
 		src, raw := c.origin(f)
+		if key == "discovery.endpoints" {
+			raw = maskEndpoints(raw) // a password written into an endpoint stays out of the error
+		}
 		return fieldErr(f, src, raw, reason, nil)
 	}
 	backend := c.discoveryBackend()
@@ -150,7 +153,7 @@ func (c *Config) validateDiscovery() error {
 			err = checkEtcdEndpoint(e)
 		}
 		if err != nil {
-			return bad("discovery.endpoints", fmt.Sprintf("has a bad endpoint %q: %v", e, err))
+			return bad("discovery.endpoints", fmt.Sprintf("has a bad endpoint %q: %v", maskEndpoints(e), err))
 		}
 	}
 	if backend == BackendEtcd && len(eps) == 0 {
@@ -226,6 +229,18 @@ func checkDNSServer(s string) error {
 		return checkHostPort(net.JoinHostPort(strings.Trim(s, "[]"), "53"))
 	}
 	return checkHostPort(s)
+}
+
+// maskEndpoints replaces the password of every endpoint in a
+// comma-separated list written with user information
+// ("http://user:password@host:port", "user:password@host:port") by
+// "xxxxx", as Print does for proxy_url.
+func maskEndpoints(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = maskProxyURL(p)
+	}
+	return strings.Join(parts, ",")
 }
 
 // checkEtcdEndpoint checks an etcd endpoint: "host:port" or

@@ -272,3 +272,29 @@ func staticAddr(t *testing.T, seed int, hostport string) string {
 	a := discovery.EndpointAddr{ID: trust.IDOf(testutil.Key(t, seed)), Direct: []netip.AddrPort{netip.MustParseAddrPort(hostport)}}
 	return a.String()
 }
+
+// A password written into an etcd endpoint is refused (it belongs in
+// discovery.password), and the error does not repeat it: it ends up in
+// terminals and service logs.
+func TestDiscoveryEndpointPasswordNotEchoed(t *testing.T) {
+	for _, eps := range []string{
+		"http://root:hunter2-secret@etcd-1:2379",
+		"etcd-0:2379,https://root:hunter2-secret@etcd-1:2379",
+		"root:hunter2-secret@etcd-1:2379",
+	} {
+		isolate(t)
+		t.Setenv("ASTER_DISCOVERY", "etcd")
+		t.Setenv("ASTER_DISCOVERY_ENDPOINTS", eps)
+		_, err := config.Load()
+		if err == nil {
+			t.Fatalf("%s: loaded", eps)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error shows the password: %v", eps, err)
+		}
+		var ce *config.Error
+		if !errors.As(err, &ce) || ce.Field != "discovery.endpoints" || strings.Contains(ce.Value, "hunter2") {
+			t.Errorf("%s: error %#v", eps, ce)
+		}
+	}
+}
