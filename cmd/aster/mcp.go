@@ -61,7 +61,9 @@ session; the tool _aster.endSession ends it. The contract is the resource
 aster://contract.
 
 Policy: --allow and --deny filter methods by glob over Service.method
-(path.Match syntax, repeatable or comma-separated); --read-only keeps only
+(path.Match syntax, case-sensitive, repeatable or comma-separated; a --deny
+or --confirm glob that matches no method is an error, since a misspelt one
+would protect nothing); --read-only keeps only
 idempotent methods; with a credential (--rcan, or the configured one) a
 method whose required capabilities it lacks is not offered at all. --confirm
 makes matching tools ask the person at the client first (MCP elicitation);
@@ -168,9 +170,21 @@ func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) e
 		return usageErrorf("%v", err)
 	}
 	defer gw.Close()
-
+	un := gw.Unmatched()
 	if f.list {
+		for _, u := range un {
+			fmt.Fprintf(c.ErrOrStderr(), "aster mcp: %v\n", u)
+		}
 		return printMCPTools(c.OutOrStdout(), gw)
+	}
+	if len(un) > 0 {
+		// A misspelt --deny or --confirm would leave the method it was
+		// meant for offered, or unconfirmed.
+		msgs := make([]string, len(un))
+		for i, u := range un {
+			msgs[i] = u.Error()
+		}
+		return usageErrorf("%s; see the methods with --list", strings.Join(msgs, "; "))
 	}
 	stderr := c.ErrOrStderr()
 	who := "without a credential"

@@ -342,3 +342,26 @@ func TestMCPHTTPToken(t *testing.T) {
 		t.Fatalf("getStatus with the token: %v %+v", err, res)
 	}
 }
+
+// TestMCPUnmatchedGlob: a --deny or --confirm glob that matches no method
+// (a misspelling, a case slip) is a usage error once the contract is
+// known, since the method it was meant for would stay offered or
+// unconfirmed; --list still lists, warning about it.
+func TestMCPUnmatchedGlob(t *testing.T) {
+	addr := startServer(t)
+	for _, tc := range []struct {
+		flag, glob, want string
+	}{
+		{"--deny", "missioncontrol.submitLog", "did you mean MissionControl.submitLog?"},
+		{"--confirm", "MissionControl.submitLogs", `--confirm "MissionControl.submitLogs" matches no method`},
+	} {
+		code, _, errOut := runCLI(t, "mcp", tc.flag, tc.glob, addr)
+		if code != ExitUsage || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%s %s: exit %d, %q; want exit %d with %q", tc.flag, tc.glob, code, errOut, ExitUsage, tc.want)
+		}
+		code, out, errOut := runCLI(t, "mcp", "--list", tc.flag, tc.glob, addr)
+		if code != 0 || !strings.Contains(out, "MissionControl.submitLog") || !strings.Contains(errOut, tc.want) {
+			t.Errorf("--list %s %s: exit %d, %q, %q", tc.flag, tc.glob, code, out, errOut)
+		}
+	}
+}

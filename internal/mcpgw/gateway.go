@@ -226,6 +226,7 @@ type Gateway struct {
 	opts     Options
 	server   *mcp.Server
 	tools    map[string]*tool // by MCP tool name
+	methods  []string         // every method considered, "Service.method"
 	list     []Tool
 	excluded []Excluded
 	manifest []byte
@@ -281,6 +282,7 @@ func New(conn Conn, ct *contract.Contract, opts Options) (*Gateway, error) {
 		for j := range svc.Methods {
 			m := &svc.Methods[j]
 			full := svc.Name + "." + m.Name
+			g.methods = append(g.methods, full)
 			if why := g.opts.exclusion(full, m); why != "" {
 				g.excluded = append(g.excluded, Excluded{Method: full, Reason: why})
 				continue
@@ -423,6 +425,53 @@ func (g *Gateway) addEndSession() {
 		}, nil
 	})
 	g.list = append(g.list, Tool{Name: EndSessionTool})
+}
+
+// Unmatched is a --deny or --confirm glob that matches no method of the
+// contract.
+type Unmatched struct {
+	Flag    string // "--deny" or "--confirm"
+	Pattern string
+	// Like names a method the glob matches when letters' case is
+	// ignored ("" if none): names are case-sensitive, so the glob was
+	// likely meant for it.
+	Like string
+}
+
+// Error describes the glob.
+func (u Unmatched) Error() string {
+	msg := fmt.Sprintf("%s %q matches no method", u.Flag, u.Pattern)
+	if u.Like != "" {
+		msg += fmt.Sprintf(" (names are case-sensitive: did you mean %s?)", u.Like)
+	}
+	return msg
+}
+
+// Unmatched returns the Deny and Confirm globs that match no method of the
+// contract (the highest version of each service): a misspelt one protects
+// nothing, so the method meant stays offered, or runs unconfirmed.
+func (g *Gateway) Unmatched() []Unmatched {
+	var out []Unmatched
+	for _, fp := range []struct {
+		flag     string
+		patterns []string
+	}{{"--deny", g.opts.Deny}, {"--confirm", g.opts.Confirm}} {
+		for _, p := range fp.patterns {
+			if slices.ContainsFunc(g.methods, func(m string) bool { return matchAny([]string{p}, m) }) {
+				continue
+			}
+			u := Unmatched{Flag: fp.flag, Pattern: p}
+			lp := strings.ToLower(p)
+			for _, m := range g.methods {
+				if matchAny([]string{lp}, strings.ToLower(m)) {
+					u.Like = m
+					break
+				}
+			}
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // Tools returns the tools offered, sorted by name.

@@ -633,3 +633,29 @@ func TestToolNames(t *testing.T) {
 		t.Errorf("collision: %q", got)
 	}
 }
+
+// TestUnmatchedGlobs: a --deny or --confirm glob that matches no method
+// (names are case-sensitive) protects nothing; Unmatched reports it, with
+// the method a case slip was likely meant for.
+func TestUnmatchedGlobs(t *testing.T) {
+	ms := startMission(t, nil)
+	g := newGateway(t, ms, Options{
+		Deny:    []string{"MissionControl.submitLog", "missioncontrol.submitlog", "Mission.*"},
+		Confirm: []string{"*.ingestMetrics", "MissionControl.tailLog"},
+	})
+	got := g.Unmatched()
+	want := []Unmatched{
+		{Flag: "--deny", Pattern: "missioncontrol.submitlog", Like: "MissionControl.submitLog"},
+		{Flag: "--deny", Pattern: "Mission.*"},
+		{Flag: "--confirm", Pattern: "MissionControl.tailLog"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Unmatched = %+v, want %+v", got, want)
+	}
+	if msg := got[0].Error(); !strings.Contains(msg, "did you mean MissionControl.submitLog") {
+		t.Errorf("message %q", msg)
+	}
+	if un := newGateway(t, ms, Options{Deny: []string{"AgentSession.*"}, Confirm: []string{"*.submitLog"}}).Unmatched(); len(un) != 0 {
+		t.Errorf("globs that match: %+v", un)
+	}
+}
