@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/aster-go/aster/trust"
@@ -140,12 +141,19 @@ type peerTOML struct {
 func Parse(data []byte) (*Identity, error) {
 	var f identityTOML
 	if err := toml.Unmarshal(data, &f); err != nil {
+		// The parser's own rendering (DecodeError.String) quotes the
+		// lines around the error, which hold secret keys: only the
+		// position and the message, which quote nothing, are told.
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			row, col := de.Position()
-			return nil, fmt.Errorf("trust: identity file: line %d column %d: %s", row, col, de.String())
+			where := fmt.Sprintf("line %d column %d", row, col)
+			if k := keyOnLine(data, row); k != "" {
+				where += " (" + k + ")"
+			}
+			return nil, fmt.Errorf("trust: identity file: %s: %s", where, strings.TrimPrefix(de.Error(), "toml: "))
 		}
-		return nil, fmt.Errorf("trust: identity file: %w", err)
+		return nil, errors.New("trust: identity file is not valid TOML")
 	}
 	id := &Identity{}
 	if f.Node != nil {
@@ -182,6 +190,27 @@ func Parse(data []byte) (*Identity, error) {
 		return nil, errors.New("trust: identity file has neither [node] nor [[peers]]")
 	}
 	return id, nil
+}
+
+// keyOnLine returns the bare key that line row (from 1) of data assigns
+// ("expires_at" of "expires_at = 'soon'"), or "" if it is not such a line.
+// Only the key is returned: the value may be a secret.
+func keyOnLine(data []byte, row int) string {
+	lines := bytes.Split(data, []byte("\n"))
+	if row < 1 || row > len(lines) {
+		return ""
+	}
+	k, _, ok := bytes.Cut(lines[row-1], []byte("="))
+	k = bytes.TrimSpace(k)
+	if !ok || len(k) == 0 || len(k) > 64 {
+		return ""
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return ""
+		}
+	}
+	return string(k)
 }
 
 func (p *peerTOML) credential(id *Identity) (*enroll.Credential, error) {

@@ -252,3 +252,29 @@ func TestCredential(t *testing.T) {
 		t.Errorf("no key: %v", err)
 	}
 }
+
+// A file that does not parse is reported by position and reason only: the
+// parser's rendering quotes the lines around the error, and those hold
+// secrets (a root private key file given where an identity file belongs,
+// or a node key above a typo).
+func TestParseErrorQuotesNoSecret(t *testing.T) {
+	key := trust.GenerateKey()
+	seedHex := hex.EncodeToString(key.Seed())
+	seedB64 := trust.EncodeSecretKeyBase64(key)
+	for name, in := range map[string]string{
+		"root key JSON": "{\n  \"private_key\": \"" + seedHex + "\",\n  \"public_key\": \"" + trust.IDOf(key).String() + "\"\n}\n",
+		"typo below the node key": "[node]\nsecret_key = '" + seedB64 + "'\nendpoint_id = 12x\n",
+		"typo on the key's line":  "[node]\nsecret_key = '" + seedB64 + "' x\n",
+	} {
+		_, err := Parse([]byte(in))
+		if err == nil {
+			t.Fatalf("%s: parsed", name)
+		}
+		if strings.Contains(err.Error(), seedHex[:16]) || strings.Contains(err.Error(), seedB64[:16]) {
+			t.Errorf("%s: the error quotes the secret key: %v", name, err)
+		}
+		if !strings.Contains(err.Error(), "line ") {
+			t.Errorf("%s: the error gives no position: %v", name, err)
+		}
+	}
+}
