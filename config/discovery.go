@@ -495,10 +495,22 @@ func (c *Config) producerCredential(id trust.EndpointID) (*enroll.Credential, er
 // aster.WithProducerRoot with the configured root key, so that only
 // producers whose registry entry carries a producer credential signed by
 // that root are dialled. Without a root key that setting fails closed: an
-// *Error naming trust.allow_all_producers. (A literal Config's zero
+// *Error naming trust.allow_all_producers. So does an unknown setting that
+// looks like allow_all_producers (ASTER_ALLOW_ALL_PRODUCER=false) while the
+// real one is at its default. (A literal Config's zero
 // AllowAllProducers is false: build a literal from Default() to allow all.)
 func (c *Config) FleetOptions() ([]aster.ClientOption, error) {
 	if c.AllowAllProducers {
+		if c.Source("trust.allow_all_producers") == SourceDefault {
+			// A misspelt allow_all_producers = false must not leave the
+			// client calling any producer listed.
+			for _, u := range c.unknown {
+				if u.near == "trust.allow_all_producers" || strings.Contains(strings.ToUpper(u.name), "ALLOW_ALL_PRODUCER") {
+					return nil, &Error{Field: "trust.allow_all_producers", Source: u.source, Value: `"` + u.name + `"`,
+						Reason: "is not a known setting, and looks like trust.allow_all_producers: fix it (or remove it) rather than let clients call every producer listed"}
+				}
+			}
+		}
 		return nil, nil
 	}
 	f := fieldByKey["trust.allow_all_producers"]

@@ -202,6 +202,35 @@ func TestFleetOptionsFailClosed(t *testing.T) {
 	if err != nil || len(opts) != 1 {
 		t.Fatalf("FleetOptions with a root: %v, %v", opts, err)
 	}
+
+	// A misspelt allow_all_producers = false, in the environment or the
+	// file, does not leave the client calling every producer.
+	for _, tc := range []struct{ env, toml, source string }{
+		{env: "ASTER_ALLOW_ALL_PRODUCER"},
+		{env: "ASTER_TRUST_ALLOW_ALL_PRODUCERS"},
+		{toml: "[trust]\nallow_all_producer = false\n"},
+		{toml: "allow_all_producers = false\n"},
+	} {
+		dir := isolate(t)
+		var c config.Config
+		source := tc.env
+		if tc.env != "" {
+			t.Setenv(tc.env, "false")
+			c = must(config.Load())
+		} else {
+			source = writeFile(t, dir, "client.toml", tc.toml)
+			c = must(config.LoadFile(source))
+		}
+		_, err := c.FleetOptions()
+		checkConfigErr(t, err, nil, "trust.allow_all_producers", source, "looks like trust.allow_all_producers")
+	}
+	// Unrelated unknown variables change nothing.
+	isolate(t)
+	t.Setenv("ASTER_BIND_ADR", "x")
+	c = must(config.Load())
+	if opts, err := c.FleetOptions(); err != nil || opts != nil {
+		t.Errorf("FleetOptions = %v, %v", opts, err)
+	}
 }
 
 // TestRegisteringServerEtcdDown checks that a server asked to register
