@@ -5,6 +5,7 @@ package secretfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -28,12 +29,16 @@ func Read(path string) ([]byte, error) {
 	if st.Size() > MaxSize {
 		return nil, fmt.Errorf("trust: %s is %d bytes; a key or identity file is at most %d", path, st.Size(), MaxSize)
 	}
-	b := make([]byte, st.Size())
-	n, err := f.Read(b)
-	if err != nil && n != len(b) {
+	// One Read may return less than the whole file, and a file's size may
+	// change meanwhile: read to the end, within the bound.
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
 		return nil, fmt.Errorf("trust: reading %s: %w", path, err)
 	}
-	return b[:n], nil
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("trust: %s is over %d bytes; a key or identity file is at most %d", path, MaxSize, MaxSize)
+	}
+	return b, nil
 }
 
 // Write writes b to path with mode 0600. Without force it fails if path
