@@ -3,6 +3,7 @@ package middleware
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"math"
 	"strconv"
 	"sync"
@@ -16,12 +17,21 @@ import (
 )
 
 // Limit is a token bucket: Rate calls per second on average, bursts of up to
-// Burst calls. A zero Rate means no limit.
+// Burst calls. A zero Rate means no limit; a negative or NaN Rate, or a
+// negative Burst, is a mistake RateLimit refuses (it would otherwise mean
+// no limit).
 type Limit struct {
 	// Rate is the sustained rate in calls per second.
 	Rate float64
 	// Burst is the bucket size. Default: Rate rounded up, at least 1.
 	Burst int
+}
+
+// check panics for a Limit that is a mistake (see Limit).
+func (l Limit) check(where string) {
+	if l.Rate < 0 || math.IsNaN(l.Rate) || l.Burst < 0 {
+		panic(fmt.Sprintf("middleware: RateLimit: %s: rate %v, burst %d: want a rate >= 0 (0: no limit) and a burst >= 0", where, l.Rate, l.Burst))
+	}
 }
 
 func (l Limit) limiter() *rate.Limiter {
@@ -61,7 +71,19 @@ type RateLimitOptions struct {
 // RetryAfterKey, the milliseconds until a token is available, which Retry
 // honours, and is marked not processed (status.Error.WithNotProcessed), so
 // Retry may retry it even for a method that is not idempotent. Memory for per-peer buckets is bounded by MaxPeers and PeerIdle.
+//
+// It panics on a negative or NaN rate or a negative burst, which would
+// otherwise limit nothing, as http.Handle panics on a bad pattern: limits
+// are part of the program (or checked by whatever reads them from a file).
 func RateLimit(opts RateLimitOptions) Server {
+	opts.Global.check("Global")
+	opts.PerPeer.check("PerPeer")
+	for k, l := range opts.PerService {
+		l.check("PerService[" + strconv.Quote(k) + "]")
+	}
+	for k, l := range opts.PerMethod {
+		l.check("PerMethod[" + strconv.Quote(k) + "]")
+	}
 	if opts.MaxPeers <= 0 {
 		opts.MaxPeers = 10000
 	}

@@ -2,7 +2,9 @@ package middleware_test
 
 import (
 	"context"
+	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,4 +139,28 @@ func TestRateLimitWithRetry(t *testing.T) {
 	if n := retries.Load(); n != 0 {
 		t.Fatalf("%d retries of a call told to wait hours", n)
 	}
+}
+
+// A negative or NaN rate, or a negative burst, is refused when the
+// middleware is built: it used to mean "no limit", so a sign slip switched
+// the protection off.
+func TestRateLimitBadLimitPanics(t *testing.T) {
+	for name, opts := range map[string]middleware.RateLimitOptions{
+		"global rate":  {Global: middleware.Limit{Rate: -1}},
+		"peer NaN":     {PerPeer: middleware.Limit{Rate: math.NaN()}},
+		"peer burst":   {PerPeer: middleware.Limit{Rate: 1, Burst: -5}},
+		"service rate": {PerService: map[string]middleware.Limit{"Svc": {Rate: -10}}},
+		"method rate":  {PerMethod: map[string]middleware.Limit{"Svc.get": {Rate: -0.5}}},
+	} {
+		func() {
+			defer func() {
+				r := recover()
+				if msg, _ := r.(string); !strings.Contains(msg, "RateLimit") {
+					t.Errorf("%s: recovered %v, want a RateLimit panic", name, r)
+				}
+			}()
+			middleware.RateLimit(opts)
+		}()
+	}
+	middleware.RateLimit(middleware.RateLimitOptions{Global: middleware.Limit{}, PerPeer: slow(1)}) // zero and positive: fine
 }
