@@ -83,13 +83,26 @@ func expired(ctx context.Context, when string) error {
 	return status.FromError(ctx.Err())
 }
 
+// check panics for negative durations: they used to mean "no timeout",
+// so a sign slip switched the bound off.
+func (o *DeadlineOptions) check(who string) {
+	bad := o.Default < 0 || o.Max < 0
+	for _, d := range o.PerMethod {
+		bad = bad || d < 0
+	}
+	if bad {
+		panic(fmt.Sprintf("middleware: %s: negative duration in %+v (0 means no timeout)", who, *o))
+	}
+}
+
 // Deadline is server middleware that gives calls without a deadline a
 // default timeout (per method or service), caps long ones at Max, rejects a
 // call whose budget is already spent with DEADLINE_EXCEEDED, and cancels the
 // handler's context when the budget runs out. A handler that returns after
 // its budget ran out — with a context error, or even with success — ends the
-// call with DEADLINE_EXCEEDED.
+// call with DEADLINE_EXCEEDED. It panics on a negative duration in opts.
 func Deadline(opts DeadlineOptions) Server {
+	opts.check("Deadline")
 	return func(next handler.Handler) handler.Handler {
 		return handler.HandlerFunc(func(ctx context.Context, s handler.Stream) error {
 			info := s.Method()
@@ -140,8 +153,10 @@ func readDeadlinerOf(s handler.Stream) readDeadliner {
 // default timeout (per method or service) and caps long ones at Max. The
 // deadline travels to the server with the call; when it passes, the call is
 // cancelled on both sides and fails with DEADLINE_EXCEEDED. A call whose
-// context is already done fails at once without being sent.
+// context is already done fails at once without being sent. It panics on a
+// negative duration in opts.
 func ClientDeadline(opts DeadlineOptions) Client {
+	opts.check("ClientDeadline")
 	return func(next Caller) Caller {
 		return WrapCaller(next, func(ctx context.Context, call *Call) (ClientStream, error) {
 			d := opts.timeout(ctx, call.Service, call.Method)

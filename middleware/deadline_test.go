@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"testing"
+	"strings"
 	"time"
 
 	"github.com/aster-go/aster"
@@ -183,4 +184,29 @@ func TestClientDeadline(t *testing.T) {
 	defer dcancel()
 	_, err = unary(dctx, c, "get", &Msg{})
 	wantCode(t, err, status.DeadlineExceeded)
+}
+
+// A negative duration is refused when the middleware is built: it used to
+// mean "no timeout", so a sign slip switched the bound off.
+func TestDeadlineNegativePanics(t *testing.T) {
+	for name, o := range map[string]middleware.DeadlineOptions{
+		"default":    {Default: -time.Second},
+		"max":        {Max: -time.Minute},
+		"per method": {PerMethod: map[string]time.Duration{"Svc.get": -1}},
+	} {
+		for _, build := range []func(middleware.DeadlineOptions){
+			func(o middleware.DeadlineOptions) { middleware.Deadline(o) },
+			func(o middleware.DeadlineOptions) { middleware.ClientDeadline(o) },
+		} {
+			func() {
+				defer func() {
+					if msg, _ := recover().(string); !strings.Contains(msg, "negative duration") {
+						t.Errorf("%s: recovered %q, want a negative-duration panic", name, msg)
+					}
+				}()
+				build(o)
+			}()
+		}
+	}
+	middleware.Deadline(middleware.DeadlineOptions{Default: time.Second, PerMethod: map[string]time.Duration{"Svc": 0}})
 }
