@@ -2,8 +2,8 @@ package middleware_test
 
 import (
 	"context"
-	"testing"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/aster-go/aster"
