@@ -325,6 +325,11 @@ func TestServicePanics(t *testing.T) {
 		"no On on session": func() {
 			handler.NewSessionService("S", 1, func(context.Context, handler.Peer) (*session, error) { return &session{}, nil }).Handle("m", unary)
 		},
+		// A capability nobody can be granted: the method would be unusable
+		// and its contract entry unreadable.
+		"bad capability":          func() { handler.NewService("S", 1).Handle("m", unary, handler.Requires(trust.Cap("ops status"))) },
+		"empty capability":        func() { handler.NewService("S", 1).Require(trust.Cap("")) },
+		"bad capability in AnyOf": func() { handler.NewService("S", 1).Require(trust.AnyOf(trust.Cap("a"), trust.Cap("b\x00"))) },
 	} {
 		func() {
 			defer func() {

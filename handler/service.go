@@ -87,7 +87,12 @@ func (s *Service) NewInstance(ctx context.Context, p Peer) (any, error) {
 
 // Require sets a capability requirement for every method that has none of
 // its own (Requires), whether it was added before or after, and returns s.
+//
+// It panics on a malformed requirement (trust.CheckRequirement), like
+// Handle on a bad name: a capability that can never be granted would leave
+// the methods unusable, and their contract unreadable.
 func (s *Service) Require(r trust.Requirement) *Service {
+	mustRequirement(s.name, r)
 	s.requires = r
 	for _, m := range s.methods {
 		if !m.ownRequires {
@@ -105,9 +110,19 @@ func (s *Service) Use(mw ...Middleware) *Service { s.mw = append(s.mw, mw...); r
 type MethodOption func(*Method)
 
 // Requires sets the capability requirement of a method, which takes the
-// place of the service's (Service.Require); nil keeps the service's.
+// place of the service's (Service.Require); nil keeps the service's. Handle
+// panics on a malformed requirement (trust.CheckRequirement).
 func Requires(r trust.Requirement) MethodOption {
-	return func(m *Method) { m.Info.Requires, m.ownRequires = r, r != nil }
+	return func(m *Method) {
+		mustRequirement(m.Info.Service+"."+m.Info.Name, r)
+		m.Info.Requires, m.ownRequires = r, r != nil
+	}
+}
+
+func mustRequirement(where string, r trust.Requirement) {
+	if err := trust.CheckRequirement(r); err != nil {
+		panic(fmt.Sprintf("handler: %s: bad capability requirement: %v", where, err))
+	}
 }
 
 // Idempotent marks a method as safe to retry.

@@ -90,11 +90,45 @@ func (c Cap) Expr() Expr { return Expr{Cap: string(c)} }
 type anyOf []Requirement
 type allOf []Requirement
 
-// AnyOf is satisfied when at least one of reqs is.
-func AnyOf(reqs ...Requirement) Requirement { return anyOf(reqs) }
+// AnyOf is satisfied when at least one of reqs is. It panics when reqs is
+// empty or holds a nil Requirement: requirements are program constants,
+// and either would be a mistake found only when a call is checked.
+func AnyOf(reqs ...Requirement) Requirement {
+	mustReqs("AnyOf", reqs)
+	return anyOf(slices.Clone(reqs))
+}
 
-// AllOf is satisfied when every one of reqs is.
-func AllOf(reqs ...Requirement) Requirement { return allOf(reqs) }
+// AllOf is satisfied when every one of reqs is. It panics when reqs is
+// empty (an empty AllOf would be satisfied by every caller, so a list that
+// came out empty would open the method to everyone) or holds a nil
+// Requirement.
+func AllOf(reqs ...Requirement) Requirement {
+	mustReqs("AllOf", reqs)
+	return allOf(slices.Clone(reqs))
+}
+
+func mustReqs(name string, reqs []Requirement) {
+	if len(reqs) == 0 {
+		panic("trust: " + name + " needs at least one requirement")
+	}
+	for i, r := range reqs {
+		if r == nil {
+			panic(fmt.Sprintf("trust: %s: requirement %d is nil", name, i))
+		}
+	}
+}
+
+// CheckRequirement reports whether r is well formed: every capability
+// name valid (ValidCapability) and every AnyOf and AllOf non-empty, so that
+// its contract form (Expr) converts back to it. A nil r (no requirement)
+// is well formed.
+func CheckRequirement(r Requirement) error {
+	if r == nil {
+		return nil
+	}
+	_, err := r.Expr().Requirement()
+	return err
+}
 
 func (a anyOf) Satisfied(caps []string) bool {
 	for _, r := range a {

@@ -262,7 +262,7 @@ func TestParseErrorQuotesNoSecret(t *testing.T) {
 	seedHex := hex.EncodeToString(key.Seed())
 	seedB64 := trust.EncodeSecretKeyBase64(key)
 	for name, in := range map[string]string{
-		"root key JSON": "{\n  \"private_key\": \"" + seedHex + "\",\n  \"public_key\": \"" + trust.IDOf(key).String() + "\"\n}\n",
+		"root key JSON":           "{\n  \"private_key\": \"" + seedHex + "\",\n  \"public_key\": \"" + trust.IDOf(key).String() + "\"\n}\n",
 		"typo below the node key": "[node]\nsecret_key = '" + seedB64 + "'\nendpoint_id = 12x\n",
 		"typo on the key's line":  "[node]\nsecret_key = '" + seedB64 + "' x\n",
 	} {
