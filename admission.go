@@ -295,6 +295,11 @@ func refuse(ctx context.Context, c transport.Conn, st transport.Stream, se *stat
 
 // admitOpen answers _aster.admit on a server without a gate: everyone is
 // admitted unrestricted.
+//
+// The verdict states the connection's actual grant: unrestricted on a
+// server without admission, but on a connection admitted by a gate
+// (a later _aster.admit) or by WithAdmission, the capabilities it was
+// granted, never an unrestricted verdict it does not have.
 func (c *serverCall) admitOpen() error {
 	var h admitHello
 	if err := handler.RecvOne(c, &h, handler.Requests); err != nil {
@@ -304,5 +309,10 @@ func (c *serverCall) admitOpen() error {
 	if role == "" {
 		role = string(enroll.RoleConsumer)
 	}
-	return c.Send(&admitVerdict{Role: role, Capabilities: []string{}, Unrestricted: true, StreamReuse: streamReuseOffer(&c.sc.srv.opts)})
+	p := c.sc.peer
+	caps := p.Capabilities
+	if caps == nil {
+		caps = []string{}
+	}
+	return c.Send(&admitVerdict{Role: role, Capabilities: caps, Unrestricted: p.Unrestricted, StreamReuse: streamReuseOffer(&c.sc.srv.opts)})
 }

@@ -643,7 +643,15 @@ func TestAdmissionCredentialExpiryClosesConnection(t *testing.T) {
 	for {
 		_, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{})
 		if err != nil {
-			if code := status.CodeOf(err); code != status.PermissionDenied && code != status.Unauthenticated {
+			// A call in flight when the connection closes reports the
+			// close (UNAVAILABLE, naming the reason); the next one
+			// redials and is refused.
+			code := status.CodeOf(err)
+			if code == status.Unavailable && strings.Contains(err.Error(), "credential expired") {
+				_, err = aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{})
+				code = status.CodeOf(err)
+			}
+			if code != status.PermissionDenied && code != status.Unauthenticated {
 				t.Fatalf("after expiry: %v (code %v), want PERMISSION_DENIED or UNAUTHENTICATED", err, code)
 			}
 			break
@@ -669,5 +677,35 @@ func TestAdmissionCredentialExpiryClosesConnection(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
 		t.Fatalf("open gate: %v", err)
+	}
+}
+
+// On a gated server a second _aster.admit, after the connection was
+// admitted, is answered with the connection's real grant: it used to be
+// an unrestricted verdict, which a proxy or a later client could take for
+// the grant.
+func TestAdmissionSecondAdmitTellsTheGrant(t *testing.T) {
+	g := newGated(t, enroll.Policy{AllowAllProducers: true})
+	c, err := g.dial(t, withIdentity(t, g.enroll(t, "log-viewer", "ops.logs"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type verdict struct {
+		Role         string   `cbor:"role"`
+		Capabilities []string `cbor:"capabilities"`
+		Unrestricted bool     `cbor:"unrestricted"`
+	}
+	v, err := aster.CallUnary[verdict](ctxT(t), c, "_aster.admit", &struct {
+		Role string `cbor:"role"`
+	}{Role: "producer"})
+	if err != nil || v.Unrestricted || len(v.Capabilities) != 1 || v.Capabilities[0] != "ops.logs" {
+		t.Fatalf("second admit: %+v, %v; want the grant (ops.logs, restricted)", v, err)
+	}
+	// The connection still serves with its grant.
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.open", &Msg{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); status.CodeOf(err) != status.PermissionDenied {
+		t.Fatalf("Ops.status: %v", err)
 	}
 }
