@@ -65,7 +65,8 @@ func (c *Config) ValidateClient() error {
 // file that was not asked for but found in the working directory (the
 // identity_file default) and cannot be used is skipped with a warning
 // (see Warnings); one named by ASTER_IDENTITY_FILE or the file is an
-// error. Options given after these override them. Errors are *Error values
+// error. An identity file that holds a key and is readable by group or
+// others is used, with a warning (see Warnings). Options given after these override them. Errors are *Error values
 // naming the field.
 func (c *Config) ClientOptions() ([]aster.ClientOption, error) {
 	if err := c.ValidateClient(); err != nil {
@@ -112,6 +113,7 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 		if id.Key == nil || len(id.Peers) == 0 {
 			return nil, fieldErr(f, src, raw, "needs a [node] secret_key and a [[peers]] credential", nil)
 		}
+		c.warnings = append(c.warnings, id.Warnings...) // a key file others can read
 		cred, err := id.Credential("")
 		if err != nil {
 			return nil, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
@@ -133,6 +135,7 @@ func (c *Config) trustClientOptions() ([]aster.ClientOption, error) {
 		if err != nil {
 			return nil, fieldErr(f, src, raw, "cannot be used: "+err.Error(), err)
 		}
+		c.warnings = append(c.warnings, id.Warnings...)
 		cred, err := id.Credential("")
 		if len(id.Peers) == 0 || err != nil {
 			return []aster.ClientOption{aster.WithSecretKey(id.Key)}, nil

@@ -2,10 +2,16 @@ package config_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aster-go/aster/config"
+	"github.com/aster-go/aster/trust"
+	"github.com/aster-go/aster/trust/enroll"
+	"github.com/aster-go/aster/trust/identity"
 )
 
 // LoadClient checks only client settings: server-only settings that Load
@@ -54,5 +60,38 @@ func TestClientOptionsBrokenDefaultIdentity(t *testing.T) {
 	var ce *config.Error
 	if _, err := cfg.ClientOptions(); !errors.As(err, &ce) || ce.Field != "identity.identity_file" {
 		t.Fatalf("ClientOptions with a broken named identity: %v, want an error naming identity.identity_file", err)
+	}
+}
+
+// A client's credential file (or identity file) that holds a secret key
+// and is readable by others is used, with a warning, as a server's is:
+// the warning used to be dropped on the client side.
+func TestClientOptionsWarnsOnReadableKeyFile(t *testing.T) {
+	for _, env := range []string{"ASTER_ENROLLMENT_CREDENTIAL", "ASTER_IDENTITY_FILE"} {
+		dir := isolate(t)
+		key := trust.GenerateKey()
+		cred := &enroll.Credential{Type: enroll.TypePolicy, Role: enroll.RoleConsumer, Name: "n", EndpointID: trust.IDOf(key),
+			IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		if err := enroll.Sign(trust.GenerateKey(), cred); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "node.cred")
+		if err := identity.Save(path, &identity.Identity{Key: key, Peers: []*enroll.Credential{cred}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(env, path)
+		cfg, err := config.LoadClient("", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cfg.ClientOptions(); err != nil {
+			t.Fatal(err)
+		}
+		if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "readable by others") {
+			t.Errorf("%s: warnings %q do not mention the file's mode", env, w)
+		}
 	}
 }
