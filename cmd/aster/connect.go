@@ -80,9 +80,10 @@ func looksLikeTarget(s string) bool {
 
 // credInfo is the credential a command presents, kept to explain a refusal.
 type credInfo struct {
-	key  trust.SecretKey
-	cred *enroll.Credential
-	from string // "--rcan FILE", "ASTER_ENROLLMENT_CREDENTIAL", ...
+	key      trust.SecretKey
+	cred     *enroll.Credential
+	from     string   // "--rcan FILE", "ASTER_ENROLLMENT_CREDENTIAL", ...
+	warnings []string // about the file (e.g. readable by others)
 }
 
 // clientSetup is everything a command needs to dial.
@@ -114,6 +115,9 @@ func setupClient(c *cobra.Command, cfg *config.Config, rcan string) (*clientSetu
 		}
 		s.opts = append(s.opts, credOpts...)
 		s.cred = info
+		for _, w := range info.warnings {
+			fmt.Fprintln(c.ErrOrStderr(), "warning:", w)
+		}
 		return s, nil
 	}
 	s.cred = configCredential(cfg)

@@ -27,6 +27,6 @@ func credentialOptions(file string) ([]aster.ClientOption, *credInfo, error) {
 	if err != nil {
 		return nil, nil, usageErrorf("--rcan %s: %w", file, err)
 	}
-	info := &credInfo{key: id.Key, cred: cred, from: "--rcan " + file}
+	info := &credInfo{key: id.Key, cred: cred, from: "--rcan " + file, warnings: id.Warnings}
 	return []aster.ClientOption{aster.WithSecretKey(id.Key), aster.WithCredential(cred)}, info, nil
 }

@@ -217,6 +217,18 @@ func TestChapter5(t *testing.T) {
 	if code, out, errOut := callAs("", "--rcan", "edge-node-7.cred", "MissionControl.getStatus", `{"agent_id":"test"}`); code != 0 || !strings.Contains(out, `"status":"running"`) {
 		t.Errorf("aster call --rcan edge-node-7.cred: exit %d %s %s", code, out, errOut)
 	}
+	// A credential file others can read still works, with a warning, by
+	// --rcan or by the config.
+	if err := os.Chmod(filepath.Join(work, "edge-node-7.cred"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"", "--rcan", "edge-node-7.cred"}, {"edge-node-7.cred"}} {
+		code, _, errOut := callAs(args[0], append(args[1:], "MissionControl.getStatus", `{"agent_id":"test"}`)...)
+		if code != 0 || !strings.Contains(errOut, "warning: edge-node-7.cred holds a secret key but is readable by others") {
+			t.Errorf("aster call %v with a 0644 credential file: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+	os.Chmod(filepath.Join(work, "edge-node-7.cred"), 0o600)
 	if code, _, errOut := callAs("", "--rcan", "no-such.cred", "MissionControl.getStatus", `{}`); code != ExitUsage || !strings.Contains(errOut, "no-such.cred") {
 		t.Errorf("aster call --rcan no-such.cred: exit %d %s", code, errOut)
 	}
