@@ -140,8 +140,11 @@ func WithBalancer(b Balancer) ClientOption {
 // comma-separated list of service names or "*". Other entries are never
 // dialled; Producers shows them as ProducerRejected with the reason, and
 // each is logged once. The transport still verifies every producer's key on
-// every connection. Default: every listed producer is dialled (allow all).
-// A Client ignores it.
+// every connection. Calls through the fleet (and its sessions) to a
+// service the producer's credential does not name fail with
+// PERMISSION_DENIED: the credential vouches for the producer only as a
+// producer of the services it names. Default: every listed producer is
+// dialled (allow all). A Client ignores it.
 func WithProducerRoot(root trust.PublicKey) ClientOption {
 	return clientOptionFunc(func(o *clientOptions) {
 		if root == (trust.PublicKey{}) {
@@ -339,6 +342,10 @@ type producer struct {
 	client *Client // nil when rejected
 	cred   string
 	expiry time.Time // of a verified credential; zero without a root
+	// services is the aster.services attribute of a verified credential
+	// (attested set): calls of other services are refused (start).
+	services string
+	attested bool
 
 	outstanding atomic.Int64
 	calls       atomic.Uint64
@@ -729,6 +736,7 @@ func (f *Fleet) newProducer(key string, e discovery.Producer) *producer {
 			return p
 		}
 		p.cred, p.expiry = "valid", cr.ExpiresAt.Add(enroll.DefaultClockSkew)
+		p.services, p.attested = cr.Attributes[ProducerServicesAttr], true
 	case len(e.Credential) == 0:
 		p.cred = "none"
 	default:

@@ -204,6 +204,12 @@ func (p *producer) connected() bool {
 
 // start starts call on p, counting it. call.Peer is set to p.
 func (p *producer) start(ctx context.Context, call *middleware.Call) (middleware.ClientStream, error) {
+	if p.attested && call.Service != p.f.service && call.Service != wire.ControlService && !servesService(p.services, call.Service) {
+		// The credential checked at listing names the watched service;
+		// another one this producer is not vouched for is not sent to it.
+		return nil, status.Errorf(status.PermissionDenied, "aster: producer %s of %s is not enrolled for service %s (its credential's %s: %q)",
+			p.entry.Addr.ID.Short(), p.f.name, call.Service, ProducerServicesAttr, p.services)
+	}
 	call.Peer = p.entry.Addr.ID
 	if call.Conn == nil {
 		// Never dial inside a call: the keeper does. A connection lost

@@ -1069,3 +1069,42 @@ func TestFleetReusesStreamsLikeAClient(t *testing.T) {
 	}
 	t.Logf("streams reused for 20 calls: client %d, fleet %d", viaClient, viaFleet)
 }
+
+// A producer credential vouches for the services it names: through a
+// fleet with a producer root, a call of another service the producer
+// happens to serve (Tally, with a credential naming only Fleet) is refused
+// before it is sent, also within a session; named, it goes through.
+func TestFleetProducerRootOtherService(t *testing.T) {
+	root := trust.GenerateKey()
+	later := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		services string
+		tally    bool
+	}{{"Fleet", false}, {"Fleet, Tally", true}, {"*", true}} {
+		src := discovery.NewStaticSource(fleetName)
+		key := trust.GenerateKey()
+		startProducer(t, key, aster.WithRegistry(src, "fleet"),
+			aster.WithCredential(producerCredential(t, root, key, enroll.RoleProducer, tc.services, later)))
+		fleetWait(t, "the producer registered", func() bool { return len(src.Producers("fleet/Fleet")) == 1 })
+		f := dialFleet(t, src, aster.WithProducerRoot(trust.IDOf(root)))
+		ctx := ctxT(t)
+		if _, err := aster.CallUnary[FleetReply](ctx, f, "Fleet.get", &FleetReq{}); err != nil {
+			t.Fatalf("%q: Fleet.get: %v", tc.services, err)
+		}
+		sess := f.NewSession()
+		_, err := aster.CallUnary[FleetReply](ctx, sess, "Tally.add", &FleetReq{N: 1})
+		sess.Close(ctx)
+		switch {
+		case tc.tally && err != nil:
+			t.Errorf("%q: Tally.add: %v", tc.services, err)
+		case !tc.tally && (status.CodeOf(err) != status.PermissionDenied || !strings.Contains(err.Error(), "not enrolled for service Tally")):
+			t.Errorf("%q: Tally.add: %v, want PERMISSION_DENIED (not enrolled for Tally)", tc.services, err)
+		}
+		if !tc.tally {
+			// Outside a session (the balancer's path) too.
+			if _, err := aster.CallUnary[FleetReply](ctx, f, "Tally.add", &FleetReq{N: 1}); status.CodeOf(err) != status.PermissionDenied {
+				t.Errorf("%q: Tally.add outside a session: %v, want PERMISSION_DENIED", tc.services, err)
+			}
+		}
+	}
+}
