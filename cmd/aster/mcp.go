@@ -119,6 +119,9 @@ func runMCP(ctx context.Context, c *cobra.Command, f *mcpFlags, args []string) e
 	if err != nil {
 		return err
 	}
+	if w := tokenFileWarning(f.tokenFile); w != "" {
+		fmt.Fprintln(c.ErrOrStderr(), "aster mcp: warning:", w)
+	}
 	cfg, err := loadClientConfig(c)
 	if err != nil {
 		return err
@@ -265,6 +268,20 @@ func mcpHTTPToken(f *mcpFlags) ([]byte, error) {
 		return nil, usageErrorf("--http-token-file %s: the token must be one line of at least %d characters without spaces", f.tokenFile, mcpMinTokenLen)
 	}
 	return tok, nil
+}
+
+// tokenFileWarning returns a warning when the --http-token-file file can
+// be read by group or others (whoever reads the token acts with the
+// gateway's credential), else "".
+func tokenFileWarning(path string) string {
+	if path == "" {
+		return ""
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("--http-token-file %s is readable by others (mode %#o): whoever reads it calls the services with this gateway's credential; run: chmod 600 %s", path, st.Mode().Perm(), path)
 }
 
 // requireBearer serves only requests carrying "Authorization: Bearer

@@ -365,3 +365,21 @@ func TestMCPUnmatchedGlob(t *testing.T) {
 		}
 	}
 }
+
+// A token file others can read is used, with a warning.
+func TestMCPTokenFileWarning(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if w := tokenFileWarning(tok); w != "" {
+		t.Errorf("0600: %q", w)
+	}
+	if err := os.Chmod(tok, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w := tokenFileWarning(tok); !strings.Contains(w, "readable by others (mode 0644)") {
+		t.Errorf("0644: %q", w)
+	}
+}
