@@ -415,3 +415,74 @@ func TestRootPubkeyFilePrivateKey(t *testing.T) {
 		t.Errorf("RootPublicKey from the .pub file = %x, %v", k, err)
 	}
 }
+
+// captureStderr sends what the code under test writes to os.Stderr (where
+// Config.NewServer logs) to a file and returns a function that reads it.
+func captureStderr(t *testing.T) func() string {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = f
+	t.Cleanup(func() { os.Stderr = old; f.Close() })
+	return func() string {
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+}
+
+// TestDevModeListensOnLoopback: a server without a root key admits every
+// consumer and checks no capability, so with bind_addr empty it listens on
+// loopback only, and an explicit bind_addr beyond loopback is warned about.
+func TestDevModeListensOnLoopback(t *testing.T) {
+	isolate(t)
+	t.Setenv("ASTER_LOG_LEVEL", "info")
+	logs := captureStderr(t)
+	serve := func() aster.Address {
+		t.Helper()
+		cfg, err := config.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := cfg.NewServer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		ready, errc := make(chan aster.Address, 1), make(chan error, 1)
+		go func() { errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a }) }()
+		select {
+		case a := <-ready:
+			srv.Close()
+			<-errc
+			return a
+		case err := <-errc:
+			t.Fatal(err)
+		}
+		return aster.Address{}
+	}
+
+	addr := serve()
+	if len(addr.Direct) == 0 {
+		t.Fatal("no direct address")
+	}
+	for _, ap := range addr.Direct {
+		if !ap.Addr().IsLoopback() {
+			t.Errorf("dev mode without bind_addr listens on %v, want loopback only", addr.Direct)
+		}
+	}
+	if l := logs(); !strings.Contains(l, "dev mode listens on loopback only") || !strings.Contains(l, "ASTER_BIND_ADDR") {
+		t.Errorf("log does not say where a dev-mode server listens and how to change it:\n%s", l)
+	}
+
+	t.Setenv("ASTER_BIND_ADDR", "0.0.0.0:0")
+	serve()
+	if l := logs(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "listens beyond loopback") {
+		t.Errorf("dev mode with bind_addr 0.0.0.0:0 logged no warning:\n%s", l)
+	}
+}
