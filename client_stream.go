@@ -430,6 +430,15 @@ func (cs *clientStream) mapErr(err error) error {
 	}
 	var ce *transport.ConnError
 	if errors.As(err, &ce) {
+		switch {
+		case ce.Remote && ce.Code == transport.ConnRefused:
+			// The server ended the admission it granted (the credential
+			// expired): a retry with the same credential is refused too
+			// (PROTOCOL.md 3.3).
+			return status.Errorf(status.Unauthenticated, "connection closed by the server: %w", err)
+		case ce.Remote && ce.Code == transport.ConnDenied:
+			return status.Errorf(status.PermissionDenied, "connection closed by the server: %w", err)
+		}
 		return status.Errorf(status.Unavailable, "connection lost: %w", err)
 	}
 	return status.Wrap(status.Unavailable, err)

@@ -240,7 +240,8 @@ type Config struct {
 	// home relay's URL "https://host[:port][#sha256=<hex>]".
 	RelayMode string
 	// BindAddr is the local UDP address to listen on ("host:port"); empty
-	// means a free port on all interfaces.
+	// means a free port on all interfaces, or on 127.0.0.1 for a server in
+	// dev mode (no root key).
 	BindAddr string
 	// EnableMonitoring serves /metrics and /metrics/prometheus on the
 	// health server (which needs HealthPort > 0).

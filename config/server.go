@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -55,7 +56,10 @@ type Server struct {
 //
 //   - network.secret_key, else the identity file's key → aster.WithSecretKey
 //     (neither: a fresh key each run)
-//   - network.bind_addr → aster.WithBindAddr (ListenAndServe(""))
+//   - network.bind_addr → aster.WithBindAddr (ListenAndServe("")); in dev
+//     mode (no root key: every consumer admitted, no capability checked) an
+//     empty bind_addr means devBindAddr, loopback only, and a bind_addr
+//     beyond loopback is logged as a warning
 //   - network.relay_mode URL (unless clear_relay_transports) → aster.WithRelay
 //   - network.proxy_url, else network.proxy_from_env → aster.WithRelayProxy
 //     (the connection to the home relay goes through the HTTP proxy)
@@ -143,11 +147,23 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 	case ts.key != nil:
 		base = append(base, aster.WithSecretKey(ts.key))
 	}
-	if c.BindAddr != "" {
+	switch {
+	case c.BindAddr != "":
 		base = append(base, aster.WithBindAddr(c.BindAddr))
+		if gate.DevMode() && !loopbackBind(c.BindAddr) {
+			logger.Warn("aster: dev mode admits every consumer, unrestricted, and network.bind_addr listens beyond loopback: anyone who can reach "+c.BindAddr+" may call every method; configure a root key (trust.root_pubkey_file) before exposing this server", "bind_addr", c.BindAddr)
+		}
+	case gate.DevMode():
+		// Dev mode admits everyone and skips every capability check: by
+		// default such a server is reachable from this host only.
+		base = append(base, aster.WithBindAddr(devBindAddr))
+		logger.Info("aster: dev mode listens on loopback only; set network.bind_addr (ASTER_BIND_ADDR), e.g. 0.0.0.0:0, to listen on other interfaces", "bind_addr", devBindAddr)
 	}
 	if u := c.HomeRelay(); u != "" {
 		base = append(base, aster.WithHomeRelay(u))
+		if gate.DevMode() {
+			logger.Warn("aster: dev mode admits every consumer, unrestricted, and the home relay makes this server reachable by anyone who learns its address; configure a root key (trust.root_pubkey_file) before exposing it", "relay", u)
+		}
 	}
 	if p, err := c.relayProxyOption(); err != nil || p != nil {
 		if err != nil {
@@ -331,4 +347,22 @@ func (s *Server) Close() error {
 		err = rerr
 	}
 	return err
+}
+
+// devBindAddr is where a dev-mode server listens when network.bind_addr is
+// empty: a free port on IPv4 loopback.
+const devBindAddr = "127.0.0.1:0"
+
+// loopbackBind reports whether the bind address addr ("host:port") listens
+// on loopback only ("localhost" or a loopback IP).
+func loopbackBind(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

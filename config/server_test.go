@@ -483,3 +483,53 @@ func TestAllowAllConsumersWarns(t *testing.T) {
 		}
 	}
 }
+
+// TestDevModeListensOnLoopback: a server without a root key admits every
+// consumer and checks no capability, so with bind_addr empty it listens on
+// loopback only, and an explicit bind_addr beyond loopback is warned about.
+func TestDevModeListensOnLoopback(t *testing.T) {
+	isolate(t)
+	t.Setenv("ASTER_LOG_LEVEL", "info")
+	serve := func() (addr aster.Address, log string) {
+		t.Helper()
+		cfg, err := config.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		log = stderrOf(t, func() {
+			srv, err := cfg.NewServer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			ready, errc := make(chan aster.Address, 1), make(chan error, 1)
+			go func() { errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a }) }()
+			select {
+			case addr = <-ready:
+				srv.Close()
+				<-errc
+			case err := <-errc:
+				t.Fatal(err)
+			}
+		})
+		return addr, log
+	}
+
+	addr, log := serve()
+	if len(addr.Direct) == 0 {
+		t.Fatal("no direct address")
+	}
+	for _, ap := range addr.Direct {
+		if !ap.Addr().IsLoopback() {
+			t.Errorf("dev mode without bind_addr listens on %v, want loopback only", addr.Direct)
+		}
+	}
+	if !strings.Contains(log, "dev mode listens on loopback only") || !strings.Contains(log, "ASTER_BIND_ADDR") {
+		t.Errorf("log does not say where a dev-mode server listens and how to change it:\n%s", log)
+	}
+
+	t.Setenv("ASTER_BIND_ADDR", "0.0.0.0:0")
+	if _, log := serve(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "listens beyond loopback") {
+		t.Errorf("dev mode with bind_addr 0.0.0.0:0 logged no warning:\n%s", log)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -29,5 +30,20 @@ func TestServeRefusesAdmissionWithoutRoot(t *testing.T) {
 	var ce *config.Error
 	if !errors.As(err, &ce) || ce.Field != "trust.allow_all_consumers" || ce.Source != "ASTER_ALLOW_ALL_CONSUMERS" {
 		t.Fatalf("serve with ASTER_ALLOW_ALL_CONSUMERS=false and no root key: %v, want a *config.Error naming it", err)
+	}
+}
+
+// TestCheckRate: -rate accepts 0 (no limit) up to maxRate and refuses a
+// negative rate, NaN and rates whose burst would overflow.
+func TestCheckRate(t *testing.T) {
+	for _, r := range []float64{0, 0.5, 100, maxRate} {
+		if err := checkRate(r); err != nil {
+			t.Errorf("checkRate(%v) = %v", r, err)
+		}
+	}
+	for _, r := range []float64{-5, math.NaN(), math.Inf(1), 1e19} {
+		if err := checkRate(r); err == nil {
+			t.Errorf("checkRate(%v) accepted", r)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/aster-go/aster"
@@ -18,6 +20,19 @@ import (
 // twice that), the -rate flag. 0 turns the limit off, e.g. for a load test
 // from one client.
 var perPeerRate = flag.Float64("rate", 100, "calls a second each agent (peer) may make, with a burst of twice that; 0: no limit")
+
+// maxRate bounds -rate: beyond it the burst (twice the rate) would not be
+// a sensible int, and no agent needs more.
+const maxRate = 1e6
+
+// checkRate refuses a -rate that is negative, not a number or above
+// maxRate (a negative rate used to mean "no limit" without a word).
+func checkRate(r float64) error {
+	if math.IsNaN(r) || r < 0 || r > maxRate {
+		return fmt.Errorf("-rate %v: must be between 0 (no limit) and %g calls a second", r, float64(maxRate))
+	}
+	return nil
+}
 
 // serverHardening contains handler panics, logs every call (successes at
 // DEBUG, failures at WARN/ERROR), bounds each call's time (tails may run for

@@ -65,6 +65,10 @@ import (
 func main() {
 	demo := flag.Bool("demo", false, "start the server, call every method once as a client, print what happens, and exit")
 	flag.Parse()
+	if err := checkRate(*perPeerRate); err != nil {
+		fmt.Fprintln(os.Stderr, "missioncontrol:", err)
+		os.Exit(2)
+	}
 	if err := serve(*demo); err != nil {
 		fmt.Fprintln(os.Stderr, "missioncontrol:", err)
 		os.Exit(1)
