@@ -62,6 +62,10 @@ type serverConn struct {
 	idleMu             sync.Mutex
 	idleHead, idleTail *idleEntry
 	sweeping           bool
+	// idleNow counts the streams waiting idle for their next call; beyond
+	// idleCap (0: no cap) the one idle the longest is reset.
+	idleNow atomic.Int64
+	idleCap int64
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -85,6 +89,7 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 	}
 	return &serverConn{
 		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting, active: active, budget: budget,
+		idleCap:  int64(maxIdleStreams(&s.opts)),
 		sessions: map[uint64]*session{},
 		ended:    map[uint64]struct{}{},
 	}
@@ -284,8 +289,12 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 		// retired by the client.
 		sc.srv.stats.idleStreams.Add(1)
 		e.since.Store(int64(monoNow()))
+		if n := sc.idleNow.Add(1); sc.idleCap > 0 && n > sc.idleCap {
+			sc.evictIdle()
+		}
 		err := c.r.Await()
 		expired := e.since.Swap(idleBusy) == idleExpired
+		sc.idleNow.Add(-1)
 		sc.srv.stats.idleStreams.Add(-1)
 		if err == nil && expired {
 			// The sweeper took the stream as its call arrived: it resets
@@ -357,6 +366,41 @@ func (sc *serverConn) idleList(e *idleEntry) {
 		go sc.sweep()
 	}
 	sc.idleMu.Unlock()
+}
+
+// maxIdleStreams is how many streams of one connection may wait idle for
+// their next call at once: the larger of the reuse offer and the
+// per-connection stream limit, since a conforming client keeps at most
+// the offer or as many as it had calls in flight (PROTOCOL.md 23.3), and
+// the server serves at most the stream limit of those at once. 0 (no
+// stream limit) means no cap but the transport's.
+func maxIdleStreams(o *serverOptions) int {
+	if o.limits.maxStreams <= 0 {
+		return 0
+	}
+	return max(streamReuseOffer(o), o.limits.maxStreams)
+}
+
+// evictIdle resets the stream of the connection idle for the longest, as
+// the sweeper would once it expired: the connection holds more idle
+// streams than idleCap. A conforming client takes its most recently idle
+// stream first, so it is the least likely to carry another call.
+func (sc *serverConn) evictIdle() {
+	var oldest *idleEntry
+	var since int64
+	sc.idleMu.Lock()
+	for e := sc.idleHead; e != nil; e = e.next {
+		if s := e.since.Load(); s > idleExpired && (oldest == nil || s < since) {
+			oldest, since = e, s
+		}
+	}
+	if oldest != nil && !oldest.since.CompareAndSwap(since, idleExpired) {
+		oldest = nil // its call arrived meanwhile: leave it be
+	}
+	sc.idleMu.Unlock()
+	if oldest != nil {
+		oldest.st.Reset(transport.CodeNoError) // its Await returns an error
+	}
 }
 
 // idleUnlist takes e off the list once its stream ended.

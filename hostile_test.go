@@ -1,0 +1,86 @@
+package aster_test
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/transport"
+)
+
+// idleAttack opens n streams on c, each carrying one reusable call to a
+// method that does not exist, ended by its end-of-request frame; it reads
+// each call's TRAILER and leaves the stream open, idle. It returns the
+// streams once all trailers arrived (or the stream was reset).
+func idleAttack(t *testing.T, c transport.Conn, n int) []transport.Stream {
+	t.Helper()
+	raw := append(header(t, wire.Header{Service: "No", Method: "such", Reuse: true}), wire.EndOfRequest...)
+	sts := make([]transport.Stream, n)
+	var wg sync.WaitGroup
+	for i := range sts {
+		st, err := c.OpenStream(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts[i] = st
+		if _, err := st.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			st.SetReadDeadline(time.Now().Add(20 * time.Second))
+			r := wire.NewReader(st, 0)
+			defer r.Release()
+			_, _, _ = r.ReadFrame() // the trailer (NOT_FOUND), or a reset
+		})
+	}
+	wg.Wait()
+	return sts
+}
+
+// A stranger that leaves reusable streams idle cannot make one connection
+// hold more of them than the server's per-connection stream limit
+// (WithMaxConcurrentStreams, 1,000 by default): the oldest idle streams
+// beyond it are reset. Before, only QUIC's stream limit (10,000) bounded
+// them, each holding a goroutine for the idle timeout (30 s).
+func TestIdleStreamsBounded(t *testing.T) {
+	tk := transports[1]
+	e := newEnv(t, tk)
+	c := rawConn(t, tk, e)
+	g0 := runtime.NumGoroutine()
+	var m0 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	const n = 2000
+	sts := idleAttack(t, c, n)
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.Metrics().IdleStreams > 1000 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	idle := e.srv.Metrics().IdleStreams
+	t.Logf("%d idle streams: server idle %d, goroutines +%d, heap in use +%d KiB, stacks +%d KiB (client and server)", n, idle, runtime.NumGoroutine()-g0, (int64(m1.HeapInuse)-int64(m0.HeapInuse))>>10, (int64(m1.StackInuse)-int64(m0.StackInuse))>>10)
+	if idle > 1000 {
+		t.Fatalf("the server keeps %d idle streams of one connection, want at most 1000", idle)
+	}
+	// The streams idle the longest were reset; the most recent one, which
+	// a conforming client takes first, still carries a call.
+	raw := append(header(t, wire.Header{Service: "No", Method: "such", Reuse: true}), wire.EndOfRequest...)
+	for i, wantOK := range map[int]bool{0: false, n - 1: true} {
+		st := sts[i]
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = st.Write(raw)
+		r := wire.NewReader(st, 0)
+		flags, _, err := r.ReadFrame()
+		r.Release()
+		if got := err == nil && flags&wire.FlagTrailer != 0; got != wantOK {
+			t.Errorf("stream %d (of %d) idle: next call answered %v (flags %#x, %v), want %v", i, n, got, flags, err, wantOK)
+		}
+	}
+	for _, st := range sts {
+		st.Reset(0)
+	}
+}
