@@ -27,6 +27,8 @@ const (
 	MaxCertLifetime = 14 * 24 * time.Hour
 	// DefaultAcceptBacklog is the default of Config.AcceptBacklog.
 	DefaultAcceptBacklog = 32
+	// DefaultMaxPendingConns is the default of Config.MaxPendingConns.
+	DefaultMaxPendingConns = 1024
 )
 
 // Config tunes the WebTransport transport. A nil *Config and zero fields
@@ -78,6 +80,14 @@ type Config struct {
 	// beyond it new sessions are refused. Zero or negative selects
 	// DefaultAcceptBacklog (32).
 	AcceptBacklog int
+	// MaxPendingConns caps the QUIC connections that have not yet
+	// identified a session (CONNECT and the identity exchange): a stranger's
+	// connections, each of which may hold a goroutine and a few KiB per
+	// stream it opens. Beyond it a new connection is closed at once
+	// (H3_EXCESSIVE_LOAD); one that has not identified a session within
+	// twice HandshakeTimeout is closed then. Zero or negative selects
+	// DefaultMaxPendingConns (1024).
+	MaxPendingConns int
 	// Now is the clock used for certificate validity and rotation. Zero
 	// selects time.Now; tests set it to move time.
 	Now func() time.Time
@@ -114,6 +124,9 @@ func (c *Config) withDefaults() Config {
 		out.CertLifetime = DefaultCertLifetime
 	}
 	out.CertLifetime = min(out.CertLifetime, MaxCertLifetime)
+	if out.MaxPendingConns <= 0 {
+		out.MaxPendingConns = DefaultMaxPendingConns
+	}
 	if out.AcceptBacklog <= 0 {
 		out.AcceptBacklog = DefaultAcceptBacklog
 	}
