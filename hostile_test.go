@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/internal/wire"
+	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
 )
 
@@ -83,4 +86,43 @@ func TestIdleStreamsBounded(t *testing.T) {
 	for _, st := range sts {
 		st.Reset(0)
 	}
+}
+
+// Fresh keys do not escape WithMaxConnsPerAddr: a connection from an
+// address that holds the cap is refused (UNAVAILABLE, SHUTDOWN) whatever
+// its key; connections the address holds are served, and a slot freed is
+// usable again. Before, only WithMaxConns (10,000) bounded what one host
+// could open with new keys. In memory, where there is no IP address, the
+// cap does not apply.
+func TestMaxConnsPerAddr(t *testing.T) {
+	forEachTransportOpts(t, []aster.ServerOption{aster.WithMaxConnsPerAddr(3)}, func(t *testing.T, e *env) {
+		// e.client holds one connection.
+		var clients []*aster.Client
+		for i := range 2 {
+			c, err := dialCall(t, e, testutil.Key(t, 50+i))
+			if err != nil {
+				t.Fatalf("connection %d within the cap: %v", i+2, err)
+			}
+			clients = append(clients, c)
+		}
+		_, err := dialCall(t, e, testutil.Key(t, 60))
+		if e.addr.WebTransport == "" && len(e.addr.Direct) == 0 {
+			if err != nil {
+				t.Fatalf("a connection without an IP address was refused: %v", err)
+			}
+			return
+		}
+		wantCode(t, err, status.Unavailable)
+		wantReason(t, err, "too many connections from this address")
+		for _, c := range append(clients, e.client) {
+			if _, err := aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{}); err != nil {
+				t.Fatalf("served connection after a refusal: %v", err)
+			}
+		}
+		clients[0].Close()
+		waitFor(t, func() bool { return e.srv.Metrics().Connections == 2 }, "the closed connection to end")
+		if _, err := dialCall(t, e, testutil.Key(t, 61)); err != nil {
+			t.Fatalf("connection after a slot was freed: %v", err)
+		}
+	})
 }

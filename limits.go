@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
 	"github.com/aster-go/aster/trust/enroll"
 )
@@ -33,6 +35,9 @@ const (
 	// DefaultMaxConnsPerPeer caps the connections one endpoint id may hold
 	// open to a server at once.
 	DefaultMaxConnsPerPeer = 100
+	// DefaultMaxConnsPerAddr caps the connections one network address (an
+	// IP address; an IPv6 /64) may hold open to a server at once.
+	DefaultMaxConnsPerAddr = 256
 	// DefaultMaxStreamsAwaitingHeader caps the streams of one connection
 	// whose HEADER the server is still waiting for.
 	DefaultMaxStreamsAwaitingHeader = 1000
@@ -50,6 +55,7 @@ type serverLimits struct {
 	headerTimeout     time.Duration
 	maxConns          int
 	maxConnsPerPeer   int
+	maxConnsPerAddr   int
 	maxAwaitingHeader int
 	maxStreams        int
 	sendBudget        int
@@ -61,6 +67,7 @@ func defaultLimits() serverLimits {
 		headerTimeout:     DefaultHeaderTimeout,
 		maxConns:          DefaultMaxConns,
 		maxConnsPerPeer:   DefaultMaxConnsPerPeer,
+		maxConnsPerAddr:   DefaultMaxConnsPerAddr,
 		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
 		maxStreams:        DefaultMaxConcurrentStreams,
 		sendBudget:        DefaultConnSendBudget,
@@ -174,18 +181,37 @@ func WithMaxConnsPerPeer(n int) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.maxConnsPerPeer = n })
 }
 
+// WithMaxConnsPerAddr caps the connections one network address may hold
+// open at once: an IP address, an IPv6 address by its /64 prefix (which
+// one host usually holds whole). A connection beyond the cap is closed at
+// once with close code 0x3 (SHUTDOWN, reason "too many connections from
+// this address"), which clients report as UNAVAILABLE. Since anyone can
+// make new keys, WithMaxConnsPerPeer does not bound what one host can
+// open; this does, so that one host cannot take every slot of
+// WithMaxConns and make the server hold the per-connection worst case
+// (RELIABILITY.md) that many times. Connections that carry no IP address
+// (through a relay, which hides it, or in memory) are bounded by
+// WithMaxConnsPerPeer, and the relay caps the connections it takes from
+// one IP address. Default DefaultMaxConnsPerAddr (256); n <= 0 removes
+// the cap.
+func WithMaxConnsPerAddr(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.maxConnsPerAddr = n })
+}
+
 // Close reasons for connections the server does not serve (close code
 // 0x3, SHUTDOWN).
 const (
 	reasonShutdown    = "server shutting down"
 	reasonTooMany     = "too many connections"
 	reasonTooManyPeer = "too many connections from this peer"
+	reasonTooManyAddr = "too many connections from this address"
 )
 
-// connCounts counts the connections being served, by peer. It is guarded
-// by Server.mu.
+// connCounts counts the connections being served, by peer and by network
+// address. It is guarded by Server.mu.
 type connCounts struct {
 	byPeer map[trust.EndpointID]int
+	byAddr map[netip.Addr]int
 	// Refusals are logged at most once per refusalLogEvery, with the
 	// number left out, so that a flood of connections cannot flood the log.
 	lastLog    time.Time
@@ -207,29 +233,52 @@ func (cc *connCounts) logRefusal(s *Server, id trust.EndpointID, reason string) 
 	cc.lastLog, cc.suppressed = now, 0
 }
 
-// admit reports why a new connection from id may not be served ("" if it
-// may), counting it if it may. total is the number served now.
-func (cc *connCounts) admit(l *serverLimits, id trust.EndpointID, total int) string {
+// admit reports why a new connection from id at addr (invalid: none)
+// may not be served ("" if it may), counting it if it may. total is the
+// number served now.
+func (cc *connCounts) admit(l *serverLimits, id trust.EndpointID, addr netip.Addr, total int) string {
 	if l.maxConns > 0 && total >= l.maxConns {
 		return reasonTooMany
 	}
 	if cc.byPeer == nil {
 		cc.byPeer = map[trust.EndpointID]int{}
+		cc.byAddr = map[netip.Addr]int{}
 	}
 	if l.maxConnsPerPeer > 0 && cc.byPeer[id] >= l.maxConnsPerPeer {
 		return reasonTooManyPeer
 	}
+	if addr.IsValid() && l.maxConnsPerAddr > 0 && cc.byAddr[addr] >= l.maxConnsPerAddr {
+		return reasonTooManyAddr
+	}
 	cc.byPeer[id]++
+	if addr.IsValid() {
+		cc.byAddr[addr]++
+	}
 	return ""
 }
 
-// release uncounts a connection from id.
-func (cc *connCounts) release(id trust.EndpointID) {
+// release uncounts a connection from id at addr.
+func (cc *connCounts) release(id trust.EndpointID, addr netip.Addr) {
 	if cc.byPeer[id] <= 1 {
 		delete(cc.byPeer, id)
+	} else {
+		cc.byPeer[id]--
+	}
+	if !addr.IsValid() {
 		return
 	}
-	cc.byPeer[id]--
+	if cc.byAddr[addr] <= 1 {
+		delete(cc.byAddr, addr)
+	} else {
+		cc.byAddr[addr]--
+	}
+}
+
+// connAddrKey is the network address c counts against for
+// WithMaxConnsPerAddr: its IP address (an IPv6 /64 prefix's first
+// address), or invalid when it carries none.
+func connAddrKey(c transport.Conn) netip.Addr {
+	return rateKeyOf(ConnInfo{ID: c.RemoteID(), Addr: c.RemoteAddr()}).ip
 }
 
 // errPermissionDenied is what a caller without a method's capabilities is

@@ -375,8 +375,8 @@ func (s *Server) Address() Address {
 // then returns ErrServerClosed. Serve takes ownership of ln and closes it;
 // after Shutdown began, ln keeps refusing new connections with close code
 // SHUTDOWN (PROTOCOL.md 3.3) until Shutdown returns, so that clients learn
-// at once to go elsewhere. A connection beyond WithMaxConns or
-// WithMaxConnsPerPeer is closed with the same code.
+// at once to go elsewhere. A connection beyond WithMaxConns,
+// WithMaxConnsPerPeer or WithMaxConnsPerAddr is closed with the same code.
 func (s *Server) Serve(ln transport.Listener) error {
 	if err := s.checkManifest(); err != nil {
 		ln.Close()
@@ -462,8 +462,8 @@ func (s *Server) trackConn(c transport.Conn) string {
 	if s.closed {
 		return reasonShutdown
 	}
-	id := c.RemoteID()
-	if reason := s.counts.admit(&s.opts.limits, id, len(s.conns)); reason != "" {
+	id, addr := c.RemoteID(), connAddrKey(c)
+	if reason := s.counts.admit(&s.opts.limits, id, addr, len(s.conns)); reason != "" {
 		s.counts.logRefusal(s, id, reason)
 		return reason
 	}
@@ -475,7 +475,7 @@ func (s *Server) trackConn(c transport.Conn) string {
 		sc.serve()
 		s.mu.Lock()
 		delete(s.conns, sc)
-		s.counts.release(id)
+		s.counts.release(id, addr)
 		s.mu.Unlock()
 	}()
 	return ""
