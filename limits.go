@@ -89,14 +89,18 @@ func WithHeaderTimeout(d time.Duration) ServerOption {
 // WithStreamIdleTimeout sets how long a reusable stream (PROTOCOL.md 23)
 // whose call ended may wait for its next call before the server resets it
 // (checked every eighth of d, so it is reset within 1⅛ d).
-// While it waits it holds a goroutine and no read buffer, and it is
-// neither a call in flight (Metrics.ActiveCalls) nor one of the streams
-// WithMaxConcurrentStreams counts; a client keeps at most
-// DefaultMaxIdleStreams of them per connection, or as many as it has calls
-// in flight there (beyond, it retires them),
-// and a peer's idle streams are bounded by the transport's stream limit
-// (10,000 on QUIC) and this timeout. Its next HEADER, once its first byte arrived, must be complete within the
-// header timeout (WithHeaderTimeout). Default DefaultStreamIdleTimeout
+// While it waits it holds a goroutine and no read buffer (about 10 KiB
+// with the transport's stream), and it is neither a call in flight
+// (Metrics.ActiveCalls) nor one of the streams WithMaxConcurrentStreams
+// counts; a client keeps at most DefaultMaxIdleStreams of them per
+// connection, or as many as it has calls in flight there (beyond, it
+// retires them). The server keeps at most the larger of
+// DefaultMaxIdleStreams and WithMaxConcurrentStreams (1,000 by default)
+// idle streams per connection: beyond, it resets the one idle the longest,
+// as the idle timeout would (with no stream cap, only the transport's
+// stream limit, 10,000 on QUIC, bounds them). Its next HEADER, once its
+// first byte arrived, must be complete within the header timeout
+// (WithHeaderTimeout). Default DefaultStreamIdleTimeout
 // (30 s); d <= 0 turns stream reuse off: the server does not offer it,
 // and every call has its own stream.
 func WithStreamIdleTimeout(d time.Duration) ServerOption {
