@@ -2,11 +2,13 @@ package aster_test
 
 import (
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aster-go/aster"
+	"github.com/aster-go/aster/codec/cbor"
 	"github.com/aster-go/aster/internal/testutil"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
@@ -134,4 +136,27 @@ func TestMaxConnsPerAddr(t *testing.T) {
 			t.Fatalf("connection after a slot was freed: %v", err)
 		}
 	})
+}
+
+// A compressed request of a few KiB that expands to most of the 16 MiB
+// frame limit is refused with RESOURCE_EXHAUSTED before the handler runs;
+// the same message compressed no more than MaxDecompressionRatio is
+// served. Before, the server decompressed it (16 MiB for a few KiB
+// received) and the handler got it.
+func TestCompressionBombRequest(t *testing.T) {
+	tk := transports[1]
+	e := newEnv(t, tk)
+	c := rawConn(t, tk, e)
+	bomb, err := cbor.Marshal(Msg{Text: strings.Repeat("z", 15<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := wire.Compress(bomb)
+	raw := append(header(t, wire.Header{Service: "Test", Method: "echo"}), wire.AppendFrame(nil, wire.FlagCompressed, z)...)
+	err, frames := exchange(t, c, raw, true)
+	t.Logf("%d bytes compressed to %d: %v", len(bomb), len(z), err)
+	wantCode(t, err, status.ResourceExhausted)
+	if len(frames) != 0 || e.svc.calls.Load() != 0 {
+		t.Fatalf("the bomb reached the handler (%d responses)", len(frames))
+	}
 }
