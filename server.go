@@ -238,7 +238,16 @@ func (s *Server) Contract() (*contract.Contract, []byte, error) {
 	return c, s.contract, nil
 }
 
+// contractBytes returns the contract's canonical encoding, as _aster.contract
+// serves it: built once per set of services, so that a peer calling it in
+// a loop costs a copy, not a build of the contract under the server's lock.
 func (s *Server) contractBytes() ([]byte, error) {
+	s.mu.Lock()
+	b := s.contract
+	s.mu.Unlock()
+	if b != nil {
+		return b, nil
+	}
 	_, b, err := s.Contract()
 	return b, err
 }
