@@ -27,6 +27,9 @@ const (
 	MaxCertLifetime = 14 * 24 * time.Hour
 	// DefaultAcceptBacklog is the default of Config.AcceptBacklog.
 	DefaultAcceptBacklog = 32
+	// DefaultUnvalidatedHandshakes is the default of
+	// Config.UnvalidatedHandshakes.
+	DefaultUnvalidatedHandshakes = 1000
 	// DefaultMaxPendingConns is the default of Config.MaxPendingConns.
 	DefaultMaxPendingConns = 1024
 )
@@ -88,6 +91,14 @@ type Config struct {
 	// twice HandshakeTimeout is closed then. Zero or negative selects
 	// DefaultMaxPendingConns (1024).
 	MaxPendingConns int
+	// UnvalidatedHandshakes is how many handshakes per second (in bursts
+	// of as many) the Listener starts for clients whose source address it
+	// has not validated; beyond it a new client is first asked to prove
+	// its address (a QUIC Retry, one more round trip), so that Initial
+	// packets from forged addresses make it hold nothing. Zero selects
+	// DefaultUnvalidatedHandshakes (1,000 per second); negative validates
+	// every client's address.
+	UnvalidatedHandshakes int
 	// Now is the clock used for certificate validity and rotation. Zero
 	// selects time.Now; tests set it to move time.
 	Now func() time.Time
@@ -124,6 +135,9 @@ func (c *Config) withDefaults() Config {
 		out.CertLifetime = DefaultCertLifetime
 	}
 	out.CertLifetime = min(out.CertLifetime, MaxCertLifetime)
+	if out.UnvalidatedHandshakes == 0 {
+		out.UnvalidatedHandshakes = DefaultUnvalidatedHandshakes
+	}
 	if out.MaxPendingConns <= 0 {
 		out.MaxPendingConns = DefaultMaxPendingConns
 	}

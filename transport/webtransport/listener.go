@@ -37,6 +37,7 @@ import (
 	quicgo "github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	wt "github.com/quic-go/webtransport-go"
+	"golang.org/x/time/rate"
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/transport"
@@ -129,7 +130,8 @@ func Listen(addr string, key trust.SecretKey, cfg *Config) (*Listener, error) {
 	}
 	l.url = l.makeURL()
 	l.tr = &quicgo.Transport{
-		Conn: udp,
+		Conn:                udp,
+		VerifySourceAddress: verifySourceAddress(c.UnvalidatedHandshakes),
 		ConnContext: func(ctx context.Context, _ *quicgo.ClientInfo) (context.Context, error) {
 			ctx = context.WithValue(ctx, connSetupKey{}, &connSetup{})
 			return context.WithValue(ctx, connSlotKey{}, &certSlot{}), nil
@@ -224,6 +226,18 @@ func (l *Listener) acceptLoop() {
 		})
 		l.bg.Go(func() { _ = l.wts.ServeQUICConn(qc) })
 	}
+}
+
+// verifySourceAddress is the transport's VerifySourceAddress for
+// Config.UnvalidatedHandshakes n (defaults applied): true (ask for a
+// Retry) once more than n clients per second came from addresses not
+// validated yet.
+func verifySourceAddress(n int) func(net.Addr) bool {
+	if n < 0 {
+		return func(net.Addr) bool { return true }
+	}
+	lim := rate.NewLimiter(rate.Limit(n), n)
+	return func(net.Addr) bool { return !lim.Allow() }
 }
 
 // addPending counts a connection without an identified session; it
