@@ -1,6 +1,8 @@
 package aster_test
 
 import (
+	"context"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/status"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/quic"
 )
 
 // idleAttack opens n streams on c, each carrying one reusable call to a
@@ -101,42 +104,82 @@ func TestIdleStreamsBounded(t *testing.T) {
 
 // Fresh keys do not escape WithMaxConnsPerAddr: a connection from an
 // address that holds the cap is refused (UNAVAILABLE, SHUTDOWN) whatever
-// its key; connections the address holds are served, and a slot freed is
-// usable again. Before, only WithMaxConns (10,000) bounded what one host
-// could open with new keys. In memory, where there is no IP address, the
-// cap does not apply.
+// its key; the connections the address holds are served, and a slot
+// freed is usable again. Before, only WithMaxConns (10,000) bounded what
+// one host could open with new keys. The QUIC connections come from
+// loopback, which is not counted; the listener here reports them as
+// coming from 192.0.2.7, as a remote host's would.
 func TestMaxConnsPerAddr(t *testing.T) {
-	forEachTransportOpts(t, []aster.ServerOption{aster.WithMaxConnsPerAddr(3)}, func(t *testing.T, e *env) {
-		// e.client holds one connection.
-		var clients []*aster.Client
-		for i := range 2 {
-			c, err := dialCall(t, e, testutil.Key(t, 50+i))
-			if err != nil {
-				t.Fatalf("connection %d within the cap: %v", i+2, err)
-			}
-			clients = append(clients, c)
+	key := testutil.Key(t, 1)
+	srv := aster.NewServer(aster.WithSecretKey(key), aster.WithLogger(quietLogger()), aster.WithMaxConnsPerAddr(2))
+	srv.MustRegister(newTestService().service())
+	ln, err := quic.Listen("127.0.0.1:0", key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(remoteListener{ln}) }()
+	t.Cleanup(func() { srv.Close(); <-serveErr })
+	dial := func(i int) (*aster.Client, error) {
+		d := quic.NewDialer(testutil.Key(t, 70+i), nil)
+		t.Cleanup(func() { d.Close() })
+		c, err := aster.DialAddress(ctxT(t), ln.Addr(), aster.WithDialer(d))
+		if err != nil {
+			return nil, err
 		}
-		_, err := dialCall(t, e, testutil.Key(t, 60))
-		if e.addr.WebTransport == "" && len(e.addr.Direct) == 0 {
-			if err != nil {
-				t.Fatalf("a connection without an IP address was refused: %v", err)
-			}
-			return
+		t.Cleanup(func() { c.Close() })
+		_, err = aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{})
+		return c, err
+	}
+	var held []*aster.Client
+	for i := range 2 {
+		c, err := dial(i)
+		if err != nil {
+			t.Fatalf("connection %d within the cap: %v", i+1, err)
 		}
-		wantCode(t, err, status.Unavailable)
-		wantReason(t, err, "too many connections from this address")
-		for _, c := range append(clients, e.client) {
-			if _, err := aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{}); err != nil {
-				t.Fatalf("served connection after a refusal: %v", err)
-			}
+		held = append(held, c)
+	}
+	_, err = dial(2)
+	wantCode(t, err, status.Unavailable)
+	wantReason(t, err, "too many connections from this address")
+	for _, c := range held {
+		if _, err := aster.CallUnary[Msg](ctxT(t), c, "Test.echo", &Msg{}); err != nil {
+			t.Fatalf("served connection after a refusal: %v", err)
 		}
-		clients[0].Close()
-		waitFor(t, func() bool { return e.srv.Metrics().Connections == 2 }, "the closed connection to end")
-		if _, err := dialCall(t, e, testutil.Key(t, 61)); err != nil {
-			t.Fatalf("connection after a slot was freed: %v", err)
-		}
-	})
+	}
+	held[0].Close()
+	waitFor(t, func() bool { return srv.Metrics().Connections == 1 }, "the closed connection to end")
+	if _, err := dial(3); err != nil {
+		t.Fatalf("connection after a slot was freed: %v", err)
+	}
 }
+
+// Loopback connections are not counted against WithMaxConnsPerAddr.
+func TestMaxConnsPerAddrLoopback(t *testing.T) {
+	e := newEnv(t, transports[1], aster.WithMaxConnsPerAddr(1))
+	// e.client holds one connection from 127.0.0.1.
+	for i := range 3 {
+		if _, err := dialCall(t, e, testutil.Key(t, 80+i)); err != nil {
+			t.Fatalf("loopback connection %d: %v", i+2, err)
+		}
+	}
+}
+
+// remoteListener reports its connections as coming from 192.0.2.7, a
+// remote host.
+type remoteListener struct{ transport.Listener }
+
+func (l remoteListener) Accept(ctx context.Context) (transport.Conn, error) {
+	c, err := l.Listener.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return remoteConn{c}, nil
+}
+
+type remoteConn struct{ transport.Conn }
+
+func (remoteConn) RemoteAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4433} }
 
 // A compressed request of a few KiB that expands to most of the 16 MiB
 // frame limit is refused with RESOURCE_EXHAUSTED before the handler runs;

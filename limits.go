@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"time"
 
@@ -196,8 +197,10 @@ func WithMaxConnsPerPeer(n int) ServerOption {
 // (RELIABILITY.md) that many times. Connections that carry no IP address
 // (through a relay, which hides it, or in memory) are bounded by
 // WithMaxConnsPerPeer, and the relay caps the connections it takes from
-// one IP address. Default DefaultMaxConnsPerAddr (256); n <= 0 removes
-// the cap.
+// one IP address. Loopback addresses are not counted: they are the
+// server's own host, whose processes (or a local tunnel or proxy carrying
+// many clients) are not strangers on the network. Default
+// DefaultMaxConnsPerAddr (256); n <= 0 removes the cap.
 func WithMaxConnsPerAddr(n int) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.maxConnsPerAddr = n })
 }
@@ -280,9 +283,19 @@ func (cc *connCounts) release(id trust.EndpointID, addr netip.Addr) {
 
 // connAddrKey is the network address c counts against for
 // WithMaxConnsPerAddr: its IP address (an IPv6 /64 prefix's first
-// address), or invalid when it carries none.
+// address), or invalid when it carries none or is a loopback address.
 func connAddrKey(c transport.Conn) netip.Addr {
-	return rateKeyOf(ConnInfo{ID: c.RemoteID(), Addr: c.RemoteAddr()}).ip
+	return addrKeyOf(c.RemoteAddr())
+}
+
+func addrKeyOf(a net.Addr) netip.Addr {
+	if a == nil {
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil && ap.Addr().Unmap().IsLoopback() {
+		return netip.Addr{}
+	}
+	return rateKeyOf(ConnInfo{Addr: a}).ip
 }
 
 // errPermissionDenied is what a caller without a method's capabilities is

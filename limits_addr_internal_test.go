@@ -1,6 +1,7 @@
 package aster
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 
@@ -40,5 +41,25 @@ func TestConnCountsPerAddrDefault(t *testing.T) {
 	cc.release(id(9998), netip.Addr{})
 	if len(cc.byAddr) != 2 {
 		t.Fatalf("%d addresses counted, want 2", len(cc.byAddr))
+	}
+}
+
+// The address a connection counts against: its IP, an IPv6 address by
+// its /64; nothing for loopback addresses or a connection without an IP.
+func TestConnAddrKey(t *testing.T) {
+	for _, c := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.UDPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4433}, "192.0.2.7"},
+		{&net.UDPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.UDPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 1}, "2001:db8:1:2::"},
+		{&net.UDPAddr{IP: net.ParseIP("127.0.0.2"), Port: 1}, "invalid IP"},
+		{&net.UDPAddr{IP: net.ParseIP("::1"), Port: 1}, "invalid IP"},
+		{nil, "invalid IP"},
+	} {
+		if got := addrKeyOf(c.addr).String(); got != c.want {
+			t.Errorf("%v: %s, want %s", c.addr, got, c.want)
+		}
 	}
 }
