@@ -88,7 +88,7 @@ type Config struct {
 	// connections, each of which may hold a goroutine and a few KiB per
 	// stream it opens. Beyond it a new connection is closed at once
 	// (H3_EXCESSIVE_LOAD); one that has not identified a session within
-	// twice HandshakeTimeout is closed then. Zero or negative selects
+	// twice HandshakeTimeout (at least 5 s) is closed then. Zero or negative selects
 	// DefaultMaxPendingConns (1024).
 	MaxPendingConns int
 	// UnvalidatedHandshakes is how many handshakes per second (in bursts
@@ -106,6 +106,14 @@ type Config struct {
 	// dial is set on a Dialer's copy: the connection receive window is
 	// then the client's (connWindow).
 	dial bool
+}
+
+// setupTimeout is how long a listener's QUIC connection may take to
+// identify its first session: twice HandshakeTimeout (which bounds the
+// client's whole set-up), and at least twice the default, so that a short
+// HandshakeTimeout does not cut set-ups slowed by a busy host.
+func (c *Config) setupTimeout() time.Duration {
+	return max(2*c.HandshakeTimeout, 2*DefaultHandshakeTimeout)
 }
 
 func (c *Config) withDefaults() Config {

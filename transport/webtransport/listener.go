@@ -196,7 +196,7 @@ func (l *Listener) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 
 // acceptLoop hands each QUIC connection to the WebTransport server. A
 // connection must identify its first session (CONNECT and the identity
-// exchange) within twice the handshake timeout, or it is closed: until
+// exchange) within setupTimeout, or it is closed: until
 // then its peer is a stranger, and HTTP/3 serves each stream it opens
 // with a goroutine that waits for the stream's first bytes without a
 // deadline. At most MaxPendingConns connections are in that state at
@@ -212,7 +212,7 @@ func (l *Listener) acceptLoop() {
 			_ = qc.CloseWithError(quicgo.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many connections setting up")
 			continue
 		}
-		t := time.AfterFunc(2*l.cfg.HandshakeTimeout, func() {
+		t := time.AfterFunc(l.cfg.setupTimeout(), func() {
 			if cs.state.CompareAndSwap(setupPending, setupExpired) {
 				l.donePending()
 				_ = qc.CloseWithError(quicgo.ApplicationErrorCode(http3.ErrCodeNoError), "no session identified in time")
