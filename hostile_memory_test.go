@@ -30,10 +30,6 @@ func TestStrangerMemory(t *testing.T) {
 		runStranger(t, addr)
 		return
 	}
-	if testing.Short() {
-		t.Log("-short: not measured") // the measurement takes ~10 s
-		return
-	}
 	e := newEnv(t, transports[1])
 	cmd := exec.Command(os.Args[0], "-test.run=^TestStrangerMemory$", "-test.timeout=2m")
 	cmd.Env = append(os.Environ(), strangerEnv+"="+e.addr.String())
