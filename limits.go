@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/aster-go/aster/handler"
 	"github.com/aster-go/aster/internal/wire"
 	"github.com/aster-go/aster/middleware"
 	"github.com/aster-go/aster/status"
+	"github.com/aster-go/aster/transport"
 	"github.com/aster-go/aster/trust"
 	"github.com/aster-go/aster/trust/enroll"
 )
@@ -33,6 +36,9 @@ const (
 	// DefaultMaxConnsPerPeer caps the connections one endpoint id may hold
 	// open to a server at once.
 	DefaultMaxConnsPerPeer = 100
+	// DefaultMaxConnsPerAddr caps the connections one network address (an
+	// IP address; an IPv6 /64) may hold open to a server at once.
+	DefaultMaxConnsPerAddr = 256
 	// DefaultMaxStreamsAwaitingHeader caps the streams of one connection
 	// whose HEADER the server is still waiting for.
 	DefaultMaxStreamsAwaitingHeader = 1000
@@ -50,6 +56,7 @@ type serverLimits struct {
 	headerTimeout     time.Duration
 	maxConns          int
 	maxConnsPerPeer   int
+	maxConnsPerAddr   int
 	maxAwaitingHeader int
 	maxStreams        int
 	sendBudget        int
@@ -61,6 +68,7 @@ func defaultLimits() serverLimits {
 		headerTimeout:     DefaultHeaderTimeout,
 		maxConns:          DefaultMaxConns,
 		maxConnsPerPeer:   DefaultMaxConnsPerPeer,
+		maxConnsPerAddr:   DefaultMaxConnsPerAddr,
 		maxAwaitingHeader: DefaultMaxStreamsAwaitingHeader,
 		maxStreams:        DefaultMaxConcurrentStreams,
 		sendBudget:        DefaultConnSendBudget,
@@ -82,14 +90,18 @@ func WithHeaderTimeout(d time.Duration) ServerOption {
 // WithStreamIdleTimeout sets how long a reusable stream (PROTOCOL.md 23)
 // whose call ended may wait for its next call before the server resets it
 // (checked every eighth of d, so it is reset within 1⅛ d).
-// While it waits it holds a goroutine and no read buffer, and it is
-// neither a call in flight (Metrics.ActiveCalls) nor one of the streams
-// WithMaxConcurrentStreams counts; a client keeps at most
-// DefaultMaxIdleStreams of them per connection, or as many as it has calls
-// in flight there (beyond, it retires them),
-// and a peer's idle streams are bounded by the transport's stream limit
-// (10,000 on QUIC) and this timeout. Its next HEADER, once its first byte arrived, must be complete within the
-// header timeout (WithHeaderTimeout). Default DefaultStreamIdleTimeout
+// While it waits it holds a goroutine and no read buffer (about 10 KiB
+// with the transport's stream), and it is neither a call in flight
+// (Metrics.ActiveCalls) nor one of the streams WithMaxConcurrentStreams
+// counts; a client keeps at most DefaultMaxIdleStreams of them per
+// connection, or as many as it has calls in flight there (beyond, it
+// retires them). The server keeps at most the larger of
+// DefaultMaxIdleStreams and WithMaxConcurrentStreams (1,000 by default)
+// idle streams per connection: beyond, it resets the one idle the longest,
+// as the idle timeout would (with no stream cap, only the transport's
+// stream limit, 10,000 on QUIC, bounds them). Its next HEADER, once its
+// first byte arrived, must be complete within the header timeout
+// (WithHeaderTimeout). Default DefaultStreamIdleTimeout
 // (30 s); d <= 0 turns stream reuse off: the server does not offer it,
 // and every call has its own stream.
 func WithStreamIdleTimeout(d time.Duration) ServerOption {
@@ -174,18 +186,39 @@ func WithMaxConnsPerPeer(n int) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.limits.maxConnsPerPeer = n })
 }
 
+// WithMaxConnsPerAddr caps the connections one network address may hold
+// open at once: an IP address, an IPv6 address by its /64 prefix (which
+// one host usually holds whole). A connection beyond the cap is closed at
+// once with close code 0x3 (SHUTDOWN, reason "too many connections from
+// this address"), which clients report as UNAVAILABLE. Since anyone can
+// make new keys, WithMaxConnsPerPeer does not bound what one host can
+// open; this does, so that one host cannot take every slot of
+// WithMaxConns and make the server hold the per-connection worst case
+// (RELIABILITY.md) that many times. Connections that carry no IP address
+// (through a relay, which hides it, or in memory) are bounded by
+// WithMaxConnsPerPeer, and the relay caps the connections it takes from
+// one IP address. Loopback addresses are not counted: they are the
+// server's own host, whose processes (or a local tunnel or proxy carrying
+// many clients) are not strangers on the network. Default
+// DefaultMaxConnsPerAddr (256); n <= 0 removes the cap.
+func WithMaxConnsPerAddr(n int) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.limits.maxConnsPerAddr = n })
+}
+
 // Close reasons for connections the server does not serve (close code
 // 0x3, SHUTDOWN).
 const (
 	reasonShutdown    = "server shutting down"
 	reasonTooMany     = "too many connections"
 	reasonTooManyPeer = "too many connections from this peer"
+	reasonTooManyAddr = "too many connections from this address"
 )
 
-// connCounts counts the connections being served, by peer. It is guarded
-// by Server.mu.
+// connCounts counts the connections being served, by peer and by network
+// address. It is guarded by Server.mu.
 type connCounts struct {
 	byPeer map[trust.EndpointID]int
+	byAddr map[netip.Addr]int
 	// Refusals are logged at most once per refusalLogEvery, with the
 	// number left out, so that a flood of connections cannot flood the log.
 	lastLog    time.Time
@@ -207,29 +240,62 @@ func (cc *connCounts) logRefusal(s *Server, id trust.EndpointID, reason string) 
 	cc.lastLog, cc.suppressed = now, 0
 }
 
-// admit reports why a new connection from id may not be served ("" if it
-// may), counting it if it may. total is the number served now.
-func (cc *connCounts) admit(l *serverLimits, id trust.EndpointID, total int) string {
+// admit reports why a new connection from id at addr (invalid: none)
+// may not be served ("" if it may), counting it if it may. total is the
+// number served now.
+func (cc *connCounts) admit(l *serverLimits, id trust.EndpointID, addr netip.Addr, total int) string {
 	if l.maxConns > 0 && total >= l.maxConns {
 		return reasonTooMany
 	}
 	if cc.byPeer == nil {
 		cc.byPeer = map[trust.EndpointID]int{}
+		cc.byAddr = map[netip.Addr]int{}
 	}
 	if l.maxConnsPerPeer > 0 && cc.byPeer[id] >= l.maxConnsPerPeer {
 		return reasonTooManyPeer
 	}
+	if addr.IsValid() && l.maxConnsPerAddr > 0 && cc.byAddr[addr] >= l.maxConnsPerAddr {
+		return reasonTooManyAddr
+	}
 	cc.byPeer[id]++
+	if addr.IsValid() {
+		cc.byAddr[addr]++
+	}
 	return ""
 }
 
-// release uncounts a connection from id.
-func (cc *connCounts) release(id trust.EndpointID) {
+// release uncounts a connection from id at addr.
+func (cc *connCounts) release(id trust.EndpointID, addr netip.Addr) {
 	if cc.byPeer[id] <= 1 {
 		delete(cc.byPeer, id)
+	} else {
+		cc.byPeer[id]--
+	}
+	if !addr.IsValid() {
 		return
 	}
-	cc.byPeer[id]--
+	if cc.byAddr[addr] <= 1 {
+		delete(cc.byAddr, addr)
+	} else {
+		cc.byAddr[addr]--
+	}
+}
+
+// connAddrKey is the network address c counts against for
+// WithMaxConnsPerAddr: its IP address (an IPv6 /64 prefix's first
+// address), or invalid when it carries none or is a loopback address.
+func connAddrKey(c transport.Conn) netip.Addr {
+	return addrKeyOf(c.RemoteAddr())
+}
+
+func addrKeyOf(a net.Addr) netip.Addr {
+	if a == nil {
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil && ap.Addr().Unmap().IsLoopback() {
+		return netip.Addr{}
+	}
+	return rateKeyOf(ConnInfo{Addr: a}).ip
 }
 
 // errPermissionDenied is what a caller without a method's capabilities is

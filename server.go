@@ -238,7 +238,16 @@ func (s *Server) Contract() (*contract.Contract, []byte, error) {
 	return c, s.contract, nil
 }
 
+// contractBytes returns the contract's canonical encoding, as _aster.contract
+// serves it: built once per set of services, so that a peer calling it in
+// a loop costs a copy, not a build of the contract under the server's lock.
 func (s *Server) contractBytes() ([]byte, error) {
+	s.mu.Lock()
+	b := s.contract
+	s.mu.Unlock()
+	if b != nil {
+		return b, nil
+	}
 	_, b, err := s.Contract()
 	return b, err
 }
@@ -375,8 +384,8 @@ func (s *Server) Address() Address {
 // then returns ErrServerClosed. Serve takes ownership of ln and closes it;
 // after Shutdown began, ln keeps refusing new connections with close code
 // SHUTDOWN (PROTOCOL.md 3.3) until Shutdown returns, so that clients learn
-// at once to go elsewhere. A connection beyond WithMaxConns or
-// WithMaxConnsPerPeer is closed with the same code.
+// at once to go elsewhere. A connection beyond WithMaxConns,
+// WithMaxConnsPerPeer or WithMaxConnsPerAddr is closed with the same code.
 func (s *Server) Serve(ln transport.Listener) error {
 	if err := s.checkManifest(); err != nil {
 		ln.Close()
@@ -462,8 +471,8 @@ func (s *Server) trackConn(c transport.Conn) string {
 	if s.closed {
 		return reasonShutdown
 	}
-	id := c.RemoteID()
-	if reason := s.counts.admit(&s.opts.limits, id, len(s.conns)); reason != "" {
+	id, addr := c.RemoteID(), connAddrKey(c)
+	if reason := s.counts.admit(&s.opts.limits, id, addr, len(s.conns)); reason != "" {
 		s.counts.logRefusal(s, id, reason)
 		return reason
 	}
@@ -475,7 +484,7 @@ func (s *Server) trackConn(c transport.Conn) string {
 		sc.serve()
 		s.mu.Lock()
 		delete(s.conns, sc)
-		s.counts.release(id)
+		s.counts.release(id, addr)
 		s.mu.Unlock()
 	}()
 	return ""

@@ -62,6 +62,10 @@ type serverConn struct {
 	idleMu             sync.Mutex
 	idleHead, idleTail *idleEntry
 	sweeping           bool
+	// idleNow counts the streams waiting idle for their next call; beyond
+	// idleCap (0: no cap) the one idle the longest is reset.
+	idleNow atomic.Int64
+	idleCap int64
 
 	mu         sync.Mutex
 	sessions   map[uint64]*session
@@ -85,6 +89,7 @@ func newServerConn(s *Server, c transport.Conn) *serverConn {
 	}
 	return &serverConn{
 		srv: s, conn: c, ctx: ctx, cancel: cancel, awaiting: awaiting, active: active, budget: budget,
+		idleCap:  int64(maxIdleStreams(&s.opts)),
 		sessions: map[uint64]*session{},
 		ended:    map[uint64]struct{}{},
 	}
@@ -276,16 +281,22 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 		_ = st.SetReadDeadline(time.Time{})
 	}
 	if c.r.Buffered() == 0 {
-		// The streams idle at once are bounded by the transport's stream
-		// limit and the idle timeout, which the connection's sweeper
-		// enforces (a read deadline would cost a timer per call); a
-		// conforming client keeps at most its pool (the verdict's offer)
-		// of them, the others being on their way to their next call or
-		// retired by the client.
+		// The streams idle at once are bounded by idleCap (beyond, one
+		// of them is reset) and the idle timeout, which the connection's
+		// sweeper enforces (a read deadline would cost a timer per call);
+		// a conforming client keeps at most its pool (the verdict's
+		// offer, or its calls in flight) of them, the others being on
+		// their way to their next call or retired by the client.
 		sc.srv.stats.idleStreams.Add(1)
 		e.since.Store(int64(monoNow()))
-		err := c.r.Await()
+		var err error
+		if n := sc.idleNow.Add(1); sc.idleCap > 0 && n > sc.idleCap && sc.evictIdle(e) {
+			err = errEvicted
+		} else {
+			err = c.r.Await()
+		}
 		expired := e.since.Swap(idleBusy) == idleExpired
+		sc.idleNow.Add(-1)
 		sc.srv.stats.idleStreams.Add(-1)
 		if err == nil && expired {
 			// The sweeper took the stream as its call arrived: it resets
@@ -314,6 +325,9 @@ func (sc *serverConn) awaitCall(st transport.Stream, held *bool, c *serverCall, 
 	return true
 }
 
+// errEvicted ends the idle wait of a stream evictIdle took at once.
+var errEvicted = errors.New("aster: idle stream evicted")
+
 // idleEntry is a reusable stream in its connection's list, which the
 // sweeper goroutine looks through for streams idle for the idle timeout.
 // Going idle and busy again is two atomic stores, so the calls of a
@@ -326,6 +340,7 @@ type idleEntry struct {
 	// it to reset.
 	since      atomic.Int64
 	prev, next *idleEntry
+	unlisted   bool // taken off the list by evictIdle (guarded by idleMu)
 }
 
 // The values of idleEntry.since that are not times: a stream serving a
@@ -359,6 +374,59 @@ func (sc *serverConn) idleList(e *idleEntry) {
 	sc.idleMu.Unlock()
 }
 
+// maxIdleStreams is how many streams of one connection may wait idle for
+// their next call at once: the larger of the reuse offer and the
+// per-connection stream limit, since a conforming client keeps at most
+// the offer or as many as it had calls in flight (PROTOCOL.md 23.3), and
+// the server serves at most the stream limit of those at once. 0 (no
+// stream limit) means no cap but the transport's.
+func maxIdleStreams(o *serverOptions) int {
+	if o.limits.maxStreams <= 0 {
+		return 0
+	}
+	return max(streamReuseOffer(o), o.limits.maxStreams)
+}
+
+// evictScan is how many streams from the head of a connection's list
+// evictIdle looks through, so that an eviction costs the same however many
+// streams the connection has.
+const evictScan = 64
+
+// evictIdle resets a stream of the connection that has been idle for long,
+// as the sweeper would once it expired: the connection holds more idle
+// streams than idleCap. It takes the one idle the longest among the first
+// evictScan streams of the list (those first idle the earliest), and self,
+// the stream going idle now, only when none of those is idle: a conforming
+// client takes its most recently idle stream first, so an old one is the
+// least likely to carry another call. It reports whether it took self.
+func (sc *serverConn) evictIdle(self *idleEntry) bool {
+	var oldest *idleEntry
+	var since int64
+	sc.idleMu.Lock()
+	i := 0
+	for e := sc.idleHead; e != nil && i < evictScan; e, i = e.next, i+1 {
+		if s := e.since.Load(); e != self && s > idleExpired && (oldest == nil || s < since) {
+			oldest, since = e, s
+		}
+	}
+	if oldest != nil && !oldest.since.CompareAndSwap(since, idleExpired) {
+		oldest = nil // its call arrived meanwhile
+	}
+	if oldest != nil {
+		// Off the list at once, so that the next eviction finds an idle
+		// stream at its head rather than this one until its goroutine
+		// takes it off.
+		sc.unlinkIdle(oldest)
+		oldest.unlisted = true
+	}
+	sc.idleMu.Unlock()
+	if oldest == nil {
+		return true
+	}
+	oldest.st.Reset(transport.CodeNoError) // its Await returns an error
+	return false
+}
+
 // idleUnlist takes e off the list once its stream ended.
 func (sc *serverConn) idleUnlist(e *idleEntry) {
 	sc.idleMu.Lock()
@@ -367,6 +435,9 @@ func (sc *serverConn) idleUnlist(e *idleEntry) {
 }
 
 func (sc *serverConn) unlinkIdle(e *idleEntry) {
+	if e.unlisted {
+		return
+	}
 	if e.prev != nil {
 		e.prev.next = e.next
 	} else {

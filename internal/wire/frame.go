@@ -503,14 +503,44 @@ var (
 
 func zstdInit() {
 	zstdOnce.Do(func() {
-		// Errors are impossible with these static options.
-		zstdDecoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(DefaultMaxFrameSize))
+		// Errors are impossible with these static options. DecodeAll
+		// produces at most cap(dst) bytes (WithDecodeAllCapLimit), and
+		// Decompress sizes dst to the payload's limit.
+		zstdDecoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(DefaultMaxFrameSize), zstd.WithDecodeAllCapLimit(true))
 		zstdEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	})
 }
 
+// zstdMaxBlock is the most one zstd block decodes to (RFC 8878 3.1.1.2.3).
+const zstdMaxBlock = 128 << 10
+
+// Bounds of decompression (PROTOCOL.md 4.4): a compressed payload may
+// expand to at most MaxDecompressionRatio times its size plus
+// DecompressionSlack bytes, and never beyond the frame limit.
+const (
+	// MaxDecompressionRatio bounds how many times its size a compressed
+	// payload may expand to: real messages compress far less, and a
+	// payload of a few hundred bytes that expands to the whole frame limit
+	// would make the receiver hold 16 MiB for it.
+	MaxDecompressionRatio = 256
+	// DecompressionSlack is what any compressed payload may expand to,
+	// whatever its size.
+	DecompressionSlack = 64 << 10
+)
+
+// DecompressLimit is the most a compressed payload of n bytes may expand
+// to under a frame limit of max.
+func DecompressLimit(n int, max uint32) uint64 {
+	return min(uint64(max), uint64(n)*MaxDecompressionRatio+DecompressionSlack)
+}
+
 // Decompress returns the payload of a FlagCompressed frame, refusing (with
-// RESOURCE_EXHAUSTED) to produce more than max bytes. A payload that is not
+// RESOURCE_EXHAUSTED) to produce more than max bytes, or more than
+// DecompressLimit for the payload's size. What it allocates is bounded
+// by that limit, not by the frame limit: a declared content size above it
+// is refused before decoding, and without one the output is cut once it
+// passes the limit (by at most one zstd block, 128 KiB, into a buffer the
+// decoder may then grow to about twice the limit). A payload that is not
 // valid zstd is INVALID_ARGUMENT.
 func Decompress(payload []byte, max uint32) ([]byte, error) {
 	zstdInit()
@@ -521,20 +551,37 @@ func Decompress(payload []byte, max uint32) ([]byte, error) {
 	if err := hdr.Decode(payload); err != nil {
 		return nil, status.Errorf(status.InvalidArgument, "wire: bad compressed payload: %v", err)
 	}
-	if hdr.HasFCS && hdr.FrameContentSize > uint64(max) {
-		return nil, FrameTooLarge(hdr.FrameContentSize, uint64(max))
+	limit := DecompressLimit(len(payload), max)
+	if hdr.HasFCS && hdr.FrameContentSize > limit {
+		return nil, decompressTooLarge(hdr.FrameContentSize, len(payload), max)
 	}
-	out, err := zstdDecoder.DecodeAll(payload, nil)
+	size := limit
+	if hdr.HasFCS {
+		size = hdr.FrameContentSize
+	}
+	out, err := zstdDecoder.DecodeAll(payload, make([]byte, 0, size))
 	if err != nil {
-		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-			return nil, status.Errorf(status.ResourceExhausted, "wire: decompressed payload exceeds limit of %d", max)
+		// Without a declared size, output cut at the limit can also fail
+		// as a block that does not fit; out holds what was decoded.
+		cut := !hdr.HasFCS && uint64(len(out))+zstdMaxBlock > size
+		if cut || errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			return nil, status.Errorf(status.ResourceExhausted, "wire: decompressed payload exceeds limit of %d", limit)
 		}
 		return nil, status.Errorf(status.InvalidArgument, "wire: bad compressed payload: %v", err)
 	}
-	if uint64(len(out)) > uint64(max) {
-		return nil, FrameTooLarge(uint64(len(out)), uint64(max))
+	if uint64(len(out)) > limit {
+		return nil, decompressTooLarge(uint64(len(out)), len(payload), max)
 	}
 	return out, nil
+}
+
+// decompressTooLarge is the RESOURCE_EXHAUSTED error for a compressed
+// payload of n bytes that expands to size.
+func decompressTooLarge(size uint64, n int, max uint32) error {
+	if size > uint64(max) {
+		return FrameTooLarge(size, uint64(max))
+	}
+	return status.Errorf(status.ResourceExhausted, "wire: a compressed payload of %d bytes expands to %d, more than %d times its size", n, size, MaxDecompressionRatio)
 }
 
 // Compress returns payload compressed as one zstd frame (with its content

@@ -1,7 +1,10 @@
 package quic
 
 import (
+	"net"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	quicgo "github.com/quic-go/quic-go"
 )
@@ -44,6 +47,9 @@ const (
 	DefaultDialStagger = 250 * time.Millisecond
 	// DefaultMaxConcurrentDials is the default of Config.MaxConcurrentDials.
 	DefaultMaxConcurrentDials = 4
+	// DefaultUnvalidatedHandshakes is the default of
+	// Config.UnvalidatedHandshakes.
+	DefaultUnvalidatedHandshakes = 1000
 )
 
 // Config tunes the QUIC transport. A nil *Config and zero fields select the
@@ -139,6 +145,17 @@ type Config struct {
 	// next address waits until one of them fails. Zero or negative
 	// selects DefaultMaxConcurrentDials (4).
 	MaxConcurrentDials int
+
+	// UnvalidatedHandshakes is how many handshakes per second (in bursts
+	// of as many) a Listener starts for clients whose source address it
+	// has not validated. Beyond it, a new client is first asked to prove
+	// its address (a QUIC Retry, RFC 9000 8.1.2: one more round trip), so
+	// that Initial packets from forged addresses, which never see the
+	// answer, make the listener hold nothing; each one it does take holds
+	// a connection, its TLS state and a goroutine for up to
+	// HandshakeTimeout. Zero selects DefaultUnvalidatedHandshakes (1,000
+	// per second); negative validates every client's address.
+	UnvalidatedHandshakes int
 }
 
 // withDefaults returns a copy of c (which may be nil) with defaults applied.
@@ -182,7 +199,22 @@ func (c *Config) withDefaults() Config {
 	if out.MaxConcurrentDials <= 0 {
 		out.MaxConcurrentDials = DefaultMaxConcurrentDials
 	}
+	if out.UnvalidatedHandshakes == 0 {
+		out.UnvalidatedHandshakes = DefaultUnvalidatedHandshakes
+	}
 	return out
+}
+
+// verifySourceAddress returns the listening transport's
+// quicgo.Transport.VerifySourceAddress for c, which has defaults applied:
+// true (ask for a Retry) once more than UnvalidatedHandshakes clients per
+// second came from addresses not validated yet.
+func (c *Config) verifySourceAddress() func(net.Addr) bool {
+	if c.UnvalidatedHandshakes < 0 {
+		return func(net.Addr) bool { return true }
+	}
+	lim := rate.NewLimiter(rate.Limit(c.UnvalidatedHandshakes), c.UnvalidatedHandshakes)
+	return func(net.Addr) bool { return !lim.Allow() }
 }
 
 // quicConfig translates c, which has defaults applied, to quic-go's Config.

@@ -83,7 +83,7 @@ func Listen(addr string, key trust.SecretKey, cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quic: listen: %w", err)
 	}
-	tr := &quicgo.Transport{Conn: udp, StatelessResetKey: statelessResetKey(key)}
+	tr := &quicgo.Transport{Conn: udp, StatelessResetKey: statelessResetKey(key), VerifySourceAddress: c.verifySourceAddress()}
 	ln, err := tr.Listen(serverTLSConfig(cert), c.quicConfig())
 	if err != nil {
 		_ = tr.Close()

@@ -27,6 +27,11 @@ const (
 	MaxCertLifetime = 14 * 24 * time.Hour
 	// DefaultAcceptBacklog is the default of Config.AcceptBacklog.
 	DefaultAcceptBacklog = 32
+	// DefaultUnvalidatedHandshakes is the default of
+	// Config.UnvalidatedHandshakes.
+	DefaultUnvalidatedHandshakes = 1000
+	// DefaultMaxPendingConns is the default of Config.MaxPendingConns.
+	DefaultMaxPendingConns = 1024
 )
 
 // Config tunes the WebTransport transport. A nil *Config and zero fields
@@ -78,6 +83,22 @@ type Config struct {
 	// beyond it new sessions are refused. Zero or negative selects
 	// DefaultAcceptBacklog (32).
 	AcceptBacklog int
+	// MaxPendingConns caps the QUIC connections that have not yet
+	// identified a session (CONNECT and the identity exchange): a stranger's
+	// connections, each of which may hold a goroutine and a few KiB per
+	// stream it opens. Beyond it a new connection is closed at once
+	// (H3_EXCESSIVE_LOAD); one that has not identified a session within
+	// twice HandshakeTimeout (at least 5 s) is closed then. Zero or negative selects
+	// DefaultMaxPendingConns (1024).
+	MaxPendingConns int
+	// UnvalidatedHandshakes is how many handshakes per second (in bursts
+	// of as many) the Listener starts for clients whose source address it
+	// has not validated; beyond it a new client is first asked to prove
+	// its address (a QUIC Retry, one more round trip), so that Initial
+	// packets from forged addresses make it hold nothing. Zero selects
+	// DefaultUnvalidatedHandshakes (1,000 per second); negative validates
+	// every client's address.
+	UnvalidatedHandshakes int
 	// Now is the clock used for certificate validity and rotation. Zero
 	// selects time.Now; tests set it to move time.
 	Now func() time.Time
@@ -85,6 +106,14 @@ type Config struct {
 	// dial is set on a Dialer's copy: the connection receive window is
 	// then the client's (connWindow).
 	dial bool
+}
+
+// setupTimeout is how long a listener's QUIC connection may take to
+// identify its first session: twice HandshakeTimeout (which bounds the
+// client's whole set-up), and at least twice the default, so that a short
+// HandshakeTimeout does not cut set-ups slowed by a busy host.
+func (c *Config) setupTimeout() time.Duration {
+	return max(2*c.HandshakeTimeout, 2*DefaultHandshakeTimeout)
 }
 
 func (c *Config) withDefaults() Config {
@@ -114,6 +143,12 @@ func (c *Config) withDefaults() Config {
 		out.CertLifetime = DefaultCertLifetime
 	}
 	out.CertLifetime = min(out.CertLifetime, MaxCertLifetime)
+	if out.UnvalidatedHandshakes == 0 {
+		out.UnvalidatedHandshakes = DefaultUnvalidatedHandshakes
+	}
+	if out.MaxPendingConns <= 0 {
+		out.MaxPendingConns = DefaultMaxPendingConns
+	}
 	if out.AcceptBacklog <= 0 {
 		out.AcceptBacklog = DefaultAcceptBacklog
 	}

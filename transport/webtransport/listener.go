@@ -31,11 +31,13 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	wt "github.com/quic-go/webtransport-go"
+	"golang.org/x/time/rate"
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/transport"
@@ -79,7 +81,21 @@ type Listener struct {
 	closed   bool
 	live     int
 	released bool
+	pending  int // QUIC connections without an identified session yet
 }
+
+// connSetup follows a QUIC connection from its handshake to its first
+// identified session (setupPending, then setupDone), or to its refusal
+// for taking too long (setupExpired).
+type connSetup struct{ state atomic.Int32 }
+
+const (
+	setupPending = iota
+	setupDone
+	setupExpired
+)
+
+type connSetupKey struct{}
 
 var _ transport.Listener = (*Listener)(nil)
 
@@ -114,8 +130,10 @@ func Listen(addr string, key trust.SecretKey, cfg *Config) (*Listener, error) {
 	}
 	l.url = l.makeURL()
 	l.tr = &quicgo.Transport{
-		Conn: udp,
+		Conn:                udp,
+		VerifySourceAddress: verifySourceAddress(c.UnvalidatedHandshakes),
 		ConnContext: func(ctx context.Context, _ *quicgo.ClientInfo) (context.Context, error) {
+			ctx = context.WithValue(ctx, connSetupKey{}, &connSetup{})
 			return context.WithValue(ctx, connSlotKey{}, &certSlot{}), nil
 		},
 	}
@@ -176,15 +194,82 @@ func (l *Listener) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate,
 	return c.tls, nil
 }
 
-// acceptLoop hands each QUIC connection to the WebTransport server.
+// acceptLoop hands each QUIC connection to the WebTransport server. A
+// connection must identify its first session (CONNECT and the identity
+// exchange) within setupTimeout, or it is closed: until
+// then its peer is a stranger, and HTTP/3 serves each stream it opens
+// with a goroutine that waits for the stream's first bytes without a
+// deadline. At most MaxPendingConns connections are in that state at
+// once; beyond, a new one is closed at once.
 func (l *Listener) acceptLoop() {
 	for {
 		qc, err := l.ln.Accept(context.Background())
 		if err != nil {
 			return
 		}
+		cs, _ := qc.Context().Value(connSetupKey{}).(*connSetup)
+		if cs == nil || !l.addPending() {
+			_ = qc.CloseWithError(quicgo.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many connections setting up")
+			continue
+		}
+		t := time.AfterFunc(l.cfg.setupTimeout(), func() {
+			if cs.state.CompareAndSwap(setupPending, setupExpired) {
+				l.donePending()
+				_ = qc.CloseWithError(quicgo.ApplicationErrorCode(http3.ErrCodeNoError), "no session identified in time")
+			}
+		})
+		context.AfterFunc(qc.Context(), func() {
+			t.Stop()
+			if cs.state.CompareAndSwap(setupPending, setupExpired) {
+				l.donePending()
+			}
+		})
 		l.bg.Go(func() { _ = l.wts.ServeQUICConn(qc) })
 	}
+}
+
+// verifySourceAddress is the transport's VerifySourceAddress for
+// Config.UnvalidatedHandshakes n (defaults applied): true (ask for a
+// Retry) once more than n clients per second came from addresses not
+// validated yet.
+func verifySourceAddress(n int) func(net.Addr) bool {
+	if n < 0 {
+		return func(net.Addr) bool { return true }
+	}
+	lim := rate.NewLimiter(rate.Limit(n), n)
+	return func(net.Addr) bool { return !lim.Allow() }
+}
+
+// addPending counts a connection without an identified session; it
+// reports false at MaxPendingConns.
+func (l *Listener) addPending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending >= l.cfg.MaxPendingConns {
+		return false
+	}
+	l.pending++
+	return true
+}
+
+func (l *Listener) donePending() {
+	l.mu.Lock()
+	l.pending--
+	l.mu.Unlock()
+}
+
+// identified marks qc's set-up done once one of its sessions proved its
+// key; false means qc was refused meanwhile for taking too long.
+func (l *Listener) identified(qc *quicgo.Conn) bool {
+	cs, _ := qc.Context().Value(connSetupKey{}).(*connSetup)
+	if cs == nil {
+		return false
+	}
+	if cs.state.CompareAndSwap(setupPending, setupDone) {
+		l.donePending()
+		return true
+	}
+	return cs.state.Load() == setupDone
 }
 
 // serveSession upgrades a CONNECT request to a session, runs the identity
@@ -230,6 +315,10 @@ func (l *Listener) serveSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := newConn(sess, qc, l.id, remote)
+	if !l.identified(qc) {
+		c.forceClose(transport.ConnRefused, "no session identified in time")
+		return
+	}
 	// RESULT: accepted. The client's Dial returns on it; if the connection
 	// cannot be queued after all, the client sees it closed with ConnRefused
 	// (as on direct QUIC when the accept queue overflows).
