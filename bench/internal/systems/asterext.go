@@ -21,7 +21,7 @@ func newAsterWT() *asterSystem {
 	return &asterSystem{
 		name: "aster-wt",
 		listen: func(key trust.SecretKey) (transport.Listener, func(), error) {
-			ln, err := webtransport.Listen(ListenHost+":0", key, nil)
+			ln, err := webtransport.Listen(ListenHost+":0", key, &webtransport.Config{UnvalidatedHandshakes: benchHandshakes})
 			return ln, nil, err
 		},
 		dialer: func(key trust.SecretKey) (transport.Dialer, func()) {
