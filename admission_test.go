@@ -709,3 +709,33 @@ func TestAdmissionSecondAdmitTellsTheGrant(t *testing.T) {
 		t.Fatalf("Ops.status: %v", err)
 	}
 }
+
+// panickyReq is an application's Requirement whose check panics.
+type panickyReq struct{}
+
+func (panickyReq) Satisfied([]string) bool { panic("requirement bug") }
+func (panickyReq) String() string          { return "panicky" }
+func (panickyReq) Expr() trust.Expr        { return trust.Expr{Cap: "ops.panicky"} }
+
+// TestAdmissionRequirementPanicDenies: a Requirement whose Satisfied
+// panics denies the call (fail closed) and logs it; the server keeps
+// serving, the connection too.
+func TestAdmissionRequirementPanicDenies(t *testing.T) {
+	g := newGated(t, enroll.Policy{AllowAllProducers: true})
+	echo := func(_ context.Context, m *Msg) (*Msg, error) { return m, nil }
+	g.srv.MustRegister(handler.NewService("Odd", 1).Handle("call", handler.Unary(echo), handler.Requires(panickyReq{})))
+	c, err := g.dial(t, withIdentity(t, g.enroll(t, "edge", "ops.status"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		_, err := aster.CallUnary[Msg](ctxT(t), c, "Odd.call", &Msg{})
+		wantCode(t, err, status.PermissionDenied)
+	}
+	if _, err := aster.CallUnary[Msg](ctxT(t), c, "Ops.status", &Msg{}); err != nil {
+		t.Fatalf("a call after the panicking requirement: %v", err)
+	}
+	if !strings.Contains(g.logs.String(), "requirement panicked") {
+		t.Errorf("the panic was not logged:\n%s", g.logs)
+	}
+}

@@ -302,6 +302,19 @@ func addrKeyOf(a net.Addr) netip.Addr {
 // told: the same message for every method (PROTOCOL.md 17.2.4).
 var errPermissionDenied = status.New(status.PermissionDenied, "permission denied")
 
+// permitted reports whether the peer's capabilities satisfy req. A
+// Requirement of the application's whose Satisfied panics denies the call
+// (fail closed) and is logged, rather than ending the server.
+func (c *serverCall) permitted(me *methodEntry, req trust.Requirement) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok = false
+			c.sc.srv.opts.logger.Error("aster: a capability requirement panicked; the call is denied", "method", me.info.FullName(), "panic", r)
+		}
+	}()
+	return req.Satisfied(c.sc.peer.Capabilities)
+}
+
 // deny ends a call whose peer lacks the capabilities me requires. The
 // call still goes through the server's middleware chain, with a handler
 // that refuses without running the method's, so that logging, audit and

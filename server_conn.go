@@ -556,7 +556,7 @@ func (sc *serverConn) serveCall(st transport.Stream, c *serverCall, reused bool)
 		return c.end(err)
 	}
 	c.info = me.info
-	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !req.Satisfied(sc.peer.Capabilities) {
+	if req := me.info.Requires; req != nil && !sc.peer.Unrestricted && !c.permitted(me, req) {
 		return c.end(c.deny(me, req))
 	}
 	if me.info.Pattern.ServerStreams() {
