@@ -86,10 +86,11 @@ func LoadOrCreateCertificate(certFile, keyFile string, hosts ...string) (cert tl
 		if err != nil {
 			return tls.Certificate{}, false, fmt.Errorf("relay: encode key: %w", err)
 		}
-		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		if err := writeNew(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 			return tls.Certificate{}, false, fmt.Errorf("relay: write key: %w", err)
 		}
-		if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+		if err := writeNew(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+			os.Remove(keyFile) // ours: a later start creates both again
 			return tls.Certificate{}, false, fmt.Errorf("relay: write certificate: %w", err)
 		}
 		return cert, true, nil
@@ -99,4 +100,25 @@ func LoadOrCreateCertificate(certFile, keyFile string, hosts ...string) (cert tl
 		return tls.Certificate{}, false, fmt.Errorf("relay: load certificate: %w", err)
 	}
 	return cert, false, nil
+}
+
+// writeNew creates path with perm and writes b to it. It fails if
+// anything is at path already, a symbolic link too, dangling or not
+// (O_EXCL): a new private key never goes where a link planted at the key's
+// path points, nor replaces a file created meanwhile.
+func writeNew(path string, b []byte, perm fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }
