@@ -54,6 +54,10 @@ import (
 //	           enable_monitoring          ASTER_ENABLE_MONITORING                 false
 //	           enable_hooks               ASTER_ENABLE_HOOKS                      false
 //	           hook_timeout_ms            ASTER_HOOK_TIMEOUT_MS                   5000
+//	           max_conns                  ASTER_MAX_CONNS                         10000
+//	           max_conns_per_peer         ASTER_MAX_CONNS_PER_PEER                100
+//	           max_conns_per_addr         ASTER_MAX_CONNS_PER_ADDR                256
+//	           max_concurrent_streams     ASTER_MAX_CONCURRENT_STREAMS            1000
 //	           clear_ip_transports        ASTER_CLEAR_IP_TRANSPORTS               false
 //	           clear_relay_transports     ASTER_CLEAR_RELAY_TRANSPORTS            false
 //	           portmapper_config          ASTER_PORTMAPPER_CONFIG                 unset (port mapping on)
@@ -255,6 +259,14 @@ type Config struct {
 	// 0 in a literal Config means the default). A connection not decided
 	// by then is refused.
 	HookTimeoutMS int
+	// MaxConns, MaxConnsPerPeer, MaxConnsPerAddr and MaxConcurrentStreams
+	// are a server's caps on the connections it serves, those of one peer
+	// (endpoint id) and of one IP address, and the calls of one connection
+	// (aster.WithMaxConns, WithMaxConnsPerPeer, WithMaxConnsPerAddr,
+	// WithMaxConcurrentStreams). 0 in a literal Config means aster's
+	// default; a value given in a file or variable must be at least 1:
+	// configuration raises or lowers a cap, it never removes one.
+	MaxConns, MaxConnsPerPeer, MaxConnsPerAddr, MaxConcurrentStreams int
 	// ClearIPTransports disables direct QUIC: servers are reachable through
 	// their relay only, clients dial through relays only.
 	ClearIPTransports bool
@@ -382,6 +394,7 @@ type field struct {
 	kind      kind
 	def       any
 	sensitive bool   // masked in print output and logs
+	limit     bool   // a server cap: 0 means def, a value given must be at least 1
 	unset     string // shown when unset
 	get       func(*Config) any
 	set       func(*Config, any)
@@ -436,6 +449,10 @@ var fields = []field{
 	boolField("network.enable_monitoring", "ASTER_ENABLE_MONITORING", false, func(c *Config) *bool { return &c.EnableMonitoring }),
 	boolField("network.enable_hooks", "ASTER_ENABLE_HOOKS", false, func(c *Config) *bool { return &c.EnableHooks }),
 	intField("network.hook_timeout_ms", "ASTER_HOOK_TIMEOUT_MS", DefaultHookTimeoutMS, func(c *Config) *int { return &c.HookTimeoutMS }),
+	limitField("network.max_conns", "ASTER_MAX_CONNS", aster.DefaultMaxConns, func(c *Config) *int { return &c.MaxConns }),
+	limitField("network.max_conns_per_peer", "ASTER_MAX_CONNS_PER_PEER", aster.DefaultMaxConnsPerPeer, func(c *Config) *int { return &c.MaxConnsPerPeer }),
+	limitField("network.max_conns_per_addr", "ASTER_MAX_CONNS_PER_ADDR", aster.DefaultMaxConnsPerAddr, func(c *Config) *int { return &c.MaxConnsPerAddr }),
+	limitField("network.max_concurrent_streams", "ASTER_MAX_CONCURRENT_STREAMS", aster.DefaultMaxConcurrentStreams, func(c *Config) *int { return &c.MaxConcurrentStreams }),
 	boolField("network.clear_ip_transports", "ASTER_CLEAR_IP_TRANSPORTS", false, func(c *Config) *bool { return &c.ClearIPTransports }),
 	boolField("network.clear_relay_transports", "ASTER_CLEAR_RELAY_TRANSPORTS", false, func(c *Config) *bool { return &c.ClearRelayTransports }),
 	strField("network.portmapper_config", "ASTER_PORTMAPPER_CONFIG", kString, "<default>", func(c *Config) *string { return &c.PortmapperConfig }),
@@ -457,6 +474,13 @@ var fields = []field{
 func withSensitive(f field) field { f.sensitive = true; return f }
 
 func withDefault(f field, def string) field { f.def = def; return f }
+
+// limitField is an int field holding a server cap (see Config.MaxConns).
+func limitField(key, env string, def int, p func(*Config) *int) field {
+	f := intField(key, env, def, p)
+	f.limit = true
+	return f
+}
 
 var fieldByKey, fieldByEnv = func() (map[string]*field, map[string]*field) {
 	byKey, byEnv := map[string]*field{}, map[string]*field{}
@@ -872,8 +896,8 @@ func (c *Config) origin(f *field) (src, raw string) {
 	if s, ok := v.(string); ok && s == "" { // empty: unset or the default
 		return SourceDefault, ""
 	}
-	if f.key == "network.hook_timeout_ms" && v == 0 { // zero: the default
-		return SourceDefault, fmt.Sprint(DefaultHookTimeoutMS)
+	if (f.key == "network.hook_timeout_ms" || f.limit) && v == 0 { // zero: the default
+		return SourceDefault, fmt.Sprint(f.def)
 	}
 	if d, ok := v.(time.Duration); ok && d == 0 { // zero: the default
 		return SourceDefault, fmt.Sprint(f.def)
@@ -985,6 +1009,15 @@ func (c *Config) Validate() error {
 	}
 	if c.HookTimeoutMS > MaxHookTimeoutMS || (c.HookTimeoutMS == 0 && c.Source("network.hook_timeout_ms") != SourceDefault) {
 		return bad("network.hook_timeout_ms", fmt.Sprintf("must be 1 to %d milliseconds", MaxHookTimeoutMS))
+	}
+	for i := range fields {
+		f := &fields[i]
+		if !f.limit {
+			continue
+		}
+		if n := f.get(c).(int); n < 0 || (n == 0 && c.Source(f.key) != SourceDefault) {
+			return bad(f.key, fmt.Sprintf("must be at least 1 (default %d); a cap cannot be removed by configuration, only raised", f.def))
+		}
 	}
 	switch strings.ToLower(c.LogFormat) {
 	case "", "text", "json":

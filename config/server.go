@@ -75,6 +75,9 @@ type Server struct {
 //     that refuses, changes nothing but a log line.
 //   - logging.* → aster.WithLogger
 //   - trust.*, storage.path → aster.WithGate
+//   - network.max_conns, max_conns_per_peer, max_conns_per_addr and
+//     max_concurrent_streams → aster.WithMaxConns, WithMaxConnsPerPeer,
+//     WithMaxConnsPerAddr, WithMaxConcurrentStreams (when set)
 //   - network.hook_timeout_ms → aster.WithConnGateTimeout, for the
 //     connection gates given in opts (aster.WithConnGate); with
 //     network.enable_hooks set, NewServer fails unless opts give a gate or
@@ -141,6 +144,19 @@ func (c *Config) NewServer(opts ...aster.ServerOption) (*Server, error) {
 	}
 
 	base := []aster.ServerOption{aster.WithLogger(logger), aster.WithGate(gate), aster.WithConnGateTimeout(c.HookTimeout())}
+	for _, l := range []struct {
+		n   int
+		opt func(int) aster.ServerOption
+	}{
+		{c.MaxConns, aster.WithMaxConns},
+		{c.MaxConnsPerPeer, aster.WithMaxConnsPerPeer},
+		{c.MaxConnsPerAddr, aster.WithMaxConnsPerAddr},
+		{c.MaxConcurrentStreams, aster.WithMaxConcurrentStreams},
+	} {
+		if l.n > 0 { // 0: aster's default (Validate refused the rest)
+			base = append(base, l.opt(l.n))
+		}
+	}
 	switch {
 	case c.SecretKey != nil:
 		base = append(base, aster.WithSecretKey(c.SecretKey))

@@ -533,3 +533,57 @@ func TestDevModeListensOnLoopback(t *testing.T) {
 		t.Errorf("dev mode with bind_addr 0.0.0.0:0 logged no warning:\n%s", log)
 	}
 }
+
+// TestLimitSettings: network.max_conns and its siblings reach the server
+// (a second connection beyond max_conns = 1 is closed with the reason),
+// and a value that would remove or zero a cap is refused, naming it.
+func TestLimitSettings(t *testing.T) {
+	for _, tc := range []struct{ env, val string }{
+		{"ASTER_MAX_CONNS", "0"},
+		{"ASTER_MAX_CONNS_PER_PEER", "-1"},
+		{"ASTER_MAX_CONNS_PER_ADDR", "0"},
+		{"ASTER_MAX_CONCURRENT_STREAMS", "-5"},
+	} {
+		isolate(t)
+		t.Setenv(tc.env, tc.val)
+		_, err := config.Load()
+		key := "network." + strings.ToLower(strings.TrimPrefix(tc.env, "ASTER_"))
+		checkConfigErr(t, err, nil, key, tc.env, "must be at least 1")
+	}
+
+	isolate(t)
+	t.Setenv("ASTER_BIND_ADDR", "127.0.0.1:0")
+	t.Setenv("ASTER_LOG_LEVEL", "error")
+	t.Setenv("ASTER_MAX_CONNS", "1")
+	cfg, err := config.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxConns != 1 || cfg.Source("network.max_conns") != "ASTER_MAX_CONNS" || cfg.Source("network.max_conns_per_addr") != config.SourceDefault {
+		t.Fatalf("MaxConns %d from %s, per_addr from %s", cfg.MaxConns, cfg.Source("network.max_conns"), cfg.Source("network.max_conns_per_addr"))
+	}
+	srv, err := cfg.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready, errc := make(chan aster.Address, 1), make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe("", func(a aster.Address) { ready <- a }) }()
+	defer func() { srv.Close(); <-errc }()
+	addr := <-ready
+	c1, err := aster.DialAddress(ctxT(t), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if _, _, err := c1.Contract(ctxT(t)); err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	c2, err := aster.DialAddress(ctxT(t), addr)
+	if err == nil {
+		defer c2.Close()
+		_, _, err = c2.Contract(ctxT(t))
+	}
+	if status.CodeOf(err) != status.Unavailable || !strings.Contains(err.Error(), "too many connections") {
+		t.Fatalf("second connection with max_conns = 1: %v, want UNAVAILABLE naming the cap", err)
+	}
+}
