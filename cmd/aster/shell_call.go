@@ -194,6 +194,13 @@ func (sh *shell) call(svc *contract.Service, m *contract.Method, args []string) 
 		fmt.Fprintf(sh.out, "✓ stream ended: %d %s in %s\n", n, plural(n, "item", "items"), elapsed(time.Since(start)))
 	}
 	if !sendFinished {
+		if interactiveInput && sh.interactive {
+			// The request reader is still at its prompt: a Ctrl-C that
+			// came as a signal (typed while the terminal was between two
+			// prompts) or the server's end of a bidi call cannot unblock
+			// it, only a line can.
+			fmt.Fprintln(sh.errw, "(the call has ended: press Enter to return to the prompt)")
+		}
 		if err := <-sendDone; err != nil {
 			sh.printErr(err)
 		}
@@ -231,6 +238,8 @@ func (sh *shell) sendStream(ctx context.Context, dc *aster.DynamicCall, m *contr
 		line, err := sh.in.Prompt(prompt)
 		sh.setInputPrompt("")
 		switch {
+		case ctx.Err() != nil:
+			return nil // the call ended while the line was typed: not sent
 		case errors.Is(err, liner.ErrPromptAborted):
 			sh.interrupt() // cancels the call
 			return nil
