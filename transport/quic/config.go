@@ -1,10 +1,7 @@
 package quic
 
 import (
-	"net"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	quicgo "github.com/quic-go/quic-go"
 )
@@ -203,18 +200,6 @@ func (c *Config) withDefaults() Config {
 		out.UnvalidatedHandshakes = DefaultUnvalidatedHandshakes
 	}
 	return out
-}
-
-// verifySourceAddress returns the listening transport's
-// quicgo.Transport.VerifySourceAddress for c, which has defaults applied:
-// true (ask for a Retry) once more than UnvalidatedHandshakes clients per
-// second came from addresses not validated yet.
-func (c *Config) verifySourceAddress() func(net.Addr) bool {
-	if c.UnvalidatedHandshakes < 0 {
-		return func(net.Addr) bool { return true }
-	}
-	lim := rate.NewLimiter(rate.Limit(c.UnvalidatedHandshakes), c.UnvalidatedHandshakes)
-	return func(net.Addr) bool { return !lim.Allow() }
 }
 
 // quicConfig translates c, which has defaults applied, to quic-go's Config.

@@ -37,6 +37,7 @@ import (
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/internal/quicwrap"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -83,7 +84,7 @@ func Listen(addr string, key trust.SecretKey, cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quic: listen: %w", err)
 	}
-	tr := &quicgo.Transport{Conn: udp, StatelessResetKey: statelessResetKey(key), VerifySourceAddress: c.verifySourceAddress()}
+	tr := &quicgo.Transport{Conn: udp, StatelessResetKey: statelessResetKey(key), VerifySourceAddress: quicwrap.VerifySourceAddress(c.UnvalidatedHandshakes)}
 	ln, err := tr.Listen(serverTLSConfig(cert), c.quicConfig())
 	if err != nil {
 		_ = tr.Close()

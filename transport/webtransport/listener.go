@@ -37,10 +37,10 @@ import (
 	quicgo "github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	wt "github.com/quic-go/webtransport-go"
-	"golang.org/x/time/rate"
 
 	"github.com/aster-go/aster/discovery"
 	"github.com/aster-go/aster/transport"
+	"github.com/aster-go/aster/transport/internal/quicwrap"
 	"github.com/aster-go/aster/trust"
 )
 
@@ -131,7 +131,7 @@ func Listen(addr string, key trust.SecretKey, cfg *Config) (*Listener, error) {
 	l.url = l.makeURL()
 	l.tr = &quicgo.Transport{
 		Conn:                udp,
-		VerifySourceAddress: verifySourceAddress(c.UnvalidatedHandshakes),
+		VerifySourceAddress: quicwrap.VerifySourceAddress(c.UnvalidatedHandshakes),
 		ConnContext: func(ctx context.Context, _ *quicgo.ClientInfo) (context.Context, error) {
 			ctx = context.WithValue(ctx, connSetupKey{}, &connSetup{})
 			return context.WithValue(ctx, connSlotKey{}, &certSlot{}), nil
@@ -226,18 +226,6 @@ func (l *Listener) acceptLoop() {
 		})
 		l.bg.Go(func() { _ = l.wts.ServeQUICConn(qc) })
 	}
-}
-
-// verifySourceAddress is the transport's VerifySourceAddress for
-// Config.UnvalidatedHandshakes n (defaults applied): true (ask for a
-// Retry) once more than n clients per second came from addresses not
-// validated yet.
-func verifySourceAddress(n int) func(net.Addr) bool {
-	if n < 0 {
-		return func(net.Addr) bool { return true }
-	}
-	lim := rate.NewLimiter(rate.Limit(n), n)
-	return func(net.Addr) bool { return !lim.Allow() }
 }
 
 // addPending counts a connection without an identified session; it

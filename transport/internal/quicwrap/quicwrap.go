@@ -2,7 +2,8 @@
 // and transport/webtransport) share in wrapping quic-go streams and
 // connections as transport.Stream and transport.Conn: the stream wrapper
 // with its local-reset bookkeeping, the mapping of context and deadline
-// errors, and the truncation of close reasons. Each transport supplies
+// errors, the truncation of close reasons, and the listeners' source
+// address validation (VerifySourceAddress). Each transport supplies
 // the parts that differ (its error types and the largest reset code its
 // protocol carries) as an Errors type.
 package quicwrap
