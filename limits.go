@@ -266,18 +266,19 @@ func (cc *connCounts) admit(l *serverLimits, id trust.EndpointID, addr netip.Add
 
 // release uncounts a connection from id at addr.
 func (cc *connCounts) release(id trust.EndpointID, addr netip.Addr) {
-	if cc.byPeer[id] <= 1 {
-		delete(cc.byPeer, id)
-	} else {
-		cc.byPeer[id]--
+	uncount(cc.byPeer, id)
+	if addr.IsValid() {
+		uncount(cc.byAddr, addr)
 	}
-	if !addr.IsValid() {
-		return
-	}
-	if cc.byAddr[addr] <= 1 {
-		delete(cc.byAddr, addr)
+}
+
+// uncount takes one from m[k], deleting the key at zero so that the map
+// holds only the peers and addresses connected now.
+func uncount[K comparable](m map[K]int, k K) {
+	if m[k] <= 1 {
+		delete(m, k)
 	} else {
-		cc.byAddr[addr]--
+		m[k]--
 	}
 }
 
