@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
 )
 
@@ -157,10 +156,7 @@ func (c *Config) plainCredentialWarnings() []string {
 		if err != nil {
 			host = hostPort
 		}
-		if host == "localhost" {
-			continue
-		}
-		if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil && ip.IsLoopback() {
+		if loopbackHost(strings.Trim(host, "[]")) {
 			continue
 		}
 		return []string{fmt.Sprintf("discovery.username: the etcd password goes in plain text to %s; use https:// endpoints (and discovery.tls_ca) to protect it", e)}

@@ -373,9 +373,11 @@ const devBindAddr = "127.0.0.1:0"
 // on loopback only ("localhost" or a loopback IP).
 func loopbackBind(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
+	return err == nil && loopbackHost(host)
+}
+
+// loopbackHost reports whether host is "localhost" or a loopback IP.
+func loopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
